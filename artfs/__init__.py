@@ -1,0 +1,33 @@
+"""artfs: versioned datasets and models, mounted as plain directories.
+
+The public surface; implementation lives in private modules.
+"""
+
+from __future__ import annotations
+
+from ._artifact import Artifact, ArtifactManifestEntry
+from ._cache import Cache, parse_size
+from ._digest import digest_bytes, digest_file
+from ._errors import (
+    AlreadyExists,
+    ArtfsError,
+    CorruptData,
+    InvalidName,
+    InvalidPath,
+    NotFound,
+    PermissionDenied,
+    ReferenceChanged,
+    StoreUnavailable,
+)
+from ._manifest import Entry, Manifest
+from ._names import Spec, parse_spec
+from ._store import CommitResult, Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExists", "Artifact", "ArtifactManifestEntry", "ArtfsError", "Cache", "CommitResult",
+    "CorruptData", "Entry", "InvalidName", "InvalidPath", "Manifest", "NotFound", "PermissionDenied",
+    "ReferenceChanged", "Spec", "Store", "StoreUnavailable", "digest_bytes", "digest_file",
+    "parse_size", "parse_spec",
+]

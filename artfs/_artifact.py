@@ -1,0 +1,345 @@
+"""The Python API's ``Artifact``, named after Weights & Biases Artifacts.
+
+An ``Artifact`` is either a *draft* being assembled (``add_file``, ``add_dir``, ``new_file``) and
+logged with ``Store.log_artifact``, or a *logged version* returned by ``Store.artifact`` /
+``log_artifact`` (``download``, ``checkout``, ``verify``, ``get_path``, ``save``, ``delete``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import os
+import shutil
+import stat
+import tempfile
+import uuid
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
+
+from ._digest import digest_file
+from ._errors import ArtfsError, CorruptData, InvalidPath
+from ._manifest import Entry, Manifest
+from ._names import check_alias, check_name, check_path, join_path
+
+if TYPE_CHECKING:
+    from ._store import CommitResult, Store
+
+_WORKERS = 8
+
+
+class ArtifactManifestEntry:
+    """One file of a logged version (W&B's name)."""
+
+    def __init__(self, artifact: "Artifact", entry: Entry) -> None:
+        self._artifact = artifact
+        self.entry = entry
+
+    path = property(lambda self: self.entry.path)
+    digest = property(lambda self: self.entry.digest)
+    size = property(lambda self: self.entry.size)
+
+    def ref(self) -> str | None:
+        return self.entry.ref
+
+    def download(self, root: str | None = None) -> str:
+        """Download this one file under ``root`` (default: the artifact's download dir); returns its path."""
+        root = self._artifact.download(root, path_prefix=self.entry.path, _exact=True)
+        return os.path.join(root, *self.entry.path.split("/"))
+
+    def __repr__(self) -> str:
+        return f"ArtifactManifestEntry({self.entry.path!r}, {self.entry.digest!r}, size={self.entry.size})"
+
+
+class Artifact:
+    def __init__(self, name: str, type: str = "unspecified", description: str | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        self._name = check_name(name, "artifact")
+        self.type = check_name(type, "type") if type != "unspecified" else type
+        self.description = description
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.aliases: list[str] = []
+        self._files: dict[str, str] = {}  # entry path -> local file
+        self._tmpdir: str | None = None
+        # logged state
+        self._store: Store | None = None
+        self.project: str | None = None
+        self._version: int | None = None
+        self._manifest: Manifest | None = None
+        self._saved_aliases: list[str] = []
+        self.commit_result: CommitResult | None = None
+
+    # -- identity ------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return f"{self._name}:v{self._version}" if self._version is not None else self._name
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.project}/{self.name}"
+
+    @property
+    def version(self) -> str | None:
+        return f"v{self._version}" if self._version is not None else None
+
+    @property
+    def is_draft(self) -> bool:
+        return self._version is None
+
+    def __repr__(self) -> str:
+        return f"<Artifact {self.qualified_name if self.project else self.name} ({self.type})>"
+
+    # -- building a draft ----------------------------------------------------------------------
+    def _need_draft(self) -> None:
+        if not self.is_draft:
+            raise ArtfsError(f"{self.qualified_name} is logged and immutable; start a new Artifact to change files")
+
+    def add_file(self, local_path: str, name: str | None = None, *, overwrite: bool = False) -> str:
+        """Add one local file as ``name`` (default: its base name); returns the entry path."""
+        self._need_draft()
+        if not os.path.isfile(local_path):
+            raise ArtfsError(f"{local_path}: not a file")
+        path = check_path(name if name is not None else os.path.basename(local_path))
+        if path in self._files and not overwrite:
+            raise InvalidPath(f"{path!r} is already in the artifact (pass overwrite=True to replace it)")
+        self._files[path] = os.path.abspath(local_path)
+        return path
+
+    def add_dir(self, local_path: str, name: str | None = None) -> list[str]:
+        """Add every file under ``local_path``, placed under ``name`` (default: the root)."""
+        self._need_draft()
+        if not os.path.isdir(local_path):
+            raise ArtfsError(f"{local_path}: not a directory")
+        added = []
+        for dirpath, dirnames, filenames in os.walk(local_path):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                full = os.path.join(dirpath, fn)
+                if not os.path.isfile(full):  # dangling links, fifos, sockets
+                    continue
+                rel = os.path.relpath(full, local_path).replace(os.sep, "/")
+                try:
+                    os.fsencode(rel).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InvalidPath(f"{full!r}: file name is not UTF-8") from None
+                added.append(self.add_file(full, join_path(name, rel), overwrite=True))
+        return added
+
+    @contextlib.contextmanager
+    def new_file(self, name: str, mode: str = "x", encoding: str | None = None) -> Iterator[IO[Any]]:
+        """Write a new file straight into the artifact: ``with art.new_file("notes.txt") as f: ...``."""
+        self._need_draft()
+        path = check_path(name)
+        if path in self._files:
+            raise InvalidPath(f"{path!r} is already in the artifact")
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="artfs-new-")
+        local = os.path.join(self._tmpdir, uuid.uuid4().hex)
+        with open(local, mode if mode != "x" else "x", encoding=encoding if "b" not in mode else None) as f:
+            yield f
+        self._files[path] = local
+
+    def remove(self, name: str) -> None:
+        self._need_draft()
+        path = check_path(name)
+        if path in self._files:
+            del self._files[path]
+            return
+        prefix = path + "/"
+        gone = [p for p in self._files if p.startswith(prefix)]
+        if not gone:
+            raise ArtfsError(f"{path!r} is not in the artifact")
+        for p in gone:
+            del self._files[p]
+
+    def _log(self, store: "Store", project: str, aliases: list[str],
+             progress: Callable[[int], None] | None = None) -> "Artifact":
+        self._need_draft()
+        check_name(project, "project")
+        aliases = [check_alias(a) for a in list(self.aliases) + aliases]
+
+        def describe(item: tuple[str, str]) -> Entry:
+            path, local = item
+            st = os.stat(local)
+            digest, size = digest_file(local)
+            return Entry(path, digest, size, bool(st.st_mode & stat.S_IXUSR))
+
+        with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
+            entries = list(ex.map(describe, sorted(self._files.items())))
+        sources = {e.digest: self._files[e.path] for e in entries if e.digest}
+        result = store.commit(project, self._name, type=self.type, entries=entries, sources=sources,
+                              description=self.description, metadata=self.metadata, aliases=aliases,
+                              progress=progress)
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+        logged = Artifact._logged(store, project, self._name, result.version)
+        logged.commit_result = result
+        return logged
+
+    # -- logged versions -----------------------------------------------------------------------
+    @classmethod
+    def _logged(cls, store: "Store", project: str, artifact: str, n: int) -> "Artifact":
+        m = store.manifest(project, artifact, n)
+        info = store.info(project, artifact, n)
+        self = cls(artifact, m.type, info.get("description"), info.get("metadata") or {})
+        self._store, self.project, self._version, self._manifest = store, project, n, m
+        self.aliases = sorted(a for a, v in store.aliases(project, artifact).items() if v == n)
+        self._saved_aliases = list(self.aliases)
+        return self
+
+    def _need_logged(self) -> tuple["Store", Manifest]:
+        if self._store is None or self._manifest is None:
+            raise ArtfsError(f"{self.name} is not logged yet; use store.log_artifact(artifact, project=...)")
+        return self._store, self._manifest
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._need_logged()[1]
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
+
+    @property
+    def size(self) -> int:
+        return self.manifest.size
+
+    @property
+    def created_at(self) -> str:
+        return self.manifest.created
+
+    @property
+    def file_count(self) -> int:
+        return len(self.manifest.entries)
+
+    def files(self) -> list[ArtifactManifestEntry]:
+        return [ArtifactManifestEntry(self, e) for e in self.manifest.entries]
+
+    def get_path(self, name: str) -> ArtifactManifestEntry:
+        path = check_path(name)
+        for e in self.manifest.entries:
+            if e.path == path:
+                return ArtifactManifestEntry(self, e)
+        raise ArtfsError(f"{self.qualified_name} has no file {path!r}")
+
+    get_entry = get_path
+
+    def _default_root(self) -> str:
+        return os.path.join("artifacts", self.name)
+
+    def download(self, root: str | None = None, *, path_prefix: str | None = None,
+                 progress: Callable[[int], None] | None = None, _exact: bool = False) -> str:
+        """Place the version's files under ``root``; files already there and identical are kept.
+
+        Every file is verified against its digest on the way. Returns ``root``.
+        """
+        store, m = self._need_logged()
+        root = os.path.abspath(root or self._default_root())
+        entries = m.entries
+        if path_prefix is not None:
+            p = check_path(path_prefix)
+            entries = [e for e in entries if e.path == p or (not _exact and e.path.startswith(p + "/"))]
+        os.makedirs(root, exist_ok=True)
+
+        def one(e: Entry) -> None:
+            target = _safe_target(root, e.path)
+            mode = 0o755 if e.executable else 0o644
+            if e.ref is not None:
+                raise ArtfsError(f"{e.path}: references are not supported by this version of artfs")
+            if os.path.isfile(target) and not os.path.islink(target) and os.path.getsize(target) == e.size:
+                if digest_file(target)[0] == e.digest:
+                    if (os.stat(target).st_mode & 0o111 != 0) != e.executable:
+                        os.chmod(target, mode)
+                    if progress:
+                        progress(e.size)
+                    return
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = os.path.join(os.path.dirname(target), f".artfs-tmp-{uuid.uuid4().hex}")
+            try:
+                for attempt in (1, 2):
+                    store.fetch_blob(self.project or "", e.digest or "")
+                    try:
+                        store.cache.copy_verified(e.digest or "", tmp)
+                        break
+                    except CorruptData:
+                        if attempt == 2:
+                            raise
+                os.chmod(tmp, mode)
+                os.replace(tmp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            if progress:
+                progress(e.size)
+
+        with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
+            for _ in ex.map(one, entries):
+                pass
+        store.cache.cleanup()
+        return root
+
+    def checkout(self, root: str | None = None) -> str:
+        """Make ``root`` hold exactly this version: download, then remove every other file."""
+        root = self.download(root)
+        wanted = {os.path.join(root, *e.path.split("/")) for e in self.manifest.entries}
+        for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+            for fn in filenames:
+                p = os.path.join(dirpath, fn)
+                if p not in wanted:
+                    os.unlink(p)
+            if dirpath != root and not os.listdir(dirpath):
+                os.rmdir(dirpath)
+        return root
+
+    def verify(self, root: str | None = None) -> None:
+        """Raise CorruptData unless ``root`` holds exactly this version's files, byte for byte."""
+        root = os.path.abspath(root or self._default_root())
+        problems = []
+        wanted = set()
+        for e in self.manifest.entries:
+            p = os.path.join(root, *e.path.split("/"))
+            wanted.add(p)
+            if not os.path.isfile(p):
+                problems.append(f"missing {e.path}")
+            elif digest_file(p)[0] != e.digest:
+                problems.append(f"changed {e.path}")
+        for dirpath, _, filenames in os.walk(root):
+            for fn in filenames:
+                p = os.path.join(dirpath, fn)
+                if p not in wanted:
+                    problems.append(f"extra {os.path.relpath(p, root)}")
+        if problems:
+            raise CorruptData(f"{root} does not match {self.qualified_name}: " + "; ".join(sorted(problems)[:20]))
+
+    def save(self) -> None:
+        """Write description, metadata and alias changes of a logged version to the store."""
+        store, m = self._need_logged()
+        project, art, n = self.project or "", self._name, self._version or 0
+        new = [check_alias(a) for a in dict.fromkeys(self.aliases)]
+        store.set_info(project, art, n, description=self.description, metadata=self.metadata)
+        for a in new:
+            if a not in self._saved_aliases or a == "latest":
+                store.set_alias(project, art, a, n)
+        for a in self._saved_aliases:
+            if a not in new and a != "latest":
+                store.remove_alias(project, art, a)
+        self.aliases = sorted(a for a, v in store.aliases(project, art).items() if v == n)
+        self._saved_aliases = list(self.aliases)
+
+    def delete(self, delete_aliases: bool = False) -> None:
+        store, _ = self._need_logged()
+        store.delete_version(self.project or "", self._name, self._version or 0, delete_aliases=delete_aliases)
+
+
+def _safe_target(root: str, path: str) -> str:
+    """``root/path``, refusing a path that escapes ``root`` or passes through a symlink."""
+    check_path(path)
+    target = os.path.join(root, *path.split("/"))
+    d = root
+    for part in path.split("/")[:-1]:
+        d = os.path.join(d, part)
+        if os.path.islink(d):
+            raise InvalidPath(f"{path!r}: {d} is a symlink; refusing to write through it")
+    if os.path.commonpath([root, os.path.abspath(target)]) != root:
+        raise InvalidPath(f"{path!r} escapes {root}")
+    return target

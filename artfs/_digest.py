@@ -1,0 +1,64 @@
+"""Content digests: ``xxh128:<32 hex>`` (XXH3-128).
+
+The algorithm name is part of every digest so another one can be added later without ambiguity.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import xxhash
+
+from ._errors import CorruptData
+
+ALGO = "xxh128"
+_DIGEST_RE = re.compile(r"^xxh128:[0-9a-f]{32}$")
+_BUF = 4 << 20
+
+
+def check_digest(d: object) -> str:
+    if not isinstance(d, str) or not _DIGEST_RE.match(d):
+        raise CorruptData(f"invalid digest {d!r}")
+    return d
+
+
+def hasher() -> "xxhash.xxh3_128":
+    return xxhash.xxh3_128()
+
+
+def finish(h: "xxhash.xxh3_128") -> str:
+    return f"{ALGO}:{h.hexdigest()}"
+
+
+def digest_bytes(data: bytes | memoryview) -> str:
+    return f"{ALGO}:{xxhash.xxh3_128_hexdigest(data)}"
+
+
+def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """Digest and size of a local file, read in large buffers."""
+    h = xxhash.xxh3_128()
+    size = 0
+    buf = bytearray(_BUF)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+            size += n
+    return finish(h), size
+
+
+def blob_key(project: str, digest: str) -> str:
+    """Store key of a blob: ``<project>/blobs/xxh128/<2 hex>/<32 hex>``."""
+    check_digest(digest)
+    hexpart = digest.split(":", 1)[1]
+    return f"{project}/blobs/{ALGO}/{hexpart[:2]}/{hexpart}"
+
+
+def cache_rel(digest: str) -> str:
+    check_digest(digest)
+    hexpart = digest.split(":", 1)[1]
+    return f"{ALGO}/{hexpart[:2]}/{hexpart}"

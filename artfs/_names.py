@@ -1,0 +1,121 @@
+"""Validation of names, entry paths and version specs.
+
+Every name or path that reaches a store key or a local file name passes through here, whether it
+came from a user, a manifest read back from a store, or a reference listing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ._errors import InvalidName, InvalidPath
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_VERSION_RE = re.compile(r"^v(0|[1-9][0-9]{0,17})$")
+RESERVED = frozenset({"draft"})
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """Project and artifact names: letters, digits, ``.``, ``_``, ``-``; not starting with ``.``/``-``."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise InvalidName(
+            f"invalid {what} {name!r}: use letters, digits, '.', '_' and '-', "
+            "not starting with '.' or '-', at most 128 characters"
+        )
+    if name in RESERVED or _VERSION_RE.match(name):
+        raise InvalidName(f"invalid {what} {name!r}: reserved name")
+    return name
+
+
+def check_alias(alias: object) -> str:
+    if isinstance(alias, str) and _VERSION_RE.match(alias):
+        raise InvalidName(f"invalid alias {alias!r}: an alias may not look like a version")
+    if alias in RESERVED:
+        raise InvalidName(f"invalid alias {alias!r}: {alias!r} is reserved")
+    return check_name(alias, "alias")
+
+
+def is_version(s: str) -> bool:
+    return bool(_VERSION_RE.match(s))
+
+
+def parse_version(s: str) -> int:
+    if not _VERSION_RE.match(s):
+        raise InvalidName(f"invalid version {s!r}: expected v0, v1, ...")
+    return int(s[1:])
+
+
+def check_path(path: object) -> str:
+    """A relative POSIX entry path: no ``..``/``.``/empty parts, not absolute, no NUL, valid UTF-8."""
+    if isinstance(path, bytes):
+        try:
+            path = path.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidPath(f"invalid path {path!r}: not UTF-8") from None
+    if not isinstance(path, str) or not path:
+        raise InvalidPath(f"invalid path {path!r}: empty")
+    if "\x00" in path:
+        raise InvalidPath(f"invalid path {path!r}: contains NUL")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPath(f"invalid path {path!r}: not valid UTF-8") from None
+    if path.startswith("/"):
+        raise InvalidPath(f"invalid path {path!r}: absolute paths are not allowed")
+    if "\\" in path and False:  # backslash is a legal POSIX file name character
+        pass
+    parts = path.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise InvalidPath(f"invalid path {path!r}: empty, '.' or '..' component")
+        if len(part.encode("utf-8")) > 255:
+            raise InvalidPath(f"invalid path {path!r}: component longer than 255 bytes")
+    return path
+
+
+def join_path(prefix: str | None, rel: str) -> str:
+    if not prefix:
+        return check_path(rel)
+    return check_path(prefix.strip("/") + "/" + rel)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """``project/artifact[:version-or-alias]``; ``version`` is an int, ``alias`` a name."""
+
+    project: str
+    artifact: str
+    version: int | None = None
+    alias: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"v{self.version}" if self.version is not None else (self.alias or "latest")
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.artifact}:{self.ref}"
+
+
+def parse_spec(spec: str, *, default_project: str | None = None, need_ref: bool = False) -> Spec:
+    """Parse ``proj/art``, ``proj/art:v3``, ``proj/art:best``; a bare ``art`` needs a default project."""
+    if not isinstance(spec, str) or not spec:
+        raise InvalidName(f"invalid artifact spec {spec!r}")
+    name, sep, ref = spec.partition(":")
+    if need_ref and not sep:
+        ref = "latest"
+    if "/" in name:
+        project, _, artifact = name.partition("/")
+    elif default_project:
+        project, artifact = default_project, name
+    else:
+        raise InvalidName(f"invalid artifact spec {spec!r}: expected project/artifact[:version]")
+    check_name(project, "project")
+    check_name(artifact, "artifact")
+    if not sep or not ref:
+        if sep:
+            raise InvalidName(f"invalid artifact spec {spec!r}: empty version after ':'")
+        return Spec(project, artifact, None, "latest" if need_ref else None)
+    if is_version(ref):
+        return Spec(project, artifact, int(ref[1:]), None)
+    return Spec(project, artifact, None, check_alias(ref))

@@ -1,0 +1,447 @@
+"""The store: projects, artifacts, versions, aliases, commits, deletion and gc.
+
+Store layout (the same on a local disk, under an S3 prefix and behind a static HTTPS server)::
+
+    <project>/blobs/xxh128/<2>/<32>                    file contents, immutable
+    <project>/artifacts/<artifact>/versions/<N>.json   manifest of vN, created exclusively, never changed
+    <project>/artifacts/<artifact>/info/<N>.json       mutable description/metadata of vN
+    <project>/artifacts/<artifact>/aliases/<alias>     the version number an alias points to
+    <project>/artifacts/<artifact>/digests/<32 hex>    version digest -> N (finds identical content)
+    <project>/intents/<commit-id>.json                 a commit in flight: the blobs it will reference
+    <project>/deleting/<id>.json                       a deletion or gc in flight
+
+Invariants
+* Every blob named by an existing manifest exists. A commit uploads its blobs before it creates
+  its manifest; deletion removes a manifest before any blob.
+* ``versions/<N>.json`` is only ever created with an exclusive create; racing writers for the same
+  N see AlreadyExists and take the next number, so no version is overwritten or lost.
+* ``latest`` is the highest version unless ``aliases/latest`` was set explicitly; logging a new
+  version removes an explicit ``latest``. Other aliases are one file each, so one version per alias.
+
+Commit versus deletion (no locks, only ordering; needs list-after-write consistency, which local
+disks and S3 give):
+
+    commit:  1 write intent  2 wait for deletions listed now  3 check/upload blobs  4 create manifest  5 drop intent
+    delete:  a write marker  b remove manifest  c list intents + manifests  d delete unreferenced blobs  e drop marker
+
+A deletion that started before step 1 is waited for in step 2, so step 3 sees its effect and
+re-uploads whatever it removed. A deletion that starts after step 1 lists the intent in step c
+(its marker came after the intent) and keeps the commit's blobs. Intents older than the grace
+period (24 h) and markers older than ``MARKER_STALE`` are considered abandoned by crashed processes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as _dt
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import xxhash
+
+from ._cache import Cache
+from ._digest import blob_key, check_digest
+from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, StoreUnavailable
+from ._manifest import Entry, Manifest, check_entries, version_digest
+from ._names import Spec, check_alias, check_name, parse_spec
+from .backends import Backend, open_backend
+
+if TYPE_CHECKING:
+    from ._artifact import Artifact
+
+INTENT_GRACE = 24 * 3600.0
+MARKER_STALE = 600.0
+_WORKERS = 8
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class CommitResult:
+    """What a commit did: the version it created or matched, and what it uploaded."""
+
+    project: str
+    artifact: str
+    version: int
+    created: bool
+    files: int
+    uploaded_blobs: int = 0
+    uploaded_bytes: int = 0
+    aliases: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        what = "created" if self.created else "unchanged, matches"
+        return f"{self.project}/{self.artifact}:v{self.version} ({what}; {self.files} files, {self.uploaded_blobs} new blobs, {self.uploaded_bytes} bytes uploaded)"
+
+
+class Store:
+    """A store of artifacts: a local directory (default), ``s3://bucket/prefix`` or ``https://…``."""
+
+    def __init__(self, url: str | None = None, *, cache: Cache | None = None, backend: Backend | None = None) -> None:
+        self.backend = backend or open_backend(url)
+        self.url = self.backend.url
+        self.cache = cache or Cache()
+        self.id = xxhash.xxh64_hexdigest(self.url.encode())
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # -- keys ----------------------------------------------------------------------------------
+    @staticmethod
+    def _akey(project: str, artifact: str) -> str:
+        return f"{project}/artifacts/{artifact}/"
+
+    def _vkey(self, project: str, artifact: str, n: int) -> str:
+        return f"{self._akey(project, artifact)}versions/{n}.json"
+
+    # -- listing -------------------------------------------------------------------------------
+    def projects(self) -> list[str]:
+        return [p for p in self.backend.list_dirs("") if _valid(p) and self.artifacts(p)]
+
+    def artifacts(self, project: str) -> list[str]:
+        check_name(project, "project")
+        return [a for a in self.backend.list_dirs(f"{project}/artifacts/") if _valid(a)]
+
+    def versions(self, project: str, artifact: str) -> list[int]:
+        check_name(project, "project")
+        check_name(artifact, "artifact")
+        out = []
+        for o in self.backend.list(self._akey(project, artifact) + "versions/"):
+            name = o.key.rsplit("/", 1)[-1]
+            if name.endswith(".json") and name[:-5].isdigit():
+                out.append(int(name[:-5]))
+        return sorted(out)
+
+    def aliases(self, project: str, artifact: str, *, versions: list[int] | None = None) -> dict[str, int]:
+        """Alias -> version, including the automatic ``latest``; aliases of deleted versions are dropped."""
+        if versions is None:
+            versions = self.versions(project, artifact)
+        present = set(versions)
+        out: dict[str, int] = {}
+        prefix = self._akey(project, artifact) + "aliases/"
+        for o in self.backend.list(prefix):
+            name = o.key[len(prefix) :]
+            if "/" in name or not _valid(name, alias=True):
+                continue
+            try:
+                n = int(self.backend.get(o.key).decode().strip())
+            except (NotFound, ValueError):
+                continue
+            if n in present:
+                out[name] = n
+        if "latest" not in out and versions:
+            out["latest"] = versions[-1]
+        return out
+
+    def resolve(self, spec: str | Spec) -> tuple[str, str, int]:
+        s = parse_spec(spec, need_ref=True) if isinstance(spec, str) else spec
+        if s.version is not None:
+            if not self.backend.exists(self._vkey(s.project, s.artifact, s.version)):
+                raise NotFound(f"{s}: no such version")
+            return s.project, s.artifact, s.version
+        alias = s.alias or "latest"
+        versions = self.versions(s.project, s.artifact)
+        if not versions:
+            if s.artifact not in self.artifacts(s.project):
+                raise NotFound(f"{s.project}/{s.artifact}: no such artifact in {self.url}")
+            raise NotFound(f"{s.project}/{s.artifact}: has no versions")
+        aliases = self.aliases(s.project, s.artifact, versions=versions)
+        if alias not in aliases:
+            raise NotFound(f"{s}: no such alias")
+        return s.project, s.artifact, aliases[alias]
+
+    def manifest(self, project: str, artifact: str, n: int) -> Manifest:
+        """The manifest of vN, from the local cache when read before (manifests never change)."""
+        cpath = self.cache.manifest_path(self.id, project, artifact, n)
+        where = f"{project}/{artifact}:v{n}"
+        try:
+            with open(cpath, "rb") as f:
+                data = f.read()
+            m = Manifest.from_bytes(data, where=where)
+        except (FileNotFoundError, CorruptData):
+            try:
+                data = self.backend.get(self._vkey(project, artifact, n))
+            except NotFound:
+                raise NotFound(f"{where}: no such version") from None
+            m = Manifest.from_bytes(data, where=where)
+            self.cache.write_small(cpath, data)
+        if (m.project, m.artifact, m.version) != (project, artifact, n):
+            raise CorruptData(f"{where}: manifest names {m.project}/{m.artifact}:v{m.version}")
+        return m
+
+    def info(self, project: str, artifact: str, n: int) -> dict[str, Any]:
+        """Mutable description/metadata of vN (falls back to what the manifest recorded)."""
+        try:
+            doc = json.loads(self.backend.get(f"{self._akey(project, artifact)}info/{n}.json"))
+            if isinstance(doc, dict):
+                return doc
+        except (NotFound, ValueError):
+            pass
+        m = self.manifest(project, artifact, n)
+        return {"description": m.description, "metadata": m.metadata}
+
+    def artifact(self, spec: str) -> "Artifact":
+        """A logged version: ``store.artifact("cycling/bike-dataset:latest")``."""
+        from ._artifact import Artifact
+
+        project, artifact, n = self.resolve(spec)
+        return Artifact._logged(self, project, artifact, n)
+
+    def artifact_versions(self, name: str) -> list["Artifact"]:
+        from ._artifact import Artifact
+
+        s = parse_spec(name)
+        return [Artifact._logged(self, s.project, s.artifact, n) for n in self.versions(s.project, s.artifact)]
+
+    # -- writing -------------------------------------------------------------------------------
+    def log_artifact(self, art: "Artifact", project: str, *, aliases: Iterable[str] = ()) -> "Artifact":
+        """Log a new version of ``art`` (or match an identical existing one); returns the logged version."""
+        return art._log(self, project, list(aliases))
+
+    def commit(
+        self,
+        project: str,
+        artifact: str,
+        *,
+        type: str,
+        entries: list[Entry],
+        sources: dict[str, Callable[[str], None] | str],
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        aliases: Iterable[str] = (),
+        run: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> CommitResult:
+        """Create the next version of ``project/artifact`` from ``entries``.
+
+        ``sources`` maps a digest to a local file path holding its bytes. Only blobs the store
+        lacks are uploaded. Identical content (same version digest) creates no new version.
+        """
+        check_name(project, "project")
+        check_name(artifact, "artifact")
+        aliases = [check_alias(a) for a in aliases]
+        entries = check_entries(entries)
+        vdigest = version_digest(entries)
+        versions = self.versions(project, artifact)
+        if versions:
+            base = self.manifest(project, artifact, versions[-1])
+            if base.type != type and type != "unspecified":
+                raise InvalidName(f"{project}/{artifact} has type {base.type!r}, not {type!r}")
+            type = base.type if type == "unspecified" else type
+        same = self._find_digest(project, artifact, vdigest, versions)
+        if same is not None:
+            for a in aliases:
+                self.set_alias(project, artifact, a, same)
+            return CommitResult(project, artifact, same, False, len(entries), aliases=aliases)
+
+        digests = sorted({e.digest for e in entries if e.digest and e.ref is None})
+        commit_id = uuid.uuid4().hex
+        ikey = f"{project}/intents/{commit_id}.json"
+        self.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "blobs": digests}).encode())
+        try:
+            self._wait_for_deletions(project)
+            # Blobs of a manifest that still exists after our intent are present (see invariants).
+            known: set[str] = set()
+            if versions and self.backend.exists(self._vkey(project, artifact, versions[-1])):
+                known = {e.digest for e in self.manifest(project, artifact, versions[-1]).entries if e.digest}
+            missing = self._missing_blobs(project, [d for d in digests if d not in known])
+            up_bytes = 0
+            sizes = {e.digest: e.size for e in entries if e.digest}
+
+            def upload(d: str) -> int:
+                src = sources.get(d)
+                if src is None:
+                    raise ArtfsError(f"no local source for blob {d}")
+                if isinstance(src, str):
+                    self.backend.put_file(blob_key(project, d), src)
+                else:
+                    src(blob_key(project, d))
+                if progress:
+                    progress(sizes.get(d, 0))
+                return sizes.get(d, 0)
+
+            if progress:
+                progress(sum(sizes[d] for d in digests if d not in missing))
+            with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
+                up_bytes = sum(ex.map(upload, missing))
+
+            n = versions[-1] + 1 if versions else 0
+            created = _now()
+            while True:
+                m = Manifest(project, artifact, n, type, entries, vdigest, created,
+                             description, dict(metadata or {}), run, commit_id)
+                try:
+                    self.backend.put(self._vkey(project, artifact, n), m.to_bytes(), exclusive=True)
+                    break
+                except AlreadyExists:
+                    later = self.versions(project, artifact)
+                    n = max(n + 1, (later[-1] + 1) if later else 0)
+            self.cache.write_small(self.cache.manifest_path(self.id, project, artifact, n), m.to_bytes())
+        finally:
+            self.backend.delete(ikey)
+        self.backend.put(f"{self._akey(project, artifact)}digests/{vdigest.split(':')[1]}", str(n).encode())
+        self.backend.delete(f"{self._akey(project, artifact)}aliases/latest")
+        for a in aliases:
+            self.set_alias(project, artifact, a, n)
+        return CommitResult(project, artifact, n, True, len(entries), len(missing), up_bytes, aliases)
+
+    def _find_digest(self, project: str, artifact: str, vdigest: str, versions: list[int]) -> int | None:
+        try:
+            n = int(self.backend.get(f"{self._akey(project, artifact)}digests/{vdigest.split(':')[1]}").decode())
+            if n in versions and self.manifest(project, artifact, n).digest == vdigest:
+                return n
+        except (NotFound, ValueError):
+            pass
+        if versions and self.manifest(project, artifact, versions[-1]).digest == vdigest:
+            return versions[-1]
+        return None
+
+    def _missing_blobs(self, project: str, digests: list[str]) -> list[str]:
+        with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
+            present = list(ex.map(lambda d: self.backend.exists(blob_key(project, d)), digests))
+        return [d for d, p in zip(digests, present) if not p]
+
+    def _wait_for_deletions(self, project: str, *, timeout: float = MARKER_STALE) -> None:
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            now = time.time()
+            live = [o for o in self.backend.list(f"{project}/deleting/") if now - o.mtime < MARKER_STALE]
+            if not live:
+                return
+            if time.monotonic() > deadline:
+                raise StoreUnavailable(f"{project}: a deletion has been running for {timeout:.0f} s; try again later")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # -- aliases and info ----------------------------------------------------------------------
+    def set_alias(self, project: str, artifact: str, alias: str, n: int) -> None:
+        check_alias(alias)
+        if not self.backend.exists(self._vkey(project, artifact, n)):
+            raise NotFound(f"{project}/{artifact}:v{n}: no such version")
+        self.backend.put(f"{self._akey(project, artifact)}aliases/{alias}", str(n).encode())
+
+    def remove_alias(self, project: str, artifact: str, alias: str) -> None:
+        check_alias(alias)
+        key = f"{self._akey(project, artifact)}aliases/{alias}"
+        if not self.backend.exists(key):
+            if alias == "latest":
+                raise InvalidName("'latest' is automatic; it can be moved but not removed")
+            raise NotFound(f"{project}/{artifact}:{alias}: no such alias")
+        self.backend.delete(key)
+
+    def set_info(self, project: str, artifact: str, n: int, *, description: str | None, metadata: dict[str, Any]) -> None:
+        self.manifest(project, artifact, n)  # must exist
+        doc = {"description": description, "metadata": metadata, "updated": _now()}
+        self.backend.put(f"{self._akey(project, artifact)}info/{n}.json", json.dumps(doc, ensure_ascii=False).encode())
+
+    # -- deletion ------------------------------------------------------------------------------
+    def _marker(self, project: str) -> str:
+        key = f"{project}/deleting/{uuid.uuid4().hex}.json"
+        self.backend.put(key, json.dumps({"created": time.time()}).encode())
+        return key
+
+    def _live_blobs(self, project: str) -> set[str]:
+        """Digests named by any manifest or by a young intent of ``project``."""
+        live: set[str] = set()
+        now = time.time()
+        for o in self.backend.list(f"{project}/intents/"):
+            if now - o.mtime > INTENT_GRACE:
+                continue
+            try:
+                doc = json.loads(self.backend.get(o.key))
+                live.update(d for d in doc.get("blobs", []) if isinstance(d, str))
+            except (NotFound, ValueError):
+                continue
+        for a in self.artifacts(project):
+            for n in self.versions(project, a):
+                try:
+                    live.update(e.digest for e in self.manifest(project, a, n).entries if e.digest)
+                except NotFound:
+                    continue
+        return live
+
+    def delete_version(self, project: str, artifact: str, n: int, *, delete_aliases: bool = False) -> list[str]:
+        """Delete vN and at once every blob nothing else needs; returns the aliases removed."""
+        m = self.manifest(project, artifact, n)
+        aliases = self.aliases(project, artifact)
+        own = sorted(a for a, v in aliases.items() if v == n and a != "latest")
+        if own and not delete_aliases:
+            raise ArtfsError(
+                f"{project}/{artifact}:v{n} has aliases {', '.join(own)}; pass delete_aliases=True (--delete-aliases)"
+            )
+        akey = self._akey(project, artifact)
+        for a in own + (["latest"] if aliases.get("latest") == n else []):
+            self.backend.delete(f"{akey}aliases/{a}")
+        marker = self._marker(project)
+        try:
+            self.backend.delete(self._vkey(project, artifact, n))
+            self.backend.delete(f"{akey}info/{n}.json")
+            dkey = f"{akey}digests/{m.digest.split(':')[1]}"
+            try:
+                if self.backend.get(dkey).decode().strip() == str(n):
+                    self.backend.delete(dkey)
+            except NotFound:
+                pass
+            live = self._live_blobs(project)
+            for d in {e.digest for e in m.entries if e.digest and e.ref is None} - live:
+                self.backend.delete(blob_key(project, d))
+        finally:
+            self.backend.delete(marker)
+        return own
+
+    def gc(self, project: str, *, dry_run: bool = False) -> dict[str, int]:
+        """Remove blobs no version and no young intent needs, and stale intents/markers/temp files."""
+        check_name(project, "project")
+        marker = self._marker(project)
+        removed = freed = stale = 0
+        try:
+            live = self._live_blobs(project)
+            now = time.time()
+            for o in self.backend.list(f"{project}/blobs/"):
+                parts = o.key.split("/")
+                d = f"{parts[-3]}:{parts[-1]}" if len(parts) >= 4 else ""
+                try:
+                    check_digest(d)
+                except CorruptData:
+                    continue
+                if d not in live:
+                    removed += 1
+                    freed += o.size
+                    if not dry_run:
+                        self.backend.delete(o.key)
+            for o in list(self.backend.list(f"{project}/intents/")):
+                if now - o.mtime > INTENT_GRACE:
+                    stale += 1
+                    if not dry_run:
+                        self.backend.delete(o.key)
+            for o in list(self.backend.list(f"{project}/deleting/")):
+                if o.key != marker and now - o.mtime > MARKER_STALE:
+                    stale += 1
+                    if not dry_run:
+                        self.backend.delete(o.key)
+            gc_tmp = getattr(self.backend, "gc_tmp", None)
+            if gc_tmp and not dry_run:
+                stale += gc_tmp(INTENT_GRACE)
+        finally:
+            self.backend.delete(marker)
+        return {"blobs_removed": removed, "bytes_freed": freed, "stale_removed": stale}
+
+    # -- reading blobs -------------------------------------------------------------------------
+    def fetch_blob(self, project: str, digest: str) -> str:
+        """Path of the verified cached copy of a blob, fetching it from the store if needed."""
+        return self.cache.ensure(digest, lambda tmp: self.backend.download_file(blob_key(project, digest), tmp))
+
+
+def _valid(name: str, *, alias: bool = False) -> bool:
+    try:
+        (check_alias if alias else check_name)(name)
+        return True
+    except InvalidName:
+        return False

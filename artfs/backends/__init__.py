@@ -1,0 +1,104 @@
+"""Store backends: one small key/value interface, three implementations.
+
+Keys are ``/``-separated strings relative to the store's root (already validated by the caller).
+Every backend guarantees:
+
+* ``put(key, data, exclusive=True)`` creates the key only if it does not exist, atomically, and
+  raises :class:`AlreadyExists` otherwise (``O_EXCL``/``link`` on disk, ``If-None-Match: *`` on S3).
+  This is the only synchronisation artfs needs between writers on many machines.
+* A reader never sees half an object: writes go to a temporary name and are renamed (disk) or are
+  single PUTs / completed multipart uploads (S3).
+* Failures come out as :class:`NotFound`, :class:`AlreadyExists`, :class:`StoreUnavailable`
+  (after the backend's own bounded retries) or :class:`PermissionDenied`, never as
+  library-specific exceptions.
+
+The contract test suite in :mod:`artfs.testing` runs against every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch
+
+
+class Backend(abc.ABC):
+    #: a URL naming the store (``file:///…``, ``s3://bucket/prefix``, ``https://…``)
+    url: str
+    read_only: bool = False
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """The whole object; NotFound if missing."""
+
+    @abc.abstractmethod
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (fewer only at the end of the object)."""
+
+    @abc.abstractmethod
+    def download_file(self, key: str, path: str) -> int:
+        """Write the object to the local file ``path`` (created/truncated); return its size."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        """Store ``data``; with ``exclusive`` fail with AlreadyExists if the key exists."""
+
+    @abc.abstractmethod
+    def put_file(self, key: str, path: str, *, exclusive: bool = False) -> None:
+        """Upload a local file (multipart for large files where the store supports it)."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and mtime of the key, or None if it does not exist."""
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the key; a missing key is not an error."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every key under ``prefix`` (a directory-like prefix ending in ``/``), recursively."""
+
+    @abc.abstractmethod
+    def list_dirs(self, prefix: str) -> list[str]:
+        """The names of the immediate "subdirectories" under ``prefix`` (ending in ``/``)."""
+
+    def close(self) -> None:
+        pass
+
+
+def default_store_url() -> str:
+    env = os.environ.get("ARTFS_STORE")
+    if env:
+        return env
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "artfs", "store")
+
+
+def open_backend(url: str | None = None) -> Backend:
+    """A backend for ``url``: a local path or ``file://``, ``s3://bucket[/prefix]``, ``http(s)://``."""
+    url = url or default_store_url()
+    if url.startswith("s3://"):
+        from .s3 import S3Backend
+
+        return S3Backend(url)
+    if url.startswith(("http://", "https://")):
+        from .http import HTTPBackend
+
+        return HTTPBackend(url)
+    from .local import LocalBackend
+
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    return LocalBackend(url)
