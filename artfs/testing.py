@@ -32,15 +32,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def s3_env(endpoint: str) -> dict[str, str]:
+def s3_env(
+    endpoint: str, access_key: str = "testing", secret_key: str = "testing"
+) -> dict[str, str]:
     """Environment variables that point boto3 (and so artfs) at ``endpoint`` with test credentials.
 
     Use as ``env = {**os.environ, **s3_env(url)}`` and drop :data:`CONFLICTING_ENV` from it.
     """
     return {
         "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_EC2_METADATA_DISABLED": "true",
     }
@@ -62,21 +64,34 @@ class S3Server:
 
     Starts ``python -m moto.server`` on a free port and waits until it answers; on exit terminates
     exactly that child process (by its own PID). If ``$ARTFS_TEST_S3_ENDPOINT`` is set (and
-    ``use_env`` is true) that endpoint is used and nothing is started.
+    ``use_env`` is true) that endpoint is used and nothing is started; its credentials come from
+    ``$ARTFS_TEST_S3_ACCESS_KEY``/``$ARTFS_TEST_S3_SECRET_KEY`` (default ``testing``).
+
+    ``server.env()`` is :func:`s3_env` for this endpoint and its credentials.
     """
 
-    def __init__(self, *, port: int | None = None, startup_timeout: float = 30.0, use_env: bool = True):
+    def __init__(
+        self, *, port: int | None = None, startup_timeout: float = 30.0, use_env: bool = True
+    ) -> None:
         self.port = port
         self.startup_timeout = startup_timeout
         self.use_env = use_env
         self.endpoint: str | None = None
         self.proc: subprocess.Popen | None = None
         self._log = None
+        self.access_key = "testing"
+        self.secret_key = "testing"
+
+    def env(self) -> dict[str, str]:
+        assert self.endpoint, "not started"
+        return s3_env(self.endpoint, self.access_key, self.secret_key)
 
     def __enter__(self) -> str:
         external = os.environ.get(ENV_ENDPOINT) if self.use_env else None
         if external:
             self.endpoint = external.rstrip("/")
+            self.access_key = os.environ.get("ARTFS_TEST_S3_ACCESS_KEY", "testing")
+            self.secret_key = os.environ.get("ARTFS_TEST_S3_SECRET_KEY", "testing")
             return self.endpoint
         last: Exception | None = None
         for _ in range(3):  # a free port can be taken between free_port() and the bind
@@ -105,11 +120,14 @@ class S3Server:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"moto.server exited with {self.proc.returncode}: {self._output()}")
+                code = self.proc.returncode
+                raise RuntimeError(f"moto.server exited with {code}: {self._output()}")
             if _answers(endpoint + "/moto-api/"):
                 return endpoint
             time.sleep(0.1)
-        raise RuntimeError(f"moto.server did not answer within {self.startup_timeout} s: {self._output()}")
+        raise RuntimeError(
+            f"moto.server did not answer within {self.startup_timeout} s: {self._output()}"
+        )
 
     def _output(self) -> str:
         if self._log is None:

@@ -72,9 +72,10 @@ def _timeout_from_env() -> float:
 def _budget(timeout: float, max_attempts: int | None) -> tuple[int, float]:
     """Split a total time budget into (attempts, per-attempt connect/read timeout).
 
-    botocore's standard retry mode sleeps ``random() * 2**(n-1)`` s (capped at 20 s) before retry
-    ``n``, so ``a`` attempts spend at most ``2**(a-1) - 1`` s sleeping; what is left of the budget
-    is shared by the attempts' socket timeouts.
+    botocore's standard retry mode sleeps at most ``2**(n-1)`` s (capped at 20 s) before retry
+    ``n`` when throttled, far less (50 ms scale) after connection errors, so ``a`` attempts spend
+    at most ``2**(a-1) - 1`` s sleeping; what is left of the budget is shared by the attempts'
+    socket timeouts (connect and read, each per attempt).
     """
     attempts = max_attempts or (3 if timeout >= 6 else 2)
     sleeping = min(2 ** (attempts - 1) - 1, 20 * (attempts - 1))
@@ -149,7 +150,8 @@ class S3Backend(Backend):
         # custom endpoints (MinIO, moto, Ceph, ...) rarely resolve virtual-hosted bucket names
         addressing = os.environ.get("ARTFS_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
         config = Config(
-            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            # total_max_attempts counts the first request; botocore's "max_attempts" would not
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
             connect_timeout=self._socket_timeout,
             read_timeout=self._socket_timeout,
             max_pool_connections=32,
@@ -175,7 +177,7 @@ class S3Backend(Backend):
         return self.prefix + key
 
     def _where(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._key(key)} (endpoint {self._endpoint()})"
+        return f"s3://{self.bucket}/{self._key(key)} via {self._endpoint()}"
 
     def _transfer_config(self):
         from boto3.s3.transfer import TransferConfig
@@ -188,8 +190,8 @@ class S3Backend(Backend):
             use_threads=True,
         )
 
-    def _error(self, e: BaseException, key: str, *, exclusive: bool = False) -> ArtfsError:
-        """The artfs error for a boto3/botocore/s3transfer exception."""
+    def _error(self, e: BaseException, key: str, *, exclusive: bool = False) -> BaseException:
+        """The artfs error for a boto3/botocore/s3transfer exception (others are returned as-is)."""
         if isinstance(e, ArtfsError):
             return e
         from botocore.exceptions import (
@@ -203,7 +205,7 @@ class S3Backend(Backend):
             ProfileNotFound,
         )
 
-        where = self._where(key) if key else f"{self.url} (endpoint {self._endpoint()})"
+        where = self._where(key) if key else f"{self.url} via {self._endpoint()}"
         # boto3's transfer wrappers hide the real error; unwrap it
         inner = getattr(e, "last_exception", None) or (
             e.__context__ if type(e).__name__ == "S3UploadFailedError" else None
@@ -226,7 +228,8 @@ class S3Backend(Backend):
                 return NotFound(f"{key}: not found in the store ({where})")
             if code in _DENIED or status == 403:
                 return PermissionDenied(f"{key or self.url}: access denied: {msg} ({where})")
-            return StoreUnavailable(f"{key or self.url}: S3 error {code or status}: {msg} ({where})")
+            what = key or self.url
+            return StoreUnavailable(f"{what}: S3 error {code or status}: {msg} ({where})")
         if isinstance(e, (NoCredentialsError, PartialCredentialsError, ProfileNotFound)):
             return PermissionDenied(f"{key or self.url}: no usable AWS credentials: {e} ({where})")
         if isinstance(e, CredentialRetrievalError):
@@ -240,7 +243,9 @@ class S3Backend(Backend):
             return StoreUnavailable(f"{key or self.url}: {e} ({where})")
         if isinstance(e, (ConnectionError, TimeoutError)):
             return StoreUnavailable(f"{key or self.url}: {e} ({where})")
-        return StoreUnavailable(f"{key or self.url}: {type(e).__name__}: {e} ({where})")
+        if _is_botocore(e):
+            return StoreUnavailable(f"{key or self.url}: {type(e).__name__}: {e} ({where})")
+        return e  # not a store failure (a bug, a bad argument): let it surface as it is
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -264,9 +269,8 @@ class S3Backend(Backend):
                 raise NotFound(f"{key}: not found in the store ({self._where(key)})")
             return b""
         try:
-            r = self._client.get_object(
-                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={offset}-{offset + length - 1}"
-            )
+            rng = f"bytes={offset}-{offset + length - 1}"
+            r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
             with r["Body"] as body:
                 data = body.read()
         except Exception as e:

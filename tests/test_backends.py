@@ -1,0 +1,328 @@
+"""The backend contract: every store backend passes the same tests.
+
+The contract itself is the docstring of artfs/backends/__init__.py.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from artfs._errors import AlreadyExists, NotFound, StoreUnavailable
+from artfs.backends import Backend, open_backend
+from artfs.testing import free_port
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def backend(backend_url) -> Backend:
+    b = open_backend(backend_url)
+    yield b
+    b.close()
+
+
+def is_s3(b: Backend) -> bool:
+    return b.url.startswith("s3://")
+
+
+# --- get / put ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [b"", b"hello", bytes(range(256)) * 100])
+def test_put_get_round_trip(backend, data):
+    before = backend.counter["put"]
+    backend.put("p/artifacts/a/versions/0.json", data)
+    assert backend.get("p/artifacts/a/versions/0.json") == data
+    assert backend.counter["put"] == before + 1
+
+
+def test_put_overwrites_when_not_exclusive(backend):
+    backend.put("k", b"one")
+    backend.put("k", b"two")
+    assert backend.get("k") == b"two"
+
+
+def test_get_missing_is_not_found(backend):
+    with pytest.raises(NotFound):
+        backend.get("no/such/key")
+    with pytest.raises(NotFound):
+        backend.get_range("no/such/key", 0, 10)
+    backend.put("dir/file", b"x")
+    with pytest.raises(NotFound):
+        backend.get("dir")  # a "directory" is not an object
+
+
+def test_download_missing_is_not_found(backend, tmp_path):
+    with pytest.raises(NotFound):
+        backend.download_file("no/such/key", str(tmp_path / "out"))
+
+
+# --- exclusive create --------------------------------------------------------------------------
+
+
+def test_exclusive_put_twice(backend):
+    backend.put("v/0.json", b"first", exclusive=True)
+    with pytest.raises(AlreadyExists):
+        backend.put("v/0.json", b"second", exclusive=True)
+    assert backend.get("v/0.json") == b"first"
+
+
+def test_exclusive_put_file_twice(backend, tmp_path):
+    f1, f2 = tmp_path / "1", tmp_path / "2"
+    f1.write_bytes(b"first")
+    f2.write_bytes(b"second")
+    backend.put_file("v/1.json", str(f1), exclusive=True)
+    with pytest.raises(AlreadyExists):
+        backend.put_file("v/1.json", str(f2), exclusive=True)
+    assert backend.get("v/1.json") == b"first"
+
+
+def test_exclusive_put_race_has_one_winner(backend):
+    n = 8
+    barrier = threading.Barrier(n)
+
+    def attempt(i: int) -> bool:
+        barrier.wait()
+        try:
+            backend.put("race/0.json", b"writer %d" % i, exclusive=True)
+            return True
+        except AlreadyExists:
+            return False
+
+    for _ in range(3):  # a few rounds, so an unlucky scheduling cannot hide a lost update
+        backend.delete("race/0.json")
+        barrier.reset()
+        with ThreadPoolExecutor(n) as ex:
+            won = list(ex.map(attempt, range(n)))
+        assert won.count(True) == 1, won
+        assert backend.get("race/0.json") == b"writer %d" % won.index(True)
+
+
+# --- ranges ------------------------------------------------------------------------------------
+
+
+def test_get_range(backend):
+    data = bytes(range(256)) * 4  # 1024 bytes
+    backend.put("r", data)
+    before = backend.counter["range"]
+    assert backend.get_range("r", 100, 50) == data[100:150]  # middle
+    assert backend.get_range("r", 0, 1) == data[:1]
+    assert backend.get_range("r", 1000, 100) == data[1000:]  # crosses the end: fewer bytes
+    assert backend.get_range("r", 1024, 10) == b""  # at the end
+    assert backend.get_range("r", 5000, 10) == b""  # past the end
+    assert backend.get_range("r", 10, 0) == b""
+    assert backend.counter["range"] == before + 6
+    backend.put("empty", b"")
+    assert backend.get_range("empty", 0, 10) == b""
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def test_put_file_download_file_multipart(backend_url, tmp_path):
+    if backend_url.startswith("s3://"):
+        from artfs.backends.s3 import S3Backend
+
+        # S3's smallest part is 5 MiB: 11 MiB + a bit is three parts
+        b = S3Backend(backend_url, multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+    else:
+        b = open_backend(backend_url)
+    data = os.urandom(11 * MiB + 12345)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    b.put_file("blobs/big", str(src))
+
+    if is_s3(b):
+        etag = b._client.head_object(Bucket=b.bucket, Key=b._key("blobs/big"))["ETag"]
+        assert etag.strip('"').endswith("-3"), f"not a 3-part multipart upload: {etag}"
+
+    dst = tmp_path / "dst.bin"
+    dst.write_bytes(b"junk" * 10 * MiB)  # longer than the object: must be truncated
+    assert b.download_file("blobs/big", str(dst)) == len(data)
+    assert dst.read_bytes() == data
+    assert b.get_range("blobs/big", 6 * MiB - 3, 7) == data[6 * MiB - 3 : 6 * MiB + 4]
+    b.close()
+
+
+def test_put_file_small(backend, tmp_path):
+    src = tmp_path / "small"
+    src.write_bytes(b"small file")
+    backend.put_file("s", str(src))
+    assert backend.get("s") == b"small file"
+    out = tmp_path / "out"
+    assert backend.download_file("s", str(out)) == 10
+    assert out.read_bytes() == b"small file"
+
+
+def test_put_file_of_missing_local_file_is_oserror(backend, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        backend.put_file("k", str(tmp_path / "nope"))
+
+
+# --- metadata, listing, deleting ---------------------------------------------------------------
+
+
+def test_head(backend):
+    assert backend.head("h") is None
+    assert not backend.exists("h")
+    backend.put("h", b"12345")
+    info = backend.head("h")
+    assert info is not None and info.key == "h" and info.size == 5
+    assert abs(info.mtime - time.time()) < 300
+    assert backend.exists("h")
+
+
+def test_list_and_list_dirs(backend, backend_url):
+    keys = ["a/1", "a/b/2", "a/b/3", "ab/4", "c/d/5", "top"]
+    for k in keys:
+        backend.put(k, k.encode())
+    # a sibling store whose root shares our root's name as a prefix must stay invisible
+    sibling = open_backend(backend_url + "-other")
+    sibling.put("a/zzz", b"not ours")
+
+    assert sorted(i.key for i in backend.list("")) == keys
+    assert sorted(i.key for i in backend.list("a/")) == ["a/1", "a/b/2", "a/b/3"]
+    assert sorted(i.key for i in backend.list("a/b/")) == ["a/b/2", "a/b/3"]
+    assert list(backend.list("missing/")) == []
+    sizes = {i.key: i.size for i in backend.list("")}
+    assert sizes == {k: len(k) for k in keys}
+
+    assert backend.list_dirs("") == ["a", "ab", "c"]
+    assert backend.list_dirs("a/") == ["b"]
+    assert backend.list_dirs("c/") == ["d"]
+    assert backend.list_dirs("missing/") == []
+    sibling.close()
+
+
+def test_delete(backend):
+    backend.delete("never/existed")  # not an error
+    backend.put("d/e/f", b"x")
+    backend.delete("d/e/f")
+    assert backend.head("d/e/f") is None
+    with pytest.raises(NotFound):
+        backend.get("d/e/f")
+    assert list(backend.list("d/")) == []
+    assert backend.list_dirs("") == []
+    backend.delete("d/e/f")  # twice is fine
+
+
+def test_many_threads_share_one_backend(backend):
+    def work(i: int) -> bytes:
+        backend.put(f"t/{i}", b"%d" % i)
+        return backend.get(f"t/{i}")
+
+    with ThreadPoolExecutor(16) as ex:
+        assert list(ex.map(work, range(64))) == [b"%d" % i for i in range(64)]
+
+
+# --- S3 specifics ------------------------------------------------------------------------------
+
+
+def test_s3_exclusive_put_whose_answer_was_lost(s3_url):
+    """botocore retries a PUT whose answer was lost; the retry's 412 must not hide our success."""
+    from artfs.backends.s3 import S3Backend
+
+    b = S3Backend(s3_url)
+    lost = []
+
+    def lose_first_answer(attempts, response=None, **kwargs):
+        if attempts == 1 and response is not None and response[0].status_code == 200:
+            lost.append(True)
+            return 0  # "retry after 0 s", as if the 200 never arrived
+        return None
+
+    b._client.meta.events.register_first("needs-retry.s3.PutObject", lose_first_answer)
+    b.put("v/0.json", b"mine", exclusive=True)  # created by attempt 1, 412 on attempt 2
+    assert lost and b.get("v/0.json") == b"mine"
+    b._client.meta.events.unregister("needs-retry.s3.PutObject", lose_first_answer)
+    with pytest.raises(AlreadyExists):
+        b.put("v/0.json", b"mine", exclusive=True)  # no retry involved: a plain conflict
+    b.close()
+
+
+def test_s3_url_parsing():
+    from artfs.backends.s3 import S3Backend
+
+    assert S3Backend("s3://bkt").prefix == ""
+    assert S3Backend("s3://bkt/").url == "s3://bkt"
+    b = S3Backend("s3://bkt/a/b/")
+    assert (b.bucket, b.prefix, b.url, b._key("k/x")) == ("bkt", "a/b/", "s3://bkt/a/b", "a/b/k/x")
+    with pytest.raises(ValueError):
+        S3Backend("s3:///nobucket")
+
+
+# --- an S3 endpoint that is down ---------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_credentials(monkeypatch):
+    from artfs.testing import CONFLICTING_ENV
+
+    for k in CONFLICTING_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def _all_calls_unavailable(b, tmp_path, budget: float) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    calls = {
+        "get": lambda: b.get("k"),
+        "get_range": lambda: b.get_range("k", 0, 10),
+        "head": lambda: b.head("k"),
+        "put": lambda: b.put("k", b"x"),
+        "put exclusive": lambda: b.put("k", b"x", exclusive=True),
+        "put_file": lambda: b.put_file("k", str(src)),
+        "download_file": lambda: b.download_file("k", str(tmp_path / "dst")),
+        "list": lambda: list(b.list("")),
+        "list_dirs": lambda: b.list_dirs(""),
+        "delete": lambda: b.delete("k"),
+    }
+    for name, call in calls.items():
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable) as ei:
+            call()
+        took = time.monotonic() - t0
+        assert took < budget, f"{name} took {took:.1f} s"
+        msg = str(ei.value)
+        assert "\n" not in msg and "127.0.0.1" in msg, msg
+
+
+def test_s3_endpoint_refusing_connections(fake_credentials, tmp_path):
+    from artfs.backends.s3 import S3Backend
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    b = S3Backend("s3://bucket/prefix", endpoint_url=endpoint, timeout=1)
+    _all_calls_unavailable(b, tmp_path, budget=4)
+
+
+def test_s3_endpoint_that_never_answers(fake_credentials, tmp_path):
+    from artfs.backends.s3 import S3Backend
+
+    # a socket that listens but never accepts: connects succeed (kernel backlog), answers never come
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(128)
+        endpoint = "http://127.0.0.1:%d" % srv.getsockname()[1]
+        b = S3Backend("s3://bucket/prefix", endpoint_url=endpoint, timeout=1)
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            b.get("k")
+        assert time.monotonic() - t0 < 4
+        b.close()
+
+
+def test_s3_default_budget_is_bounded():
+    from artfs.backends.s3 import DEFAULT_TIMEOUT, _budget
+
+    attempts, per_attempt = _budget(DEFAULT_TIMEOUT, None)
+    worst = attempts * per_attempt + (2 ** (attempts - 1) - 1)  # socket timeouts + backoff sleeps
+    assert 10 <= worst <= 20
