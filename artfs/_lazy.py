@@ -1,0 +1,865 @@
+"""Lazy, chunked, verified reads of store blobs through the shared cache (used by the mount).
+
+(STEP 1 DONE, STEP 2 DONE: step 1, the minimal version, was delivered first; this is step 2:
+shared chunk fetches, read-ahead, timeouts, background verification.)
+
+:class:`LazyBlobs` serves ``read(offset, length)`` of a blob without downloading all of it:
+reading the first KiB of a 10 GiB checkpoint fetches one or two chunks, a sequential reader gets a
+read-ahead window that doubles up to ``readahead_max`` and is fetched with parallel range GETs,
+and a blob whose chunks have all arrived is verified against its digest and becomes an ordinary
+complete cache blob (``blobs/…``), which later opens read directly with ``pread``.
+
+It is synchronous and thread-safe: the mount daemon calls it from worker threads.
+
+Files (in the shared cache, see :mod:`artfs._cache`)
+-----------------------------------------------------
+``partial/<32 hex>``
+    A sparse file: the blob's bytes (chunk ``i`` covers ``[i*cs, (i+1)*cs)``), followed by a
+    16-byte random nonce that ties it to its map (cut off before the file becomes a blob).
+``partial/<32 hex>.map``
+    A 40-byte header (magic ``ARTFSMP1``, blob size, chunk size ``cs``, the nonce) followed by one
+    byte per chunk: 1 = the chunk's bytes are in the partial file. A map whose header does not
+    match its partial file (another size, another nonce: e.g. a map that outlived its partial
+    file, whose inode number may have been reused) is reset to all zeros with a fresh nonce.
+    Chunk size is per entry: whoever creates the map picks it, later openers adopt it.
+
+Creating, resetting, verifying-and-renaming and dropping an entry all happen under an exclusive
+``flock`` on the map; an opener takes it too and checks that both paths still name the files it
+opened, so it never pairs a map with the wrong partial file.
+
+States of a blob in the cache
+-----------------------------
+absent -> partial (some map bytes set) -> all chunks present -> verifying -> complete
+(``blobs/…``) or, on a digest mismatch, dropped (partial and map unlinked) and absent again.
+
+Invariants
+----------
+* **A map byte is set only after its chunk's bytes were written** (``pwrite`` data, then
+  ``pwrite`` the map byte; no fsync). So a process crash leaves at worst chunks that are present
+  but not marked: they are fetched again later. (A power loss may reorder writeback; the chunk
+  then reads as zeros, and the digest check at completion catches it: the entry is dropped and
+  fetched again.)
+* **Nothing reaches ``blobs/`` unverified.** When every chunk is present the partial file is
+  hashed (in a background thread); only if it matches the digest is it ``chmod 0444``-ed and
+  renamed into ``blobs/`` (the same inode, so open handles keep reading it). On a mismatch the
+  partial file and map are unlinked, a fresh entry starts, and every handle that was open on the
+  bad one gets :class:`CorruptData` once on its next read (it may have been served bad bytes);
+  reads after that fetch the chunks again.
+* **Eviction never removes an open blob.** Every open entry holds a shared ``flock`` on its
+  partial file or complete blob (cleanup skips files it cannot lock exclusively), and
+  :meth:`LazyBlobs.open_digests` lists them for ``Cache.cleanup(keep=…)``. An fd is only used after
+  checking, once locked, that the path still names the same inode.
+* **Within a process, each chunk is fetched once**: a missing chunk gets one in-flight fetch job
+  that every reader of that chunk waits on (a per-chunk event, not a global lock). **Across
+  processes** (two mounts, a mount and a CLI) on one cache, chunks marked in the map by another
+  process are picked up (the map is re-read for a chunk before fetching it); two processes may
+  occasionally both fetch one chunk, writing identical bytes, which is harmless.
+* A handle must not be closed while a read on it is still running (FUSE guarantees this:
+  ``release`` comes after the last ``read``).
+* A read waits at most ``timeout`` seconds in total for its chunks, then raises
+  :class:`StoreUnavailable` naming the blob and the store; a fetch that failed is retried by the
+  next read. Chunks already in the cache are read without asking the store, so everything cached
+  stays readable when the store is unreachable.
+
+Read-ahead
+----------
+Per handle: a read that starts at offset 0 or near the end of the previous reads (within a few
+MiB either way, so the kernel's slightly out-of-order parallel reads still count) is sequential.
+The window starts at one chunk and doubles each time a sequential read moves into a new chunk, up
+to ``readahead_max``; a random read resets it. Window chunks are fetched by a pool of
+``max_workers`` threads (demand reads before read-ahead) with range GETs of up to 8 MiB, so one
+sequential reader keeps many requests in flight. Read-ahead bytes queued or in flight are bounded
+globally (``2 * readahead_max``); fetched bytes go straight to the partial file, so memory is
+bounded by ``max_workers`` requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import logging
+import os
+import queue
+import struct
+import threading
+import time
+from typing import TYPE_CHECKING, Callable
+
+from ._digest import blob_key, cache_rel, check_digest, finish, hasher
+from ._errors import ArtfsError, CorruptData, StoreUnavailable
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+log = logging.getLogger("artfs.lazy")
+
+_MAGIC = b"ARTFSMP1"
+_HDR = struct.Struct("<8sQII16s")  # magic, blob size, chunk size, reserved, nonce
+_NONCE = 16  # the partial file holds the nonce of its map in 16 bytes after the blob's end
+MAX_REQUEST = 8 << 20  # largest range GET of a read-ahead job
+_DEMAND, _PREFETCH, _STOP = 0, 1, 9  # job priorities
+
+
+def _pread_full(fd: int, n: int, off: int) -> bytes:
+    b = os.pread(fd, n, off)
+    if len(b) == n:
+        return b
+    parts = [b]
+    got = len(b)
+    while got < n:
+        b = os.pread(fd, n - got, off + got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return b"".join(parts)
+
+
+def _pwrite_full(fd: int, data: bytes | memoryview, off: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, off)
+        view = view[n:]
+        off += n
+
+
+def _same(path: str, fd: int) -> bool:
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(fd))
+    except FileNotFoundError:
+        return False
+
+
+def _unlink_if_same(path: str, fd: int) -> None:
+    """Unlink ``path`` if it still names the file open as ``fd`` (not a successor)."""
+    if _same(path, fd):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _open_locked(path: str, flags: int, mode: int = 0o644) -> int:
+    """Open ``path`` and take a shared flock on it; -1 if it does not exist (without O_CREAT).
+
+    Eviction may unlink a file between our open and our lock; then the path names another inode
+    (or none) and we try again, so the returned fd is locked *and* still the file at ``path``.
+    """
+    for _ in range(10):
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC, mode)
+        except FileNotFoundError:
+            if flags & os.O_CREAT:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                continue
+            return -1
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if _same(path, fd):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise ArtfsError(f"{path}: keeps being replaced while opening it")
+
+
+class _Job:
+    """One range GET covering chunks ``[c0, c1)``; readers of those chunks wait on ``done``."""
+
+    __slots__ = ("c0", "c1", "prio", "gen", "fd", "map_fd", "reserved", "done", "error")
+
+    def __init__(self, c0: int, c1: int, prio: int, gen: int, fd: int, map_fd: int, reserved: int) -> None:
+        self.c0, self.c1, self.prio, self.gen = c0, c1, prio, gen
+        self.fd, self.map_fd, self.reserved = fd, map_fd, reserved
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class _Entry:
+    """The shared state of one blob open in this process (all handles of one digest)."""
+
+    def __init__(self, project: str, digest: str, size: int, cache_root: str, blob_path: str) -> None:
+        self.project, self.digest, self.size = project, digest, size
+        self.key = blob_key(project, digest)
+        self.blob_path = blob_path
+        hexpart = cache_rel(digest).rsplit("/", 1)[1]
+        self.partial_path = os.path.join(cache_root, "partial", hexpart)
+        self.map_path = self.partial_path + ".map"
+        self.lock = threading.Lock()
+        self.refs = 0  # open handles
+        self.jobs = 0  # fetch jobs and verifications not finished (they use the fds)
+        self.gen = 0  # bumped when a corrupt partial entry is dropped and started afresh
+        self.complete = False
+        self.finalizing = False
+        self.fd = -1
+        self.map_fd = -1
+        self.old_fds: list[int] = []  # closed when the entry is freed (a reader may still use them)
+        self.cs = 1
+        self.nchunks = 0
+        self.present = bytearray()
+        self.npresent = 0
+        self.inflight: dict[int, _Job] = {}
+
+    # -- opening -------------------------------------------------------------------------------
+    def open_complete(self) -> bool:
+        fd = _open_locked(self.blob_path, os.O_RDONLY)
+        if fd < 0:
+            return False
+        if os.fstat(fd).st_size != self.size:
+            log.warning("cached blob %s has the wrong size; dropping it", self.digest)
+            _unlink_if_same(self.blob_path, fd)
+            os.close(fd)
+            return False
+        with contextlib.suppress(OSError):
+            os.utime(fd)  # recency for LRU eviction
+        self.fd, self.complete = fd, True
+        return True
+
+    def open_any(self, chunk_size: int) -> None:
+        """Open the complete blob if it is cached, else its partial entry (created if needed)."""
+        retried = False
+        for _ in range(20):
+            if self.open_complete():
+                if retried:
+                    self._remove_orphan()
+                return
+            fd = _open_locked(self.partial_path, os.O_RDWR | os.O_CREAT)
+            mfd = -1
+            try:
+                mfd = os.open(self.map_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fcntl.flock(mfd, fcntl.LOCK_EX)  # only while reading/initialising the entry
+                if _same(self.map_path, mfd) and _same(self.partial_path, fd):
+                    self._load_map(fd, mfd, chunk_size)
+                    fcntl.flock(mfd, fcntl.LOCK_UN)
+                    self.fd, self.map_fd, self.complete = fd, mfd, False
+                    return
+            except BaseException:
+                os.close(fd)
+                if mfd >= 0:
+                    os.close(mfd)
+                raise
+            # verified into blobs/, dropped or evicted while we opened it: look again
+            os.close(fd)
+            os.close(mfd)
+            retried = True
+        raise ArtfsError(f"{self.partial_path}: keeps being replaced while opening it")
+
+    def _load_map(self, fd: int, mfd: int, chunk_size: int) -> None:
+        """Read the chunk map, or reset it if it does not belong to this partial file."""
+        st = os.fstat(fd)
+        raw = os.pread(mfd, _HDR.size, 0)
+        cs = 0
+        if len(raw) == _HDR.size:
+            magic, size, cs, _, nonce = _HDR.unpack(raw)
+            if magic != _MAGIC or size != self.size or cs <= 0:
+                cs = 0
+            elif st.st_size != self.size + _NONCE or os.pread(fd, _NONCE, self.size) != nonce:
+                cs = 0  # a map left from an earlier partial file
+        n = (self.size + cs - 1) // cs if cs else 0
+        present = os.pread(mfd, n, _HDR.size) if cs else b""
+        if not cs or len(present) != n:
+            cs = chunk_size
+            n = (self.size + cs - 1) // cs
+            nonce = os.urandom(_NONCE)
+            os.ftruncate(fd, self.size)  # whatever bytes are there are untrusted from now on
+            _pwrite_full(fd, nonce, self.size)
+            os.ftruncate(mfd, 0)
+            os.pwrite(mfd, _HDR.pack(_MAGIC, self.size, cs, 0, nonce), 0)
+            os.ftruncate(mfd, _HDR.size + n)
+            present = bytes(n)
+        else:
+            with contextlib.suppress(OSError):
+                os.utime(fd)  # recency for LRU eviction
+        self.cs, self.nchunks = cs, n
+        self.present = bytearray(present)
+        self.npresent = n - self.present.count(0)
+
+    def _remove_orphan(self) -> None:
+        """Remove a partial file we created just before finding the blob complete (if unused)."""
+        try:
+            fd = os.open(self.partial_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_size == 0 and not os.path.exists(self.map_path):
+                _unlink_if_same(self.partial_path, fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def refresh(self, c0: int, c1: int) -> None:
+        """Pick up chunks in ``[c0, c1)`` that another process marked present (under lock)."""
+        m = os.pread(self.map_fd, c1 - c0, _HDR.size + c0)
+        for j, b in enumerate(m):
+            i = c0 + j
+            if b and not self.present[i]:
+                self.present[i] = 1
+                self.npresent += 1
+
+    def close_fds(self) -> None:
+        for fd in (self.fd, self.map_fd, *self.old_fds):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.fd = self.map_fd = -1
+        self.old_fds = []
+
+
+class _Pool:
+    """Worker threads running jobs by priority (demand reads before read-ahead), started lazily."""
+
+    def __init__(self, n: int) -> None:
+        self._n = max(1, n)
+        self._q: queue.PriorityQueue = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+
+    def submit(self, prio: int, fn: Callable[[], None]) -> None:
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable("the lazy reader is closed")
+            self._q.put((prio, next(self._seq), fn))
+            if self._q.qsize() > self._idle and len(self._threads) < self._n:
+                t = threading.Thread(target=self._run, name=f"artfs-lazy-{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            _, _, fn = self._q.get()
+            with self._lock:
+                self._idle -= 1
+            if fn is None:
+                return
+            try:
+                fn()
+            except BaseException:  # jobs report their own errors; never kill a worker
+                log.exception("lazy reader job failed")
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._q.put((_STOP, next(self._seq), None))
+        deadline = time.monotonic() + timeout
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+class BlobHandle:
+    """One open file's view of a blob. ``read`` is blocking and thread-safe."""
+
+    def __init__(self, lb: "LazyBlobs", entry: _Entry) -> None:
+        self._lb = lb
+        self._e: _Entry | None = entry
+        self._gen = entry.gen
+        self.project, self.digest, self.size = entry.project, entry.digest, entry.size
+        # read-ahead state (guarded by the entry's lock)
+        self._last_end = -1  # end of the furthest sequential read, -1 before the first read
+        self._last_c0 = -1
+        self._window = 0  # read-ahead bytes beyond the read, 0 = random access
+        self._pf_next = 0  # first chunk not yet considered for read-ahead
+
+    def __enter__(self) -> "BlobHandle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset``; fewer only at the end of the blob."""
+        e = self._e
+        if e is not None and e.complete and self._gen == e.gen and offset >= 0:  # a verified blob
+            n = min(length, e.size - offset)
+            if n <= 0:
+                return b""
+            try:
+                b = os.pread(e.fd, n, offset)
+            except OSError:
+                b = b""  # the slow path reports it as an artfs error
+            if len(b) == n:
+                return b
+        return self._read_slow(offset, length)
+
+    def _read_slow(self, offset: int, length: int) -> bytes:
+        e = self._e
+        if e is None:
+            raise ArtfsError(f"{self.digest}: read from a closed handle")
+        if offset < 0 or length < 0:
+            raise ArtfsError(f"invalid read of {self.digest}: offset {offset}, length {length}")
+        end = min(e.size, offset + length)
+        if offset >= end:
+            self._check_gen(e)
+            return b""
+        fd, gen = self._lb._ensure(self, e, offset, end)
+        try:
+            b = _pread_full(fd, end - offset, offset)
+        except OSError as ex:
+            raise ArtfsError(f"reading the cached copy of {self.digest}: {ex}") from None
+        if e.gen != gen:  # dropped as corrupt while we read; do not trust what we got
+            self._check_gen(e)
+        if len(b) != end - offset:
+            raise CorruptData(f"the cached copy of {self.digest} is shorter than its size {e.size}")
+        return b
+
+    def _check_gen(self, e: _Entry) -> None:
+        if self._gen != e.gen:
+            with e.lock:
+                self._gen = e.gen
+                self._last_end, self._window, self._pf_next = -1, 0, 0
+            raise CorruptData(
+                f"{self.digest}: chunks fetched for this open file failed verification and were "
+                "dropped; data read before may be wrong (read again to fetch them anew)"
+            )
+
+    def _readahead(self, e: _Entry, offset: int, end: int, c0: int, c1: int) -> tuple[int, int]:
+        """Update the sequential-read detector; the chunk range ``[p0, p1)`` to read ahead.
+
+        Called with ``e.lock`` held.
+        """
+        cs = e.cs
+        le = self._last_end
+        if le < 0:
+            seq = offset == 0
+        else:
+            tol = max(2 * cs, 4 << 20)
+            seq = le - tol <= offset <= le + tol + self._window
+        if seq:
+            if self._window == 0:
+                self._window = cs
+            elif c0 != self._last_c0:
+                self._window = min(self._window * 2, max(cs, self._lb.readahead_max))
+            self._last_end = max(le, end)
+        else:
+            self._window = 0
+            self._pf_next = 0
+            self._last_end = end
+        self._last_c0 = c0
+        if not self._window or self._lb.readahead_max <= 0:
+            return 0, 0
+        p0 = max(c1 + 1, self._pf_next)
+        p1 = min(e.nchunks, (self._last_end + self._window + cs - 1) // cs)
+        return p0, p1
+
+    def close(self) -> None:
+        e, self._e = self._e, None
+        if e is not None:
+            self._lb._release(e)
+
+
+class LazyBlobs:
+    """Chunked, lazily filled reads of store blobs through the shared cache."""
+
+    def __init__(self, store: "Store", *, chunk_size: int = 1 << 20, max_workers: int = 16,
+                 timeout: float = 30.0, readahead_max: int = 64 << 20) -> None:
+        if chunk_size <= 0 or timeout <= 0:
+            raise ValueError("chunk_size and timeout must be positive")
+        self.store = store
+        self.chunk_size = int(chunk_size)
+        self.max_workers = max(1, int(max_workers))
+        self.timeout = float(timeout)
+        self.readahead_max = int(readahead_max)
+        self.prefetch_limit = max(2 * self.readahead_max, 2 * self.chunk_size)
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._pool = _Pool(self.max_workers)
+        self._busy = threading.Condition()
+        self._active = 0  # jobs and verifications not finished (for drain)
+        self._pf_bytes = 0  # read-ahead bytes queued or in flight
+        self._closed = False
+
+    # -- public --------------------------------------------------------------------------------
+    def open(self, project: str, digest: str, size: int) -> BlobHandle:
+        """A handle on the blob ``digest`` of ``project`` with ``size`` bytes (from the manifest).
+
+        Does no store I/O: a blob or chunks already cached are readable with the store down.
+        """
+        check_digest(digest)
+        if size < 0:
+            raise ArtfsError(f"{digest}: negative size {size}")
+        cache = self.store.cache
+        start_verify = None
+        with self._lock:
+            e = self._entries.get(digest)
+            if e is None:
+                e = _Entry(project, digest, size, cache.root, cache.path(digest))
+                try:
+                    e.open_any(self.chunk_size)
+                except OSError as ex:
+                    e.close_fds()
+                    raise ArtfsError(f"opening the cache entry of {digest}: {ex}") from None
+                self._entries[digest] = e
+                if not e.complete and e.npresent == e.nchunks:
+                    e.finalizing = True  # every chunk arrived earlier, verification never ran
+                    start_verify = e
+            elif e.size != size:
+                raise CorruptData(f"{digest} opened with size {size}, but already open with size {e.size}")
+            with e.lock:
+                e.refs += 1
+                h = BlobHandle(self, e)
+        if start_verify is not None:
+            self._start_finalize(start_verify)
+        return h
+
+    def is_complete(self, digest: str) -> bool:
+        """True if a verified copy of the blob is in the cache."""
+        check_digest(digest)
+        return os.path.exists(self.store.cache.path(digest))
+
+    def open_digests(self) -> set[str]:
+        """Digests with open handles (for ``Cache.cleanup(keep=…)``)."""
+        with self._lock:
+            return {d for d, e in self._entries.items() if e.refs > 0}
+
+    def keep_path(self, path: str) -> bool:
+        """A ``keep=`` predicate for :meth:`Cache.cleanup`: is this cache file in use here?"""
+        name = os.path.basename(path)
+        if name.endswith(".map"):
+            name = name[:-4]
+        with self._lock:
+            return any(e.refs > 0 and e.digest.endswith(name) for e in self._entries.values())
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no fetch or verification is running; False on timeout."""
+        with self._busy:
+            return self._busy.wait_for(lambda: self._active == 0, timeout)
+
+    def close(self) -> None:
+        """Stop the workers (queued read-ahead is dropped). Open handles of complete blobs stay readable."""
+        self._closed = True
+        self._pool.close()
+
+    def __enter__(self) -> "LazyBlobs":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------------
+    def _release(self, e: _Entry) -> None:
+        with e.lock:
+            e.refs -= 1
+        self._maybe_free(e)
+
+    def _maybe_free(self, e: _Entry) -> None:
+        with self._lock:
+            with e.lock:
+                if e.refs > 0 or e.jobs > 0 or self._entries.get(e.digest) is not e:
+                    return
+                del self._entries[e.digest]
+                e.close_fds()
+
+    def _activity(self, delta: int) -> None:
+        with self._busy:
+            self._active += delta
+            if self._active == 0:
+                self._busy.notify_all()
+
+    def _ensure(self, h: BlobHandle, e: _Entry, offset: int, end: int) -> tuple[int, int]:
+        """Wait until the chunks of ``[offset, end)`` are present; (fd, gen) to read them from."""
+        deadline = time.monotonic() + self.timeout
+        mine: set[_Job] = set()
+        retried: set[_Job] = set()
+        first = True
+        while True:
+            waits: list[_Job] = []
+            submit: list[_Job] = []
+            stale = False
+            with e.lock:
+                if h._gen != e.gen:
+                    stale = True  # raised below, outside the lock
+                elif e.complete:
+                    return e.fd, e.gen
+                else:
+                    cs = e.cs
+                    c0, c1 = offset // cs, (end - 1) // cs + 1
+                    if first:
+                        p0, p1 = h._readahead(e, offset, end, c0, c1 - 1)
+                    if e.present.find(0, c0, c1) >= 0:
+                        e.refresh(c0, c1)  # another process may have fetched them
+                    i = e.present.find(0, c0, c1)
+                    while 0 <= i < c1:
+                        job = e.inflight.get(i)
+                        if job is None:
+                            job = self._new_job(e, i, i + 1, _DEMAND, 0)
+                            mine.add(job)
+                            submit.append(job)
+                        if not waits or waits[-1] is not job:
+                            waits.append(job)
+                        i = e.present.find(0, i + 1, c1)
+                    if first:
+                        first = False
+                        if p1 > p0:
+                            submit.extend(self._plan_prefetch(h, e, c1, p0, p1))
+                    if not waits:
+                        fd, gen = e.fd, e.gen
+            for job in submit:  # every job registered above must run (or fail) to be released
+                self._submit(e, job)
+            if stale:
+                h._check_gen(e)
+            if not waits:
+                return fd, gen
+            for job in waits:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not job.done.wait(remaining):
+                    raise StoreUnavailable(
+                        f"timed out after {self.timeout:g} s waiting for the store {self.store.url} "
+                        f"to deliver bytes {offset}-{end} of blob {e.digest} (project {e.project})"
+                    )
+                err = job.error
+                if err is None:
+                    continue
+                if isinstance(err, _Dropped):
+                    break  # look again: a dropped read-ahead or a reset entry
+                if job in mine or job in retried or job.prio == _DEMAND:
+                    raise _fresh(err)
+                retried.add(job)  # a read-ahead failed: fetch those chunks ourselves, once
+                break
+
+    def _new_job(self, e: _Entry, c0: int, c1: int, prio: int, reserved: int) -> _Job:
+        """Register a fetch of chunks ``[c0, c1)`` (caller holds ``e.lock``)."""
+        job = _Job(c0, c1, prio, e.gen, e.fd, e.map_fd, reserved)
+        for i in range(c0, c1):
+            e.inflight[i] = job
+        e.jobs += 1
+        return job
+
+    def _plan_prefetch(self, h: BlobHandle, e: _Entry, c1: int, p0: int, p1: int) -> list[_Job]:
+        """Jobs for the missing chunks of ``[p0, p1)`` within the global budget (``e.lock`` held).
+
+        ``c1`` is the chunk after the read. Requests are ``window / 4`` (1 chunk to 8 MiB) long; a
+        shorter tail of the window waits for the window to move on unless the reader is close.
+        """
+        cs = e.cs
+        per_job = max(1, min(MAX_REQUEST // cs, h._window // 4 // cs))
+        if e.present.find(0, p0, p1) >= 0:
+            e.refresh(p0, p1)
+        jobs: list[_Job] = []
+        i = p0
+        while i < p1:
+            if e.present[i] or i in e.inflight:
+                i += 1
+                continue
+            j = i + 1
+            while j < p1 and j - i < per_job and not e.present[j] and j not in e.inflight:
+                j += 1
+            if j - i < per_job and j == p1 < e.nchunks and (i - c1) * cs >= h._window // 2:
+                break  # a short tail: schedule it with the next part of the window
+            nbytes = min(e.size, j * cs) - i * cs
+            with self._busy:
+                if self._pf_bytes + nbytes > self.prefetch_limit:
+                    break
+                self._pf_bytes += nbytes
+            jobs.append(self._new_job(e, i, j, _PREFETCH, nbytes))
+            i = j
+        h._pf_next = i
+        return jobs
+
+    def _submit(self, e: _Entry, job: _Job) -> None:
+        self._activity(+1)
+        try:
+            self._pool.submit(job.prio, lambda: self._run_job(e, job))
+        except BaseException as ex:
+            self._finish_job(e, job, ex, False)
+
+    def _run_job(self, e: _Entry, job: _Job) -> None:
+        err: BaseException | None = None
+        verify = False
+        try:
+            if self._closed:
+                raise StoreUnavailable(f"the lazy reader was closed before {e.digest} was fetched")
+            if job.gen != e.gen or (job.prio != _DEMAND and e.refs == 0):
+                raise _Dropped()
+            cs = e.cs
+            off = job.c0 * cs
+            n = min(e.size, job.c1 * cs) - off
+            try:
+                data = self.store.backend.get_range(e.key, off, n)
+            except ArtfsError as ex:
+                raise type(ex)(f"fetching {e.digest} (project {e.project}) from {self.store.url}: {ex}") from None
+            except Exception as ex:  # a backend bug or library error: still an artfs error
+                raise StoreUnavailable(f"fetching {e.digest} (project {e.project}) from {self.store.url}: {ex!r}") from None
+            if len(data) != n:
+                raise CorruptData(
+                    f"the store returned {len(data)} bytes of {e.digest} at offset {off}, expected {n}"
+                    " (the blob is shorter than its manifest says)"
+                )
+            try:
+                _pwrite_full(job.fd, data, off)
+                del data
+                os.pwrite(job.map_fd, b"\x01" * (job.c1 - job.c0), _HDR.size + job.c0)  # after the data
+            except OSError as ex:
+                raise ArtfsError(f"writing fetched chunks of {e.digest} to the cache: {ex}") from None
+            with e.lock:
+                if job.gen == e.gen:
+                    for i in range(job.c0, job.c1):
+                        if not e.present[i]:
+                            e.present[i] = 1
+                            e.npresent += 1
+                    if e.npresent == e.nchunks and not e.complete and not e.finalizing:
+                        e.finalizing = verify = True
+        except BaseException as ex:
+            err = ex
+            if not isinstance(ex, _Dropped):
+                log.warning("%s", ex)
+        self._finish_job(e, job, err, verify)
+
+    def _finish_job(self, e: _Entry, job: _Job, err: BaseException | None, verify: bool) -> None:
+        with e.lock:
+            for i in range(job.c0, job.c1):
+                if e.inflight.get(i) is job:
+                    del e.inflight[i]
+            job.error = err
+            e.jobs -= 1
+        job.done.set()
+        if job.reserved:
+            with self._busy:
+                self._pf_bytes -= job.reserved
+        if verify:
+            self._start_finalize(e)
+        self._maybe_free(e)
+        self._activity(-1)
+
+    def _start_finalize(self, e: _Entry) -> None:
+        with e.lock:
+            e.jobs += 1
+        self._activity(+1)
+        threading.Thread(target=self._finalize, args=(e,), name="artfs-lazy-verify", daemon=True).start()
+
+    def _finalize(self, e: _Entry) -> None:
+        """Verify a fully fetched partial entry and move it into ``blobs/`` (or drop it)."""
+        try:
+            with e.lock:
+                fd, map_fd, gen = e.fd, e.map_fd, e.gen
+            if e.complete or gen != e.gen:
+                return
+            if self._adopt_existing(e, fd, map_fd, gen):
+                return
+            h = hasher()
+            off = 0
+            while off < e.size:
+                b = os.pread(fd, min(8 << 20, e.size - off), off)
+                if not b:
+                    break
+                h.update(b)
+                off += len(b)
+            got = finish(h)
+            if got == e.digest and off == e.size:
+                published = False
+                fcntl.flock(map_fd, fcntl.LOCK_EX)  # openers check the entry under this lock
+                try:
+                    if _same(e.partial_path, fd) and _same(e.map_path, map_fd):
+                        os.ftruncate(fd, e.size)  # drop the nonce
+                        os.fchmod(fd, 0o444)
+                        os.makedirs(os.path.dirname(e.blob_path), exist_ok=True)
+                        os.replace(e.partial_path, e.blob_path)
+                        os.unlink(e.map_path)
+                        published = True
+                    elif _same(e.blob_path, fd):
+                        published = True  # another process sharing our partial file did it
+                finally:
+                    fcntl.flock(map_fd, fcntl.LOCK_UN)
+                if not published:  # our partial file is no longer at its path: publish a copy
+                    self._publish_copy(e, fd)
+                with e.lock:
+                    if e.gen == gen:
+                        e.complete = True
+                log.debug("%s complete and verified", e.digest)
+                return
+            log.warning("blob %s fetched into the cache does not match its digest (got %s); dropping it", e.digest, got)
+            fcntl.flock(map_fd, fcntl.LOCK_EX)
+            try:
+                _unlink_if_same(e.partial_path, fd)
+                _unlink_if_same(e.map_path, map_fd)
+            finally:
+                fcntl.flock(map_fd, fcntl.LOCK_UN)
+            with e.lock:
+                if e.gen == gen:
+                    old = (e.fd, e.map_fd)
+                    e.inflight.clear()
+                    e.fd = e.map_fd = -1
+                    try:
+                        e.open_any(self.chunk_size)
+                    finally:
+                        e.old_fds.extend(old)
+                        e.gen += 1
+        except Exception:
+            log.exception("verifying %s failed; it stays a partial cache entry", e.digest)
+        finally:
+            with e.lock:
+                e.finalizing = False
+                e.jobs -= 1
+            self._maybe_free(e)
+            self._activity(-1)
+
+    def _adopt_existing(self, e: _Entry, fd: int, map_fd: int, gen: int) -> bool:
+        """If another process completed the blob meanwhile, switch to its verified copy."""
+        if _same(e.blob_path, fd):  # another process verified and renamed our very file
+            with e.lock:
+                if e.gen == gen:
+                    e.complete = True
+            return True
+        nfd = _open_locked(e.blob_path, os.O_RDONLY)
+        if nfd < 0:
+            return False
+        if os.fstat(nfd).st_size != e.size:
+            os.close(nfd)
+            return False
+        fcntl.flock(map_fd, fcntl.LOCK_EX)
+        try:  # our partial copy is redundant now
+            _unlink_if_same(e.partial_path, fd)
+            _unlink_if_same(e.map_path, map_fd)
+        finally:
+            fcntl.flock(map_fd, fcntl.LOCK_UN)
+        with e.lock:
+            if e.gen == gen:
+                e.old_fds.append(e.fd)
+                e.fd = nfd
+                e.complete = True
+                return True
+        os.close(nfd)
+        return True
+
+    def _publish_copy(self, e: _Entry, fd: int) -> None:
+        tmp = self.store.cache.tmp_path()
+        try:
+            with open(tmp, "wb") as f:
+                off = 0
+                while off < e.size:
+                    b = os.pread(fd, min(8 << 20, e.size - off), off)
+                    if not b:
+                        break
+                    f.write(b)
+                    off += len(b)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, e.blob_path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def _fresh(err: BaseException) -> BaseException:
+    """A new exception like ``err``: one instance must not be raised in several threads."""
+    if isinstance(err, ArtfsError):
+        with contextlib.suppress(Exception):
+            return type(err)(*err.args)
+        return ArtfsError(str(err))
+    return StoreUnavailable(f"{err!r}")
+
+
+class _Dropped(StoreUnavailable):
+    """A read-ahead job skipped because nobody needs it any more (never reaches a reader as such)."""
+
+    def __init__(self) -> None:
+        super().__init__("read-ahead dropped")
+
+
+__all__ = ["BlobHandle", "LazyBlobs"]
