@@ -21,6 +21,7 @@ from ._errors import (
 )
 from ._manifest import Entry, Manifest
 from ._names import Spec, parse_spec
+from ._refs import RefReader, resolve_reference
 from ._store import CommitResult, Store
 
 __version__ = "0.1.0"
@@ -28,6 +29,6 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyExists", "Artifact", "ArtifactManifestEntry", "ArtfsError", "Cache", "CommitResult",
     "CorruptData", "Entry", "InvalidName", "InvalidPath", "Manifest", "NotFound", "PermissionDenied",
-    "ReferenceChanged", "Spec", "Store", "StoreUnavailable", "digest_bytes", "digest_file",
-    "parse_size", "parse_spec",
+    "RefReader", "ReferenceChanged", "Spec", "Store", "StoreUnavailable", "digest_bytes", "digest_file",
+    "parse_size", "parse_spec", "resolve_reference",
 ]

@@ -20,6 +20,7 @@ from ._digest import digest_file
 from ._errors import ArtfsError, CorruptData, InvalidPath
 from ._manifest import Entry, Manifest
 from ._names import check_alias, check_name, check_path, join_path
+from ._refs import RefReader, is_pinned, resolve_reference
 
 if TYPE_CHECKING:
     from ._store import CommitResult, Store
@@ -41,9 +42,9 @@ class ArtifactManifestEntry:
     def ref(self) -> str | None:
         return self.entry.ref
 
-    def download(self, root: str | None = None) -> str:
+    def download(self, root: str | None = None, *, allow_file: bool = False) -> str:
         """Download this one file under ``root`` (default: the artifact's download dir); returns its path."""
-        root = self._artifact.download(root, path_prefix=self.entry.path, _exact=True)
+        root = self._artifact.download(root, path_prefix=self.entry.path, _exact=True, allow_file=allow_file)
         return os.path.join(root, *self.entry.path.split("/"))
 
     def __repr__(self) -> str:
@@ -59,6 +60,7 @@ class Artifact:
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.aliases: list[str] = []
         self._files: dict[str, str] = {}  # entry path -> local file
+        self._refs: dict[str, Entry] = {}  # entry path -> reference entry (add_reference)
         self._tmpdir: str | None = None
         # logged state
         self._store: Store | None = None
@@ -138,18 +140,44 @@ class Artifact:
             yield f
         self._files[path] = local
 
+    def add_reference(self, uri: str, name: str | None = None, checksum: bool = True,
+                      max_objects: int | None = None) -> list[Entry]:
+        """Add the object(s) at ``uri`` by reference: the bytes stay where they are.
+
+        ``s3://bucket/key`` or a prefix, ``gs://bucket/key`` or a prefix, ``http(s)://…``, or
+        ``file:///path`` (a file or a directory). ``name`` is the entry path of a single object
+        (default: its base name) or the directory for a prefix's objects (default: the root).
+        With ``checksum`` (the default) each entry records what identifies its object (ETag,
+        version id, generation, or a content digest) and later reads fail with ReferenceChanged
+        rather than serve other bytes; without it only the URI is recorded. A prefix of more than
+        ``max_objects`` (default 10000) objects is refused. Returns the entries added.
+        """
+        self._need_draft()
+        entries = resolve_reference(uri, name=name, checksum=checksum, max_objects=max_objects)
+        for e in entries:
+            if e.path in self._files or e.path in self._refs:
+                raise InvalidPath(f"{e.path!r} is already in the artifact")
+        self._refs.update((e.path, e) for e in entries)
+        return entries
+
     def remove(self, name: str) -> None:
         self._need_draft()
         path = check_path(name)
         if path in self._files:
             del self._files[path]
             return
+        if path in self._refs:
+            del self._refs[path]
+            return
         prefix = path + "/"
         gone = [p for p in self._files if p.startswith(prefix)]
-        if not gone:
+        gone_refs = [p for p in self._refs if p.startswith(prefix)]
+        if not gone and not gone_refs:
             raise ArtfsError(f"{path!r} is not in the artifact")
         for p in gone:
             del self._files[p]
+        for p in gone_refs:
+            del self._refs[p]
 
     def _log(self, store: "Store", project: str, aliases: list[str],
              progress: Callable[[int], None] | None = None) -> "Artifact":
@@ -166,6 +194,7 @@ class Artifact:
         with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
             entries = list(ex.map(describe, sorted(self._files.items())))
         sources = {e.digest: self._files[e.path] for e in entries if e.digest}
+        entries += self._refs.values()  # references: nothing to upload
         result = store.commit(project, self._name, type=self.type, entries=entries, sources=sources,
                               description=self.description, metadata=self.metadata, aliases=aliases,
                               progress=progress)
@@ -228,10 +257,15 @@ class Artifact:
         return os.path.join("artifacts", self.name)
 
     def download(self, root: str | None = None, *, path_prefix: str | None = None,
-                 progress: Callable[[int], None] | None = None, _exact: bool = False) -> str:
+                 progress: Callable[[int], None] | None = None, _exact: bool = False,
+                 allow_file: bool = False, file_roots: list[str] | tuple[str, ...] = ()) -> str:
         """Place the version's files under ``root``; files already there and identical are kept.
 
-        Every file is verified against its digest on the way. Returns ``root``.
+        Every file is verified against its digest on the way. References are read from where
+        they live, exactly as recorded (ReferenceChanged otherwise); those with a content digest
+        go through the cache, the others straight to ``root``. ``file://`` references are refused
+        (PermissionDenied) unless ``allow_file`` or ``file_roots`` allow them: a manifest must not
+        make this machine copy its own files. Returns ``root``.
         """
         store, m = self._need_logged()
         root = os.path.abspath(root or self._default_root())
@@ -240,12 +274,16 @@ class Artifact:
             p = check_path(path_prefix)
             entries = [e for e in entries if e.path == p or (not _exact and e.path.startswith(p + "/"))]
         os.makedirs(root, exist_ok=True)
+        reader = RefReader(allow_file=allow_file, file_roots=file_roots) if any(e.ref for e in entries) else None
 
         def one(e: Entry) -> None:
             target = _safe_target(root, e.path)
             mode = 0o755 if e.executable else 0o644
-            if e.ref is not None:
-                raise ArtfsError(f"{e.path}: references are not supported by this version of artfs")
+            if reader is not None and e.ref is not None and e.digest is None:
+                _download_ref(reader, e, target, mode)  # no digest to cache it under
+                if progress:
+                    progress(e.size)
+                return
             if os.path.isfile(target) and not os.path.islink(target) and os.path.getsize(target) == e.size:
                 if digest_file(target)[0] == e.digest:
                     if (os.stat(target).st_mode & 0o111 != 0) != e.executable:
@@ -256,13 +294,18 @@ class Artifact:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             tmp = os.path.join(os.path.dirname(target), f".artfs-tmp-{uuid.uuid4().hex}")
             try:
-                for attempt in (1, 2):
-                    store.fetch_blob(self.project or "", e.digest or "")
+                for attempt in (1, 2, 3):
+                    if reader is not None and e.ref is not None:  # a reference with a digest
+                        store.cache.ensure(e.digest or "", lambda tmp: reader.download(e, tmp))
+                    else:
+                        store.fetch_blob(self.project or "", e.digest or "")
                     try:
                         store.cache.copy_verified(e.digest or "", tmp)
                         break
-                    except CorruptData:
-                        if attempt == 2:
+                    except (CorruptData, FileNotFoundError):
+                        # dropped as corrupt, or evicted by another process's cache cleanup
+                        # between the fetch and the copy: fetch it again
+                        if attempt == 3:
                             raise
                 os.chmod(tmp, mode)
                 os.replace(tmp, target)
@@ -272,15 +315,19 @@ class Artifact:
             if progress:
                 progress(e.size)
 
-        with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
-            for _ in ex.map(one, entries):
-                pass
+        try:
+            with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
+                for _ in ex.map(one, entries):
+                    pass
+        finally:
+            if reader is not None:
+                reader.close()
         store.cache.cleanup()
         return root
 
-    def checkout(self, root: str | None = None) -> str:
+    def checkout(self, root: str | None = None, *, allow_file: bool = False) -> str:
         """Make ``root`` hold exactly this version: download, then remove every other file."""
-        root = self.download(root)
+        root = self.download(root, allow_file=allow_file)
         wanted = {os.path.join(root, *e.path.split("/")) for e in self.manifest.entries}
         for dirpath, dirnames, filenames in os.walk(root, topdown=False):
             for fn in filenames:
@@ -301,6 +348,9 @@ class Artifact:
             wanted.add(p)
             if not os.path.isfile(p):
                 problems.append(f"missing {e.path}")
+            elif e.digest is None:  # a reference pinned by ETag/version id: only its size is known
+                if is_pinned(e) and os.path.getsize(p) != e.size:
+                    problems.append(f"changed {e.path}")
             elif digest_file(p)[0] != e.digest:
                 problems.append(f"changed {e.path}")
         for dirpath, _, filenames in os.walk(root):
@@ -318,7 +368,9 @@ class Artifact:
         new = [check_alias(a) for a in dict.fromkeys(self.aliases)]
         store.set_info(project, art, n, description=self.description, metadata=self.metadata)
         for a in new:
-            if a not in self._saved_aliases or a == "latest":
+            # only aliases added since loading: re-writing an automatic ``latest`` would pin it here
+            # and, racing a commit of v(N+1), keep pointing at vN after that commit
+            if a not in self._saved_aliases:
                 store.set_alias(project, art, a, n)
         for a in self._saved_aliases:
             if a not in new and a != "latest":
@@ -329,6 +381,19 @@ class Artifact:
     def delete(self, delete_aliases: bool = False) -> None:
         store, _ = self._need_logged()
         store.delete_version(self.project or "", self._name, self._version or 0, delete_aliases=delete_aliases)
+
+
+def _download_ref(reader: RefReader, e: Entry, target: str, mode: int) -> None:
+    """Fetch a reference without a digest straight to ``target`` (via a temp name beside it)."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(target), f".artfs-tmp-{uuid.uuid4().hex}")
+    try:
+        reader.download(e, tmp)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def _safe_target(root: str, path: str) -> str:

@@ -256,7 +256,13 @@ class Cache:
                     if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                         continue
                     raise
-                os.unlink(p)
+                try:
+                    if os.stat(p).st_ino != os.fstat(fd).st_ino:
+                        continue  # another cleanup removed it and a new copy took its place
+                    os.unlink(p)
+                except FileNotFoundError:  # another cleanup removed it first
+                    total -= size
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(p + ".map")
             finally:

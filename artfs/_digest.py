@@ -13,12 +13,12 @@ import xxhash
 from ._errors import CorruptData
 
 ALGO = "xxh128"
-_DIGEST_RE = re.compile(r"^xxh128:[0-9a-f]{32}$")
+_DIGEST_RE = re.compile(r"xxh128:[0-9a-f]{32}")
 _BUF = 4 << 20
 
 
 def check_digest(d: object) -> str:
-    if not isinstance(d, str) or not _DIGEST_RE.match(d):
+    if not isinstance(d, str) or not _DIGEST_RE.fullmatch(d):
         raise CorruptData(f"invalid digest {d!r}")
     return d
 

@@ -74,10 +74,26 @@ class Entry:
         return cls(path, digest, size, bool(d.get("executable", False)), ref, ref_info)
 
 
+#: the ``ref_info`` fields that say *which* object a reference names (not when it was seen)
+REF_IDENTITY = ("etag", "version_id", "generation", "checksum")
+
+
 def version_digest(entries: Iterable[Entry]) -> str:
+    """Hash of ``(path, digest, executable, ref)`` of every entry.
+
+    A reference also contributes what identifies its object (ETag, version id, generation, and
+    the size when no digest is known), so logging the same URI after its object changed makes a
+    new version. Entries without ``ref`` hash exactly as before.
+    """
     h = xxhash.xxh3_128()
     for e in sorted(entries, key=lambda e: e.path):
-        rec = json.dumps([e.path, e.digest, e.executable, e.ref], ensure_ascii=False)
+        rec_l: list[Any] = [e.path, e.digest, e.executable, e.ref]
+        if e.ref is not None:
+            ident = {k: (e.ref_info or {})[k] for k in REF_IDENTITY if k in (e.ref_info or {})}
+            if e.digest is None:
+                ident["size"] = e.size
+            rec_l.append(ident)
+        rec = json.dumps(rec_l, ensure_ascii=False, sort_keys=True)
         h.update(rec.encode("utf-8"))
         h.update(b"\n")
     return f"xxh128:{h.hexdigest()}"
@@ -143,9 +159,12 @@ class Manifest:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise CorruptData(f"{where}: unknown manifest format")
         try:
-            entries = check_entries(Entry.from_json(d) for d in doc.get("entries", []))
+            raw_entries = doc.get("entries", [])
+            if not isinstance(raw_entries, list):
+                raise CorruptData(f"{where}: entries is not a list")
+            entries = check_entries(Entry.from_json(d) for d in raw_entries)
             version = doc["version"]
-            if not isinstance(version, int) or version < 0:
+            if not isinstance(version, int) or isinstance(version, bool) or version < 0:
                 raise CorruptData(f"{where}: invalid version {version!r}")
             metadata = doc.get("metadata") or {}
             if not isinstance(metadata, dict):

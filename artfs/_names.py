@@ -11,37 +11,38 @@ from dataclasses import dataclass
 
 from ._errors import InvalidName, InvalidPath
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
-_VERSION_RE = re.compile(r"^v(0|[1-9][0-9]{0,17})$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_VERSION_RE = re.compile(r"v(0|[1-9][0-9]{0,17})")
+_LOOKS_LIKE_VERSION_RE = re.compile(r"v[0-9]+")
 RESERVED = frozenset({"draft"})
 
 
 def check_name(name: object, what: str = "name") -> str:
     """Project and artifact names: letters, digits, ``.``, ``_``, ``-``; not starting with ``.``/``-``."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidName(
             f"invalid {what} {name!r}: use letters, digits, '.', '_' and '-', "
             "not starting with '.' or '-', at most 128 characters"
         )
-    if name in RESERVED or _VERSION_RE.match(name):
+    if name in RESERVED or _VERSION_RE.fullmatch(name):
         raise InvalidName(f"invalid {what} {name!r}: reserved name")
     return name
 
 
 def check_alias(alias: object) -> str:
-    if isinstance(alias, str) and _VERSION_RE.match(alias):
+    if isinstance(alias, str) and _LOOKS_LIKE_VERSION_RE.fullmatch(alias):
         raise InvalidName(f"invalid alias {alias!r}: an alias may not look like a version")
-    if alias in RESERVED:
+    if isinstance(alias, str) and alias in RESERVED:
         raise InvalidName(f"invalid alias {alias!r}: {alias!r} is reserved")
     return check_name(alias, "alias")
 
 
 def is_version(s: str) -> bool:
-    return bool(_VERSION_RE.match(s))
+    return bool(_VERSION_RE.fullmatch(s))
 
 
 def parse_version(s: str) -> int:
-    if not _VERSION_RE.match(s):
+    if not _VERSION_RE.fullmatch(s):
         raise InvalidName(f"invalid version {s!r}: expected v0, v1, ...")
     return int(s[1:])
 

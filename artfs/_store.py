@@ -7,6 +7,7 @@ Store layout (the same on a local disk, under an S3 prefix and behind a static H
     <project>/artifacts/<artifact>/info/<N>.json       mutable description/metadata of vN
     <project>/artifacts/<artifact>/aliases/<alias>     the version number an alias points to
     <project>/artifacts/<artifact>/digests/<32 hex>    version digest -> N (finds identical content)
+    <project>/artifacts/<artifact>/deleted/<N>         tombstone of a deleted vN: N is never used again
     <project>/intents/<commit-id>.json                 a commit in flight: the blobs it will reference
     <project>/deleting/<id>.json                       a deletion or gc in flight
 
@@ -15,6 +16,9 @@ Invariants
   its manifest; deletion removes a manifest before any blob.
 * ``versions/<N>.json`` is only ever created with an exclusive create; racing writers for the same
   N see AlreadyExists and take the next number, so no version is overwritten or lost.
+* A version number is never reused: deletion writes ``deleted/<N>`` before removing the manifest
+  and a commit numbers past every tombstone (and re-checks the tombstone after its create), so a
+  manifest cached anywhere under its number stays the truth forever.
 * ``latest`` is the highest version unless ``aliases/latest`` was set explicitly; logging a new
   version removes an explicit ``latest``. Other aliases are one file each, so one version per alias.
 
@@ -22,7 +26,7 @@ Commit versus deletion (no locks, only ordering; needs list-after-write consiste
 disks and S3 give):
 
     commit:  1 write intent  2 wait for deletions listed now  3 check/upload blobs  4 create manifest  5 drop intent
-    delete:  a write marker  b remove manifest  c list intents + manifests  d delete unreferenced blobs  e drop marker
+    delete:  a write marker  b tombstone + remove manifest  c list intents + manifests  d delete unreferenced blobs  e drop marker
 
 A deletion that started before step 1 is waited for in step 2, so step 3 sees its effect and
 re-uploads whatever it removed. A deletion that starts after step 1 lists the intent in step c
@@ -44,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import xxhash
 
 from ._cache import Cache
+from ._index import update_index
 from ._digest import blob_key, check_digest
 from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, StoreUnavailable
 from ._manifest import Entry, Manifest, check_entries, version_digest
@@ -217,11 +222,19 @@ class Store:
         aliases: Iterable[str] = (),
         run: str | None = None,
         progress: Callable[[int], None] | None = None,
+        commit_id: str | None = None,
+        base_version: int | None = None,
     ) -> CommitResult:
         """Create the next version of ``project/artifact`` from ``entries``.
 
         ``sources`` maps a digest to a local file path holding its bytes. Only blobs the store
         lacks are uploaded. Identical content (same version digest) creates no new version.
+
+        ``commit_id`` makes a retried commit exactly-once: the caller records the id durably
+        before the first attempt and passes the same id on every retry. If a version newer than
+        ``base_version`` (all versions when None) already carries that id in its manifest, an
+        earlier attempt got as far as creating it; that version is returned with
+        ``created=False`` and nothing is uploaded again.
         """
         check_name(project, "project")
         check_name(artifact, "artifact")
@@ -229,6 +242,16 @@ class Store:
         entries = check_entries(entries)
         vdigest = version_digest(entries)
         versions = self.versions(project, artifact)
+        if commit_id is not None:
+            done = self.find_commit(project, artifact, commit_id, after=base_version, versions=versions)
+            if done is not None:
+                # Finish what the earlier attempt may not have reached after its manifest.
+                self.backend.delete(f"{project}/intents/{commit_id}.json")
+                m = self.manifest(project, artifact, done)
+                self.backend.put(f"{self._akey(project, artifact)}digests/{m.digest.split(':')[1]}", str(done).encode())
+                for a in aliases:
+                    self.set_alias(project, artifact, a, done)
+                return CommitResult(project, artifact, done, False, len(m.entries), aliases=aliases)
         if versions:
             base = self.manifest(project, artifact, versions[-1])
             if base.type != type and type != "unspecified":
@@ -241,7 +264,7 @@ class Store:
             return CommitResult(project, artifact, same, False, len(entries), aliases=aliases)
 
         digests = sorted({e.digest for e in entries if e.digest and e.ref is None})
-        commit_id = uuid.uuid4().hex
+        commit_id = commit_id or uuid.uuid4().hex
         ikey = f"{project}/intents/{commit_id}.json"
         self.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "blobs": digests}).encode())
         try:
@@ -271,17 +294,24 @@ class Store:
             with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
                 up_bytes = sum(ex.map(upload, missing))
 
-            n = versions[-1] + 1 if versions else 0
+            # A number is never handed out twice, not even after its version was deleted:
+            # caches (ours and other machines') keep manifests forever, keyed by number.
+            n = self._next_version(project, artifact, versions)
             created = _now()
             while True:
                 m = Manifest(project, artifact, n, type, entries, vdigest, created,
                              description, dict(metadata or {}), run, commit_id)
                 try:
                     self.backend.put(self._vkey(project, artifact, n), m.to_bytes(), exclusive=True)
-                    break
                 except AlreadyExists:
-                    later = self.versions(project, artifact)
-                    n = max(n + 1, (later[-1] + 1) if later else 0)
+                    n = max(n + 1, self._next_version(project, artifact, self.versions(project, artifact)))
+                    continue
+                if self._deleted_other(project, artifact, n, m):
+                    # vN was created and deleted by others between our listing and our create
+                    self.backend.delete(self._vkey(project, artifact, n))
+                    n = max(n + 1, self._next_version(project, artifact, self.versions(project, artifact)))
+                    continue
+                break
             self.cache.write_small(self.cache.manifest_path(self.id, project, artifact, n), m.to_bytes())
         finally:
             self.backend.delete(ikey)
@@ -289,7 +319,42 @@ class Store:
         self.backend.delete(f"{self._akey(project, artifact)}aliases/latest")
         for a in aliases:
             self.set_alias(project, artifact, a, n)
+        update_index(self, project, artifact)  # for stores that cannot list (HTTP); never raises
         return CommitResult(project, artifact, n, True, len(entries), len(missing), up_bytes, aliases)
+
+    def find_commit(self, project: str, artifact: str, commit_id: str, *, after: int | None = None,
+                    versions: list[int] | None = None) -> int | None:
+        """The version whose manifest records ``commit_id``, searching versions newer than ``after``."""
+        if versions is None:
+            versions = self.versions(project, artifact)
+        for n in reversed(versions):
+            if after is not None and n <= after:
+                break
+            try:
+                if self.manifest(project, artifact, n).commit_id == commit_id:
+                    return n
+            except NotFound:  # deleted meanwhile
+                continue
+        return None
+
+    def _next_version(self, project: str, artifact: str, versions: list[int]) -> int:
+        """One more than the highest version that exists or ever existed (see ``deleted/``)."""
+        used = list(versions)
+        for o in self.backend.list(self._akey(project, artifact) + "deleted/"):
+            name = o.key.rsplit("/", 1)[-1]
+            if name.isdigit():
+                used.append(int(name))
+        return max(used, default=-1) + 1
+
+    def _deleted_other(self, project: str, artifact: str, n: int, m: Manifest) -> bool:
+        """Whether ``deleted/<n>`` records the deletion of a vN other than ``m``."""
+        try:
+            doc = json.loads(self.backend.get(f"{self._akey(project, artifact)}deleted/{n}"))
+        except NotFound:
+            return False
+        except ValueError:
+            return True
+        return not (isinstance(doc, dict) and doc.get("commit_id") == m.commit_id and doc.get("created") == m.created)
 
     def _find_digest(self, project: str, artifact: str, vdigest: str, versions: list[int]) -> int | None:
         try:
@@ -308,12 +373,19 @@ class Store:
         return [d for d, p in zip(digests, present) if not p]
 
     def _wait_for_deletions(self, project: str, *, timeout: float = MARKER_STALE) -> None:
+        """Wait until the deletions running now (listed after our intent) are done.
+
+        Deletions that start later see our intent, so they are not waited for: a steady stream of
+        deletions must not starve a commit.
+        """
         deadline = time.monotonic() + timeout
         delay = 0.01
+        waiting: set[str] | None = None
         while True:
             now = time.time()
-            live = [o for o in self.backend.list(f"{project}/deleting/") if now - o.mtime < MARKER_STALE]
-            if not live:
+            live = {o.key for o in self.backend.list(f"{project}/deleting/") if now - o.mtime < MARKER_STALE}
+            waiting = live if waiting is None else waiting & live
+            if not waiting:
                 return
             if time.monotonic() > deadline:
                 raise StoreUnavailable(f"{project}: a deletion has been running for {timeout:.0f} s; try again later")
@@ -326,6 +398,7 @@ class Store:
         if not self.backend.exists(self._vkey(project, artifact, n)):
             raise NotFound(f"{project}/{artifact}:v{n}: no such version")
         self.backend.put(f"{self._akey(project, artifact)}aliases/{alias}", str(n).encode())
+        update_index(self, project, artifact)
 
     def remove_alias(self, project: str, artifact: str, alias: str) -> None:
         check_alias(alias)
@@ -335,6 +408,7 @@ class Store:
                 raise InvalidName("'latest' is automatic; it can be moved but not removed")
             raise NotFound(f"{project}/{artifact}:{alias}: no such alias")
         self.backend.delete(key)
+        update_index(self, project, artifact)
 
     def set_info(self, project: str, artifact: str, n: int, *, description: str | None, metadata: dict[str, Any]) -> None:
         self.manifest(project, artifact, n)  # must exist
@@ -381,6 +455,8 @@ class Store:
             self.backend.delete(f"{akey}aliases/{a}")
         marker = self._marker(project)
         try:
+            # the tombstone comes first: from now on no commit takes the number n again
+            self.backend.put(f"{akey}deleted/{n}", json.dumps({"commit_id": m.commit_id, "created": m.created}).encode())
             self.backend.delete(self._vkey(project, artifact, n))
             self.backend.delete(f"{akey}info/{n}.json")
             dkey = f"{akey}digests/{m.digest.split(':')[1]}"
@@ -394,6 +470,7 @@ class Store:
                 self.backend.delete(blob_key(project, d))
         finally:
             self.backend.delete(marker)
+        update_index(self, project, artifact)
         return own
 
     def gc(self, project: str, *, dry_run: bool = False) -> dict[str, int]:

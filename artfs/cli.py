@@ -40,12 +40,13 @@ from ._artifact import Artifact
 from ._cache import Cache, parse_size
 from ._errors import ArtfsError, NotFound
 from ._names import Spec, check_alias, check_name, check_path, parse_spec
+from ._refs import add_reference_args, add_references_from_args
 from ._store import Store
 from .backends import default_store_url
 
 #: Modules that add subcommands (``mount``, ``umount``, ``commit``, ``status``, ...). Each defines
 #: ``register(subparsers, common)``; a module that does not exist (yet) is skipped.
-COMMAND_MODULES: tuple[str, ...] = ("artfs._cli_mount",)
+COMMAND_MODULES: tuple[str, ...] = ("artfs._cli_mount", "artfs._cli_refs")
 
 log = logging.getLogger("artfs")
 
@@ -232,14 +233,17 @@ def cmd_put(ctx: Context) -> None:
         raise UsageError(f"-n {a.name}: versions are numbered by the store; give project/artifact")
     aliases = [check_alias(x) for x in dict.fromkeys((a.alias or []) + ([spec.alias] if spec.alias else []))]
     metadata = _metadata(a.metadata, a.metadata_json)
-    if not os.path.exists(a.dir):
+    if a.dir is None and not a.references:
+        raise UsageError("put: give a DIR to log, --reference URI, or both")
+    if a.dir is not None and not os.path.exists(a.dir):
         raise FileNotFoundError(2, "No such file or directory", a.dir)
-    if not os.path.isdir(a.dir):
+    if a.dir is not None and not os.path.isdir(a.dir):
         raise NotADirectoryError(20, "Not a directory", a.dir)
     art = Artifact(spec.artifact, type=a.type or "unspecified", description=a.description, metadata=metadata)
-    added = art.add_dir(a.dir)
-    if not added:
+    added = art.add_dir(a.dir) if a.dir is not None else []
+    if not added and not a.references:
         raise ArtfsError(f"{a.dir}: no files to log")
+    add_references_from_args(art, a)  # --reference [NAME=]URI: entries whose bytes stay where they are
     total = sum(os.path.getsize(os.path.join(a.dir, *p.split("/"))) for p in added)
     store = ctx.store
     with ctx.progress(total, "upload") as cb:
@@ -483,10 +487,11 @@ def _register_builtin(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--name", required=True, metavar="PROJECT/ARTIFACT")
     p.add_argument("-t", "--type", metavar="TYPE",
                    help="dataset, model, ... (default: the artifact's existing type, or 'unspecified')")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", nargs="?", help="the directory to log (optional with --reference)")
     p.add_argument("-a", "--alias", action="append", metavar="ALIAS", help="alias for the version (repeatable)")
     p.add_argument("-d", "--description")
     _metadata_options(p)
+    add_reference_args(p)
     _json_option(p)
     p.set_defaults(func=cmd_put)
 

@@ -44,7 +44,9 @@ class LocalBackend(Backend):
     def get(self, key: str) -> bytes:
         try:
             with open(self._path(key), "rb") as f:
-                return f.read()
+                data = f.read()
+            self.counter["get"] += 1
+            return data
         except IsADirectoryError:
             raise NotFound(f"{key}: not found in the store") from None
         except OSError as e:
@@ -61,6 +63,7 @@ class LocalBackend(Backend):
     def download_file(self, key: str, path: str) -> int:
         try:
             shutil.copyfile(self._path(key), path)
+            self.counter["get"] += 1
             return os.path.getsize(path)
         except OSError as e:
             if e.filename == path or getattr(e, "filename2", None) == path:
@@ -69,15 +72,28 @@ class LocalBackend(Backend):
 
     def _place(self, tmp: str, key: str, exclusive: bool) -> None:
         dst = self._path(key)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
         try:
-            if exclusive:
+            for attempt in range(100):
                 try:
-                    os.link(tmp, dst)
-                except FileExistsError:
-                    raise AlreadyExists(f"{key}: already exists") from None
-            else:
-                os.replace(tmp, dst)
+                    try:
+                        os.makedirs(os.path.dirname(dst), exist_ok=True)
+                    except FileExistsError:  # made and pruned again while makedirs looked
+                        if attempt == 99:
+                            raise
+                        continue
+                    if exclusive:
+                        try:
+                            os.link(tmp, dst)
+                        except FileExistsError:
+                            raise AlreadyExists(f"{key}: already exists") from None
+                    else:
+                        os.replace(tmp, dst)
+                    break
+                except FileNotFoundError:
+                    # ``delete`` of another key pruned the (then empty) parent directory between
+                    # our makedirs and our rename: make it again
+                    if attempt == 99 or not os.path.exists(tmp):
+                        raise
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
