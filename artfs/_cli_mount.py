@@ -1,0 +1,309 @@
+"""``artfs mount`` and ``artfs umount`` (registered into :mod:`artfs.cli`).
+
+The mount daemon lives in the ``artfsd`` package, which imports artfs and never the other way
+round: ``artfs mount`` therefore *execs* ``python -m artfsd.main`` with the options it parsed
+(same process id, so ``artfs mount -f`` under systemd is the unit's main process). The options are
+defined once, here, and the daemon's own parser uses :func:`add_mount_arguments` too.
+
+``artfs umount MNT`` finds the daemon of the mount (its ``user.artfs.pid`` attribute on the mount
+root, else the pidfile ``<cache>/run/<key>.pid`` the daemon writes), runs ``fusermount3 -u MNT``
+and waits until the daemon process has exited, so that whatever the daemon does at unmount is
+finished when the command returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import xxhash
+
+from ._cache import default_cache_dir, parse_size
+from ._errors import ArtfsError, NotFound
+
+DEFAULT_REFRESH = 10.0
+DEFAULT_TIMEOUT = 30.0
+FSTYPE = "fuse.artfs"
+
+# options of mount(8)/fstab that are not artfs's business (mount.artfs drops them too)
+GENERIC_MOUNT_OPTIONS = frozenset({
+    "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "owner", "group", "_netdev", "nofail",
+    "exec", "noexec", "suid", "nosuid", "dev", "nodev", "sync", "async", "atime", "noatime", "relatime",
+    "norelatime", "strictatime", "diratime", "nodiratime", "lazytime", "nolazytime", "loud", "silent",
+})
+
+
+class MountUsageError(ArtfsError):
+    exit_code = 2
+
+
+# -- options -------------------------------------------------------------------------------------
+def _seconds(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number of seconds") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{s!r}: must be positive")
+    return v
+
+
+def _size(s: str) -> int:
+    try:
+        return parse_size(s)
+    except ArtfsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
+    """The options of ``artfs mount`` (``daemon``: also those the CLI has as global options)."""
+    p.add_argument("store_url", nargs="?", metavar="STORE",
+                   help="a directory, s3://bucket/prefix or https://... (default: --store, $ARTFS_STORE, "
+                        "else ~/.local/share/artfs/store)")
+    p.add_argument("mountpoint", metavar="MNT", help="an existing directory")
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay in the foreground and log to stderr (default: return once mounted, log to a file)")
+    p.add_argument("--read-only", action="store_true", help="mount read-only (no draft/ for writing)")
+    p.add_argument("--cache-size", type=_size, metavar="SIZE",
+                   help="bound of the local cache, enforced while mounted (e.g. 20G; default: 10%% of its disk)")
+    p.add_argument("--refresh", type=_seconds, default=DEFAULT_REFRESH, metavar="SECONDS",
+                   help=f"new versions and moved aliases show up within this time (default {DEFAULT_REFRESH:g})")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"a read the store cannot serve fails with EIO after this time (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--allow-other", action="store_true",
+                   help="let other users access the mount (needs user_allow_other in /etc/fuse.conf)")
+    p.add_argument("--log-file", metavar="FILE",
+                   help="log here in background mode (default: $XDG_STATE_HOME/artfs/mount-<MNT>.log)")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
+                   help="options as in fstab: ro, allow_other, cache_size=20G, cache_dir=D, refresh=S, timeout=S, "
+                        "debug; mount(8)'s own (rw, nodev, _netdev, x-systemd.*, ...) are ignored")
+    if daemon:
+        p.add_argument("--cache-dir", metavar="DIR", help="the local cache (default: $ARTFS_CACHE_DIR or ~/.cache/artfs)")
+        p.add_argument("--debug", action="store_true", help="log details")
+
+
+def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
+    """Fold ``-o a,b=c`` into ``args`` (``args.options`` is emptied)."""
+    for group in args.options:
+        for opt in filter(None, (o.strip() for o in group.split(","))):
+            key, sep, value = opt.partition("=")
+            key = key.replace("-", "_")
+            if key in GENERIC_MOUNT_OPTIONS or key.startswith(("x_", "comment")) or opt.startswith("x-"):
+                continue
+            if key in ("ro", "read_only"):
+                args.read_only = True
+            elif key in ("allow_other", "debug", "foreground") and not sep:
+                setattr(args, key, True)
+            elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file") and sep and value:
+                try:
+                    conv = {"cache_size": _size, "refresh": _seconds, "timeout": _seconds}.get(key, str)
+                    setattr(args, key, conv(value))
+                except argparse.ArgumentTypeError as e:
+                    raise MountUsageError(f"-o {opt}: {e}") from None
+            else:
+                raise MountUsageError(
+                    f"unknown mount option {opt!r} (artfs knows ro, allow_other, cache_size=SIZE, cache_dir=DIR, "
+                    "refresh=S, timeout=S, log_file=FILE, debug)"
+                )
+    args.options = []
+    return args
+
+
+def daemon_argv(args: argparse.Namespace, store: str) -> list[str]:
+    """Arguments of ``python -m artfsd.main`` for parsed ``artfs mount`` options."""
+    argv = [store, args.mountpoint, "--refresh", repr(args.refresh), "--timeout", repr(args.timeout)]
+    if args.foreground:
+        argv.append("-f")
+    if args.read_only:
+        argv.append("--read-only")
+    if args.allow_other:
+        argv.append("--allow-other")
+    if args.cache_size is not None:
+        argv += ["--cache-size", str(args.cache_size)]
+    if getattr(args, "cache_dir", None):
+        argv += ["--cache-dir", os.path.abspath(args.cache_dir)]
+    if getattr(args, "log_file", None):
+        argv += ["--log-file", os.path.abspath(args.log_file)]
+    if getattr(args, "debug", False):
+        argv.append("--debug")
+    return argv
+
+
+# -- mounts --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MountInfo:
+    mountpoint: str
+    fstype: str
+    source: str
+    device: str  # "major:minor"
+
+
+def _unescape(s: str) -> str:
+    # /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 3 < len(s) and s[i + 1 : i + 4].isdigit():
+            out.append(chr(int(s[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def find_mount(path: str) -> MountInfo | None:
+    """The mount at exactly ``path`` (the last one stacked there), from /proc/self/mountinfo."""
+    path = os.path.abspath(path)
+    found = None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                rfields = right.split()
+                if len(fields) >= 5 and _unescape(fields[4]) == path:
+                    found = MountInfo(path, rfields[0] if rfields else "", _unescape(rfields[1]) if len(rfields) > 1 else "",
+                                      fields[2])
+    except OSError:
+        return None
+    return found
+
+
+def pidfile_path(cache_root: str, mountpoint: str) -> str:
+    key = xxhash.xxh64_hexdigest(os.path.abspath(mountpoint).encode())
+    return os.path.join(cache_root, "run", f"{key}.pid")
+
+
+def _is_daemon(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return False
+    return b"artfsd" in cmd or b"artfs\x00mount" in cmd
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def _xattr_pid(mountpoint: str, wait: float = 3.0) -> int | None:
+    """The daemon's pid from the mount root (in a thread: a hung daemon must not hang us)."""
+    out: list[int] = []
+
+    def ask() -> None:
+        try:
+            out.append(int(os.getxattr(mountpoint, "user.artfs.pid")))
+        except (OSError, ValueError):
+            pass
+
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+    t.join(wait)
+    return out[0] if out else None
+
+
+def daemon_pid(mountpoint: str, cache_dirs: list[str]) -> int | None:
+    pid = _xattr_pid(mountpoint)
+    if pid and _is_daemon(pid):
+        return pid
+    for root in cache_dirs:
+        try:
+            with open(pidfile_path(root, mountpoint)) as f:
+                pid = int(f.readline())
+        except (OSError, ValueError):
+            continue
+        if _is_daemon(pid):
+            return pid
+    return None
+
+
+def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 600.0, cache_dirs: list[str] | None = None,
+            note: Any = None) -> int | None:
+    """Unmount an artfs mount and wait for its daemon to exit; returns the daemon's pid if known."""
+    mnt = os.path.abspath(mountpoint)
+    info = find_mount(mnt)
+    if info is None:
+        raise NotFound(f"{mnt} is not mounted")
+    if info.fstype != FSTYPE:
+        raise MountUsageError(f"{mnt} is not an artfs mount (it is {info.fstype})")
+    pid = daemon_pid(mnt, cache_dirs or [default_cache_dir()])
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    if tool:
+        cmd = [tool, "-u", *(["-z"] if lazy else []), mnt]
+    elif os.geteuid() == 0:
+        cmd = ["umount", *(["-l"] if lazy else []), mnt]
+    else:
+        raise ArtfsError("cannot unmount: fusermount3 is not installed")
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip() or f"{cmd[0]} exited with {r.returncode}"
+        raise ArtfsError(f"cannot unmount {mnt}: {msg}")
+    if pid is not None:
+        deadline = time.monotonic() + timeout
+        said = False
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                raise ArtfsError(f"{mnt} is unmounted, but its daemon (pid {pid}) is still running after {timeout:g} s")
+            if not said and note is not None and time.monotonic() > deadline - timeout + 2.0:
+                note(f"waiting for the mount daemon (pid {pid}) to finish...")
+                said = True
+            time.sleep(0.05)
+    return pid
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_mount(ctx: Any) -> int:
+    args = apply_mount_options(ctx.args)
+    from .backends import default_store_url
+
+    store = args.store_url or getattr(args, "store", None) or default_store_url()
+    if "://" not in store:
+        store = os.path.abspath(os.path.expanduser(store))
+    args.mountpoint = os.path.abspath(args.mountpoint)
+    if importlib.util.find_spec("artfsd") is None:
+        raise ArtfsError("the mount daemon (the artfsd package) is not installed")
+    argv = [sys.executable, "-m", "artfsd.main", *daemon_argv(args, store)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+    return 1  # not reached
+
+
+def cmd_umount(ctx: Any) -> int:
+    args = ctx.args
+    dirs = [d for d in (getattr(args, "cache_dir", None), default_cache_dir()) if d]
+    unmount(args.mountpoint, lazy=args.lazy, timeout=args.timeout, cache_dirs=dirs, note=ctx.note)
+    return 0
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "mount", parents=[common], help="mount a store: MNT/<project>/<artifact>/vN/...",
+        description="Mount a store as a directory tree: MNT/<project>/<artifact>/vN/... (read-only versions) "
+                    "and MNT/<project>/<artifact>/<alias> -> vN. Returns once the mount is ready; the daemon "
+                    "keeps running in the background until 'artfs umount MNT'.",
+    )
+    add_mount_arguments(p, daemon=False)
+    p.set_defaults(func=cmd_mount)
+
+    p = sub.add_parser("umount", parents=[common], help="unmount and wait for the mount daemon to finish",
+                       description="Unmount MNT (fusermount3 -u) and wait until its daemon has exited.")
+    p.add_argument("mountpoint", metavar="MNT")
+    p.add_argument("-z", "--lazy", action="store_true", help="detach now even if busy (fusermount3 -z)")
+    p.add_argument("--timeout", type=_seconds, default=600.0, metavar="SECONDS",
+                   help="how long to wait for the daemon to finish (default 600)")
+    p.set_defaults(func=cmd_umount)

@@ -1,0 +1,356 @@
+"""The mount daemon's process: options, daemonizing, readiness, signals, background chores.
+
+``python -m artfsd.main [STORE] MNT [options]`` (what ``artfs mount`` execs). Lifecycle::
+
+    parent ──fork──> child: setsid, log to file, open store, mount (pyfuse3.init)
+       │                      │  raise read-ahead of the mount's bdi, start the trio loop
+       │<── "OK" on a pipe ───┘  (or "ERR <message>": the parent prints it and exits 1)
+     exit 0                   serve until unmounted (fusermount3 -u / artfs umount) or SIGTERM/SIGINT,
+                              then close the lazy reader and the store, remove the pidfile, exit
+
+With ``-f`` there is no fork: the process logs to stderr and, when ``$NOTIFY_SOCKET`` is set
+(systemd ``Type=notify``), sends ``READY=1`` once mounted.
+
+Logs: stderr in the foreground; in the background ``--log-file`` or
+``$XDG_STATE_HOME/artfs/mount-<mountpoint>.log`` (``~/.local/state/artfs/...``), which the parent
+names when the mount fails. The pidfile ``<cache>/run/<key of MNT>.pid`` lets ``artfs umount``
+find the daemon even when the mount no longer answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import pyfuse3
+import trio
+
+from artfs import Cache, Store
+from artfs._cli_mount import FSTYPE, add_mount_arguments, apply_mount_options, find_mount, pidfile_path
+from artfs._errors import ArtfsError, NotFound, PermissionDenied, StoreUnavailable
+from artfs._lazy import LazyBlobs
+from artfs.backends import default_store_url
+
+from .fs import Operations
+
+log = logging.getLogger("artfsd")
+
+READ_AHEAD_KB = 1024  # DESIGN.md "Performance facts": 1 MiB FUSE requests instead of 128 KiB
+CLEANUP_EVERY = 30.0  # seconds between cache size checks (sooner when much was fetched)
+
+
+# -- readiness -----------------------------------------------------------------------------------
+def sd_notify(message: str) -> bool:
+    """Send ``message`` to systemd if ``$NOTIFY_SOCKET`` is set (``Type=notify`` units)."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(addr)
+            s.sendall(message.encode())
+        return True
+    except OSError as e:
+        log.warning("cannot notify systemd at %s: %s", addr, e)
+        return False
+
+
+class Ready:
+    """Tells whoever waits (the parent through a pipe, systemd) that the mount is up, or why not."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+        self.done = False
+
+    def _send(self, data: bytes) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(self.fd, data)
+                os.close(self.fd)
+            self.fd = None
+        self.done = True
+
+    def ok(self, mountpoint: str) -> None:
+        if not self.done:
+            self._send(b"OK\n")
+            sd_notify(f"READY=1\nSTATUS=mounted at {mountpoint}")
+
+    def fail(self, message: str) -> None:
+        if not self.done:
+            self._send(b"ERR " + message.encode("utf-8", "replace"))
+
+
+# -- logging -------------------------------------------------------------------------------------
+def default_log_path(mountpoint: str) -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    slug = mountpoint.strip("/").replace("/", "-") or "root"
+    return os.path.join(base, "artfs", f"mount-{slug}.log")
+
+
+def _setup_logging(debug: bool, path: str | None) -> None:
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s artfsd[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "pyfuse3", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
+
+
+# -- mount helpers -------------------------------------------------------------------------------
+def set_read_ahead(mountpoint: str, kb: int = READ_AHEAD_KB) -> bool:
+    """Raise the read-ahead of the mount's backing device info (root only; else keep the default)."""
+    info = find_mount(mountpoint)
+    if info is None:
+        return False
+    path = f"/sys/class/bdi/{info.device}/read_ahead_kb"
+    try:
+        with open(path, "w") as f:
+            f.write(str(kb))
+        log.debug("read-ahead of %s set to %d KiB (%s)", mountpoint, kb, path)
+        return True
+    except OSError as e:
+        log.info("cannot raise the read-ahead (%s: %s); reads stay at the kernel's default size", path, e.strerror)
+        return False
+
+
+def _check_mountpoint(mountpoint: str) -> None:
+    if not os.path.isdir(mountpoint):
+        what = "does not exist" if not os.path.exists(mountpoint) else "is not a directory"
+        raise ArtfsError(f"mountpoint {mountpoint} {what}")
+    info = find_mount(mountpoint)
+    if info is not None and info.fstype == FSTYPE:
+        raise ArtfsError(f"{mountpoint} is already an artfs mount (artfs umount {mountpoint} first)")
+
+
+def _probe(store: Store) -> None:
+    """Fail the mount now for a store that does not exist or refuses us; mount anyway when it is
+    only unreachable (what is cached stays readable, listings appear once it answers)."""
+    try:
+        store.backend.list_dirs("")
+    except (NotFound, PermissionDenied) as e:
+        raise ArtfsError(f"cannot mount {store.url}: {e}") from None
+    except StoreUnavailable as e:
+        log.warning("the store is unreachable (%s); mounting anyway: cached versions stay readable", e)
+
+
+async def _watch_signals() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for sig in signals:
+            log.info("got %s: unmounting", signal.Signals(sig).name)
+            sd_notify("STOPPING=1")
+            pyfuse3.terminate()
+            return
+
+
+async def _cache_janitor(cache: Cache, blobs: LazyBlobs, store: Store) -> None:
+    """Keep the cache within its bound while mounted, never evicting what is open."""
+    counter = getattr(store.backend, "counter", {})
+    last_ranges = counter.get("range", 0) + counter.get("get", 0)
+    waited = 0.0
+    while True:
+        await trio.sleep(2.0)
+        waited += 2.0
+        ranges = counter.get("range", 0) + counter.get("get", 0)
+        fetched = (ranges - last_ranges) * blobs.chunk_size  # an upper bound of bytes fetched
+        if waited < CLEANUP_EVERY and fetched < cache.max_size // 10:
+            continue
+        waited, last_ranges = 0.0, ranges
+        try:
+            removed, freed = await trio.to_thread.run_sync(lambda: cache.cleanup(keep=blobs.keep_path))
+            if removed:
+                log.info("cache: evicted %d files, %d bytes (bound %d bytes)", removed, freed, cache.max_size)
+        except Exception as e:
+            log.warning("cache cleanup failed: %s", e)
+
+
+async def _serve(ops: Operations, cache: Cache, blobs: LazyBlobs, store: Store, mountpoint: str, ready: Ready) -> None:
+    async with trio.open_nursery() as nursery:
+
+        async def fuse_main() -> None:
+            try:
+                await pyfuse3.main()
+            finally:
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(fuse_main)
+        nursery.start_soon(_watch_signals)
+        nursery.start_soon(_cache_janitor, cache, blobs, store)
+        ops.start(nursery)
+        await trio.to_thread.run_sync(set_read_ahead, mountpoint)
+        ready.ok(mountpoint)
+        log.info("mounted %s at %s (pid %d)", store.url, mountpoint, os.getpid())
+
+
+# -- the daemon ----------------------------------------------------------------------------------
+def serve(
+    store_url: str,
+    mountpoint: str,
+    *,
+    ready: Ready,
+    log_path: str | None = None,
+    read_only: bool = False,
+    cache_size: int | None = None,
+    cache_dir: str | None = None,
+    refresh: float = 10.0,
+    timeout: float = 30.0,
+    allow_other: bool = False,
+    debug: bool = False,
+) -> int:
+    """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
+    where = f" (log: {log_path})" if log_path else ""
+    try:
+        _check_mountpoint(mountpoint)
+        # the S3 backend's own retry budget: a store that fails answers within the read timeout
+        os.environ.setdefault("ARTFS_S3_TIMEOUT", repr(float(timeout)))
+        cache = Cache(cache_dir, max_size=cache_size)
+        store = Store(store_url, cache=cache)
+        _probe(store)
+        blobs = LazyBlobs(store, timeout=timeout)
+        ops = Operations(store, blobs, refresh=refresh, timeout=timeout)
+        options = {"fsname=artfs", f"subtype={FSTYPE.split('.', 1)[1]}", "default_permissions"}
+        if allow_other:
+            options.add("allow_other")
+        if read_only:
+            options.add("ro")
+        try:
+            pyfuse3.init(ops, mountpoint, options)
+        except RuntimeError as e:
+            raise ArtfsError(f"cannot mount {mountpoint}: {e}") from None
+    except (ArtfsError, OSError, ValueError) as e:
+        log.error("%s", e)
+        ready.fail(f"{e}{where}")
+        return 1
+    except Exception as e:
+        log.exception("cannot mount %s", mountpoint)
+        ready.fail(f"cannot mount {mountpoint}: {type(e).__name__}: {e}{where}")
+        return 1
+
+    pidfile = pidfile_path(cache.root, mountpoint)
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.dirname(pidfile), exist_ok=True)
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n{mountpoint}\n")
+    os.chdir("/")  # never keep a directory busy
+    code = 0
+    try:
+        trio.run(_serve, ops, cache, blobs, store, mountpoint, ready)
+    except BaseException as e:
+        log.exception("the mount daemon failed")
+        ready.fail(f"the mount daemon failed: {e}{where}")
+        code = 1
+    finally:
+        with contextlib.suppress(Exception):
+            pyfuse3.close(unmount=True)
+        with contextlib.suppress(Exception):
+            ops.close()
+        with contextlib.suppress(Exception):
+            blobs.close()
+        with contextlib.suppress(Exception):
+            store.backend.close()
+        with contextlib.suppress(OSError, ValueError):
+            with open(pidfile) as f:
+                if int(f.readline()) == os.getpid():
+                    os.unlink(pidfile)
+    log.info("unmounted %s", mountpoint)
+    return code
+
+
+def run(store_url: str | None, mountpoint: str, *, foreground: bool = False, debug: bool = False,
+        log_file: str | None = None, **options: Any) -> int:
+    """Mount ``store_url`` at ``mountpoint``; in the background unless ``foreground``.
+
+    In the background this returns (in the calling process) only once the mount is ready: 0, or
+    1 after printing the daemon's error.
+    """
+    store_url = store_url or default_store_url()
+    if "://" not in store_url:
+        store_url = os.path.abspath(os.path.expanduser(store_url))
+    mountpoint = os.path.abspath(mountpoint)
+    try:
+        _check_mountpoint(mountpoint)
+    except ArtfsError as e:
+        print(f"artfs: error: {e}", file=sys.stderr)
+        return 1
+    if foreground:
+        _setup_logging(debug, log_file)
+        return serve(store_url, mountpoint, ready=Ready(None), log_path=log_file, debug=debug, **options)
+
+    log_path = os.path.abspath(log_file or default_log_path(mountpoint))
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:  # the parent: wait for the child's verdict
+        os.close(w)
+        chunks = []
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+        os.close(r)
+        msg = b"".join(chunks).decode("utf-8", "replace")
+        if msg.startswith("OK"):
+            return 0
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        msg = msg[4:] if msg.startswith("ERR ") else f"the mount daemon exited before the mount was ready (log: {log_path})"
+        print(f"artfs: error: {msg}", file=sys.stderr)
+        return 1
+
+    # the child: become a daemon
+    code = 1
+    try:
+        os.close(r)
+        os.setsid()
+        ready = Ready(w)
+        try:
+            _setup_logging(debug, log_path)
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(fd, 1)  # libfuse writes its complaints to stderr: keep them in the log
+            os.dup2(fd, 2)
+            os.close(fd)
+            os.close(null)
+        except OSError as e:
+            ready.fail(f"cannot write the log file {log_path}: {e.strerror}")
+            os._exit(1)
+        code = serve(store_url, mountpoint, ready=ready, log_path=log_path, debug=debug, **options)
+    except BaseException as e:  # never return into the caller's code in the child
+        with contextlib.suppress(Exception):
+            log.exception("the mount daemon failed")
+            Ready(w).fail(f"the mount daemon failed: {e}")
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="artfsd", description="The artfs mount daemon (see 'artfs mount -h').")
+    add_mount_arguments(parser, daemon=True)
+    args = parser.parse_args(argv)
+    try:
+        apply_mount_options(args)
+    except ArtfsError as e:
+        print(f"artfs: error: {e}", file=sys.stderr)
+        return 2
+    return run(
+        args.store_url, args.mountpoint, foreground=args.foreground, debug=args.debug, log_file=args.log_file,
+        read_only=args.read_only, cache_size=args.cache_size, cache_dir=args.cache_dir, refresh=args.refresh,
+        timeout=args.timeout, allow_other=args.allow_other,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,531 @@
+"""The levels above the version trees: the mount root, projects, artifacts, versions, aliases.
+
+What lives here changes while mounted (another process or machine logs a version or moves an
+alias), so each listing directory remembers when it was last listed and is listed again in a
+worker thread when it is older than the refresh interval:
+
+* a lookup or readdir of a directory whose listing is stale starts a refresh and waits for it up
+  to ``stale_wait`` seconds; if the store is slow or down, the old listing is served (a mount must
+  stay usable offline), the refresh carries on in the background;
+* a lookup of a valid name that is missing re-lists the directory if its listing is older than
+  ``miss_age`` (so ``artfs put`` followed at once by ``cat MNT/p/a/v7/x`` works);
+* a background task refreshes the artifacts used recently every interval;
+* a failed refresh never drops what is known; it is retried after the next interval.
+
+When an alias moves or a version or name disappears, the kernel is told to drop its cached
+entry (``invalidate_entry_async``), so the ``latest`` symlink never points at a stale version for
+longer than the refresh interval.
+
+Inode numbers are stable for the mount's lifetime: every name seen at these levels keeps its
+inode even after it disappears, and every version reserves a contiguous range for its tree once
+(see :mod:`artfsd.tree`). Nothing here is ever freed but version indexes, which are unloaded when
+the kernel has forgotten every inode of a version and the memory budget is exceeded.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import logging
+import math
+import os
+import time
+from collections import OrderedDict
+from typing import Any, Callable
+
+import pyfuse3
+import trio
+
+from artfs import InvalidName, Store, StoreUnavailable
+from artfs._names import check_alias, check_name, is_version, parse_version
+
+from .errors import Timeout, errno_for
+from .tree import VersionTree
+
+log = logging.getLogger("artfsd")
+
+ROOT_INODE = pyfuse3.ROOT_INODE
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _ns(created: str, default: int) -> int:
+    try:
+        t = _dt.datetime.fromisoformat(created)
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=_dt.timezone.utc)
+        return int(t.timestamp() * 1e9)
+    except (ValueError, TypeError):
+        return default
+
+
+# -- nodes ---------------------------------------------------------------------------------------
+class Node:
+    __slots__ = ("ino", "parent", "name")
+
+    def __init__(self, ino: int, parent: "ListingDir | None", name: str) -> None:
+        self.ino = ino
+        self.parent = parent
+        self.name = name
+
+
+class ListingDir(Node):
+    """A directory whose children come from listing the store."""
+
+    __slots__ = ("children", "seen", "listed_at", "ok", "inflight", "used_at", "failing")
+
+    def __init__(self, ino: int, parent: "ListingDir | None", name: str) -> None:
+        super().__init__(ino, parent, name)
+        self.children: dict[str, Node] = {}  # what the last listing found
+        self.seen: dict[str, Node] = {}  # every child ever seen: a name that comes back keeps its inode
+        self.listed_at = -math.inf  # monotonic time of the last successful listing
+        self.ok = False  # listed successfully at least once
+        self.inflight: trio.Event | None = None
+        self.used_at = _now()
+        self.failing = False  # the last refresh failed (log once per failure streak)
+
+    def sorted_children(self) -> list[tuple[str, Node]]:
+        return sorted(self.children.items())
+
+
+class RootDir(ListingDir):
+    __slots__ = ()
+
+
+class ProjectDir(ListingDir):
+    __slots__ = ()
+
+    @property
+    def project(self) -> str:
+        return self.name
+
+
+class ArtifactDir(ListingDir):
+    __slots__ = ("versions", "aliases", "alias_nodes")
+
+    def __init__(self, ino: int, parent: ListingDir, name: str) -> None:
+        super().__init__(ino, parent, name)
+        self.versions: dict[int, VersionDir] = {}  # every version ever seen (stable inodes)
+        self.aliases: dict[str, int] = {}  # current alias -> version
+        self.alias_nodes: dict[str, AliasLink] = {}  # every alias ever seen
+
+    @property
+    def project(self) -> str:
+        assert self.parent is not None
+        return self.parent.name
+
+    def aliases_of(self, n: int) -> list[str]:
+        return sorted(a for a, v in self.aliases.items() if v == n)
+
+
+class AliasLink(Node):
+    __slots__ = ("target",)
+
+    def __init__(self, ino: int, parent: ArtifactDir, name: str, target: int) -> None:
+        super().__init__(ino, parent, name)
+        self.target = target
+
+    @property
+    def link(self) -> bytes:
+        return f"v{self.target}".encode()
+
+
+class VersionDir(Node):
+    """``vN``: the root of a version tree. Its index is loaded on first use, unloadable later."""
+
+    __slots__ = (
+        "n", "tree", "base", "loading", "created", "created_ns", "type", "digest", "description", "metadata",
+        "info_at", "nlookup", "nopen",
+    )
+
+    def __init__(self, ino: int, parent: ArtifactDir, n: int) -> None:
+        super().__init__(ino, parent, f"v{n}")
+        self.n = n
+        self.tree: VersionTree | None = None
+        self.base = 0  # first inode of the tree's range; 0 until first loaded
+        self.loading: trio.Lock = trio.Lock()
+        self.created = ""  # ISO 8601, as the manifest records it
+        self.created_ns = 0
+        self.type = ""
+        self.digest = ""
+        self.description: str | None = None
+        self.metadata: dict[str, Any] = {}
+        self.info_at = -math.inf
+        self.nlookup = 0  # kernel references to inodes inside the tree
+        self.nopen = 0  # open files inside the tree
+
+    @property
+    def artifact(self) -> ArtifactDir:
+        assert isinstance(self.parent, ArtifactDir)
+        return self.parent
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        a = self.artifact
+        return a.project, a.name, self.n
+
+    @property
+    def spec(self) -> str:
+        p, a, n = self.key
+        return f"{p}/{a}:v{n}"
+
+
+# -- the inode table -----------------------------------------------------------------------------
+class Inodes:
+    """Inode numbers: one each for the nodes above, a contiguous range per version tree."""
+
+    def __init__(self) -> None:
+        self.next = ROOT_INODE + 1
+        self.meta: dict[int, Node] = {}
+        self._starts: list[int] = []
+        self._owners: list[VersionDir] = []
+
+    def allocate(self) -> int:
+        ino = self.next
+        self.next += 1
+        return ino
+
+    def add(self, node: Node) -> Node:
+        self.meta[node.ino] = node
+        return node
+
+    def reserve(self, vdir: VersionDir, count: int) -> int:
+        base = self.next
+        self.next += max(count, 1)
+        self._starts.append(base)
+        self._owners.append(vdir)
+        return base
+
+    def tree_owner(self, ino: int) -> VersionDir | None:
+        i = bisect.bisect_right(self._starts, ino) - 1
+        if i < 0:
+            return None
+        v = self._owners[i]
+        nxt = self._starts[i + 1] if i + 1 < len(self._starts) else self.next
+        return v if ino < nxt else None
+
+
+# -- the namespace -------------------------------------------------------------------------------
+class Namespace:
+    """Everything above the version trees, kept fresh from the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        limiter: trio.CapacityLimiter,
+        refresh: float = 10.0,
+        timeout: float = 30.0,
+        stale_wait: float = 2.0,
+        tree_budget: int = 4_000_000,
+        invalidate: Callable[[int, bytes], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.refresh = refresh
+        self.timeout = timeout
+        self.stale_wait = min(stale_wait, timeout)
+        self.miss_age = min(1.0, refresh)
+        self.tree_budget = tree_budget
+        self.inodes = Inodes()
+        self.root = RootDir(ROOT_INODE, None, "")
+        self.inodes.add(self.root)
+        self.started_ns = time.time_ns()
+        self._invalidate = invalidate or _invalidate_entry
+        self._nursery: trio.Nursery | None = None
+        self._idle_trees: OrderedDict[VersionDir, None] = OrderedDict()  # loaded, unreferenced
+        self._loaded_entries = 0
+        self.stats = {"refreshes": 0, "refresh_failures": 0, "trees_loaded": 0, "trees_unloaded": 0}
+
+    def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        nursery.start_soon(self._refresh_loop)
+
+    async def run_sync(self, fn: Callable[..., Any], *args: Any, what: str, limit: float | None = None) -> Any:
+        """Run a blocking store call in a worker thread, giving up after ``limit`` (the timeout) seconds."""
+        limit = self.timeout + 1.0 if limit is None else limit
+        with trio.move_on_after(limit):
+            return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter, abandon_on_cancel=True)
+        raise Timeout(f"{what}: no answer within {limit:g} s")
+
+    # -- listing -------------------------------------------------------------------------------
+    async def ensure_fresh(self, d: ListingDir, max_age: float | None = None) -> None:
+        """Re-list ``d`` if its listing is older than ``max_age`` (default: the refresh interval).
+
+        Waits for the refresh up to ``stale_wait`` seconds when a listing is known, up to the
+        timeout when there is none. Raises (EIO) only when nothing was ever listed.
+        """
+        d.used_at = _now()
+        age = _now() - d.listed_at
+        if age <= (self.refresh if max_age is None else max_age):
+            return
+        ev = d.inflight
+        if ev is None:
+            ev = d.inflight = trio.Event()
+            if self._nursery is not None:
+                self._nursery.start_soon(self._refresh, d, ev)
+            else:  # not started (tests): refresh inline
+                await self._refresh(d, ev)
+        with trio.move_on_after(self.stale_wait if d.ok else self.timeout + 2.0):
+            await ev.wait()
+        if not d.ok:
+            raise StoreUnavailable(f"{self._where(d)}: cannot list it (the store is unreachable; see the log)")
+
+    def _where(self, d: Node) -> str:
+        parts = []
+        n: Node | None = d
+        while n is not None and n.name:
+            parts.append(n.name)
+            n = n.parent
+        return "/".join(reversed(parts)) or self.store.url
+
+    async def _refresh(self, d: ListingDir, ev: trio.Event) -> None:
+        self.stats["refreshes"] += 1
+        try:
+            if isinstance(d, RootDir):
+                names = await self.run_sync(self.store.projects, what="list projects")
+                self._apply_names(d, names, ProjectDir)
+            elif isinstance(d, ProjectDir):
+                names = await self.run_sync(self.store.artifacts, d.name, what=f"list {d.name}")
+                self._apply_names(d, names, ArtifactDir)
+            elif isinstance(d, ArtifactDir):
+                versions, aliases = await self.run_sync(self._list_artifact, d.project, d.name,
+                                                        what=f"list {d.project}/{d.name}")
+                self._apply_artifact(d, versions, aliases)
+            d.listed_at = _now()
+            d.ok = True
+            if d.failing:
+                log.info("%s: listing works again", self._where(d))
+                d.failing = False
+        except Exception as e:
+            self.stats["refresh_failures"] += 1
+            # keep what we know; try again after the next interval
+            d.listed_at = _now()
+            if not d.failing:
+                errno_for(e, f"refresh {self._where(d)}")
+                d.failing = True
+                if d.ok:
+                    log.warning("%s: serving the last known listing until the store answers again", self._where(d))
+                elif self._list_offline(d):
+                    log.warning("%s: listing what the local cache holds until the store answers", self._where(d))
+        finally:
+            d.inflight = None
+            ev.set()
+
+    def _list_offline(self, d: ListingDir) -> bool:
+        """Never listed and the store is down: list the manifests cached locally (all readable)."""
+        base = os.path.join(self.store.cache.root, "manifests", self.store.id)
+
+        def subdirs(path: str) -> list[str]:
+            return sorted(e.name for e in os.scandir(path) if e.is_dir() and _valid_child(d, e.name))
+
+        try:
+            if isinstance(d, RootDir):
+                self._apply_names(d, subdirs(base), ProjectDir)
+            elif isinstance(d, ProjectDir):
+                self._apply_names(d, subdirs(os.path.join(base, d.name)), ArtifactDir)
+            elif isinstance(d, ArtifactDir):
+                versions = sorted(int(e.name[:-5]) for e in os.scandir(os.path.join(base, d.project, d.name))
+                                  if e.name.endswith(".json") and e.name[:-5].isdigit())
+                self._apply_artifact(d, versions, {"latest": versions[-1]} if versions else {})
+        except OSError:
+            return False
+        d.ok = True
+        return True
+
+    def _list_artifact(self, project: str, artifact: str) -> tuple[list[int], dict[str, int]]:
+        versions = self.store.versions(project, artifact)
+        return versions, self.store.aliases(project, artifact, versions=versions)
+
+    def _apply_names(self, d: ListingDir, names: list[str], cls: type[ListingDir]) -> None:
+        new: dict[str, Node] = {}
+        for name in names:
+            node = d.seen.get(name)
+            if node is None:
+                node = d.seen[name] = self.inodes.add(cls(self.inodes.allocate(), d, name))
+            new[name] = node
+        for name in d.children:
+            if name not in new:
+                self._invalidate(d.ino, name.encode())
+        d.children = new
+
+    def _apply_artifact(self, d: ArtifactDir, versions: list[int], aliases: dict[str, int]) -> None:
+        new: dict[str, Node] = {}
+        for n in versions:
+            v = d.versions.get(n)
+            if v is None:
+                v = d.versions[n] = VersionDir(self.inodes.allocate(), d, n)
+                self.inodes.add(v)
+            new[v.name] = v
+        for a, n in sorted(aliases.items()):
+            if n not in d.versions:
+                continue
+            link = d.alias_nodes.get(a)
+            if link is None:
+                link = d.alias_nodes[a] = AliasLink(self.inodes.allocate(), d, a, n)
+                self.inodes.add(link)
+            elif link.target != n or a not in d.aliases:
+                if a in d.aliases:
+                    log.info("%s/%s: %s moved from v%d to v%d", d.project, d.name, a, link.target, n)
+                link.target = n
+                self._invalidate(d.ino, a.encode())
+            new[a] = link
+        for name in d.children:
+            if name not in new:
+                if is_version(name):
+                    log.info("%s/%s: %s was deleted", d.project, d.name, name)
+                self._invalidate(d.ino, name.encode())
+        d.aliases = {a: n for a, n in aliases.items() if n in d.versions}
+        d.children = new
+
+    async def lookup(self, d: ListingDir, name: str) -> Node | None:
+        """The child ``name`` of ``d``, re-listing ``d`` when stale or when a valid name misses."""
+        if not _valid_child(d, name):
+            return None
+        await self.ensure_fresh(d)
+        node = d.children.get(name)
+        if node is None and _now() - d.listed_at > self.miss_age:
+            await self.ensure_fresh(d, self.miss_age)
+            node = d.children.get(name)
+        if node is None and isinstance(d, ArtifactDir) and is_version(name):
+            node = await self._probe_version(d, parse_version(name))
+        return node
+
+    async def _probe_version(self, d: ArtifactDir, n: int) -> Node | None:
+        """A version newer than the listing: ask for its manifest (which loading needs anyway)."""
+        if not d.ok or n <= max(d.versions, default=-1):
+            return None  # older numbers were deleted or never existed: the listing knows
+        try:
+            await self.run_sync(self.store.manifest, d.project, d.name, n, what=f"probe {d.project}/{d.name}:v{n}")
+        except Exception:
+            return None
+        v = d.versions.get(n)
+        if v is None:
+            v = d.versions[n] = VersionDir(self.inodes.allocate(), d, n)
+            self.inodes.add(v)
+        d.children[v.name] = v
+        d.listed_at = -math.inf  # aliases (latest) changed too: re-list on the next access
+        return v
+
+    async def _refresh_loop(self) -> None:
+        """Keep recently used listings fresh, so changes show up without being asked for."""
+        while True:
+            await trio.sleep(self.refresh)
+            horizon = _now() - max(600.0, 10 * self.refresh)
+            for node in list(self.inodes.meta.values()):
+                if isinstance(node, ListingDir) and node.ok and node.used_at > horizon:
+                    if _now() - node.listed_at > self.refresh and node.inflight is None:
+                        ev = node.inflight = trio.Event()
+                        await self._refresh(node, ev)
+
+    # -- versions ------------------------------------------------------------------------------
+    async def load(self, v: VersionDir) -> VersionTree:
+        """The index of ``v``, building it from the (locally cached) manifest if needed."""
+        tree = v.tree
+        if tree is not None:
+            self._idle_trees.pop(v, None)
+            if v.nlookup == 0 and v.nopen == 0:
+                self._idle_trees[v] = None
+            return tree
+        async with v.loading:
+            if v.tree is None:
+                p, a, n = v.key
+                # parsing a manifest of millions of entries takes a while: CPU, not the store
+                m, tree = await self.run_sync(self._build, p, a, n, what=f"load {v.spec}",
+                                              limit=max(300.0, 4 * self.timeout))
+                v.created = m.created
+                v.created_ns = _ns(m.created, self.started_ns)
+                v.type = m.type
+                v.digest = m.digest
+                if v.info_at == -math.inf:
+                    v.description, v.metadata = m.description, dict(m.metadata)
+                if v.base == 0:
+                    v.base = self.inodes.reserve(v, tree.size)
+                elif tree.size > self._range(v):  # cannot happen: manifests never change
+                    raise RuntimeError(f"{v.spec}: manifest changed size")
+                v.tree = tree
+                self._loaded_entries += tree.nfiles
+                self.stats["trees_loaded"] += 1
+                self._idle_trees[v] = None
+                self._trim()
+            return v.tree  # type: ignore[return-value]
+
+    def _range(self, v: VersionDir) -> int:
+        i = self.inodes._owners.index(v)
+        nxt = self.inodes._starts[i + 1] if i + 1 < len(self.inodes._starts) else self.inodes.next
+        return nxt - v.base
+
+    def _build(self, project: str, artifact: str, n: int) -> tuple[Any, VersionTree]:
+        m = self.store.manifest(project, artifact, n)
+        return m, VersionTree(m)
+
+    def referenced(self, v: VersionDir, delta: int) -> None:
+        """The kernel took (``delta`` > 0) or dropped references to inodes of ``v``'s tree."""
+        v.nlookup = max(0, v.nlookup + delta)
+        self._idle(v)
+
+    def opened(self, v: VersionDir, delta: int) -> None:
+        v.nopen = max(0, v.nopen + delta)
+        self._idle(v)
+
+    def _idle(self, v: VersionDir) -> None:
+        if v.tree is None:
+            return
+        if v.nlookup == 0 and v.nopen == 0:
+            self._idle_trees[v] = None
+            self._idle_trees.move_to_end(v)
+            self._trim()
+        else:
+            self._idle_trees.pop(v, None)
+
+    def _trim(self) -> None:
+        """Unload unreferenced indexes, least recently used first, while over the budget."""
+        while self._loaded_entries > self.tree_budget and self._idle_trees:
+            v, _ = self._idle_trees.popitem(last=False)
+            if v.tree is None or v.nlookup or v.nopen:
+                continue
+            self._loaded_entries -= v.tree.nfiles
+            v.tree = None
+            self.stats["trees_unloaded"] += 1
+            log.debug("%s: unloaded its index", v.spec)
+
+    async def version_info(self, v: VersionDir) -> None:
+        """Refresh the mutable description/metadata of ``v`` (kept on failure)."""
+        if _now() - v.info_at <= self.refresh:
+            return
+        p, a, n = v.key
+        try:
+            doc = await self.run_sync(self.store.info, p, a, n, what=f"info of {v.spec}")
+            v.description = doc.get("description")
+            md = doc.get("metadata")
+            v.metadata = md if isinstance(md, dict) else {}
+        except Exception as e:
+            errno_for(e, f"info of {v.spec}")
+        v.info_at = _now()
+
+    @property
+    def loaded_entries(self) -> int:
+        return self._loaded_entries
+
+
+def _valid_child(d: ListingDir, name: str) -> bool:
+    try:
+        if isinstance(d, ArtifactDir):
+            if is_version(name):
+                parse_version(name)
+            else:
+                check_alias(name)
+        else:
+            check_name(name)
+    except InvalidName:
+        return False
+    return True
+
+
+def _invalidate_entry(parent: int, name: bytes) -> None:
+    try:
+        pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
+    except Exception as e:  # not mounted (unit tests) or the kernel refused: nothing cached then
+        log.debug("invalidate %d/%r: %s", parent, name, e)
