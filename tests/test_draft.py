@@ -339,9 +339,9 @@ class DraftVersusDirectory(RuleBasedStateMachine):
         assert staged_files(self.draft) == sorted(staged)
 
 
-TestDraftVersusDirectory = DraftVersusDirectory.TestCase
+TestDraftVersusDirectory = pytest.mark.timeout(600)(DraftVersusDirectory.TestCase)
 TestDraftVersusDirectory.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None,
+    max_examples=25, stateful_step_count=30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
