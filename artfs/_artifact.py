@@ -7,8 +7,8 @@ logged with ``Store.log_artifact``, or a *logged version* returned by ``Store.ar
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
+import itertools
 import os
 import shutil
 import stat
@@ -16,16 +16,19 @@ import tempfile
 import uuid
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
-from ._digest import digest_file
+from ._digest import blob_key, digest_file
 from ._errors import ArtfsError, CorruptData, InvalidPath
 from ._manifest import Entry, Manifest
 from ._names import check_alias, check_name, check_path, join_path
+from ._parallel import pmap
 from ._refs import RefReader, is_pinned, resolve_reference
 
 if TYPE_CHECKING:
     from ._store import CommitResult, Store
 
 _WORKERS = 8
+_TMP_ID = uuid.uuid4().hex[:12]  # temp names: this, and a counter (no uuid4 per file)
+_tmp_seq = itertools.count()
 
 
 class ArtifactManifestEntry:
@@ -42,9 +45,11 @@ class ArtifactManifestEntry:
     def ref(self) -> str | None:
         return self.entry.ref
 
-    def download(self, root: str | None = None, *, allow_file: bool = False) -> str:
+    def download(self, root: str | None = None, *, allow_file: bool = False,
+                 file_roots: list[str] | tuple[str, ...] = ()) -> str:
         """Download this one file under ``root`` (default: the artifact's download dir); returns its path."""
-        root = self._artifact.download(root, path_prefix=self.entry.path, _exact=True, allow_file=allow_file)
+        root = self._artifact.download(root, path_prefix=self.entry.path, _exact=True, allow_file=allow_file,
+                                       file_roots=file_roots)
         return os.path.join(root, *self.entry.path.split("/"))
 
     def __repr__(self) -> str:
@@ -112,18 +117,23 @@ class Artifact:
         if not os.path.isdir(local_path):
             raise ArtfsError(f"{local_path}: not a directory")
         added = []
-        for dirpath, dirnames, filenames in os.walk(local_path):
+        root = os.path.abspath(local_path)
+        for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
+            rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")  # once per directory
+            prefix = "" if rel_dir == "." else rel_dir + "/"
             for fn in sorted(filenames):
                 full = os.path.join(dirpath, fn)
                 if not os.path.isfile(full):  # dangling links, fifos, sockets
                     continue
-                rel = os.path.relpath(full, local_path).replace(os.sep, "/")
+                rel = prefix + fn
                 try:
                     os.fsencode(rel).decode("utf-8")
                 except UnicodeDecodeError:
                     raise InvalidPath(f"{full!r}: file name is not UTF-8") from None
-                added.append(self.add_file(full, join_path(name, rel), overwrite=True))
+                path = join_path(name, rel)  # what add_file(full, path, overwrite=True) does
+                self._files[path] = full
+                added.append(path)
         return added
 
     @contextlib.contextmanager
@@ -191,8 +201,7 @@ class Artifact:
             digest, size = digest_file(local)
             return Entry(path, digest, size, bool(st.st_mode & stat.S_IXUSR))
 
-        with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
-            entries = list(ex.map(describe, sorted(self._files.items())))
+        entries = pmap(describe, sorted(self._files.items()), _WORKERS)
         sources = {e.digest: self._files[e.path] for e in entries if e.digest}
         entries += self._refs.values()  # references: nothing to upload
         result = store.commit(project, self._name, type=self.type, entries=entries, sources=sources,
@@ -276,38 +285,47 @@ class Artifact:
         os.makedirs(root, exist_ok=True)
         reader = RefReader(allow_file=allow_file, file_roots=file_roots) if any(e.ref for e in entries) else None
 
+        checked: set[str] = set()  # directories under root known not to be symlinks
+        made: set[str] = set()  # directories known to exist
+        fetched = False
+        project = self.project or ""
+
         def one(e: Entry) -> None:
-            target = _safe_target(root, e.path)
+            nonlocal fetched
+            target = _safe_target(root, e.path, checked)
             mode = 0o755 if e.executable else 0o644
             if reader is not None and e.ref is not None and e.digest is None:
                 _download_ref(reader, e, target, mode)  # no digest to cache it under
                 if progress:
                     progress(e.size)
                 return
-            if os.path.isfile(target) and not os.path.islink(target) and os.path.getsize(target) == e.size:
+            try:
+                st = os.lstat(target)
+            except FileNotFoundError:
+                st = None
+            if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == e.size:
                 if digest_file(target)[0] == e.digest:
-                    if (os.stat(target).st_mode & 0o111 != 0) != e.executable:
+                    if (st.st_mode & 0o111 != 0) != e.executable:
                         os.chmod(target, mode)
                     if progress:
                         progress(e.size)
                     return
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = os.path.join(os.path.dirname(target), f".artfs-tmp-{uuid.uuid4().hex}")
+            parent = os.path.dirname(target)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            tmp = os.path.join(parent, f".artfs-tmp-{os.getpid()}-{_TMP_ID}-{next(_tmp_seq)}")
+            digest = e.digest or ""
+            if reader is not None and e.ref is not None:  # a reference with a digest
+                def fetch(t: str) -> object:
+                    return reader.download(e, t)
+            else:
+                def fetch(t: str) -> object:
+                    return store.backend.download_file(blob_key(project, digest), t)
             try:
-                for attempt in (1, 2, 3):
-                    if reader is not None and e.ref is not None:  # a reference with a digest
-                        store.cache.ensure(e.digest or "", lambda tmp: reader.download(e, tmp))
-                    else:
-                        store.fetch_blob(self.project or "", e.digest or "")
-                    try:
-                        store.cache.copy_verified(e.digest or "", tmp)
-                        break
-                    except (CorruptData, FileNotFoundError):
-                        # dropped as corrupt, or evicted by another process's cache cleanup
-                        # between the fetch and the copy: fetch it again
-                        if attempt == 3:
-                            raise
-                os.chmod(tmp, mode)
+                # from the cache (verified), or fetched into it and copied here in one pass
+                if store.cache.fetch_copy(digest, fetch, tmp, mode=mode):
+                    fetched = True
                 os.replace(tmp, target)
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -316,18 +334,18 @@ class Artifact:
                 progress(e.size)
 
         try:
-            with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
-                for _ in ex.map(one, entries):
-                    pass
+            pmap(one, entries, _WORKERS)
         finally:
             if reader is not None:
                 reader.close()
-        store.cache.cleanup()
+        if fetched:  # only a download that grew the cache can have pushed it over its bound
+            store.cache.cleanup()
         return root
 
-    def checkout(self, root: str | None = None, *, allow_file: bool = False) -> str:
+    def checkout(self, root: str | None = None, *, allow_file: bool = False,
+                 file_roots: list[str] | tuple[str, ...] = ()) -> str:
         """Make ``root`` hold exactly this version: download, then remove every other file."""
-        root = self.download(root, allow_file=allow_file)
+        root = self.download(root, allow_file=allow_file, file_roots=file_roots)
         wanted = {os.path.join(root, *e.path.split("/")) for e in self.manifest.entries}
         for dirpath, dirnames, filenames in os.walk(root, topdown=False):
             for fn in filenames:
@@ -396,15 +414,22 @@ def _download_ref(reader: RefReader, e: Entry, target: str, mode: int) -> None:
             os.unlink(tmp)
 
 
-def _safe_target(root: str, path: str) -> str:
-    """``root/path``, refusing a path that escapes ``root`` or passes through a symlink."""
+def _safe_target(root: str, path: str, checked: set[str] | None = None) -> str:
+    """``root/path``, refusing a path that escapes ``root`` or passes through a symlink.
+
+    ``checked``: directories already found not to be symlinks (one download checks each once).
+    """
     check_path(path)
     target = os.path.join(root, *path.split("/"))
     d = root
     for part in path.split("/")[:-1]:
         d = os.path.join(d, part)
+        if checked is not None and d in checked:
+            continue
         if os.path.islink(d):
             raise InvalidPath(f"{path!r}: {d} is a symlink; refusing to write through it")
+        if checked is not None:
+            checked.add(d)
     if os.path.commonpath([root, os.path.abspath(target)]) != root:
         raise InvalidPath(f"{path!r} escapes {root}")
     return target

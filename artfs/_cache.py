@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import os
 import re
 import shutil
@@ -35,7 +36,7 @@ from typing import Callable, Iterator
 
 import xxhash
 
-from ._digest import cache_rel, digest_file
+from ._digest import cache_rel, digest_file, read_buffer
 from ._errors import ArtfsError, CorruptData
 
 
@@ -68,6 +69,23 @@ def default_cache_size(root: str) -> int:
         d = os.path.dirname(d) or "/"
     st = os.statvfs(d)
     return st.f_blocks * st.f_frsize // 10
+
+
+def _copy_hashing(fi: "io.FileIO", dst: str, digest: str, mode: int | None) -> bool:
+    """Copy the open file ``fi`` to a new ``dst`` while hashing it; whether it matches ``digest``."""
+    h = xxhash.xxh3_128()
+    buf = read_buffer(fi.fileno())
+    view = memoryview(buf)
+    with open(dst, "wb") as fo:
+        if mode is not None:
+            os.fchmod(fo.fileno(), mode)
+        while True:
+            n = fi.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+            fo.write(view[:n])
+    return f"xxh128:{h.hexdigest()}" == digest
 
 
 @dataclass
@@ -106,9 +124,12 @@ class Cache:
                 os.unlink(tmp)
                 raise CorruptData(f"fetched bytes do not match {digest} (got {got})")
         dst = self.path(digest)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.chmod(tmp, 0o444)
-        os.replace(tmp, dst)
+        try:
+            os.replace(tmp, dst)
+        except FileNotFoundError:  # the first blob under this prefix
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.replace(tmp, dst)
         return dst
 
     def ensure(self, digest: str, fetch: Callable[[str], object]) -> str:
@@ -160,30 +181,51 @@ class Cache:
         finally:
             os.close(fd)
 
-    def copy_verified(self, digest: str, dst: str) -> None:
+    def copy_verified(self, digest: str, dst: str, *, mode: int | None = None) -> None:
         """Copy a cached blob to ``dst`` while hashing it; a mismatch drops the blob and raises.
 
         A reflink would skip the read, but then a corrupted cache file could be served; hashing
         while copying costs one read of the blob, which is already in the page cache usually.
+        ``mode``: the permission bits of ``dst``. FileNotFoundError if the blob is not cached.
         """
         src = self.path(digest)
-        h = xxhash.xxh3_128()
-        buf = bytearray(4 << 20)
-        view = memoryview(buf)
         with open(src, "rb", buffering=0) as fi:
             fcntl.flock(fi.fileno(), fcntl.LOCK_SH)
-            with open(dst, "wb") as fo:
-                while True:
-                    n = fi.readinto(buf)
-                    if not n:
-                        break
-                    h.update(view[:n])
-                    fo.write(view[:n])
-        if f"xxh128:{h.hexdigest()}" != digest:
+            ok = _copy_hashing(fi, dst, digest, mode)
+        if not ok:
             os.unlink(dst)
             self.drop(digest)
             raise CorruptData(f"cached blob {digest} was corrupted; dropped it")
         self.touch(src)
+
+    def fetch_copy(self, digest: str, fetch: Callable[[str], object], dst: str, *, mode: int | None = None) -> bool:
+        """Create ``dst`` holding the blob's verified bytes, through the cache.
+
+        From the cache when it holds the blob (a corrupted copy is dropped and fetched again).
+        Otherwise ``fetch(tmp)`` fills a temp file, which is hashed while it is copied to ``dst``
+        and then becomes the cache's blob: one read of the fetched bytes, not one to verify them
+        and another to copy them, and no window in which a cleanup could evict the blob between
+        the two. Returns whether it fetched (the cache grew). CorruptData if the fetched bytes
+        do not match; ``dst`` is not left behind then.
+        """
+        try:
+            self.copy_verified(digest, dst, mode=mode)
+            return False
+        except (CorruptData, FileNotFoundError):
+            pass  # not cached, evicted meanwhile, or dropped as corrupt: fetch it
+        tmp = self.tmp_path()
+        try:
+            fetch(tmp)
+            with open(tmp, "rb", buffering=0) as fi:
+                ok = _copy_hashing(fi, dst, digest, mode)
+            if not ok:
+                os.unlink(dst)
+                raise CorruptData(f"fetched bytes do not match {digest}")
+            self.insert_file(digest, tmp, verified=True)
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     # -- manifests -----------------------------------------------------------------------------
     def manifest_path(self, store_id: str, project: str, artifact: str, n: int) -> str:

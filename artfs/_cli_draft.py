@@ -10,7 +10,9 @@ to commit: ``artfs commit`` says so and names the mount. ``artfs commit MNT/<pro
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import uuid
 from typing import Any
 
 from ._draft import Draft, DraftBusy, DraftStatus, Drafts, default_staging_root, list_drafts
@@ -94,17 +96,96 @@ def artfs_mount_of(path: str) -> tuple[str, str] | None:
 def commit_through_mount(ctx: Any, mountpoint: str, project: str, artifact: str) -> int:
     """Commit ``MNT/<project>/<artifact>/draft`` by asking the mount's daemon, which owns the draft.
 
-    TODO(daemon): the daemon holds the draft's lock for the mount's lifetime, so only it can
-    commit while mounted. Ask it over its control channel (e.g. ``setfattr -n user.artfs.commit``
-    on the draft directory, with description/aliases as further attributes), wait for the result
-    and print it like :func:`cmd_commit` does.
+    The control channel is the draft directory's extended attributes: ``setxattr
+    user.artfs.commit`` with a JSON request (description, metadata, type, aliases, and an id)
+    returns once the daemon has committed (or failed: an errno), and ``user.artfs.last_commit``
+    then holds the result, or the error message, as JSON.
     """
-    raise ArtfsError(
-        f"{project}/{artifact}: the draft at {os.path.join(mountpoint, project, artifact, 'draft')} belongs to the "
-        f"running mount, and committing through the mount is done by its daemon, which this version cannot ask "
-        f"yet. Unmount with `artfs umount {mountpoint}` (that commits every changed draft), then "
-        f"`artfs commit {project}/{artifact}` if the unmount could not reach the store."
-    )
+    from .cli import _metadata
+
+    a = ctx.args
+    draft = os.path.join(mountpoint, project, artifact, "draft")
+    request: dict[str, Any] = {"id": uuid.uuid4().hex}
+    if a.description is not None:
+        request["description"] = a.description
+    if a.type:
+        request["type"] = a.type
+    if a.alias:
+        request["aliases"] = [check_alias(x) for x in a.alias]
+    if a.metadata:
+        request["metadata"] = _metadata(a.metadata)
+    failed: OSError | None = None
+    try:
+        os.setxattr(draft, "user.artfs.commit", json.dumps(request).encode())
+    except OSError as e:
+        failed = e
+    doc: dict[str, Any] | None = None
+    try:
+        doc = json.loads(os.getxattr(draft, "user.artfs.last_commit"))
+    except (OSError, ValueError):
+        pass
+    if doc is not None and doc.get("id") != request["id"]:
+        doc = None  # someone else's commit
+    name = f"{project}/{artifact}"
+    if failed is not None:
+        why = doc.get("error") if doc and doc.get("error") else (failed.strerror or str(failed))
+        raise ArtfsError(f"{name}: the mount at {mountpoint} could not commit the draft: {why} "
+                         f"(its log has details)")
+    if doc is None:
+        raise ArtfsError(f"{name}: the mount at {mountpoint} committed, but did not say what (is its daemon older?)")
+    ctx.emit(doc, commit_text(doc))
+    return 0
+
+
+def commit_text(doc: dict[str, Any]) -> str:
+    """One line about a commit a daemon reported (``artfs commit`` through a mount, ``artfs umount``)."""
+    from .cli import _plural, human_size
+
+    name, version = doc["name"], doc.get("version")
+    if not doc.get("committed"):
+        what = f"its base v{version}" if version is not None else "an empty new artifact"
+        return f"nothing to commit: the draft of {name} equals {what}"
+    if not doc.get("created"):
+        return f"{name}:v{version} matched: already in the store (identical content, or an interrupted commit made it)"
+    text = (f"{name}:v{version} created ({_plural(doc.get('files', 0), 'file')}, "
+            f"{_plural(doc.get('uploaded_blobs', 0), 'new blob')}, {human_size(doc.get('uploaded_bytes', 0))} uploaded)")
+    if doc.get("aliases"):
+        text += f"; aliases: {', '.join(doc['aliases'])}"
+    return text
+
+
+def report_unmount(ctx: Any, mountpoint: str, pid: int | None, report: str | None, fallbacks: list[str]) -> int:
+    """Print what the daemon committed at unmount (its report file, written just before it exits).
+
+    ``report`` is the path the mount named (``user.artfs.results``; None for a read-only mount or
+    a daemon that did not answer), ``fallbacks`` where else to look. Exit code 1 if a commit failed.
+    """
+    doc: dict[str, Any] | None = None
+    for path in ([report] if report else []) + fallbacks:
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict) and d.get("mountpoint") == mountpoint and (pid is None or d.get("pid") == pid):
+            doc = d
+            break
+    if doc is None:
+        if report:
+            ctx.note("the mount daemon exited without reporting its commits; `artfs status` lists drafts "
+                     "not committed yet")
+        if ctx.json:
+            ctx.emit({"mountpoint": mountpoint, "commits": [], "unchanged": [], "failed": []}, None)
+        return 0
+    lines = [commit_text(c) for c in doc.get("commits", [])]
+    ctx.emit(doc, "\n".join(lines) if lines else None)
+    for f in doc.get("failed", []):
+        ctx.note(f"artfs: error: {f.get('error') or f.get('name')}")
+    if doc.get("failed"):
+        ctx.note("the drafts above are kept; `artfs status` lists them, and `artfs commit PROJECT/ARTIFACT` "
+                 "commits one once the store can be reached (or mount and unmount again)")
+        return 1
+    return 0
 
 
 def _busy_message(project: str, artifact: str, e: DraftBusy) -> str:
@@ -206,7 +287,7 @@ def cmd_commit(ctx: Any) -> int:
             text = (f"{vname} created ({_plural(r.files, 'file')}, {_plural(r.uploaded_blobs, 'new blob')}, "
                     f"{human_size(r.uploaded_bytes)} uploaded)")
         else:
-            text = f"{vname}: already committed (an interrupted commit had created it)"
+            text = f"{vname} matched: already in the store (identical content, or an interrupted commit made it)"
         if r.aliases:
             text += f"; aliases: {', '.join(r.aliases)}"
         ctx.emit(doc, text)

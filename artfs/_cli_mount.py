@@ -14,6 +14,7 @@ finished when the command returns.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -80,11 +81,17 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
                    help=f"a read the store cannot serve fails with EIO after this time (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--allow-other", action="store_true",
                    help="let other users access the mount (needs user_allow_other in /etc/fuse.conf)")
+    p.add_argument("--allow-file", action="store_true",
+                   help="let file:// references be read (off by default: a manifest in a shared store must not "
+                        "make the mount read this machine's files; reading one gives EACCES)")
+    p.add_argument("--file-root", dest="file_roots", action="append", default=[], metavar="DIR",
+                   help="let file:// references below DIR be read (after following symlinks; repeatable)")
     p.add_argument("--log-file", metavar="FILE",
                    help="log here in background mode (default: $XDG_STATE_HOME/artfs/mount-<MNT>.log)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
                    help="options as in fstab: ro, allow_other, cache_size=20G, cache_dir=D, refresh=S, timeout=S, "
-                        "debug; mount(8)'s own (rw, nodev, _netdev, x-systemd.*, ...) are ignored")
+                        "allow_file, file_root=DIR, debug; mount(8)'s own (rw, nodev, _netdev, x-systemd.*, ...) "
+                        "are ignored")
     if daemon:
         p.add_argument("--cache-dir", metavar="DIR", help="the local cache (default: $ARTFS_CACHE_DIR or ~/.cache/artfs)")
         p.add_argument("--debug", action="store_true", help="log details")
@@ -100,8 +107,10 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
                 continue
             if key in ("ro", "read_only"):
                 args.read_only = True
-            elif key in ("allow_other", "debug", "foreground") and not sep:
+            elif key in ("allow_other", "allow_file", "debug", "foreground") and not sep:
                 setattr(args, key, True)
+            elif key == "file_root" and sep and value:
+                args.file_roots = [*(getattr(args, "file_roots", None) or []), value]
             elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file") and sep and value:
                 try:
                     conv = {"cache_size": _size, "refresh": _seconds, "timeout": _seconds}.get(key, str)
@@ -111,7 +120,7 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
             else:
                 raise MountUsageError(
                     f"unknown mount option {opt!r} (artfs knows ro, allow_other, cache_size=SIZE, cache_dir=DIR, "
-                    "refresh=S, timeout=S, log_file=FILE, debug)"
+                    "refresh=S, timeout=S, log_file=FILE, allow_file, file_root=DIR, debug)"
                 )
     args.options = []
     return args
@@ -126,6 +135,10 @@ def daemon_argv(args: argparse.Namespace, store: str) -> list[str]:
         argv.append("--read-only")
     if args.allow_other:
         argv.append("--allow-other")
+    if getattr(args, "allow_file", False):
+        argv.append("--allow-file")
+    for root in getattr(args, "file_roots", None) or []:
+        argv += ["--file-root", os.path.abspath(os.path.expanduser(root))]
     if args.cache_size is not None:
         argv += ["--cache-size", str(args.cache_size)]
     if getattr(args, "cache_dir", None):
@@ -180,6 +193,11 @@ def find_mount(path: str) -> MountInfo | None:
 def pidfile_path(cache_root: str, mountpoint: str) -> str:
     key = xxhash.xxh64_hexdigest(os.path.abspath(mountpoint).encode())
     return os.path.join(cache_root, "run", f"{key}.pid")
+
+
+def results_path(cache_root: str, mountpoint: str) -> str:
+    """Where the daemon reports what it committed at unmount (JSON, written just before it exits)."""
+    return pidfile_path(cache_root, mountpoint)[: -len(".pid")] + ".result.json"
 
 
 def _is_daemon(pid: int) -> bool:
@@ -259,7 +277,7 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 600.0, cach
             if time.monotonic() > deadline:
                 raise ArtfsError(f"{mnt} is unmounted, but its daemon (pid {pid}) is still running after {timeout:g} s")
             if not said and note is not None and time.monotonic() > deadline - timeout + 2.0:
-                note(f"waiting for the mount daemon (pid {pid}) to finish...")
+                note(f"waiting for the mount daemon (pid {pid}) to commit the drafts and exit...")
                 said = True
             time.sleep(0.05)
     return pid
@@ -283,27 +301,51 @@ def cmd_mount(ctx: Any) -> int:
     return 1  # not reached
 
 
+def _xattr_text(mountpoint: str, name: str, wait: float = 3.0) -> str | None:
+    """An attribute of the mount root (in a thread: a hung daemon must not hang us)."""
+    out: list[str] = []
+
+    def ask() -> None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            out.append(os.getxattr(mountpoint, name).decode())
+
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+    t.join(wait)
+    return out[0] if out else None
+
+
 def cmd_umount(ctx: Any) -> int:
+    """Unmount, wait for the daemon (which commits every changed draft first), print what it made."""
+    from ._cli_draft import report_unmount
+
     args = ctx.args
     dirs = [d for d in (getattr(args, "cache_dir", None), default_cache_dir()) if d]
-    unmount(args.mountpoint, lazy=args.lazy, timeout=args.timeout, cache_dirs=dirs, note=ctx.note)
-    return 0
+    mnt = os.path.abspath(args.mountpoint)
+    info = find_mount(mnt)
+    report = _xattr_text(mnt, "user.artfs.results") if info is not None and info.fstype == FSTYPE else None
+    pid = unmount(args.mountpoint, lazy=args.lazy, timeout=args.timeout, cache_dirs=dirs, note=ctx.note)
+    return report_unmount(ctx, mnt, pid, report, [results_path(d, mnt) for d in dirs])
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "mount", parents=[common], help="mount a store: MNT/<project>/<artifact>/vN/...",
         description="Mount a store as a directory tree: MNT/<project>/<artifact>/vN/... (read-only versions) "
-                    "and MNT/<project>/<artifact>/<alias> -> vN. Returns once the mount is ready; the daemon "
-                    "keeps running in the background until 'artfs umount MNT'.",
+                    "and MNT/<project>/<artifact>/<alias> -> vN, plus a writable MNT/<project>/<artifact>/draft/ "
+                    "that 'artfs umount MNT' commits as the next version. Returns once the mount is ready; the "
+                    "daemon keeps running in the background until 'artfs umount MNT'.",
     )
     add_mount_arguments(p, daemon=False)
     p.set_defaults(func=cmd_mount)
 
-    p = sub.add_parser("umount", parents=[common], help="unmount and wait for the mount daemon to finish",
-                       description="Unmount MNT (fusermount3 -u) and wait until its daemon has exited.")
+    p = sub.add_parser("umount", parents=[common], help="unmount, commit the drafts and wait for the daemon",
+                       description="Unmount MNT (fusermount3 -u) and wait until its daemon has committed every "
+                                   "draft that changed (each becomes the next version, tagged latest) and exited; "
+                                   "prints the versions it created.")
     p.add_argument("mountpoint", metavar="MNT")
     p.add_argument("-z", "--lazy", action="store_true", help="detach now even if busy (fusermount3 -z)")
     p.add_argument("--timeout", type=_seconds, default=600.0, metavar="SECONDS",
                    help="how long to wait for the daemon to finish (default 600)")
+    p.add_argument("--json", action="store_true", help="print what the unmount committed as JSON")
     p.set_defaults(func=cmd_umount)

@@ -581,7 +581,7 @@ class Draft:
         for fn in os.listdir(self._files):
             os.unlink(self._fpath(fn))
 
-    def _set_base(self, con: sqlite3.Connection, base: Manifest | None) -> None:
+    def _set_base(self, con: sqlite3.Connection, base: "Manifest | _Base | None") -> None:
         """Record ``base`` as the base version (its manifest is kept beside draft.db)."""
         if base is not None:
             p = os.path.join(self.path, f"base-v{base.version}.json")
@@ -1143,6 +1143,31 @@ class Draft:
                     raise ArtfsError(f"inode {ino} is not staged: call open_for_write first")
                 self._invalidate(ino)
 
+    def checkpoint(self, *, automatic: bool | None = None) -> None:
+        """Copy the sqlite journal (WAL) into the database now (with fsyncs, so it may take a while).
+
+        ``automatic=False`` stops sqlite from doing it by itself inside whichever transaction
+        commits when the journal has grown: a caller that must not wait (the mount's event loop)
+        runs short transactions itself and calls this from a worker thread every few seconds.
+        Durability does not depend on it: a committed transaction in the journal survives a crash."""
+        with self._lock:
+            con = self._c()
+            if automatic is not None:
+                con.execute(f"PRAGMA wal_autocheckpoint={1000 if automatic else 0}")
+            con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    @contextlib.contextmanager
+    def unless_busy(self) -> Iterator[bool]:
+        """``with draft.unless_busy() as free:`` whether the draft's lock was free; if so this thread
+        holds it for the block, so a caller that must never wait (an event loop) can run a short
+        method at once, and hands it to a worker thread otherwise (a commit holds the lock)."""
+        free = self._lock.acquire(blocking=False)
+        try:
+            yield free
+        finally:
+            if free:
+                self._lock.release()
+
     @contextlib.contextmanager
     def writing(self, ino: int) -> Iterator[None]:
         """``with draft.writing(ino): os.pwrite(fd, data, offset)``: a write a commit cannot overlap."""
@@ -1426,12 +1451,13 @@ class Draft:
                     sources=sources,
                     description=description if description is not None else meta["description"],
                     metadata=metadata if metadata is not None else (meta["metadata"] or {}),
-                    aliases=al, run=run, progress=progress, commit_id=pending, base_version=base_version)
+                    aliases=al, run=run, progress=progress, commit_id=pending, base_version=base_version,
+                    vdigest=vdigest)
             except (ArtfsError, OSError) as e:
                 raise self._failed(e) from e
             _pause("after-store-commit")
             try:  # in the local cache already: Store.commit wrote or read it
-                base = store.manifest(project, artifact, result.version)
+                base = _committed(store, project, artifact, result.version, vdigest)
             except (ArtfsError, OSError) as e:
                 raise self._failed(e) from e
             self._unstage(base=base)
@@ -1450,7 +1476,7 @@ class Draft:
             err = StoreUnavailable(msg) if isinstance(e, (ConnectionError, TimeoutError)) else ArtfsError(msg)
         return err
 
-    def _unstage(self, *, base: Manifest | None = None) -> None:
+    def _unstage(self, *, base: "Manifest | _Base | None" = None) -> None:
         """After a commit (or finding the draft equal to its base): staged files become base nodes.
 
         Files with an open write handle stay staged (their bytes equal the new base anyway).
@@ -1502,6 +1528,31 @@ class Draft:
 
 class _Problem(Exception):
     pass
+
+
+class _Base(NamedTuple):
+    """What a draft keeps of its base version: enough for :meth:`Draft._set_base`."""
+
+    version: int
+    digest: str
+    data: bytes
+
+    def to_bytes(self) -> bytes:
+        return self.data
+
+
+def _committed(store: "Store", project: str, artifact: str, n: int, vdigest: str) -> "Manifest | _Base":
+    """The version a commit made (or matched), as the draft's next base.
+
+    Its manifest is in the local cache (``Store.commit`` wrote or read it); its bytes are taken
+    as they are, without parsing a manifest of maybe millions of entries again, and its digest
+    is the one just committed (the version carries that content, whichever way it was found).
+    """
+    try:
+        with open(store.cache.manifest_path(store.id, project, artifact, n), "rb") as f:
+            return _Base(n, vdigest, f.read())
+    except FileNotFoundError:
+        return store.manifest(project, artifact, n)
 
 
 def read_owner(path: str) -> dict[str, Any]:

@@ -9,7 +9,9 @@ read-ahead window that doubles up to ``readahead_max`` and is fetched with paral
 and a blob whose chunks have all arrived is verified against its digest and becomes an ordinary
 complete cache blob (``blobs/…``), which later opens read directly with ``pread``.
 
-It is synchronous and thread-safe: the mount daemon calls it from worker threads.
+It is synchronous and thread-safe: the mount daemon calls it from worker threads, and calls
+:meth:`BlobHandle.readinto_nowait` on its event loop (bytes already fetched, served without a
+thread hop; it never blocks and never waits for the store).
 
 Files (in the shared cache, see :mod:`artfs._cache`)
 -----------------------------------------------------
@@ -69,8 +71,19 @@ The window starts at one chunk and doubles each time a sequential read moves int
 to ``readahead_max``; a random read resets it. Window chunks are fetched by a pool of
 ``max_workers`` threads (demand reads before read-ahead) with range GETs of up to 8 MiB, so one
 sequential reader keeps many requests in flight. Read-ahead bytes queued or in flight are bounded
-globally (``2 * readahead_max``); fetched bytes go straight to the partial file, so memory is
-bounded by ``max_workers`` requests.
+globally (``2 * readahead_max``).
+
+Fetched bytes go straight into the partial file with ``Backend.fetch_range_into``: a local store
+copies file to file in the kernel (``copy_file_range``), S3 streams each response body into the
+file 1 MiB at a time; no fetch holds a whole request in memory. (Measured on 2 CPUs: a cold
+sequential read of 1 GiB from a local store went from 0.36-0.45 GB/s to 1.7-2.5 GB/s in process,
+and through the mount from 0.16-0.57 to 0.8-1.3 GB/s with ``readinto_nowait``.) Verification
+reads the file back through one reused 1 MiB buffer.
+
+Bytes already in the cache but not in the page cache (a complete blob whose pages were dropped)
+are read ahead by the kernel at a sequential reader's request: each read hints the next
+``readahead_max`` bytes of the cache file (``POSIX_FADV_WILLNEED``) once the reader is half-way
+through the previous hint, so the disk streams instead of answering one request at a time.
 """
 
 from __future__ import annotations
@@ -90,6 +103,8 @@ from ._digest import blob_key, cache_rel, check_digest, finish, hasher
 from ._errors import ArtfsError, CorruptData, StoreUnavailable
 
 if TYPE_CHECKING:
+    from ._manifest import Entry
+    from ._refs import RefReader
     from ._store import Store
 
 log = logging.getLogger("artfs.lazy")
@@ -177,6 +192,10 @@ class _Job:
 
 class _Entry:
     """The shared state of one blob open in this process (all handles of one digest)."""
+
+    # set by LazyBlobs.open(fetch=..., verify=...) for reference entries (see open_ref)
+    fetch: Callable[[int, int], bytes] | None = None  # instead of the store's get_range(key, ...)
+    verify = True  # False: no digest to check; a fully fetched entry stays a partial entry
 
     def __init__(self, project: str, digest: str, size: int, cache_root: str, blob_path: str) -> None:
         self.project, self.digest, self.size = project, digest, size
@@ -367,6 +386,9 @@ class BlobHandle:
         self._last_c0 = -1
         self._window = 0  # read-ahead bytes beyond the read, 0 = random access
         self._pf_next = 0  # first chunk not yet considered for read-ahead
+        # page-cache read-ahead of bytes already in the cache file (no lock: a race costs a hint)
+        self._h_end = 0  # end of the furthest sequential read
+        self._h_to = 0  # the cache file is hinted (WILLNEED) up to here
 
     def __enter__(self) -> "BlobHandle":
         return self
@@ -386,8 +408,81 @@ class BlobHandle:
             except OSError:
                 b = b""  # the slow path reports it as an artfs error
             if len(b) == n:
+                self._hint(e, e.fd, offset, offset + n)
                 return b
         return self._read_slow(offset, length)
+
+    def _hint(self, e: _Entry, fd: int, offset: int, end: int) -> None:
+        """Have the kernel read the cache file ahead of a sequential reader (``WILLNEED``).
+
+        Bytes already in the cache file but not in the page cache (a complete blob read again
+        after its pages were dropped) would otherwise come from the disk one request at a time
+        and, through the mount, one request behind the other: the kernel's own read-ahead of the
+        cache file is small. ``readahead_max`` bytes past the read are hinted, the next ones once
+        the reader is half-way through them.
+        """
+        ahead = self._lb.readahead_max
+        if ahead <= 0:
+            return
+        if offset == 0 or self._h_end - (4 << 20) <= offset <= self._h_end + (4 << 20):
+            self._h_end = max(self._h_end, end)
+        else:  # a random read: no hint
+            self._h_end = self._h_to = end
+            return
+        if self._h_to - end >= ahead // 2:
+            return
+        start, stop = max(self._h_to, end), min(e.size, end + ahead)
+        self._h_to = stop
+        if stop > start:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, start, stop - start, os.POSIX_FADV_WILLNEED)
+
+    def readinto_nowait(self, offset: int, buf: memoryview) -> int | None:
+        """Fill ``buf`` with the bytes at ``offset`` if that cannot block; else None.
+
+        For the mount's event loop, where a thread hop per request costs more than the copy: it
+        succeeds only if every chunk of the range is already in the cache, the pages are in the
+        page cache (``preadv(RWF_NOWAIT)``) and the entry's lock is free. It never waits for the
+        store, the disk or another thread. The read counts for read-ahead like :meth:`read` (a
+        sequential reader's next chunks are queued). Returns the number of bytes, fewer than
+        ``len(buf)`` only at the end of the blob; None means "call :meth:`read` (in a worker
+        thread)", which also reports any error.
+        """
+        e = self._e
+        if e is None or offset < 0 or self._gen != e.gen or not hasattr(os, "RWF_NOWAIT"):
+            return None
+        end = min(e.size, offset + len(buf))
+        if offset >= end:
+            return None
+        submit: list[_Job] = []
+        if e.complete:
+            fd, gen = e.fd, e.gen
+        else:
+            if not e.lock.acquire(blocking=False):
+                return None
+            try:
+                if self._gen != e.gen:
+                    return None
+                fd, gen = e.fd, e.gen
+                if not e.complete:
+                    cs = e.cs
+                    c0, c1 = offset // cs, (end - 1) // cs + 1
+                    if e.present.find(0, c0, c1) >= 0:
+                        return None  # not fetched yet: read() waits for it (and plans read-ahead)
+                    p0, p1 = self._readahead(e, offset, end, c0, c1 - 1)
+                    if p1 > p0:
+                        submit = self._lb._plan_prefetch(self, e, c1, p0, p1)
+            finally:
+                e.lock.release()
+            for job in submit:  # every job registered above must run (or fail) to be released
+                self._lb._submit(e, job)
+        try:
+            n = os.preadv(fd, [buf[: end - offset]], offset, os.RWF_NOWAIT)
+        except OSError:  # EAGAIN: not (all) in the page cache; anything else: read() reports it
+            return None
+        if n != end - offset or e.gen != gen:
+            return None
+        return n
 
     def _read_slow(self, offset: int, length: int) -> bytes:
         e = self._e
@@ -408,6 +503,7 @@ class BlobHandle:
             self._check_gen(e)
         if len(b) != end - offset:
             raise CorruptData(f"the cached copy of {self.digest} is shorter than its size {e.size}")
+        self._hint(e, fd, offset, end)
         return b
 
     def _check_gen(self, e: _Entry) -> None:
@@ -477,7 +573,8 @@ class LazyBlobs:
         self._closed = False
 
     # -- public --------------------------------------------------------------------------------
-    def open(self, project: str, digest: str, size: int) -> BlobHandle:
+    def open(self, project: str, digest: str, size: int, *,
+             fetch: Callable[[int, int], bytes] | None = None, verify: bool = True) -> BlobHandle:
         """A handle on the blob ``digest`` of ``project`` with ``size`` bytes (from the manifest).
 
         Does no store I/O: a blob or chunks already cached are readable with the store down.
@@ -491,13 +588,14 @@ class LazyBlobs:
             e = self._entries.get(digest)
             if e is None:
                 e = _Entry(project, digest, size, cache.root, cache.path(digest))
+                e.fetch, e.verify = fetch, verify
                 try:
                     e.open_any(self.chunk_size)
                 except OSError as ex:
                     e.close_fds()
                     raise ArtfsError(f"opening the cache entry of {digest}: {ex}") from None
                 self._entries[digest] = e
-                if not e.complete and e.npresent == e.nchunks:
+                if not e.complete and e.npresent == e.nchunks and e.verify:
                     e.finalizing = True  # every chunk arrived earlier, verification never ran
                     start_verify = e
             elif e.size != size:
@@ -508,6 +606,28 @@ class LazyBlobs:
         if start_verify is not None:
             self._start_finalize(start_verify)
         return h
+
+    def open_ref(self, project: str, entry: "Entry", reader: "RefReader") -> BlobHandle:
+        """A handle on a pinned reference entry, read through the cache like a blob.
+
+        Chunks come from ``reader.read_range(entry, ...)`` (every read pinned to the recorded
+        object) instead of the store. An entry with a content ``digest`` shares its cache entry
+        with blobs of that digest and is verified when complete; one without is cached under
+        ``xxh128:<ref_key(entry)>`` (a key of the URI and the recorded version, never a content
+        digest) and stays a partial entry once complete: there is nothing to verify it against.
+        The caller checks :meth:`RefReader.check_allowed` first (``file://``).
+        """
+        from ._refs import is_pinned, ref_key
+
+        if not is_pinned(entry):
+            raise ArtfsError(f"{entry.path}: an unpinned reference (checksum=False) cannot be cached")
+
+        def fetch(off: int, n: int) -> bytes:
+            return reader.read_range(entry, off, n)
+
+        if entry.digest:
+            return self.open(project, entry.digest, entry.size, fetch=fetch)
+        return self.open(project, f"xxh128:{ref_key(entry)}", entry.size, fetch=fetch, verify=False)
 
     def is_complete(self, digest: str) -> bool:
         """True if a verified copy of the blob is in the cache."""
@@ -681,20 +801,30 @@ class LazyBlobs:
             cs = e.cs
             off = job.c0 * cs
             n = min(e.size, job.c1 * cs) - off
+            data: bytes | None = None
             try:
-                data = self.store.backend.get_range(e.key, off, n)
+                if e.fetch is None:  # straight into the partial file (in the kernel for a local store)
+                    got = self.store.backend.fetch_range_into(e.key, off, n, job.fd, off)
+                else:
+                    data = e.fetch(off, n)
+                    got = len(data)
             except ArtfsError as ex:
+                if e.fetch is not None:
+                    raise  # a reference (open_ref): the reader's message names the entry and its URI
                 raise type(ex)(f"fetching {e.digest} (project {e.project}) from {self.store.url}: {ex}") from None
+            except OSError as ex:  # writing into the partial file (a full disk, ...)
+                raise ArtfsError(f"fetching {e.digest} (project {e.project}) from {self.store.url} into the cache: {ex}") from None
             except Exception as ex:  # a backend bug or library error: still an artfs error
                 raise StoreUnavailable(f"fetching {e.digest} (project {e.project}) from {self.store.url}: {ex!r}") from None
-            if len(data) != n:
+            if got != n:
                 raise CorruptData(
-                    f"the store returned {len(data)} bytes of {e.digest} at offset {off}, expected {n}"
+                    f"the store returned {got} bytes of {e.digest} at offset {off}, expected {n}"
                     " (the blob is shorter than its manifest says)"
                 )
             try:
-                _pwrite_full(job.fd, data, off)
-                del data
+                if data is not None:
+                    _pwrite_full(job.fd, data, off)
+                    del data
                 os.pwrite(job.map_fd, b"\x01" * (job.c1 - job.c0), _HDR.size + job.c0)  # after the data
             except OSError as ex:
                 raise ArtfsError(f"writing fetched chunks of {e.digest} to the cache: {ex}") from None
@@ -704,7 +834,7 @@ class LazyBlobs:
                         if not e.present[i]:
                             e.present[i] = 1
                             e.npresent += 1
-                    if e.npresent == e.nchunks and not e.complete and not e.finalizing:
+                    if e.npresent == e.nchunks and not e.complete and not e.finalizing and e.verify:
                         e.finalizing = verify = True
         except BaseException as ex:
             err = ex
@@ -743,15 +873,7 @@ class LazyBlobs:
                 return
             if self._adopt_existing(e, fd, map_fd, gen):
                 return
-            h = hasher()
-            off = 0
-            while off < e.size:
-                b = os.pread(fd, min(8 << 20, e.size - off), off)
-                if not b:
-                    break
-                h.update(b)
-                off += len(b)
-            got = finish(h)
+            got, off = _hash_file(fd, e.size)
             if got == e.digest and off == e.size:
                 published = False
                 fcntl.flock(map_fd, fcntl.LOCK_EX)  # openers check the entry under this lock
@@ -844,6 +966,25 @@ class LazyBlobs:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+
+def _hash_file(fd: int, size: int) -> tuple[str, int]:
+    """The digest of the first ``size`` bytes of ``fd`` and how many bytes there were.
+
+    Reads into one reused 1 MiB buffer (it stays in the CPU cache while it is hashed; a fresh
+    ``bytes`` per read would cost page faults and zeroing). Not ``mmap``: a cache file shortened
+    by another process while mapped would kill the daemon with SIGBUS.
+    """
+    h = hasher()
+    buf = memoryview(bytearray(min(max(size, 1), 1 << 20)))
+    off = 0
+    while off < size:
+        n = os.preadv(fd, [buf[: min(len(buf), size - off)]], off)
+        if not n:
+            break
+        h.update(buf[:n])
+        off += n
+    return finish(h), off
 
 
 def _fresh(err: BaseException) -> BaseException:

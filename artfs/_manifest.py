@@ -11,26 +11,36 @@ a mount.
 
 from __future__ import annotations
 
+import bisect
+import gc
 import json
+import json.encoder
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from functools import partial
+from itertools import islice, repeat
+from operator import attrgetter, itemgetter, lt
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import xxhash
 
 from ._digest import check_digest
-from ._errors import CorruptData, InvalidPath
-from ._names import check_name, check_path
+from ._errors import ArtfsError, CorruptData, InvalidPath
+from ._names import check_name, check_path, check_paths
 
 FORMAT = 1
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One file of a version.
+class Entry(NamedTuple):
+    """One file of a version (immutable).
 
     ``digest`` is the content digest (``xxh128:…``) when known; a reference entry (``ref`` set)
     keeps its bytes elsewhere and records what identifies them in ``ref_info`` (ETag, version id,
     generation) so a later read can tell whether the target changed.
+
+    A named tuple rather than a dataclass: a version may have millions of entries, and a tuple is
+    built in a fraction of the time (no per-field ``__setattr__``) and is about half the size.
     """
 
     path: str
@@ -78,41 +88,256 @@ class Entry:
 REF_IDENTITY = ("etag", "version_id", "generation", "checksum")
 
 
+_path_of = attrgetter("path")
+
+
 def version_digest(entries: Iterable[Entry]) -> str:
     """Hash of ``(path, digest, executable, ref)`` of every entry.
 
     A reference also contributes what identifies its object (ETag, version id, generation, and
     the size when no digest is known), so logging the same URI after its object changed makes a
     new version. Entries without ``ref`` hash exactly as before.
+
+    Each entry hashes as the line ``json.dumps([path, digest, executable, ref, (ident)],
+    ensure_ascii=False, sort_keys=True)``. Plain entries (no ``ref``, a ``bool`` executable bit)
+    have their line formatted in bulk, with the very string encoder ``json.dumps`` uses.
     """
-    h = xxhash.xxh3_128()
-    for e in sorted(entries, key=lambda e: e.path):
-        rec_l: list[Any] = [e.path, e.digest, e.executable, e.ref]
-        if e.ref is not None:
-            ident = {k: (e.ref_info or {})[k] for k in REF_IDENTITY if k in (e.ref_info or {})}
-            if e.digest is None:
-                ident["size"] = e.size
-            rec_l.append(ident)
-        rec = json.dumps(rec_l, ensure_ascii=False, sort_keys=True)
-        h.update(rec.encode("utf-8"))
-        h.update(b"\n")
-    return f"xxh128:{h.hexdigest()}"
+    es = sorted(entries, key=_path_of)
+    if not es:
+        return f"xxh128:{xxhash.xxh3_128().hexdigest()}"
+    paths = list(map(_path_of, es))
+    digests = list(map(_digest_of, es))
+    execs = list(map(_executable_of, es))
+    if (set(map(type, paths)) == {str} and set(map(type, execs)) <= {bool}
+            and set(map(type, digests)) <= {str, type(None)}):
+        dj = (map(_encode_str, digests) if None not in digests
+              else ("null" if d is None else _encode_str(d) for d in digests))
+        recs = list(map(_PLAIN_REC, map(_encode_str, paths), dj, map(_JSON_BOOL.__getitem__, execs)))
+        for i, e in enumerate(es):
+            if e.ref is not None:
+                recs[i] = _digest_record(e)
+    else:
+        recs = [_digest_record(e) for e in es]
+    recs.append("")  # every line ends with a newline
+    data = "\n".join(recs).encode("utf-8")
+    return f"xxh128:{xxhash.xxh3_128(data).hexdigest()}"
+
+
+def _digest_record(e: Entry) -> str:
+    rec_l: list[Any] = [e.path, e.digest, e.executable, e.ref]
+    if e.ref is not None:
+        ident = {k: (e.ref_info or {})[k] for k in REF_IDENTITY if k in (e.ref_info or {})}
+        if e.digest is None:
+            ident["size"] = e.size
+        rec_l.append(ident)
+    return json.dumps(rec_l, ensure_ascii=False, sort_keys=True)
+
+
+_encode_str = json.encoder.encode_basestring  # what json.dumps(..., ensure_ascii=False) uses for a str
+_PLAIN_REC = "[{}, {}, {}, null]".format
+_JSON_BOOL = {True: "true", False: "false"}
+_digest_of = attrgetter("digest")
+_executable_of = attrgetter("executable")
 
 
 def check_entries(entries: Iterable[Entry]) -> list[Entry]:
     """Sort entries; refuse duplicate paths and a path that is both a file and a directory."""
-    out = sorted(entries, key=lambda e: e.path)
-    files = set()
-    for e in out:
-        if e.path in files:
-            raise InvalidPath(f"duplicate entry path {e.path!r}")
-        files.add(e.path)
-    for e in out:
-        parts = e.path.split("/")
+    out = sorted(entries, key=_path_of)
+    paths = list(map(_path_of, out))
+    if not _increasing(paths):
+        for a, b in zip(paths, islice(paths, 1, None)):
+            if a == b:
+                raise InvalidPath(f"duplicate entry path {a!r}")
+    if _maybe_file_under_file(paths):
+        _refuse_file_under_file(paths)
+    return out
+
+
+def _increasing(paths: list[str]) -> bool:
+    """Whether ``paths`` is strictly increasing: sorted, without duplicates (in C, no Python loop)."""
+    return all(map(lt, paths, islice(paths, 1, None)))
+
+
+_head = itemgetter(0)
+
+
+def _maybe_file_under_file(paths: list[str]) -> bool:
+    """False when no path of the sorted, duplicate-free ``paths`` is a directory of another.
+
+    The directories are the parents of all paths (computed in C) and their ancestors (a loop over
+    the distinct parents only); each is looked up in the sorted paths. (An empty path, never
+    valid, is left to the exact check.)
+    """
+    if paths and paths[0] == "":
+        return True
+    parents = set(map(_head, map(str.rpartition, paths, repeat("/"))))
+    parents.discard("")
+    dirs: set[str] = set()
+    for p in parents:
+        while p and p not in dirs:
+            dirs.add(p)
+            p = p.rpartition("/")[0]
+    n = len(paths)
+    for d in dirs:
+        i = bisect.bisect_left(paths, d)
+        if i < n and paths[i] == d:
+            return True
+    return False
+
+
+def _refuse_file_under_file(paths: list[str]) -> None:
+    """Raise for the first path (in order) that lies under a file, naming the outermost such file."""
+    files = set(paths)
+    for path in paths:
+        parts = path.split("/")
         for i in range(1, len(parts)):
             if "/".join(parts[:i]) in files:
-                raise InvalidPath(f"entry {e.path!r} lies under the file {'/'.join(parts[:i])!r}")
+                raise InvalidPath(f"entry {path!r} lies under the file {'/'.join(parts[:i])!r}")
+
+
+# -- reading millions of entries quickly --------------------------------------------------------
+# ``Manifest.from_bytes`` first tries a bulk check of the whole entry list: every field is pulled
+# into a column by C code (``map(dict.get, …)``), and each column is validated at once: all paths by
+# scans of their joined bytes (``check_paths``), all digests by slices of their concatenation,
+# sizes by their types and minimum, order and duplicates by one pairwise comparison, files under
+# files by a look-up of each directory. It only ever *accepts*: when anything is off it returns None and the entries go
+# through ``Entry.from_json`` and ``check_entries`` one by one, which raise the precise error. So
+# both accept exactly the same manifests and build exactly the same entries.
+
+_BULK_MIN = 64  # below this the per-entry path is as fast
+_PREFIX = b"xxh128:"
+_DIGEST_LEN = len(_PREFIX) + 32
+_HEX = b"0123456789abcdef"
+
+
+def _digests_ok(digests: list[Any]) -> bool:
+    """Whether every item is a valid digest, as ``check_digest`` says (``xxh128:`` + 32 lowercase hex).
+
+    All have 39 characters and are ASCII, so in their concatenation digest ``i`` takes bytes
+    ``39 i`` to ``39 i + 38``: every 39th byte from offset ``k`` must be the k-th byte of the prefix,
+    and deleting the hex digits must leave only the prefixes' four non-hex bytes (``xxh:``) each.
+    """
+    n = len(digests)
+    if set(map(type, digests)) != {str} or set(map(len, digests)) != {_DIGEST_LEN}:
+        return False
+    try:
+        b = "".join(digests).encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    for k, c in enumerate(_PREFIX):
+        if b[k::_DIGEST_LEN] != bytes((c,)) * n:
+            return False
+    return len(b.translate(None, _HEX)) == len(_PREFIX.translate(None, _HEX)) * n
+
+
+_new_entry = partial(tuple.__new__, Entry)  # Entry(*fields) without the Python-level __new__
+_get = dict.get
+
+
+def _bulk_entries(raw: list[Any]) -> list[Entry] | None:
+    """The checked, sorted entries of ``raw`` (a manifest's JSON entry list), or None when unsure.
+
+    On success ``raw`` is emptied (its objects are no longer needed); on None it is untouched.
+    """
+    n = len(raw)
+    if set(map(type, raw)) != {dict}:
+        return None
+    paths: list[Any] = list(map(_get, raw, repeat("path")))
+    if set(map(type, paths)) != {str} or not _increasing(paths):
+        return None
+    digests: list[Any] = list(map(_get, raw, repeat("digest")))
+    sizes: list[Any] = list(map(_get, raw, repeat("size")))
+    refs = list(map(_get, raw, repeat("ref")))
+    infos = list(map(_get, raw, repeat("ref_info")))
+    special: list[int] = []
+    if refs.count(None) != n or infos.count(None) != n:
+        # references (or a ref_info on a plain entry): checked one by one, stand-ins in the columns
+        special = [i for i in range(n) if refs[i] is not None or infos[i] is not None]
+        digests = digests.copy()
+        sizes = sizes.copy()
+        for i in special:
+            digests[i] = "xxh128:" + "0" * 32
+            sizes[i] = 0
+    if not _digests_ok(digests):
+        return None
+    if set(map(type, sizes)) != {int} or min(sizes) < 0:  # type(True) is bool, not int
+        return None
+    try:
+        check_paths(paths)
+    except InvalidPath:
+        return None
+    if _maybe_file_under_file(paths):
+        return None
+    executable = list(map(bool, map(_get, raw, repeat("executable"))))
+    try:
+        refs_entries = [Entry.from_json(raw[i]) for i in special]
+    except ArtfsError:
+        return None
+    raw.clear()  # all checked: the JSON objects can go before the entries are built (lower peak)
+    entries = list(map(_new_entry, zip(paths, digests, sizes, executable, repeat(None), repeat(None))))
+    for i, e in zip(special, refs_entries):
+        entries[i] = e
+    return entries
+
+
+def _entries_json(entries: list[Entry]) -> list[str]:
+    """``json.dumps(e.to_json(), ensure_ascii=False, separators=(",", ":"))`` of every entry.
+
+    Plain entries (a ``str`` path and digest, an ``int`` size, no reference) are formatted in bulk
+    with the string encoder ``json.dumps`` uses; the others go through ``json.dumps``.
+    """
+    paths = list(map(_path_of, entries))
+    digests = list(map(_digest_of, entries))
+    sizes = list(map(_size_of, entries))
+    refs = list(map(_ref_of, entries))
+    if not (set(map(type, paths)) <= {str} and set(map(type, digests)) <= {str} and set(map(type, sizes)) <= {int}):
+        return [_entry_json(e) for e in entries]
+    out = list(map(_PLAIN_ENTRY, map(_encode_str, paths), map(_encode_str, digests), map(int.__repr__, sizes),
+                   map(_EXEC_JSON.__getitem__, map(bool, map(_executable_of, entries)))))
+    if refs.count(None) != len(refs):
+        for i, r in enumerate(refs):
+            if r is not None:
+                out[i] = _entry_json(entries[i])
     return out
+
+
+def _entry_json(e: Entry) -> str:
+    return json.dumps(e.to_json(), ensure_ascii=False, separators=(",", ":"))
+
+
+_PLAIN_ENTRY = '{{"path":{},"digest":{},"size":{}{}}}'.format
+_EXEC_JSON = {True: ',"executable":true', False: ""}
+_size_of = attrgetter("size")
+_ref_of = attrgetter("ref")
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building millions of objects.
+
+    Each allocation of a container counts towards a collection, and every collection walks all
+    the containers still alive: parsing a million-entry manifest with the collector running took
+    three times as long. JSON trees hold no cycles, so nothing is lost by waiting. Nestable and
+    safe across threads: the last one out restores the collector's earlier state.
+    """
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 @dataclass
@@ -146,12 +371,20 @@ class Manifest:
             "metadata": self.metadata,
             "run": self.run,
             "commit_id": self.commit_id,
-            "entries": [e.to_json() for e in self.entries],
+            "entries": [],
         }
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        head = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+        assert head.endswith('"entries":[]}')
+        return "".join((head[:-2], ",".join(_entries_json(self.entries)), "]}")).encode("utf-8")
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str = "manifest") -> "Manifest":
+        """Parse and validate a manifest read from a store (untrusted input)."""
+        with gc_paused():
+            return cls._from_bytes(data, where)
+
+    @classmethod
+    def _from_bytes(cls, data: bytes, where: str) -> "Manifest":
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
@@ -162,7 +395,11 @@ class Manifest:
             raw_entries = doc.get("entries", [])
             if not isinstance(raw_entries, list):
                 raise CorruptData(f"{where}: entries is not a list")
-            entries = check_entries(Entry.from_json(d) for d in raw_entries)
+            entries = _bulk_entries(raw_entries) if len(raw_entries) >= _BULK_MIN else None
+            if entries is None:
+                entries = check_entries(Entry.from_json(d) for d in raw_entries)
+            del raw_entries
+            doc.pop("entries", None)  # the JSON objects go now, their strings live on
             version = doc["version"]
             if not isinstance(version, int) or isinstance(version, bool) or version < 0:
                 raise CorruptData(f"{where}: invalid version {version!r}")

@@ -33,15 +33,19 @@ not make a reader open the local machine's files. :class:`RefReader` refuses the
 :class:`PermissionDenied` unless created with ``allow_file=True`` or with ``file_roots`` that
 contain the file (checked on its real path, after following symlinks).
 
-For the mount's lazy reader (blocking calls: run them in worker threads; one RefReader per mount,
-created with the mount's file options):
+In the mount (``artfsd.fs.open_reference``; one RefReader per mount, created with its
+``--allow-file``/``--file-root`` options; blocking calls run in worker threads):
 
-* size for ``stat``: ``entry.size`` when :func:`is_pinned`, else ``reader.size(entry)`` (one request);
-* content: ``reader.read_range(entry, offset, length)`` per chunk. An entry with a ``digest``
-  can be cached under it like a blob and verified when complete; one without is cached under
-  :func:`ref_key` (its chunks are trustworthy because every read is pinned, but there is no
-  whole-file digest to check);
-* errors: ReferenceChanged/NotFound/StoreUnavailable -> EIO, PermissionDenied -> EACCES.
+* ``open`` first calls :meth:`RefReader.check_allowed` (``file://`` -> EACCES before anything is
+  served, even from the cache);
+* a pinned entry reads through :meth:`artfs._lazy.LazyBlobs.open_ref`: chunks, read-ahead and the
+  cache as for blobs, each chunk fetched with ``reader.read_range``. An entry with a ``digest`` is
+  cached under it and verified when complete; one without is cached under :func:`ref_key` (its
+  chunks are trustworthy because every read is pinned, but there is no whole-file digest to check,
+  so it stays a partial cache entry);
+* an unpinned entry (``checksum=False``) is sized with ``reader.size(entry)`` at open and read
+  uncached with ``direct_io`` (whatever is there now; ``stat`` shows the recorded size, 0 if unknown);
+* errors: ReferenceChanged/StoreUnavailable -> EIO, NotFound -> ENOENT, PermissionDenied -> EACCES.
 """
 
 from __future__ import annotations
@@ -273,6 +277,13 @@ class RefReader:
         if h is not None and finish(h) != entry.digest:
             raise _changed(entry, f"content digest {finish(h)}, recorded {entry.digest}")
         return n
+
+    def check_allowed(self, entry: Entry) -> None:
+        """Raise :class:`PermissionDenied` if this reader may not read ``entry`` (a ``file://``
+        reference outside what ``allow_file``/``file_roots`` allow). No I/O besides resolving
+        symlinks; for the mount's ``open``, before anything is served from the cache."""
+        if entry.ref is not None and entry.ref.startswith("file:"):
+            self._file_path(entry, parse_uri(entry.ref)[2])
 
     def size(self, entry: Entry) -> int:
         """The object's size: as recorded when pinned, else asked from its home (one request)."""

@@ -36,7 +36,6 @@ period (24 h) and markers older than ``MARKER_STALE`` are considered abandoned b
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as _dt
 import json
 import os
@@ -53,6 +52,7 @@ from ._digest import blob_key, check_digest
 from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, StoreUnavailable
 from ._manifest import Entry, Manifest, check_entries, version_digest
 from ._names import Spec, check_alias, check_name, parse_spec
+from ._parallel import pmap
 from .backends import Backend, open_backend
 
 if TYPE_CHECKING:
@@ -224,6 +224,7 @@ class Store:
         progress: Callable[[int], None] | None = None,
         commit_id: str | None = None,
         base_version: int | None = None,
+        vdigest: str | None = None,
     ) -> CommitResult:
         """Create the next version of ``project/artifact`` from ``entries``.
 
@@ -235,12 +236,15 @@ class Store:
         ``base_version`` (all versions when None) already carries that id in its manifest, an
         earlier attempt got as far as creating it; that version is returned with
         ``created=False`` and nothing is uploaded again.
+
+        ``vdigest`` is ``version_digest(entries)`` when the caller has it already (a draft
+        computes it to compare with its base): hashing a million entries twice costs seconds.
         """
         check_name(project, "project")
         check_name(artifact, "artifact")
         aliases = [check_alias(a) for a in aliases]
         entries = check_entries(entries)
-        vdigest = version_digest(entries)
+        vdigest = vdigest or version_digest(entries)
         versions = self.versions(project, artifact)
         if commit_id is not None:
             done = self.find_commit(project, artifact, commit_id, after=base_version, versions=versions)
@@ -291,8 +295,7 @@ class Store:
 
             if progress:
                 progress(sum(sizes[d] for d in digests if d not in missing))
-            with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
-                up_bytes = sum(ex.map(upload, missing))
+            up_bytes = sum(pmap(upload, missing, _WORKERS))
 
             # A number is never handed out twice, not even after its version was deleted:
             # caches (ours and other machines') keep manifests forever, keyed by number.
@@ -301,8 +304,9 @@ class Store:
             while True:
                 m = Manifest(project, artifact, n, type, entries, vdigest, created,
                              description, dict(metadata or {}), run, commit_id)
+                data = m.to_bytes()
                 try:
-                    self.backend.put(self._vkey(project, artifact, n), m.to_bytes(), exclusive=True)
+                    self.backend.put(self._vkey(project, artifact, n), data, exclusive=True)
                 except AlreadyExists:
                     n = max(n + 1, self._next_version(project, artifact, self.versions(project, artifact)))
                     continue
@@ -312,7 +316,7 @@ class Store:
                     n = max(n + 1, self._next_version(project, artifact, self.versions(project, artifact)))
                     continue
                 break
-            self.cache.write_small(self.cache.manifest_path(self.id, project, artifact, n), m.to_bytes())
+            self.cache.write_small(self.cache.manifest_path(self.id, project, artifact, n), data)
         finally:
             self.backend.delete(ikey)
         self.backend.put(f"{self._akey(project, artifact)}digests/{vdigest.split(':')[1]}", str(n).encode())
@@ -368,8 +372,10 @@ class Store:
         return None
 
     def _missing_blobs(self, project: str, digests: list[str]) -> list[str]:
-        with concurrent.futures.ThreadPoolExecutor(_WORKERS) as ex:
-            present = list(ex.map(lambda d: self.backend.exists(blob_key(project, d)), digests))
+        local = getattr(self.backend, "local_path", None)
+        if local is not None:  # a stat each, faster than handing them to threads
+            return [d for d in digests if not os.path.isfile(local(blob_key(project, d)))]
+        present = pmap(lambda d: self.backend.exists(blob_key(project, d)), digests, _WORKERS)
         return [d for d, p in zip(digests, present) if not p]
 
     def _wait_for_deletions(self, project: str, *, timeout: float = MARKER_STALE) -> None:

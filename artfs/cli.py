@@ -279,11 +279,12 @@ def cmd_get(ctx: Context) -> None:
         if not entries:
             raise NotFound(f"{art.qualified_name} has no file or directory {prefix!r}")
     total = sum(e.size for e in entries)
+    files = {"allow_file": a.allow_file, "file_roots": a.file_roots}
     if a.checkout:
-        root = art.checkout(a.root)
+        root = art.checkout(a.root, **files)
     else:
         with ctx.progress(total, "download") as cb:
-            root = art.download(a.root, path_prefix=prefix, progress=cb)
+            root = art.download(a.root, path_prefix=prefix, progress=cb, **files)
     if not ctx.json:
         ctx.note(f"{art.qualified_name}: {_plural(len(entries), 'file')}, {human_size(total)} in {root}")
     ctx.emit({"name": art.qualified_name, "root": root, "files": len(entries), "size": total}, root)
@@ -502,6 +503,11 @@ def _register_builtin(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--root", metavar="DIR", help="target directory (default: ./artifacts/ARTIFACT:vN)")
     p.add_argument("--path", metavar="PREFIX", help="only this file or directory of the version")
     p.add_argument("--checkout", action="store_true", help="also remove files under DIR that are not in the version")
+    p.add_argument("--allow-file", action="store_true",
+                   help="copy file:// references too (refused by default: a manifest in a shared store must not "
+                        "make this machine copy its own files)")
+    p.add_argument("--file-root", dest="file_roots", action="append", default=[], metavar="DIR",
+                   help="copy file:// references below DIR (after following symlinks; repeatable)")
     _json_option(p)
     p.set_defaults(func=cmd_get)
 

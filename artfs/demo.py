@@ -3,21 +3,26 @@
 Runs the ``artfs`` CLI on the real default store (``$ARTFS_STORE``, else
 ``~/.local/share/artfs/store``) so what it logs is still there afterwards: a small sample dataset
 is logged, inspected, changed and logged again (only the changed file is uploaded), aliased,
-downloaded and checked byte for byte. Each command is printed before it runs, like a tutorial.
+downloaded and checked byte for byte; then the store is mounted, a file is read through the
+mount, a new file is copied into the artifact's ``draft/``, and the unmount commits it as the next
+version. Each command is printed before it runs, like a tutorial.
 
 The sample files are deterministic, so a second run finds the first version already logged
-(identical content is never stored twice); the changed file carries the time of the run, so
-every run adds exactly one version with one new blob.
+(identical content is never stored twice); the changed files carry the time of the run, so
+every run adds exactly two versions, one new blob each.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import random
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -95,6 +100,46 @@ def version_of(put_output: str) -> str:
     return m.group(1)
 
 
+def mount_tour(tmp: str) -> None:
+    """Read through a mount, write into draft/, and let the unmount commit the next version."""
+    if not os.path.exists("/dev/fuse") or importlib.util.find_spec("artfsd") is None:
+        say("  (skipped: this machine has no /dev/fuse, or the mount daemon is not installed)")
+        return
+    from ._cli_mount import find_mount
+
+    mnt = os.path.join(tmp, "mnt")
+    os.mkdir(mnt)
+    say(f"\n$ artfs mount {mnt}")  # the mount command becomes the daemon: run it as its own process
+    r = subprocess.run([sys.executable, "-m", "artfs.cli", "mount", mnt], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=120)
+    sys.stdout.write(r.stdout + r.stderr)
+    if r.returncode != 0:
+        raise SystemExit(f"demo: 'artfs mount' failed with exit code {r.returncode}")
+    art = os.path.join(mnt, *NAME.split("/"))
+    try:
+        say(f"\n$ ls {art}")
+        say("  " + "  ".join(sorted(os.listdir(art))))
+        labels = os.path.join(art, "latest", "labels.csv")
+        say(f"\n$ head -3 {labels}")
+        with open(labels) as f:
+            for line in f.readlines()[:3]:
+                say("  " + line.rstrip())
+        notes = os.path.join(tmp, "notes.txt")
+        with open(notes, "w") as f:
+            f.write(f"Notes of the demo run at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        draft = os.path.join(art, "draft")
+        say(f"\n$ cp {notes} {draft}/")
+        shutil.copy(notes, draft)
+        say(f"$ ls {draft}")
+        say("  " + "  ".join(sorted(os.listdir(draft))))
+        artfs("umount", mnt)  # commits the draft, waits, prints the version it created
+    finally:
+        info = find_mount(mnt)
+        if info is not None and info.fstype == "fuse.artfs":  # something failed above: never leave it mounted
+            subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+    artfs("ls", NAME)
+
+
 def main() -> None:
     say("artfs demo: version a small dataset with the artfs command")
     say(f"  store: {default_store_url()}   (set ARTFS_STORE or --store to use another, e.g. s3://bucket/prefix)")
@@ -133,6 +178,10 @@ def main() -> None:
         latest = os.path.join(tmp, "latest")
         artfs("get", f"{NAME}:latest", "--root", latest)
         verify(latest, changed, f"{NAME}:{second} (the changed dataset)")
+
+        say("\n6. Mount the store: versions are directories, and draft/ is written like a local one;")
+        say("   the unmount commits it as the next version.")
+        mount_tour(tmp)
 
     say("\nDone. The versions stay in the store; look at them again with")
     say(f"  artfs ls {NAME}        artfs show {NAME}:best --files")

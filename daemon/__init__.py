@@ -1,8 +1,10 @@
 """artfsd: the artfs mount daemon (pyfuse3 + trio). Imports artfs, never the other way round.
 
     main.py       the process: options, daemonizing, readiness (pipe, systemd), signals, cache bound
-    fs.py         the pyfuse3 Operations: dispatch by inode, attributes, reads, xattrs, EROFS
+    fs.py         the pyfuse3 Operations: dispatch by inode, attributes, reads, xattrs, writes
     namespace.py  root/project/artifact levels, alias symlinks, refresh from the store, inode table
+    drafts.py     the writable draft/ of every artifact: inodes, open files, commits (through
+                  user.artfs.commit and at unmount); the draft itself is artfs._draft
     tree.py       the compact, immutable index of one version's directory tree
     errors.py     artfs errors -> errno, in one place
     testing.py    MountProcess: a real mount in a child process for tests

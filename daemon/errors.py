@@ -9,6 +9,7 @@ the artfs exception tree to an errno and logs one line naming the operation and 
     CorruptData                 EIO     (bytes or a manifest do not match their digest)
     PermissionDenied            EACCES
     InvalidName, InvalidPath    EINVAL
+    DraftBusy                   EBUSY   (another process holds the draft: another mount, artfs commit)
     OSError with an errno       that errno
     anything else               EIO, logged with its traceback (a bug)
 """
@@ -23,6 +24,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import pyfuse3
 
 from artfs import CorruptData, InvalidName, InvalidPath, NotFound, PermissionDenied, StoreUnavailable
+from artfs._draft import DraftBusy
 
 log = logging.getLogger("artfsd")
 
@@ -36,7 +38,12 @@ _MAP: tuple[tuple[type[BaseException], int], ...] = (
     (PermissionDenied, errno.EACCES),
     (InvalidName, errno.EINVAL),
     (InvalidPath, errno.EINVAL),
+    (DraftBusy, errno.EBUSY),
 )
+
+
+_ORDINARY = frozenset({errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR, errno.EXDEV,
+                       errno.EINVAL, errno.EPERM, errno.ENOTSUP, errno.ENODATA})
 
 
 class Timeout(Exception):
@@ -57,7 +64,8 @@ def errno_for(exc: BaseException, what: str = "") -> int:
             log.log(level, "%s%s (%s)", where, exc, errno.errorcode[code])
             return code
     if isinstance(exc, OSError) and exc.errno:
-        log.error("%s%s", where, exc)
+        # a draft's ordinary answers (a lookup that misses, mkdir of an existing name) are no errors
+        log.log(logging.DEBUG if exc.errno in _ORDINARY else logging.ERROR, "%s%s", where, exc)
         return exc.errno
     log.error("%sunexpected %s: %s", where, type(exc).__name__, exc, exc_info=exc)
     return errno.EIO

@@ -7,18 +7,25 @@
     MNT/<project>/<artifact>/         ArtifactDir  vN directories and alias symlinks
     MNT/<project>/<artifact>/latest   AliasLink    -> vN
     MNT/<project>/<artifact>/vN/…     VersionTree  immutable: long kernel cache timeouts
+    MNT/<project>/<artifact>/draft/…  DraftSpace   writable (not with --read-only): artfsd.drafts
 
 Version trees are immutable, so the kernel may keep their entries, attributes and pages for a day
 (``keep_cache`` on open). The levels above change while mounted and get one-second timeouts.
-Everything is read-only in this version: every write-type request answers ``EROFS``. (The
-writable ``draft/`` of an artifact will be another kind of node next to the version trees.)
+Inodes of drafts lie above :data:`artfsd.drafts.DRAFT_BASE`; every request about one goes to
+:class:`artfsd.drafts.DraftSpace`. Writes anywhere else answer ``EROFS``, except what the levels
+above take as file operations on a writable mount:
+
+    mkdir MNT/<project>, mkdir MNT/<project>/<artifact>   start a project / an artifact (local until committed)
+    ln -s v3 MNT/<p>/<a>/best, mv tmp best, rm best        set, move, remove an alias (in the store, at once)
+    setfattr -n user.artfs.description|metadata|aliases MNT/<p>/<a>/v3   change what a version says about itself
 
 Handlers never block the trio loop: store calls and blob reads run in worker threads behind
 capacity limiters, each bounded by the mount's ``--timeout``. The one exception is a read of a
 complete cache blob whose pages are in the page cache: ``preadv(RWF_NOWAIT)`` serves it on the
 loop (it cannot block), because the thread hop costs more than the copy (measured: 128 KiB
-requests 0.36 -> 0.77 GB/s). Reference entries are read from where they live, pinned to what
-was recorded. Errors become errno values in :mod:`artfsd.errors` only.
+requests 0.36 -> 0.77 GB/s). Reference entries read like blobs, through the lazy reader and the
+cache, each fetch pinned to what was recorded (:func:`open_reference`). Errors become errno
+values in :mod:`artfsd.errors` only.
 
 The mount root answers ``user.artfs.stats`` (JSON counters: store requests, reads, refreshes),
 ``user.artfs.pid`` (for ``artfs umount``) and ``user.artfs.store``.
@@ -32,7 +39,9 @@ import fcntl
 import itertools
 import json
 import logging
+import math
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass
@@ -41,10 +50,12 @@ from typing import Any, Sequence
 import pyfuse3
 import trio
 
-from artfs import Store
+from artfs import InvalidName, Store
+from artfs._names import check_alias, check_name, is_version, parse_version
 
+from .drafts import DRAFT_BASE, DraftFile, DraftSpace
 from .errors import Timeout, errno_for, fuse_handler
-from .namespace import AliasLink, ListingDir, Namespace, Node, VersionDir
+from .namespace import AliasLink, ArtifactDir, DraftRoot, ListingDir, Namespace, Node, ProjectDir, RootDir, VersionDir
 from .tree import VersionTree
 
 log = logging.getLogger("artfsd")
@@ -112,8 +123,10 @@ class OpenFile:
 
     def read_nowait(self, off: int, length: int, buf: bytearray) -> memoryview | None:
         """The bytes if the page cache has them all, else None (never blocks). Fills ``buf``."""
-        if self.fast < 0:
-            return None
+        if self.fast < 0:  # not complete yet: chunks already fetched are served the same way
+            nowait = getattr(self.handle, "readinto_nowait", None)
+            n = nowait(off, memoryview(buf)[:length]) if nowait is not None else None
+            return memoryview(buf)[:length] if n == length else None
         try:
             n = os.preadv(self.fast, [memoryview(buf)[:length]], off, os.RWF_NOWAIT)
         except OSError:  # EAGAIN: not (all) in the page cache; anything else: let the slow path say
@@ -137,8 +150,8 @@ class OpenFile:
 
 
 class RefHandle:
-    """Reads of a reference entry, straight from where it lives (not cached yet; the kernel's
-    page cache keeps what was read). Every read is pinned: a changed object gives EIO."""
+    """Reads of an unpinned reference entry (``checksum=False``), straight from where it lives:
+    whatever is there now, so never cached (the file is opened with ``direct_io``)."""
 
     def __init__(self, reader: Any, entry: Any) -> None:
         self.reader = reader
@@ -152,6 +165,34 @@ class RefHandle:
         pass
 
 
+def open_reference(reader: Any, blobs: Any, cache: Any, v: VersionDir, tree: VersionTree, node: int,
+                   ref: Any) -> OpenFile:
+    """Open a reference entry (blocking: call in a worker thread).
+
+    ``file://`` outside the mount's ``--allow-file``/``--file-root`` fails first (EACCES), before
+    anything could be served from the cache. A pinned reference reads through the lazy reader and
+    the cache like a blob (``LazyBlobs.open_ref``: chunks, read-ahead; every fetch pinned to what
+    was recorded, so a changed object gives EIO); an unpinned one reads whatever is there now.
+    """
+    from artfs._errors import PermissionDenied
+    from artfs._refs import is_pinned
+
+    try:
+        reader.check_allowed(ref)
+    except PermissionDenied as e:
+        raise PermissionDenied(
+            f"{v.spec}/{tree.path(node)}: {e} (a mount needs --allow-file or --file-root DIR)") from None
+    if not is_pinned(ref):
+        size = reader.size(ref)
+        return OpenFile(v, tree, node, size, None, RefHandle(reader, ref) if size else None, None)
+    if not ref.size:
+        return OpenFile(v, tree, node, 0, ref.digest, None, None)
+    handle = blobs.open_ref(v.key[0], ref, reader)
+    f = OpenFile(v, tree, node, ref.size, ref.digest, handle, cache.path(ref.digest) if ref.digest else None)
+    f.attach_complete()
+    return f
+
+
 @dataclass
 class DirHandle:
     # either a snapshot of a listing directory, or a directory of a version tree
@@ -159,10 +200,14 @@ class DirHandle:
     vdir: VersionDir | None = None
     tree: VersionTree | None = None
     d: int = 0
+    draft: Any = None  # a directory of a draft: its DraftSlot (and ``d`` is the draft inode)
 
 
 class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
+    # Off: measured no faster for drafts (close() waits for the writeback, and the daemon's copies
+    # are the limit either way: 0.5-0.7 vs 0.9 GiB/s), and a lazy unmount at SIGTERM would drop
+    # dirty pages the daemon never saw. Without it every write() reaches the staged file first.
     enable_writeback_cache = False
 
     def __init__(
@@ -176,6 +221,8 @@ class Operations(pyfuse3.Operations):
         store_threads: int = 16,
         uid: int | None = None,
         gid: int | None = None,
+        refs: Any = None,
+        drafts: DraftSpace | None = None,
     ) -> None:
         super().__init__()
         self.store = store
@@ -183,15 +230,22 @@ class Operations(pyfuse3.Operations):
         self.timeout = timeout
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
-        self.ns = Namespace(store, limiter=trio.CapacityLimiter(store_threads), refresh=refresh, timeout=timeout)
+        self.drafts = drafts  # None: a read-only mount
+        self.ns = Namespace(store, limiter=trio.CapacityLimiter(store_threads), refresh=refresh, timeout=timeout,
+                            drafts=drafts.node_for if drafts is not None else None)
+        if drafts is not None:
+            drafts.on_commit = self._committed
+            if drafts.ref_reader is None:
+                drafts.ref_reader = self._ref_reader
+        self.results_path: str | None = None  # where the daemon reports its commits at unmount
         self.read_limiter = trio.CapacityLimiter(read_threads)
         self._fh = itertools.count(1)
-        self.files: dict[int, OpenFile] = {}
+        self.files: dict[int, Any] = {}  # OpenFile (versions) or DraftFile
         self.dirs: dict[int, DirHandle] = {}
         self.stats = {"opens": 0, "reads": 0, "read_bytes": 0, "read_errors": 0}
         self.started = time.time()
         self._buf = bytearray(0)
-        self._refs: Any = None
+        self._refs: Any = refs  # artfs._refs.RefReader with the mount's file:// options
 
     def _ref_reader(self) -> Any:
         if self._refs is None:
@@ -204,8 +258,9 @@ class Operations(pyfuse3.Operations):
     def close(self) -> None:
         """Release what the operations hold (after the FUSE loop ended)."""
         for f in list(self.files.values()):
-            with contextlib.suppress(Exception):
-                f.close()
+            if isinstance(f, OpenFile):
+                with contextlib.suppress(Exception):
+                    f.close()
         self.files.clear()
         if self._refs is not None:
             self._refs.close()
@@ -213,6 +268,8 @@ class Operations(pyfuse3.Operations):
     def start(self, nursery: trio.Nursery) -> None:
         """Start background work (periodic refresh); call from inside the trio run."""
         self.ns.start(nursery)
+        if self.drafts is not None:
+            self.drafts.start(nursery)  # checkpoints of the drafts' journals
 
     # -- inodes --------------------------------------------------------------------------------
     async def _resolve(self, ino: int) -> tuple[Node | None, VersionDir | None, VersionTree | None, int]:
@@ -260,7 +317,9 @@ class Operations(pyfuse3.Operations):
         ino = self._tree_ino(v, tree, node)
         if tree.is_dir(node):
             d = tree.dir_of(node)
-            return self._attr(ino, stat.S_IFDIR | 0o555, 0, 2 + tree.dir_nsub[d], v.created_ns, IMMUTABLE,
+            # a writable mount lets setfattr through to vN/ itself (description, metadata, aliases)
+            mode = 0o755 if node == tree.root and self.drafts is not None else 0o555
+            return self._attr(ino, stat.S_IFDIR | mode, 0, 2 + tree.dir_nsub[d], v.created_ns, IMMUTABLE,
                               self.ns.refresh if node == tree.root else None)
         mode = stat.S_IFREG | (0o555 if tree.executable(node) else 0o444)
         return self._attr(ino, mode, tree.sizes[node], 1, v.created_ns, IMMUTABLE)
@@ -276,13 +335,23 @@ class Operations(pyfuse3.Operations):
                 return self._tree_attr(node, tree, tree.root)
             # mtime and link count need the manifest: tell the kernel to ask again (getattr)
             return self._attr(node.ino, stat.S_IFDIR | 0o555, 0, 2, t, 0.0, self.ns.refresh)
+        if isinstance(node, DraftRoot):
+            assert self.drafts is not None
+            return self._ds.provisional(node.slot, t)
         assert isinstance(node, ListingDir)
         nsub = sum(1 for c in node.children.values() if not isinstance(c, AliasLink))
-        return self._attr(node.ino, stat.S_IFDIR | 0o555, 0, 2 + nsub, t, MUTABLE)
+        # writable: mkdir of projects/artifacts and alias symlinks pass the kernel's permission check
+        mode = 0o755 if self.drafts is not None else 0o555
+        return self._attr(node.ino, stat.S_IFDIR | mode, 0, 2 + nsub, t, MUTABLE)
 
     # -- lookups -------------------------------------------------------------------------------
     @fuse_handler
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        if parent_inode >= DRAFT_BASE:
+            slot, dino = self._draft(parent_inode)
+            if name == b".." and dino == 1:
+                return self._meta_attr(slot.node.parent)
+            return await self._ds.lookup(slot, dino, name)
         meta, v, tree, node = await self._resolve(parent_inode)
         if tree is not None:
             assert v is not None
@@ -316,10 +385,28 @@ class Operations(pyfuse3.Operations):
             raise _enoent()
         if isinstance(found, VersionDir):
             await self.ns.load(found)  # its attributes come from the manifest
+        if isinstance(found, DraftRoot):  # opens the draft (the first access of this draft/)
+            return await self._ds.getattr(found.slot, 1)
         return self._meta_attr(found)
+
+    @property
+    def _ds(self) -> DraftSpace:
+        """The drafts (only reached for draft inodes, which a read-only mount never hands out)."""
+        if self.drafts is None:
+            raise _erofs()
+        return self.drafts
+
+    def _draft(self, ino: int) -> tuple[Any, int]:
+        """(DraftSlot, draft inode) of a draft inode."""
+        if self.drafts is None:
+            raise _enoent()
+        return self._ds.find(ino)
 
     @fuse_handler
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        if inode >= DRAFT_BASE:
+            slot, dino = self._draft(inode)
+            return await self._ds.getattr(slot, dino)
         meta, v, tree, node = await self._resolve(inode)
         if tree is not None:
             assert v is not None
@@ -329,6 +416,9 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        if inode >= DRAFT_BASE:
+            slot, dino = self._draft(inode)
+            return await self._ds.readlink(slot, dino)
         node = self.ns.inodes.meta.get(inode)
         if not isinstance(node, AliasLink):
             raise pyfuse3.FUSEError(errno.EINVAL)
@@ -336,8 +426,8 @@ class Operations(pyfuse3.Operations):
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, n in inode_list:
-            if ino in self.ns.inodes.meta:
-                continue  # names above the versions are kept for the mount's lifetime
+            if ino in self.ns.inodes.meta or ino >= DRAFT_BASE:
+                continue  # names above the versions are kept for the mount's lifetime; drafts keep theirs
             v = self.ns.inodes.tree_owner(ino)
             if v is not None:
                 self.ns.referenced(v, -n)
@@ -345,6 +435,12 @@ class Operations(pyfuse3.Operations):
     # -- directories ---------------------------------------------------------------------------
     @fuse_handler
     async def opendir(self, inode: int, ctx: Any = None) -> int:
+        if inode >= DRAFT_BASE:
+            slot, dino = self._draft(inode)
+            await self._ds.opendir(slot, dino)
+            fh = next(self._fh)
+            self.dirs[fh] = DirHandle(draft=slot, d=dino)
+            return fh
         meta, v, tree, node = await self._resolve(inode)
         if tree is not None:
             if not tree.is_dir(node):
@@ -363,6 +459,9 @@ class Operations(pyfuse3.Operations):
         h = self.dirs.get(fh)
         if h is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        if h.draft is not None:
+            await self._ds.readdir(h.draft, h.d, start_id, token)
+            return
         if h.listing is not None:
             for i in range(start_id, len(h.listing)):
                 name, node = h.listing[i]
@@ -386,11 +485,21 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None
+        h = self.dirs.get(fh)
+        if h is not None and h.draft is not None:
+            await self._ds.fsyncdir(h.draft)
 
     # -- files ---------------------------------------------------------------------------------
     @fuse_handler
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        if inode >= DRAFT_BASE:
+            slot, dino = self._draft(inode)
+            df = await self._ds.open(slot, dino, flags)
+            fh = next(self._fh)
+            self.files[fh] = df
+            self.stats["opens"] += 1
+            # the page cache stays valid across opens: every change of a draft file passes the kernel
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             raise _erofs()
         meta, v, tree, node = await self._resolve(inode)
@@ -403,7 +512,7 @@ class Operations(pyfuse3.Operations):
 
         def open_blob() -> OpenFile:
             if ref is not None:  # bytes that stay elsewhere, read pinned to what was recorded
-                return OpenFile(v, tree, node, size, digest, RefHandle(self._ref_reader(), ref), None)
+                return open_reference(self._ref_reader(), self.blobs, self.store.cache, v, tree, node, ref)
             assert digest is not None
             handle = self.blobs.open(v.key[0], digest, size)
             f = OpenFile(v, tree, node, size, digest, handle, self.store.cache.path(digest))
@@ -411,7 +520,7 @@ class Operations(pyfuse3.Operations):
             return f
 
         f: OpenFile | None = None
-        if not size:
+        if not size and ref is None:
             f = OpenFile(v, tree, node, 0, digest, None, None)
         else:
             with trio.move_on_after(self.timeout + 1.0):
@@ -422,12 +531,19 @@ class Operations(pyfuse3.Operations):
         self.files[fh] = f
         self.ns.opened(v, +1)
         self.stats["opens"] += 1
+        if isinstance(f.handle, RefHandle):  # an unpinned reference: whatever is there now
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         f = self.files.get(fh)
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        if f.__class__ is DraftFile:
+            try:
+                return await self._ds.read(f, off, size)
+            except Exception as e:
+                raise pyfuse3.FUSEError(errno_for(e, f"read {f.slot.name}/draft inode {f.dino}")) from None
         if off >= f.size or size <= 0 or f.handle is None:
             return b""
         length = min(size, f.size - off)
@@ -467,6 +583,12 @@ class Operations(pyfuse3.Operations):
         f = self.files.pop(fh, None)
         if f is None:
             return
+        if f.__class__ is DraftFile:
+            try:
+                await self._ds.release(f)
+            except Exception as e:
+                errno_for(e, f"close {f.slot.name}/draft inode {f.dino}")
+            return
         self.ns.opened(f.vdir, -1)
         if f.handle is not None:
             try:
@@ -476,15 +598,22 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
-        return None
+        f = self.files.get(fh)
+        if f is not None and f.__class__ is DraftFile:
+            await self._ds.fsync(f, datasync)
 
     # -- extended attributes -------------------------------------------------------------------
     async def _xattrs(self, inode: int) -> dict[str, bytes]:
+        if inode >= DRAFT_BASE:
+            slot, dino = self._draft(inode)
+            return await self._ds.xattrs(slot, dino)
         meta, v, tree, node = await self._resolve(inode)
         out: dict[str, bytes] = {}
         if inode == pyfuse3.ROOT_INODE:
             out["store"] = self.store.url.encode()
             out["pid"] = str(os.getpid()).encode()
+            if self.results_path:
+                out["results"] = self.results_path.encode()
             out["stats"] = json.dumps(self.stats_doc(), sort_keys=True).encode()
         elif isinstance(meta, VersionDir):
             assert v is not None
@@ -513,7 +642,9 @@ class Operations(pyfuse3.Operations):
         except UnicodeDecodeError:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
         if not sname.startswith(XATTR):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            # security.*, system.* (ACLs), trusted.*: not supported here, and saying so lets
+            # ``ls -l`` stop asking for every file (it remembers ENOTSUP per device)
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR if sname.startswith("user.") else errno.ENOTSUP)
         value = (await self._xattrs(inode)).get(sname)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
@@ -529,6 +660,7 @@ class Operations(pyfuse3.Operations):
             "backend": dict(backend),
             **self.stats,
             **self.ns.stats,
+            **(self.drafts.stats if self.drafts is not None else {}),
             "open_files": len(self.files),
             "loaded_entries": self.ns.loaded_entries,
             "uptime": round(time.time() - self.started, 3),
@@ -543,44 +675,320 @@ class Operations(pyfuse3.Operations):
         s.f_files = self.ns.inodes.next
         s.f_ffree = s.f_favail = 0
         s.f_namemax = 255
+        if self.drafts is not None:  # what drafts can still grow by: the disk of the staging directory
+            try:
+                st = await trio.to_thread.run_sync(_statvfs_near, self._ds.drafts.root)
+                s.f_frsize = st.f_frsize
+                s.f_blocks, s.f_bfree, s.f_bavail = st.f_blocks, st.f_bfree, st.f_bavail
+                s.f_files, s.f_ffree, s.f_favail = st.f_files, st.f_ffree, st.f_favail
+            except OSError as e:
+                log.debug("statfs of the staging directory: %s", e)
         return s
 
-    # -- everything that writes: read-only here ------------------------------------------------
+    # -- writing: drafts, and the levels above as file operations ------------------------------
+    async def _committed(self, slot: Any) -> None:
+        """After a commit through the mount: show the new version and where ``latest`` points now."""
+        if slot.node is not None:
+            await self.ns.relist(slot.node.parent)
+
+    def _writable_meta(self, ino: int) -> Node | None:
+        return self.ns.inodes.meta.get(ino) if self.drafts is not None else None
+
+    @fuse_handler
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+        if inode >= DRAFT_BASE:
+            slot, dino = self._draft(inode)
+            return await self._ds.setattr(slot, dino, attr, fields)
         raise _erofs()
 
+    @fuse_handler
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        if parent_inode >= DRAFT_BASE:
+            slot, dino = self._draft(parent_inode)
+            return await self._ds.mknod(slot, dino, name, mode)
         raise _erofs()
 
+    @fuse_handler
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        raise _erofs()
+        if parent_inode >= DRAFT_BASE:
+            slot, dino = self._draft(parent_inode)
+            return await self._ds.mkdir(slot, dino, name, mode)
+        node = self._writable_meta(parent_inode)
+        if not isinstance(node, (RootDir, ProjectDir)):
+            raise _erofs()
+        sname = check_name(_text(name), "project" if isinstance(node, RootDir) else "artifact")
+        await self.ns.ensure_fresh(node)
+        if sname in node.children:
+            raise pyfuse3.FUSEError(errno.EEXIST)
+        if isinstance(node, RootDir):  # a project exists in the store once it has an artifact
+            self.ns.add_local(sname)
+            return self._meta_attr(self.ns.root.children[sname])
+        self.ns.add_local(node.name, sname)
+        art = node.children[sname]
+        assert isinstance(art, ArtifactDir) and self.drafts is not None
+        if art.draft is None:
+            art.draft = self._ds.node_for(art)
+        try:  # start the draft now: staging keeps the new artifact across a remount
+            await self._ds.draft(art.draft.slot)
+        except BaseException:
+            self.ns.drop_local(node.name, sname)
+            raise
+        return self._meta_attr(art)
 
-    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        raise _erofs()
-
+    @fuse_handler
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        raise _erofs()
+        if parent_inode >= DRAFT_BASE:
+            slot, dino = self._draft(parent_inode)
+            await self._ds.rmdir(slot, dino, name)
+            return None
+        node = self._writable_meta(parent_inode)
+        if not isinstance(node, (RootDir, ProjectDir)):
+            raise _erofs()
+        sname = _text(name)
+        child = node.children.get(sname)
+        if child is None:
+            raise _enoent()
+        assert isinstance(child, ListingDir)
+        # Only what exists here alone can go: an empty project, or a new artifact with an empty draft.
+        if isinstance(node, RootDir):
+            if sname not in self.ns.local:
+                raise _erofs()
+            await self.ns.ensure_fresh(child)
+            if child.children:
+                raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+            self.ns.drop_local(sname)
+            return None
+        assert isinstance(child, ArtifactDir) and self.drafts is not None
+        if sname not in self.ns.local.get(node.name, ()):
+            raise _erofs()
+        await self.ns.ensure_fresh(child)
+        if any(isinstance(c, VersionDir) for c in child.children.values()):
+            raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+        if child.draft is not None:
+            slot = child.draft.slot
+            d = await self._ds.draft(slot)
+            if slot.inodes or await trio.to_thread.run_sync(lambda: bool(d.readdir(1, limit=1))):
+                raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+            slot.draft = None
+            await trio.to_thread.run_sync(d.discard)
+        self.ns.drop_local(node.name, sname)
+        return None
 
+    def _alias_target(self, d: ArtifactDir, target: bytes) -> int:
+        """The version an alias symlink's target names: ``v3`` (or ``./v3/``), or another alias."""
+        t = _text(target).strip()
+        while t.startswith("./"):
+            t = t[2:]
+        t = t.rstrip("/")
+        if is_version(t):
+            return parse_version(t)
+        if t in d.aliases:
+            return d.aliases[t]
+        log.error("%s/%s: an alias symlink must point to a version (vN) or another alias, not %r",
+                  d.project, d.name, t)
+        raise pyfuse3.FUSEError(errno.EINVAL)
+
+    @fuse_handler
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        if parent_inode >= DRAFT_BASE:
+            slot, dino = self._draft(parent_inode)
+            return await self._ds.symlink(slot, dino, name, target)
+        d = self._writable_meta(parent_inode)
+        if not isinstance(d, ArtifactDir):
+            raise _erofs()
+        alias = check_alias(_text(name))
+        await self.ns.ensure_fresh(d)
+        if alias in d.children:
+            raise pyfuse3.FUSEError(errno.EEXIST)
+        n = self._alias_target(d, target)
+        await self.ns.run_sync(self.store.set_alias, d.project, d.name, alias, n, what=f"set alias {d.project}/{d.name}:{alias}")
+        log.info("%s/%s: alias %s -> v%d", d.project, d.name, alias, n)
+        self.ns.set_alias(d, alias, n)
+        return self._meta_attr(d.children[alias])
+
+    @fuse_handler
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        if parent_inode >= DRAFT_BASE:
+            slot, dino = self._draft(parent_inode)
+            await self._ds.unlink(slot, dino, name)
+            return None
+        d = self._writable_meta(parent_inode)
+        if isinstance(d, ArtifactDir):
+            alias = _text(name)
+            if isinstance(d.children.get(alias), AliasLink):
+                await self._remove_alias(d, alias)
+                return None
         raise _erofs()
 
+    async def _remove_alias(self, d: ArtifactDir, alias: str) -> None:
+        try:
+            await self.ns.run_sync(self.store.remove_alias, d.project, d.name, alias,
+                                   what=f"remove alias {d.project}/{d.name}:{alias}")
+        except InvalidName as e:  # the automatic 'latest'
+            log.error("%s/%s: %s", d.project, d.name, e)
+            raise pyfuse3.FUSEError(errno.EPERM) from None
+        log.info("%s/%s: alias %s removed", d.project, d.name, alias)
+        self.ns.set_alias(d, alias, None)
+
+    @fuse_handler
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
                      flags: int, ctx: Any) -> None:
+        if parent_inode_old >= DRAFT_BASE or parent_inode_new >= DRAFT_BASE:
+            if parent_inode_old < DRAFT_BASE or parent_inode_new < DRAFT_BASE:
+                raise pyfuse3.FUSEError(errno.EXDEV)
+            so, do = self._draft(parent_inode_old)
+            sn, dn = self._draft(parent_inode_new)
+            if so is not sn:
+                raise pyfuse3.FUSEError(errno.EXDEV)  # another artifact's draft: mv copies
+            await self._ds.rename(so, do, name_old, dn, name_new, flags)
+            return None
+        d = self._writable_meta(parent_inode_old)
+        if isinstance(d, ArtifactDir) and parent_inode_new == parent_inode_old:
+            old, new = _text(name_old), _text(name_new)
+            src = d.children.get(old)
+            if isinstance(src, AliasLink):  # `ln -sfn v4 best`: a symlink to a temp name renamed over best
+                await self._rename_alias(d, src, check_alias(new), flags)
+                return None
         raise _erofs()
+
+    async def _rename_alias(self, d: ArtifactDir, src: AliasLink, new: str, flags: int) -> None:
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        if flags & pyfuse3.RENAME_NOREPLACE and new in d.children:
+            raise pyfuse3.FUSEError(errno.EEXIST)
+        old, n = src.name, src.target
+        if old == new:
+            return
+        p, a = d.project, d.name
+
+        def work() -> None:
+            if old == "latest" and not self.store.backend.exists(f"{p}/artifacts/{a}/aliases/latest"):
+                raise InvalidName("'latest' is automatic; it can be moved but not removed")
+            self.store.set_alias(p, a, new, n)
+            self.store.remove_alias(p, a, old)
+
+        try:
+            await self.ns.run_sync(work, what=f"rename alias {p}/{a}:{old} to {new}")
+        except InvalidName as e:
+            log.error("%s/%s: %s", p, a, e)
+            raise pyfuse3.FUSEError(errno.EPERM) from None
+        log.info("%s/%s: alias %s -> v%d (was %s)", p, a, new, n, old)
+        self.ns.set_alias(d, new, n)
+        self.ns.set_alias(d, old, None)
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
-        raise _erofs()
+        # a version is a list of files: no hard links (tools such as git fall back to a copy or rename)
+        raise pyfuse3.FUSEError(errno.EPERM if new_parent_inode >= DRAFT_BASE else errno.EROFS)
 
+    @fuse_handler
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        if parent_inode >= DRAFT_BASE:
+            slot, dino = self._draft(parent_inode)
+            df, attrs = await self._ds.create(slot, dino, name, mode)
+            fh = next(self._fh)
+            self.files[fh] = df
+            self.stats["opens"] += 1
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False), attrs
         raise _erofs()
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        raise _erofs()
+        f = self.files.get(fh)
+        if f is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        if f.__class__ is not DraftFile:
+            raise _erofs()
+        try:
+            return await self._ds.write(f, off, buf)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as e:
+            raise pyfuse3.FUSEError(errno_for(e, f"write {f.slot.name}/draft inode {f.dino}")) from None
 
+    @fuse_handler
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        sname = _text(name)
+        if inode >= DRAFT_BASE:
+            slot, dino = self._draft(inode)
+            await self._ds.setxattr(slot, dino, sname, value)
+            return None
+        v = self._writable_meta(inode)
+        if isinstance(v, VersionDir) and sname.startswith(XATTR):
+            await self._set_version_xattr(v, sname[len(XATTR):], value)
+            return None
         raise _erofs()
 
+    @fuse_handler
     async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        sname = _text(name)
+        if inode >= DRAFT_BASE:
+            slot, dino = self._draft(inode)
+            await self._ds.removexattr(slot, dino, sname)
+            return None
+        v = self._writable_meta(inode)
+        if isinstance(v, VersionDir) and sname[len(XATTR):] in ("description", "metadata", "aliases"):
+            await self._set_version_xattr(v, sname[len(XATTR):], None)
+            return None
         raise _erofs()
 
+    async def _set_version_xattr(self, v: VersionDir, key: str, value: bytes | None) -> None:
+        """``user.artfs.description``/``metadata``/``aliases`` of vN: what the version says about
+        itself (as ``Artifact.save``); its files, type and digest never change (EPERM)."""
+        if key in ("type", "digest", "created"):
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if key not in ("description", "metadata", "aliases"):
+            raise pyfuse3.FUSEError(errno.ENOTSUP)
+        text = None if value is None else _text(value)
+        p, a, n = v.key
+        metadata: dict[str, Any] | None = None
+        aliases: list[str] = []
+        if key == "metadata":
+            try:
+                metadata = json.loads(text) if text and text.strip() else {}
+            except ValueError:
+                metadata = None
+            if not isinstance(metadata, dict):
+                log.error("%s: user.artfs.metadata must be a JSON object", v.spec)
+                raise pyfuse3.FUSEError(errno.EINVAL)
+        elif key == "aliases":
+            aliases = [check_alias(x) for x in re.split(r"[,\s]+", text or "") if x]
+
+        def work() -> None:
+            if key == "aliases":
+                now = [x for x, m in self.store.aliases(p, a).items() if m == n]
+                for x in aliases:
+                    if x not in now:
+                        self.store.set_alias(p, a, x, n)
+                for x in now:
+                    if x not in aliases and x != "latest":
+                        self.store.remove_alias(p, a, x)
+                return
+            info = self.store.info(p, a, n)
+            description = (text or None) if key == "description" else info.get("description")
+            md = metadata if key == "metadata" else info.get("metadata")
+            self.store.set_info(p, a, n, description=description, metadata=md if isinstance(md, dict) else {})
+
+        await self.ns.run_sync(work, what=f"update {v.spec}")
+        log.info("%s: %s updated", v.spec, key)
+        v.info_at = -math.inf  # read it again on the next getxattr
+        if key == "aliases":
+            await self.ns.relist(v.artifact)
+
+
+def _text(name: bytes) -> str:
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise pyfuse3.FUSEError(errno.EINVAL) from None
+
+
+def _statvfs_near(path: str) -> os.statvfs_result:
+    """statvfs of ``path``, or of its nearest existing ancestor (staging is made on first use)."""
+    while True:
+        try:
+            return os.statvfs(path)
+        except FileNotFoundError:
+            parent = os.path.dirname(path)
+            if parent == path:
+                raise
+            path = parent

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 import pyfuse3
@@ -33,10 +35,13 @@ import trio
 
 from artfs import Cache, Store
 from artfs._cli_mount import FSTYPE, add_mount_arguments, apply_mount_options, find_mount, pidfile_path
+from artfs._cli_mount import results_path
 from artfs._errors import ArtfsError, NotFound, PermissionDenied, StoreUnavailable
 from artfs._lazy import LazyBlobs
+from artfs._refs import RefReader
 from artfs.backends import default_store_url
 
+from .drafts import DraftSpace
 from .fs import Operations
 
 log = logging.getLogger("artfsd")
@@ -158,12 +163,12 @@ async def _watch_signals() -> None:
 async def _cache_janitor(cache: Cache, blobs: LazyBlobs, store: Store) -> None:
     """Keep the cache within its bound while mounted, never evicting what is open."""
     counter = getattr(store.backend, "counter", {})
-    last_ranges = counter.get("range", 0) + counter.get("get", 0)
+    last_ranges = counter.get("range", 0) + counter.get("download", 0)
     waited = 0.0
     while True:
         await trio.sleep(2.0)
         waited += 2.0
-        ranges = counter.get("range", 0) + counter.get("get", 0)
+        ranges = counter.get("range", 0) + counter.get("download", 0)
         fetched = (ranges - last_ranges) * blobs.chunk_size  # an upper bound of bytes fetched
         if waited < CLEANUP_EVERY and fetched < cache.max_size // 10:
             continue
@@ -207,6 +212,8 @@ def serve(
     refresh: float = 10.0,
     timeout: float = 30.0,
     allow_other: bool = False,
+    allow_file: bool = False,
+    file_roots: list[str] | tuple[str, ...] = (),
     debug: bool = False,
 ) -> int:
     """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
@@ -217,9 +224,17 @@ def serve(
         os.environ.setdefault("ARTFS_S3_TIMEOUT", repr(float(timeout)))
         cache = Cache(cache_dir, max_size=cache_size)
         store = Store(store_url, cache=cache)
+        if store.backend.read_only and not read_only:  # an http(s):// store: mounted as --read-only
+            log.info("%s is a read-only store: mounting read-only", store.url)
+            read_only = True
         _probe(store)
         blobs = LazyBlobs(store, timeout=timeout)
-        ops = Operations(store, blobs, refresh=refresh, timeout=timeout)
+        drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint)
+        ops = Operations(store, blobs, refresh=refresh, timeout=timeout,
+                         refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts)
+        if drafts is not None:
+            for project, artifact in drafts.pending():  # changes an earlier session left uncommitted
+                ops.ns.add_local(project, artifact)
         options = {"fsname=artfs", f"subtype={FSTYPE.split('.', 1)[1]}", "default_permissions"}
         if allow_other:
             options.add("allow_other")
@@ -243,6 +258,11 @@ def serve(
         os.makedirs(os.path.dirname(pidfile), exist_ok=True)
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n{mountpoint}\n")
+    results = results_path(cache.root, mountpoint)
+    with contextlib.suppress(OSError):
+        os.unlink(results)  # an earlier session's report
+    if drafts is not None:
+        ops.results_path = results  # user.artfs.results: where `artfs umount` finds the report
     os.chdir("/")  # never keep a directory busy
     code = 0
     try:
@@ -254,6 +274,8 @@ def serve(
     finally:
         with contextlib.suppress(Exception):
             pyfuse3.close(unmount=True)
+        if drafts is not None:  # unmounted: nothing can write any more; commit what changed
+            _commit_at_unmount(drafts, ops, results, mountpoint, store.url)
         with contextlib.suppress(Exception):
             ops.close()
         with contextlib.suppress(Exception):
@@ -266,6 +288,24 @@ def serve(
                     os.unlink(pidfile)
     log.info("unmounted %s", mountpoint)
     return code
+
+
+def _commit_at_unmount(drafts: DraftSpace, ops: Operations, results: str, mountpoint: str, store_url: str) -> None:
+    """Commit every changed draft and report it in ``results`` for ``artfs umount`` (then exit)."""
+    try:
+        report = drafts.finish(list(ops.files.values()))
+    except Exception as e:
+        log.exception("committing the drafts failed")
+        report = {"commits": [], "unchanged": [], "failed": [{"name": "*", "error": f"{type(e).__name__}: {e}"}]}
+    report.update(pid=os.getpid(), mountpoint=mountpoint, store=store_url, finished=time.time())
+    try:
+        os.makedirs(os.path.dirname(results), exist_ok=True)
+        tmp = f"{results}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(tmp, results)
+    except OSError as e:
+        log.error("cannot write the commit report %s: %s", results, e)
 
 
 def run(store_url: str | None, mountpoint: str, *, foreground: bool = False, debug: bool = False,
@@ -348,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     return run(
         args.store_url, args.mountpoint, foreground=args.foreground, debug=args.debug, log_file=args.log_file,
         read_only=args.read_only, cache_size=args.cache_size, cache_dir=args.cache_dir, refresh=args.refresh,
-        timeout=args.timeout, allow_other=args.allow_other,
+        timeout=args.timeout, allow_other=args.allow_other, allow_file=args.allow_file, file_roots=args.file_roots,
     )
 
 

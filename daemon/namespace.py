@@ -20,6 +20,11 @@ Inode numbers are stable for the mount's lifetime: every name seen at these leve
 inode even after it disappears, and every version reserves a contiguous range for its tree once
 (see :mod:`artfsd.tree`). Nothing here is ever freed but version indexes, which are unloaded when
 the kernel has forgotten every inode of a version and the memory budget is exceeded.
+
+A writable mount adds ``draft`` to every artifact (a :class:`DraftRoot`, whose inodes live in the
+draft space of :mod:`artfsd.drafts`) and *local* names: projects and artifacts that exist only
+here so far, because they were made with ``mkdir`` or because the staging area holds a draft for
+them with changes not committed yet. Listings show the store's names plus the local ones.
 """
 
 from __future__ import annotations
@@ -103,13 +108,14 @@ class ProjectDir(ListingDir):
 
 
 class ArtifactDir(ListingDir):
-    __slots__ = ("versions", "aliases", "alias_nodes")
+    __slots__ = ("versions", "aliases", "alias_nodes", "draft")
 
     def __init__(self, ino: int, parent: ListingDir, name: str) -> None:
         super().__init__(ino, parent, name)
         self.versions: dict[int, VersionDir] = {}  # every version ever seen (stable inodes)
         self.aliases: dict[str, int] = {}  # current alias -> version
         self.alias_nodes: dict[str, AliasLink] = {}  # every alias ever seen
+        self.draft: DraftRoot | None = None  # writable mounts: made on the first listing
 
     @property
     def project(self) -> str:
@@ -118,6 +124,17 @@ class ArtifactDir(ListingDir):
 
     def aliases_of(self, n: int) -> list[str]:
         return sorted(a for a, v in self.aliases.items() if v == n)
+
+
+class DraftRoot(Node):
+    """``MNT/<project>/<artifact>/draft``: the node the artifact lists; everything below it is
+    served by :class:`artfsd.drafts.DraftSpace` (``slot`` is its :class:`artfsd.drafts.DraftSlot`)."""
+
+    __slots__ = ("slot",)
+
+    def __init__(self, ino: int, parent: "ArtifactDir", slot: Any) -> None:
+        super().__init__(ino, parent, "draft")
+        self.slot = slot
 
 
 class AliasLink(Node):
@@ -221,6 +238,7 @@ class Namespace:
         stale_wait: float = 2.0,
         tree_budget: int = 4_000_000,
         invalidate: Callable[[int, bytes], None] | None = None,
+        drafts: Callable[[ArtifactDir], DraftRoot] | None = None,
     ) -> None:
         self.store = store
         self.limiter = limiter
@@ -234,6 +252,8 @@ class Namespace:
         self.inodes.add(self.root)
         self.started_ns = time.time_ns()
         self._invalidate = invalidate or _invalidate_entry
+        self._make_draft = drafts  # None: a read-only mount (no draft/)
+        self.local: dict[str, set[str]] = {}  # project -> artifacts that exist only locally so far
         self._nursery: trio.Nursery | None = None
         self._idle_trees: OrderedDict[VersionDir, None] = OrderedDict()  # loaded, unreferenced
         self._loaded_entries = 0
@@ -330,16 +350,34 @@ class Namespace:
                 versions = sorted(int(e.name[:-5]) for e in os.scandir(os.path.join(base, d.project, d.name))
                                   if e.name.endswith(".json") and e.name[:-5].isdigit())
                 self._apply_artifact(d, versions, {"latest": versions[-1]} if versions else {})
+        except FileNotFoundError:
+            if not self._is_local(d):
+                return False
+            # made here (mkdir) or kept in staging: nothing cached, but its local names and draft/ exist
+            if isinstance(d, ArtifactDir):
+                self._apply_artifact(d, [], {})
+            else:
+                self._apply_names(d, [], ProjectDir if isinstance(d, RootDir) else ArtifactDir)
         except OSError:
             return False
         d.ok = True
         return True
+
+    def _is_local(self, d: ListingDir) -> bool:
+        if isinstance(d, RootDir):
+            return bool(self.local)
+        if isinstance(d, ProjectDir):
+            return d.name in self.local
+        return isinstance(d, ArtifactDir) and d.name in self.local.get(d.project, ())
 
     def _list_artifact(self, project: str, artifact: str) -> tuple[list[int], dict[str, int]]:
         versions = self.store.versions(project, artifact)
         return versions, self.store.aliases(project, artifact, versions=versions)
 
     def _apply_names(self, d: ListingDir, names: list[str], cls: type[ListingDir]) -> None:
+        local = self.local if isinstance(d, RootDir) else self.local.get(d.name, ()) if isinstance(d, ProjectDir) else ()
+        if local:
+            names = sorted(set(names).union(local))
         new: dict[str, Node] = {}
         for name in names:
             node = d.seen.get(name)
@@ -372,6 +410,10 @@ class Namespace:
                 link.target = n
                 self._invalidate(d.ino, a.encode())
             new[a] = link
+        if self._make_draft is not None:
+            if d.draft is None:
+                d.draft = self._make_draft(d)
+            new["draft"] = d.draft
         for name in d.children:
             if name not in new:
                 if is_version(name):
@@ -379,6 +421,57 @@ class Namespace:
                 self._invalidate(d.ino, name.encode())
         d.aliases = {a: n for a, n in aliases.items() if n in d.versions}
         d.children = new
+
+    # -- local changes ---------------------------------------------------------------------------
+    def add_local(self, project: str, artifact: str | None = None) -> None:
+        """Show ``project`` (and ``project/artifact``) even before the store has them."""
+        arts = self.local.setdefault(project, set())
+        if artifact is not None:
+            arts.add(artifact)
+        p = self.root.seen.get(project)
+        if p is None or project not in self.root.children:
+            p = self.root.seen.get(project) or self.inodes.add(ProjectDir(self.inodes.allocate(), self.root, project))
+            self.root.seen[project] = p
+            self.root.children = dict(sorted({**self.root.children, project: p}.items()))
+        if artifact is not None:
+            assert isinstance(p, ProjectDir)
+            a = p.seen.get(artifact)
+            if a is None:
+                a = p.seen[artifact] = self.inodes.add(ArtifactDir(self.inodes.allocate(), p, artifact))
+            if artifact not in p.children:
+                p.children = dict(sorted({**p.children, artifact: a}.items()))
+
+    def drop_local(self, project: str, artifact: str | None = None) -> None:
+        """Forget a local name again (``rmdir`` of a project or artifact that only existed here)."""
+        if artifact is None:
+            self.local.pop(project, None)
+            self.root.children.pop(project, None)
+            self._invalidate(self.root.ino, project.encode())
+            return
+        self.local.get(project, set()).discard(artifact)
+        p = self.root.children.get(project)
+        if isinstance(p, ProjectDir):
+            p.children.pop(artifact, None)
+            self._invalidate(p.ino, artifact.encode())
+
+    async def relist(self, d: ListingDir) -> None:
+        """List ``d`` again now, after a change made through the mount (a commit, an alias)."""
+        while d.inflight is not None:  # a listing that started before the change may miss it
+            await d.inflight.wait()
+        d.listed_at = -math.inf
+        await self.ensure_fresh(d)
+
+    def set_alias(self, d: ArtifactDir, alias: str, n: int | None) -> None:
+        """Show an alias change made through the mount at once (the store has it already)."""
+        aliases = dict(d.aliases)
+        if n is None:
+            aliases.pop(alias, None)
+        else:
+            aliases[alias] = n
+        versions = sorted(v.n for v in d.children.values() if isinstance(v, VersionDir))
+        if "latest" not in aliases and versions:
+            aliases["latest"] = versions[-1]
+        self._apply_artifact(d, versions, aliases)
 
     async def lookup(self, d: ListingDir, name: str) -> Node | None:
         """The child ``name`` of ``d``, re-listing ``d`` when stale or when a valid name misses."""
@@ -513,6 +606,8 @@ class Namespace:
 def _valid_child(d: ListingDir, name: str) -> bool:
     try:
         if isinstance(d, ArtifactDir):
+            if name == "draft":
+                return True
             if is_version(name):
                 parse_version(name)
             else:

@@ -26,6 +26,7 @@ import bisect
 from array import array
 
 from artfs import Entry, Manifest
+from artfs._manifest import gc_paused
 
 EXECUTABLE = 1
 HAS_DIGEST = 2
@@ -38,6 +39,10 @@ class VersionTree:
     )
 
     def __init__(self, manifest: Manifest) -> None:
+        with gc_paused():  # a million temporary tuples, no cycles: collections would only cost
+            self._build(manifest)
+
+    def _build(self, manifest: Manifest) -> None:
         entries = manifest.entries
         n = len(entries)
         self.nfiles = n

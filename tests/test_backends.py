@@ -122,6 +122,98 @@ def test_get_range(backend):
     assert backend.get_range("empty", 0, 10) == b""
 
 
+def _fetch_into(fetch, path, key, offset, length, fd_offset=0):
+    """Run ``fetch(key, offset, length, fd, fd_offset)`` on a file of 0xEE bytes; (n, file bytes)."""
+    with open(path, "wb") as f:
+        f.write(b"\xee" * 4096)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.lseek(fd, 7, os.SEEK_SET)
+        n = fetch(key, offset, length, fd, fd_offset)
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 7  # pwrite semantics: the fd's position is untouched
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        return n, f.read()
+
+
+@pytest.mark.parametrize("impl", ["backend", "default"])
+def test_fetch_range_into(backend, tmp_path, impl):
+    """``fetch_range_into`` writes what ``get_range`` returns, at ``fd_offset``, and nothing else.
+
+    ``default`` runs the base class's implementation (get_range + pwrite) against the backend.
+    """
+    fetch = backend.fetch_range_into if impl == "backend" else (
+        lambda *a: Backend.fetch_range_into(backend, *a))
+    data = bytes(range(256)) * 4  # 1024 bytes
+    backend.put("r", data)
+    path = str(tmp_path / "out")
+    fill = b"\xee" * 4096
+    before = backend.counter["range"]
+    n, got = _fetch_into(fetch, path, "r", 100, 50, 1000)  # middle, at an offset in the file
+    assert n == 50 and got == fill[:1000] + data[100:150] + fill[1050:]
+    n, got = _fetch_into(fetch, path, "r", 0, 1)
+    assert n == 1 and got == data[:1] + fill[1:]
+    n, got = _fetch_into(fetch, path, "r", 1000, 100, 5)  # crosses the end: fewer bytes
+    assert n == 24 and got == fill[:5] + data[1000:] + fill[29:]
+    for off, length in [(1024, 10), (5000, 10), (10, 0)]:  # at / past the end, nothing asked
+        n, got = _fetch_into(fetch, path, "r", off, length)
+        assert n == 0 and got == fill
+    assert backend.counter["range"] == before + 6
+    backend.put("empty", b"")
+    assert _fetch_into(fetch, path, "empty", 0, 10) == (0, fill)
+    with pytest.raises(NotFound):
+        _fetch_into(fetch, path, "no/such/key", 0, 10)
+    if impl == "backend":
+        backend.put("dir/file", b"x")
+        with pytest.raises(NotFound):
+            _fetch_into(fetch, path, "dir", 0, 10)  # a "directory" is not an object
+
+
+def test_fetch_range_into_large(backend, tmp_path):
+    """Several MiB in one call (S3 streams the body in 1 MiB pieces), from many threads at once."""
+    data = os.urandom(5 * MiB + 333)
+    backend.put("big", data)
+    path = tmp_path / "out"
+    with open(path, "wb") as f:
+        f.truncate(len(data) + MiB)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert backend.fetch_range_into("big", 0, 3 * MiB + 5, fd, MiB) == 3 * MiB + 5
+        assert os.pread(fd, 5 * MiB, 0) == bytes(MiB) + data[: 3 * MiB + 5] + bytes(MiB - 5)
+        pieces = [(off, min(MiB + 17, len(data) - off)) for off in range(0, len(data), MiB + 17)]
+        with ThreadPoolExecutor(4) as ex:
+            counts = list(ex.map(lambda p: backend.fetch_range_into("big", p[0], p[1] + 99, fd, p[0]), pieces))
+        assert counts == [min(length + 99, len(data) - off) for off, length in pieces]  # stops at the end
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == data + bytes(MiB)  # the tail past the object stays untouched
+
+
+def test_local_fetch_range_into_without_copy_file_range(tmp_path, monkeypatch):
+    """Where the kernel refuses copy_file_range (another file system, ...), a buffer copy is used."""
+    import errno
+
+    from artfs.backends import local
+
+    b = local.LocalBackend(str(tmp_path / "store"))
+    data = os.urandom(2 * MiB + 7)
+    b.put("k", data)
+
+    def refuse(*a):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(local.os, "copy_file_range", refuse)
+    path = tmp_path / "out"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert b.fetch_range_into("k", 5, 3 * MiB, fd, 1) == len(data) - 5
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"\0" + data[5:]
+
+
 # --- files -------------------------------------------------------------------------------------
 
 
@@ -255,6 +347,34 @@ def test_s3_url_parsing():
     assert (b.bucket, b.prefix, b.url, b._key("k/x")) == ("bkt", "a/b/", "s3://bkt/a/b", "a/b/k/x")
     with pytest.raises(ValueError):
         S3Backend("s3:///nobucket")
+
+
+def test_s3_fetch_range_into_server_ignoring_range(tmp_path):
+    """A server that answers a ranged GET with the whole object (200, no Content-Range)."""
+    import io
+
+    from botocore.response import StreamingBody
+
+    from artfs.backends.s3 import S3Backend
+
+    data = os.urandom(3 * MiB + 11)
+
+    class Client:
+        def get_object(self, **kw):
+            assert kw["Range"] == f"bytes={MiB + 3}-{MiB + 3 + 2 * MiB - 1}"
+            return {"Body": StreamingBody(io.BytesIO(data), len(data)),
+                    "ResponseMetadata": {"HTTPStatusCode": 200}}
+
+    b = S3Backend("s3://bkt")
+    b._client_obj = Client()
+    path = tmp_path / "out"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert b.fetch_range_into("k", MiB + 3, 2 * MiB, fd, 0) == 2 * MiB
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == data[MiB + 3 : 3 * MiB + 3]
 
 
 # --- an S3 endpoint that is down ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -252,6 +253,112 @@ def test_random_reader_gets_no_big_readahead(lstore, lazies):
     assert _ranges(lstore) <= 20  # each random read: its chunk (maybe one neighbour), no window
 
 
+def _read_like_the_mount(h, offset: int, length: int) -> bytes:
+    """What the daemon does: ``readinto_nowait`` on its event loop, else ``read`` in a thread."""
+    buf = bytearray(length)
+    n = h.readinto_nowait(offset, memoryview(buf))
+    if n is not None:
+        return bytes(buf[:n])
+    return h.read(offset, length)
+
+
+def test_readinto_nowait_serves_only_what_is_cached(lstore, lazies):
+    size = 6 * MiB + 7
+    data = _data(size, 30)
+    d = _put(lstore, data)
+    lb = lazies(lstore, readahead_max=0)
+    with lb.open(PROJECT, d, size) as h:
+        buf = memoryview(bytearray(MiB))
+        assert h.readinto_nowait(0, buf) is None  # nothing cached: no fetch from the loop either
+        assert h.readinto_nowait(-1, buf) is None
+        assert _ranges(lstore) == 0
+        assert h.read(MiB, 2 * MiB) == data[MiB : 3 * MiB]  # chunks 1 and 2
+        assert h.readinto_nowait(MiB + 5, buf) == MiB and bytes(buf) == data[MiB + 5 : 2 * MiB + 5]
+        assert h.readinto_nowait(2 * MiB + 5, buf) is None  # chunk 3 is not there
+        assert h.readinto_nowait(size, buf) is None  # at the end: read() answers b""
+        assert h.read(5 * MiB, MiB + 7) == data[5 * MiB :]
+        assert h.readinto_nowait(size - 3, buf) == 3 and bytes(buf[:3]) == data[-3:]  # short at the end
+        assert _ranges(lstore) == 4
+    h.close()
+    assert h.readinto_nowait(0, buf) is None  # a closed handle: read() reports it
+
+
+def test_readinto_nowait_sequential_reader_reads_ahead_and_completes(lstore, lazies):
+    """A sequential reader served from the loop still drives read-ahead and ends with a blob."""
+    size = 40 * MiB + 3
+    data = _data(size, 31)
+    d = _put(lstore, data)
+    lb = lazies(lstore)
+    step = MiB
+    nowait = 0
+    with lb.open(PROJECT, d, size) as h:
+        out = []
+        for off in range(0, size, step):
+            buf = bytearray(step)
+            n = h.readinto_nowait(off, memoryview(buf))
+            if n is None:
+                out.append(h.read(off, step))
+            else:
+                nowait += 1
+                out.append(bytes(buf[:n]))
+                time.sleep(0.002)  # leave the read-ahead time to stay in front
+        assert b"".join(out) == data
+        assert lb.drain(10)
+        assert lb.is_complete(d)
+        assert _read_like_the_mount(h, 7, 100) == data[7:107]  # a complete blob, from the loop too
+    assert nowait > 10  # most reads found their chunks fetched ahead
+    assert _ranges(lstore) < 40 // 2
+
+
+def test_readinto_nowait_never_serves_a_dropped_entry(lstore, lazies):
+    cs = 256 << 10
+    size = 2 * MiB
+    data = _data(size, 32)
+    d = _put(lstore, data)
+    lb = lazies(lstore, chunk_size=cs, readahead_max=0)
+    h = lb.open(PROJECT, d, size)
+    assert h.read(0, cs) == data[:cs]
+    with open(_partial(lstore.cache, d), "r+b") as f:  # damage the fetched chunk
+        f.write(b"garbage!")
+    for off in range(cs, size, cs):
+        with contextlib.suppress(CorruptData):
+            h.read(off, cs)
+    assert lb.drain(10)
+    assert h.readinto_nowait(0, memoryview(bytearray(100))) is None  # read() raises CorruptData once
+    with pytest.raises(CorruptData):
+        h.read(0, 100)
+    assert _read_like_the_mount(h, 0, 100) == data[:100]
+    h.close()
+
+
+def test_sequential_read_of_a_complete_blob_hints_the_page_cache(lstore, lazies, monkeypatch):
+    """Pages of the cache file are asked for ahead of a sequential reader, not of a random one."""
+    size = 100 * MiB
+    d = _put(lstore, bytes(size))
+    lstore.fetch_blob(PROJECT, d)
+    calls: list[tuple[int, int]] = []
+    real = os.posix_fadvise
+
+    def spy(fd, off, n, advice):
+        if advice == os.POSIX_FADV_WILLNEED:
+            calls.append((off, n))
+        return real(fd, off, n, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    lb = lazies(lstore, readahead_max=16 * MiB)
+    with lb.open(PROJECT, d, size) as h:
+        for off in range(0, 64 * MiB, MiB):
+            assert h.read(off, MiB) == bytes(MiB)
+        assert calls[0] == (MiB, 16 * MiB)
+        # hinted in windows, each once, always ahead of the reader, never far
+        assert all(a[0] + a[1] == b[0] for a, b in zip(calls, calls[1:]))
+        assert 4 <= len(calls) <= 9 and calls[-1][0] + calls[-1][1] <= 64 * MiB + 16 * MiB
+        calls.clear()
+        for off in (90 * MiB, 20 * MiB, 75 * MiB, 40 * MiB):  # random reads: no hints
+            assert h.read(off, 4096) == bytes(4096)
+        assert calls == []
+
+
 # --------------------------------------------------------------------------------------------
 # verification and crash leftovers
 # --------------------------------------------------------------------------------------------
@@ -360,6 +467,10 @@ class _SlowBackend(LocalBackend):
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         self.release.wait(30)
         return super().get_range(key, offset, length)
+
+    def fetch_range_into(self, key: str, offset: int, length: int, fd: int, fd_offset: int) -> int:
+        self.release.wait(30)
+        return super().fetch_range_into(key, offset, length, fd, fd_offset)
 
 
 def test_hanging_store_times_out(tmp_path, cache, lazies):

@@ -121,7 +121,7 @@ def _run(*cmd, **kw) -> subprocess.CompletedProcess:
 def test_layout_and_aliases(mnt):
     assert os.listdir(mnt.mountpoint) == ["proj"]
     assert sorted(os.listdir(mnt.path("proj"))) == ["big", "data"]
-    assert sorted(os.listdir(mnt.path("proj", "data"))) == ["best", "latest", "v0"]
+    assert sorted(os.listdir(mnt.path("proj", "data"))) == ["best", "draft", "latest", "v0"]
     assert os.readlink(mnt.path("proj", "data", "latest")) == "v0"
     assert os.readlink(mnt.path("proj", "data", "best")) == "v0"
     assert os.path.samefile(mnt.path("proj", "data", "latest"), mnt.path("proj", "data", "v0"))
@@ -202,7 +202,7 @@ def test_head_of_large_file_fetches_few_chunks(mnt):
     after = mnt.stats()["backend"]
     ranges = after["range"] - before["range"]
     assert 1 <= ranges <= 3, (before, after)
-    assert after.get("get", 0) == before.get("get", 0)  # no whole-blob download
+    assert after.get("download", 0) == before.get("download", 0)  # no whole-blob download
 
 
 def test_xattrs(mnt, src):
@@ -238,7 +238,7 @@ def test_writes_fail_with_erofs(mnt, op):
         "truncate": lambda: os.truncate(f, 0),
         "chmod": lambda: os.chmod(f, 0o644),
         "setfattr": lambda: os.setxattr(f, "user.artfs.description", b"x"),
-        "symlink": lambda: os.symlink("v0", mnt.path("proj", "data", "prod")),
+        "symlink": lambda: os.symlink("notes.txt", os.path.join(v0, "link")),
         "create-in-artifact": lambda: open(mnt.path("proj", "data", "file"), "w"),
         "rmdir": lambda: os.rmdir(os.path.join(v0, "bin")),
     }
@@ -252,7 +252,7 @@ def test_writes_fail_with_erofs(mnt, op):
 
 def test_invalid_and_missing_names(mnt):
     for p in [(".hidden",), ("proj", "no such"), ("proj", "data", "v01"), ("proj", "data", "v7"),
-              ("proj", "data", "draft"), ("proj", "data", "v0", "nope"), ("proj", "data", "v0", "notes.txt", "x")]:
+              ("proj", "data", "v0", "nope"), ("proj", "data", "v0", "notes.txt", "x")]:
         with pytest.raises(OSError) as e:
             os.stat(mnt.path(*p))
         assert e.value.errno in (errno.ENOENT, errno.ENOTDIR), p
@@ -353,10 +353,10 @@ def test_references_read_through_the_mount(tmp_path):
             srv.set("m/model.bin", os.urandom(len(data)))  # changed behind our back
             fd = os.open(f, os.O_RDONLY)
             try:
+                # read whole, it is in the cache (like a blob): still exactly the recorded bytes;
+                # bytes not cached yet give EIO (tests/test_mount_refs.py)
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                with pytest.raises(OSError) as e:
-                    os.pread(fd, 4096, MiB)
-                assert e.value.errno == errno.EIO  # never other bytes than those recorded
+                assert os.pread(fd, 4096, MiB) == data[MiB : MiB + 4096]
             finally:
                 os.close(fd)
 
@@ -385,7 +385,7 @@ def test_new_versions_and_alias_moves_show_up(tmp_path):
         # the periodic refresh or the next stale lookup sees it within the interval (plus slack)
         _wait_for(lambda: os.readlink(os.path.join(art, "latest")) == "v1", 3.0)
         assert open(os.path.join(art, "latest", "a.txt")).read() == "two\n"
-        assert sorted(os.listdir(art)) == ["latest", "v0", "v1"]
+        assert sorted(os.listdir(art)) == ["draft", "latest", "v0", "v1"]
 
         store.set_alias("proj", "data", "best", 0)
         _wait_for(lambda: os.path.islink(os.path.join(art, "best")), 3.0)
@@ -592,7 +592,7 @@ def test_store_going_down_gives_eio_not_a_hang(tmp_path):
             # listings already known keep working from memory, quickly
             time.sleep(1.2)
             t0 = time.monotonic()
-            assert sorted(os.listdir(art)) == ["latest", "v0"]
+            assert sorted(os.listdir(art)) == ["draft", "latest", "v0"]
             assert time.monotonic() - t0 < 4
             assert m.alive()
         # a new mount while the store is still down: what the cache holds is listed and readable

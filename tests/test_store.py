@@ -756,13 +756,13 @@ def test_corrupted_cache_blob_is_dropped_and_fetched_again(backend_url, tmp_path
     cached = store.cache.path(d)
     assert os.path.exists(cached) and stat.S_IMODE(os.stat(cached).st_mode) == 0o444
     _corrupt(cached)
-    gets = store.backend.counter["get"]
+    gets = store.backend.counter["download"]
 
     a.download(str(tmp_path / "second"))
 
     assert (tmp_path / "second" / "data.bin").read_bytes() == payload
     assert open(cached, "rb").read() == payload, "the cache holds the good bytes again"
-    assert store.backend.counter["get"] > gets, "it was fetched again from the store"
+    assert store.backend.counter["download"] > gets, "it was fetched again from the store"
 
 
 def test_corrupted_store_blob_gives_corrupt_data_not_wrong_bytes(backend_url, tmp_path):

@@ -43,6 +43,22 @@ class Backend(abc.ABC):
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes from ``offset`` (fewer only at the end of the object)."""
 
+    def fetch_range_into(self, key: str, offset: int, length: int, fd: int, fd_offset: int) -> int:
+        """Write up to ``length`` bytes of the object from ``offset`` into the open file ``fd``.
+
+        The bytes go to ``fd`` at ``fd_offset`` (``pwrite``: the fd's file position is neither
+        used nor moved, so threads may fill one file at once). Returns how many bytes were
+        written: fewer than ``length`` only at the end of the object. Counts as one range read;
+        NotFound if the key is missing. On an error some of the bytes may have been written.
+
+        The default is :meth:`get_range` then ``pwrite``. Backends override it to move the
+        bytes without a round trip through one large Python buffer (the local store copies
+        file to file in the kernel, S3 streams the response body in 1 MiB pieces).
+        """
+        data = self.get_range(key, offset, length)
+        pwrite_all(fd, data, fd_offset)
+        return len(data)
+
     @abc.abstractmethod
     def download_file(self, key: str, path: str) -> int:
         """Write the object to the local file ``path`` (created/truncated); return its size."""
@@ -76,6 +92,17 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         pass
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """``pwrite`` all of ``data`` at ``offset`` (a short write is continued, never dropped)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(f"pwrite wrote {n} bytes")
+        view = view[n:]
+        offset += n
 
 
 def default_store_url() -> str:

@@ -139,7 +139,7 @@ class HTTPBackend(Backend):
         self._index_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
         self._warned_range = False
-        self.counter = {"put": 0, "get": 0, "range": 0}
+        self.counter = {"put": 0, "get": 0, "range": 0, "download": 0}
 
     def __repr__(self) -> str:
         return f"HTTPBackend({self.url!r})"
@@ -216,7 +216,7 @@ class HTTPBackend(Backend):
         expected = r.headers.get("content-length")
         if expected is not None and expected.isdigit() and int(expected) != n:
             raise StoreUnavailable(f"{key}: download from {self.url} stopped after {n} of {expected} bytes")
-        self.counter["get"] += 1
+        self.counter["download"] += 1
         return n
 
     def head(self, key: str) -> ObjectInfo | None:

@@ -28,7 +28,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
-from . import Backend, ObjectInfo
+from . import Backend, ObjectInfo, pwrite_all
 
 MiB = 1024 * 1024
 DEFAULT_TIMEOUT = 15.0
@@ -113,7 +113,7 @@ class S3Backend(Backend):
         self.multipart_chunksize = max(int(chunk), MIN_PART_SIZE)
         self.max_concurrency = max_concurrency
 
-        self.counter = {"put": 0, "get": 0, "range": 0}
+        self.counter = {"put": 0, "get": 0, "range": 0, "download": 0}
         self._counter_lock = threading.Lock()
         self._client_lock = threading.Lock()
         self._client_obj = None
@@ -287,6 +287,44 @@ class S3Backend(Backend):
             data = data[offset : offset + length]
         return data[:length]
 
+    def fetch_range_into(self, key: str, offset: int, length: int, fd: int, fd_offset: int) -> int:
+        """One ranged GET whose body is streamed into ``fd`` in 1 MiB pieces (bounded memory)."""
+        if offset < 0:
+            raise ValueError(f"negative offset {offset}")
+        if length <= 0:
+            return len(self.get_range(key, offset, length))
+        self._count("range")
+        try:
+            rng = f"bytes={offset}-{offset + length - 1}"
+            r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
+        except Exception as e:
+            from botocore.exceptions import ClientError
+
+            if isinstance(e, ClientError) and (
+                e.response.get("Error", {}).get("Code") == "InvalidRange"
+                or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 416
+            ):
+                return 0  # offset at or past the end (or an empty object)
+            raise self._error(e, key) from None
+        done = 0
+        with r["Body"] as body:
+            skip = 0
+            if r.get("ResponseMetadata", {}).get("HTTPStatusCode") == 200 and "ContentRange" not in r:
+                skip = offset  # a server that ignores Range sends the whole object
+            while done < length:
+                try:
+                    piece = body.read(min(MiB, skip) if skip else min(MiB, length - done))
+                except Exception as e:
+                    raise self._error(e, key) from None
+                if not piece:
+                    break
+                if skip:
+                    skip -= len(piece)  # bytes before the range: dropped
+                    continue
+                pwrite_all(fd, piece, fd_offset + done)
+                done += len(piece)
+        return done
+
     def download_file(self, key: str, path: str) -> int:
         try:
             self._client.download_file(
@@ -299,7 +337,7 @@ class S3Backend(Backend):
             raise self._error(e, key) from None
         except Exception as e:
             raise self._error(e, key) from None
-        self._count("get")
+        self._count("download")
         return os.path.getsize(path)
 
     def head(self, key: str) -> ObjectInfo | None:

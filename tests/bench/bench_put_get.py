@@ -1,36 +1,52 @@
 """Benchmark: ``artfs put`` / ``artfs get`` on the local store versus ``cp -r`` of the same tree.
 
-Not part of the test run. ``.venv/bin/python tests/bench/bench_put_get.py [--scale 1.0] [--dir D]``
-prints a table of throughputs and ratios measured in one run, plus the digest's throughput beside
-MD5's (what W&B hashes with). Everything is measured with a warm page cache, the same for artfs and
-``cp``, so the ratios compare software, not the disk.
+Not part of the test run. ``.venv/bin/python tests/bench/bench_put_get.py [--scale 1.0] [--reps 3]
+[--dir D]`` prints, for (a) a 1 GiB tree of mixed sizes and (b) 10,000 files of 4 KiB:
+
+* ``cp -r`` of the tree on this disk, and ``put`` / ``get`` (cache cold: fetched from the store
+  into the cache and placed; cache warm: placed from the cache) through the CLI (a new process
+  each time, as a user runs it: its start-up is included) and through the Python API (in this
+  process), as seconds, throughput and ratio to ``cp -r`` (1.0 = as fast as ``cp -r``; higher
+  is better). Every ``put`` goes to a new, empty store, every ``get`` to a new directory;
+* the digest's throughput (XXH3-128) beside MD5's (what W&B hashes with) and SHA-256's.
+
+Each figure is the best of ``--reps`` rounds (the machine may be shared); the rounds interleave
+the cases so that a slow moment hurts them alike. The page cache is warm for everyone (the source
+tree was just written), and ``sync`` runs before each timed step, so no step pays for writing
+back the previous one's data. Each ``get`` is checked against the source once (file count and bytes).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import os
+import platform
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
-import xxhash
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+import xxhash  # noqa: E402
+
+import artfs  # noqa: E402
 
 
 def make_mixed_tree(root: str, total: int) -> int:
     """A tree of mixed sizes: a few large files, many medium, many small, in nested folders."""
     rng = random.Random(1)
     sizes = []
-    left = total
     plan = [(0.5, 64 << 20), (0.3, 1 << 20), (0.15, 64 << 10), (0.05, 4 << 10)]
     for share, size in plan:
         n = max(1, int(total * share) // size)
         sizes += [size] * n
-        left -= n * size
     block = os.urandom(1 << 20)
     written = 0
     for i, size in enumerate(sizes):
@@ -57,62 +73,109 @@ def make_small_tree(root: str, n: int, size: int = 4096) -> int:
     return n * size
 
 
-def timed(fn) -> float:
+def tree_summary(root: str) -> tuple[int, int]:
+    files = nbytes = 0
+    for dirpath, _, filenames in os.walk(root):
+        for fn in filenames:
+            files += 1
+            nbytes += os.path.getsize(os.path.join(dirpath, fn))
+    return files, nbytes
+
+
+def timed(fn: Callable[[], object]) -> float:
+    os.sync()  # write back what earlier steps left dirty, outside the timing
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
 
 
-def artfs(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "artfs.cli", *args], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+def cli(*args: str, env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "artfs.cli", *args], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
-def bench_tree(label: str, src: str, nbytes: int, work: str) -> list[tuple[str, float, float]]:
+def bench_tree(label: str, src: str, nbytes: int, work: str, reps: int) -> list[tuple[str, float, float, float]]:
     os.makedirs(work, exist_ok=True)
-    env = dict(os.environ, ARTFS_STORE=os.path.join(work, "store"), ARTFS_CACHE_DIR=os.path.join(work, "cache"))
-    # reference: cp -r of the same tree on this disk
-    t_cp = min(timed(lambda: subprocess.run(["cp", "-r", src, os.path.join(work, f"cp{i}")], check=True))
-               for i in range(2))
-    t_put = timed(lambda: artfs("put", "-n", "bench/tree", "-t", "dataset", src, env=env))
-    shutil.rmtree(env["ARTFS_CACHE_DIR"])
-    t_get_cold = timed(lambda: artfs("get", "bench/tree:latest", "--root", os.path.join(work, "get1"), env=env))
-    t_get_warm = timed(lambda: artfs("get", "bench/tree:latest", "--root", os.path.join(work, "get2"), env=env))
-    rows = []
-    for name, t in [("cp -r", t_cp), ("put", t_put), ("get (cache cold)", t_get_cold), ("get (cache warm)", t_get_warm)]:
-        rows.append((f"{label}: {name}", nbytes / t / 1e6, t_cp / t))
-    return rows
+    expect = tree_summary(src)
+    times: dict[str, list[float]] = {}
+    checked: set[str] = set()
+
+    def note(name: str, t: float, out: str | None = None) -> None:
+        times.setdefault(name, []).append(t)
+        if out is not None and name not in checked:
+            got = tree_summary(out)
+            if got != expect:
+                raise SystemExit(f"{label}: {name} placed {got} (files, bytes), expected {expect}")
+            checked.add(name)
+
+    for r in range(reps):
+        d = os.path.join(work, f"round{r}")
+        os.makedirs(d)
+        note("cp -r", timed(lambda: subprocess.run(["cp", "-r", src, os.path.join(d, "cp")], check=True)),
+             os.path.join(d, "cp"))
+        # the CLI, as a user runs it
+        env = dict(os.environ, ARTFS_STORE=os.path.join(d, "store-cli"), ARTFS_CACHE_DIR=os.path.join(d, "cache-cli"))
+        note("put (CLI)", timed(lambda: cli("put", "-n", "bench/tree", "-t", "dataset", src, env=env)))
+        shutil.rmtree(env["ARTFS_CACHE_DIR"])
+        for name, out in (("get, cache cold (CLI)", "get-cli-1"), ("get, cache warm (CLI)", "get-cli-2")):
+            root = os.path.join(d, out)
+            note(name, timed(lambda: cli("get", "bench/tree:latest", "--root", root, env=env)), root)
+        # the Python API, in this process
+        store_dir, cache_dir = os.path.join(d, "store-api"), os.path.join(d, "cache-api")
+
+        def put() -> None:
+            store = artfs.Store(store_dir, cache=artfs.Cache(cache_dir))
+            art = artfs.Artifact("tree", type="dataset")
+            art.add_dir(src)
+            store.log_artifact(art, project="bench")
+
+        note("put (API)", timed(put))
+        shutil.rmtree(cache_dir)
+        for name, out in (("get, cache cold (API)", "get-api-1"), ("get, cache warm (API)", "get-api-2")):
+            root = os.path.join(d, out)
+
+            def get() -> None:
+                store = artfs.Store(store_dir, cache=artfs.Cache(cache_dir))
+                store.artifact("bench/tree:latest").download(root)
+
+            note(name, timed(get), root)
+        shutil.rmtree(d)
+    t_cp = min(times["cp -r"])
+    return [(f"{label}: {name}", min(ts), nbytes / min(ts) / 1e6, t_cp / min(ts)) for name, ts in times.items()]
 
 
-def bench_digest() -> list[tuple[str, float, float]]:
+def bench_digest() -> list[tuple[str, float, float, float]]:
     buf = os.urandom(256 << 20)
-    rows = []
     t_x = min(timed(lambda: xxhash.xxh3_128(buf).hexdigest()) for _ in range(3))
     t_m = min(timed(lambda: hashlib.md5(buf).hexdigest()) for _ in range(3))
     t_s = min(timed(lambda: hashlib.sha256(buf).hexdigest()) for _ in range(3))
-    rows.append(("digest xxh128 (artfs)", len(buf) / t_x / 1e6, t_m / t_x))
-    rows.append(("digest md5 (W&B)", len(buf) / t_m / 1e6, 1.0))
-    rows.append(("digest sha256", len(buf) / t_s / 1e6, t_m / t_s))
-    return rows
+    return [("digest xxh128 (artfs)", t_x, len(buf) / t_x / 1e6, t_m / t_x),
+            ("digest md5 (W&B)", t_m, len(buf) / t_m / 1e6, 1.0),
+            ("digest sha256", t_s, len(buf) / t_s / 1e6, t_m / t_s)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the 1 GiB / 10,000-file sizes")
+    ap.add_argument("--reps", type=int, default=3, help="rounds; each figure is the best one")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir on /tmp's disk)")
     a = ap.parse_args()
+    print(f"# {datetime.date.today()}, {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, "
+          f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}; best of {a.reps}")
     work = tempfile.mkdtemp(prefix="artfs-bench-", dir=a.dir)
     try:
         rows = bench_digest()
         big = os.path.join(work, "big-src")
         nb = make_mixed_tree(big, int((1 << 30) * a.scale))
-        rows += bench_tree(f"mixed {nb / 2**30:.2f} GiB", big, nb, os.path.join(work, "big"))
+        nfiles = tree_summary(big)[0]
+        rows += bench_tree(f"mixed {nb / 2**30:.2f} GiB, {nfiles} files", big, nb, os.path.join(work, "big"), a.reps)
+        shutil.rmtree(big)
         small = os.path.join(work, "small-src")
-        ns = make_small_tree(small, int(10000 * a.scale))
-        rows += bench_tree(f"{int(10000 * a.scale)} x 4 KiB", small, ns, os.path.join(work, "small"))
-        print(f"{'case':40} {'MB/s':>10} {'ratio':>8}")
-        for name, mbs, ratio in rows:
-            print(f"{name:40} {mbs:10.0f} {ratio:8.2f}")
+        n = int(10000 * a.scale)
+        ns = make_small_tree(small, n)
+        rows += bench_tree(f"{n} x 4 KiB", small, ns, os.path.join(work, "small"), a.reps)
+        print(f"{'case':52} {'seconds':>8} {'MB/s':>8} {'ratio':>6}")
+        for name, t, mbs, ratio in rows:
+            print(f"{name:52} {t:8.2f} {mbs:8.0f} {ratio:6.2f}")
         print("ratio: against cp -r of the same tree (tree cases) or MD5 (digests); higher is better")
     finally:
         shutil.rmtree(work, ignore_errors=True)
