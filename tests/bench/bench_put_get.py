@@ -90,7 +90,9 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def cli(*args: str, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "artfs.cli", *args], check=True, env=env, stdout=subprocess.DEVNULL)
+    r = subprocess.run([sys.executable, "-m", "artfs.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if r.returncode:
+        raise SystemExit(f"artfs {args[0]} failed ({r.returncode}): {r.stderr.decode(errors='replace')}")
 
 
 def bench_tree(label: str, src: str, nbytes: int, work: str, reps: int) -> list[tuple[str, float, float, float]]:
