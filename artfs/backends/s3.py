@@ -56,6 +56,9 @@ class _NoSuchBucket(NotFound):
     """The bucket itself is missing (a NotFound to callers, but never "the key is absent")."""
 
 
+UPLOAD_READ_TIMEOUT = 300.0
+
+
 def _timeout_from_env() -> float:
     raw = os.environ.get("ARTFS_S3_TIMEOUT")
     if not raw:
@@ -117,6 +120,7 @@ class S3Backend(Backend):
         self._counter_lock = threading.Lock()
         self._client_lock = threading.Lock()
         self._client_obj = None
+        self._upload_client_obj = None
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -137,7 +141,21 @@ class S3Backend(Backend):
                     c = self._client_obj = self._make_client()
         return c
 
-    def _make_client(self):
+    @property
+    def _upload_client(self):
+        """A client for multipart uploads: completing a large upload can keep the server silent
+        for longer than the per-attempt socket timeout (servers concatenate the parts), so this
+        one waits up to ``UPLOAD_READ_TIMEOUT`` for an answer; connecting is bounded as usual."""
+        c = self._upload_client_obj
+        if c is None:
+            with self._client_lock:
+                c = self._upload_client_obj
+                if c is None:
+                    c = self._upload_client_obj = self._make_client(
+                        read_timeout=max(self._socket_timeout, UPLOAD_READ_TIMEOUT))
+        return c
+
+    def _make_client(self, *, read_timeout: float | None = None):
         try:
             import boto3
             from botocore.config import Config
@@ -153,7 +171,7 @@ class S3Backend(Backend):
             # total_max_attempts counts the first request; botocore's "max_attempts" would not
             retries={"mode": "standard", "total_max_attempts": self.max_attempts},
             connect_timeout=self._socket_timeout,
-            read_timeout=self._socket_timeout,
+            read_timeout=read_timeout or self._socket_timeout,
             max_pool_connections=32,
             s3={"addressing_style": addressing},
         )
@@ -392,7 +410,7 @@ class S3Backend(Backend):
                 with open(path, "rb") as f:
                     self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=f)
             else:
-                self._client.upload_file(
+                self._upload_client.upload_file(
                     path, self.bucket, self._key(key), Config=self._transfer_config()
                 )
         except OSError as e:
@@ -476,12 +494,14 @@ class S3Backend(Backend):
 
     def close(self) -> None:
         with self._client_lock:
-            c, self._client_obj = self._client_obj, None
-        if c is not None:
-            try:
-                c.close()
-            except Exception:
-                pass
+            clients = (self._client_obj, self._upload_client_obj)
+            self._client_obj = self._upload_client_obj = None
+        for c in clients:
+            if c is not None:
+                try:
+                    c.close()
+                except Exception:
+                    pass
 
 
 def _is_botocore(e: BaseException) -> bool:
