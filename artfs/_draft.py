@@ -138,11 +138,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple
 
 from ._digest import digest_bytes, digest_file
 from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidPath, NotFound, StoreUnavailable
-from ._manifest import Entry, Manifest, check_entries, version_digest
+from ._manifest import Entry, Manifest, check_entries, gc_paused, version_digest
 from ._names import check_alias, check_name, check_path
 
 if TYPE_CHECKING:
@@ -230,6 +231,9 @@ class _Node(NamedTuple):
     ref_info: str | None
     target: str | None
 
+
+_node_of_row = partial(tuple.__new__, _Node)  # _Node(*row) without the Python-level __new__
+_new_entry = partial(tuple.__new__, Entry)
 
 _COLS = "ino, parent, name, kind, mode, mtime, fid, digest, size, hmtime, ref, ref_info, target"
 
@@ -809,8 +813,9 @@ class Draft:
 
     @staticmethod
     def _entry_of(n: _Node, path: str) -> Entry:
-        return Entry(path, n.digest, n.size, bool(n.mode & stat.S_IXUSR), n.ref,
-                     json.loads(n.ref_info) if n.ref_info else None)
+        # tuple.__new__ directly: a snapshot builds one per base file (NamedTuple.__new__ is Python)
+        return _new_entry((path, n.digest, n.size, bool(n.mode & stat.S_IXUSR), n.ref,
+                           json.loads(n.ref_info) if n.ref_info else None))
 
     def staged_path(self, ino: int) -> str | None:
         """Where a staged file's bytes are (None: a base file, read it from the store/cache)."""
@@ -1229,6 +1234,7 @@ class Draft:
         return (n.digest is not None and n.ino not in self._invalid and st.st_size == n.size
                 and st.st_mtime_ns == n.hmtime)
 
+    @gc_paused()  # it builds a few objects per node of maybe millions, none in a cycle
     def _snapshot(self, *, hash: bool) -> tuple[
             list[Entry], dict[str, Callable[[str], None] | str], list[str], list[tuple[str, int]]]:
         """(entries, {digest: staged path}, problems, unhashed (path, size)) of the draft as it is now.
@@ -1236,7 +1242,7 @@ class Draft:
         Staged files whose cached digest is invalid are hashed when ``hash``; the digests are
         stored (unless read-only). The caller holds the lock and, when hashing, the gate.
         """
-        rows = [_Node(*r) for r in self._q(f"SELECT {_COLS} FROM nodes")]
+        rows = list(map(_node_of_row, self._q(f"SELECT {_COLS} FROM nodes")))
         children: dict[int, dict[str, _Node]] = {}
         for r in rows:
             if r.ino != ROOT:

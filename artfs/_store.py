@@ -36,12 +36,17 @@ period (24 h) and markers older than ``MARKER_STALE`` are considered abandoned b
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as _dt
 import json
 import os
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import xxhash
@@ -50,8 +55,8 @@ from ._cache import Cache
 from ._index import update_index
 from ._digest import blob_key, check_digest
 from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, StoreUnavailable
-from ._manifest import Entry, Manifest, check_entries, version_digest
-from ._names import Spec, check_alias, check_name, parse_spec
+from ._manifest import Entry, Manifest, _digests_ok, check_entries, gc_paused, version_digest
+from ._names import Spec, check_paths, check_alias, check_name, parse_spec
 from ._parallel import pmap
 from .backends import Backend, open_backend
 
@@ -61,6 +66,10 @@ if TYPE_CHECKING:
 INTENT_GRACE = 24 * 3600.0
 MARKER_STALE = 600.0
 _WORKERS = 8
+#: parsed manifests a Store keeps in memory (they never change): at most this many, and at most
+#: ``_MEMO_ENTRIES`` entries in all (a manifest larger than that is not kept)
+_MEMO_MANIFESTS = 4
+_MEMO_ENTRIES = 4_000_000
 
 
 def _now() -> str:
@@ -93,6 +102,8 @@ class Store:
         self.url = self.backend.url
         self.cache = cache or Cache()
         self.id = xxhash.xxh64_hexdigest(self.url.encode())
+        self._memo: OrderedDict[tuple[str, str, int], Manifest] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -162,7 +173,57 @@ class Store:
         return s.project, s.artifact, aliases[alias]
 
     def manifest(self, project: str, artifact: str, n: int) -> Manifest:
-        """The manifest of vN, from the local cache when read before (manifests never change)."""
+        """The manifest of vN, from the local cache when read before (manifests never change).
+
+        The last few parsed manifests are kept in memory too (a commit needs its base's several
+        times, and parsing a million entries takes seconds); each call returns its own copy
+        (the entry list and the metadata), so a caller may change what it gets.
+        """
+        key = (project, artifact, n)
+        with self._memo_lock:
+            m = self._memo.get(key)
+            if m is not None:
+                self._memo.move_to_end(key)
+        if m is None:
+            m = self._read_manifest(project, artifact, n)
+            self._remember(m)
+        return _copy_manifest(m)
+
+    def _remember(self, m: Manifest) -> None:
+        """Keep ``m`` (not to be changed any more) in the memo of parsed manifests."""
+        if len(m.entries) > _MEMO_ENTRIES:
+            return
+        with self._memo_lock:
+            self._memo[(m.project, m.artifact, m.version)] = m
+            self._memo.move_to_end((m.project, m.artifact, m.version))
+            total = sum(len(x.entries) for x in self._memo.values())
+            while len(self._memo) > _MEMO_MANIFESTS or total > _MEMO_ENTRIES:
+                _, old = self._memo.popitem(last=False)
+                total -= len(old.entries)
+
+    def _remember_written(self, m: Manifest) -> None:
+        """Keep the manifest a commit just wrote, when it is exactly what parsing its bytes would give
+        (plain entries with valid paths and digests, JSON metadata); else the next read parses it."""
+        es = m.entries
+        if not (set(map(type, map(_executable_of, es))) <= {bool} and set(map(type, map(_size_of, es))) <= {int}
+                and list(map(_ref_of, es)).count(None) == len(es)
+                and list(map(_ref_info_of, es)).count(None) == len(es)
+                and all(isinstance(x, (str, type(None))) for x in (m.description, m.run, m.commit_id))
+                and isinstance(m.type, str) and m.type and isinstance(m.created, str) and m.created
+                and (not es or _digests_ok(list(map(_digest_of, es))))):
+            return
+        try:
+            check_paths(list(map(_path_of, es)))
+            check_digest(m.digest)
+        except ArtfsError:
+            return
+        self._remember(dataclasses.replace(m, entries=list(es), metadata=json.loads(json.dumps(m.metadata))))
+
+    def _forget(self, project: str, artifact: str, n: int) -> None:
+        with self._memo_lock:
+            self._memo.pop((project, artifact, n), None)
+
+    def _read_manifest(self, project: str, artifact: str, n: int) -> Manifest:
         cpath = self.cache.manifest_path(self.id, project, artifact, n)
         where = f"{project}/{artifact}:v{n}"
         try:
@@ -243,8 +304,9 @@ class Store:
         check_name(project, "project")
         check_name(artifact, "artifact")
         aliases = [check_alias(a) for a in aliases]
-        entries = check_entries(entries)
-        vdigest = vdigest or version_digest(entries)
+        with gc_paused():  # no cycles among entries; a collection would walk them all
+            entries = check_entries(entries)
+            vdigest = vdigest or version_digest(entries)
         versions = self.versions(project, artifact)
         if commit_id is not None:
             done = self.find_commit(project, artifact, commit_id, after=base_version, versions=versions)
@@ -256,18 +318,20 @@ class Store:
                 for a in aliases:
                     self.set_alias(project, artifact, a, done)
                 return CommitResult(project, artifact, done, False, len(m.entries), aliases=aliases)
+        base: Manifest | None = None  # the latest version's manifest, parsed once for all uses below
         if versions:
             base = self.manifest(project, artifact, versions[-1])
             if base.type != type and type != "unspecified":
                 raise InvalidName(f"{project}/{artifact} has type {base.type!r}, not {type!r}")
             type = base.type if type == "unspecified" else type
-        same = self._find_digest(project, artifact, vdigest, versions)
+        same = self._find_digest(project, artifact, vdigest, versions, latest=base)
         if same is not None:
             for a in aliases:
                 self.set_alias(project, artifact, a, same)
             return CommitResult(project, artifact, same, False, len(entries), aliases=aliases)
 
-        digests = sorted({e.digest for e in entries if e.digest and e.ref is None})
+        with gc_paused():
+            digests = sorted({e.digest for e in entries if e.digest and e.ref is None})
         commit_id = commit_id or uuid.uuid4().hex
         ikey = f"{project}/intents/{commit_id}.json"
         self.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "blobs": digests}).encode())
@@ -275,8 +339,9 @@ class Store:
             self._wait_for_deletions(project)
             # Blobs of a manifest that still exists after our intent are present (see invariants).
             known: set[str] = set()
-            if versions and self.backend.exists(self._vkey(project, artifact, versions[-1])):
-                known = {e.digest for e in self.manifest(project, artifact, versions[-1]).entries if e.digest}
+            if base is not None and self.backend.exists(self._vkey(project, artifact, versions[-1])):
+                known = set(map(_digest_of, base.entries))
+                known.discard(None)
             missing = self._missing_blobs(project, [d for d in digests if d not in known])
             up_bytes = 0
             sizes = {e.digest: e.size for e in entries if e.digest}
@@ -304,7 +369,8 @@ class Store:
             while True:
                 m = Manifest(project, artifact, n, type, entries, vdigest, created,
                              description, dict(metadata or {}), run, commit_id)
-                data = m.to_bytes()
+                with gc_paused():
+                    data = m.to_bytes()
                 try:
                     self.backend.put(self._vkey(project, artifact, n), data, exclusive=True)
                 except AlreadyExists:
@@ -317,6 +383,7 @@ class Store:
                     continue
                 break
             self.cache.write_small(self.cache.manifest_path(self.id, project, artifact, n), data)
+            self._remember_written(m)
         finally:
             self.backend.delete(ikey)
         self.backend.put(f"{self._akey(project, artifact)}digests/{vdigest.split(':')[1]}", str(n).encode())
@@ -360,14 +427,21 @@ class Store:
             return True
         return not (isinstance(doc, dict) and doc.get("commit_id") == m.commit_id and doc.get("created") == m.created)
 
-    def _find_digest(self, project: str, artifact: str, vdigest: str, versions: list[int]) -> int | None:
+    def _find_digest(self, project: str, artifact: str, vdigest: str, versions: list[int], *,
+                     latest: Manifest | None = None) -> int | None:
+        """The version with version digest ``vdigest``; ``latest``: the manifest of ``versions[-1]`` if read."""
+        def digest_of(n: int) -> str:
+            if latest is not None and n == versions[-1]:
+                return latest.digest
+            return self.manifest(project, artifact, n).digest
+
         try:
             n = int(self.backend.get(f"{self._akey(project, artifact)}digests/{vdigest.split(':')[1]}").decode())
-            if n in versions and self.manifest(project, artifact, n).digest == vdigest:
+            if n in versions and digest_of(n) == vdigest:
                 return n
         except (NotFound, ValueError):
             pass
-        if versions and self.manifest(project, artifact, versions[-1]).digest == vdigest:
+        if versions and digest_of(versions[-1]) == vdigest:
             return versions[-1]
         return None
 
@@ -464,6 +538,7 @@ class Store:
             # the tombstone comes first: from now on no commit takes the number n again
             self.backend.put(f"{akey}deleted/{n}", json.dumps({"commit_id": m.commit_id, "created": m.created}).encode())
             self.backend.delete(self._vkey(project, artifact, n))
+            self._forget(project, artifact, n)
             self.backend.delete(f"{akey}info/{n}.json")
             dkey = f"{akey}digests/{m.digest.split(':')[1]}"
             try:
@@ -520,6 +595,19 @@ class Store:
     def fetch_blob(self, project: str, digest: str) -> str:
         """Path of the verified cached copy of a blob, fetching it from the store if needed."""
         return self.cache.ensure(digest, lambda tmp: self.backend.download_file(blob_key(project, digest), tmp))
+
+
+_digest_of = attrgetter("digest")
+_path_of = attrgetter("path")
+_size_of = attrgetter("size")
+_executable_of = attrgetter("executable")
+_ref_of = attrgetter("ref")
+_ref_info_of = attrgetter("ref_info")
+
+
+def _copy_manifest(m: Manifest) -> Manifest:
+    """A copy of ``m`` that shares nothing mutable with it (entries are immutable tuples)."""
+    return dataclasses.replace(m, entries=list(m.entries), metadata=copy.deepcopy(m.metadata))
 
 
 def _valid(name: str, *, alias: bool = False) -> bool:
