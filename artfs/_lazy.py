@@ -217,6 +217,7 @@ class _Entry:
         self.nchunks = 0
         self.present = bytearray()
         self.npresent = 0
+        self.finalize_due = False  # set under lock by refresh(); the reader starts verification
         self.inflight: dict[int, _Job] = {}
 
     # -- opening -------------------------------------------------------------------------------
@@ -316,6 +317,9 @@ class _Entry:
             if b and not self.present[i]:
                 self.present[i] = 1
                 self.npresent += 1
+        if self.npresent == self.nchunks and not self.complete and not self.finalizing and self.verify:
+            # the last chunks came from another process: no fetch of ours will start verification
+            self.finalizing = self.finalize_due = True
 
     def close_fds(self) -> None:
         for fd in (self.fd, self.map_fd, *self.old_fds):
@@ -721,6 +725,11 @@ class LazyBlobs:
                             submit.extend(self._plan_prefetch(h, e, c1, p0, p1))
                     if not waits:
                         fd, gen = e.fd, e.gen
+            if e.finalize_due:
+                with e.lock:
+                    due, e.finalize_due = e.finalize_due, False
+                if due:
+                    self._start_finalize(e)
             for job in submit:  # every job registered above must run (or fail) to be released
                 self._submit(e, job)
             if stale:
