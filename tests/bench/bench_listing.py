@@ -96,7 +96,6 @@ def bench_listing(n: int, reps: int, tmp: str) -> list[str]:
         for name, first, best, disk in rows:
             lines.append(f"{name:10} {first:12.2f}s {best:11.2f}s {disk:10.2f}s {best / disk:6.1f}x")
         lines.append(f"  (mount/disk of the best of {reps}; {n} files in {n // 100 + n // 10_000 + 1} directories)")
-        lines.append(f"  daemon: {m.stats().get('requests', '')}")
     return lines
 
 

@@ -90,7 +90,8 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def cli(*args: str, env: dict[str, str]) -> None:
-    r = subprocess.run([sys.executable, "-m", "artfs.cli", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    r = subprocess.run([sys.executable, "-m", "artfs.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
     if r.returncode:
         raise SystemExit(f"artfs {args[0]} failed ({r.returncode}): {r.stderr.decode(errors='replace')}")
 
