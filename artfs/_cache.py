@@ -99,6 +99,13 @@ class CacheInfo:
 
 
 class Cache:
+    """The local cache of verified blobs and manifests, shared by every artfs process of the user.
+
+    ``Cache(root)`` (default ``$ARTFS_CACHE_DIR``, else ``~/.cache/artfs``) creates its directories;
+    ``max_size`` bounds it (``cleanup`` evicts least recently used blobs). ``OSError`` when the
+    directory cannot be created.
+    """
+
     def __init__(self, root: str | None = None, *, max_size: int | str | None = None) -> None:
         self.root = os.path.abspath(root or default_cache_dir())
         for d in ("blobs", "partial", "manifests", "tmp"):
@@ -107,12 +114,15 @@ class Cache:
 
     # -- paths ---------------------------------------------------------------------------------
     def path(self, digest: str) -> str:
+        """Where the complete, verified blob ``digest`` lives (it may not be there)."""
         return os.path.join(self.root, "blobs", *cache_rel(digest).split("/"))
 
     def tmp_path(self) -> str:
+        """A fresh name under the cache's ``tmp/`` (same file system, so it can be renamed into place)."""
         return os.path.join(self.root, "tmp", uuid.uuid4().hex)
 
     def has(self, digest: str) -> bool:
+        """Whether the blob is in the cache."""
         return os.path.exists(self.path(digest))
 
     # -- filling -------------------------------------------------------------------------------
@@ -162,11 +172,13 @@ class Cache:
         return True
 
     def drop(self, digest: str) -> None:
+        """Remove a blob from the cache (nothing if it is not there)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(digest))
 
     @staticmethod
     def touch(p: str) -> None:
+        """Mark a cached file as used now (least recently used files are evicted first)."""
         with contextlib.suppress(OSError):
             os.utime(p)
 
@@ -229,9 +241,11 @@ class Cache:
 
     # -- manifests -----------------------------------------------------------------------------
     def manifest_path(self, store_id: str, project: str, artifact: str, n: int) -> str:
+        """Where the manifest of vN of a store is kept (manifests never change, so it stays valid)."""
         return os.path.join(self.root, "manifests", store_id, project, artifact, f"{n}.json")
 
     def write_small(self, path: str, data: bytes) -> None:
+        """Write ``data`` to ``path`` atomically (through ``tmp/`` and a rename); ``OSError`` on failure."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = self.tmp_path()
         with open(tmp, "wb") as f:
@@ -253,6 +267,7 @@ class Cache:
         return out
 
     def info(self) -> CacheInfo:
+        """Where the cache is, how many blobs and bytes it holds (complete and partial), and its bound."""
         blobs = partial = nb = npb = 0
         for _, size, p in self._blobs():
             if os.sep + "partial" + os.sep in p:
@@ -315,5 +330,6 @@ class Cache:
         return removed, freed
 
     def clear_tmp(self) -> None:
+        """Remove files left in ``tmp/`` (by crashed writers); only safe when no artfs process runs."""
         shutil.rmtree(os.path.join(self.root, "tmp"), ignore_errors=True)
         os.makedirs(os.path.join(self.root, "tmp"), exist_ok=True)

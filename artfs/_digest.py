@@ -32,6 +32,7 @@ def finish(h: "xxhash.xxh3_128") -> str:
 
 
 def digest_bytes(data: bytes | memoryview) -> str:
+    """``xxh128:<32 hex>`` of ``data``, the digest artfs records for file contents."""
     return f"{ALGO}:{xxhash.xxh3_128_hexdigest(data)}"
 
 

@@ -51,6 +51,7 @@ class Entry(NamedTuple):
     ref_info: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The entry as it is written in a manifest."""
         d: dict[str, Any] = {"path": self.path, "digest": self.digest, "size": self.size}
         if self.executable:
             d["executable"] = True
@@ -62,6 +63,7 @@ class Entry(NamedTuple):
 
     @classmethod
     def from_json(cls, d: Any) -> "Entry":
+        """An entry read from a manifest, validated like user input; ``CorruptData`` if it is not valid."""
         if not isinstance(d, dict):
             raise CorruptData(f"manifest entry is not an object: {d!r}")
         path = check_path(d.get("path"))
@@ -356,9 +358,11 @@ class Manifest:
 
     @property
     def size(self) -> int:
+        """Total bytes of the entries."""
         return sum(e.size for e in self.entries)
 
     def to_bytes(self) -> bytes:
+        """The manifest as stored (JSON, UTF-8)."""
         doc = {
             "format": FORMAT,
             "project": self.project,
