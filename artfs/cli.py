@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import difflib
 import importlib
 import json
 import logging
@@ -171,6 +172,12 @@ def _spec(s: str, *, ref: str = "optional") -> Spec:
     if ref == "none" and ":" in s:
         raise UsageError(f"{s!r}: expected project/artifact without a version or alias")
     return spec
+
+
+def _did_you_mean(name: str, names: Sequence[str]) -> str:
+    """``; did you mean x?`` for the closest of ``names`` (difflib), or ""."""
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _parse_value(v: str) -> Any:
@@ -326,7 +333,7 @@ def cmd_ls(ctx: Context) -> None:
     if project is not None:
         names = store.artifacts(project)
         if not names:
-            raise NotFound(f"{project}: no such project in {store.url}")
+            raise NotFound(f"{project}: no such project in {store.url}{_did_you_mean(project, store.projects())}")
         docs: list[dict[str, Any]] = []
         for name in names:
             versions = store.versions(project, name)
@@ -447,7 +454,7 @@ def cmd_gc(ctx: Context) -> None:
     project = check_name(ctx.args.project, "project")
     store = ctx.store
     if project not in store.backend.list_dirs(""):
-        raise NotFound(f"{project}: no such project in {store.url}")
+        raise NotFound(f"{project}: no such project in {store.url}{_did_you_mean(project, store.projects())}")
     r = store.gc(project, dry_run=ctx.args.dry_run)
     verb = "would remove" if ctx.args.dry_run else "removed"
     text = (f"{project}: {verb} {_plural(r['blobs_removed'], 'unreferenced blob')} "

@@ -191,6 +191,7 @@ def test_did_you_mean(user: User) -> None:
     user.run("put", "-n", "cycling/bike-dataset", str(_dataset(user.tmp / "data")), "--alias", "best")
     assert "did you mean cycling/bike-dataset?" in user.fails("get", "cycling/bike-datset", code=3)
     assert "did you mean cycling/bike-dataset?" in user.fails("show", "cyclin/bike-dataset:v0", code=3)
+    assert "did you mean cycling?" in user.fails("ls", "cyclng", code=3)
     assert "did you mean cycling/bike-dataset:best?" in user.fails("show", "cycling/bike-dataset:bset", code=3)
     assert user.fails("show", "cycling/bike-dataset:v7", code=3) == "artfs: error: cycling/bike-dataset:v7: no such version"
 
