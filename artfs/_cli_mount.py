@@ -369,8 +369,8 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 600.0, cach
             if len(held) > 5:
                 who += f"; and {len(held) - 5} more"
             raise ArtfsError(f"cannot unmount {mnt}: it is busy" + (f": {who}" if who else "") +
-                             f". Close those, or 'artfs umount --lazy {mnt}' detaches it now and the daemon "
-                             "finishes once the last file is closed")
+                             f". Close those, or 'artfs umount --lazy {mnt}': it detaches the mount at once "
+                             "and waits until they have closed their files and the daemon has finished")
         raise ArtfsError(f"cannot unmount {mnt}: {msg}")
     if pid is not None:
         deadline = time.monotonic() + timeout
@@ -379,7 +379,8 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 600.0, cach
             if time.monotonic() > deadline:
                 raise ArtfsError(f"{mnt} is unmounted, but its daemon (pid {pid}) is still running after {timeout:g} s")
             if not said and note is not None and time.monotonic() > deadline - timeout + 2.0:
-                note(f"waiting for the mount daemon (pid {pid}) to commit the drafts and exit...")
+                note(f"waiting for the mount daemon (pid {pid}) to commit the drafts and exit"
+                     + (" (after the last file open under the mount is closed)..." if lazy else "..."))
                 said = True
             time.sleep(0.05)
     return pid

@@ -11,6 +11,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -180,10 +181,25 @@ def test_busy_unmount_names_the_process_and_offers_lazy(user: User) -> None:
         assert "busy" in line and f"pid {holder.pid} (python" in line and "a.txt open" in line
         assert f"artfs umount --lazy {mnt}" in line
         assert is_mounted(mnt)
+        # --lazy detaches at once, then waits for the holder to let go and the daemon to exit
+        lazy = subprocess.Popen([ARTFS, "umount", "--lazy", str(mnt)], env=user.env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while is_mounted(mnt) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not is_mounted(mnt)
+            holder.kill()
+            holder.wait()
+            out, err = lazy.communicate(timeout=60)
+            assert lazy.returncode == 0, err
+        finally:
+            if lazy.poll() is None:
+                lazy.kill()
+                lazy.wait()
     finally:
         holder.kill()
         holder.wait()
-    user.run("umount", str(mnt))
     assert not is_mounted(mnt)
 
 
