@@ -53,7 +53,10 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 
 
 
 def parse_size(s: str | int) -> int:
-    """``1GB``, ``500M``, ``20G``, ``1.5GiB``, ``1024`` -> bytes (K/M/G/T are powers of 1024)."""
+    """``1GB``, ``500M``, ``20G``, ``1.5GiB``, ``1024`` -> bytes (K/M/G/T are powers of 1024).
+
+    Raises ``ArtfsError`` for anything else (the CLI reports it as bad usage).
+    """
     if isinstance(s, int):
         return s
     m = _SIZE_RE.match(s)

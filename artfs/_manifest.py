@@ -344,6 +344,10 @@ def gc_paused() -> Iterator[None]:
 
 @dataclass
 class Manifest:
+    """What a version is: its entries (sorted by path), type, version digest, creation time, and the
+    description and metadata it was logged with. Stored as ``versions/<N>.json`` and never changed;
+    reading one validates it like user input (``CorruptData`` for anything malformed)."""
+
     project: str
     artifact: str
     version: int

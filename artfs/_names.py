@@ -140,7 +140,10 @@ def _is_name(s: str) -> bool:
 
 @dataclass(frozen=True)
 class Spec:
-    """``project/artifact[:version-or-alias]``; ``version`` is an int, ``alias`` a name."""
+    """``project/artifact[:version-or-alias]``; ``version`` is an int, ``alias`` a name.
+
+    Made by :func:`parse_spec`, which validates every part (``InvalidName``).
+    """
 
     project: str
     artifact: str
@@ -157,7 +160,11 @@ class Spec:
 
 
 def parse_spec(spec: str, *, default_project: str | None = None, need_ref: bool = False) -> Spec:
-    """Parse ``proj/art``, ``proj/art:v3``, ``proj/art:best``; a bare ``art`` needs a default project."""
+    """Parse ``proj/art``, ``proj/art:v3``, ``proj/art:best``; a bare ``art`` needs a default project.
+
+    Raises ``InvalidName`` for anything else, including W&B's ``entity/project/artifact`` (artfs
+    has no entity; the message names the spec to use instead).
+    """
     if not isinstance(spec, str) or not spec:
         raise InvalidName(f"invalid artifact spec {spec!r}")
     name, sep, ref = spec.partition(":")

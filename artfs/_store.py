@@ -109,7 +109,14 @@ class HasAliases(ArtfsError):
 
 
 class Store:
-    """A store of artifacts: a local directory (default), ``s3://bucket/prefix`` or ``https://…``."""
+    """A store of artifacts: a local directory (default), ``s3://bucket/prefix`` or ``https://…``.
+
+    ``Store()`` opens the default store (``$ARTFS_STORE``, else ``~/.local/share/artfs/store``);
+    a local store directory is created by the first write. Opening does not contact the store:
+    a store that cannot be reached raises ``StoreUnavailable`` on first use, a malformed URL
+    ``ValueError``. Methods raise ``InvalidName`` for bad names and ``NotFound`` for what does
+    not exist; ``https://`` stores are read-only (``PermissionDenied`` on writes).
+    """
 
     def __init__(self, url: str | None = None, *, cache: Cache | None = None, backend: Backend | None = None) -> None:
         self.backend = backend or open_backend(url)

@@ -27,9 +27,13 @@ def _public_members(cls: type) -> list[tuple[str, object]]:
 
 
 def test_every_public_name_has_a_docstring() -> None:
-    missing = [name for name in artfs.__all__
-               if not (getattr(artfs, name).__doc__ or "").strip()
-               or (inspect.isclass(getattr(artfs, name)) and not (vars(getattr(artfs, name)).get("__doc__") or "").strip())]
+    missing = []
+    for name in artfs.__all__:
+        obj = getattr(artfs, name)
+        doc = (vars(obj).get("__doc__") if inspect.isclass(obj) else obj.__doc__) or ""
+        # a dataclass without a docstring gets its signature as one: that says nothing
+        if not doc.strip() or doc.startswith(f"{name}("):
+            missing.append(name)
     assert missing == []
 
 
