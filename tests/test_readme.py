@@ -9,6 +9,8 @@ account or the internet; keep that set small, and say why in the marker):
   directory and ``~/data`` are the test's own) and one working directory: a later block sees what
   an earlier one made, as a reader following the guide would. Mounts the blocks make are real
   FUSE mounts; whatever they leave mounted under the test's directory is unmounted at the end.
+  ``s3://my-bucket`` is a bucket on the test's own S3 server, whose credentials are in the
+  environment, as a user's would be.
 * each Python block runs in a fresh directory with a fresh default store.
 """
 
