@@ -297,7 +297,12 @@ def cmd_get(ctx: Context) -> None:
     if prefix is not None:
         entries = [e for e in entries if e.path == prefix or e.path.startswith(prefix + "/")]
         if not entries:
-            raise NotFound(f"{art.qualified_name} has no file or directory {prefix!r}")
+            hint = ""
+            tail = prefix.split("/", 1)[1] if "/" in prefix else None
+            if tail and any(e.path == tail or e.path.startswith(tail + "/") for e in art.manifest.entries):
+                # `put -n x ./images` logs what is inside ./images: images/val is val in the version
+                hint = f"; did you mean --path {tail}? ('put DIR' logs the contents of DIR at the version's root)"
+            raise NotFound(f"{art.qualified_name} has no file or directory {prefix!r}{hint}")
     total = sum(e.size for e in entries)
     files = {"allow_file": a.allow_file, "file_roots": a.file_roots}
     if a.checkout:

@@ -212,6 +212,15 @@ def test_did_you_mean(user: User) -> None:
     assert user.fails("show", "cycling/bike-dataset:v7", code=3) == "artfs: error: cycling/bike-dataset:v7: no such version"
 
 
+def test_get_path_of_the_logged_directory_itself_is_explained(user: User) -> None:
+    images = user.tmp / "images"
+    _dataset(images / "val")
+    user.run("put", "-n", "p/a", str(images))
+    line = user.fails("get", "p/a", "--path", "images/val", code=3)
+    assert "did you mean --path val?" in line
+    user.run("get", "p/a", "--path", "val")
+
+
 def test_wandb_entity_is_explained(user: User) -> None:
     line = user.fails("show", "my-team/cycling/bike-dataset:v1", code=2)
     assert "artfs has no entity" in line and "cycling/bike-dataset:v1" in line
