@@ -63,6 +63,23 @@ Invariants
   next read. Chunks already in the cache are read without asking the store, so everything cached
   stays readable when the store is unreachable.
 
+Complete blobs opened again
+---------------------------
+A complete blob is served without hashing it if its verification record (``user.artfs.verified``,
+see :mod:`artfs._cache`) matches its ``fstat``; otherwise :meth:`LazyBlobs.open` hashes it again
+before taking any lock (kept, re-recorded) or drops it with a warning (then fetched again).
+
+Streamed entries (blobs larger than the cache allows)
+-----------------------------------------------------
+A blob larger than half the cache's bound is never cached whole: its entry uses an unnamed
+partial file and map (``O_TMPFILE`` in ``tmp/``, private to this process, gone when the last
+handle closes or the process dies) holding at most ``stream_window`` bytes of chunks. Chunks are
+hashed in order as they arrive; beyond the window, the oldest chunks not being copied by a read
+right now (pinned between ``_ensure`` and the ``pread``) are punched out and marked absent. A pass
+that reaches the end with a wrong digest fails that fetch (CorruptData) and resets the entry (new
+generation). See :class:`_Stream`. Such an entry never becomes a complete blob and is never
+served by ``readinto_nowait`` (whose unlocked read could see a punched chunk).
+
 Read-ahead
 ----------
 Per handle: a read that starts at offset 0 or near the end of the previous reads (within a few
