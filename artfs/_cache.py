@@ -150,9 +150,12 @@ def check_blob(fd: int, path: str, digest: str, size: int) -> bool:
     """
     if os.fstat(fd).st_size == size and stamp_ok(fd, digest):
         return True
+    before = os.fstat(fd)
     got, n = hash_fd(fd)
     if got == digest and n == size:
-        stamp(fd, digest)
+        after = os.fstat(fd)
+        if (before.st_mtime_ns, before.st_size) == (after.st_mtime_ns, after.st_size):
+            stamp(fd, digest)  # else written to while hashed: no record, hashed again next time
         return True
     log.warning("cache blob %s changed on disk after it was verified (%d bytes, digest %s); "
                 "dropped it, it will be fetched again", digest, n, got)
@@ -289,7 +292,15 @@ class Cache:
             return False
         if got != digest:
             self.drop(digest)
+            log.warning("cache blob %s changed on disk after it was verified (digest now %s); dropped it",
+                        digest, got)
             return False
+        with contextlib.suppress(OSError):
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                stamp(fd, digest)  # hashed just now: renew the record (a blob cached before records)
+            finally:
+                os.close(fd)
         return True
 
     def drop(self, digest: str) -> None:
