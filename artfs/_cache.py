@@ -49,7 +49,7 @@ from typing import Callable, Iterator
 import xxhash
 
 from ._digest import cache_rel, digest_file, read_buffer
-from ._errors import ArtfsError, CorruptData
+from ._errors import ArtfsError, CorruptData, SizeMismatch
 
 log = logging.getLogger("artfs.cache")
 
@@ -171,10 +171,6 @@ def touch_fd(fd: int) -> None:
     """Mark an open cache file as used (its atime; the mtime belongs to the verification record)."""
     with contextlib.suppress(OSError):
         os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))
-
-
-class SizeMismatch(CorruptData):
-    """A blob matches its digest but not the size the manifest gives it (a broken manifest)."""
 
 
 def _copy_hashing(fi: "io.FileIO", dst: str, digest: str, mode: int | None, size: int | None = None) -> bool:
