@@ -1041,6 +1041,8 @@ class LazyBlobs:
                     data = e.fetch(off, n)
                     got = len(data)
             except NotFound as ex:  # listed in a manifest, gone from the store: EIO, not ENOENT
+                if e.fetch is not None:  # a pinned reference whose target is gone
+                    raise CorruptData(f"{ex} (a file listed in the version; its bytes are gone)") from None
                 raise CorruptData(
                     f"blob {e.digest} (project {e.project}) is missing from {self.store.url} although a "
                     f"manifest lists it: {ex}") from None
