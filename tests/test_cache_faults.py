@@ -341,3 +341,37 @@ def test_a_streamed_blob_that_does_not_match_its_digest_fails_at_the_end(small_s
             off = 0
             while off < len(data):
                 off += len(h.read(off, 256 * 1024))
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_lazy_reader_refetches_a_blob_changed_after_verification(request, tmp_path, kind, caplog):
+    """The rule the mount uses, in process, on both stores: a changed blob is dropped, logged,
+    and its bytes come from the store again; an unchanged one is served without the store."""
+    from artfs._lazy import LazyBlobs
+
+    url = str(tmp_path / "store") if kind == "local" else request.getfixturevalue("s3_url")
+    store = Store(url, cache=Cache(str(tmp_path / "cache")))
+    try:
+        data = os.urandom(3 * MiB + 1)
+        d = _put_blob(store, data)
+        with LazyBlobs(store, chunk_size=1 * MiB) as lb:
+            with lb.open("proj", d, len(data)) as h:
+                assert h.read(0, len(data)) == data
+            assert lb.drain(30)
+        _wait_for(lambda: store.cache.has(d), "the blob to be verified into the cache")
+        with LazyBlobs(store, chunk_size=1 * MiB) as lb:  # unchanged: no store request
+            before = store.backend.counter["range"]
+            with lb.open("proj", d, len(data)) as h:
+                assert h.read(0, len(data)) == data
+            assert store.backend.counter["range"] == before
+        _flip_byte(store.cache.path(d), 2 * MiB + 9)
+        with LazyBlobs(store, chunk_size=1 * MiB) as lb:
+            with caplog.at_level("WARNING", logger="artfs.cache"):
+                with lb.open("proj", d, len(data)) as h:
+                    assert h.read(0, len(data)) == data
+            assert store.backend.counter["range"] > before
+        assert "changed on disk after it was verified" in caplog.text
+    finally:
+        close = getattr(store.backend, "close", None)
+        if close is not None:
+            close()
