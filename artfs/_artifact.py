@@ -17,7 +17,7 @@ import uuid
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
 from ._digest import blob_key, digest_file
-from ._errors import ArtfsError, CorruptData, InvalidPath
+from ._errors import ArtfsError, CorruptData, InvalidPath, SizeMismatch
 from ._manifest import Entry, Manifest
 from ._names import check_alias, check_name, check_path, join_path
 from ._parallel import pmap
@@ -366,9 +366,11 @@ class Artifact:
                     return store.backend.download_file(blob_key(project, digest), t)
             try:
                 # from the cache (verified), or fetched into it and copied here in one pass
-                if store.cache.fetch_copy(digest, fetch, tmp, mode=mode):
+                if store.cache.fetch_copy(digest, fetch, tmp, mode=mode, size=e.size):
                     fetched = True
                 os.replace(tmp, target)
+            except SizeMismatch as ex:
+                raise SizeMismatch(f"{self.qualified_name}: entry {e.path!r}: {ex}") from None
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
@@ -411,6 +413,8 @@ class Artifact:
             elif e.digest is None:  # a reference pinned by ETag/version id: only its size is known
                 if is_pinned(e) and os.path.getsize(p) != e.size:
                     problems.append(f"changed {e.path}")
+            elif os.path.getsize(p) != e.size:  # before hashing: the size says it at once
+                problems.append(f"changed {e.path} (size {os.path.getsize(p)}, the manifest says {e.size})")
             elif digest_file(p)[0] != e.digest:
                 problems.append(f"changed {e.path}")
         for dirpath, _, filenames in os.walk(root):

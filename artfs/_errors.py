@@ -6,6 +6,7 @@
     ├── NotFound                    a project, artifact, version, alias, blob or key does not exist
     ├── AlreadyExists               an exclusive create found the key already there
     ├── CorruptData                 bytes or a manifest do not match what was recorded
+    │   └── SizeMismatch            a blob matches its digest but not its entry's size
     ├── StoreUnavailable            the store cannot be reached (after bounded retries)
     ├── ReferenceChanged            a reference's target no longer is what was recorded
     └── PermissionDenied            an operation the store, mount or options do not allow
@@ -53,6 +54,12 @@ class AlreadyExists(ArtfsError):
 
 class CorruptData(ArtfsError):
     """Bytes or a manifest do not match what was recorded."""
+
+    exit_code = 5
+
+
+class SizeMismatch(CorruptData):
+    """A blob matches its digest but not the size its manifest entry gives (a broken manifest)."""
 
     exit_code = 5
 

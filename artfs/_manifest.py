@@ -31,6 +31,11 @@ from ._names import check_name, check_path, check_paths
 
 FORMAT = 1
 
+#: The largest size a manifest entry may claim: 1 PiB. No store holds a file that large (S3's
+#: limit is 5 TiB), so a bigger size is a tampered or broken manifest, refused when it is read
+#: (CorruptData naming the entry) instead of being printed as "888.2 PB" or allocated for.
+MAX_ENTRY_SIZE = 1 << 50
+
 
 class Entry(NamedTuple):
     """One file of a version (immutable).
@@ -80,6 +85,8 @@ class Entry(NamedTuple):
             if not (ref is not None and size is None):
                 raise CorruptData(f"entry {path!r}: invalid size {size!r}")
             size = 0
+        if size > MAX_ENTRY_SIZE:
+            raise CorruptData(f"entry {path!r}: impossible size {size} (the bound is {MAX_ENTRY_SIZE} bytes, 1 PiB)")
         ref_info = d.get("ref_info")
         if ref_info is not None and not isinstance(ref_info, dict):
             raise CorruptData(f"entry {path!r}: invalid ref_info")
@@ -262,7 +269,7 @@ def _bulk_entries(raw: list[Any]) -> list[Entry] | None:
             sizes[i] = 0
     if not _digests_ok(digests):
         return None
-    if set(map(type, sizes)) != {int} or min(sizes) < 0:  # type(True) is bool, not int
+    if set(map(type, sizes)) != {int} or min(sizes) < 0 or max(sizes) > MAX_ENTRY_SIZE:  # type(True) is bool
         return None
     try:
         check_paths(paths)
