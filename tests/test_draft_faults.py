@@ -1,0 +1,153 @@
+"""Drafts under faults, on real FUSE mounts: a daemon killed in the middle of a commit, a full
+staging disk, requests on a draft while it is being committed.
+
+The store is slowed down or stopped by real means (a TCP proxy in front of the S3 server that holds
+every byte while stalled, a draft big enough to take a while to hash), never by a hook in the code.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from artfs import Cache, Store
+from artfsd.testing import MountProcess, is_mounted
+
+from test_mount_write import BASE, log_files, read_tree, read_version, write_tree  # noqa: F401
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse"),
+]
+
+MiB = 1 << 20
+CLI = [sys.executable, "-m", "artfs.cli"]
+
+
+class StallProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``upstream``; :meth:`stall` holds every byte (both ways,
+    open connections included) until :meth:`resume`. Closes every socket it made on exit."""
+
+    def __init__(self, upstream: str) -> None:
+        u = urlsplit(upstream)
+        self.target = (u.hostname or "127.0.0.1", u.port or 80)
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._closed = threading.Event()
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def __enter__(self) -> "StallProxy":
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closed.set()
+        self._flowing.set()
+        self._listener.close()
+        with self._lock:
+            for s in self._socks:
+                s.close()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self._socks += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                while not self._flowing.wait(0.1):  # stalled: hold the bytes
+                    if self._closed.is_set():
+                        return
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def _wait_for(cond, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+# -- 5: the daemon dies in the middle of a commit at unmount ---------------------------------------------
+def test_umount_fails_and_says_how_to_commit_when_the_daemon_dies_mid_commit(tmp_path: Path, s3_url: str) -> None:
+    log_files(Store(s3_url, cache=Cache(str(tmp_path / "writer-cache"))), BASE)
+    with StallProxy(os.environ["AWS_ENDPOINT_URL"]) as proxy:
+        env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url, "ARTFS_STORE": s3_url,
+               "ARTFS_STAGING_DIR": str(tmp_path / "staging"), "ARTFS_CACHE_DIR": str(tmp_path / "cache"),
+               "XDG_STATE_HOME": str(tmp_path / "state")}
+        m = MountProcess(s3_url, tmp_path / "mnt", cache_dir=tmp_path / "cache", env=env)
+        with m:
+            d = m.path("proj", "data", "draft")
+            with open(os.path.join(d, "new.bin"), "wb") as f:
+                f.write(os.urandom(MiB))
+            os.unlink(os.path.join(d, "README.md"))
+            written = read_tree(d)
+            proxy.stall()  # the store stops answering: the commit at unmount cannot finish
+            umount = subprocess.Popen([*CLI, "umount", m.mountpoint], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+            try:
+                _wait_for(lambda: "proj/data: committing the draft" in m.log, "the commit to start")
+                os.kill(m.pid, signal.SIGKILL)  # our own child: dies in the middle of the commit
+                out, err = umount.communicate(timeout=60)
+            finally:
+                if umount.poll() is None:
+                    umount.kill()
+                    umount.wait()
+            assert not is_mounted(m.mountpoint)
+        assert umount.returncode == 1, out + err  # nothing was committed
+        assert "proj/data: not committed" in err and "the draft is kept" in err, err
+        assert f"artfs commit --store {s3_url} proj/data" in err, err
+        proxy.resume()
+        store = Store(s3_url, cache=Cache(str(tmp_path / "check-cache")))
+        assert store.versions("proj", "data") == [0]
+        r = subprocess.run([*CLI, "commit", "--store", s3_url, "proj/data"], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and "proj/data:v1 created" in r.stdout, r.stdout + r.stderr
+    assert store.versions("proj", "data") == [0, 1]
+    assert read_version(store, "proj", "data", 1) == written
