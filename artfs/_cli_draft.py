@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shlex
+import time
 import uuid
 from typing import Any
 
@@ -115,18 +116,30 @@ def commit_through_mount(ctx: Any, mountpoint: str, project: str, artifact: str)
         request["aliases"] = [check_alias(x) for x in a.alias]
     if a.metadata:
         request["metadata"] = _metadata(a.metadata)
+    # "wait": false: the daemon answers at once and commits in the background (a setxattr that
+    # lasts the whole commit would hold draft/'s inode lock in the kernel, blocking every listing
+    # of draft/); we poll user.artfs.last_commit until it carries our id and a result.
+    request["wait"] = False
     failed: OSError | None = None
+    doc: dict[str, Any] | None = None
     try:
         os.setxattr(draft, "user.artfs.commit", json.dumps(request).encode())
     except OSError as e:
         failed = e
-    doc: dict[str, Any] | None = None
-    try:
-        doc = json.loads(os.getxattr(draft, "user.artfs.last_commit"))
-    except (OSError, ValueError):
-        pass
-    if doc is not None and doc.get("id") != request["id"]:
-        doc = None  # someone else's commit
+    while True:
+        try:
+            doc = json.loads(os.getxattr(draft, "user.artfs.last_commit"))
+        except (OSError, ValueError) as e:
+            if failed is None:
+                failed = e if isinstance(e, OSError) else OSError(0, str(e))
+            doc = None
+        if doc is not None and doc.get("id") != request["id"]:
+            doc = None  # someone else's commit (or a daemon that does not know "wait")
+        if failed is not None or doc is None or doc.get("ok") is not None:
+            break
+        time.sleep(0.1)
+    if doc is not None and doc.get("ok") is False and failed is None:
+        failed = OSError(0, str(doc.get("error")))
     name = f"{project}/{artifact}"
     if failed is not None:
         why = doc.get("error") if doc and doc.get("error") else (failed.strerror or str(failed))

@@ -8,6 +8,7 @@ every byte while stalled, a draft big enough to take a while to hash), never by 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -48,6 +49,7 @@ class StallProxy:
         self._flowing.set()
         self._closed = threading.Event()
         self._socks: list[socket.socket] = []
+        self.held = 0  # bytes that arrived while stalled
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
@@ -93,6 +95,8 @@ class StallProxy:
                 data = src.recv(1 << 16)
                 if not data:
                     break
+                if not self._flowing.is_set():
+                    self.held += len(data)
                 while not self._flowing.wait(0.1):  # stalled: hold the bytes
                     if self._closed.is_set():
                         return
@@ -151,3 +155,112 @@ def test_umount_fails_and_says_how_to_commit_when_the_daemon_dies_mid_commit(tmp
         assert r.returncode == 0 and "proj/data:v1 created" in r.stdout, r.stdout + r.stderr
     assert store.versions("proj", "data") == [0, 1]
     assert read_version(store, "proj", "data", 1) == written
+
+
+# -- 8: a draft being committed answers requests; a doomed commit says so before hashing ---------------
+def _in_thread(fn, *args, **kw):
+    """Run ``fn`` in a thread; returns (thread, box): box["ok"] or box["err"] once it is done."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["ok"] = fn(*args, **kw)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            box["err"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+def _done(t: threading.Thread, box: dict, what: str):
+    t.join(30)  # a stalled commit never ends: a request waiting for it never returns
+    assert not t.is_alive(), f"{what} waited for the commit"
+    if "err" in box:
+        raise box["err"]
+    return box["ok"]
+
+
+@pytest.fixture
+def s3world(tmp_path: Path, s3_url: str) -> Iterator[tuple[StallProxy, dict[str, str], Store]]:
+    store = Store(s3_url, cache=Cache(str(tmp_path / "writer-cache")))
+    log_files(store, BASE)
+    with StallProxy(os.environ["AWS_ENDPOINT_URL"]) as proxy:
+        env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url, "ARTFS_STORE": s3_url,
+               "ARTFS_STAGING_DIR": str(tmp_path / "staging"), "ARTFS_CACHE_DIR": str(tmp_path / "cache"),
+               "XDG_STATE_HOME": str(tmp_path / "state"),
+               "ARTFS_S3_TIMEOUT": "90"}  # a stalled commit outlasts the 30 s a waiting request is given
+        yield proxy, env, store
+
+
+def test_requests_on_a_draft_are_answered_while_it_is_committed(tmp_path: Path, s3world) -> None:
+    proxy, env, store = s3world
+    m = MountProcess(store.url, tmp_path / "mnt", cache_dir=tmp_path / "cache", env=env)
+    with m:
+        d = m.path("proj", "data", "draft")
+        for i in range(20):
+            with open(os.path.join(d, f"part-{i:02d}.bin"), "wb") as f:
+                f.write(os.urandom(256 * 1024))
+        committed = read_tree(d)
+        proxy.stall()  # the commit hashes, then waits for the store as long as the stall lasts
+        commit = subprocess.Popen([*CLI, "commit", d, "-d", "while busy"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for(lambda: proxy.held > 0, "the commit to reach the store")
+            assert commit.poll() is None  # still committing
+            # Relative to an fd on draft/: the path above it is the read side, which asks the
+            # (stalled) store when its listing is due for a refresh; draft/ itself must not wait.
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+
+            def opener(path: str, flags: int) -> int:
+                return os.open(path, flags, dir_fd=fd)
+
+            # reads of the namespace and of the bytes: answered while the commit waits for the store
+            assert _done(*_in_thread(os.stat, "part-03.bin", dir_fd=fd), "stat").st_size == 256 * 1024
+            assert "part-19.bin" in _done(*_in_thread(os.listdir, fd), "readdir")
+            assert _done(*_in_thread(lambda: open("part-05.bin", "rb", opener=opener).read()), "read") \
+                == committed["part-05.bin"][0]
+            # namespace changes are answered too, and go to the next version
+            _done(*_in_thread(lambda: os.rename("part-00.bin", "moved.bin", src_dir_fd=fd, dst_dir_fd=fd)), "rename")
+            _done(*_in_thread(os.unlink, "part-01.bin", dir_fd=fd), "unlink")
+
+            def create() -> None:
+                with open("during.txt", "wb", opener=opener):
+                    pass
+            _done(*_in_thread(create), "create")
+            # a write waits for the commit (the bytes being uploaded do not change)
+            writer, wbox = _in_thread(lambda: open("during.txt", "wb", opener=opener).write(b"next version\n"))
+            assert commit.poll() is None
+        finally:
+            proxy.resume()
+            out, err = commit.communicate(timeout=60)
+        os.close(fd)
+        assert commit.returncode == 0 and "proj/data:v1 created" in out, out + err
+        assert _done(writer, wbox, "write") == len(b"next version\n")
+        assert read_version(store, "proj", "data", 1) == committed  # exactly what was there when it started
+        now = read_tree(d)
+        assert now["during.txt"][0] == b"next version\n" and "moved.bin" in now and "part-01.bin" not in now
+        out = subprocess.run([*CLI, "commit", d], env=env, capture_output=True, text=True, timeout=60).stdout
+        assert "proj/data:v2 created" in out, out
+    assert read_version(store, "proj", "data", 2) == now
+
+
+def test_commit_refuses_a_dangling_symlink_before_hashing(tmp_path: Path, s3world) -> None:
+    proxy, env, store = s3world
+    m = MountProcess(store.url, tmp_path / "mnt", cache_dir=tmp_path / "cache", env=env)
+    with m:
+        d = m.path("proj", "data", "draft")
+        with open(os.path.join(d, "weights.bin"), "wb") as f:  # a base file, rewritten: hashed at commit
+            f.write(os.urandom(4 * MiB))
+        os.symlink("nowhere/file", os.path.join(d, "link"))
+        os.symlink("../../outside", os.path.join(d, "escape"))
+        r = subprocess.run([*CLI, "commit", d], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0, r.stdout
+        assert "'link' -> 'nowhere/file' is dangling" in r.stderr, r.stderr
+        assert "'escape' -> '../../outside' points outside the draft" in r.stderr, r.stderr
+        st = json.loads(os.getxattr(d, "user.artfs.status"))
+        assert st["unhashed"] == ["weights.bin"], st  # nothing was hashed: the refusal came first
+        os.unlink(os.path.join(d, "link"))
+        os.unlink(os.path.join(d, "escape"))
+        out = subprocess.run([*CLI, "commit", d], env=env, capture_output=True, text=True, timeout=60).stdout
+        assert "proj/data:v1 created" in out, out
