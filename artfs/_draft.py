@@ -15,6 +15,7 @@ Layout (never in the cache: a draft is user data)::
         files/<fid>       contents of staged files (fid: a uuid), written in place by the caller
         files/<fid>.tmp   a copy-up in progress
         lock              flock'ed exclusively by the one process that has the draft open
+        reserve           RESERVE bytes kept allocated for the journal (see "Full disk" below)
         owner             who holds the lock (pid, what, mountpoint) for the "draft is busy" message
 
 ``draft.db`` has one row per node (``nodes``: inode, parent, name, kind, permission bits, mtime,
@@ -84,6 +85,13 @@ What a crash (SIGKILL) leaves, and how the next open finishes it
       both real. Killed after 4: unreferenced files, swept. One version per content, never two.
     * a commit that fails (store down) raises an error saying how to retry and changes nothing
       but cached digests and the pending id.
+
+Full disk: an operation that needs room on the staging disk (a write, creating a file, a
+transaction that grows the journal) fails with OSError(ENOSPC) whose message names the disk (the
+mount passes ENOSPC on and logs that line); nothing half-done is left (the transaction rolls back,
+a new staged file is removed). Deletions must work on a full disk, since they are how a user gets
+room back: ``reserve`` is released when an unlink/rmdir finds the disk full and the transaction is
+retried, and it is allocated again once an unlink freed a staged file's space (and at open).
 
 Symlinks: a version has no symlinks. At commit, a symlink whose target resolves (relative to its
 directory, through further symlinks, never leaving the draft) to a file is committed as a copy of
@@ -169,6 +177,10 @@ ROOT = 1
 FORMAT = 1
 EMPTY_DIGEST = digest_bytes(b"")
 MAX_SYMLINK = 4095
+#: bytes kept allocated in ``reserve`` beside draft.db, released when a deletion finds the disk
+#: full, so that ``rm`` can always free space (the journal needs room to record it)
+RESERVE = 1 << 20
+_SQLITE_FULL = 13
 _MAX_HOPS = 40
 
 #: ``fetch(entry, path)`` writes the bytes of a base entry into the local file ``path``
@@ -465,6 +477,7 @@ class Draft:
             self._dirty = bool(self._meta("dirty", False))
             self._invalid = {r[0] for r in self._q("SELECT ino FROM nodes WHERE fid IS NOT NULL AND digest IS NULL")}
             self._sweep()
+            self._make_reserve()
         except BaseException:
             self.close()
             raise
@@ -530,16 +543,84 @@ class Draft:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; a full disk raises OSError(ENOSPC) naming it (sqlite says only
+        'database or disk is full', which the mount would turn into EIO)."""
         if self.readonly:
             raise _oserr(errno.EROFS, "draft opened read-only")
         con = self._c()
-        con.execute("BEGIN IMMEDIATE")
         try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if con.in_transaction:  # a failed COMMIT may leave the transaction open
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+            if getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL:
+                raise self.disk_full() from e
             raise
-        con.execute("COMMIT")
+
+    def disk_full(self) -> OSError:
+        """ENOSPC naming the disk that holds the staging directory (for the error and the log)."""
+        mnt = self.path
+        with contextlib.suppress(OSError):
+            while not os.path.ismount(mnt):
+                mnt = os.path.dirname(mnt)
+        try:
+            st = os.statvfs(self.path)
+            free = f", {st.f_bavail * st.f_frsize} bytes free"
+        except OSError:
+            free = ""
+        return OSError(errno.ENOSPC, f"No space left on device: the staging disk {mnt} (holding the draft "
+                                     f"{self.path}) is full{free}; delete files from the draft or free space there")
+
+    # -- the reserve: room for the journal to record deletions on a full disk -------------------
+    def _make_reserve(self) -> None:
+        """Keep ``reserve`` (:data:`RESERVE` bytes, allocated) beside draft.db; best effort."""
+        p = os.path.join(self.path, "reserve")
+        try:
+            if os.stat(p).st_size >= RESERVE:
+                return
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # no room for all of it: none (a sparse file reserves nothing)
+        finally:
+            os.close(fd)
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve's space back to the disk (a deletion needs room in the journal)."""
+        p = os.path.join(self.path, "reserve")
+        try:
+            if os.stat(p).st_size == 0:
+                return False
+            os.truncate(p, 0)
+        except OSError:
+            return False
+        return True
+
+    def _freeing_tx(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
+        """A transaction that frees space (a deletion): on a full disk, spend the reserve and retry."""
+        try:
+            with self._tx() as con:
+                return body(con)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not self._release_reserve():
+                raise
+        with self._tx() as con:
+            return body(con)
 
     def _meta(self, key: str, default: Any = None) -> Any:
         with self._lock:
@@ -930,12 +1011,18 @@ class Draft:
             n = self._existing(parent, name)
             if n.kind == "d":
                 raise _oserr(errno.EISDIR, n.name)
-            with self._tx() as con:
+
+            def body(con: sqlite3.Connection) -> str | None:
                 fid = self._drop(con, n)
                 con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (time.time_ns(), parent))
                 self._mark_dirty(con)
+                return fid
+
+            fid = self._freeing_tx(body)
             self._after_tx()
             self._unlink_files([fid])
+            if fid:
+                self._make_reserve()  # room again (if the file freed enough)
 
     def rmdir(self, parent: int, name: str | bytes) -> None:
         with self._lock:
@@ -944,10 +1031,13 @@ class Draft:
                 raise _oserr(errno.ENOTDIR, n.name)
             if self._q("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (n.ino,)):
                 raise _oserr(errno.ENOTEMPTY, n.name)
-            with self._tx() as con:
+
+            def body(con: sqlite3.Connection) -> None:
                 self._drop(con, n)
                 con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (time.time_ns(), parent))
                 self._mark_dirty(con)
+
+            self._freeing_tx(body)
             self._after_tx()
 
     def _is_ancestor(self, anc: int, ino: int) -> bool:
@@ -1169,7 +1259,12 @@ class Draft:
             con = self._c()
             if automatic is not None:
                 con.execute(f"PRAGMA wal_autocheckpoint={1000 if automatic else 0}")
-            con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            try:
+                con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.OperationalError as e:
+                if getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL:
+                    raise self.disk_full() from e
+                raise
 
     @contextlib.contextmanager
     def unless_busy(self) -> Iterator[bool]:

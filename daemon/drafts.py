@@ -582,6 +582,15 @@ class DraftSpace:
         self.stats["draft_write_bytes"] += len(buf)
         while slot.busy and slot.idle is not None:  # a commit reads the staged bytes: wait here, not
             await slot.idle.wait()  # in a worker thread, so the threads stay free for other requests
+        try:
+            return await self._write_now(h, d, off, buf)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise d.disk_full() from None  # ENOSPC, and the log line names the staging disk
+            raise
+
+    async def _write_now(self, h: DraftFile, d: Draft, off: int, buf: bytes) -> int:
+        st, slot = h.state, h.slot
         if st.marked and not slot.busy:
             # On the loop: the digest is invalid already and no commit can hold the gate, so
             # neither the draft's lock nor its gate is waited for (see the module docstring).

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
@@ -27,7 +26,7 @@ import pytest
 from artfs import Cache, Store
 from artfsd.testing import MountProcess, is_mounted
 
-from test_mount_write import BASE, log_files, read_tree, read_version, write_tree  # noqa: F401
+from test_mount_write import BASE, log_files, read_tree, read_version
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -264,3 +263,63 @@ def test_commit_refuses_a_dangling_symlink_before_hashing(tmp_path: Path, s3worl
         os.unlink(os.path.join(d, "escape"))
         out = subprocess.run([*CLI, "commit", d], env=env, capture_output=True, text=True, timeout=60).stdout
         assert "proj/data:v1 created" in out, out
+
+
+# -- 6: a full staging disk ---------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs (needs root), unmounted afterwards whatever happens."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_full_staging_disk_gives_enospc_and_rm_frees_space(tmp_path: Path, small_disk: Path) -> None:
+    store = Store(str(tmp_path / "store"), cache=Cache(str(tmp_path / "writer-cache")))
+    log_files(store, BASE)
+    env = {**os.environ, "XDG_DATA_HOME": str(small_disk), "ARTFS_STAGING_DIR": str(small_disk / "artfs" / "staging"),
+           "ARTFS_CACHE_DIR": str(tmp_path / "cache"), "ARTFS_STORE": store.url, "XDG_STATE_HOME": str(tmp_path / "state")}
+    m = MountProcess(store.url, tmp_path / "mnt", cache_dir=tmp_path / "cache", env=env)
+    with m:
+        d = m.path("proj", "data", "draft")
+        with open(os.path.join(d, "keep.bin"), "wb") as f:
+            f.write(os.urandom(MiB))
+        # fill the disk: the writer gets ENOSPC (not EIO)
+        with pytest.raises(OSError) as e:
+            with open(os.path.join(d, "fill.bin"), "wb") as f:
+                for _ in range(64):
+                    f.write(os.urandom(MiB))
+                    f.flush()
+        assert e.value.errno == errno.ENOSPC, e.value
+        # many small files until nothing fits, not even the journal's record of a new name
+        made = 0
+        for i in range(2000):
+            try:
+                with open(os.path.join(d, f"small-{i:04d}.txt"), "wb") as f:
+                    f.write(os.urandom(4096))
+                made += 1
+            except OSError as e2:
+                assert e2.errno == errno.ENOSPC, e2  # never EIO
+                break
+        else:
+            pytest.fail("the staging disk never filled up")
+        # on the full disk, rm works and gives the room back
+        for i in range(made):
+            os.unlink(os.path.join(d, f"small-{i:04d}.txt"))
+        os.unlink(os.path.join(d, "fill.bin"))
+        assert sorted(os.listdir(d)) == sorted(["README.md", "bin", "images", "weights.bin", "keep.bin"])
+        with open(os.path.join(d, "after.txt"), "wb") as f:
+            f.write(b"room again\n")
+        written = read_tree(d)
+        assert f"the staging disk {small_disk} " in m.log and "is full" in m.log, m.log
+        r = subprocess.run([*CLI, "umount", m.mountpoint], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "proj/data:v1 created" in r.stdout, r.stdout + r.stderr
+    assert read_version(store, "proj", "data", 1) == written
