@@ -1163,9 +1163,11 @@ class Draft:
             self._lock.release()
             try:
                 fetch(entry, tmp)
-            except BaseException:
+            except BaseException as e:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+                if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                    raise self.disk_full() from e
                 raise
             finally:
                 self._lock.acquire()

@@ -42,7 +42,10 @@ Threads
 
 Commit
     ``setxattr user.artfs.commit`` on ``draft/`` commits in a worker thread while the request
-    waits; the result, or the error, is ``user.artfs.last_commit``. At unmount
+    waits; the result, or the error, is ``user.artfs.last_commit``. With ``"wait": false`` in the
+    request (what ``artfs commit`` sends) the setxattr returns at once and the commit runs in the
+    background: the kernel holds ``draft/``'s inode lock for as long as a setxattr runs, which
+    would keep every lookup and listing in ``draft/`` waiting for the whole commit. At unmount
     (:meth:`DraftSpace.finish`, after the kernel has let go of the mount) every draft that
     differs from its base is committed: those opened in this session and those an earlier one
     left in staging (a SIGKILL, a store that was down). A draft equal to its base makes no

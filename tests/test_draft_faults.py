@@ -311,6 +311,12 @@ def test_full_staging_disk_gives_enospc_and_rm_frees_space(tmp_path: Path, small
                 break
         else:
             pytest.fail("the staging disk never filled up")
+        # a base file cannot be copied up for writing: ENOSPC too, and the draft still shows the base
+        with pytest.raises(OSError) as e:
+            with open(os.path.join(d, "weights.bin"), "ab") as f:
+                f.write(b"more")
+        assert e.value.errno == errno.ENOSPC, e.value
+        assert open(os.path.join(d, "weights.bin"), "rb").read() == BASE["weights.bin"][0]
         # on the full disk, rm works and gives the room back
         for i in range(made):
             os.unlink(os.path.join(d, f"small-{i:04d}.txt"))
