@@ -476,7 +476,7 @@ class Draft:
                 raise CorruptData(f"{self.path}: unknown draft format {self._meta('format')!r}")
             self._dirty = bool(self._meta("dirty", False))
             self._invalid = {r[0] for r in self._q("SELECT ino FROM nodes WHERE fid IS NOT NULL AND digest IS NULL")}
-            self._sweep()
+            self._sweep(tmp=True)
             self._make_reserve()
         except BaseException:
             self.close()
@@ -723,12 +723,15 @@ class Draft:
         for stmt in filter(None, (s.strip() for s in _INDEXES.split(";"))):
             con.execute(stmt)
 
-    def _sweep(self) -> None:
-        """Delete staged files no node references (left by a crash, or by commit's step 5)."""
+    def _sweep(self, *, tmp: bool = False) -> None:
+        """Delete staged files no node references (left by a crash, or by commit's step 5).
+
+        ``<fid>.tmp`` files only with ``tmp`` (at open): otherwise one may be a copy-up that
+        another thread is writing without the lock (a commit ends while a file is copied up)."""
         live = {r[0] for r in self._q("SELECT fid FROM nodes WHERE fid IS NOT NULL")}
         live |= {self._fid_open(i) for i in self._open}
         for fn in os.listdir(self._files):
-            if fn not in live:
+            if fn not in live and (tmp or not fn.endswith(".tmp")):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._fpath(fn))
         keep = f"base-v{self._meta('base_version')}.json"
