@@ -757,7 +757,7 @@ class DraftSpace:
             slot._committing = trio.Lock()
         async with slot._committing:
             slot.busy = True
-            slot.idle = trio.Event()
+            idle = slot.idle = trio.Event()
             t0 = time.monotonic()
             try:
                 kw = {k: request[k] for k in ("description", "metadata", "type", "aliases") if request.get(k) is not None}
@@ -769,7 +769,7 @@ class DraftSpace:
                 raise
             finally:
                 slot.busy = False
-                slot.idle.set()
+                idle.set()
                 for st in slot.inodes.values():
                     st.marked = False  # a commit hashes: the next write must announce itself again
             doc = _result_doc(slot.name, d, result, time.monotonic() - t0)
