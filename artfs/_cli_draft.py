@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import time
 import uuid
 from typing import Any
 
@@ -114,18 +116,30 @@ def commit_through_mount(ctx: Any, mountpoint: str, project: str, artifact: str)
         request["aliases"] = [check_alias(x) for x in a.alias]
     if a.metadata:
         request["metadata"] = _metadata(a.metadata)
+    # "wait": false: the daemon answers at once and commits in the background (a setxattr that
+    # lasts the whole commit would hold draft/'s inode lock in the kernel, blocking every listing
+    # of draft/); we poll user.artfs.last_commit until it carries our id and a result.
+    request["wait"] = False
     failed: OSError | None = None
+    doc: dict[str, Any] | None = None
     try:
         os.setxattr(draft, "user.artfs.commit", json.dumps(request).encode())
     except OSError as e:
         failed = e
-    doc: dict[str, Any] | None = None
-    try:
-        doc = json.loads(os.getxattr(draft, "user.artfs.last_commit"))
-    except (OSError, ValueError):
-        pass
-    if doc is not None and doc.get("id") != request["id"]:
-        doc = None  # someone else's commit
+    while True:
+        try:
+            doc = json.loads(os.getxattr(draft, "user.artfs.last_commit"))
+        except (OSError, ValueError) as e:
+            if failed is None:
+                failed = e if isinstance(e, OSError) else OSError(0, str(e))
+            doc = None
+        if doc is not None and doc.get("id") != request["id"]:
+            doc = None  # someone else's commit (or a daemon that does not know "wait")
+        if failed is not None or doc is None or doc.get("ok") is not None:
+            break
+        time.sleep(0.1)
+    if doc is not None and doc.get("ok") is False and failed is None:
+        failed = OSError(0, str(doc.get("error")))
     name = f"{project}/{artifact}"
     if failed is not None:
         why = doc.get("error") if doc and doc.get("error") else (failed.strerror or str(failed))
@@ -158,7 +172,9 @@ def report_unmount(ctx: Any, mountpoint: str, pid: int | None, report: str | Non
     """Print what the daemon committed at unmount (its report file, written just before it exits).
 
     ``report`` is the path the mount named (``user.artfs.results``; None for a read-only mount or
-    a daemon that did not answer), ``fallbacks`` where else to look. Exit code 1 if a commit failed.
+    a daemon that did not answer), ``fallbacks`` where else to look. Exit code 1 if a commit failed,
+    or if the daemon died before reporting (its ``"state": "committing"`` report names the drafts
+    it did not finish: they are kept, and the message says how to commit them).
     """
     doc: dict[str, Any] | None = None
     for path in ([report] if report else []) + fallbacks:
@@ -170,13 +186,26 @@ def report_unmount(ctx: Any, mountpoint: str, pid: int | None, report: str | Non
         if isinstance(d, dict) and d.get("mountpoint") == mountpoint and (pid is None or d.get("pid") == pid):
             doc = d
             break
-    if doc is None:
-        if report:
-            ctx.note("the mount daemon exited without reporting its commits; `artfs status` lists drafts "
-                     "not committed yet")
+    if doc is None or doc.get("state") == "committing":
+        # The daemon died before it reported (SIGKILL, OOM, a crash): nothing it was to commit can be
+        # counted as committed. Its first report, if any, names the drafts it was committing.
+        if not report and doc is None:
+            return 0  # a read-only mount (or a daemon that cannot say): nothing to commit
+        names = list(doc.get("drafts") or []) if doc is not None else []
+        store = doc.get("store") if doc is not None else None
+        opt = f" --store {shlex.quote(store)}" if store else ""
+        failed = [{"name": n, "error": f"{n}: not committed: the mount daemon died while committing the drafts; "
+                                      f"the draft is kept; commit it with `artfs commit{opt} {n}`"} for n in names]
         if ctx.json:
-            ctx.emit({"mountpoint": mountpoint, "commits": [], "unchanged": [], "failed": []}, None)
-        return 0
+            ctx.emit({"mountpoint": mountpoint, "commits": [], "unchanged": [], "failed": failed,
+                      "daemon_died": True}, None)
+        for f in failed:
+            ctx.note(f"artfs: error: {f['error']}")
+        if not names:
+            ctx.note("artfs: error: the mount daemon exited without reporting its commits, so drafts may not be "
+                     "committed; they are kept: `artfs status` lists them and `artfs commit PROJECT/ARTIFACT` "
+                     "commits one")
+        return 1
     lines = [commit_text(c) for c in doc.get("commits", [])]
     ctx.emit(doc, "\n".join(lines) if lines else None)
     for f in doc.get("failed", []):

@@ -15,6 +15,7 @@ Layout (never in the cache: a draft is user data)::
         files/<fid>       contents of staged files (fid: a uuid), written in place by the caller
         files/<fid>.tmp   a copy-up in progress
         lock              flock'ed exclusively by the one process that has the draft open
+        reserve           RESERVE bytes kept allocated for the journal (see "Full disk" below)
         owner             who holds the lock (pid, what, mountpoint) for the "draft is busy" message
 
 ``draft.db`` has one row per node (``nodes``: inode, parent, name, kind, permission bits, mtime,
@@ -67,6 +68,7 @@ What a crash (SIGKILL) leaves, and how the next open finishes it
       sets ``meta.ready``; a draft without it is rebuilt from scratch.
     * commit, step by step::
 
+        0 read the namespace; refuse symlinks that cannot be committed (before any hashing)
         1 hash staged files whose cached digest is invalid; store the digests  (one transaction)
         2 record commit_id (uuid) + commit_vdigest                              (one transaction)
         3 Store.commit(..., commit_id, base_version): intent, upload, manifest carrying commit_id
@@ -83,6 +85,13 @@ What a crash (SIGKILL) leaves, and how the next open finishes it
       both real. Killed after 4: unreferenced files, swept. One version per content, never two.
     * a commit that fails (store down) raises an error saying how to retry and changes nothing
       but cached digests and the pending id.
+
+Full disk: an operation that needs room on the staging disk (a write, creating a file, a
+transaction that grows the journal) fails with OSError(ENOSPC) whose message names the disk (the
+mount passes ENOSPC on and logs that line); nothing half-done is left (the transaction rolls back,
+a new staged file is removed). Deletions must work on a full disk, since they are how a user gets
+room back: ``reserve`` is released when an unlink/rmdir finds the disk full and the transaction is
+retried, and it is allocated again once an unlink freed a staged file's space (and at open).
 
 Symlinks: a version has no symlinks. At commit, a symlink whose target resolves (relative to its
 directory, through further symlinks, never leaving the draft) to a file is committed as a copy of
@@ -102,7 +111,13 @@ Concurrency: one process owns a draft: an exclusive ``flock`` on ``lock`` for as
 Inside the owner every method may be called from any thread: one lock guards the sqlite
 connection (``check_same_thread=False``). Writes through file descriptors do not take it; they
 go through :meth:`Draft.writing`, a shared gate that commit and hashing take exclusively, so the
-bytes hashed are the bytes uploaded. While a commit runs, the draft's other operations wait.
+bytes hashed are the bytes uploaded (truncating a staged file passes the gate too). While a
+commit runs, writes and truncates wait for it; everything else is answered at once: the commit
+holds the lock only to read the namespace (step 0 below) and to record its results, not while it
+hashes or uploads. A namespace change made meanwhile (create, rename, unlink, mkdir, chmod) goes
+to the next version: the commit counts changes (``_gen``), and if any happened the draft stays
+dirty after it; a staged file becomes a base node only if the new version holds its bytes. A
+staged file unlinked during a commit is deleted after it (``_committing``: the upload reads it).
 
 What the FUSE adapter does (draft inodes are per draft; map them into the daemon's inode space)
     lookup/getattr/readdir/mkdir/rmdir/unlink/rename/symlink/readlink/chmod/utimens/statfs:
@@ -162,6 +177,10 @@ ROOT = 1
 FORMAT = 1
 EMPTY_DIGEST = digest_bytes(b"")
 MAX_SYMLINK = 4095
+#: bytes kept allocated in ``reserve`` beside draft.db, released when a deletion finds the disk
+#: full, so that ``rm`` can always free space (the journal needs room to record it)
+RESERVE = 1 << 20
+_SQLITE_FULL = 13
 _MAX_HOPS = 40
 
 #: ``fetch(entry, path)`` writes the bytes of a base entry into the local file ``path``
@@ -396,6 +415,8 @@ class Draft:
         self._invalid: set[int] = set()  # inos whose digest is known to be NULL in the db
         self._open: dict[int, int] = {}  # ino -> write handles the caller holds (open_for_write/release)
         self._dirty = False
+        self._gen = 0  # counts namespace changes: a commit compares it to see what changed meanwhile
+        self._committing: set[str] = set()  # staged files a running commit reads: deleted after it
         self._lockfd: int | None = None
         self._con: sqlite3.Connection | None = None
         if readonly:
@@ -455,7 +476,8 @@ class Draft:
                 raise CorruptData(f"{self.path}: unknown draft format {self._meta('format')!r}")
             self._dirty = bool(self._meta("dirty", False))
             self._invalid = {r[0] for r in self._q("SELECT ino FROM nodes WHERE fid IS NOT NULL AND digest IS NULL")}
-            self._sweep()
+            self._sweep(tmp=True)
+            self._make_reserve()
         except BaseException:
             self.close()
             raise
@@ -521,16 +543,84 @@ class Draft:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; a full disk raises OSError(ENOSPC) naming it (sqlite says only
+        'database or disk is full', which the mount would turn into EIO)."""
         if self.readonly:
             raise _oserr(errno.EROFS, "draft opened read-only")
         con = self._c()
-        con.execute("BEGIN IMMEDIATE")
         try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if con.in_transaction:  # a failed COMMIT may leave the transaction open
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+            if getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL:
+                raise self.disk_full() from e
             raise
-        con.execute("COMMIT")
+
+    def disk_full(self) -> OSError:
+        """ENOSPC naming the disk that holds the staging directory (for the error and the log)."""
+        mnt = self.path
+        with contextlib.suppress(OSError):
+            while not os.path.ismount(mnt):
+                mnt = os.path.dirname(mnt)
+        try:
+            st = os.statvfs(self.path)
+            free = f", {st.f_bavail * st.f_frsize} bytes free"
+        except OSError:
+            free = ""
+        return OSError(errno.ENOSPC, f"No space left on device: the staging disk {mnt} (holding the draft "
+                                     f"{self.path}) is full{free}; delete files from the draft or free space there")
+
+    # -- the reserve: room for the journal to record deletions on a full disk -------------------
+    def _make_reserve(self) -> None:
+        """Keep ``reserve`` (:data:`RESERVE` bytes, allocated) beside draft.db; best effort."""
+        p = os.path.join(self.path, "reserve")
+        try:
+            if os.stat(p).st_size >= RESERVE:
+                return
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return
+        try:
+            os.posix_fallocate(fd, 0, RESERVE)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # no room for all of it: none (a sparse file reserves nothing)
+        finally:
+            os.close(fd)
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve's space back to the disk (a deletion needs room in the journal)."""
+        p = os.path.join(self.path, "reserve")
+        try:
+            if os.stat(p).st_size == 0:
+                return False
+            os.truncate(p, 0)
+        except OSError:
+            return False
+        return True
+
+    def _freeing_tx(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
+        """A transaction that frees space (a deletion): on a full disk, spend the reserve and retry."""
+        try:
+            with self._tx() as con:
+                return body(con)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not self._release_reserve():
+                raise
+        with self._tx() as con:
+            return body(con)
 
     def _meta(self, key: str, default: Any = None) -> Any:
         with self._lock:
@@ -543,6 +633,7 @@ class Draft:
                         [(k, json.dumps(v)) for k, v in kv.items()])
 
     def _mark_dirty(self, con: sqlite3.Connection) -> None:
+        self._gen += 1
         if not self._dirty:
             self._set(con, dirty=True)
 
@@ -632,12 +723,15 @@ class Draft:
         for stmt in filter(None, (s.strip() for s in _INDEXES.split(";"))):
             con.execute(stmt)
 
-    def _sweep(self) -> None:
-        """Delete staged files no node references (left by a crash, or by commit's step 5)."""
+    def _sweep(self, *, tmp: bool = False) -> None:
+        """Delete staged files no node references (left by a crash, or by commit's step 5).
+
+        ``<fid>.tmp`` files only with ``tmp`` (at open): otherwise one may be a copy-up that
+        another thread is writing without the lock (a commit ends while a file is copied up)."""
         live = {r[0] for r in self._q("SELECT fid FROM nodes WHERE fid IS NOT NULL")}
         live |= {self._fid_open(i) for i in self._open}
         for fn in os.listdir(self._files):
-            if fn not in live:
+            if fn not in live and (tmp or not fn.endswith(".tmp")):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._fpath(fn))
         keep = f"base-v{self._meta('base_version')}.json"
@@ -911,7 +1005,7 @@ class Draft:
 
     def _unlink_files(self, fids: Iterable[str | None]) -> None:
         for fid in fids:
-            if fid:
+            if fid and fid not in self._committing:  # else a running commit reads it: swept after it
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._fpath(fid))
 
@@ -920,12 +1014,18 @@ class Draft:
             n = self._existing(parent, name)
             if n.kind == "d":
                 raise _oserr(errno.EISDIR, n.name)
-            with self._tx() as con:
+
+            def body(con: sqlite3.Connection) -> str | None:
                 fid = self._drop(con, n)
                 con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (time.time_ns(), parent))
                 self._mark_dirty(con)
+                return fid
+
+            fid = self._freeing_tx(body)
             self._after_tx()
             self._unlink_files([fid])
+            if fid:
+                self._make_reserve()  # room again (if the file freed enough)
 
     def rmdir(self, parent: int, name: str | bytes) -> None:
         with self._lock:
@@ -934,10 +1034,13 @@ class Draft:
                 raise _oserr(errno.ENOTDIR, n.name)
             if self._q("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (n.ino,)):
                 raise _oserr(errno.ENOTEMPTY, n.name)
-            with self._tx() as con:
+
+            def body(con: sqlite3.Connection) -> None:
                 self._drop(con, n)
                 con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (time.time_ns(), parent))
                 self._mark_dirty(con)
+
+            self._freeing_tx(body)
             self._after_tx()
 
     def _is_ancestor(self, anc: int, ino: int) -> bool:
@@ -1063,9 +1166,11 @@ class Draft:
             self._lock.release()
             try:
                 fetch(entry, tmp)
-            except BaseException:
+            except BaseException as e:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+                if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                    raise self.disk_full() from e
                 raise
             finally:
                 self._lock.acquire()
@@ -1106,7 +1211,7 @@ class Draft:
         (O_TRUNC) makes the copy pointless. Call :meth:`release` when the handle is closed, and
         write through :meth:`writing` (or call :meth:`mark_modified` before every write).
         """
-        with self._lock:
+        with self._gate.shared() if truncate else contextlib.nullcontext(), self._lock:
             n = self._file(ino)
             if n.fid is None:
                 p = self._stage(n, empty=truncate, fetch=fetch)
@@ -1159,7 +1264,12 @@ class Draft:
             con = self._c()
             if automatic is not None:
                 con.execute(f"PRAGMA wal_autocheckpoint={1000 if automatic else 0}")
-            con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            try:
+                con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.OperationalError as e:
+                if getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL:
+                    raise self.disk_full() from e
+                raise
 
     @contextlib.contextmanager
     def unless_busy(self) -> Iterator[bool]:
@@ -1196,7 +1306,7 @@ class Draft:
     def truncate(self, ino: int, size: int, *, fetch: Fetch | None = None) -> None:
         if size < 0:
             raise _oserr(errno.EINVAL)
-        with self._lock:
+        with self._gate.shared(), self._lock:  # changes bytes a running commit may be reading: waits for it
             n = self._file(ino)
             if n.fid is None:
                 if size == n.size and n.ref is None:
@@ -1235,12 +1345,14 @@ class Draft:
                 and st.st_mtime_ns == n.hmtime)
 
     @gc_paused()  # it builds a few objects per node of maybe millions, none in a cycle
-    def _snapshot(self, *, hash: bool) -> tuple[
+    def _snapshot(self, *, hash: bool, defer: list[tuple[str, _Node]] | None = None) -> tuple[
             list[Entry], dict[str, Callable[[str], None] | str], list[str], list[tuple[str, int]]]:
         """(entries, {digest: staged path}, problems, unhashed (path, size)) of the draft as it is now.
 
         Staged files whose cached digest is invalid are hashed when ``hash``; the digests are
-        stored (unless read-only). The caller holds the lock and, when hashing, the gate.
+        stored (unless read-only). The caller holds the lock and, when hashing, the gate. With
+        ``defer`` (and not ``hash``) such files are listed there as (path, node) instead, for the
+        caller to hash without the lock (:meth:`commit`).
         """
         rows = list(map(_node_of_row, self._q(f"SELECT {_COLS} FROM nodes")))
         children: dict[int, dict[str, _Node]] = {}
@@ -1272,6 +1384,8 @@ class Draft:
                     digest, size = None, st.st_size
                 known[n.ino] = (digest, size)
             if digest is None:
+                if defer is not None:
+                    defer.append((path, n))
                 unhashed.append((path, size))
                 return None
             sources[digest] = p
@@ -1420,54 +1534,107 @@ class Draft:
         if self.readonly:
             raise ArtfsError("cannot commit a draft opened read-only")
         extra_aliases = [check_alias(a) for a in aliases]
-        with self._gate.exclusive(), self._lock:
-            project, artifact = self.project, self.artifact
-            if store.id != self.store_id:
-                raise ArtfsError(f"{self.path} is a draft of {self.store_url}, not of {store.url}")
-            entries, sources, problems, _ = self._snapshot(hash=True)
-            if problems:
-                raise InvalidPath(self._problems_message(problems))
-            vdigest = version_digest(check_entries(entries))
-            base_version = self.base_version
+        # The gate is held for the whole commit: no byte of a staged file changes (writes and
+        # truncates wait), so the bytes hashed are the bytes uploaded. The lock is held only to
+        # read the namespace (step 0) and to record results: lookups, stat, readdir, reads, even
+        # creating or renaming files are answered meanwhile (what changes goes to the next version).
+        with self._gate.exclusive():
+            deferred: list[tuple[str, _Node]] = []
+            with self._lock:
+                project, artifact = self.project, self.artifact
+                if store.id != self.store_id:
+                    raise ArtfsError(f"{self.path} is a draft of {self.store_url}, not of {store.url}")
+                entries, sources, problems, _ = self._snapshot(hash=False, defer=deferred)
+                if problems:  # before hashing anything: the commit cannot succeed
+                    raise InvalidPath(self._problems_message(problems))
+                gen = self._gen
+                self._committing = {n.fid for n in self._staged_nodes() if n.fid}
             try:
-                pending = self._meta("commit_id")
-                if pending is not None and self._meta("commit_vdigest") != vdigest:
-                    # An earlier attempt committed other content; if it landed, it is the new base.
-                    done = store.find_commit(project, artifact, pending, after=base_version)
-                    landed = store.manifest(project, artifact, done) if done is not None else None
-                    with self._tx() as con:
-                        if landed is not None:
-                            self._set_base(con, landed)
-                        self._set(con, commit_id=None, commit_vdigest=None)
-                    base_version = self.base_version
-                    pending = None
-                if pending is None:
-                    base_digest = self._meta("base_digest")
-                    if vdigest == base_digest or (base_digest is None and not entries):
-                        self._unstage()
-                        return None
-                    pending = uuid.uuid4().hex
-                    with self._tx() as con:
-                        self._set(con, commit_id=pending, commit_vdigest=vdigest)
-                _pause("after-commit-id")
-                meta = {k: self._meta(k) for k in ("description", "metadata", "type", "aliases")}
-                al = list(dict.fromkeys(list(meta["aliases"] or []) + extra_aliases))
-                result = store.commit(
-                    project, artifact, type=type or meta["type"] or "unspecified", entries=entries,
-                    sources=sources,
-                    description=description if description is not None else meta["description"],
-                    metadata=metadata if metadata is not None else (meta["metadata"] or {}),
-                    aliases=al, run=run, progress=progress, commit_id=pending, base_version=base_version,
-                    vdigest=vdigest)
-            except (ArtfsError, OSError) as e:
-                raise self._failed(e) from e
-            _pause("after-store-commit")
-            try:  # in the local cache already: Store.commit wrote or read it
-                base = _committed(store, project, artifact, result.version, vdigest)
-            except (ArtfsError, OSError) as e:
-                raise self._failed(e) from e
-            self._unstage(base=base)
-            return result
+                return self._commit(store, project, artifact, entries, sources, deferred, gen, extra_aliases,
+                                    description=description, metadata=metadata, type=type, run=run,
+                                    progress=progress)
+            finally:
+                self._committing = set()
+
+    def _staged_nodes(self) -> list[_Node]:
+        return [_Node(*r) for r in self._q(f"SELECT {_COLS} FROM nodes WHERE fid IS NOT NULL")]
+
+    def _hash_deferred(self, deferred: list[tuple[str, _Node]], entries: list[Entry],
+                       sources: dict[str, Callable[[str], None] | str]) -> None:
+        """Hash the staged files :meth:`_snapshot` deferred (without the lock; the caller holds the
+        gate) and add their entries; the digests are stored as the snapshot would have."""
+        hashed: dict[int, tuple[str, int]] = {}
+        updates: list[tuple[str, int, int, int, str]] = []
+        for path, n in deferred:
+            got = hashed.get(n.ino)
+            if got is None:
+                p = self._fpath(n.fid or "")
+                st = os.stat(p)  # the file stays (deletion waits for the commit) and cannot change
+                got = hashed[n.ino] = digest_file(p)
+                after = os.stat(p)
+                if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+                    updates.append((got[0], got[1], after.st_mtime_ns, n.ino, n.fid or ""))
+            digest, size = got
+            sources[digest] = self._fpath(n.fid or "")
+            entries.append(Entry(path, digest, size, bool(n.mode & stat.S_IXUSR)))
+        entries.sort(key=lambda e: e.path)
+        if updates:
+            with self._lock, self._tx() as con:  # only where the node still has that staged file
+                con.executemany("UPDATE nodes SET digest = ?, size = ?, hmtime = ? WHERE ino = ? AND fid = ?", updates)
+                for u in updates:
+                    self._invalid.discard(u[3])
+
+    def _commit(self, store: "Store", project: str, artifact: str, entries: list[Entry],
+                sources: dict[str, Callable[[str], None] | str], deferred: list[tuple[str, _Node]], gen: int,
+                extra_aliases: list[str], *, description: str | None, metadata: dict[str, Any] | None,
+                type: str | None, run: str | None, progress: Callable[[int], None] | None) -> "CommitResult | None":
+        """Steps 1-5 of a commit (module docstring), from the namespace :meth:`commit` read at ``gen``."""
+        try:
+            self._hash_deferred(deferred, entries, sources)
+            vdigest = version_digest(check_entries(entries))
+            digests = {e.digest for e in entries if e.digest}
+            base_version = self.base_version
+            pending = self._meta("commit_id")
+            if pending is not None and self._meta("commit_vdigest") != vdigest:
+                # An earlier attempt committed other content; if it landed, it is the new base.
+                done = store.find_commit(project, artifact, pending, after=base_version)
+                landed = store.manifest(project, artifact, done) if done is not None else None
+                with self._lock, self._tx() as con:
+                    if landed is not None:
+                        self._set_base(con, landed)
+                    self._set(con, commit_id=None, commit_vdigest=None)
+                base_version = self.base_version
+                pending = None
+            if pending is None:
+                base_digest = self._meta("base_digest")
+                if vdigest == base_digest or (base_digest is None and not entries):
+                    with self._lock:
+                        self._unstage(committed=digests, changed=self._gen != gen)
+                    return None
+                pending = uuid.uuid4().hex
+                with self._lock, self._tx() as con:
+                    self._set(con, commit_id=pending, commit_vdigest=vdigest)
+            _pause("after-commit-id")
+            meta = {k: self._meta(k) for k in ("description", "metadata", "type", "aliases")}
+            al = list(dict.fromkeys(list(meta["aliases"] or []) + extra_aliases))
+            result = store.commit(
+                project, artifact, type=type or meta["type"] or "unspecified", entries=entries,
+                sources=sources,
+                description=description if description is not None else meta["description"],
+                metadata=metadata if metadata is not None else (meta["metadata"] or {}),
+                aliases=al, run=run, progress=progress, commit_id=pending, base_version=base_version,
+                vdigest=vdigest)
+        except (ArtfsError, OSError) as e:
+            raise self._failed(e) from e
+        _pause("after-store-commit")
+        try:  # in the local cache already: Store.commit wrote or read it
+            base = _committed(store, project, artifact, result.version, vdigest)
+        except (ArtfsError, OSError) as e:
+            raise self._failed(e) from e
+        with self._lock:
+            self._committing = set()
+            self._unstage(base=base, committed=digests, changed=self._gen != gen)
+        return result
 
     def _failed(self, e: BaseException) -> ArtfsError:
         how = (f"the draft is kept; retry with `artfs commit {self.project}/{self.artifact}` "
@@ -1482,15 +1649,21 @@ class Draft:
             err = StoreUnavailable(msg) if isinstance(e, (ConnectionError, TimeoutError)) else ArtfsError(msg)
         return err
 
-    def _unstage(self, *, base: "Manifest | _Base | None" = None) -> None:
+    def _unstage(self, *, base: "Manifest | _Base | None" = None, committed: set[str] | None = None,
+                 changed: bool = False) -> None:
         """After a commit (or finding the draft equal to its base): staged files become base nodes.
 
-        Files with an open write handle stay staged (their bytes equal the new base anyway).
+        Files with an open write handle stay staged (their bytes equal the new base anyway), and
+        so do files whose bytes the new base does not hold (``committed``: its digests; a file
+        created while the commit ran). ``changed``: the namespace changed while the commit ran,
+        so the draft stays dirty (those changes are the next version's). The caller holds the lock.
         """
-        staged = [_Node(*r) for r in self._q(f"SELECT {_COLS} FROM nodes WHERE fid IS NOT NULL")]
+        staged = self._staged_nodes()
         updates = []
         for n in staged:
-            if n.ino in self._open or n.digest is None:
+            if n.ino in self._open or n.digest is None or n.ino in self._invalid:
+                continue
+            if committed is not None and n.digest not in committed:
                 continue
             try:
                 mt = os.stat(self._fpath(n.fid or "")).st_mtime_ns
@@ -1507,7 +1680,7 @@ class Draft:
                 self._set(con, commit_id=None, commit_vdigest=None, description=None, metadata={}, aliases=[])
             # Clean again unless something a version does not hold is left (symlinks, empty
             # directories) or a file stays staged because a write handle is open.
-            self._set(con, dirty=bool(links_or_empty) or len(updates) < len(staged))
+            self._set(con, dirty=bool(links_or_empty) or len(updates) < len(staged) or changed)
         self._dirty = bool(self._meta("dirty"))
         if base is not None:
             _pause("after-reset")

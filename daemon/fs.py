@@ -649,7 +649,10 @@ class Operations(pyfuse3.Operations):
             # security.*, system.* (ACLs), trusted.*: not supported here, and saying so lets
             # ``ls -l`` stop asking for every file (it remembers ENOTSUP per device)
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR if sname.startswith("user.") else errno.ENOTSUP)
-        value = (await self._xattrs(inode)).get(sname)
+        if inode >= DRAFT_BASE and sname == XATTR + "last_commit":  # polled by `artfs commit`: cheap
+            value = self._ds.last_commit_xattr(*self._draft(inode))
+        else:
+            value = (await self._xattrs(inode)).get(sname)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value

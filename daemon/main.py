@@ -290,13 +290,31 @@ def serve(
 
 
 def _commit_at_unmount(drafts: DraftSpace, ops: Operations, results: str, mountpoint: str, store_url: str) -> None:
-    """Commit every changed draft and report it in ``results`` for ``artfs umount`` (then exit)."""
+    """Commit every changed draft and report it in ``results`` for ``artfs umount`` (then exit).
+
+    The report is written twice: before the first commit starts, a ``"state": "committing"`` one
+    naming the drafts with changes, then the final one. A daemon that dies in between (SIGKILL,
+    OOM) leaves the first, so ``artfs umount`` can say which drafts were not committed and exit
+    non-zero instead of guessing.
+    """
+    head = {"pid": os.getpid(), "mountpoint": mountpoint, "store": store_url}
+    try:
+        names = sorted({f"{s.project}/{s.artifact}" for s in drafts.slots if s.draft is not None and s.draft.dirty}
+                       | {f"{p}/{a}" for p, a in drafts.pending()})
+    except Exception as e:
+        log.warning("cannot list the drafts with changes: %s", e)
+        names = []
+    _write_report(results, {**head, "state": "committing", "drafts": names, "started": time.time()})
     try:
         report = drafts.finish(list(ops.files.values()))
     except Exception as e:
         log.exception("committing the drafts failed")
         report = {"commits": [], "unchanged": [], "failed": [{"name": "*", "error": f"{type(e).__name__}: {e}"}]}
-    report.update(pid=os.getpid(), mountpoint=mountpoint, store=store_url, finished=time.time())
+    report.update(head, state="finished", finished=time.time())
+    _write_report(results, report)
+
+
+def _write_report(results: str, report: dict[str, Any]) -> None:
     try:
         os.makedirs(os.path.dirname(results), exist_ok=True)
         tmp = f"{results}.{os.getpid()}.tmp"
