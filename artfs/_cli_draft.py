@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 from ._draft import Draft, DraftBusy, DraftStatus, Drafts, default_staging_root, list_drafts
+from ._store import Store
 from ._errors import ArtfsError, NotFound
 from ._names import check_alias, parse_spec
 
@@ -30,6 +31,12 @@ def _staging(ctx: Any) -> str:
 
 def _store_given(ctx: Any) -> bool:
     return bool(getattr(ctx.args, "store", None) or os.environ.get("ARTFS_STORE"))
+
+
+def _offline_store_id(ctx: Any) -> str:
+    """The id of the named store, without requiring that it exists or answers (opening a Store
+    does not contact it)."""
+    return Store(ctx.args.store or os.environ["ARTFS_STORE"], cache=ctx.cache).id
 
 
 # -- artfs status ----------------------------------------------------------------------------------
@@ -60,7 +67,8 @@ def _status_text(st: DraftStatus, *, show_store: bool) -> str:
 
 def cmd_status(ctx: Any) -> int:
     root = _staging(ctx)
-    store_id = ctx.store.id if _store_given(ctx) else None
+    # drafts are local: status lists them even while their store is missing or down
+    store_id = _offline_store_id(ctx) if _store_given(ctx) else None
     out = [st for ref in list_drafts(root, store_id=store_id)
            if (st := ref.status(all=ctx.args.all)) is not None]
     doc = [st.to_json() for st in out]
