@@ -17,7 +17,7 @@ import uuid
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
 from ._digest import blob_key, digest_file
-from ._errors import ArtfsError, CorruptData, InvalidPath
+from ._errors import ArtfsError, CorruptData, InvalidPath, SizeMismatch
 from ._manifest import Entry, Manifest
 from ._names import check_alias, check_name, check_path, join_path
 from ._parallel import pmap
@@ -32,24 +32,26 @@ _tmp_seq = itertools.count()
 
 
 class ArtifactManifestEntry:
-    """One file of a logged version (W&B's name)."""
+    """One file of a logged version (W&B's name): ``path``, ``digest``, ``size``, and ``download()``."""
 
     def __init__(self, artifact: "Artifact", entry: Entry) -> None:
         self._artifact = artifact
         self.entry = entry
 
-    path = property(lambda self: self.entry.path)
-    digest = property(lambda self: self.entry.digest)
-    size = property(lambda self: self.entry.size)
+    path = property(lambda self: self.entry.path, doc="The file's path inside the version (``a/b.txt``).")
+    digest = property(lambda self: self.entry.digest,
+                      doc="``xxh128:<32 hex>`` of the contents (None for a reference recorded without a checksum).")
+    size = property(lambda self: self.entry.size, doc="Size in bytes.")
 
     def ref(self) -> str | None:
+        """The URI a reference entry points to; None for a file stored in the store."""
         return self.entry.ref
 
     def download(self, root: str | None = None, *, allow_file: bool = False,
                  file_roots: list[str] | tuple[str, ...] = ()) -> str:
         """Download this one file under ``root`` (default: the artifact's download dir); returns its path."""
-        root = self._artifact.download(root, path_prefix=self.entry.path, _exact=True, allow_file=allow_file,
-                                       file_roots=file_roots)
+        root = self._artifact._download(root, path_prefix=self.entry.path, exact=True, allow_file=allow_file,
+                                        file_roots=file_roots)
         return os.path.join(root, *self.entry.path.split("/"))
 
     def __repr__(self) -> str:
@@ -57,6 +59,16 @@ class ArtifactManifestEntry:
 
 
 class Artifact:
+    """A version of a dataset or model, as in W&B: a draft to fill and log, or a logged version.
+
+    ``Artifact(name, type=...)`` starts a draft: ``add_file``, ``add_dir``, ``new_file``,
+    ``add_reference``, ``remove``, then ``store.log_artifact(art, project=...)``.
+    ``store.artifact("project/name:v3")`` (or ``:latest``, ``:best``) returns a logged version:
+    ``files``, ``get_path``, ``download``, ``checkout``, ``verify``, and ``save``/``delete``.
+    Calling a draft-only method on a logged version (or the reverse) raises ``ArtfsError``;
+    an invalid name or type raises ``InvalidName``.
+    """
+
     def __init__(self, name: str, type: str = "unspecified", description: str | None = None,
                  metadata: dict[str, Any] | None = None) -> None:
         self._name = check_name(name, "artifact")
@@ -78,18 +90,22 @@ class Artifact:
     # -- identity ------------------------------------------------------------------------------
     @property
     def name(self) -> str:
+        """``bike-dataset`` for a draft, ``bike-dataset:v3`` once logged (as in W&B)."""
         return f"{self._name}:v{self._version}" if self._version is not None else self._name
 
     @property
     def qualified_name(self) -> str:
+        """``project/artifact:vN`` of a logged version."""
         return f"{self.project}/{self.name}"
 
     @property
     def version(self) -> str | None:
+        """``"v3"`` once logged, None for a draft."""
         return f"v{self._version}" if self._version is not None else None
 
     @property
     def is_draft(self) -> bool:
+        """True until the artifact is logged."""
         return self._version is None
 
     def __repr__(self) -> str:
@@ -171,6 +187,10 @@ class Artifact:
         return entries
 
     def remove(self, name: str) -> None:
+        """Take a file, or a directory and everything below it, out of the draft.
+
+        Raises ``ArtfsError`` when nothing of that name was added, ``InvalidPath`` for a bad name.
+        """
         self._need_draft()
         path = check_path(name)
         if path in self._files:
@@ -232,28 +252,36 @@ class Artifact:
 
     @property
     def manifest(self) -> Manifest:
+        """The logged version's manifest (every entry); ``ArtfsError`` for a draft."""
         return self._need_logged()[1]
 
     @property
     def digest(self) -> str:
+        """The version digest: equal digests mean identical content."""
         return self.manifest.digest
 
     @property
     def size(self) -> int:
+        """Total bytes of the version's files."""
         return self.manifest.size
 
     @property
     def created_at(self) -> str:
+        """When the version was logged (ISO 8601, UTC)."""
         return self.manifest.created
 
     @property
     def file_count(self) -> int:
+        """Number of files in the version."""
         return len(self.manifest.entries)
 
     def files(self) -> list[ArtifactManifestEntry]:
+        """Every file of the logged version, sorted by path; ``ArtfsError`` for a draft."""
         return [ArtifactManifestEntry(self, e) for e in self.manifest.entries]
 
     def get_path(self, name: str) -> ArtifactManifestEntry:
+        """One file of the logged version (``get_entry`` is the same); ``ArtfsError`` if it has none of that
+        path, ``InvalidPath`` for a bad one."""
         path = check_path(name)
         for e in self.manifest.entries:
             if e.path == path:
@@ -266,8 +294,22 @@ class Artifact:
         return os.path.join("artifacts", self.name)
 
     def download(self, root: str | None = None, *, path_prefix: str | None = None,
-                 progress: Callable[[int], None] | None = None, _exact: bool = False,
+                 progress: Callable[[int], None] | None = None,
                  allow_file: bool = False, file_roots: list[str] | tuple[str, ...] = ()) -> str:
+        """Place the version's files (or those under ``path_prefix``) under ``root``; returns ``root``.
+
+        ``root`` defaults to ``./artifacts/<name>:vN``. Files already there and identical are kept;
+        every file is verified against its digest on the way (``CorruptData`` otherwise).
+        References are read from where they live, exactly as recorded (``ReferenceChanged``
+        otherwise); ``file://`` references raise ``PermissionDenied`` unless ``allow_file`` or
+        ``file_roots`` allow them. ``StoreUnavailable`` when the store cannot be reached.
+        """
+        return self._download(root, path_prefix=path_prefix, progress=progress, allow_file=allow_file,
+                              file_roots=file_roots)
+
+    def _download(self, root: str | None = None, *, path_prefix: str | None = None,
+                  progress: Callable[[int], None] | None = None, exact: bool = False,
+                  allow_file: bool = False, file_roots: list[str] | tuple[str, ...] = ()) -> str:
         """Place the version's files under ``root``; files already there and identical are kept.
 
         Every file is verified against its digest on the way. References are read from where
@@ -281,7 +323,7 @@ class Artifact:
         entries = m.entries
         if path_prefix is not None:
             p = check_path(path_prefix)
-            entries = [e for e in entries if e.path == p or (not _exact and e.path.startswith(p + "/"))]
+            entries = [e for e in entries if e.path == p or (not exact and e.path.startswith(p + "/"))]
         os.makedirs(root, exist_ok=True)
         reader = RefReader(allow_file=allow_file, file_roots=file_roots) if any(e.ref for e in entries) else None
 
@@ -324,9 +366,11 @@ class Artifact:
                     return store.backend.download_file(blob_key(project, digest), t)
             try:
                 # from the cache (verified), or fetched into it and copied here in one pass
-                if store.cache.fetch_copy(digest, fetch, tmp, mode=mode):
+                if store.cache.fetch_copy(digest, fetch, tmp, mode=mode, size=e.size):
                     fetched = True
                 os.replace(tmp, target)
+            except SizeMismatch as ex:
+                raise SizeMismatch(f"{self.qualified_name}: entry {e.path!r}: {ex}") from None
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
@@ -369,6 +413,8 @@ class Artifact:
             elif e.digest is None:  # a reference pinned by ETag/version id: only its size is known
                 if is_pinned(e) and os.path.getsize(p) != e.size:
                     problems.append(f"changed {e.path}")
+            elif os.path.getsize(p) != e.size:  # before hashing: the size says it at once
+                problems.append(f"changed {e.path} (size {os.path.getsize(p)}, the manifest says {e.size})")
             elif digest_file(p)[0] != e.digest:
                 problems.append(f"changed {e.path}")
         for dirpath, _, filenames in os.walk(root):
@@ -397,6 +443,11 @@ class Artifact:
         self._saved_aliases = list(self.aliases)
 
     def delete(self, delete_aliases: bool = False) -> None:
+        """Delete this version from the store, and the blobs no other version needs.
+
+        A version that has aliases (other than ``latest``) is kept and ``ArtfsError`` raised unless
+        ``delete_aliases=True``, which removes them with it. The number is never reused.
+        """
         store, _ = self._need_logged()
         store.delete_version(self.project or "", self._name, self._version or 0, delete_aliases=delete_aliases)
 

@@ -14,9 +14,20 @@ Invariants
   never see half a file, and two processes fetching the same blob both end with the same bytes.
 * A blob that later fails verification (disk damage, a user writing through a copy) is removed
   and fetched again by whoever noticed; it is never served.
+* **What was verified is recorded on the blob**: the extended attribute ``user.artfs.verified``
+  holds ``<digest> <inode> <size> <mtime_ns>`` as they were when its bytes were hashed (written
+  before the blob is renamed into ``blobs/``). Whoever opens a blob to serve it without hashing it
+  (the mount) first compares that record with ``fstat``: equal means the bytes are the ones that
+  were verified (a write changes the mtime); different or missing means it is hashed again (then
+  re-recorded) or, if it no longer matches its digest, dropped with one warning
+  (``cache blob ... changed on disk after it was verified``) and fetched again. Copies out of the
+  cache (``artfs get``, ``Artifact.download``, drafts) hash every byte they copy anyway, and check
+  the size too. Not caught by the record: a change that also restores the mtime (``touch -d``) or
+  silent disk damage under an unchanged inode; those are caught by the next copy out of the cache.
 * Every user of a blob holds a shared ``flock`` on it while it is open; eviction takes an exclusive
   non-blocking lock and skips blobs it cannot lock, so an open blob is never evicted.
-* Recency is the file's mtime, touched on every use; eviction removes least recent first.
+* Recency is the later of the file's atime and mtime. Use sets the atime only (``utime`` keeping the
+  mtime, which belongs to the verification record); eviction removes least recent first.
 * A crash leaves at most stray files in ``tmp/``, removed by the next cleanup.
 """
 
@@ -26,6 +37,7 @@ import contextlib
 import errno
 import fcntl
 import io
+import logging
 import os
 import re
 import shutil
@@ -37,7 +49,11 @@ from typing import Callable, Iterator
 import xxhash
 
 from ._digest import cache_rel, digest_file, read_buffer
-from ._errors import ArtfsError, CorruptData
+from ._errors import ArtfsError, CorruptData, SizeMismatch
+
+log = logging.getLogger("artfs.cache")
+
+STAMP_XATTR = "user.artfs.verified"
 
 
 def default_cache_dir() -> str:
@@ -53,7 +69,10 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 
 
 
 def parse_size(s: str | int) -> int:
-    """``1GB``, ``500M``, ``20G``, ``1.5GiB``, ``1024`` -> bytes (K/M/G/T are powers of 1024)."""
+    """``1GB``, ``500M``, ``20G``, ``1.5GiB``, ``1024`` -> bytes (K/M/G/T are powers of 1024).
+
+    Raises ``ArtfsError`` for anything else (the CLI reports it as bad usage).
+    """
     if isinstance(s, int):
         return s
     m = _SIZE_RE.match(s)
@@ -71,9 +90,100 @@ def default_cache_size(root: str) -> int:
     return st.f_blocks * st.f_frsize // 10
 
 
-def _copy_hashing(fi: "io.FileIO", dst: str, digest: str, mode: int | None) -> bool:
-    """Copy the open file ``fi`` to a new ``dst`` while hashing it; whether it matches ``digest``."""
+def _stamp_value(digest: str, st: os.stat_result) -> bytes:
+    return f"{digest} {st.st_ino} {st.st_size} {st.st_mtime_ns}".encode()
+
+
+def stamp(fd: int, digest: str) -> bool:
+    """Record on the open file ``fd`` that its bytes, as they are now, match ``digest``.
+
+    Call it right after hashing, before the file is renamed into ``blobs/``. Returns False if the
+    record cannot be written (a file system without user xattrs, a read-only file of another
+    user): that blob is then hashed again whenever it is opened to be served unhashed.
+    """
+    try:
+        os.setxattr(fd, STAMP_XATTR, _stamp_value(digest, os.fstat(fd)))
+        return True
+    except PermissionError:  # user xattrs need write permission: a 0444 blob of ours
+        try:
+            mode = os.fstat(fd).st_mode & 0o7777
+            os.fchmod(fd, mode | 0o200)
+            try:
+                os.setxattr(fd, STAMP_XATTR, _stamp_value(digest, os.fstat(fd)))
+            finally:
+                os.fchmod(fd, mode)
+            return True
+        except OSError:
+            return False
+    except OSError:
+        return False
+
+
+def stamp_ok(fd: int, digest: str) -> bool:
+    """Whether ``fd`` is unchanged since it was verified against ``digest`` (no hashing)."""
+    try:
+        rec = os.getxattr(fd, STAMP_XATTR)
+    except OSError:
+        return False
+    return rec == _stamp_value(digest, os.fstat(fd))
+
+
+def hash_fd(fd: int) -> tuple[str, int]:
+    """The digest of the whole open file ``fd`` and its length (one reused buffer)."""
     h = xxhash.xxh3_128()
+    buf = read_buffer(fd)
+    view = memoryview(buf)
+    off = 0
+    while True:
+        n = os.preadv(fd, [view], off)
+        if not n:
+            break
+        h.update(view[:n])
+        off += n
+    return f"xxh128:{h.hexdigest()}", off
+
+
+def check_blob(fd: int, path: str, digest: str, size: int) -> bool:
+    """Whether the blob open as ``fd`` (at ``path`` in ``blobs/``) may be served without hashing.
+
+    True when its verification record matches its ``fstat`` (cheap) or, failing that, when hashing
+    it again gives ``digest`` and ``size`` (the record is renewed: a blob whose mtime was merely
+    touched, or one cached before records existed, is hashed once). Otherwise the blob is unlinked
+    (if ``path`` still names it), one warning is logged, and False says "fetch it again".
+    """
+    if os.fstat(fd).st_size == size and stamp_ok(fd, digest):
+        return True
+    before = os.fstat(fd)
+    got, n = hash_fd(fd)
+    if got == digest and n == size:
+        after = os.fstat(fd)
+        if (before.st_mtime_ns, before.st_size) == (after.st_mtime_ns, after.st_size):
+            stamp(fd, digest)  # else written to while hashed: no record, hashed again next time
+        return True
+    log.warning("cache blob %s changed on disk after it was verified (%d bytes, digest %s); "
+                "dropped it, it will be fetched again", digest, n, got)
+    try:
+        if os.path.samestat(os.stat(path), os.fstat(fd)):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return False
+
+
+def touch_fd(fd: int) -> None:
+    """Mark an open cache file as used (its atime; the mtime belongs to the verification record)."""
+    with contextlib.suppress(OSError):
+        os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))
+
+
+def _copy_hashing(fi: "io.FileIO", dst: str, digest: str, mode: int | None, size: int | None = None) -> bool:
+    """Copy the open file ``fi`` to a new ``dst`` while hashing it; whether it matches ``digest``.
+
+    SizeMismatch if it matches ``digest`` but is not ``size`` bytes long (``dst`` is left for the
+    caller to remove).
+    """
+    h = xxhash.xxh3_128()
+    total = 0
     buf = read_buffer(fi.fileno())
     view = memoryview(buf)
     with open(dst, "wb") as fo:
@@ -85,7 +195,11 @@ def _copy_hashing(fi: "io.FileIO", dst: str, digest: str, mode: int | None) -> b
                 break
             h.update(view[:n])
             fo.write(view[:n])
-    return f"xxh128:{h.hexdigest()}" == digest
+            total += n
+    ok = f"xxh128:{h.hexdigest()}" == digest
+    if ok and size is not None and total != size:
+        raise SizeMismatch(f"the manifest says {size} bytes, but blob {digest} has {total}")
+    return ok
 
 
 @dataclass
@@ -99,6 +213,13 @@ class CacheInfo:
 
 
 class Cache:
+    """The local cache of verified blobs and manifests, shared by every artfs process of the user.
+
+    ``Cache(root)`` (default ``$ARTFS_CACHE_DIR``, else ``~/.cache/artfs``) creates its directories;
+    ``max_size`` bounds it (``cleanup`` evicts least recently used blobs). ``OSError`` when the
+    directory cannot be created.
+    """
+
     def __init__(self, root: str | None = None, *, max_size: int | str | None = None) -> None:
         self.root = os.path.abspath(root or default_cache_dir())
         for d in ("blobs", "partial", "manifests", "tmp"):
@@ -107,23 +228,37 @@ class Cache:
 
     # -- paths ---------------------------------------------------------------------------------
     def path(self, digest: str) -> str:
+        """Where the complete, verified blob ``digest`` lives (it may not be there)."""
         return os.path.join(self.root, "blobs", *cache_rel(digest).split("/"))
 
     def tmp_path(self) -> str:
+        """A fresh name under the cache's ``tmp/`` (same file system, so it can be renamed into place)."""
         return os.path.join(self.root, "tmp", uuid.uuid4().hex)
 
     def has(self, digest: str) -> bool:
+        """Whether the blob is in the cache."""
         return os.path.exists(self.path(digest))
 
     # -- filling -------------------------------------------------------------------------------
-    def insert_file(self, digest: str, tmp: str, *, verified: bool = False) -> str:
-        """Move a finished temp file into place after verifying it; returns the blob path."""
+    def insert_file(self, digest: str, tmp: str, *, verified: bool = False, size: int | None = None) -> str:
+        """Move a finished temp file into place after verifying it; returns the blob path.
+
+        The verification record (see the module docstring) is written before the rename.
+        """
         if not verified:
-            got, _ = digest_file(tmp)
+            got, n = digest_file(tmp)
             if got != digest:
                 os.unlink(tmp)
                 raise CorruptData(f"fetched bytes do not match {digest} (got {got})")
+            if size is not None and n != size:
+                os.unlink(tmp)
+                raise SizeMismatch(f"the manifest says {size} bytes, but blob {digest} has {n}")
         dst = self.path(digest)
+        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stamp(fd, digest)
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o444)
         try:
             os.replace(tmp, dst)
@@ -138,9 +273,17 @@ class Cache:
         The fetched file is verified before it becomes visible.
         """
         p = self.path(digest)
-        if os.path.exists(p):
-            self.touch(p)
-            return p
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = -1
+        if fd >= 0:
+            try:
+                if check_blob(fd, p, digest, os.fstat(fd).st_size):
+                    touch_fd(fd)
+                    return p
+            finally:
+                os.close(fd)
         tmp = self.tmp_path()
         try:
             fetch(tmp)
@@ -158,17 +301,28 @@ class Cache:
             return False
         if got != digest:
             self.drop(digest)
+            log.warning("cache blob %s changed on disk after it was verified (digest now %s); dropped it",
+                        digest, got)
             return False
+        with contextlib.suppress(OSError):
+            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                stamp(fd, digest)  # hashed just now: renew the record (a blob cached before records)
+            finally:
+                os.close(fd)
         return True
 
     def drop(self, digest: str) -> None:
+        """Remove a blob from the cache (nothing if it is not there)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(digest))
 
     @staticmethod
     def touch(p: str) -> None:
+        """Mark a cache file as used now: its atime (least recently used files are evicted first;
+        the mtime belongs to the verification record)."""
         with contextlib.suppress(OSError):
-            os.utime(p)
+            os.utime(p, ns=(time.time_ns(), os.stat(p).st_mtime_ns))
 
     @contextlib.contextmanager
     def pinned(self, digest: str) -> Iterator[str]:
@@ -181,8 +335,12 @@ class Cache:
         finally:
             os.close(fd)
 
-    def copy_verified(self, digest: str, dst: str, *, mode: int | None = None) -> None:
+    def copy_verified(self, digest: str, dst: str, *, mode: int | None = None, size: int | None = None) -> None:
         """Copy a cached blob to ``dst`` while hashing it; a mismatch drops the blob and raises.
+
+        ``size``: the size the manifest gives the file; a blob of another size raises
+        :class:`SizeMismatch` (the blob is kept: it matches its digest, the manifest is wrong).
+        A blob that matched gets its verification record renewed if it was stale.
 
         A reflink would skip the read, but then a corrupted cache file could be served; hashing
         while copying costs one read of the blob, which is already in the page cache usually.
@@ -191,14 +349,24 @@ class Cache:
         src = self.path(digest)
         with open(src, "rb", buffering=0) as fi:
             fcntl.flock(fi.fileno(), fcntl.LOCK_SH)
-            ok = _copy_hashing(fi, dst, digest, mode)
+            try:
+                ok = _copy_hashing(fi, dst, digest, mode, size)
+            except SizeMismatch:
+                os.unlink(dst)
+                raise
+            if ok:
+                if not stamp_ok(fi.fileno(), digest):
+                    stamp(fi.fileno(), digest)
+                touch_fd(fi.fileno())
         if not ok:
             os.unlink(dst)
             self.drop(digest)
+            log.warning("cache blob %s changed on disk after it was verified; dropped it, "
+                        "it will be fetched again", digest)
             raise CorruptData(f"cached blob {digest} was corrupted; dropped it")
-        self.touch(src)
 
-    def fetch_copy(self, digest: str, fetch: Callable[[str], object], dst: str, *, mode: int | None = None) -> bool:
+    def fetch_copy(self, digest: str, fetch: Callable[[str], object], dst: str, *, mode: int | None = None,
+                   size: int | None = None) -> bool:
         """Create ``dst`` holding the blob's verified bytes, through the cache.
 
         From the cache when it holds the blob (a corrupted copy is dropped and fetched again).
@@ -206,18 +374,26 @@ class Cache:
         and then becomes the cache's blob: one read of the fetched bytes, not one to verify them
         and another to copy them, and no window in which a cleanup could evict the blob between
         the two. Returns whether it fetched (the cache grew). CorruptData if the fetched bytes
-        do not match; ``dst`` is not left behind then.
+        do not match; ``dst`` is not left behind then. ``size``: as for :meth:`copy_verified`
+        (SizeMismatch when the blob, cached or fetched, has another size).
         """
         try:
-            self.copy_verified(digest, dst, mode=mode)
+            self.copy_verified(digest, dst, mode=mode, size=size)
             return False
+        except SizeMismatch:
+            raise
         except (CorruptData, FileNotFoundError):
             pass  # not cached, evicted meanwhile, or dropped as corrupt: fetch it
         tmp = self.tmp_path()
         try:
             fetch(tmp)
             with open(tmp, "rb", buffering=0) as fi:
-                ok = _copy_hashing(fi, dst, digest, mode)
+                try:
+                    ok = _copy_hashing(fi, dst, digest, mode, size)
+                except SizeMismatch:
+                    os.unlink(dst)
+                    self.insert_file(digest, tmp, verified=True)  # the blob is right, keep it
+                    raise
             if not ok:
                 os.unlink(dst)
                 raise CorruptData(f"fetched bytes do not match {digest}")
@@ -229,9 +405,11 @@ class Cache:
 
     # -- manifests -----------------------------------------------------------------------------
     def manifest_path(self, store_id: str, project: str, artifact: str, n: int) -> str:
+        """Where the manifest of vN of a store is kept (manifests never change, so it stays valid)."""
         return os.path.join(self.root, "manifests", store_id, project, artifact, f"{n}.json")
 
     def write_small(self, path: str, data: bytes) -> None:
+        """Write ``data`` to ``path`` atomically (through ``tmp/`` and a rename); ``OSError`` on failure."""
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = self.tmp_path()
         with open(tmp, "wb") as f:
@@ -249,10 +427,11 @@ class Cache:
                         st = os.stat(p)
                     except FileNotFoundError:
                         continue
-                    out.append((st.st_mtime, st.st_blocks * 512 if sub == "partial" else st.st_size, p))
+                    out.append((max(st.st_atime, st.st_mtime), st.st_blocks * 512 if sub == "partial" else st.st_size, p))
         return out
 
     def info(self) -> CacheInfo:
+        """Where the cache is, how many blobs and bytes it holds (complete and partial), and its bound."""
         blobs = partial = nb = npb = 0
         for _, size, p in self._blobs():
             if os.sep + "partial" + os.sep in p:
@@ -315,5 +494,6 @@ class Cache:
         return removed, freed
 
     def clear_tmp(self) -> None:
+        """Remove files left in ``tmp/`` (by crashed writers); only safe when no artfs process runs."""
         shutil.rmtree(os.path.join(self.root, "tmp"), ignore_errors=True)
         os.makedirs(os.path.join(self.root, "tmp"), exist_ok=True)

@@ -1,9 +1,17 @@
 """``artfs mount`` and ``artfs umount`` (registered into :mod:`artfs.cli`).
 
 The mount daemon lives in the ``artfsd`` package, which imports artfs and never the other way
-round: ``artfs mount`` therefore *execs* ``python -m artfsd.main`` with the options it parsed
-(same process id, so ``artfs mount -f`` under systemd is the unit's main process). The options are
-defined once, here, and the daemon's own parser uses :func:`add_mount_arguments` too.
+round: ``artfs mount`` therefore *execs* the daemon (``python -P -c`` :data:`DAEMON_BOOT`, which
+runs ``artfsd.main``) with the options it parsed (same process id, so ``artfs mount -f`` under
+systemd is the unit's main process). ``-P`` keeps the current directory off ``sys.path``: a folder
+named ``artfs`` where the user stands (a fresh clone) must not shadow the installed package, while
+``$PYTHONPATH`` still counts. The options are defined once, here, and the daemon's own parser uses
+:func:`add_mount_arguments` too.
+
+Before the exec, ``artfs mount`` refuses what the daemon would only discover later or never: a
+mountpoint that is missing or not empty (unless ``--allow-non-empty``/``-o nonempty``: the mount
+would hide its files) and a local store that does not exist (a typo) unless the mount is writable,
+which creates the store and says so.
 
 ``artfs umount MNT`` finds the daemon of the mount (its ``user.artfs.pid`` attribute on the mount
 root, else the pidfile ``<cache>/run/<key>.pid`` the daemon writes), runs ``fusermount3 -u MNT``
@@ -43,7 +51,33 @@ GENERIC_MOUNT_OPTIONS = frozenset({
 
 
 class MountUsageError(ArtfsError):
+    """A mount command line that cannot work (unknown ``-o`` option, a non-empty mountpoint, ...)."""
+
     exit_code = 2
+
+
+#: What ``artfs mount`` runs with ``python -P -c``: the daemon's ``main``, and if even importing it
+#: fails (a broken installation), one ``artfs: error:`` line naming the log, the traceback in the log.
+DAEMON_BOOT = """\
+import sys
+try:
+    from artfsd.main import main
+except BaseException as e:
+    import os, traceback
+    log = sys.argv[sys.argv.index("--log-file") + 1] if "--log-file" in sys.argv[:-1] else None
+    where = ""
+    if log:
+        try:
+            os.makedirs(os.path.dirname(log), exist_ok=True)
+            with open(log, "a") as f:
+                traceback.print_exc(file=f)
+            where = f" (log: {log})"
+        except OSError:
+            pass
+    print(f"artfs: error: cannot start the mount daemon: {type(e).__name__}: {e}{where}", file=sys.stderr)
+    sys.exit(1)
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -86,11 +120,13 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
                         "make the mount read this machine's files; reading one gives EACCES)")
     p.add_argument("--file-root", dest="file_roots", action="append", default=[], metavar="DIR",
                    help="let file:// references below DIR be read (after following symlinks; repeatable)")
+    p.add_argument("--allow-non-empty", action="store_true",
+                   help="mount even if MNT holds files (they are hidden while mounted; refused by default)")
     p.add_argument("--log-file", metavar="FILE",
                    help="log here in background mode (default: $XDG_STATE_HOME/artfs/mount-<MNT>.log)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
                    help="options as in fstab: ro, allow_other, cache_size=20G, cache_dir=D, refresh=S, timeout=S, "
-                        "allow_file, file_root=DIR, debug; mount(8)'s own (rw, nodev, _netdev, x-systemd.*, ...) "
+                        "allow_file, file_root=DIR, nonempty, debug; mount(8)'s own (rw, nodev, _netdev, x-systemd.*, ...) "
                         "are ignored")
     if daemon:
         p.add_argument("--cache-dir", metavar="DIR", help="the local cache (default: $ARTFS_CACHE_DIR or ~/.cache/artfs)")
@@ -109,6 +145,8 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
                 args.read_only = True
             elif key in ("allow_other", "allow_file", "debug", "foreground") and not sep:
                 setattr(args, key, True)
+            elif key in ("nonempty", "allow_non_empty") and not sep:
+                args.allow_non_empty = True
             elif key == "file_root" and sep and value:
                 args.file_roots = [*(getattr(args, "file_roots", None) or []), value]
             elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file") and sep and value:
@@ -120,7 +158,7 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
             else:
                 raise MountUsageError(
                     f"unknown mount option {opt!r} (artfs knows ro, allow_other, cache_size=SIZE, cache_dir=DIR, "
-                    "refresh=S, timeout=S, log_file=FILE, allow_file, file_root=DIR, debug)"
+                    "refresh=S, timeout=S, log_file=FILE, allow_file, file_root=DIR, nonempty, debug)"
                 )
     args.options = []
     return args
@@ -145,9 +183,18 @@ def daemon_argv(args: argparse.Namespace, store: str) -> list[str]:
         argv += ["--cache-dir", os.path.abspath(args.cache_dir)]
     if getattr(args, "log_file", None):
         argv += ["--log-file", os.path.abspath(args.log_file)]
+    elif not args.foreground:  # named here so that even a daemon that cannot start logs there
+        argv += ["--log-file", default_log_path(args.mountpoint)]
     if getattr(args, "debug", False):
         argv.append("--debug")
     return argv
+
+
+def default_log_path(mountpoint: str) -> str:
+    """``$XDG_STATE_HOME/artfs/mount-<mountpoint>.log``: where a background daemon logs."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    slug = os.path.abspath(mountpoint).strip("/").replace("/", "-") or "root"
+    return os.path.join(base, "artfs", f"mount-{slug}.log")
 
 
 # -- mounts --------------------------------------------------------------------------------------
@@ -249,6 +296,53 @@ def daemon_pid(mountpoint: str, cache_dirs: list[str]) -> int | None:
     return None
 
 
+def holders(mountpoint: str) -> list[tuple[int, str, str]]:
+    """Processes that keep ``mountpoint`` busy: ``(pid, command name, what)`` from ``/proc``.
+
+    Looks at each process's working directory, root and open files (``/proc/PID/{cwd,root,fd/*}``;
+    reading these links never enters the mount, so a hung daemon cannot hang this). Processes of
+    other users are seen only by root, as with ``fuser``.
+    """
+    mnt = os.path.abspath(mountpoint)
+
+    def under(p: str) -> bool:
+        return p == mnt or p.startswith(mnt + "/")
+
+    out: list[tuple[int, str, str]] = []
+    me = os.getpid()
+    try:
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return out
+    for pid in sorted(pids):
+        if pid == me:
+            continue
+        base = f"/proc/{pid}"
+        found: str | None = None
+        for link, what in (("cwd", "has its working directory in"), ("root", "has its root in")):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"{base}/{link}")
+                if under(target):
+                    found = f"{what} {target}"
+                    break
+        if found is None:
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"{base}/fd"):
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(f"{base}/fd/{fd}")
+                        if under(target):
+                            found = f"has {target} open"
+                            break
+        if found is None:
+            continue
+        comm = "?"
+        with contextlib.suppress(OSError):
+            with open(f"{base}/comm") as f:
+                comm = f.read().strip()
+        out.append((pid, comm, found))
+    return out
+
+
 def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 600.0, cache_dirs: list[str] | None = None,
             note: Any = None) -> int | None:
     """Unmount an artfs mount and wait for its daemon to exit; returns the daemon's pid if known."""
@@ -269,6 +363,14 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 600.0, cach
     r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if r.returncode != 0:
         msg = (r.stderr or r.stdout).strip() or f"{cmd[0]} exited with {r.returncode}"
+        if not lazy and ("busy" in msg.lower() or "EBUSY" in msg):
+            held = holders(mnt)
+            who = "; ".join(f"pid {pid} ({comm}) {what}" for pid, comm, what in held[:5])
+            if len(held) > 5:
+                who += f"; and {len(held) - 5} more"
+            raise ArtfsError(f"cannot unmount {mnt}: it is busy" + (f": {who}" if who else "") +
+                             f". Close those, or 'artfs umount --lazy {mnt}': it detaches the mount at once "
+                             "and waits until they have closed their files and the daemon has finished")
         raise ArtfsError(f"cannot unmount {mnt}: {msg}")
     if pid is not None:
         deadline = time.monotonic() + timeout
@@ -277,7 +379,8 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 600.0, cach
             if time.monotonic() > deadline:
                 raise ArtfsError(f"{mnt} is unmounted, but its daemon (pid {pid}) is still running after {timeout:g} s")
             if not said and note is not None and time.monotonic() > deadline - timeout + 2.0:
-                note(f"waiting for the mount daemon (pid {pid}) to commit the drafts and exit...")
+                note(f"waiting for the mount daemon (pid {pid}) to commit the drafts and exit"
+                     + (" (after the last file open under the mount is closed)..." if lazy else "..."))
                 said = True
             time.sleep(0.05)
     return pid
@@ -292,13 +395,47 @@ def cmd_mount(ctx: Any) -> int:
     if "://" not in store:
         store = os.path.abspath(os.path.expanduser(store))
     args.mountpoint = os.path.abspath(args.mountpoint)
+    _check_mountpoint(args.mountpoint, allow_non_empty=args.allow_non_empty)
+    if "://" not in store and not os.path.isdir(store):
+        explicit = bool(args.store_url or getattr(args, "store", None) or os.environ.get("ARTFS_STORE"))
+        if args.read_only or os.path.exists(store):
+            raise NotFound(missing_store_message(store, explicit=explicit))
+        os.makedirs(store)
+        ctx.note(f"created the store {store}")
     if importlib.util.find_spec("artfsd") is None:
         raise ArtfsError("the mount daemon (the artfsd package) is not installed")
-    argv = [sys.executable, "-m", "artfsd.main", *daemon_argv(args, store)]
+    argv = [sys.executable, "-P", "-c", DAEMON_BOOT, *daemon_argv(args, store)]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)
     return 1  # not reached
+
+
+def missing_store_message(path: str, *, explicit: bool) -> str:
+    """What to say about a local store directory that does not exist."""
+    if explicit:
+        return f"no store at {path} (check the path; 'artfs put' or a writable 'artfs mount' creates a new one)"
+    return f"no store yet at {path}; 'artfs put' (or a writable 'artfs mount') creates it"
+
+
+def _check_mountpoint(mnt: str, *, allow_non_empty: bool) -> None:
+    """Refuse a missing mountpoint, a file, an artfs mount already there, and files a mount would hide."""
+    if not os.path.exists(mnt):
+        raise NotFound(f"mountpoint {mnt} does not exist (mkdir -p {mnt})")
+    if not os.path.isdir(mnt):
+        raise MountUsageError(f"mountpoint {mnt} is not a directory")
+    info = find_mount(mnt)
+    if info is not None and info.fstype == FSTYPE:
+        raise MountUsageError(f"{mnt} is already an artfs mount (artfs umount {mnt} first)")
+    if not allow_non_empty:
+        try:
+            with os.scandir(mnt) as it:
+                first = next(it, None)
+        except OSError:
+            return  # the daemon reports what it cannot do with the directory
+        if first is not None:
+            raise MountUsageError(f"mountpoint {mnt} is not empty (it holds {first.name!r}, which the mount would "
+                                  "hide): use an empty directory, or --allow-non-empty (-o nonempty)")
 
 
 def _xattr_text(mountpoint: str, name: str, wait: float = 3.0) -> str | None:

@@ -32,6 +32,7 @@ def finish(h: "xxhash.xxh3_128") -> str:
 
 
 def digest_bytes(data: bytes | memoryview) -> str:
+    """``xxh128:<32 hex>`` of ``data``, the digest artfs records for file contents."""
     return f"{ALGO}:{xxhash.xxh3_128_hexdigest(data)}"
 
 
@@ -49,7 +50,7 @@ def read_buffer(fd: int) -> bytearray:
 
 
 def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """Digest and size of a local file, read in large buffers."""
+    """Digest (``xxh128:…``) and size of a local file, read in large buffers; ``OSError`` if unreadable."""
     h = xxhash.xxh3_128()
     size = 0
     with open(path, "rb", buffering=0) as f:

@@ -1587,7 +1587,7 @@ def store_fetch(store: "Store", project: str) -> Fetch:
         for attempt in (1, 2):
             store.fetch_blob(project, entry.digest)
             try:
-                store.cache.copy_verified(entry.digest, dst)
+                store.cache.copy_verified(entry.digest, dst, size=entry.size)
                 return
             except CorruptData:
                 if attempt == 2:

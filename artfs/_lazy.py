@@ -63,6 +63,23 @@ Invariants
   next read. Chunks already in the cache are read without asking the store, so everything cached
   stays readable when the store is unreachable.
 
+Complete blobs opened again
+---------------------------
+A complete blob is served without hashing it if its verification record (``user.artfs.verified``,
+see :mod:`artfs._cache`) matches its ``fstat``; otherwise :meth:`LazyBlobs.open` hashes it again
+before taking any lock (kept, re-recorded) or drops it with a warning (then fetched again).
+
+Streamed entries (blobs larger than the cache allows)
+-----------------------------------------------------
+A blob larger than half the cache's bound is never cached whole: its entry uses an unnamed
+partial file and map (``O_TMPFILE`` in ``tmp/``, private to this process, gone when the last
+handle closes or the process dies) holding at most ``stream_window`` bytes of chunks. Chunks are
+hashed in order as they arrive; beyond the window, the oldest chunks not being copied by a read
+right now (pinned between ``_ensure`` and the ``pread``) are punched out and marked absent. A pass
+that reaches the end with a wrong digest fails that fetch (CorruptData) and resets the entry (new
+generation). See :class:`_Stream`. Such an entry never becomes a complete blob and is never
+served by ``readinto_nowait`` (whose unlocked read could see a punched chunk).
+
 Read-ahead
 ----------
 Per handle: a read that starts at offset 0 or near the end of the previous reads (within a few
@@ -88,7 +105,9 @@ through the previous hint, so the disk streams instead of answering one request 
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import ctypes
 import fcntl
 import itertools
 import logging
@@ -99,8 +118,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
+from ._cache import check_blob, stamp, stamp_ok, touch_fd
 from ._digest import blob_key, cache_rel, check_digest, finish, hasher
-from ._errors import ArtfsError, CorruptData, StoreUnavailable
+from ._errors import ArtfsError, CorruptData, NotFound, StoreUnavailable
 
 if TYPE_CHECKING:
     from ._manifest import Entry
@@ -178,6 +198,66 @@ def _open_locked(path: str, flags: int, mode: int = 0o644) -> int:
     raise ArtfsError(f"{path}: keeps being replaced while opening it")
 
 
+_libc: "ctypes.CDLL | None" = None
+
+
+def _punch(fd: int, off: int, n: int) -> bool:
+    """Free ``[off, off+n)`` of a file (``fallocate(PUNCH_HOLE|KEEP_SIZE)``; reads give zeros)."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        return int(_libc.fallocate(ctypes.c_int(fd), ctypes.c_int(0x03), ctypes.c_int64(off), ctypes.c_int64(n))) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _open_tmpfile(directory: str) -> int:
+    """An unnamed file in ``directory`` (``O_TMPFILE``; a named file unlinked at once as a fallback)."""
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:
+        p = os.path.join(directory, f"stream-{os.getpid()}-{os.urandom(8).hex()}")
+        fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.unlink(p)
+        return fd
+
+
+class _Stream:
+    """The state of a streamed entry: a blob larger than the cache's bound allows to keep.
+
+    Such a blob is read through a private partial file (:meth:`_Entry.open_private`) holding at
+    most ``window`` bytes of fetched chunks: once more are present, the chunks that arrived first
+    are punched out of the file (and marked absent) unless a read is copying them right now
+    (``pins``). It never becomes a complete cache blob, and it is freed when the last handle
+    closes. Chunks are hashed in order as they arrive (``hash_off``, before they can be evicted);
+    when a pass reaches the end, a digest mismatch fails that fetch with CorruptData and resets
+    the entry (every open handle gets CorruptData once, as for a shared partial entry). A reader
+    that jumps around may force eviction of chunks not yet hashed; that pass is then not verified
+    as a whole (``hash_ok`` False) and the next read from offset 0 starts another.
+
+    All fields are guarded by the entry's lock.
+    """
+
+    __slots__ = ("window", "resident", "nbytes", "pins", "hasher", "hash_off", "hash_ok", "hash_done")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.resident: collections.deque[int] = collections.deque()  # present chunks, oldest first
+        self.nbytes = 0  # bytes of present chunks
+        self.pins: dict[int, int] = {}  # chunk -> reads copying it now
+        self.reset_hash()
+
+    def reset_hash(self) -> None:
+        self.hasher = hasher()
+        self.hash_off = 0
+        self.hash_ok = True
+        self.hash_done = False
+
+
 class _Job:
     """One range GET covering chunks ``[c0, c1)``; readers of those chunks wait on ``done``."""
 
@@ -199,6 +279,7 @@ class _Entry:
 
     def __init__(self, project: str, digest: str, size: int, cache_root: str, blob_path: str) -> None:
         self.project, self.digest, self.size = project, digest, size
+        self.cache_root = cache_root
         self.key = blob_key(project, digest)
         self.blob_path = blob_path
         hexpart = cache_rel(digest).rsplit("/", 1)[1]
@@ -219,6 +300,8 @@ class _Entry:
         self.npresent = 0
         self.finalize_due = False  # set under lock by refresh(); the reader starts verification
         self.inflight: dict[int, _Job] = {}
+        # a streamed entry (a blob larger than the cache allows, see _Stream): None otherwise
+        self.stream: _Stream | None = None
 
     # -- opening -------------------------------------------------------------------------------
     def open_complete(self) -> bool:
@@ -230,10 +313,28 @@ class _Entry:
             _unlink_if_same(self.blob_path, fd)
             os.close(fd)
             return False
-        with contextlib.suppress(OSError):
-            os.utime(fd)  # recency for LRU eviction
+        if not self.verify or not check_blob(fd, self.blob_path, self.digest, self.size):
+            os.close(fd)  # changed since it was verified: dropped (and logged), fetched again
+            return False
+        touch_fd(fd)  # recency for LRU eviction
         self.fd, self.complete = fd, True
         return True
+
+    def open_private(self, chunk_size: int) -> None:
+        """Start a streamed entry: an unnamed partial file and map that only this process sees.
+
+        Nobody else can mark or read them, so punching out chunks is safe, and they vanish when
+        the entry is freed or the process dies (``O_TMPFILE``), so a crash leaves nothing behind.
+        """
+        tmpdir = os.path.join(self.cache_root, "tmp")
+        fd = _open_tmpfile(tmpdir)
+        try:
+            mfd = _open_tmpfile(tmpdir)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._load_map(fd, mfd, chunk_size)
+        self.fd, self.map_fd, self.complete = fd, mfd, False
 
     def open_any(self, chunk_size: int) -> None:
         """Open the complete blob if it is cached, else its partial entry (created if needed)."""
@@ -242,6 +343,9 @@ class _Entry:
             if self.open_complete():
                 if retried:
                     self._remove_orphan()
+                return
+            if self.stream is not None:
+                self.open_private(chunk_size)
                 return
             fd = _open_locked(self.partial_path, os.O_RDWR | os.O_CREAT)
             mfd = -1
@@ -317,7 +421,8 @@ class _Entry:
             if b and not self.present[i]:
                 self.present[i] = 1
                 self.npresent += 1
-        if self.npresent == self.nchunks and not self.complete and not self.finalizing and self.verify:
+        if (self.npresent == self.nchunks and not self.complete and not self.finalizing and self.verify
+                and self.stream is None):
             # the last chunks came from another process: no fetch of ours will start verification
             self.finalizing = self.finalize_due = True
 
@@ -453,8 +558,8 @@ class BlobHandle:
         thread)", which also reports any error.
         """
         e = self._e
-        if e is None or offset < 0 or self._gen != e.gen or not hasattr(os, "RWF_NOWAIT"):
-            return None
+        if e is None or offset < 0 or self._gen != e.gen or not hasattr(os, "RWF_NOWAIT") or e.stream is not None:
+            return None  # a streamed entry's chunks may be punched out: read() pins them
         end = min(e.size, offset + len(buf))
         if offset >= end:
             return None
@@ -498,11 +603,14 @@ class BlobHandle:
         if offset >= end:
             self._check_gen(e)
             return b""
-        fd, gen = self._lb._ensure(self, e, offset, end)
+        fd, gen, pinned = self._lb._ensure(self, e, offset, end)
         try:
             b = _pread_full(fd, end - offset, offset)
         except OSError as ex:
             raise ArtfsError(f"reading the cached copy of {self.digest}: {ex}") from None
+        finally:
+            if pinned:
+                self._lb._unpin(e, gen, offset, end)
         if e.gen != gen:  # dropped as corrupt while we read; do not trust what we got
             self._check_gen(e)
         if len(b) != end - offset:
@@ -536,7 +644,8 @@ class BlobHandle:
             if self._window == 0:
                 self._window = cs
             elif c0 != self._last_c0:
-                self._window = min(self._window * 2, max(cs, self._lb.readahead_max))
+                ra = self._lb.readahead_max if e.stream is None else min(self._lb.readahead_max, e.stream.window // 2)
+                self._window = min(self._window * 2, max(cs, ra))
             self._last_end = max(le, end)
         else:
             self._window = 0
@@ -575,6 +684,12 @@ class LazyBlobs:
         self._active = 0  # jobs and verifications not finished (for drain)
         self._pf_bytes = 0  # read-ahead bytes queued or in flight
         self._closed = False
+        # Blobs larger than half the cache's bound are streamed through a private window of a
+        # quarter of the bound (4 chunks to 2 read-ahead windows) instead of being cached whole:
+        # one big read must neither fail on a small cache disk nor push every other file out.
+        bound = getattr(store.cache, "max_size", None)
+        self.stream_over: int | None = bound // 2 if bound else None
+        self.stream_window = max(4 * self.chunk_size, min(bound // 4 if bound else 0, 2 * self.readahead_max))
 
     # -- public --------------------------------------------------------------------------------
     def open(self, project: str, digest: str, size: int, *,
@@ -587,19 +702,23 @@ class LazyBlobs:
         if size < 0:
             raise ArtfsError(f"{digest}: negative size {size}")
         cache = self.store.cache
+        if verify and digest not in self._entries:
+            self._precheck(cache.path(digest), digest, size)
         start_verify = None
         with self._lock:
             e = self._entries.get(digest)
             if e is None:
                 e = _Entry(project, digest, size, cache.root, cache.path(digest))
                 e.fetch, e.verify = fetch, verify
+                if self.stream_over is not None and size > self.stream_over:
+                    e.stream = _Stream(self.stream_window)
                 try:
                     e.open_any(self.chunk_size)
                 except OSError as ex:
                     e.close_fds()
                     raise ArtfsError(f"opening the cache entry of {digest}: {ex}") from None
                 self._entries[digest] = e
-                if not e.complete and e.npresent == e.nchunks and e.verify:
+                if not e.complete and e.npresent == e.nchunks and e.verify and e.stream is None:
                     e.finalizing = True  # every chunk arrived earlier, verification never ran
                     start_verify = e
             elif e.size != size:
@@ -687,8 +806,12 @@ class LazyBlobs:
             if self._active == 0:
                 self._busy.notify_all()
 
-    def _ensure(self, h: BlobHandle, e: _Entry, offset: int, end: int) -> tuple[int, int]:
-        """Wait until the chunks of ``[offset, end)`` are present; (fd, gen) to read them from."""
+    def _ensure(self, h: BlobHandle, e: _Entry, offset: int, end: int) -> tuple[int, int, bool]:
+        """Wait until the chunks of ``[offset, end)`` are present; (fd, gen, pinned) to read them.
+
+        ``pinned``: the chunks of a streamed entry are pinned against eviction; the caller
+        unpins them (:meth:`_unpin`) once it copied them.
+        """
         deadline = time.monotonic() + self.timeout
         mine: set[_Job] = set()
         retried: set[_Job] = set()
@@ -701,12 +824,16 @@ class LazyBlobs:
                 if h._gen != e.gen:
                     stale = True  # raised below, outside the lock
                 elif e.complete:
-                    return e.fd, e.gen
+                    return e.fd, e.gen, False
                 else:
                     cs = e.cs
                     c0, c1 = offset // cs, (end - 1) // cs + 1
                     if first:
                         p0, p1 = h._readahead(e, offset, end, c0, c1 - 1)
+                        st = e.stream
+                        if st is not None and offset == 0 and (st.hash_done or not st.hash_ok):
+                            st.reset_hash()  # a new pass from the start: verify it as a whole
+                            self._stream_advance(e)
                     if e.present.find(0, c0, c1) >= 0:
                         e.refresh(c0, c1)  # another process may have fetched them
                     i = e.present.find(0, c0, c1)
@@ -725,6 +852,10 @@ class LazyBlobs:
                             submit.extend(self._plan_prefetch(h, e, c1, p0, p1))
                     if not waits:
                         fd, gen = e.fd, e.gen
+                        if e.stream is not None:
+                            pins = e.stream.pins
+                            for i in range(c0, c1):
+                                pins[i] = pins.get(i, 0) + 1
             if e.finalize_due:
                 with e.lock:
                     due, e.finalize_due = e.finalize_due, False
@@ -735,7 +866,7 @@ class LazyBlobs:
             if stale:
                 h._check_gen(e)
             if not waits:
-                return fd, gen
+                return fd, gen, e.stream is not None
             for job in waits:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not job.done.wait(remaining):
@@ -752,6 +883,98 @@ class LazyBlobs:
                     raise _fresh(err)
                 retried.add(job)  # a read-ahead failed: fetch those chunks ourselves, once
                 break
+
+    def _precheck(self, path: str, digest: str, size: int) -> None:
+        """Re-verify a cached blob whose verification record is stale, before taking any lock.
+
+        ``_Entry.open_complete`` checks the record again (cheaply) under the global lock; doing
+        the rare hashing here keeps other opens from waiting behind it.
+        """
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if os.fstat(fd).st_size == size and not stamp_ok(fd, digest):
+                check_blob(fd, path, digest, size)
+        finally:
+            os.close(fd)
+
+    def _unpin(self, e: _Entry, gen: int, offset: int, end: int) -> None:
+        with e.lock:
+            st = e.stream
+            if st is None or e.gen != gen:
+                return
+            cs = e.cs
+            for i in range(offset // cs, (end - 1) // cs + 1):
+                n = st.pins.get(i, 0) - 1
+                if n > 0:
+                    st.pins[i] = n
+                else:
+                    st.pins.pop(i, None)
+            self._stream_evict(e)
+
+    def _stream_advance(self, e: _Entry) -> str | None:
+        """Hash the streamed entry's chunks in order, then evict down to its window (``e.lock`` held).
+
+        Returns the digest found if a complete pass did not match (the entry is reset then).
+        """
+        st = e.stream
+        assert st is not None
+        cs = e.cs
+        while st.hash_ok and st.hash_off < e.size and e.present[st.hash_off // cs]:
+            n = min(cs - st.hash_off % cs, e.size - st.hash_off)
+            b = _pread_full(e.fd, n, st.hash_off)
+            if len(b) != n:
+                st.hash_ok = False
+                break
+            st.hasher.update(b)
+            st.hash_off += n
+        bad = None
+        if st.hash_ok and st.hash_off == e.size and not st.hash_done:
+            st.hash_done = True
+            got = finish(st.hasher)
+            if got != e.digest:
+                bad = got
+                log.warning("blob %s streamed from the store does not match its digest (got %s); dropping what "
+                            "was fetched", e.digest, got)
+                old = (e.fd, e.map_fd)
+                e.inflight.clear()
+                e.fd = e.map_fd = -1
+                try:
+                    e.open_private(self.chunk_size)
+                finally:
+                    e.old_fds.extend(old)
+                    e.gen += 1
+                e.stream = _Stream(st.window)
+                return bad
+        self._stream_evict(e)
+        return bad
+
+    def _stream_evict(self, e: _Entry) -> None:
+        """Punch out the oldest unpinned chunks while the entry holds more than its window."""
+        st = e.stream
+        assert st is not None
+        cs = e.cs
+        kept: list[int] = []
+        while st.nbytes > st.window and st.resident:
+            i = st.resident.popleft()
+            if not e.present[i]:
+                continue
+            if st.pins.get(i):
+                kept.append(i)
+                continue
+            if st.hash_ok and not st.hash_done and i * cs >= st.hash_off:
+                st.hash_ok = False  # evicting bytes not hashed yet: this pass is not verified whole
+            n = min(e.size, (i + 1) * cs) - i * cs
+            e.present[i] = 0
+            e.npresent -= 1
+            st.nbytes -= n
+            with contextlib.suppress(OSError):
+                os.pwrite(e.map_fd, b"\x00", _HDR.size + i)
+            if not _punch(e.fd, i * cs, n):
+                log.debug("cannot punch chunk %d out of the streamed copy of %s", i, e.digest)
+        st.resident.extendleft(reversed(kept))
 
     def _new_job(self, e: _Entry, c0: int, c1: int, prio: int, reserved: int) -> _Job:
         """Register a fetch of chunks ``[c0, c1)`` (caller holds ``e.lock``)."""
@@ -817,6 +1040,12 @@ class LazyBlobs:
                 else:
                     data = e.fetch(off, n)
                     got = len(data)
+            except NotFound as ex:  # listed in a manifest, gone from the store: EIO, not ENOENT
+                if e.fetch is not None:  # a pinned reference whose target is gone
+                    raise CorruptData(f"{ex} (a file listed in the version; its bytes are gone)") from None
+                raise CorruptData(
+                    f"blob {e.digest} (project {e.project}) is missing from {self.store.url} although a "
+                    f"manifest lists it: {ex}") from None
             except ArtfsError as ex:
                 if e.fetch is not None:
                     raise  # a reference (open_ref): the reader's message names the entry and its URI
@@ -837,14 +1066,25 @@ class LazyBlobs:
                 os.pwrite(job.map_fd, b"\x01" * (job.c1 - job.c0), _HDR.size + job.c0)  # after the data
             except OSError as ex:
                 raise ArtfsError(f"writing fetched chunks of {e.digest} to the cache: {ex}") from None
+            bad: str | None = None
             with e.lock:
                 if job.gen == e.gen:
+                    st = e.stream
                     for i in range(job.c0, job.c1):
                         if not e.present[i]:
                             e.present[i] = 1
                             e.npresent += 1
-                    if e.npresent == e.nchunks and not e.complete and not e.finalizing and e.verify:
+                            if st is not None:
+                                st.resident.append(i)
+                                st.nbytes += min(e.size, (i + 1) * e.cs) - i * e.cs
+                    if st is not None:
+                        bad = self._stream_advance(e)
+                    elif e.npresent == e.nchunks and not e.complete and not e.finalizing and e.verify:
                         e.finalizing = verify = True
+            if bad is not None:
+                raise CorruptData(
+                    f"blob {e.digest} (project {e.project}) streamed from {self.store.url} does not match its "
+                    f"digest (got {bad}); dropped what was fetched, reads will fetch it again")
         except BaseException as ex:
             err = ex
             if not isinstance(ex, _Dropped):
@@ -889,6 +1129,7 @@ class LazyBlobs:
                 try:
                     if _same(e.partial_path, fd) and _same(e.map_path, map_fd):
                         os.ftruncate(fd, e.size)  # drop the nonce
+                        stamp(fd, e.digest)  # what was verified: see artfs._cache
                         os.fchmod(fd, 0o444)
                         os.makedirs(os.path.dirname(e.blob_path), exist_ok=True)
                         os.replace(e.partial_path, e.blob_path)
@@ -941,7 +1182,7 @@ class LazyBlobs:
         nfd = _open_locked(e.blob_path, os.O_RDONLY)
         if nfd < 0:
             return False
-        if os.fstat(nfd).st_size != e.size:
+        if os.fstat(nfd).st_size != e.size or not check_blob(nfd, e.blob_path, e.digest, e.size):
             os.close(nfd)
             return False
         fcntl.flock(map_fd, fcntl.LOCK_EX)
@@ -970,6 +1211,8 @@ class LazyBlobs:
                         break
                     f.write(b)
                     off += len(b)
+                f.flush()
+                stamp(f.fileno(), e.digest)  # copied from bytes just verified
             os.chmod(tmp, 0o444)
             os.replace(tmp, e.blob_path)
         finally:

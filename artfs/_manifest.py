@@ -31,6 +31,11 @@ from ._names import check_name, check_path, check_paths
 
 FORMAT = 1
 
+#: The largest size a manifest entry may claim: 1 PiB. No store holds a file that large (S3's
+#: limit is 5 TiB), so a bigger size is a tampered or broken manifest, refused when it is read
+#: (CorruptData naming the entry) instead of being printed as "888.2 PB" or allocated for.
+MAX_ENTRY_SIZE = 1 << 50
+
 
 class Entry(NamedTuple):
     """One file of a version (immutable).
@@ -51,6 +56,7 @@ class Entry(NamedTuple):
     ref_info: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The entry as it is written in a manifest."""
         d: dict[str, Any] = {"path": self.path, "digest": self.digest, "size": self.size}
         if self.executable:
             d["executable"] = True
@@ -62,6 +68,7 @@ class Entry(NamedTuple):
 
     @classmethod
     def from_json(cls, d: Any) -> "Entry":
+        """An entry read from a manifest, validated like user input; ``CorruptData`` if it is not valid."""
         if not isinstance(d, dict):
             raise CorruptData(f"manifest entry is not an object: {d!r}")
         path = check_path(d.get("path"))
@@ -78,6 +85,8 @@ class Entry(NamedTuple):
             if not (ref is not None and size is None):
                 raise CorruptData(f"entry {path!r}: invalid size {size!r}")
             size = 0
+        if size > MAX_ENTRY_SIZE:
+            raise CorruptData(f"entry {path!r}: impossible size {size} (the bound is {MAX_ENTRY_SIZE} bytes, 1 PiB)")
         ref_info = d.get("ref_info")
         if ref_info is not None and not isinstance(ref_info, dict):
             raise CorruptData(f"entry {path!r}: invalid ref_info")
@@ -260,7 +269,7 @@ def _bulk_entries(raw: list[Any]) -> list[Entry] | None:
             sizes[i] = 0
     if not _digests_ok(digests):
         return None
-    if set(map(type, sizes)) != {int} or min(sizes) < 0:  # type(True) is bool, not int
+    if set(map(type, sizes)) != {int} or min(sizes) < 0 or max(sizes) > MAX_ENTRY_SIZE:  # type(True) is bool
         return None
     try:
         check_paths(paths)
@@ -342,6 +351,10 @@ def gc_paused() -> Iterator[None]:
 
 @dataclass
 class Manifest:
+    """What a version is: its entries (sorted by path), type, version digest, creation time, and the
+    description and metadata it was logged with. Stored as ``versions/<N>.json`` and never changed;
+    reading one validates it like user input (``CorruptData`` for anything malformed)."""
+
     project: str
     artifact: str
     version: int
@@ -356,9 +369,11 @@ class Manifest:
 
     @property
     def size(self) -> int:
+        """Total bytes of the entries."""
         return sum(e.size for e in self.entries)
 
     def to_bytes(self) -> bytes:
+        """The manifest as stored (JSON, UTF-8)."""
         doc = {
             "format": FORMAT,
             "project": self.project,

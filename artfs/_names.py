@@ -130,9 +130,20 @@ def join_path(prefix: str | None, rel: str) -> str:
     return check_path(prefix.strip("/") + "/" + rel)
 
 
+def _is_name(s: str) -> bool:
+    try:
+        check_name(s, "name")
+        return True
+    except InvalidName:
+        return False
+
+
 @dataclass(frozen=True)
 class Spec:
-    """``project/artifact[:version-or-alias]``; ``version`` is an int, ``alias`` a name."""
+    """``project/artifact[:version-or-alias]``; ``version`` is an int, ``alias`` a name.
+
+    Made by :func:`parse_spec`, which validates every part (``InvalidName``).
+    """
 
     project: str
     artifact: str
@@ -141,6 +152,7 @@ class Spec:
 
     @property
     def ref(self) -> str:
+        """``v3``, the alias, or ``latest`` when the spec names neither."""
         return f"v{self.version}" if self.version is not None else (self.alias or "latest")
 
     def __str__(self) -> str:
@@ -148,12 +160,21 @@ class Spec:
 
 
 def parse_spec(spec: str, *, default_project: str | None = None, need_ref: bool = False) -> Spec:
-    """Parse ``proj/art``, ``proj/art:v3``, ``proj/art:best``; a bare ``art`` needs a default project."""
+    """Parse ``proj/art``, ``proj/art:v3``, ``proj/art:best``; a bare ``art`` needs a default project.
+
+    Raises ``InvalidName`` for anything else, including W&B's ``entity/project/artifact`` (artfs
+    has no entity; the message names the spec to use instead).
+    """
     if not isinstance(spec, str) or not spec:
         raise InvalidName(f"invalid artifact spec {spec!r}")
     name, sep, ref = spec.partition(":")
     if need_ref and not sep:
         ref = "latest"
+    if name.count("/") == 2 and all(_is_name(part) for part in name.split("/")):
+        # W&B's entity/project/artifact: artfs has no entity (a store is one namespace); say what works
+        rest = spec.split("/", 1)[1]
+        raise InvalidName(f"invalid artifact spec {spec!r}: artfs has no entity (W&B's entity/project/artifact); "
+                          f"name it project/artifact, e.g. {rest}")
     if "/" in name:
         project, _, artifact = name.partition("/")
     elif default_project:

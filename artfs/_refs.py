@@ -191,6 +191,7 @@ class RefReader:
         self.close()
 
     def close(self) -> None:
+        """Close the clients this reader opened (it opens new ones if used again)."""
         with self._lock:
             client, self._client = self._client, None
             backends, self._s3 = list(self._s3.values()), {}

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import datetime as _dt
 import json
 import os
@@ -94,8 +95,28 @@ class CommitResult:
         return f"{self.project}/{self.artifact}:v{self.version} ({what}; {self.files} files, {self.uploaded_blobs} new blobs, {self.uploaded_bytes} bytes uploaded)"
 
 
+class HasAliases(ArtfsError):
+    """A version was not deleted because aliases point at it (the caller did not ask to remove them).
+
+    The message speaks the API's language (``delete_aliases=True``); the CLI says ``--delete-aliases``.
+    """
+
+    def __init__(self, name: str, aliases: list[str]) -> None:
+        self.name = name
+        self.aliases = aliases
+        super().__init__(f"{name} has {'alias' if len(aliases) == 1 else 'aliases'} {', '.join(aliases)}; "
+                         "pass delete_aliases=True to delete it with them")
+
+
 class Store:
-    """A store of artifacts: a local directory (default), ``s3://bucket/prefix`` or ``https://…``."""
+    """A store of artifacts: a local directory (default), ``s3://bucket/prefix`` or ``https://…``.
+
+    ``Store()`` opens the default store (``$ARTFS_STORE``, else ``~/.local/share/artfs/store``);
+    a local store directory is created by the first write. Opening does not contact the store:
+    a store that cannot be reached raises ``StoreUnavailable`` on first use, a malformed URL
+    ``ValueError``. Methods raise ``InvalidName`` for bad names and ``NotFound`` for what does
+    not exist; ``https://`` stores are read-only (``PermissionDenied`` on writes).
+    """
 
     def __init__(self, url: str | None = None, *, cache: Cache | None = None, backend: Backend | None = None) -> None:
         self.backend = backend or open_backend(url)
@@ -118,13 +139,16 @@ class Store:
 
     # -- listing -------------------------------------------------------------------------------
     def projects(self) -> list[str]:
+        """The projects that hold at least one artifact, sorted. ``StoreUnavailable`` if unreachable."""
         return [p for p in self.backend.list_dirs("") if _valid(p) and self.artifacts(p)]
 
     def artifacts(self, project: str) -> list[str]:
+        """The artifacts of ``project`` ([] for a project that does not exist); ``InvalidName`` for a bad name."""
         check_name(project, "project")
         return [a for a in self.backend.list_dirs(f"{project}/artifacts/") if _valid(a)]
 
     def versions(self, project: str, artifact: str) -> list[int]:
+        """The version numbers of an artifact, ascending ([] if it does not exist); ``InvalidName`` for bad names."""
         check_name(project, "project")
         check_name(artifact, "artifact")
         out = []
@@ -156,21 +180,50 @@ class Store:
         return out
 
     def resolve(self, spec: str | Spec) -> tuple[str, str, int]:
+        """``"p/a:best"`` -> ``("p", "a", 3)``: the version a spec names (``latest`` when it names none).
+
+        Raises ``InvalidName`` for a malformed spec and ``NotFound`` (with a "did you mean" for a
+        misspelt project, artifact or alias) when the version does not exist.
+        """
         s = parse_spec(spec, need_ref=True) if isinstance(spec, str) else spec
         if s.version is not None:
             if not self.backend.exists(self._vkey(s.project, s.artifact, s.version)):
-                raise NotFound(f"{s}: no such version")
+                raise NotFound(f"{s}: no such version{self._hint(s)}")
             return s.project, s.artifact, s.version
         alias = s.alias or "latest"
         versions = self.versions(s.project, s.artifact)
         if not versions:
             if s.artifact not in self.artifacts(s.project):
-                raise NotFound(f"{s.project}/{s.artifact}: no such artifact in {self.url}")
+                raise NotFound(f"{s.project}/{s.artifact}: no such artifact in {self.url}{self._hint(s)}")
             raise NotFound(f"{s.project}/{s.artifact}: has no versions")
         aliases = self.aliases(s.project, s.artifact, versions=versions)
         if alias not in aliases:
-            raise NotFound(f"{s}: no such alias")
+            close = difflib.get_close_matches(alias, list(aliases), n=1)
+            raise NotFound(f"{s}: no such alias" + (f"; did you mean {s.project}/{s.artifact}:{close[0]}?" if close else ""))
         return s.project, s.artifact, aliases[alias]
+
+    def _hint(self, s: Spec) -> str:
+        """``; did you mean p/a?`` for a misspelt project or artifact of ``s`` ("" when none is close)."""
+        try:
+            projects = self.backend.list_dirs("")
+            project = s.project
+            if project not in projects:
+                close = difflib.get_close_matches(project, [p for p in projects if _valid(p)], n=1)
+                if not close:
+                    return ""
+                project = close[0]
+            artifact = s.artifact
+            names = self.artifacts(project)
+            if artifact not in names:
+                close = difflib.get_close_matches(artifact, names, n=1)
+                if not close:
+                    return ""
+                artifact = close[0]
+        except ArtfsError:  # the hint is a courtesy; the NotFound it decorates is the answer
+            return ""
+        if (project, artifact) == (s.project, s.artifact):
+            return ""
+        return f"; did you mean {project}/{artifact}?"
 
     def manifest(self, project: str, artifact: str, n: int) -> Manifest:
         """The manifest of vN, from the local cache when read before (manifests never change).
@@ -260,6 +313,10 @@ class Store:
         return Artifact._logged(self, project, artifact, n)
 
     def artifact_versions(self, name: str) -> list["Artifact"]:
+        """Every version of ``project/artifact`` as a logged :class:`Artifact`, oldest first ([] if none).
+
+        Raises ``InvalidName`` for a malformed name.
+        """
         from ._artifact import Artifact
 
         s = parse_spec(name)
@@ -474,6 +531,7 @@ class Store:
 
     # -- aliases and info ----------------------------------------------------------------------
     def set_alias(self, project: str, artifact: str, alias: str, n: int) -> None:
+        """Point ``alias`` at vN (moving it if it exists); ``NotFound`` if vN does not exist."""
         check_alias(alias)
         if not self.backend.exists(self._vkey(project, artifact, n)):
             raise NotFound(f"{project}/{artifact}:v{n}: no such version")
@@ -481,6 +539,7 @@ class Store:
         update_index(self, project, artifact)
 
     def remove_alias(self, project: str, artifact: str, alias: str) -> None:
+        """Remove an alias; ``NotFound`` if there is none, ``InvalidName`` for the automatic ``latest``."""
         check_alias(alias)
         key = f"{self._akey(project, artifact)}aliases/{alias}"
         if not self.backend.exists(key):
@@ -491,6 +550,7 @@ class Store:
         update_index(self, project, artifact)
 
     def set_info(self, project: str, artifact: str, n: int, *, description: str | None, metadata: dict[str, Any]) -> None:
+        """Replace the description and metadata of vN (``Artifact.save`` does this); ``NotFound`` if no vN."""
         self.manifest(project, artifact, n)  # must exist
         doc = {"description": description, "metadata": metadata, "updated": _now()}
         self.backend.put(f"{self._akey(project, artifact)}info/{n}.json", json.dumps(doc, ensure_ascii=False).encode())
@@ -527,9 +587,7 @@ class Store:
         aliases = self.aliases(project, artifact)
         own = sorted(a for a, v in aliases.items() if v == n and a != "latest")
         if own and not delete_aliases:
-            raise ArtfsError(
-                f"{project}/{artifact}:v{n} has aliases {', '.join(own)}; pass delete_aliases=True (--delete-aliases)"
-            )
+            raise HasAliases(f"{project}/{artifact}:v{n}", own)
         akey = self._akey(project, artifact)
         for a in own + (["latest"] if aliases.get("latest") == n else []):
             self.backend.delete(f"{akey}aliases/{a}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import difflib
 import importlib
 import json
 import logging
@@ -38,10 +39,11 @@ from typing import Any, Callable, Iterator, Sequence
 from . import __version__
 from ._artifact import Artifact
 from ._cache import Cache, parse_size
+from ._cli_mount import missing_store_message
 from ._errors import ArtfsError, NotFound
 from ._names import Spec, check_alias, check_name, check_path, parse_spec
 from ._refs import add_reference_args, add_references_from_args
-from ._store import Store
+from ._store import HasAliases, Store
 from .backends import default_store_url
 
 #: Modules that add subcommands (``mount``, ``umount``, ``commit``, ``status``, ...). Each defines
@@ -112,12 +114,24 @@ class Context:
         scheme = url.split("://", 1)[0] if "://" in url else ""
         if scheme and scheme not in ("file", "s3", "http", "https"):
             raise UsageError(f"unsupported store URL {url!r}: use a directory, file://, s3:// or https://")
+        if not scheme or scheme == "file":
+            path = os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+            if not os.path.isdir(path):
+                # a typo must not look like an empty store; only commands that write create one
+                if not getattr(self.args, "creates_store", False):
+                    raise NotFound(missing_store_message(path, explicit=self.store_given))
+                self.note(f"created the store {path}")
         try:
             return Store(url, cache=self.cache)
         except ValueError as e:  # a malformed URL or setting (e.g. ARTFS_S3_TIMEOUT)
             raise UsageError(str(e)) from None
         except ImportError as e:  # a backend this installation does not have (yet)
             raise UsageError(f"{url}: this installation of artfs cannot open {scheme}:// stores ({e})") from None
+
+    @property
+    def store_given(self) -> bool:
+        """Whether the user named the store (``--store``, ``$ARTFS_STORE``) rather than taking the default."""
+        return bool(self.args.store or os.environ.get("ARTFS_STORE"))
 
     def emit(self, doc: Any, text: str | None) -> None:
         """The command's result on stdout: ``doc`` as JSON with ``--json``, else ``text``."""
@@ -158,6 +172,12 @@ def _spec(s: str, *, ref: str = "optional") -> Spec:
     if ref == "none" and ":" in s:
         raise UsageError(f"{s!r}: expected project/artifact without a version or alias")
     return spec
+
+
+def _did_you_mean(name: str, names: Sequence[str]) -> str:
+    """``; did you mean x?`` for the closest of ``names`` (difflib), or ""."""
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _parse_value(v: str) -> Any:
@@ -277,7 +297,12 @@ def cmd_get(ctx: Context) -> None:
     if prefix is not None:
         entries = [e for e in entries if e.path == prefix or e.path.startswith(prefix + "/")]
         if not entries:
-            raise NotFound(f"{art.qualified_name} has no file or directory {prefix!r}")
+            hint = ""
+            tail = prefix.split("/", 1)[1] if "/" in prefix else None
+            if tail and any(e.path == tail or e.path.startswith(tail + "/") for e in art.manifest.entries):
+                # `put -n x ./images` logs what is inside ./images: images/val is val in the version
+                hint = f"; did you mean --path {tail}? ('put DIR' logs the contents of DIR at the version's root)"
+            raise NotFound(f"{art.qualified_name} has no file or directory {prefix!r}{hint}")
     total = sum(e.size for e in entries)
     files = {"allow_file": a.allow_file, "file_roots": a.file_roots}
     if a.checkout:
@@ -291,8 +316,18 @@ def cmd_get(ctx: Context) -> None:
 
 
 def cmd_ls(ctx: Context) -> None:
-    store = ctx.store
     target = ctx.args.target
+    url = default_store_url()
+    if not target and not ctx.store_given and "://" not in url and not os.path.isdir(url):
+        # a fresh machine: nothing logged yet is not an error (a --store that does not exist is)
+        if not ctx.json:
+            ctx.note(missing_store_message(url, explicit=False))
+        ctx.emit([], None)
+        return
+    # names first: a malformed one is a usage error (2) even where no store is
+    project = check_name(target, "project") if target and "/" not in target else None
+    spec = _spec(target, ref="none") if target and "/" in target else None
+    store = ctx.store
     if not target:
         counts = [(p, len(store.artifacts(p))) for p in store.projects()]
         if not counts and not ctx.json:
@@ -300,11 +335,10 @@ def cmd_ls(ctx: Context) -> None:
         ctx.emit([{"project": p, "artifacts": n} for p, n in counts],
                  _table(("PROJECT", "ARTIFACTS"), counts) if counts else None)
         return
-    if "/" not in target:
-        project = check_name(target, "project")
+    if project is not None:
         names = store.artifacts(project)
         if not names:
-            raise NotFound(f"{project}: no such project in {store.url}")
+            raise NotFound(f"{project}: no such project in {store.url}{_did_you_mean(project, store.projects())}")
         docs: list[dict[str, Any]] = []
         for name in names:
             versions = store.versions(project, name)
@@ -315,7 +349,7 @@ def cmd_ls(ctx: Context) -> None:
             (d["artifact"], d["type"] or "-", d["versions"], "-" if d["latest"] is None else f"v{d['latest']}")
             for d in docs]))
         return
-    spec = _spec(target, ref="none")
+    assert spec is not None
     versions = store.versions(spec.project, spec.artifact)
     if not versions:
         store.resolve(Spec(spec.project, spec.artifact, None, "latest"))  # raises the precise NotFound
@@ -351,14 +385,16 @@ def _show_text(doc: dict[str, Any]) -> str:
 
 
 def cmd_show(ctx: Context) -> None:
-    project, artifact, n = ctx.store.resolve(_spec(ctx.args.spec))
+    spec = _spec(ctx.args.spec)
+    project, artifact, n = ctx.store.resolve(spec)
     doc = _version_doc(ctx.store, project, artifact, n, files=ctx.args.files)
     ctx.emit(doc, _show_text(doc))
 
 
 def cmd_alias_set(ctx: Context) -> None:
     alias = check_alias(ctx.args.alias)
-    project, artifact, n = ctx.store.resolve(_spec(ctx.args.spec))
+    spec = _spec(ctx.args.spec)
+    project, artifact, n = ctx.store.resolve(spec)
     ctx.store.set_alias(project, artifact, alias, n)
     ctx.emit({"project": project, "artifact": artifact, "alias": alias, "version": n},
              f"{project}/{artifact}:{alias} -> v{n}")
@@ -383,6 +419,9 @@ def cmd_alias_ls(ctx: Context) -> None:
     ctx.emit(aliases, _table(("ALIAS", "VERSION"), [(k, f"v{v}") for k, v in sorted(aliases.items())]))
 
 
+_MISSING = object()
+
+
 def cmd_describe(ctx: Context) -> None:
     a = ctx.args
     spec = _spec(a.spec)
@@ -394,10 +433,9 @@ def cmd_describe(ctx: Context) -> None:
     if a.description is not None:
         art.description = a.description or None
     art.metadata.update(changes)
-    for k in a.unset or ():
-        if k not in art.metadata:
-            raise UsageError(f"--unset {k!r}: {art.qualified_name} has no such metadata key")
-        del art.metadata[k]
+    for k in a.unset or ():  # removing what is not there is done already: say so, apply the rest
+        if art.metadata.pop(k, _MISSING) is _MISSING:
+            ctx.note(f"note: --unset {k}: {art.qualified_name} has no such metadata key (nothing to remove)")
     art.save()
     doc = _version_doc(ctx.store, project, artifact, n)
     ctx.emit(doc, f"{art.qualified_name} updated")
@@ -406,7 +444,11 @@ def cmd_describe(ctx: Context) -> None:
 def cmd_delete(ctx: Context) -> None:
     spec = _spec(ctx.args.spec, ref="required")
     project, artifact, n = ctx.store.resolve(spec)
-    removed = ctx.store.delete_version(project, artifact, n, delete_aliases=ctx.args.delete_aliases)
+    try:
+        removed = ctx.store.delete_version(project, artifact, n, delete_aliases=ctx.args.delete_aliases)
+    except HasAliases as e:  # the API's message names the keyword; here the flag is what to type
+        raise ArtfsError(f"{e.name} has {'alias' if len(e.aliases) == 1 else 'aliases'} {', '.join(e.aliases)}; "
+                         "add --delete-aliases to delete it with them") from None
     text = f"deleted {project}/{artifact}:v{n}"
     if removed:
         text += f" and its {'alias' if len(removed) == 1 else 'aliases'} {', '.join(removed)}"
@@ -417,7 +459,7 @@ def cmd_gc(ctx: Context) -> None:
     project = check_name(ctx.args.project, "project")
     store = ctx.store
     if project not in store.backend.list_dirs(""):
-        raise NotFound(f"{project}: no such project in {store.url}")
+        raise NotFound(f"{project}: no such project in {store.url}{_did_you_mean(project, store.projects())}")
     r = store.gc(project, dry_run=ctx.args.dry_run)
     verb = "would remove" if ctx.args.dry_run else "removed"
     text = (f"{project}: {verb} {_plural(r['blobs_removed'], 'unreferenced blob')} "
@@ -455,18 +497,24 @@ def cmd_cache_cleanup(ctx: Context) -> None:
 def _global_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     """The same options on the main parser and on every subcommand (so they go before or after it).
 
-    On subcommands their default is SUPPRESS, so an option given before the command is kept.
+    On subcommands their default is SUPPRESS, so an option given before the command is kept, and
+    so is their help: ``artfs -h`` lists them once, ``artfs put -h`` shows only what ``put`` adds.
     """
 
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
+    def text(help: str) -> str:
+        return argparse.SUPPRESS if suppress else help
+
     p.add_argument("--store", metavar="URL", default=default(None),
-                   help="a directory, s3://bucket/prefix or https://... (default: $ARTFS_STORE, "
-                        "else $XDG_DATA_HOME/artfs/store, i.e. ~/.local/share/artfs/store)")
+                   help=text("a directory, s3://bucket/prefix or https://... (default: $ARTFS_STORE, "
+                             "else $XDG_DATA_HOME/artfs/store, i.e. ~/.local/share/artfs/store)"))
     p.add_argument("--cache-dir", metavar="DIR", default=default(None),
-                   help="the local cache (default: $ARTFS_CACHE_DIR, else $XDG_CACHE_HOME/artfs, i.e. ~/.cache/artfs)")
-    p.add_argument("--debug", action="store_true", default=default(False), help="log details and print tracebacks")
+                   help=text("the local cache (default: $ARTFS_CACHE_DIR, else $XDG_CACHE_HOME/artfs, "
+                             "i.e. ~/.cache/artfs)"))
+    p.add_argument("--debug", action="store_true", default=default(False),
+                   help=text("log details and print tracebacks"))
 
 
 def _json_option(p: argparse.ArgumentParser) -> None:
@@ -485,16 +533,17 @@ def _register_builtin(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("put", parents=[common], help="log a directory as a new version",
                        description="Log DIR as the next version of an artifact. Only blobs the store lacks are "
                                    "uploaded; identical content creates no new version.")
-    p.add_argument("-n", "--name", required=True, metavar="PROJECT/ARTIFACT")
+    p.add_argument("-n", "--name", required=True, metavar="PROJECT/ARTIFACT",
+                   help="the artifact to log a version of (created with its first version)")
     p.add_argument("-t", "--type", metavar="TYPE",
                    help="dataset, model, ... (default: the artifact's existing type, or 'unspecified')")
     p.add_argument("dir", metavar="DIR", nargs="?", help="the directory to log (optional with --reference)")
     p.add_argument("-a", "--alias", action="append", metavar="ALIAS", help="alias for the version (repeatable)")
-    p.add_argument("-d", "--description")
+    p.add_argument("-d", "--description", help="a description of the new version")
     _metadata_options(p)
     add_reference_args(p)
     _json_option(p)
-    p.set_defaults(func=cmd_put)
+    p.set_defaults(func=cmd_put, creates_store=True)
 
     p = sub.add_parser("get", parents=[common], help="download a version",
                        description="Place the files of a version under a directory (only what is not already "
@@ -587,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="artfs",
         description="Versioned datasets and models: log directories as versions, fetch them, mount them.",
-        epilog="Run 'artfs COMMAND -h' for the options of a command.",
+        epilog="Run 'artfs COMMAND -h' for the options of a command. The options above may also follow "
+               "the command.",
     )
     _global_options(parser, suppress=False)
     parser.add_argument("--version", action="version", version=f"artfs {__version__}")

@@ -51,6 +51,7 @@ import pyfuse3
 import trio
 
 from artfs import InvalidName, Store
+from artfs._cache import stamp_ok
 from artfs._names import check_alias, check_name, is_version, parse_version
 
 from .drafts import DRAFT_BASE, DraftFile, DraftSpace
@@ -117,7 +118,10 @@ class OpenFile:
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            if os.fstat(fd).st_size == self.size and os.path.samestat(os.fstat(fd), os.stat(self._cache_path)):
+            # unchanged since it was verified (its record, see artfs._cache): else the lazy reader,
+            # which re-verifies or drops it, serves the reads
+            if (os.fstat(fd).st_size == self.size and os.path.samestat(os.fstat(fd), os.stat(self._cache_path))
+                    and self.digest is not None and stamp_ok(fd, self.digest)):
                 self.fast, fd = fd, -1
         except OSError:
             pass

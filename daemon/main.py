@@ -36,6 +36,7 @@ import trio
 from artfs import Cache, Store
 from artfs._cli_mount import FSTYPE, add_mount_arguments, apply_mount_options, find_mount, pidfile_path
 from artfs._cli_mount import results_path
+from artfs import _cli_mount
 from artfs._errors import ArtfsError, NotFound, PermissionDenied, StoreUnavailable
 from artfs._lazy import LazyBlobs
 from artfs._refs import RefReader
@@ -95,9 +96,7 @@ class Ready:
 
 # -- logging -------------------------------------------------------------------------------------
 def default_log_path(mountpoint: str) -> str:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    slug = mountpoint.strip("/").replace("/", "-") or "root"
-    return os.path.join(base, "artfs", f"mount-{slug}.log")
+    return _cli_mount.default_log_path(mountpoint)  # the one definition: `artfs mount` names it too
 
 
 def _setup_logging(debug: bool, path: str | None) -> None:
