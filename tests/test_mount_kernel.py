@@ -53,6 +53,14 @@ def _need(m: MountProcess, feature: str) -> None:
         pytest.skip(f"kernel {feature} is off here: {k.get('unavailable', {}).get(feature)}")
 
 
+def _released(m: MountProcess) -> None:
+    """Wait until the daemon saw every release (close() returns before FUSE's RELEASE arrives)."""
+    deadline = time.monotonic() + 30
+    while m.stats()["open_files"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert m.stats()["open_files"] == 0
+
+
 def test_stats_say_what_the_kernel_does(setup):
     store_url, _, _, tmp = setup
     with _mount(store_url, tmp) as m:
@@ -78,6 +86,7 @@ def test_passthrough_read_and_mmap_are_byte_identical(setup):
             with mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ) as mm:
                 assert mm[:] == payload
                 assert mm[123456:123556] == payload[123456:123556]
+        _released(m)
         after = m.stats()
         assert after["passthrough_opens"] == before["passthrough_opens"] + 1
         assert after["reads"] == before["reads"]  # no read reached the daemon
@@ -98,6 +107,7 @@ def test_passthrough_keeps_a_blob_that_backs_an_open_file(setup):
             cache.cleanup(0)  # evict everything that is not in use
             assert os.path.exists(cache.path(digest))
             assert fh.read() == payload
+        _released(m)
         cache.cleanup(0)
         assert not os.path.exists(cache.path(digest))
         with open(f, "rb") as fh:  # evicted: fetched again, then served again
@@ -111,6 +121,7 @@ def test_passthrough_never_serves_a_changed_cache_blob(setup):
         f = m.path("p", "data", "v0", "big.bin")
         with open(f, "rb") as fh:
             fh.read()
+        _released(m)
         digest = Store(store_url).artifact("p/data:v0").get_path("big.bin").digest
         path = Cache(str(tmp / "cache")).path(digest)
         with open(path, "r+b") as blob:  # flip one byte, same size
