@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from artfs import CorruptData
+from artfs import CorruptData, NotFound
 from artfs._digest import blob_key
 
 log = logging.getLogger("artfsd")
@@ -70,7 +70,12 @@ class SmallBlobs:
             # the other fetch failed or is slow: fetch ourselves (its error was its own)
         try:
             def fetch(tmp: str) -> None:
-                data = self.store.backend.get(blob_key(project, digest))
+                try:
+                    data = self.store.backend.get(blob_key(project, digest))
+                except NotFound:  # listed in a manifest, gone from the store: EIO, not ENOENT
+                    raise CorruptData(
+                        f"blob {digest} (project {project}) is missing from {self.store.url} although a "
+                        "version lists it") from None
                 if len(data) != size:
                     raise CorruptData(f"{digest}: the store has {len(data)} bytes, the manifest says {size}")
                 with open(tmp, "wb") as f:
