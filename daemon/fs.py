@@ -56,6 +56,9 @@ from artfs._names import check_alias, check_name, is_version, parse_version
 
 from .drafts import DRAFT_BASE, DraftFile, DraftSpace
 from .errors import Timeout, errno_for, fuse_handler
+from .kernel import Backings, Features, probe
+from .prefetch import SMALL, SmallBlobs, small_files_of
+from .prefetch import enabled as prefetch_enabled
 from .namespace import AliasLink, ArtifactDir, DraftRoot, ListingDir, Namespace, Node, ProjectDir, RootDir, VersionDir
 from .tree import VersionTree
 
@@ -86,7 +89,7 @@ class OpenFile:
     user of a cache blob, so eviction leaves it alone.
     """
 
-    __slots__ = ("vdir", "tree", "node", "size", "digest", "handle", "failed", "fast", "_cache_path")
+    __slots__ = ("vdir", "tree", "node", "size", "digest", "handle", "failed", "fast", "_cache_path", "inode")
 
     def __init__(self, vdir: VersionDir, tree: VersionTree, node: int, size: int, digest: str | None,
                  handle: Any, cache_path: str | None) -> None:
@@ -99,6 +102,7 @@ class OpenFile:
         self.failed: tuple[float, int, int, int] | None = None  # (when, start, end, errno) of the last failed read
         self.fast = -1
         self._cache_path = cache_path
+        self.inode = 0  # > 0 once registered with the mount's Backings (released with the handle)
 
     @property
     def what(self) -> str:
@@ -213,6 +217,8 @@ class Operations(pyfuse3.Operations):
     # are the limit either way: 0.5-0.7 vs 0.9 GiB/s), and a lazy unmount at SIGTERM would drop
     # dirty pages the daemon never saw. Without it every write() reaches the staged file first.
     enable_writeback_cache = False
+    # Asked for at init when pyfuse3 can (daemon/kernel.py); the kernel's answer is in self.kernel.
+    enable_passthrough = True
 
     def __init__(
         self,
@@ -246,10 +252,24 @@ class Operations(pyfuse3.Operations):
         self._fh = itertools.count(1)
         self.files: dict[int, Any] = {}  # OpenFile (versions) or DraftFile
         self.dirs: dict[int, DirHandle] = {}
-        self.stats = {"opens": 0, "reads": 0, "read_bytes": 0, "read_errors": 0}
+        self.stats = {"opens": 0, "reads": 0, "read_bytes": 0, "read_errors": 0, "readdirs": 0}
         self.started = time.time()
         self._buf = bytearray(0)
         self._refs: Any = refs  # artfs._refs.RefReader with the mount's file:// options
+        self.kernel = Features()  # what the kernel agreed to: set by init()
+        self.small = SmallBlobs(store, timeout=timeout)  # daemon/prefetch.py
+        self.prefetch = prefetch_enabled()
+        self._nursery: trio.Nursery | None = None
+        self.backings = Backings(enabled=False)
+
+    def init(self) -> None:
+        """Called by pyfuse3 once the kernel answered INIT: learn what it can do for us."""
+        self.kernel = probe(want_passthrough=self.enable_passthrough)
+        self.backings.enabled = self.kernel.passthrough
+        for what, why in self.kernel.why_not.items():
+            log.info("kernel %s: off (%s)", what, why)
+        log.info("kernel features: cached listings %s, passthrough %s",
+                 "on" if self.kernel.cache_readdir else "off", "on" if self.kernel.passthrough else "off")
 
     def _ref_reader(self) -> Any:
         if self._refs is None:
@@ -271,6 +291,7 @@ class Operations(pyfuse3.Operations):
 
     def start(self, nursery: trio.Nursery) -> None:
         """Start background work (periodic refresh); call from inside the trio run."""
+        self._nursery = nursery
         self.ns.start(nursery)
         if self.drafts is not None:
             self.drafts.start(nursery)  # checkpoints of the drafts' journals
@@ -438,7 +459,7 @@ class Operations(pyfuse3.Operations):
 
     # -- directories ---------------------------------------------------------------------------
     @fuse_handler
-    async def opendir(self, inode: int, ctx: Any = None) -> int:
+    async def opendir(self, inode: int, ctx: Any = None) -> int:  # or a FileInfo (kernel.py)
         if inode >= DRAFT_BASE:
             slot, dino = self._draft(inode)
             await self._ds.opendir(slot, dino)
@@ -456,6 +477,9 @@ class Operations(pyfuse3.Operations):
             h = DirHandle(listing=meta.sorted_children())
         fh = next(self._fh)
         self.dirs[fh] = h
+        if tree is not None and self.kernel.cache_readdir:
+            # A version's listing never changes (stable order and offsets): the kernel may keep it.
+            return pyfuse3.FileInfo(fh=fh, keep_cache=True, cache_readdir=True)  # type: ignore[call-arg,return-value,unused-ignore]
         return fh
 
     @fuse_handler
@@ -463,6 +487,7 @@ class Operations(pyfuse3.Operations):
         h = self.dirs.get(fh)
         if h is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        self.stats["readdirs"] += 1
         if h.draft is not None:
             await self._ds.readdir(h.draft, h.d, start_id, token)
             return
@@ -518,6 +543,8 @@ class Operations(pyfuse3.Operations):
             if ref is not None:  # bytes that stay elsewhere, read pinned to what was recorded
                 return open_reference(self._ref_reader(), self.blobs, self.store.cache, v, tree, node, ref)
             assert digest is not None
+            if size <= SMALL:  # fetched whole in one GET, verified, never chunk by chunk
+                self.small.ensure(v.key[0], digest, size)
             handle = self.blobs.open(v.key[0], digest, size)
             f = OpenFile(v, tree, node, size, digest, handle, self.store.cache.path(digest))
             f.attach_complete()
@@ -531,12 +558,25 @@ class Operations(pyfuse3.Operations):
                 f = await trio.to_thread.run_sync(open_blob, limiter=self.read_limiter, abandon_on_cancel=True)
         if f is None:
             raise Timeout(f"open {v.spec}/{tree.path(node)}: the cache did not answer within {self.timeout:g} s")
+        if self.prefetch and ref is None and 0 < size <= SMALL and self._nursery is not None:
+            # a small file of this directory was read: fetch its small siblings ahead of the reader
+            d = tree.file_dir(node)
+            if self.small.want_prefetch(v.key, d):
+                self._nursery.start_soon(self.small.prefetch_dir, v.key[0], small_files_of(tree, d))
         fh = next(self._fh)
         self.files[fh] = f
         self.ns.opened(v, +1)
         self.stats["opens"] += 1
         if isinstance(f.handle, RefHandle):  # an unpinned reference: whatever is there now
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        if f.handle is not None:
+            # A complete, verified blob backs the file in the kernel (daemon/kernel.py): reads
+            # and mmap never reach the daemon. Otherwise (or when this inode has cached handles
+            # open) the chunked path below.
+            f.inode = inode
+            bid = self.backings.open(inode, f.fast)
+            if bid:  # the kernel accepts no other open flag with passthrough (FOPEN_PASSTHROUGH_MASK)
+                return pyfuse3.FileInfo(fh=fh, keep_cache=False, backing_id=bid)  # type: ignore[call-arg,unused-ignore]
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -594,6 +634,8 @@ class Operations(pyfuse3.Operations):
                 errno_for(e, f"close {f.slot.name}/draft inode {f.dino}")
             return
         self.ns.opened(f.vdir, -1)
+        if f.inode:
+            self.backings.release(f.inode)
         if f.handle is not None:
             try:
                 await trio.to_thread.run_sync(f.close, limiter=self.read_limiter)
@@ -669,6 +711,10 @@ class Operations(pyfuse3.Operations):
             **self.ns.stats,
             **(self.drafts.stats if self.drafts is not None else {}),
             "open_files": len(self.files),
+            "kernel": self.kernel.doc(),
+            **self.small.stats,
+            "passthrough_files": len(self.backings),
+            **self.backings.stats,
             "loaded_entries": self.ns.loaded_entries,
             "uptime": round(time.time() - self.started, 3),
         }

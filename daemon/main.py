@@ -231,6 +231,8 @@ def serve(
         drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint)
         ops = Operations(store, blobs, refresh=refresh, timeout=timeout,
                          refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts)
+        # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (daemon/kernel.py)
+        ops.enable_passthrough = os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
         if drafts is not None:
             for project, artifact in drafts.pending():  # changes an earlier session left uncommitted
                 ops.ns.add_local(project, artifact)

@@ -159,9 +159,10 @@ class Table:
 
     def add(self, what: str, ours: float, ref: float, *, unit: str = "GB/s", aim: str = "",
             ref_name: str = "") -> None:
-        if unit == "GB/s":
+        if unit in ("GB/s", "files/s"):  # rates: higher is better
             ratio = f"{ours / ref:.2f}" if ours and ref else "-"
-            fmt: Callable[[float], str] = lambda v: f"{v:.2f} GB/s"  # noqa: E731
+            fmt: Callable[[float], str] = ((lambda v: f"{v:.2f} GB/s") if unit == "GB/s"  # noqa: E731
+                                           else (lambda v: f"{v:,.0f} files/s"))
         else:  # seconds: how many times the reference's time
             ratio = f"{ours / ref:.0f}x" if ours and ref else "-"
             fmt = lambda v: f"{v * 1000:.2f} ms"  # noqa: E731

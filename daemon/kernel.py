@@ -1,0 +1,158 @@
+"""What the kernel can do for the mount without the daemon: cached listings and passthrough.
+
+Two FUSE features take whole classes of requests away from this (Python, one-threaded) daemon:
+
+* **Cached directory listings** (``FOPEN_CACHE_DIR``): the kernel keeps a version directory's
+  listing after one complete ``readdir`` and answers the next ones itself. Version trees never
+  change, so their listings are cached for as long as the kernel keeps them; the levels above
+  (projects, artifacts, aliases) change while mounted and are never cached this way.
+* **Passthrough** (``FOPEN_PASSTHROUGH``, Linux >= 6.9, libfuse >= 3.16, CAP_SYS_ADMIN): an open
+  file of a version whose blob is complete and verified in the cache is backed by that cache
+  file; ``read``, ``splice`` and ``mmap`` then go to it in the kernel, at the speed of the
+  cache file, and no read reaches the daemon. Blobs still being filled keep the chunked path.
+
+Both need a pyfuse3 that can ask for them: stock pyfuse3 3.5 cannot (``opendir`` returns only a
+handle, ``FileInfo`` has no backing id). ``.ci/setup`` builds pyfuse3 with
+``patches/pyfuse3-3.5.0-kernel-cache.patch`` (against libfuse 3.17 built from Debian's source
+package when the system's is older). Everything here degrades: with stock pyfuse3, an older
+libfuse or kernel, or without CAP_SYS_ADMIN, :func:`probe` says what is missing, the daemon logs
+it once and reports it in ``user.artfs.stats``, and every request takes the ordinary path.
+
+The kernel's rule for passthrough (fs/fuse/iomode.c): while an inode has a file open in
+passthrough mode, it cannot be opened in cached mode (ETXTBSY), and all its passthrough opens
+must use the same backing file; while it has cached opens, a passthrough open fails. So
+:class:`Backings` keeps, per inode, either one backing id with the number of handles using it,
+or the number of cached handles, never both: an open takes whichever mode the inode is in, and
+only an inode with no open handle can change mode.
+
+Invariant: a backing id is closed (``backing_close``) only after the last handle that used it
+was released; the backing fd holds a shared ``flock`` on the cache blob (like every user of a
+blob), so the cache's size bound never evicts a blob that backs an open file, and the kernel's
+own reference keeps the bytes even if the file is unlinked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyfuse3
+
+log = logging.getLogger("artfsd")
+
+
+@dataclass
+class Features:
+    """What this daemon can use, and why not where it cannot."""
+
+    cache_readdir: bool = False
+    passthrough: bool = False
+    why_not: dict[str, str] = field(default_factory=dict)
+
+    def doc(self) -> dict[str, Any]:
+        return {"cache_readdir": self.cache_readdir, "passthrough": self.passthrough,
+                **({"unavailable": dict(self.why_not)} if self.why_not else {})}
+
+
+def build_features() -> dict[str, bool]:
+    """What the installed pyfuse3 can ask for (before ``init``)."""
+    probe_fn = getattr(pyfuse3, "kernel_features", None)
+    if probe_fn is None:
+        return {"cache_readdir": False, "passthrough": False, "passthrough_enabled": False}
+    return dict(probe_fn())
+
+
+def probe(*, want_passthrough: bool = True) -> Features:
+    """What the running session can use (call after ``pyfuse3.init``, once the kernel answered)."""
+    built = build_features()
+    f = Features()
+    if built.get("cache_readdir"):
+        f.cache_readdir = True
+    else:
+        f.why_not["cache_readdir"] = "pyfuse3 without the kernel-cache patch (see .ci/setup)"
+    if not want_passthrough:
+        f.why_not["passthrough"] = "turned off (--no-passthrough)"
+    elif not built.get("passthrough"):
+        if "kernel_features" not in dir(pyfuse3):
+            f.why_not["passthrough"] = "pyfuse3 without the kernel-cache patch (see .ci/setup)"
+        else:
+            f.why_not["passthrough"] = "pyfuse3 was built against libfuse < 3.16"
+    elif not built.get("passthrough_enabled"):
+        f.why_not["passthrough"] = ("the kernel did not offer it (needs Linux >= 6.9 and the daemon "
+                                    "running with CAP_SYS_ADMIN)")
+    else:
+        f.passthrough = True
+    return f
+
+
+@dataclass
+class _Mode:
+    backing_id: int = 0  # > 0: the inode is in passthrough mode with this backing file
+    users: int = 0  # handles open in the current mode
+
+
+class Backings:
+    """Per inode: passthrough (one backing id, shared by its handles) or cached opens."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._modes: dict[int, _Mode] = {}
+        self.stats = {"passthrough_opens": 0, "passthrough_refused": 0}
+
+    def open(self, inode: int, fd: int) -> int:
+        """A backing id for a new handle of ``inode`` served from the complete blob ``fd``, or 0.
+
+        0 means: open it in cached mode (passthrough is off, the inode has cached opens, or the
+        kernel refused the backing file). Pair every call with :meth:`release` of the same
+        inode and the returned id.
+        """
+        m = self._modes.get(inode)
+        if m is not None and m.backing_id == 0:  # cached opens active: stay cached
+            m.users += 1
+            return 0
+        if m is not None:
+            m.users += 1
+            self.stats["passthrough_opens"] += 1
+            return m.backing_id
+        if not self.enabled or fd < 0:
+            self._modes[inode] = _Mode(0, 1)
+            return 0
+        try:
+            bid = int(pyfuse3.backing_open(fd))  # type: ignore[attr-defined,unused-ignore]
+        except OSError as e:
+            self.stats["passthrough_refused"] += 1
+            log.warning("passthrough refused for inode %d (%s); reading it through the daemon", inode,
+                        os.strerror(e.errno) if e.errno else e)
+            self._modes[inode] = _Mode(0, 1)
+            return 0
+        self._modes[inode] = _Mode(bid, 1)
+        self.stats["passthrough_opens"] += 1
+        return bid
+
+    def cached(self, inode: int) -> bool:
+        """Whether a new handle of ``inode`` must be a cached one (cached handles are open)."""
+        m = self._modes.get(inode)
+        return m is not None and m.backing_id == 0
+
+    def in_passthrough(self, inode: int) -> bool:
+        m = self._modes.get(inode)
+        return m is not None and m.backing_id > 0
+
+    def release(self, inode: int) -> None:
+        m = self._modes.get(inode)
+        if m is None:
+            return
+        m.users -= 1
+        if m.users > 0:
+            return
+        del self._modes[inode]
+        if m.backing_id > 0:
+            try:
+                pyfuse3.backing_close(m.backing_id)  # type: ignore[attr-defined,unused-ignore]
+            except OSError as e:  # the session is gone (unmounted): nothing left to release
+                log.debug("backing_close(%d): %s", m.backing_id, e)
+
+    def __len__(self) -> int:
+        return sum(1 for m in self._modes.values() if m.backing_id > 0)

@@ -1,0 +1,234 @@
+"""A training-style epoch: many small files read in random order by several processes.
+
+    .venv/bin/python tests/bench/bench_epoch.py [--files 10000] [--kib 100] [--workers 4] [--rounds 2]
+
+N files of K KiB in one directory of an artfs version in an ``s3rver`` bucket, read whole, in a
+random order split over W processes (what a PyTorch DataLoader with W workers does), in
+interleaved rounds; files/s of the best round, and the ratio to the reference measured in the
+same run:
+
+* cold, the cache empty: artfs mount vs a boto3 download of the same objects with 16 threads
+  into memory (the server's pace), beside s3fs and rclone mounts of the same bytes;
+* warm, artfs's cache complete, the page cache dropped: artfs mount vs the same files on local
+  disk;
+* the daemon's CPU time per file (utime + stime from /proc), cold and warm.
+
+Run as root (dropping the page cache; the mount sets its read-ahead). Needs s3rver (npm), and
+s3fs/rclone for the peers (reported, not skipped silently, when missing). Cleans up after itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from bench_read import PeerMount, S3rver, Table, wait_for  # noqa: E402
+
+from artfs import Artifact, Cache, Store  # noqa: E402
+from artfs._digest import blob_key  # noqa: E402
+from artfsd.testing import MountProcess  # noqa: E402
+
+PROJECT = "bench"
+
+READER = r"""
+import sys
+paths = sys.stdin.read().split("\n")
+n = 0
+for p in paths:
+    if p:
+        with open(p, "rb", buffering=0) as f:
+            while f.read(1 << 20):
+                pass
+        n += 1
+print(n)
+"""
+
+
+def drop_caches() -> None:
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError as e:
+        print(f"  (cannot drop the page cache: {e})", flush=True)
+
+
+def epoch(paths: list[str], workers: int, seed: int) -> float:
+    """Read every path once, shuffled and split over ``workers`` processes; returns files/s."""
+    order = list(paths)
+    random.Random(seed).shuffle(order)
+    parts = [order[i::workers] for i in range(workers)]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", READER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+             for _ in parts]
+    for p, part in zip(procs, parts):
+        assert p.stdin is not None
+        p.stdin.write("\n".join(part).encode())
+        p.stdin.close()
+    done = 0
+    for p in procs:
+        out = p.stdout.read() if p.stdout else b""
+        if p.wait() != 0:
+            raise RuntimeError("a reader failed")
+        done += int(out)
+    t = time.perf_counter() - t0
+    if done != len(paths):
+        raise RuntimeError(f"read {done} of {len(paths)} files")
+    return len(paths) / t
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--kib", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--dir", default=None, help="where stores, caches and mounts go (default: a temp dir)")
+    ap.add_argument("--peers", default="s3fs,rclone", help="comma-separated peers to measure ('' for none)")
+    a = ap.parse_args()
+
+    import boto3
+
+    base = tempfile.mkdtemp(prefix="artfs-epoch-", dir=a.dir)
+    table = Table()
+    names = [f"{i:06d}.jpg" for i in range(a.files)]
+    print(f"[epoch] {a.files} files of {a.kib} KiB, {a.workers} readers, {a.rounds} rounds", flush=True)
+    server = S3rver(base).__enter__()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    try:
+        client = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1")
+        client.create_bucket(Bucket="bench")
+        client.create_bucket(Bucket="peers")
+        local = os.path.join(base, "local", "train")
+        os.makedirs(local)
+        for n in names:
+            with open(os.path.join(local, n), "wb") as f:
+                f.write(os.urandom(a.kib * 1024))
+        from artfs.backends.s3 import S3Backend
+
+        store = Store(backend=S3Backend("s3://bench/store", timeout=300), cache=Cache(os.path.join(base, "wcache")))
+        t0 = time.perf_counter()
+        art = Artifact("data", type="dataset")
+        art.add_dir(os.path.dirname(local))
+        store.log_artifact(art, project=PROJECT)
+        keys = ["store/" + blob_key(PROJECT, e.digest) for e in store.artifact(f"{PROJECT}/data:v0").manifest.entries]
+        peers = [p for p in a.peers.split(",") if p]
+        if peers:  # s3rver lists without CommonPrefixes: the peers read copies at a bucket's root
+            with concurrent.futures.ThreadPoolExecutor(16) as ex:
+                list(ex.map(lambda n: client.upload_file(os.path.join(local, n), "peers", n), names))
+        print(f"  (uploaded in {time.perf_counter() - t0:.1f} s)", flush=True)
+
+        def boto() -> float:
+            def get(k: str) -> int:
+                return len(client.get_object(Bucket="bench", Key=k)["Body"].read())
+
+            t0 = time.perf_counter()
+            with concurrent.futures.ThreadPoolExecutor(16) as ex:
+                sizes = list(ex.map(get, keys))
+            assert sum(sizes) == a.files * a.kib * 1024
+            return a.files / (time.perf_counter() - t0)
+
+        cpu: dict[str, float] = {}
+        rnd = [0]
+
+        def artfs_rounds() -> tuple[float, float]:
+            """(cold files/s, warm files/s) in one mount with a fresh cache."""
+            rnd[0] += 1
+            cache_dir = os.path.join(base, f"mcache{rnd[0]}")
+            mnt = os.path.join(base, "mnt")
+            with MountProcess(store.url, mnt, cache_dir=cache_dir, env=dict(os.environ)) as m:
+                paths = [m.path(PROJECT, "data", "v0", "train", n) for n in names]
+                os.listdir(m.path(PROJECT, "data", "v0", "train"))
+                drop_caches()
+                c0 = cpu_seconds(m.pid)
+                cold = epoch(paths, a.workers, rnd[0])
+                cpu["cold"] = min(cpu.get("cold", 1e9), (cpu_seconds(m.pid) - c0) / a.files)
+                cache = Cache(cache_dir)
+                wait_for(lambda: all(cache.has(e.digest) for e in store.artifact(f"{PROJECT}/data:v0").manifest.entries),
+                         120, "every blob to be complete in the cache")
+                drop_caches()
+                c0 = cpu_seconds(m.pid)
+                warm = epoch(paths, a.workers, rnd[0] + 100)
+                cpu["warm"] = min(cpu.get("warm", 1e9), (cpu_seconds(m.pid) - c0) / a.files)
+                stats = m.stats()
+                table.note(f"artfs round {rnd[0]}: kernel {stats.get('kernel')}, passthrough opens "
+                           f"{stats.get('passthrough_opens')}, small fetches {stats.get('small_fetches')}, "
+                           f"prefetched {stats.get('prefetched')}, backend {stats.get('backend')}")
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            return cold, warm
+
+        def disk() -> float:
+            drop_caches()
+            return epoch([os.path.join(local, n) for n in names], a.workers, 7)
+
+        failed: dict[str, str] = {}
+
+        def peer(kind: str) -> float:
+            if kind in failed:
+                return 0.0
+            try:
+                with PeerMount(kind, server, "peers", os.path.join(base, f"mnt-{kind}"), base) as pm:
+                    paths = [os.path.join(pm.mnt, n) for n in names]
+                    wait_for(lambda: os.path.exists(paths[-1]), 60, f"the files to show up in the {kind} mount")
+                    drop_caches()
+                    return epoch(paths, a.workers, 3)
+            except Exception as e:
+                failed[kind] = f"{type(e).__name__}: {e}"
+                return 0.0
+
+        best: dict[str, float] = {}
+        for r in range(a.rounds):
+            fns: dict[str, Callable[[], Any]] = {"boto3": boto, "disk": disk, **{k: (lambda k=k: peer(k)) for k in peers}}
+            for name, fn in fns.items():
+                v = fn()
+                best[name] = max(best.get(name, 0.0), v)
+                print(f"  round {r + 1}: {name} {v:,.0f} files/s", flush=True)
+            cold, warm = artfs_rounds()
+            best["cold"] = max(best.get("cold", 0.0), cold)
+            best["warm"] = max(best.get("warm", 0.0), warm)
+            print(f"  round {r + 1}: artfs cold {cold:,.0f} files/s, warm {warm:,.0f} files/s", flush=True)
+
+        table.add("small-file epoch, cold: artfs mount vs boto3 (16 threads)", best["cold"], best["boto3"],
+                  unit="files/s", aim=">= 0.9", ref_name="boto3")
+        for k in peers:
+            if k in failed:
+                table.note(f"{k}: could not be measured here: {failed[k]}")
+            else:
+                table.add(f"small-file epoch, cold: {k} mount vs boto3", best[k], best["boto3"], unit="files/s",
+                          ref_name="boto3")
+        table.add("small-file epoch, warm (cache complete, page cache dropped): artfs vs local disk", best["warm"],
+                  best["disk"], unit="files/s", aim=">= 0.5", ref_name="local disk")
+        table.note(f"daemon CPU per file: cold {cpu['cold'] * 1000:.2f} ms, warm {cpu['warm'] * 1000:.2f} ms "
+                   f"(aim: under 1 ms cold)")
+    finally:
+        server.__exit__()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(base, ignore_errors=True)
+    print()
+    print(table.markdown())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Kernel features on a real mount: passthrough of complete cache blobs, cached version listings.
+
+Both need the patched pyfuse3 that ``.ci/setup`` builds (daemon/kernel.py); passthrough also
+needs Linux >= 6.9 and CAP_SYS_ADMIN. Tests that need a feature the daemon reports as off are
+skipped with the daemon's own reason; the ordinary paths are covered by the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from artfs import Artifact, Cache, Store
+from artfsd.testing import MountProcess
+
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse"),
+]
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    store_url = str(tmp_path / "store")
+    src = tmp_path / "src"
+    (src / "sub" / "deeper").mkdir(parents=True)
+    payload = os.urandom(6 * MiB + 123)
+    (src / "big.bin").write_bytes(payload)
+    for i in range(40):
+        (src / "sub" / f"f{i:02d}.txt").write_bytes(os.urandom(100 + i))
+    (src / "sub" / "deeper" / "x").write_bytes(b"x")
+    store = Store(store_url)
+    art = Artifact("data", type="dataset")
+    art.add_dir(str(src))
+    store.log_artifact(art, project="p")
+    return store_url, src, payload, tmp_path
+
+
+def _mount(store_url: str, tmp_path: Path, *args: str) -> MountProcess:
+    return MountProcess(store_url, tmp_path / "mnt", cache_dir=tmp_path / "cache", args=["--refresh", "1", *args])
+
+
+def _need(m: MountProcess, feature: str) -> None:
+    k = m.stats()["kernel"]
+    if not k[feature]:
+        pytest.skip(f"kernel {feature} is off here: {k.get('unavailable', {}).get(feature)}")
+
+
+def _released(m: MountProcess) -> None:
+    """Wait until the daemon saw every release (close() returns before FUSE's RELEASE arrives)."""
+    deadline = time.monotonic() + 30
+    while m.stats()["open_files"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert m.stats()["open_files"] == 0
+
+
+def test_stats_say_what_the_kernel_does(setup):
+    store_url, _, _, tmp = setup
+    with _mount(store_url, tmp) as m:
+        k = m.stats()["kernel"]
+        assert set(k) >= {"cache_readdir", "passthrough"}
+        for feature in ("cache_readdir", "passthrough"):
+            assert k[feature] or k["unavailable"][feature]  # off always comes with a reason
+        assert ("kernel features: cached listings" in m.log)
+
+
+def test_passthrough_read_and_mmap_are_byte_identical(setup):
+    store_url, _, payload, tmp = setup
+    with _mount(store_url, tmp) as m:
+        _need(m, "passthrough")
+        f = m.path("p", "data", "v0", "big.bin")
+        with open(f, "rb") as fh:  # cold: the chunked path fetches and completes the blob
+            assert fh.read() == payload
+        before = m.stats()
+        with open(f, "rb") as fh:  # complete in the cache: backed by the cache file
+            assert fh.read() == payload
+            fh.seek(5 * MiB)
+            assert fh.read(4096) == payload[5 * MiB : 5 * MiB + 4096]
+            with mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ) as mm:
+                assert mm[:] == payload
+                assert mm[123456:123556] == payload[123456:123556]
+        _released(m)
+        after = m.stats()
+        assert after["passthrough_opens"] == before["passthrough_opens"] + 1
+        assert after["reads"] == before["reads"]  # no read reached the daemon
+        assert after["passthrough_files"] == 0  # released with the last handle
+
+
+def test_passthrough_keeps_a_blob_that_backs_an_open_file(setup):
+    store_url, _, payload, tmp = setup
+    with _mount(store_url, tmp) as m:
+        _need(m, "passthrough")
+        f = m.path("p", "data", "v0", "big.bin")
+        with open(f, "rb") as fh:
+            fh.read()
+        cache = Cache(str(tmp / "cache"))
+        digest = Store(store_url).artifact("p/data:v0").get_path("big.bin").digest
+        with open(f, "rb") as fh:
+            assert m.stats()["passthrough_files"] == 1
+            cache.cleanup(0)  # evict everything that is not in use
+            assert os.path.exists(cache.path(digest))
+            assert fh.read() == payload
+        _released(m)
+        cache.cleanup(0)
+        assert not os.path.exists(cache.path(digest))
+        with open(f, "rb") as fh:  # evicted: fetched again, then served again
+            assert fh.read() == payload
+
+
+def test_passthrough_never_serves_a_changed_cache_blob(setup):
+    store_url, _, payload, tmp = setup
+    with _mount(store_url, tmp) as m:
+        _need(m, "passthrough")
+        f = m.path("p", "data", "v0", "big.bin")
+        with open(f, "rb") as fh:
+            fh.read()
+        _released(m)
+        digest = Store(store_url).artifact("p/data:v0").get_path("big.bin").digest
+        path = Cache(str(tmp / "cache")).path(digest)
+        with open(path, "r+b") as blob:  # flip one byte, same size
+            blob.seek(1000)
+            b = blob.read(1)
+            blob.seek(1000)
+            blob.write(bytes([b[0] ^ 0xFF]))
+        try:
+            with open(f, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            data = None  # refusing is allowed; serving the changed byte is not
+        assert data is None or data == payload
+
+
+def test_version_listings_are_cached_by_the_kernel(setup):
+    store_url, src, _, tmp = setup
+    with _mount(store_url, tmp) as m:
+        _need(m, "cache_readdir")
+        root = m.path("p", "data", "v0")
+        first = subprocess.run(["find", root], capture_output=True, text=True, check=True).stdout
+        before = m.stats()["readdirs"]
+        second = subprocess.run(["find", root], capture_output=True, text=True, check=True).stdout
+        assert second == first
+        assert m.stats()["readdirs"] == before  # answered by the kernel
+        want = sorted(str(p.relative_to(src)) for p in src.rglob("*"))
+        got = sorted(os.path.relpath(line, root) for line in first.splitlines() if line != root)
+        assert got == want
+
+
+def test_new_versions_and_moved_aliases_still_appear(setup):
+    store_url, src, _, tmp = setup
+    with _mount(store_url, tmp) as m:
+        adir = m.path("p", "data")
+        assert sorted(os.listdir(adir)) == ["draft", "latest", "v0"]
+        subprocess.run(["find", adir], capture_output=True, check=True)
+        store = Store(store_url)
+        art = Artifact("data", type="dataset")
+        art.add_dir(str(src))
+        with art.new_file("new.txt") as fh:
+            fh.write("new\n")
+        store.log_artifact(art, project="p", aliases=["best"])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            names = sorted(os.listdir(adir))
+            if "v1" in names and "best" in names and os.readlink(os.path.join(adir, "latest")) == "v1":
+                break
+            time.sleep(0.2)
+        assert sorted(os.listdir(adir)) == ["best", "draft", "latest", "v0", "v1"]
+        assert os.readlink(os.path.join(adir, "best")) == "v1"
+        with open(os.path.join(adir, "latest", "new.txt")) as fh:
+            assert fh.read() == "new\n"
