@@ -65,8 +65,6 @@ def check_path(path: object) -> str:
         raise InvalidPath(f"invalid path {path!r}: not valid UTF-8") from None
     if path.startswith("/"):
         raise InvalidPath(f"invalid path {path!r}: absolute paths are not allowed")
-    if "\\" in path and False:  # backslash is a legal POSIX file name character
-        pass
     parts = path.split("/")
     for part in parts:
         if part in ("", ".", ".."):
