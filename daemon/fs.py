@@ -210,9 +210,9 @@ class Operations(pyfuse3.Operations):
     # dirty pages the daemon never saw. Without it every write() reaches the staged file first.
     enable_writeback_cache = False
 
-    #: cleared bits of every mode shown (``--allow-group``: 0o7770, so only the owner and the group
-    #: pass the kernel's checks under ``default_permissions``)
-    mode_mask = 0o7777
+    #: permission bits cleared from every mode shown (``--allow-group``: 0o007, so only the owner
+    #: and the group pass the kernel's checks under ``default_permissions``)
+    mode_clear = 0
 
     def __init__(
         self,
@@ -305,7 +305,7 @@ class Operations(pyfuse3.Operations):
               entry_timeout: float | None = None) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
-        a.st_mode = mode & self.mode_mask
+        a.st_mode = mode & ~self.mode_clear
         a.st_nlink = nlink
         a.st_uid = self.uid
         a.st_gid = self.gid

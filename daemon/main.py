@@ -247,9 +247,9 @@ def serve(
         ops = Operations(store, blobs, refresh=refresh, timeout=timeout, gid=gid,
                          refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts)
         if gid is not None:  # only the owner and the group's members pass default_permissions
-            ops.mode_mask = 0o7770
+            ops.mode_clear = 0o007
             if drafts is not None:
-                drafts.mode_mask = 0o7770
+                drafts.mode_clear = 0o007
             allow_other = True
         if drafts is not None:
             for project, artifact in drafts.pending():  # changes an earlier session left uncommitted
