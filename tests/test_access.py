@@ -408,3 +408,25 @@ def test_api_raises_permission_denied(s3_world, tmp_path, monkeypatch):
     assert read_tree(tmp_path / "api-got") == FILES
     with pytest.raises(PermissionDenied):
         store.artifact("priv/ds:v0")
+
+
+def test_fstab_options_reach_the_daemon(monkeypatch):
+    """`mount -t fuse.artfs ... -o no_sign_request,allow_group=users` means the same as the flags."""
+    import argparse
+
+    from artfs._cli_mount import add_mount_arguments, apply_mount_options, daemon_argv
+    from artfs.cli import build_parser, mount_args
+
+    monkeypatch.setenv("ARTFS_NO_SIGN_REQUEST", "0")  # recorded, so the test leaves the variable as it was
+    argv = mount_args(["s3://b/p", "/mnt/x", "-o", "no_sign_request,allow_group=users,_netdev"])
+    assert argv is not None
+    args = build_parser().parse_args(argv)
+    assert args.no_sign_request and args.allow_group == "users"
+
+    p = argparse.ArgumentParser()
+    add_mount_arguments(p, daemon=False)
+    args = apply_mount_options(p.parse_args(["s", "/mnt/x", "-o", "no_sign_request,allow_group=users"]))
+    assert os.environ.get("ARTFS_NO_SIGN_REQUEST") == "1"  # what the exec'd daemon's S3 client reads
+    d = argparse.ArgumentParser()
+    add_mount_arguments(d, daemon=True)
+    assert d.parse_args(daemon_argv(args, "s")).allow_group == "users"
