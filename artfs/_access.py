@@ -449,6 +449,12 @@ def _local_set(b: "LocalBackend", project: str, level: str) -> Access:
     except FileNotFoundError:
         raise NotFound(f"{what}: the store {root} does not exist") from None
     os.makedirs(path, exist_ok=True)
+    owner = os.stat(path).st_uid
+    if os.geteuid() not in (0, owner):
+        # refuse before changing anything: a partial change by another user would lock files away
+        raise PermissionDenied(
+            f"{what}: refused by the store: only the owner of {path} (uid {owner}) or root may change its level "
+            "(its files may belong to other users too)")
     gid = st_root.st_gid
     dmode = DIR_MODES[level]
     fmode = file_mode(dmode)

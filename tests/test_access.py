@@ -287,6 +287,10 @@ def artfs_as_nobody(shared: Path, *args: str, code: int = 0) -> subprocess.Compl
     return as_nobody(shared, SYSTEM_PYTHON, "-m", "artfs.cli", "--store", str(shared / "store"), *args, code=code)
 
 
+def artfs_as_nobody_in(shared: Path, groups: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return as_nobody(shared, SYSTEM_PYTHON, "-m", "artfs.cli", "--store", str(shared / "store"), *args, groups=groups)
+
+
 def test_local_store_levels_for_another_uid(shared):
     owner = CLI(str(shared / "store"), shared)
     src = make_tree(shared / "src", FILES)
@@ -327,11 +331,19 @@ def test_local_store_levels_for_another_uid(shared):
     assert "get priv/ds" in artfs_as_nobody(shared, "get", "priv/ds", "--root", "/tmp/never", code=7).stderr
     assert as_nobody(shared, "ls", str(shared / "store" / "priv"), code=None).returncode != 0
     assert as_nobody(shared, "cat", str(shared / "store" / "priv" / "index.json"), code=None).returncode != 0
+    # private still means the owner *and the store's group*: a member reads it
+    gid = (shared / "store").stat().st_gid
+    assert [d["artifact"] for d in json.loads(artfs_as_nobody_in(shared, str(gid), "ls", "priv", "--json").stdout)] == ["ds"]
 
     # open: the other user writes too
     owner.run("access", "set", "pub", "open")
     assert "pub/ds:v2 created" in artfs_as_nobody(shared, "put", "-n", "pub/ds", str(mine)).stdout
     assert [d["version"] for d in json.loads(owner.run("ls", "pub/ds", "--json").stdout)] == [0, 1, 2]
+
+    # only the owner (or root) changes the level: another user is refused and nothing changes
+    p = artfs_as_nobody(shared, "access", "set", "pub", "private", code=7)
+    assert "access set pub private" in p.stderr and "only the owner" in p.stderr
+    assert json.loads(owner.run("access", "show", "pub", "--json").stdout)["level"] == "open"
 
     # the cache and the staging directory artfs created for that user are private to it
     assert stat.S_IMODE((shared / "nobody" / "cache").stat().st_mode) == 0o700
