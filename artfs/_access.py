@@ -188,8 +188,8 @@ def _probe_show(store: "Store", project: str | None) -> list[Access]:
             level = "public"
         except PermissionDenied:
             level = "private"
-        return [Access(project, level, False, f"{store.url}/{project}: {'readable' if level == 'public' else 'refused'} "
-                       "without credentials", [note])]
+        seen = "readable" if level == "public" else "refused"
+        return [Access(project, level, False, f"{store.url}/{project}: {seen} without credentials", [note])]
     visible, denied = list_projects(store)
     return sorted((Access(p, "public", False, f"{store.url}/{p}: readable without credentials", [note])
                    for p in visible), key=lambda a: a.project) + \

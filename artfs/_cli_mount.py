@@ -93,8 +93,8 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
                    help="log here in background mode (default: $XDG_STATE_HOME/artfs/mount-<MNT>.log)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
                    help="options as in fstab: ro, allow_other, cache_size=20G, cache_dir=D, refresh=S, timeout=S, "
-                        "allow_file, file_root=DIR, allow_group=GROUP, no_sign_request, debug; mount(8)'s own (rw, nodev, _netdev, x-systemd.*, ...) "
-                        "are ignored")
+                        "allow_file, file_root=DIR, allow_group=GROUP, no_sign_request, debug; mount(8)'s own "
+                        "(rw, nodev, _netdev, x-systemd.*, ...) are ignored")
     if daemon:
         p.add_argument("--cache-dir", metavar="DIR", help="the local cache (default: $ARTFS_CACHE_DIR or ~/.cache/artfs)")
         p.add_argument("--debug", action="store_true", help="log details")
@@ -130,7 +130,8 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
             else:
                 raise MountUsageError(
                     f"unknown mount option {opt!r} (artfs knows ro, allow_other, cache_size=SIZE, cache_dir=DIR, "
-                    "refresh=S, timeout=S, log_file=FILE, allow_file, file_root=DIR, allow_group=GROUP, no_sign_request, debug)"
+                    "refresh=S, timeout=S, log_file=FILE, allow_file, file_root=DIR, allow_group=GROUP, "
+                    "no_sign_request, debug)"
                 )
     args.options = []
     return args

@@ -271,7 +271,8 @@ def shared(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def as_nobody(shared: Path, *cmd: str, code: int | None = 0, groups: str | None = None) -> subprocess.CompletedProcess[str]:
+def as_nobody(shared: Path, *cmd: str, code: int | None = 0,
+              groups: str | None = None) -> subprocess.CompletedProcess[str]:
     env = ["env", "-i", f"HOME={shared / 'nobody'}", f"PYTHONPATH={ROOT}:{_site_packages()}",
            f"ARTFS_CACHE_DIR={shared / 'nobody' / 'cache'}", f"ARTFS_STAGING_DIR={shared / 'nobody' / 'staging'}",
            "PATH=/usr/bin:/bin"]
@@ -333,7 +334,8 @@ def test_local_store_levels_for_another_uid(shared):
     assert as_nobody(shared, "cat", str(shared / "store" / "priv" / "index.json"), code=None).returncode != 0
     # private still means the owner *and the store's group*: a member reads it
     gid = (shared / "store").stat().st_gid
-    assert [d["artifact"] for d in json.loads(artfs_as_nobody_in(shared, str(gid), "ls", "priv", "--json").stdout)] == ["ds"]
+    listed = json.loads(artfs_as_nobody_in(shared, str(gid), "ls", "priv", "--json").stdout)
+    assert [d["artifact"] for d in listed] == ["ds"]
 
     # open: the other user writes too
     owner.run("access", "set", "pub", "open")
