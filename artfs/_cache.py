@@ -222,6 +222,9 @@ class Cache:
 
     def __init__(self, root: str | None = None, *, max_size: int | str | None = None) -> None:
         self.root = os.path.abspath(root or default_cache_dir())
+        from ._access import make_private_dir
+
+        make_private_dir(self.root)  # cached bytes of private projects: 0700 for other local users
         for d in ("blobs", "partial", "manifests", "tmp"):
             os.makedirs(os.path.join(self.root, d), exist_ok=True)
         self.max_size = parse_size(max_size) if max_size is not None else default_cache_size(self.root)

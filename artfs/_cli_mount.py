@@ -115,6 +115,9 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
                    help=f"a read the store cannot serve fails with EIO after this time (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--allow-other", action="store_true",
                    help="let other users access the mount (needs user_allow_other in /etc/fuse.conf)")
+    p.add_argument("--allow-group", metavar="GROUP",
+                   help="let only the members of GROUP (and you) use the mount: implies --allow-other; every "
+                        "file shows GROUP as its group and no permissions for others (default_permissions)")
     p.add_argument("--allow-file", action="store_true",
                    help="let file:// references be read (off by default: a manifest in a shared store must not "
                         "make the mount read this machine's files; reading one gives EACCES)")
@@ -126,8 +129,8 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
                    help="log here in background mode (default: $XDG_STATE_HOME/artfs/mount-<MNT>.log)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
                    help="options as in fstab: ro, allow_other, cache_size=20G, cache_dir=D, refresh=S, timeout=S, "
-                        "allow_file, file_root=DIR, nonempty, debug; mount(8)'s own (rw, nodev, _netdev, x-systemd.*, ...) "
-                        "are ignored")
+                        "allow_file, file_root=DIR, nonempty, allow_group=GROUP, no_sign_request, debug; mount(8)'s "
+                        "own (rw, nodev, _netdev, x-systemd.*, ...) are ignored")
     if daemon:
         p.add_argument("--cache-dir", metavar="DIR", help="the local cache (default: $ARTFS_CACHE_DIR or ~/.cache/artfs)")
         p.add_argument("--debug", action="store_true", help="log details")
@@ -147,6 +150,13 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
                 setattr(args, key, True)
             elif key in ("nonempty", "allow_non_empty") and not sep:
                 args.allow_non_empty = True
+            elif key == "no_sign_request" and not sep:
+                # unsigned S3 requests (public projects without credentials): the backend reads the
+                # variable, and the daemon inherits it
+                args.no_sign_request = True
+                os.environ["ARTFS_NO_SIGN_REQUEST"] = "1"
+            elif key == "allow_group" and sep and value:
+                args.allow_group = value
             elif key == "file_root" and sep and value:
                 args.file_roots = [*(getattr(args, "file_roots", None) or []), value]
             elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file") and sep and value:
@@ -158,7 +168,8 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
             else:
                 raise MountUsageError(
                     f"unknown mount option {opt!r} (artfs knows ro, allow_other, cache_size=SIZE, cache_dir=DIR, "
-                    "refresh=S, timeout=S, log_file=FILE, allow_file, file_root=DIR, nonempty, debug)"
+                    "refresh=S, timeout=S, log_file=FILE, allow_file, file_root=DIR, nonempty, allow_group=GROUP, "
+                    "no_sign_request, debug)"
                 )
     args.options = []
     return args
@@ -175,6 +186,8 @@ def daemon_argv(args: argparse.Namespace, store: str) -> list[str]:
         argv.append("--allow-other")
     if getattr(args, "allow_file", False):
         argv.append("--allow-file")
+    if getattr(args, "allow_group", None):
+        argv += ["--allow-group", args.allow_group]
     for root in getattr(args, "file_roots", None) or []:
         argv += ["--file-root", os.path.abspath(os.path.expanduser(root))]
     if args.cache_size is not None:
@@ -390,6 +403,9 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 600.0, cach
 def cmd_mount(ctx: Any) -> int:
     args = apply_mount_options(ctx.args)
     from .backends import default_store_url
+
+    if getattr(args, "no_sign_request", False):
+        os.environ["ARTFS_NO_SIGN_REQUEST"] = "1"  # the daemon (exec'd below) sends unsigned requests
 
     store = args.store_url or getattr(args, "store", None) or default_store_url()
     if "://" not in store:

@@ -1869,6 +1869,9 @@ class Drafts:
             if not create:
                 raise NotFound(f"{project}/{artifact}: no draft of {self.store.url} in {self.root}") from None
             latest = self._latest(project, artifact)
+            from ._access import make_private_dir
+
+            make_private_dir(self.root)  # drafts hold bytes of private projects: 0700 for other local users
             os.makedirs(path, exist_ok=True)
             return Draft(path, fetch=fetch, owner=owner, _init={
                 "store_url": self.store.url, "store_id": self.store.id, "project": project, "artifact": artifact,

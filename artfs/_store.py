@@ -55,7 +55,7 @@ import xxhash
 from ._cache import Cache
 from ._index import update_index
 from ._digest import blob_key, check_digest
-from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, StoreUnavailable
+from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, PermissionDenied, StoreUnavailable
 from ._manifest import Entry, Manifest, _digests_ok, check_entries, gc_paused, version_digest
 from ._names import Spec, check_paths, check_alias, check_name, parse_spec
 from ._parallel import pmap
@@ -139,8 +139,15 @@ class Store:
 
     # -- listing -------------------------------------------------------------------------------
     def projects(self) -> list[str]:
-        """The projects that hold at least one artifact, sorted. ``StoreUnavailable`` if unreachable."""
-        return [p for p in self.backend.list_dirs("") if _valid(p) and self.artifacts(p)]
+        """Projects with artifacts; a project the store refuses to list is skipped (see artfs._access)."""
+        out = []
+        for p in self.backend.list_dirs(""):
+            try:
+                if _valid(p) and self.artifacts(p):
+                    out.append(p)
+            except PermissionDenied:
+                continue
+        return out
 
     def artifacts(self, project: str) -> list[str]:
         """The artifacts of ``project`` ([] for a project that does not exist); ``InvalidName`` for a bad name."""

@@ -40,7 +40,7 @@ from . import __version__
 from ._artifact import Artifact
 from ._cache import Cache, parse_size
 from ._cli_mount import missing_store_message
-from ._errors import ArtfsError, NotFound
+from ._errors import ArtfsError, NotFound, PermissionDenied
 from ._names import Spec, check_alias, check_name, check_path, parse_spec
 from ._refs import add_reference_args, add_references_from_args
 from ._store import HasAliases, Store
@@ -48,7 +48,8 @@ from .backends import default_store_url
 
 #: Modules that add subcommands (``mount``, ``umount``, ``commit``, ``status``, ...). Each defines
 #: ``register(subparsers, common)``; a module that does not exist (yet) is skipped.
-COMMAND_MODULES: tuple[str, ...] = ("artfs._cli_mount", "artfs._cli_draft", "artfs._cli_refs", "artfs._warmup")
+COMMAND_MODULES: tuple[str, ...] = ("artfs._cli_mount", "artfs._cli_draft", "artfs._cli_refs", "artfs._warmup",
+                                     "artfs._cli_access")
 
 log = logging.getLogger("artfs")
 
@@ -329,7 +330,10 @@ def cmd_ls(ctx: Context) -> None:
     spec = _spec(target, ref="none") if target and "/" in target else None
     store = ctx.store
     if not target:
-        counts = [(p, len(store.artifacts(p))) for p in store.projects()]
+        from ._access import list_projects
+
+        # only what this caller may read: projects the store refuses are skipped
+        counts = [(p, len(store.artifacts(p))) for p in list_projects(store)[0]]
         if not counts and not ctx.json:
             ctx.note(f"no projects in {store.url}")
         ctx.emit([{"project": p, "artifacts": n} for p, n in counts],
@@ -515,6 +519,9 @@ def _global_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
                              "i.e. ~/.cache/artfs)"))
     p.add_argument("--debug", action="store_true", default=default(False),
                    help=text("log details and print tracebacks"))
+    p.add_argument("--no-sign-request", action="store_true", default=default(False),
+                   help=text("send unsigned S3 requests, to read public projects without credentials "
+                             "(also $ARTFS_NO_SIGN_REQUEST=1)"))
 
 
 def _json_option(p: argparse.ArgumentParser) -> None:
@@ -670,6 +677,20 @@ def _oserror_message(e: OSError) -> str:
     return e.strerror or str(e)
 
 
+def _command_of(args: argparse.Namespace) -> str:
+    sub = [getattr(args, k, None) for k in ("alias_command", "cache_command", "access_command")]
+    return " ".join(str(x) for x in (args.command, *sub) if x)
+
+
+def _target_of(args: argparse.Namespace) -> str | None:
+    """The project or spec a command was given, to name it when the store refuses."""
+    for k in ("spec", "name", "target", "project"):
+        v = getattr(args, k, None)
+        if isinstance(v, str) and v:
+            return v
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``artfs`` command line; returns the exit code."""
     parser = build_parser()
@@ -686,10 +707,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.DEBUG)
+    if getattr(args, "no_sign_request", False):
+        os.environ["ARTFS_NO_SIGN_REQUEST"] = "1"  # read by the S3 backend, inherited by the mount daemon
     try:
         return int(args.func(Context(args)) or 0)
     except KeyboardInterrupt:
         return _fail("interrupted", 130, debug)
+    except PermissionDenied as e:
+        from ._access import refusal
+
+        cmd = _command_of(args)
+        said = str(e).startswith(cmd) or "refused by the store" in str(e)
+        msg = str(e) if said else refusal(cmd, _target_of(args), e)
+        return _fail(msg, e.exit_code, debug)
     except ArtfsError as e:
         return _fail(str(e), e.exit_code, debug)
     except BrokenPipeError:  # `artfs ls | head`: the reader is gone, so is our output

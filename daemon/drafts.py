@@ -183,6 +183,9 @@ class DraftSlot:
 class DraftSpace:
     """Every draft of a writable mount: slots, inodes, open files, commits."""
 
+    #: see ``Operations.mode_clear`` (``--allow-group``)
+    mode_clear = 0
+
     def __init__(self, store: Any, blobs: Any, *, mountpoint: str, staging: str | None = None,
                  uid: int | None = None, gid: int | None = None, ref_reader: Callable[[], Any] | None = None,
                  threads: int = 16) -> None:
@@ -297,7 +300,7 @@ class DraftSpace:
     def entry(self, slot: DraftSlot, a: Attr) -> pyfuse3.EntryAttributes:
         e = pyfuse3.EntryAttributes()
         e.st_ino = slot.base + a.ino
-        e.st_mode = a.mode
+        e.st_mode = a.mode & ~self.mode_clear
         e.st_nlink = 1  # "unknown" for directories (counting subdirectories would cost a query)
         e.st_uid = self.uid
         e.st_gid = self.gid

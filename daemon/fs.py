@@ -220,6 +220,10 @@ class Operations(pyfuse3.Operations):
     # Asked for at init when pyfuse3 can (daemon/kernel.py); the kernel's answer is in self.kernel.
     enable_passthrough = True
 
+    #: permission bits cleared from every mode shown (``--allow-group``: 0o007, so only the owner
+    #: and the group pass the kernel's checks under ``default_permissions``)
+    mode_clear = 0
+
     def __init__(
         self,
         store: Store,
@@ -326,7 +330,7 @@ class Operations(pyfuse3.Operations):
               entry_timeout: float | None = None) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = ino
-        a.st_mode = mode
+        a.st_mode = mode & ~self.mode_clear
         a.st_nlink = nlink
         a.st_uid = self.uid
         a.st_gid = self.gid

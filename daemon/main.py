@@ -130,6 +130,18 @@ def set_read_ahead(mountpoint: str, kb: int = READ_AHEAD_KB) -> bool:
         return False
 
 
+def _group_id(name: str) -> int:
+    """The gid of ``--allow-group`` (a name or a number)."""
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if name.isdigit():
+            return int(name)
+        raise ArtfsError(f"--allow-group {name}: no such group") from None
+
+
 def _check_mountpoint(mountpoint: str) -> None:
     if not os.path.isdir(mountpoint):
         what = "does not exist" if not os.path.exists(mountpoint) else "is not a directory"
@@ -213,6 +225,7 @@ def serve(
     allow_other: bool = False,
     allow_file: bool = False,
     file_roots: list[str] | tuple[str, ...] = (),
+    allow_group: str | None = None,
     debug: bool = False,
 ) -> int:
     """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
@@ -227,12 +240,18 @@ def serve(
             log.info("%s is a read-only store: mounting read-only", store.url)
             read_only = True
         _probe(store)
+        gid = _group_id(allow_group) if allow_group else None
         blobs = LazyBlobs(store, timeout=timeout)
-        drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint)
-        ops = Operations(store, blobs, refresh=refresh, timeout=timeout,
+        drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint, gid=gid)
+        ops = Operations(store, blobs, refresh=refresh, timeout=timeout, gid=gid,
                          refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts)
         # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (daemon/kernel.py)
         ops.enable_passthrough = os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
+        if gid is not None:  # only the owner and the group's members pass default_permissions
+            ops.mode_clear = 0o007
+            if drafts is not None:
+                drafts.mode_clear = 0o007
+            allow_other = True
         if drafts is not None:
             for project, artifact in drafts.pending():  # changes an earlier session left uncommitted
                 ops.ns.add_local(project, artifact)
@@ -408,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         args.store_url, args.mountpoint, foreground=args.foreground, debug=args.debug, log_file=args.log_file,
         read_only=args.read_only, cache_size=args.cache_size, cache_dir=args.cache_dir, refresh=args.refresh,
         timeout=args.timeout, allow_other=args.allow_other, allow_file=args.allow_file, file_roots=args.file_roots,
+        allow_group=args.allow_group,
     )
 
 

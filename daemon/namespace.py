@@ -41,7 +41,8 @@ from typing import Any, Callable
 import pyfuse3
 import trio
 
-from artfs import InvalidName, Store, StoreUnavailable
+from artfs import InvalidName, PermissionDenied, Store, StoreUnavailable
+from artfs._access import list_projects
 from artfs._names import check_alias, check_name, is_version, parse_version
 
 from .errors import Timeout, errno_for
@@ -79,7 +80,7 @@ class Node:
 class ListingDir(Node):
     """A directory whose children come from listing the store."""
 
-    __slots__ = ("children", "seen", "listed_at", "ok", "inflight", "used_at", "failing")
+    __slots__ = ("children", "seen", "listed_at", "ok", "inflight", "used_at", "failing", "denied")
 
     def __init__(self, ino: int, parent: "ListingDir | None", name: str) -> None:
         super().__init__(ino, parent, name)
@@ -90,6 +91,7 @@ class ListingDir(Node):
         self.inflight: trio.Event | None = None
         self.used_at = _now()
         self.failing = False  # the last refresh failed (log once per failure streak)
+        self.denied = False  # the last refresh was refused by the store (EACCES, not EIO)
 
     def sorted_children(self) -> list[tuple[str, Node]]:
         return sorted(self.children.items())
@@ -254,6 +256,7 @@ class Namespace:
         self._invalidate = invalidate or _invalidate_entry
         self._make_draft = drafts  # None: a read-only mount (no draft/)
         self.local: dict[str, set[str]] = {}  # project -> artifacts that exist only locally so far
+        self.denied_projects: set[str] = set()  # the store refuses to show these (a lookup: EACCES)
         self._nursery: trio.Nursery | None = None
         self._idle_trees: OrderedDict[VersionDir, None] = OrderedDict()  # loaded, unreferenced
         self._loaded_entries = 0
@@ -291,6 +294,8 @@ class Namespace:
         with trio.move_on_after(self.stale_wait if d.ok else self.timeout + 2.0):
             await ev.wait()
         if not d.ok:
+            if d.denied:
+                raise PermissionDenied(f"{self._where(d)}: the store refuses to list it")
             raise StoreUnavailable(f"{self._where(d)}: cannot list it (the store is unreachable; see the log)")
 
     def _where(self, d: Node) -> str:
@@ -305,7 +310,9 @@ class Namespace:
         self.stats["refreshes"] += 1
         try:
             if isinstance(d, RootDir):
-                names = await self.run_sync(self.store.projects, what="list projects")
+                # only the projects this mount's credentials may read; the others answer EACCES
+                names, denied = await self.run_sync(list_projects, self.store, what="list projects")
+                self.denied_projects = set(denied)
                 self._apply_names(d, names, ProjectDir)
             elif isinstance(d, ProjectDir):
                 names = await self.run_sync(self.store.artifacts, d.name, what=f"list {d.name}")
@@ -316,6 +323,7 @@ class Namespace:
                 self._apply_artifact(d, versions, aliases)
             d.listed_at = _now()
             d.ok = True
+            d.denied = False
             if d.failing:
                 log.info("%s: listing works again", self._where(d))
                 d.failing = False
@@ -323,12 +331,13 @@ class Namespace:
             self.stats["refresh_failures"] += 1
             # keep what we know; try again after the next interval
             d.listed_at = _now()
+            d.denied = isinstance(e, PermissionDenied)
             if not d.failing:
                 errno_for(e, f"refresh {self._where(d)}")
                 d.failing = True
                 if d.ok:
                     log.warning("%s: serving the last known listing until the store answers again", self._where(d))
-                elif self._list_offline(d):
+                elif not d.denied and self._list_offline(d):
                     log.warning("%s: listing what the local cache holds until the store answers", self._where(d))
         finally:
             d.inflight = None
@@ -484,6 +493,8 @@ class Namespace:
             node = d.children.get(name)
         if node is None and isinstance(d, ArtifactDir) and is_version(name):
             node = await self._probe_version(d, parse_version(name))
+        if node is None and isinstance(d, RootDir) and name in self.denied_projects:
+            raise PermissionDenied(f"{name}: the store refuses access to this project")
         return node
 
     async def _probe_version(self, d: ArtifactDir, n: int) -> Node | None:

@@ -3,6 +3,11 @@
 Writes go to ``<root>/.tmp/<unique>`` and are renamed into place (``os.replace``) or, for an
 exclusive create, hard-linked (``os.link`` fails with EEXIST if the name exists, atomically, also on
 NFS). A crash leaves at most a stray file in ``.tmp/``, which ``gc`` removes.
+
+Access levels (:mod:`artfs._access`) live in the modes of a project's directory. When it has the
+setgid bit (``artfs access set``), every file written here gets the project's file mode and group
+before it is renamed or linked into place, and every directory made here gets the project
+directory's mode: new versions keep the project's level.
 """
 
 from __future__ import annotations
@@ -94,17 +99,56 @@ class LocalBackend(Backend):
         write: a put of many small files made thousands)."""
         return os.path.join(self.root, TMP, f"{os.getpid()}-{_TMP_ID}-{next(_tmp_seq)}")
 
-    def _create_tmp(self) -> tuple[str, int]:
-        """Create and open a new temp file (making ``.tmp/`` only when it is missing)."""
+    def _level(self, key: str) -> tuple[int, int] | None:
+        """(mode, gid) of the project directory of ``key`` if artfs set its level (setgid), else None."""
+        project, sep, _ = key.partition("/")
+        if not sep:
+            return None
+        try:
+            st = os.stat(os.path.join(self.root, project))
+        except OSError:
+            return None
+        return (st.st_mode & 0o7777, st.st_gid) if st.st_mode & stat.S_ISGID else None
+
+    def _create_tmp(self, key: str) -> tuple[str, int]:
+        """Create and open a new temp file for ``key`` (making ``.tmp/`` only when it is missing),
+        with the mode and group of ``key``'s project when its level is set."""
         for attempt in (1, 2):
             tmp = self._tmp()
             try:
-                return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             except FileNotFoundError:
                 if attempt == 2:
                     raise
                 os.makedirs(os.path.join(self.root, TMP), exist_ok=True)
+                continue
+            level = self._level(key)
+            if level is not None:
+                mode, gid = level
+                with contextlib.suppress(PermissionError):  # a writer outside the group keeps its own
+                    if os.fstat(fd).st_gid != gid:
+                        os.fchown(fd, -1, gid)
+                os.fchmod(fd, mode & 0o664)
+            return tmp, fd
         raise AssertionError("not reached")
+
+    def _makedirs(self, path: str, key: str) -> None:
+        """``os.makedirs(path)``; the directories made get the project's mode when its level is set."""
+        level = self._level(key)
+        if level is None:
+            os.makedirs(path, exist_ok=True)
+            return
+        missing = []
+        p = path
+        while not os.path.isdir(p):
+            missing.append(p)
+            p = os.path.dirname(p)
+        for p in reversed(missing):
+            try:
+                os.mkdir(p)
+            except FileExistsError:
+                continue
+            os.chmod(p, level[0])  # setgid and the group come from the parent; the umask is undone
 
     def get(self, key: str) -> bytes:
         try:
@@ -199,7 +243,7 @@ class LocalBackend(Backend):
                     if attempt == 99 or not os.path.exists(tmp):
                         raise
                     try:
-                        os.makedirs(os.path.dirname(dst), exist_ok=True)
+                        self._makedirs(os.path.dirname(dst), key)
                     except (FileExistsError, FileNotFoundError):
                         pass  # an ancestor pruned or made again while makedirs worked: try again
         finally:
@@ -210,7 +254,7 @@ class LocalBackend(Backend):
 
     def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         try:
-            tmp, fd = self._create_tmp()
+            tmp, fd = self._create_tmp(key)
             with open(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -227,7 +271,7 @@ class LocalBackend(Backend):
         except OSError as e:
             raise _oserror(e, key) from None
         try:
-            tmp, fd = self._create_tmp()
+            tmp, fd = self._create_tmp(key)
             try:
                 try:
                     _copy_fd(src, fd)
@@ -307,7 +351,10 @@ class LocalBackend(Backend):
         try:
             for e in os.scandir(d):
                 if e.stat().st_mtime < time.time() - older_than:
-                    os.unlink(e.path)
+                    try:
+                        os.unlink(e.path)
+                    except (PermissionError, FileNotFoundError):
+                        continue  # another user's file in an open store's sticky .tmp/, or gone
                     n += 1
         except FileNotFoundError:
             pass

@@ -15,6 +15,9 @@ standard boto3 chain (env vars, ``~/.aws``, instance roles); the endpoint from `
   :class:`StoreUnavailable` within roughly that budget, never hangs.
 * Every botocore/boto3 error is normalised to the artfs errors, with a one-line message naming the
   key and the endpoint.
+* ``ARTFS_NO_SIGN_REQUEST=1`` (the CLI's ``--no-sign-request``, the mount's ``-o no_sign_request``)
+  or ``unsigned=True`` sends unsigned requests, as anonymous users may for a public project (see
+  :mod:`artfs._access`); no credentials are looked up then.
 
 One boto3 client per backend object, created lazily; boto3 clients are thread-safe, so the backend
 may be used from many threads at once.
@@ -97,6 +100,7 @@ class S3Backend(Backend):
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         multipart_chunksize: int | None = None,
         max_concurrency: int = 10,
+        unsigned: bool | None = None,
     ) -> None:
         u = urlparse(url)
         if u.scheme != "s3" or not u.netloc:
@@ -115,6 +119,7 @@ class S3Backend(Backend):
         chunk = multipart_chunksize or DEFAULT_MULTIPART_CHUNKSIZE
         self.multipart_chunksize = max(int(chunk), MIN_PART_SIZE)
         self.max_concurrency = max_concurrency
+        self.unsigned = no_sign_request_from_env() if unsigned is None else bool(unsigned)
 
         self.counter = {"put": 0, "get": 0, "range": 0, "download": 0}
         self._counter_lock = threading.Lock()
@@ -174,6 +179,7 @@ class S3Backend(Backend):
             read_timeout=read_timeout or self._socket_timeout,
             max_pool_connections=32,
             s3={"addressing_style": addressing},
+            **_unsigned_config(self.unsigned),
         )
         try:
             # a private session: boto3's default session is not thread-safe to create clients from
@@ -354,7 +360,15 @@ class S3Backend(Backend):
                 raise
             raise self._error(e, key) from None
         except Exception as e:
-            raise self._error(e, key) from None
+            err = self._error(e, key)
+            if not (isinstance(err, PermissionDenied) and self.unsigned):
+                raise err from None
+            # the transfer manager starts with a HEAD, which some servers refuse where GET is allowed
+            # (see _head_by_get): fetch the object with one streamed GET instead
+            with open(path, "wb") as f:
+                n = self.fetch_range_into(key, 0, 1 << 62, f.fileno(), 0)
+            self._count("download")
+            return n
         self._count("download")
         return os.path.getsize(path)
 
@@ -365,8 +379,36 @@ class S3Backend(Backend):
             err = self._error(e, key)
             if isinstance(err, NotFound) and not isinstance(err, _NoSuchBucket):
                 return None
+            if isinstance(err, PermissionDenied) and self.unsigned:
+                return self._head_by_get(key, err)
             raise err from None
         return ObjectInfo(key, int(r["ContentLength"]), r["LastModified"].timestamp())
+
+    def _head_by_get(self, key: str, denied: PermissionDenied) -> ObjectInfo | None:
+        """HEAD refused to an anonymous caller: ask with a one-byte GET instead.
+
+        AWS lets whoever may ``s3:GetObject`` send HEAD, but some S3 servers (moto among them)
+        check HEAD against an action of its own that a bucket policy cannot name, so a public
+        object answers 403 to HEAD and 200 to GET.
+        """
+        from botocore.exceptions import ClientError
+
+        try:
+            r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range="bytes=0-0")
+            r["Body"].close()
+        except ClientError as e:
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 416:  # an empty object
+                return ObjectInfo(key, 0, 0.0)
+            err = self._error(e, key)
+            if isinstance(err, NotFound) and not isinstance(err, _NoSuchBucket):
+                return None
+            raise (denied if isinstance(err, PermissionDenied) else err) from None
+        except Exception as e:
+            raise self._error(e, key) from None
+        total = str(r.get("ContentRange", "")).rpartition("/")[2]
+        size = int(total) if total.isdigit() else int(r.get("ContentLength", 0))
+        return ObjectInfo(key, size, r["LastModified"].timestamp())
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -502,6 +544,19 @@ class S3Backend(Backend):
                     c.close()
                 except Exception:
                     pass
+
+
+def no_sign_request_from_env() -> bool:
+    """Whether ``$ARTFS_NO_SIGN_REQUEST`` asks for unsigned requests (``1``, ``true``, ``yes``)."""
+    return os.environ.get("ARTFS_NO_SIGN_REQUEST", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _unsigned_config(unsigned: bool) -> dict:
+    if not unsigned:
+        return {}
+    from botocore import UNSIGNED
+
+    return {"signature_version": UNSIGNED}
 
 
 def _is_botocore(e: BaseException) -> bool:
