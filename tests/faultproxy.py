@@ -19,9 +19,11 @@ Faults, chosen per request when its headers have arrived (``action`` in :attr:`F
              the middle of its body (after its headers and half its ``Content-Length``; a short
              answer is cut in its headers) and the client's connection is reset (RST). An
              interim ``100 Continue`` is relayed whole: the request body follows it.
-``"stall"``  nothing more is relayed on that connection in either direction, and the client's
-             bytes are no longer read (a large upload blocks once the socket buffers are full);
-             the connection stays open until :meth:`release` or :meth:`stop`, then is closed.
+``"stall"``  the server stops answering: the request (and whatever the client sends after it)
+             is read and dropped, so the client's sends complete and it waits for an answer
+             that never comes (its read timeout is what is tested); nothing more is relayed on
+             that connection. It stays open until the client closes it, :meth:`release` or
+             :meth:`stop`.
 ``"pass"``   relayed unchanged.
 
 What happens to each request (set at any time by the test; all are read when a request arrives):
@@ -295,7 +297,9 @@ class FaultProxy:
                         self.log.append(Seen(n, method, target, action))
                     if action == "stall":
                         conn.stalled = True
-                        return  # read nothing more; stop()/release() close the connection
+                        while conn.client.recv(1 << 20):
+                            pass  # swallowed: the client's sends complete, no answer comes
+                        break  # the client gave up, or release()/stop() closed the connection
                     if action == "error":
                         if "100-continue" not in headers.get("expect", "").lower():
                             need = length - len(buf)
@@ -323,8 +327,7 @@ class FaultProxy:
                 buf += data
         except OSError:
             pass
-        if not conn.stalled:
-            self._finish(conn)
+        self._finish(conn)
 
     def _answer_error(self, conn: _Conn) -> None:
         reason = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Slow Down",
