@@ -222,3 +222,40 @@ def test_gc_aborts_unfinished_multipart_uploads(s3_server, bucket, tmp_path):
     out = tmp_path / "out"
     store.artifact("proj/a:v0").download(str(out))
     assert (out / "f").read_bytes() == b"kept"
+
+
+@pytest.mark.timeout(300)
+def test_umount_with_a_stalled_store_ends_and_keeps_the_draft(proxy, bucket, tmp_path):
+    """``artfs umount`` of a mount whose store stalls mid-upload returns (it waited 5 minutes per
+    attempt of the stalled part before), says the commit failed, and keeps the draft, which
+    ``artfs commit`` turns into the version once the store answers again."""
+    from daemon.testing import MountProcess
+
+    url = f"s3://{bucket}/store"
+    store = artfs.Store(url, cache=artfs.Cache(str(tmp_path / "cache-w")))
+    art = artfs.Artifact("data", type="dataset")
+    with art.new_file("small.txt", mode="wb") as f:
+        f.write(b"v0\n")
+    store.log_artifact(art, project="proj")
+    env = cli_env(proxy.url, tmp_path, ARTFS_S3_TIMEOUT="3", ARTFS_STORE=url,
+                  ARTFS_STAGING_DIR=str(tmp_path / "staging"), XDG_STATE_HOME=str(tmp_path / "state"))
+    big = os.urandom(20 * MiB)
+    with MountProcess(url, tmp_path / "mnt", cache_dir=tmp_path / "cache", env=env,
+                      args=["--refresh", "1"]) as m:
+        with open(m.path("proj", "data", "draft", "big.bin"), "wb") as f:
+            f.write(big)
+        proxy.configure(only=lambda m_, t: "partNumber=" in t, stall_from=2)
+        r = cli("umount", m.mountpoint, env=env, timeout=150)
+        assert r.returncode != 0, (r.stdout, r.stderr)
+        assert "draft" in r.stderr and "commit" in r.stderr, r.stderr
+    assert "stall" in actions(proxy)
+    proxy.clear()
+    proxy.release()
+    assert store.versions("proj", "data") == [0]
+    assert unfinished_uploads(bucket) == []
+    r = cli("commit", "proj/data", env=env)
+    assert r.returncode == 0, r.stderr
+    assert store.versions("proj", "data") == [0, 1]
+    out = tmp_path / "out"
+    store.artifact("proj/data:v1").download(str(out))
+    assert (out / "big.bin").read_bytes() == big and (out / "small.txt").read_bytes() == b"v0\n"
