@@ -147,13 +147,21 @@ def _bound_retries(client: Any, attempt_timeout: float, max_attempts: int) -> No
     standard.register_retry_handler(shim, max_attempts=max_attempts)
 
 
-def _streaming_error(e: BaseException) -> bool:
-    """Whether ``e`` broke a response off after botocore handed it over (reset, stall, short read)."""
-    from botocore.exceptions import ClientError
+class _BodyBroke(Exception):
+    """A response body broke off (reset, stall, short read, bad checksum) after botocore handed
+    the response over: botocore retries a request only until its headers arrive."""
 
-    if isinstance(e, ClientError):
-        return False  # an answer of the server, already retried by botocore as far as allowed
-    return _is_botocore(e) or isinstance(e, (ConnectionError, TimeoutError))
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _read_body(body: Any, *size: int) -> bytes:
+    try:
+        data: bytes = body.read(*size)
+    except Exception as e:
+        raise _BodyBroke(e) from e
+    return data
 
 
 class S3Backend(Backend):
@@ -258,21 +266,22 @@ class S3Backend(Backend):
         at = getattr(self._deadline, "at", None)
         context["artfs_deadline"] = at if at is not None else time.monotonic() + self.timeout
 
-    def _reading(self, key: str, attempt: Callable[[], _T]) -> _T:
+    def _reading(self, attempt: Callable[[], _T]) -> _T:
         """Run ``attempt`` (a request and the reading of its body) until it succeeds or the budget
-        is spent: a body that breaks off is requested again, after a jittered backoff as
-        botocore's. Requests made inside share the operation's deadline."""
+        is spent: when the body breaks off (:class:`_BodyBroke`) the request is made again, after
+        a jittered backoff as botocore's. Requests made inside share the operation's deadline, so
+        botocore's own retries of them stop at the same time. Raises the last :class:`_BodyBroke`
+        or the request's error."""
         deadline = time.monotonic() + self.timeout
         tries = 0
         while True:
             self._deadline.at = deadline
             try:
                 return attempt()
-            except Exception as e:
+            except _BodyBroke:
                 tries += 1
                 delay = random.random() * min(20.0, 0.05 * 2**tries)
-                if (not _streaming_error(e) or tries >= self.max_attempts
-                        or time.monotonic() + delay + self._socket_timeout > deadline):
+                if tries >= self.max_attempts or time.monotonic() + delay + self._socket_timeout > deadline:
                     raise
             finally:
                 self._deadline.at = None
@@ -364,10 +373,12 @@ class S3Backend(Backend):
         def attempt() -> bytes:
             r = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
             with r["Body"] as body:
-                return body.read()
+                return _read_body(body)
 
         try:
-            data = self._reading(key, attempt)
+            data = self._reading(attempt)
+        except _BodyBroke as e:
+            raise self._error(e.cause, key) from None
         except Exception as e:
             raise self._error(e, key) from None
         self._count("get")
@@ -386,10 +397,12 @@ class S3Backend(Backend):
             rng = f"bytes={offset}-{offset + length - 1}"
             r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
             with r["Body"] as body:
-                return r, body.read()
+                return r, _read_body(body)
 
         try:
-            r, data = self._reading(key, attempt)
+            r, data = self._reading(attempt)
+        except _BodyBroke as e:
+            raise self._error(e.cause, key) from None
         except Exception as e:
             from botocore.exceptions import ClientError
 
@@ -420,12 +433,14 @@ class S3Backend(Backend):
             progress = [0]
             try:
                 return done + self._reading(
-                    key, lambda: self._fetch_once(key, offset + done, length - done, fd,
-                                                  fd_offset + done, progress))
-            except Exception as e:
-                if not (progress[0] and _streaming_error(e)):
-                    raise self._error(e, key) from None
+                    lambda: self._fetch_once(key, offset + done, length - done, fd,
+                                             fd_offset + done, progress))
+            except _BodyBroke as e:
+                if not progress[0]:
+                    raise self._error(e.cause, key) from None
                 done += progress[0]  # it moved: resume from there with a new budget
+            except Exception as e:
+                raise self._error(e, key) from None
 
     def _fetch_once(self, key: str, offset: int, length: int, fd: int, fd_offset: int,
                     progress: list[int]) -> int:
@@ -453,8 +468,8 @@ class S3Backend(Backend):
                 skip = offset  # a server that ignores Range sends the whole object
             while done < length:
                 try:
-                    piece = body.read(min(MiB, skip) if skip else min(MiB, length - done))
-                except Exception as e:
+                    piece = _read_body(body, min(MiB, skip) if skip else min(MiB, length - done))
+                except _BodyBroke:
                     progress[0] += done
                     raise  # _reading asks again from there while the budget lasts
                 if not piece:
@@ -468,13 +483,19 @@ class S3Backend(Backend):
 
     def download_file(self, key: str, path: str) -> int:
         def attempt() -> None:
-            # the transfer manager retries a broken part body itself (num_download_attempts)
-            self._client.download_file(
-                self.bucket, self._key(key), path, Config=self._transfer_config()
-            )
+            from s3transfer.exceptions import RetriesExceededError
+
+            try:
+                self._client.download_file(
+                    self.bucket, self._key(key), path, Config=self._transfer_config()
+                )
+            except RetriesExceededError as e:  # a part's body broke num_download_attempts times
+                raise _BodyBroke(e) from e
 
         try:
-            self._reading(key, attempt)
+            self._reading(attempt)
+        except _BodyBroke as e:
+            raise self._error(e.cause, key) from None
         except OSError as e:
             # errors about the local target are the caller's, not the store's
             if getattr(e, "filename", None) is not None or not _is_botocore(e):
