@@ -38,8 +38,10 @@ What happens to each request (set at any time by the test; all are read when a r
 
 :meth:`refuse` closes the listening socket and the open connections (a client then gets
 "connection refused": nothing listens on the port) and :meth:`accept` listens on the same port
-again. :meth:`configure` sets
-several knobs at once and :meth:`clear` turns every fault off.
+again. :meth:`configure` sets several knobs at once and :meth:`clear` turns every fault off.
+What happened is in :attr:`FaultProxy.log` (a :class:`Seen` per request, in arrival order;
+``n`` is 0 for requests that ``only`` left alone) and :attr:`FaultProxy.requests` (how many
+counted so far: ``stall_from=proxy.requests + 1`` stalls from the next one).
 
 Bounded: every thread is a daemon; :meth:`stop` (also on leaving the ``with`` block) closes
 every connection, including stalled ones; and the proxy stops itself after ``lifetime`` seconds
