@@ -124,6 +124,20 @@ def test_aws_max_attempts_is_honoured(proxy, bucket, monkeypatch):
     assert actions(proxy) == ["error", "error"]
 
 
+def test_aws_retry_mode_is_honoured(proxy, bucket, monkeypatch):
+    """``retry_mode = legacy`` (the user's choice) keeps botocore's count-bounded retries: with a
+    1 s budget the standard mode stops after one attempt, legacy makes all AWS_MAX_ATTEMPTS."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "4")
+    proxy.configure(error_from=1)
+    with pytest.raises(StoreUnavailable, match="503"):
+        through(proxy, bucket, timeout=1).head("k")  # a HEAD's 503 has no body: named by status
+    assert actions(proxy) == ["error"]
+    monkeypatch.setenv("AWS_RETRY_MODE", "legacy")
+    with pytest.raises(StoreUnavailable, match="503"):
+        through(proxy, bucket, timeout=1).head("k")
+    assert actions(proxy) == ["error"] * 5
+
+
 # --------------------------------------------------------------------------------------------
 # integrity of retried exclusive creates
 # --------------------------------------------------------------------------------------------
