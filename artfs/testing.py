@@ -48,6 +48,33 @@ def s3_env(
     }
 
 
+#: Runs moto's S3 server with its conditional writes made atomic. moto checks ``If-None-Match``
+#: (or ``If-Match``) and then stores the object in separate steps while other requests run in
+#: other threads, so two racing exclusive creates can both succeed and the second silently
+#: replaces the first -- which S3 never does, and which artfs's version numbering relies on (two
+#: writers would both be told they created vN). A lock around each conditional write restores
+#: S3's behaviour; other requests stay concurrent.
+_MOTO_MAIN = """
+import sys, threading
+from moto.s3 import responses
+from moto.server import main
+
+_conditional = threading.Lock()
+
+def _atomic(handler):
+    def wrapped(self, *args, **kwargs):
+        if self.headers.get("If-None-Match") or self.headers.get("If-Match"):
+            with _conditional:
+                return handler(self, *args, **kwargs)
+        return handler(self, *args, **kwargs)
+    return wrapped
+
+responses.S3Response.put_object = _atomic(responses.S3Response.put_object)
+responses.S3Response._key_response_post = _atomic(responses.S3Response._key_response_post)
+main(sys.argv[1:])
+"""
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as r:
@@ -62,7 +89,8 @@ def _answers(url: str) -> bool:
 class S3Server:
     """``with S3Server() as endpoint:`` — an S3 endpoint URL on 127.0.0.1.
 
-    Starts ``python -m moto.server`` on a free port and waits until it answers; on exit terminates
+    Starts moto's server (``python -m moto.server``, its conditional writes made atomic as on S3:
+    see :data:`_MOTO_MAIN`) on a free port and waits until it answers; on exit terminates
     exactly that child process (by its own PID). If ``$ARTFS_TEST_S3_ENDPOINT`` is set (and
     ``use_env`` is true) that endpoint is used and nothing is started; its credentials come from
     ``$ARTFS_TEST_S3_ACCESS_KEY``/``$ARTFS_TEST_S3_SECRET_KEY`` (default ``testing``).
@@ -110,7 +138,7 @@ class S3Server:
         env = dict(os.environ)
         env["MOTO_PORT"] = str(port)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-p", str(port), "-H", "127.0.0.1"],
+            [sys.executable, "-c", _MOTO_MAIN, "-p", str(port), "-H", "127.0.0.1"],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -17,10 +17,14 @@ files themselves; the index only names them.
 * Writes raise :class:`PermissionDenied` ("read-only store").
 * ``get_range`` sends a ``Range`` header; a server that ignores it (status 200) is sliced on the
   client side, with one warning in the log per backend, since every read then costs a whole file.
-* Requests go through one ``httpx.Client`` (thread-safe, pooled) with bounded timeouts
-  (``ARTFS_HTTP_TIMEOUT`` seconds, default 15), connection retries in the transport, and a few
-  retries of idempotent requests that failed with a 429/5xx or a broken read. Redirects are not
-  followed for the store (a ``dir`` -> ``dir/`` redirect must not look like a file).
+* Requests go through one ``httpx.Client`` (thread-safe, pooled). The rule is the S3 store's:
+  ``ARTFS_HTTP_TIMEOUT`` seconds (default 15) is the budget of each request, retries included.
+  An idempotent request that fails with a 429/5xx, a refused or broken connection or a timeout
+  is retried with exponential backoff and full jitter (as botocore's standard mode) until the
+  budget is spent, counted from its start; each attempt gives up after a third of the budget
+  (at least a second) without progress, so a stalled server is retried too. A body that breaks
+  off is fetched again the same way. Redirects are not followed for the store (a ``dir`` ->
+  ``dir/`` redirect must not look like a file).
 
 This module also holds the HTTP plumbing that :mod:`artfs._refs` uses for ``http(s)://`` and
 ``gs://`` references (:func:`make_client`, :func:`send`).
@@ -32,9 +36,11 @@ import builtins
 import email.utils
 import logging
 import os
+import random
 import threading
 import time
-from typing import Any, Iterator
+import weakref
+from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import quote, urlparse
 
 import httpx
@@ -45,10 +51,39 @@ from . import Backend, ObjectInfo
 log = logging.getLogger("artfs.http")
 
 DEFAULT_TIMEOUT = 15.0
-#: attempts of one idempotent request (on 5xx, timeouts and broken connections)
-ATTEMPTS = 3
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _CHUNK = 1 << 20
+#: the time budget of each client made by :func:`make_client` (its per-attempt timeouts are less)
+_BUDGETS: "weakref.WeakKeyDictionary[httpx.Client, float]" = weakref.WeakKeyDictionary()
+_T = TypeVar("_T")
+
+
+def attempt_timeout(budget: float) -> float:
+    """The socket timeout of one attempt: a third of the budget (so a stall is retried), >= 1 s."""
+    return min(budget, max(1.0, budget / 3))
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to sleep before retry ``attempt`` (1, 2, ...): botocore's exponential backoff with
+    full jitter (random up to ``2**(attempt-1)`` s, capped at 20 s)."""
+    return random.random() * min(20.0, 2.0 ** (attempt - 1))
+
+
+def retry_within(budget: float, attempt: Callable[[], _T], retryable: Callable[[Exception], bool]) -> _T:
+    """Call ``attempt`` until it returns, an error is not ``retryable`` or the budget would be spent
+    by the next backoff and attempt; the last error is then raised."""
+    deadline = time.monotonic() + budget
+    per_attempt = attempt_timeout(budget)
+    n = 0
+    while True:
+        try:
+            return attempt()
+        except Exception as e:
+            n += 1
+            delay = backoff(n)
+            if not retryable(e) or time.monotonic() + delay + per_attempt > deadline:
+                raise
+        time.sleep(delay)
 
 
 def _timeout_from_env() -> float:
@@ -65,14 +100,22 @@ def _timeout_from_env() -> float:
 
 
 def make_client(timeout: float | None = None, *, follow_redirects: bool = False) -> httpx.Client:
-    """An ``httpx.Client`` with bounded timeouts and connection retries in its transport."""
+    """An ``httpx.Client`` whose requests through :func:`send` are bounded by ``timeout`` seconds
+    (default ``ARTFS_HTTP_TIMEOUT``), retries included; one attempt waits :func:`attempt_timeout`."""
     t = float(timeout) if timeout is not None else _timeout_from_env()
-    return httpx.Client(
-        transport=httpx.HTTPTransport(retries=2),  # retries failed connects only
-        timeout=httpx.Timeout(t, connect=min(t, 5.0)),
+    per_attempt = attempt_timeout(t)
+    client = httpx.Client(
+        timeout=httpx.Timeout(per_attempt, connect=min(per_attempt, 5.0)),
         follow_redirects=follow_redirects,
         headers={"User-Agent": "artfs", "Accept-Encoding": "identity"},
     )
+    _BUDGETS[client] = t
+    return client
+
+
+def budget_of(client: httpx.Client) -> float:
+    """The time budget of a request through ``client``."""
+    return _BUDGETS.get(client, DEFAULT_TIMEOUT)
 
 
 def send(
@@ -85,30 +128,47 @@ def send(
     stream: bool = False,
     what: str | None = None,
 ) -> httpx.Response:
-    """Send an idempotent request, retrying 5xx answers and transport failures a bounded number of times.
+    """Send an idempotent request, retrying 429/5xx answers and transport failures until the
+    client's time budget (:func:`budget_of`) is spent.
 
     Returns the response whatever its status (the caller maps 4xx to its own errors); raises
-    :class:`StoreUnavailable` once the attempts are used up. With ``stream`` the caller must close
+    :class:`StoreUnavailable` once the budget is spent. With ``stream`` the caller must close
     the response.
     """
     what = what or url
-    delay = 0.2
-    last: str = ""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            req = client.build_request(method, url, headers=headers, params=params)
-            r = client.send(req, stream=stream)
-        except httpx.TransportError as e:  # timeouts, refused connections, broken reads
-            last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        else:
-            if r.status_code not in _RETRY_STATUS:
-                return r
-            last = f"HTTP {r.status_code} {r.reason_phrase}"
+    budget = budget_of(client)
+    tries = [0]
+
+    def attempt() -> httpx.Response:
+        tries[0] += 1
+        req = client.build_request(method, url, headers=headers, params=params)
+        r = client.send(req, stream=stream)
+        if r.status_code in _RETRY_STATUS:
             r.close()
-        if attempt < ATTEMPTS:
-            time.sleep(delay)
-            delay *= 3
-    raise StoreUnavailable(f"{what}: unreachable after {ATTEMPTS} attempts ({last})")
+            raise _RetryStatus(r)
+        return r
+
+    try:
+        return retry_within(budget, attempt, _transient)
+    except _RetryStatus as e:
+        last = f"HTTP {e.response.status_code} {e.response.reason_phrase}"
+    except httpx.TransportError as e:  # timeouts, refused connections, broken reads
+        last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    raise StoreUnavailable(
+        f"{what}: unavailable after {tries[0]} attempts in the {budget:g} s budget "
+        f"(ARTFS_HTTP_TIMEOUT) ({last})")
+
+
+class _RetryStatus(Exception):
+    """An answer worth retrying (429/5xx)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _transient(e: Exception) -> bool:
+    return isinstance(e, (_RetryStatus, httpx.TransportError))
 
 
 def http_mtime(r: httpx.Response) -> float:
@@ -180,17 +240,30 @@ class HTTPBackend(Backend):
             if self.head(key) is None:
                 raise NotFound(f"{key}: not found in the store ({self.url})")
             return b""
-        r = self._send("GET", key, headers={"Range": f"bytes={offset}-{offset + length - 1}"}, stream=True)
+
+        def attempt() -> bytes:
+            r = self._send("GET", key, headers={"Range": f"bytes={offset}-{offset + length - 1}"}, stream=True)
+            try:
+                if r.status_code == 416:
+                    return b""
+                self._check(r, key)
+                if r.status_code == 206:
+                    return r.read()[:length]
+                self._warn_no_range()
+                return _slice_stream(r, offset, length)
+            finally:
+                r.close()
+
+        return self._body_retry(key, attempt)
+
+    def _body_retry(self, key: str, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` (a request and the reading of its body) again while the budget lasts
+        when its body breaks off (``send`` only retries until the response's head)."""
         try:
-            if r.status_code == 416:
-                return b""
-            self._check(r, key)
-            if r.status_code == 206:
-                return r.read()[:length]
-            self._warn_no_range()
-            return _slice_stream(r, offset, length)
-        finally:
-            r.close()
+            return retry_within(budget_of(self._client), attempt,
+                                lambda e: isinstance(e, httpx.TransportError))
+        except httpx.TransportError as e:
+            raise StoreUnavailable(f"{key}: reading from {self.url} broke off: {type(e).__name__}: {e}") from None
 
     def _warn_no_range(self) -> None:
         with self._lock:
@@ -200,19 +273,20 @@ class HTTPBackend(Backend):
         log.warning("%s ignores HTTP Range requests; every partial read fetches whole files", self.url)
 
     def download_file(self, key: str, path: str) -> int:
-        r = self._send("GET", key, stream=True)
-        try:
-            self._check(r, key)
-            n = 0
-            with open(path, "wb") as f:
-                try:
+        def attempt() -> tuple[httpx.Response, int]:
+            r = self._send("GET", key, stream=True)
+            try:
+                self._check(r, key)
+                n = 0
+                with open(path, "wb") as f:
                     for chunk in r.iter_bytes(_CHUNK):
                         f.write(chunk)
                         n += len(chunk)
-                except httpx.TransportError as e:
-                    raise StoreUnavailable(f"{key}: download from {self.url} broke off: {e}") from None
-        finally:
-            r.close()
+            finally:
+                r.close()
+            return r, n
+
+        r, n = self._body_retry(key, attempt)
         expected = r.headers.get("content-length")
         if expected is not None and expected.isdigit() and int(expected) != n:
             raise StoreUnavailable(f"{key}: download from {self.url} stopped after {n} of {expected} bytes")

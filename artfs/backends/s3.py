@@ -10,9 +10,20 @@ standard boto3 chain (env vars, ``~/.aws``, instance roles); the endpoint from `
 * Large uploads and downloads go through boto3's transfer manager (multipart upload, parallel
   ranged GETs); a multipart object only becomes visible when the upload is completed, so readers
   never see half an object.
-* Retries are botocore's own ("standard" mode), bounded by a time budget (``ARTFS_S3_TIMEOUT``
-  seconds, default 15, or the ``timeout`` keyword): an unreachable endpoint raises
-  :class:`StoreUnavailable` within roughly that budget, never hangs.
+* Retries are botocore's own (its "standard" mode: exponential backoff with full jitter and a
+  retry quota; ``retry_mode``/``AWS_RETRY_MODE`` and ``max_attempts``/``AWS_MAX_ATTEMPTS`` from
+  the AWS configuration are honoured), bounded by a time budget (``ARTFS_S3_TIMEOUT`` seconds,
+  default 15, or the ``timeout`` keyword) rather than by a count: see :func:`_bound_retries`.
+  Every request -- a GET, a single PUT, one part of a multipart upload, its completion or
+  abort -- gives up and raises :class:`StoreUnavailable` within the budget, counted from its
+  start; each attempt gives up after a third of it without progress (connect, or no byte sent
+  or received), so a stall is retried too. A transfer that keeps moving is never cut off.
+* A response body that breaks off (reset, stall, short read) is read again, from where it broke
+  off for :meth:`S3Backend.fetch_range_into`, within the same budget: botocore only retries
+  until the response headers arrive.
+* A multipart upload that fails is aborted by boto3's transfer manager (within the budget);
+  one that could not be aborted (the store was down, the process was killed) is aborted by
+  :meth:`S3Backend.gc_tmp` (``artfs gc``) once older than the given age.
 * Every botocore/boto3 error is normalised to the artfs errors, with a one-line message naming the
   key and the endpoint.
 * ``ARTFS_NO_SIGN_REQUEST=1`` (the CLI's ``--no-sign-request``, the mount's ``-o no_sign_request``)
@@ -26,8 +37,11 @@ may be used from many threads at once.
 from __future__ import annotations
 
 import os
+import random
 import threading
-from typing import Iterator
+import time
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
@@ -38,6 +52,9 @@ DEFAULT_TIMEOUT = 15.0
 DEFAULT_MULTIPART_THRESHOLD = 8 * MiB
 DEFAULT_MULTIPART_CHUNKSIZE = 8 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum size of every part but the last
+#: attempts per request when the AWS configuration names none: the time budget is the real bound
+DEFAULT_MAX_ATTEMPTS = 1000
+_T = TypeVar("_T")
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchBucket", "NoSuchUpload"}
 _DENIED = {
@@ -59,9 +76,6 @@ class _NoSuchBucket(NotFound):
     """The bucket itself is missing (a NotFound to callers, but never "the key is absent")."""
 
 
-UPLOAD_READ_TIMEOUT = 300.0
-
-
 def _timeout_from_env() -> float:
     raw = os.environ.get("ARTFS_S3_TIMEOUT")
     if not raw:
@@ -75,18 +89,82 @@ def _timeout_from_env() -> float:
     return value
 
 
-def _budget(timeout: float, max_attempts: int | None) -> tuple[int, float]:
-    """Split a total time budget into (attempts, per-attempt connect/read timeout).
+def _attempt_timeout(timeout: float) -> float:
+    """Socket timeout of one attempt (connect; and the longest wait for the next byte either way).
 
-    botocore's standard retry mode sleeps at most ``2**(n-1)`` s (capped at 20 s) before retry
-    ``n`` when throttled, far less (50 ms scale) after connection errors, so ``a`` attempts spend
-    at most ``2**(a-1) - 1`` s sleeping; what is left of the budget is shared by the attempts'
-    socket timeouts (connect and read, each per attempt).
+    A third of the budget, so a stalled request is tried about three times before the budget is
+    spent, but never under a second: a loaded server may be slow to answer a legitimate request.
     """
-    attempts = max_attempts or (3 if timeout >= 6 else 2)
-    sleeping = min(2 ** (attempts - 1) - 1, 20 * (attempts - 1))
-    per_attempt = max(0.5, (timeout - sleeping) / attempts)
-    return attempts, per_attempt
+    return min(timeout, max(1.0, timeout / 3))
+
+
+def _aws_retry_config() -> tuple[str | None, int | None]:
+    """``retry_mode`` and ``max_attempts`` if the user set them (env or AWS config file), else None."""
+    import botocore.session
+
+    try:
+        s = botocore.session.Session()
+        mode = s.get_config_variable("retry_mode", methods=("env", "config"))
+        attempts = s.get_config_variable("max_attempts", methods=("env", "config"))
+    except Exception:  # a broken ~/.aws/config is reported when the client is made
+        return None, None
+    return (str(mode) if mode else None), (int(attempts) if attempts else None)
+
+
+def _bound_retries(client: Any, attempt_timeout: float, max_attempts: int) -> None:
+    """Make botocore's standard/adaptive retry handler stop when the request's time budget is spent.
+
+    botocore bounds retries by a count only. Its decision (which errors to retry, backoff with
+    jitter, retry quota) is kept as it is: the handler it registered is replaced by the same
+    handler wrapped so that a retry is refused when its backoff plus one more attempt would end
+    past the deadline the ``before-call`` hook stored in the request's context. The legacy mode
+    is left alone (attempts then bound it: ``max_attempts`` times the attempt timeout).
+    """
+    from botocore.retries import standard
+
+    events = client.meta.events
+    service = client.meta.service_model.service_id.hyphenize()
+    events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
+
+    def bounded(inner: Callable[..., float | None]) -> Callable[..., float | None]:
+        def needs_retry(**kwargs: Any) -> float | None:
+            delay = inner(**kwargs)
+            if delay is None:
+                return None
+            context = (kwargs.get("request_dict") or {}).get("context") or {}
+            deadline = context.get("artfs_deadline")
+            if deadline is not None and time.monotonic() + delay + attempt_timeout > deadline:
+                return None  # the budget is spent: the last error is raised
+            return delay
+
+        return needs_retry
+
+    class _Events:  # what register_retry_handler needs of a client: register(), wrapping its handler
+        def register(self, event: str, handler: Callable[..., Any], unique_id: str | None = None,
+                     **kw: Any) -> None:
+            if event.split(".")[0] == "needs-retry":
+                handler = bounded(handler)
+            events.register(event, handler, unique_id=unique_id, **kw)
+
+    shim = SimpleNamespace(meta=SimpleNamespace(service_model=client.meta.service_model, events=_Events()))
+    standard.register_retry_handler(shim, max_attempts=max_attempts)
+
+
+class _BodyBroke(Exception):
+    """A response body broke off (reset, stall, short read, bad checksum) after botocore handed
+    the response over: botocore retries a request only until its headers arrive."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _read_body(body: Any, *size: int) -> bytes:
+    try:
+        data: bytes = body.read(*size)
+    except Exception as e:
+        raise _BodyBroke(e) from e
+    return data
 
 
 class S3Backend(Backend):
@@ -114,7 +192,10 @@ class S3Backend(Backend):
         self.timeout = float(timeout) if timeout is not None else _timeout_from_env()
         if self.timeout <= 0:
             raise ValueError(f"timeout={timeout!r}: must be positive")
-        self.max_attempts, self._socket_timeout = _budget(self.timeout, max_attempts)
+        self._socket_timeout = _attempt_timeout(self.timeout)
+        self._max_attempts_arg = max_attempts
+        self.max_attempts = max_attempts or DEFAULT_MAX_ATTEMPTS
+        self._deadline = threading.local()  # .at: the budget of the operation running in this thread
         self.multipart_threshold = int(multipart_threshold)
         chunk = multipart_chunksize or DEFAULT_MULTIPART_CHUNKSIZE
         self.multipart_chunksize = max(int(chunk), MIN_PART_SIZE)
@@ -125,7 +206,6 @@ class S3Backend(Backend):
         self._counter_lock = threading.Lock()
         self._client_lock = threading.Lock()
         self._client_obj = None
-        self._upload_client_obj = None
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -146,21 +226,7 @@ class S3Backend(Backend):
                     c = self._client_obj = self._make_client()
         return c
 
-    @property
-    def _upload_client(self):
-        """A client for multipart uploads: completing a large upload can keep the server silent
-        for longer than the per-attempt socket timeout (servers concatenate the parts), so this
-        one waits up to ``UPLOAD_READ_TIMEOUT`` for an answer; connecting is bounded as usual."""
-        c = self._upload_client_obj
-        if c is None:
-            with self._client_lock:
-                c = self._upload_client_obj
-                if c is None:
-                    c = self._upload_client_obj = self._make_client(
-                        read_timeout=max(self._socket_timeout, UPLOAD_READ_TIMEOUT))
-        return c
-
-    def _make_client(self, *, read_timeout: float | None = None):
+    def _make_client(self):
         try:
             import boto3
             from botocore.config import Config
@@ -172,11 +238,16 @@ class S3Backend(Backend):
         )
         # custom endpoints (MinIO, moto, Ceph, ...) rarely resolve virtual-hosted bucket names
         addressing = os.environ.get("ARTFS_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
+        mode, aws_attempts = _aws_retry_config()
+        mode = mode or "standard"
+        self.max_attempts = self._max_attempts_arg or aws_attempts or DEFAULT_MAX_ATTEMPTS
         config = Config(
-            # total_max_attempts counts the first request; botocore's "max_attempts" would not
-            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+            # total_max_attempts counts the first request, as AWS_MAX_ATTEMPTS does
+            retries={"mode": mode, "total_max_attempts": self.max_attempts},
+            # a large part or a slow CompleteMultipartUpload gets no longer: S3 keeps the
+            # connection busy (whitespace) while it completes, and a moving upload never times out
             connect_timeout=self._socket_timeout,
-            read_timeout=read_timeout or self._socket_timeout,
+            read_timeout=self._socket_timeout,
             max_pool_connections=32,
             s3={"addressing_style": addressing},
             **_unsigned_config(self.unsigned),
@@ -185,11 +256,42 @@ class S3Backend(Backend):
             # a private session: boto3's default session is not thread-safe to create clients from
             session = boto3.session.Session()
             region = session.region_name or ("us-east-1" if endpoint else None)
-            return session.client(
+            client = session.client(
                 "s3", endpoint_url=self.endpoint_url, region_name=region, config=config
             )
         except Exception as e:
             raise self._error(e, "") from None
+        client.meta.events.register("before-call.s3", self._start_budget)
+        if mode in ("standard", "adaptive"):
+            _bound_retries(client, self._socket_timeout, self.max_attempts)
+        return client
+
+    def _start_budget(self, context: dict[str, Any], **kwargs: Any) -> None:
+        """``before-call`` hook: the deadline of this request (that of the enclosing operation of
+        this thread when there is one, see :meth:`_reading`), read by the retry handler."""
+        at = getattr(self._deadline, "at", None)
+        context["artfs_deadline"] = at if at is not None else time.monotonic() + self.timeout
+
+    def _reading(self, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` (a request and the reading of its body) until it succeeds or the budget
+        is spent: when the body breaks off (:class:`_BodyBroke`) the request is made again, after
+        a jittered backoff as botocore's. Requests made inside share the operation's deadline, so
+        botocore's own retries of them stop at the same time. Raises the last :class:`_BodyBroke`
+        or the request's error."""
+        deadline = time.monotonic() + self.timeout
+        tries = 0
+        while True:
+            self._deadline.at = deadline
+            try:
+                return attempt()
+            except _BodyBroke:
+                tries += 1
+                delay = random.random() * min(20.0, 0.05 * 2**tries)
+                if tries >= self.max_attempts or time.monotonic() + delay + self._socket_timeout > deadline:
+                    raise
+            finally:
+                self._deadline.at = None
+            time.sleep(delay)
 
     def _endpoint(self) -> str:
         c = self._client_obj
@@ -210,7 +312,7 @@ class S3Backend(Backend):
             multipart_threshold=max(self.multipart_threshold, 1),
             multipart_chunksize=self.multipart_chunksize,
             max_concurrency=self.max_concurrency,
-            num_download_attempts=2,  # botocore already retried each request
+            num_download_attempts=3,  # of a part whose body broke off (botocore retried the request)
             use_threads=True,
         )
 
@@ -260,8 +362,8 @@ class S3Backend(Backend):
             return StoreUnavailable(f"{key or self.url}: cannot get AWS credentials: {e} ({where})")
         if isinstance(e, (BotoConnectionError, HTTPClientError)):
             return StoreUnavailable(
-                f"{key or self.url}: S3 endpoint unreachable after {self.max_attempts} attempts: "
-                f"{e} ({where})"
+                f"{key or self.url}: S3 endpoint unreachable (gave up after the "
+                f"{self.timeout:g} s budget, ARTFS_S3_TIMEOUT): {e} ({where})"
             )
         if isinstance(e, BotoCoreError):
             return StoreUnavailable(f"{key or self.url}: {e} ({where})")
@@ -274,10 +376,15 @@ class S3Backend(Backend):
     # -- reading ---------------------------------------------------------------------------------
 
     def get(self, key: str) -> bytes:
-        try:
+        def attempt() -> bytes:
             r = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
             with r["Body"] as body:
-                data = body.read()
+                return _read_body(body)
+
+        try:
+            data = self._reading(attempt)
+        except _BodyBroke as e:
+            raise self._error(e.cause, key) from None
         except Exception as e:
             raise self._error(e, key) from None
         self._count("get")
@@ -292,11 +399,16 @@ class S3Backend(Backend):
             if self.head(key) is None:
                 raise NotFound(f"{key}: not found in the store ({self._where(key)})")
             return b""
-        try:
+        def attempt() -> tuple[dict[str, Any], bytes]:
             rng = f"bytes={offset}-{offset + length - 1}"
             r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
             with r["Body"] as body:
-                data = body.read()
+                return r, _read_body(body)
+
+        try:
+            r, data = self._reading(attempt)
+        except _BodyBroke as e:
+            raise self._error(e.cause, key) from None
         except Exception as e:
             from botocore.exceptions import ClientError
 
@@ -312,12 +424,37 @@ class S3Backend(Backend):
         return data[:length]
 
     def fetch_range_into(self, key: str, offset: int, length: int, fd: int, fd_offset: int) -> int:
-        """One ranged GET whose body is streamed into ``fd`` in 1 MiB pieces (bounded memory)."""
+        """One ranged GET whose body is streamed into ``fd`` in 1 MiB pieces (bounded memory).
+
+        A body that breaks off is requested again from the first byte not written, for as long
+        as the budget allows; the budget starts again whenever bytes came through.
+        """
         if offset < 0:
             raise ValueError(f"negative offset {offset}")
         if length <= 0:
             return len(self.get_range(key, offset, length))
         self._count("range")
+        done = 0
+        while True:
+            progress = [0]
+            try:
+                return done + self._reading(
+                    lambda: self._fetch_once(key, offset + done, length - done, fd,
+                                             fd_offset + done, progress))
+            except _BodyBroke as e:
+                if not progress[0]:
+                    raise self._error(e.cause, key) from None
+                done += progress[0]  # it moved: resume from there with a new budget
+            except Exception as e:
+                raise self._error(e, key) from None
+
+    def _fetch_once(self, key: str, offset: int, length: int, fd: int, fd_offset: int,
+                    progress: list[int]) -> int:
+        """One attempt of :meth:`fetch_range_into`; ``progress[0]`` counts what reached ``fd``
+        in the attempts of this call whose body broke off (each attempt restarts after them)."""
+        offset += progress[0]
+        length -= progress[0]
+        fd_offset += progress[0]
         try:
             rng = f"bytes={offset}-{offset + length - 1}"
             r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
@@ -328,8 +465,8 @@ class S3Backend(Backend):
                 e.response.get("Error", {}).get("Code") == "InvalidRange"
                 or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 416
             ):
-                return 0  # offset at or past the end (or an empty object)
-            raise self._error(e, key) from None
+                return progress[0]  # offset at or past the end (or an empty object)
+            raise
         done = 0
         with r["Body"] as body:
             skip = 0
@@ -337,9 +474,10 @@ class S3Backend(Backend):
                 skip = offset  # a server that ignores Range sends the whole object
             while done < length:
                 try:
-                    piece = body.read(min(MiB, skip) if skip else min(MiB, length - done))
-                except Exception as e:
-                    raise self._error(e, key) from None
+                    piece = _read_body(body, min(MiB, skip) if skip else min(MiB, length - done))
+                except _BodyBroke:
+                    progress[0] += done
+                    raise  # _reading asks again from there while the budget lasts
                 if not piece:
                     break
                 if skip:
@@ -347,13 +485,23 @@ class S3Backend(Backend):
                     continue
                 pwrite_all(fd, piece, fd_offset + done)
                 done += len(piece)
-        return done
+        return progress[0] + done
 
     def download_file(self, key: str, path: str) -> int:
+        def attempt() -> None:
+            from s3transfer.exceptions import RetriesExceededError
+
+            try:
+                self._client.download_file(
+                    self.bucket, self._key(key), path, Config=self._transfer_config()
+                )
+            except RetriesExceededError as e:  # a part's body broke num_download_attempts times
+                raise _BodyBroke(e) from e
+
         try:
-            self._client.download_file(
-                self.bucket, self._key(key), path, Config=self._transfer_config()
-            )
+            self._reading(attempt)
+        except _BodyBroke as e:
+            raise self._error(e.cause, key) from None
         except OSError as e:
             # errors about the local target are the caller's, not the store's
             if getattr(e, "filename", None) is not None or not _is_botocore(e):
@@ -429,15 +577,23 @@ class S3Backend(Backend):
 
         botocore retries a PUT whose response was lost; if the first attempt did create the
         object, the retry fails with 412 although the create succeeded. Identical bytes mean the
-        store holds exactly what we wanted to write, so we report success.
+        store holds exactly what we wanted to write, so we report success (artfs's exclusive
+        creates carry unique bytes: a manifest names its commit id and time). If the object
+        cannot be read back, whether the create was ours is unknown: that is a
+        :class:`StoreUnavailable`, never an AlreadyExists that would make a commit take the
+        next number and leave a duplicate version behind.
         """
         meta = getattr(e, "response", {}).get("ResponseMetadata", {})
         if not meta.get("RetryAttempts"):
             return False
         try:
             return self.get(key) == data
-        except ArtfsError:
-            return False
+        except NotFound:
+            return False  # it was there (412) and is gone: someone else's, since deleted
+        except ArtfsError as err:
+            raise StoreUnavailable(
+                f"{key}: an exclusive create was retried and found the key taken; cannot tell "
+                f"whether the first attempt made it: {err}") from None
 
     def put_file(self, key: str, path: str, *, exclusive: bool = False) -> None:
         size = os.path.getsize(path)  # FileNotFoundError about the caller's file stays an OSError
@@ -452,7 +608,7 @@ class S3Backend(Backend):
                 with open(path, "rb") as f:
                     self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=f)
             else:
-                self._upload_client.upload_file(
+                self._client.upload_file(
                     path, self.bucket, self._key(key), Config=self._transfer_config()
                 )
         except OSError as e:
@@ -512,6 +668,40 @@ class S3Backend(Backend):
 
     # -- misc ------------------------------------------------------------------------------------
 
+    def gc_tmp(self, older_than: float) -> int:
+        """Abort the multipart uploads under the store's prefix started over ``older_than`` s ago.
+
+        A failed upload is aborted by the transfer manager at once; this removes what is left
+        when that abort could not reach the store or the process died (S3 keeps, and bills, the
+        parts of an unfinished upload forever). Younger uploads may belong to a commit running
+        now, so :meth:`artfs.Store.gc` passes its intent grace period. Returns how many.
+        """
+        kwargs = {"Prefix": self.prefix} if self.prefix else {}
+        now = time.time()
+        aborted = 0
+        try:
+            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, **kwargs
+            )
+            for page in pages:
+                for up in page.get("Uploads", ()):
+                    if now - up["Initiated"].timestamp() < older_than:
+                        continue
+                    try:
+                        self._client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
+                        )
+                    except Exception as e:
+                        err = self._error(e, up["Key"])
+                        if type(err) is not NotFound:
+                            raise err from None
+                        continue  # NoSuchUpload: completed or aborted by someone else meanwhile
+                    aborted += 1
+        except Exception as e:
+            raise self._error(e, "") from None
+        return aborted
+
+
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (for tests and demos)."""
         c = self._client
@@ -536,8 +726,8 @@ class S3Backend(Backend):
 
     def close(self) -> None:
         with self._client_lock:
-            clients = (self._client_obj, self._upload_client_obj)
-            self._client_obj = self._upload_client_obj = None
+            clients = (self._client_obj,)
+            self._client_obj = None
         for c in clients:
             if c is not None:
                 try:
