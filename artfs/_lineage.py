@@ -67,6 +67,7 @@ def parse_run_path(path: str, *, default_project: str | None = None) -> tuple[st
         raise InvalidName(f"invalid run {path!r}: expected PROJECT/RUN_ID")
     parts = path.split("/")
     if len(parts) == 3:
+        check_name(parts[0], "entity")
         parts = parts[1:]
     if len(parts) == 1 and default_project:
         parts = [default_project, parts[0]]

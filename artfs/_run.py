@@ -77,6 +77,7 @@ def _strip_entity(name: str) -> str:
     head, sep, ref = name.partition(":")
     parts = head.split("/")
     if len(parts) == 3:
+        check_name(parts[0], "entity")
         head = "/".join(parts[1:])
     return head + sep + ref
 
@@ -226,6 +227,8 @@ class Run:
 
         out = []
         for p, a, n, _ in run_edges(self.store, self.project, self.id, kind):
+            if not version_exists(self.store, p, a, n):  # the cache may still hold its manifest
+                continue
             try:
                 out.append(Artifact._logged(self.store, p, a, n))
             except NotFound:  # deleted since: lineage keeps the edge, see lineage_of()
