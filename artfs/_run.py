@@ -301,7 +301,6 @@ def init(project: str | None = None, job_type: str | None = None, group: str | N
     W&B options that have no meaning here (``entity``, ``tags``, ``notes``, ``reinit``, ``mode``,
     ...) are accepted and ignored, so scripts port unchanged.
     """
-    global _current
     st = _open_store(store)
     project = check_name(project or default_project(), "project")
     previous = _current
@@ -329,24 +328,44 @@ def init(project: str | None = None, job_type: str | None = None, group: str | N
             except NotFound:
                 record = None
     if record is None:
-        rec = RunRecord(id=id or new_run_id(), project=project, name=name, job_type=job_type, group=group,
-                        config=dict(config or {}), command=list(sys.argv), cwd=os.getcwd(),
-                        host=socket.gethostname(), user=_user(), pid=os.getpid(), source="api", started=now_iso())
         if owner:
-            while True:
-                try:
-                    write_record(st, rec, exclusive=True)
-                    break
-                except AlreadyExists:
-                    if id is not None:  # created by another process just now: join it
-                        rec = read_record(st, project, id)
-                        break
-                    rec.id = new_run_id()
-        record = rec
-    run = Run(st, project, record.id, record=record, live=True, owner=owner)
+            return _make_current(start_run(st, project, name=name, job_type=job_type, group=group, config=config,
+                                           run_id=id))
+        record = RunRecord(id=id or new_run_id(), project=project, name=name, job_type=job_type, group=group,
+                           config=dict(config or {}), started=now_iso())
+    return _make_current(Run(st, project, record.id, record=record, live=True, owner=owner))
+
+
+def _make_current(run: Run) -> Run:
+    global _current
     with _current_lock:
         _current = run
     return run
+
+
+def start_run(store: "Store", project: str, *, name: str | None = None, job_type: str | None = None,
+              group: str | None = None, config: dict[str, Any] | None = None, run_id: str | None = None,
+              source: str = "api", command: list[str] | None = None, pid: int | None = None) -> Run:
+    """Create a run's record (exclusively: a new id never takes over another run) and return it live.
+
+    With an explicit ``run_id`` created by another process at the same moment, that run is joined.
+    """
+    check_name(project, "project")
+    rec = RunRecord(id=check_run_id(run_id) if run_id else new_run_id(), project=project, name=name,
+                    job_type=job_type, group=group, config=dict(config or {}),
+                    command=list(sys.argv if command is None else command), cwd=os.getcwd(),
+                    host=socket.gethostname(), user=_user(), pid=os.getpid() if pid is None else pid,
+                    source=source, started=now_iso())
+    while True:
+        try:
+            write_record(store, rec, exclusive=True)
+            break
+        except AlreadyExists:
+            if run_id is not None:
+                rec = read_record(store, project, run_id)
+                break
+            rec.id = new_run_id()
+    return Run(store, project, rec.id, record=rec, live=True)
 
 
 def _user() -> str | None:

@@ -297,3 +297,83 @@ def test_eight_processes_use_and_log_at_once(wb_env, tmp_path):
         assert model.logged_by().id == rid
         assert [a.qualified_name for a in model.logged_by().used_artifacts()] == ["p/data:v0"]
         assert api.run(f"p/{rid}").record.outputs == [f"p/model-{i}:v0"]
+
+
+# --------------------------------------------------------------------------------------------
+# the command line: artfs run, runs ls|show, lineage, artifact put|get|ls
+# --------------------------------------------------------------------------------------------
+
+class CLI:
+    def __init__(self, tmp, store: str) -> None:
+        self.tmp = tmp
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTFS_", "XDG_"))}
+        self.env.update(ARTFS_STORE=store, ARTFS_CACHE_DIR=str(tmp / "cache"), HOME=str(tmp / "home"),
+                        PYTHONPATH=ROOT)
+
+    def run(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([sys.executable, "-m", "artfs.cli", *args], env=self.env, cwd=self.tmp,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == code, f"artfs {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}"
+        return p
+
+
+TRAIN = '''
+import artfs
+with artfs.init(project="p", job_type="ignored-inside-artfs-run") as run:
+    run.use_artifact("data:latest")
+    m = artfs.Artifact("model", type="model")
+    with m.new_file("w.txt", mode="w") as f:
+        f.write("w")
+    run.log_artifact(m)
+    print(run.path)
+'''
+
+
+def test_cli_run_lineage_and_wandb_spelling(backend_url, tmp_path):
+    cli = CLI(tmp_path, backend_url)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("a")
+    cli.run("artifact", "put", "-n", "p/data", "-t", "dataset", "d")          # wandb artifact put
+    assert "data" in cli.run("artifact", "ls", "p").stdout                     # wandb artifact ls
+    cli.run("artifact", "get", "p/data:latest", "--root", "got")              # wandb artifact get
+    assert (tmp_path / "got" / "a.txt").read_text() == "a"
+    (tmp_path / "train.py").write_text(TRAIN)
+    p = cli.run("run", "-p", "p", "--job-type", "train", "--name", "first", "--", sys.executable, "train.py")
+    inner = p.stdout.strip()                      # artfs.init() inside joined the run artfs run named
+    assert p.stderr.strip() == f"artfs: run {inner}"
+    rid = inner.split("/")[1]
+    show = json.loads(cli.run("runs", "show", inner, "--json").stdout)
+    assert (show["name"], show["job_type"], show["source"], show["state"], show["exit_status"]) == \
+        ("first", "train", "cli", "finished", 0)
+    assert show["command"] == [sys.executable, "train.py"]
+    assert show["used"] == [{"artifact": "p/data:v0", "role": None, "deleted": False}]
+    assert show["logged"] == [{"artifact": "p/model:v0", "role": "logger", "deleted": False}]
+    # CMD's exit code is artfs run's, and the run records it
+    assert cli.run("run", "-p", "p", "--name", "seven", "--", "sh", "-c", "exit 7", code=7)
+    cli.run("run", "-p", "p", "--", str(tmp_path / "no-such-program"), code=127)
+    runs = json.loads(cli.run("runs", "ls", "p", "--json").stdout)
+    assert {(r["name"], r["exit_status"], r["state"]) for r in runs} == \
+        {("first", 0, "finished"), ("seven", 7, "failed"), (None, 127, "failed")}
+    assert rid in cli.run("runs", "ls", "p").stdout
+    # lineage: readable tree, JSON, pictures
+    tree = cli.run("lineage", "p/model:v0", "--up").stdout
+    assert tree.splitlines() == ["p/model:v0", f"└─ logged by run {inner} (train, first)", "   └─ used p/data:v0"]
+    down = cli.run("lineage", "p/data:latest", "--down").stdout
+    assert down.splitlines() == ["p/data:v0", f"└─ used by run {inner} (train, first)", "   └─ logged p/model:v0"]
+    g = json.loads(cli.run("lineage", "p/data:v0", "--json").stdout)
+    assert {(e["from"], e["to"], e["kind"]) for e in g["edges"]} == \
+        {("p/data:v0", f"run:{inner}", "used"), (f"run:{inner}", "p/model:v0", "logger")}
+    mermaid = cli.run("lineage", "p/data:v0", "--format", "mermaid").stdout
+    assert mermaid.startswith("flowchart LR") and "-->|used|" in mermaid and "-->|logger|" in mermaid
+    dot = cli.run("lineage", "p/data:v0", "--format", "dot").stdout
+    assert dot.startswith("digraph lineage {") and "->" in dot
+    # a deleted version keeps its lineage, shown as deleted
+    cli.run("delete", "p/data:v0")
+    assert "p/data:v0 (deleted)" in cli.run("lineage", "p/model:v0", "--up").stdout
+    assert "p/data:v0 (deleted)" in cli.run("runs", "show", inner).stdout
+    # bad input: clear one-line errors, documented exit codes
+    for args, code in ((("runs", "show", "p/../x"), 2), (("runs", "show", "p/nosuchrun"), 3),
+                       (("lineage", "p/nothing:v3"), 3), (("lineage", "p/model:v0", "--depth", "0"), 2),
+                       (("run", "-p", "p"), 2), (("run", "-p", "../x", "--", "true"), 2)):
+        e = cli.run(*args, code=code)
+        assert "Traceback" not in e.stderr and e.stderr.startswith("artfs: error: "), e.stderr
