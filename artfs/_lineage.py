@@ -260,6 +260,21 @@ def run_edges(store: "Store", project: str, run_id: str, kind: str,
     return sorted(out)
 
 
+def logger_of_version(store: "Store", aproject: str, artifact: str, n: int) -> str | None:
+    """``project/run_id`` of the run that logged vN: its ``logger`` edge, else what its manifest names."""
+    for rp, rid, role in version_edges(store, aproject, artifact, n, "logged", roles=True):
+        if role == "logger":
+            return f"{rp}/{rid}"
+    try:
+        run = store.manifest(aproject, artifact, n).run
+    except NotFound:
+        return None
+    try:
+        return "/".join(parse_run_path(run)) if run else None
+    except InvalidName:
+        return None
+
+
 def list_runs(store: "Store", project: str) -> list[str]:
     check_name(project, "project")
     return sorted(r for r in store.backend.list_dirs(runs_prefix(project)) if _ok(None, r))
