@@ -147,6 +147,10 @@ def render_tree(g: Graph, *, up: bool = True, down: bool = True) -> str:
     return "\n".join(lines)
 
 
+#: how an edge is drawn in a picture (JSON keeps the role names)
+_PICTURE = {"used": "used", "logger": "logged", "contributor": "contributed", "matched": "logged again"}
+
+
 def _ident(g: Graph) -> dict[str, str]:
     return {nid: f"n{i}" for i, nid in enumerate(g.nodes)}
 
@@ -164,7 +168,7 @@ def render_dot(g: Graph) -> str:
             out.append(f'  {ids[nid]} [shape=ellipse, label="{label}"];')
     for a, b, k in g.edges:
         style = ', style="dashed"' if k in ("contributor", "matched") else ""
-        out.append(f'  {ids[a]} -> {ids[b]} [label="{k}"{style}];')
+        out.append(f'  {ids[a]} -> {ids[b]} [label="{_PICTURE.get(k, k)}"{style}];')
     out.append("}")
     return "\n".join(out)
 
@@ -177,5 +181,5 @@ def render_mermaid(g: Graph) -> str:
         out.append(f'  {ids[nid]}["{label}"]' if a["kind"] == "version" else f'  {ids[nid]}(["{label}"])')
     for a, b, k in g.edges:
         arrow = "-.->" if k in ("contributor", "matched") else "-->"
-        out.append(f"  {ids[a]} {arrow}|{k}| {ids[b]}")
+        out.append(f"  {ids[a]} {arrow}|{_PICTURE.get(k, k)}| {ids[b]}")
     return "\n".join(out)

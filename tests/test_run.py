@@ -364,7 +364,7 @@ def test_cli_run_lineage_and_wandb_spelling(backend_url, tmp_path):
     assert {(e["from"], e["to"], e["kind"]) for e in g["edges"]} == \
         {("p/data:v0", f"run:{inner}", "used"), (f"run:{inner}", "p/model:v0", "logger")}
     mermaid = cli.run("lineage", "p/data:v0", "--format", "mermaid").stdout
-    assert mermaid.startswith("flowchart LR") and "-->|used|" in mermaid and "-->|logger|" in mermaid
+    assert mermaid.startswith("flowchart LR") and "-->|used|" in mermaid and "-->|logged|" in mermaid
     dot = cli.run("lineage", "p/data:v0", "--format", "dot").stdout
     assert dot.startswith("digraph lineage {") and "->" in dot
     # a deleted version keeps its lineage, shown as deleted
