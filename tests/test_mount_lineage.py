@@ -207,3 +207,32 @@ def test_lineage_is_written_while_mounted(world: World) -> None:
             time.sleep(0.2)
         assert m.stats()["lineage"]["edges"] >= 1
         world.umount(m)
+
+
+WRITE_ONE = r'''
+import os, sys
+mnt, name = sys.argv[1], sys.argv[2]
+with open(os.path.join(mnt, "p/model/draft", name), "w") as f:
+    f.write(name)
+'''
+
+
+def test_the_first_writer_of_a_draft_is_the_logger_later_writers_contribute(world: World) -> None:
+    from artfs._run import contributors
+
+    with world.mount() as m:
+        os.mkdir(m.path("p/model"))
+        finish(world.program(WRITE_ONE, "first.txt"))
+        finish(world.program(WRITE_ONE, "second.txt"))
+        world.umount(m)
+    api = world.api()
+    model = api.artifact("p/model:v0")
+    assert sorted(e.path for e in model.files()) == ["first.txt", "second.txt"]
+    logger = model.logged_by()
+    helpers = contributors(model)
+    assert logger is not None and len(helpers) == 1 and helpers[0] != logger
+    assert logger.record.command[-1] == "first.txt" and helpers[0].record.command[-1] == "second.txt"
+    assert [e["role"] for e in helpers[0].edges("logged")] == ["contributor"]
+    r = subprocess.run([*CLI, "lineage", "p/model:v0", "--up"], env=world.env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"logged by run {logger.path}" in r.stdout and f"contributed to by run {helpers[0].path}" in r.stdout

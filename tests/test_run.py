@@ -371,6 +371,14 @@ def test_cli_run_lineage_and_wandb_spelling(backend_url, tmp_path):
     cli.run("delete", "p/data:v0")
     assert "p/data:v0 (deleted)" in cli.run("lineage", "p/model:v0", "--up").stdout
     assert "p/data:v0 (deleted)" in cli.run("runs", "show", inner).stdout
+    # a damaged record: exit code 5 for that run, the listing still shows the others
+    key = os.path.join(backend_url, "p", "runs", rid, "run.json") if "://" not in backend_url else None
+    if key:
+        with open(key, "w") as f:
+            f.write('{"format": "artfs.run/1", "id": "someone-else"}')
+        e = cli.run("runs", "show", inner, code=5)
+        assert e.stderr.startswith("artfs: error: ") and rid in e.stderr
+        assert "damaged" in cli.run("runs", "ls", "p").stdout
     # bad input: clear one-line errors, documented exit codes
     for args, code in ((("runs", "show", "p/../x"), 2), (("runs", "show", "p/nosuchrun"), 3),
                        (("lineage", "p/nothing:v3"), 3), (("lineage", "p/model:v0", "--depth", "0"), 2),
