@@ -30,8 +30,10 @@ the pid was reused) and a set lookup of the version in the run; only the first o
 version by a run queues an edge. Edges and records are written by a background task
 (``flush``: every ``FLUSH_EVERY`` seconds, in a worker thread) and at unmount. Memory is bounded:
 at most ``MAX_PIDS`` pids are remembered (least recently used dropped), at most ``MAX_PENDING``
-edges wait for the writer (more are dropped and counted in ``user.artfs.stats``), and a run
-whose process group has ended is written and forgotten.
+edges wait for the writer (more are dropped and counted in ``user.artfs.stats``), a run
+whose process group has ended is written and forgotten, and a named run idle for
+``NAMED_IDLE`` seconds is forgotten (if it opens a version again, its edges are written again,
+which changes nothing).
 
 A crash of the daemon loses the edges not flushed yet (at most ``FLUSH_EVERY`` seconds' worth);
 what was flushed is in the store for good (one key per edge, :mod:`artfs._lineage`).
@@ -61,6 +63,7 @@ PID_TTL = 5.0
 FLUSH_EVERY = 2.0
 MAX_PIDS = 65536
 MAX_PENDING = 100_000
+NAMED_IDLE = 60.0  # a named run unseen for this long is forgotten (seen again: its edges are re-sent, harmlessly)
 
 
 @dataclass(eq=False)
@@ -79,6 +82,7 @@ class MountRun:
     ended: str | None = None
     used: set[tuple[str, str, int]] = field(default_factory=set)
     logged: set[tuple[str, str, int]] = field(default_factory=set)
+    seen: float = 0.0  # time.monotonic() of its last open or draft write (named runs are forgotten when idle)
     created: bool = False  # record written once (auto runs)
     dirty: bool = True  # record to be (re)written (auto runs)
 
@@ -155,8 +159,9 @@ class Lineage:
         _, pgrp, start = st
         hit = self._pids.get(pid)
         if hit is not None and hit[1] == start and hit[2] is not None:
-            self._pids[pid] = (now, start, hit[2])  # the same process: keep its run
-            self._pids.move_to_end(pid)
+            with self._lock:  # the same process: keep its run
+                self._pids[pid] = (now, start, hit[2])
+                self._pids.move_to_end(pid)
             return hit[2]
         named = _proc_env_run(pid)
         run: MountRun | None = None
@@ -205,7 +210,10 @@ class Lineage:
         if not self.enabled:
             return
         run = self.run_of(pid, key[0])
-        if run is None or key in run.used:
+        if run is None:
+            return
+        run.seen = time.monotonic()
+        if key in run.used:
             return
         run.used.add(key)
         self._queue("used", run, key, None)
@@ -217,6 +225,7 @@ class Lineage:
         run = self.run_of(pid, project)
         if run is None:
             return
+        run.seen = time.monotonic()
         with self._lock:
             writers = self._writers.setdefault((project, artifact), [])
             if run not in writers:
@@ -266,7 +275,9 @@ class Lineage:
                     log.error("lineage: cannot record %s %s of run %s: %s", kind, version_ref(*key), run.path, e)
             gone = []
             for gkey, run in runs:
-                if run.named:  # `artfs run` writes their record
+                if run.named:  # `artfs run` writes their record; forget them when idle
+                    if time.monotonic() - run.seen > NAMED_IDLE and not self._is_writer(run):
+                        gone.append(gkey)
                     continue
                 alive = _proc_stat(run.leader)
                 ended = alive is None or alive[2] != run.leader_start
@@ -283,7 +294,10 @@ class Lineage:
                     gone.append(gkey)
             with self._lock:
                 for gkey in gone:
-                    self._groups.pop(gkey, None)
+                    run = self._groups.pop(gkey, None)
+                    if run is not None and run.named:  # the pids that point at it must look again
+                        for pid in [p for p, (_, _, r) in self._pids.items() if r is run]:
+                            del self._pids[pid]
 
     def _is_writer(self, run: MountRun) -> bool:
         with self._lock:
