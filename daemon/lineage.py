@@ -9,7 +9,10 @@ What is one run (the rule, applied to the pid of each FUSE request that opens a 
    (pipelines included) in its own group, and children stay in their parent's group unless they
    ask otherwise, so a script and everything it starts (``DataLoader`` workers, ``xargs``,
    ``make -j`` jobs, ``sh -c``) are one run, and two commands started separately are two runs.
-   The group is identified by its id and the start time of its leader (group ids are reused).
+   The group is identified by its id and the start time of its leader (group ids are reused;
+   a group whose leader has exited, as when a non-interactive shell started it, by its id
+   alone: the kernel does not hand out a group's id again while any of its processes lives).
+   The run ends when none of its processes seen by the mount is alive.
    Such a run is named by the daemon (``source: mount``): its project is that of the first
    version it opened or draft it wrote, its command line and working directory those of the
    group's leader.
@@ -63,6 +66,7 @@ PID_TTL = 5.0
 FLUSH_EVERY = 2.0
 MAX_PIDS = 65536
 MAX_PENDING = 100_000
+MAX_MEMBERS = 256  # processes of a run whose liveness is checked (a DataLoader has a few workers)
 NAMED_IDLE = 60.0  # a named run unseen for this long is forgotten (seen again: its edges are re-sent, harmlessly)
 
 
@@ -75,6 +79,8 @@ class MountRun:
     named: bool  # from ARTFS_RUN_ID: its record belongs to `artfs run`
     leader: int = 0
     leader_start: int = 0
+    #: pid -> start time of the processes of the run seen by the mount (bounded; liveness of the run)
+    members: dict[int, int] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
     cwd: str | None = None
     uid: int | None = None
@@ -180,11 +186,17 @@ class Lineage:
                         self.stats["runs"] += 1
             if run is None:
                 lst = _proc_stat(pgrp) if pgrp != pid else st
-                leader, leader_start = (pgrp, lst[2]) if lst is not None and lst[1] == pgrp else (pid, start)
+                if lst is not None and lst[1] == pgrp:  # the leader lives: (id, its start time)
+                    leader, leader_start = pgrp, lst[2]
+                else:
+                    leader, leader_start = pid, 0
                 key = ("group", pgrp, leader_start)
                 run = self._groups.get(key)
                 if run is None:
-                    run = self._groups[key] = self._new_auto_run(project, leader, leader_start)
+                    run = self._groups[key] = self._new_auto_run(project, leader, leader_start or start)
+                    run.members[leader] = leader_start or start
+                if len(run.members) < MAX_MEMBERS:
+                    run.members[pid] = start
             self._pids[pid] = (now, start, run)
             self._pids.move_to_end(pid)
             while len(self._pids) > MAX_PIDS:
@@ -201,14 +213,25 @@ class Lineage:
         except OSError:
             uid = None
         self.stats["runs"] += 1
-        return MountRun(project, new_run_id(), False, leader, leader_start, _proc_cmdline(leader), cwd, uid,
-                        now_iso())
+        return MountRun(project, new_run_id(), False, leader=leader, leader_start=leader_start,
+                        command=_proc_cmdline(leader), cwd=cwd, uid=uid, started=now_iso())
 
     # -- events (trio thread; cheap) --------------------------------------------------------------------
     def opened(self, pid: int, key: tuple[str, str, int]) -> None:
-        """A file of version ``key`` was opened for reading by ``pid``."""
+        """A file of version ``key`` was opened for reading by ``pid``. Never raises: lineage must not fail an open."""
         if not self.enabled:
             return
+        try:
+            self._opened(pid, key)
+        except Exception:
+            self._failed("open")
+
+    def _failed(self, what: str) -> None:
+        self.stats["lineage_errors"] += 1
+        if self.stats["lineage_errors"] <= 10:
+            log.exception("lineage: recording an %s failed (the request itself went on)", what)
+
+    def _opened(self, pid: int, key: tuple[str, str, int]) -> None:
         run = self.run_of(pid, key[0])
         if run is None:
             return
@@ -219,9 +242,15 @@ class Lineage:
         self._queue("used", run, key, None)
 
     def wrote(self, pid: int, project: str, artifact: str) -> None:
-        """``pid`` changed the draft of ``project/artifact``."""
+        """``pid`` changed the draft of ``project/artifact``. Never raises."""
         if not self.enabled:
             return
+        try:
+            self._wrote(pid, project, artifact)
+        except Exception:
+            self._failed("draft write")
+
+    def _wrote(self, pid: int, project: str, artifact: str) -> None:
         run = self.run_of(pid, project)
         if run is None:
             return
@@ -279,8 +308,7 @@ class Lineage:
                     if time.monotonic() - run.seen > NAMED_IDLE and not self._is_writer(run):
                         gone.append(gkey)
                     continue
-                alive = _proc_stat(run.leader)
-                ended = alive is None or alive[2] != run.leader_start
+                ended = not any((st := _proc_stat(p)) is not None and st[2] == t for p, t in list(run.members.items()))
                 if ended and run.ended is None:
                     run.ended, run.dirty = now_iso(), True
                 if run.dirty and (run.used or run.logged):

@@ -236,3 +236,37 @@ def test_the_first_writer_of_a_draft_is_the_logger_later_writers_contribute(worl
     r = subprocess.run([*CLI, "lineage", "p/model:v0", "--up"], env=world.env(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"logged by run {logger.path}" in r.stdout and f"contributed to by run {helpers[0].path}" in r.stdout
+
+
+ORPHAN = r'''
+import os, sys, time
+mnt, what, done, shell = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+deadline = time.monotonic() + 30
+while os.getppid() == shell:      # wait until the shell that started us (the group's leader) is gone
+    assert time.monotonic() < deadline
+    time.sleep(0.01)
+name = {"data": "a.txt", "other": "b.txt"}[what]
+open(os.path.join(mnt, "p", what, "v0", name)).read()
+open(done + "." + what, "w").close()
+'''
+
+
+def test_a_command_whose_leader_exited_is_still_one_run(world: World) -> None:
+    """``sh -c 'a & b &'``: the shell (the group's leader) exits first; a and b are one run."""
+    done = str(world.root / "done")
+    script = world.root / "orphan.py"
+    script.write_text(ORPHAN)
+    py, mnt = sys.executable, str(world.mnt)
+    with world.mount() as m:
+        sh = subprocess.Popen(["sh", "-c", f"'{py}' '{script}' '{mnt}' data '{done}' $$ & "
+                                           f"'{py}' '{script}' '{mnt}' other '{done}' $$ & exit 0"],
+                              env=world.env(), process_group=0)
+        assert sh.wait(timeout=30) == 0
+        deadline = time.monotonic() + 60
+        while not (os.path.exists(done + ".data") and os.path.exists(done + ".other")):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        world.umount(m)
+    runs = world.mount_runs()
+    assert len(runs) == 1
+    assert sorted(a.qualified_name for a in runs[0].used_artifacts()) == ["p/data:v0", "p/other:v0"]
