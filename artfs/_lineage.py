@@ -281,7 +281,8 @@ def list_runs(store: "Store", project: str) -> list[str]:
 
 
 def version_exists(store: "Store", aproject: str, artifact: str, n: int) -> bool:
-    return store.backend.exists(f"{aproject}/artifacts/{artifact}/versions/{n}.json")
+    """Whether vN's manifest is in the store (not whether a cache still holds it: it may be deleted)."""
+    return store.backend.exists(store._vkey(aproject, artifact, n))
 
 
 def _ok(project: str | None, run_id: str | None, artifact: str | None = None) -> bool:
