@@ -50,7 +50,7 @@ from typing import Any, Sequence
 import pyfuse3
 import trio
 
-from artfs import InvalidName, Store
+from artfs import ArtfsError, InvalidName, Store
 from artfs._names import check_alias, check_name, is_version, parse_version
 
 from .drafts import DRAFT_BASE, DraftFile, DraftSpace
@@ -656,7 +656,11 @@ class Operations(pyfuse3.Operations):
         if by is None:
             from artfs._lineage import logger_of_version
 
-            by = await self.ns.run_sync(logger_of_version, self.store, *v.key, what=f"lineage of {v.spec}")
+            try:
+                by = await self.ns.run_sync(logger_of_version, self.store, *v.key, what=f"lineage of {v.spec}")
+            except (ArtfsError, Timeout) as e:  # lineage is an extra: the version's other attributes still answer
+                log.warning("%s: cannot read its lineage: %s", v.spec, e)
+                return None
             if by:
                 self._logged_by[v.key] = by
         return by

@@ -234,7 +234,7 @@ def serve(
         drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint)
         ops = Operations(store, blobs, refresh=refresh, timeout=timeout,
                          refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts,
-                         lineage=Lineage(store, enabled=lineage))
+                         lineage=Lineage(store, enabled=lineage and not store.backend.read_only))
         if drafts is not None:
             for project, artifact in drafts.pending():  # changes an earlier session left uncommitted
                 ops.ns.add_local(project, artifact)
