@@ -112,11 +112,25 @@ class Run:
             self._record = read_record(self.store, self.project, self.id)
         return self._record
 
-    name = property(lambda self: self.record.name or self.id)
-    job_type = property(lambda self: self.record.job_type)
-    group = property(lambda self: self.record.group)
-    config = property(lambda self: self.record.config)
-    state = property(lambda self: self.record.state)
+    @property
+    def name(self) -> str:
+        return self.record.name or self.id
+
+    @property
+    def job_type(self) -> str | None:
+        return self.record.job_type
+
+    @property
+    def group(self) -> str | None:
+        return self.record.group
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.record.config
+
+    @property
+    def state(self) -> str:
+        return self.record.state
 
     def __repr__(self) -> str:
         return f"<Run {self.path}>"
