@@ -166,9 +166,9 @@ def render_dot(g: Graph) -> str:
             out.append(f'  {ids[nid]} [shape=box, label="{label}"{style}{bold}];')
         else:
             out.append(f'  {ids[nid]} [shape=ellipse, label="{label}"];')
-    for a, b, k in g.edges:
+    for src, dst, k in g.edges:
         style = ', style="dashed"' if k in ("contributor", "matched") else ""
-        out.append(f'  {ids[a]} -> {ids[b]} [label="{_PICTURE.get(k, k)}"{style}];')
+        out.append(f'  {ids[src]} -> {ids[dst]} [label="{_PICTURE.get(k, k)}"{style}];')
     out.append("}")
     return "\n".join(out)
 
@@ -179,7 +179,7 @@ def render_mermaid(g: Graph) -> str:
     for nid, a in g.nodes.items():
         label = _label(g, nid).replace('"', "#quot;")
         out.append(f'  {ids[nid]}["{label}"]' if a["kind"] == "version" else f'  {ids[nid]}(["{label}"])')
-    for a, b, k in g.edges:
+    for src, dst, k in g.edges:
         arrow = "-.->" if k in ("contributor", "matched") else "-->"
-        out.append(f"  {ids[a]} {arrow}|{_PICTURE.get(k, k)}| {ids[b]}")
+        out.append(f"  {ids[src]} {arrow}|{_PICTURE.get(k, k)}| {ids[dst]}")
     return "\n".join(out)

@@ -33,7 +33,7 @@ import datetime as _dt
 import json
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._errors import CorruptData, InvalidName, NotFound
 from ._names import check_name
@@ -277,7 +277,8 @@ def logger_of_version(store: "Store", aproject: str, artifact: str, n: int) -> s
 
 def list_runs(store: "Store", project: str) -> list[str]:
     check_name(project, "project")
-    return sorted(r for r in store.backend.list_dirs(runs_prefix(project)) if _ok(None, r))
+    dirs = cast("list[str]", store.backend.list_dirs(runs_prefix(project)))  # Backend.list shadows list
+    return sorted(r for r in dirs if _ok(None, r))
 
 
 def version_exists(store: "Store", aproject: str, artifact: str, n: int) -> bool:

@@ -322,9 +322,9 @@ class Lineage:
                     gone.append(gkey)
             with self._lock:
                 for gkey in gone:
-                    run = self._groups.pop(gkey, None)
-                    if run is not None and run.named:  # the pids that point at it must look again
-                        for pid in [p for p, (_, _, r) in self._pids.items() if r is run]:
+                    old = self._groups.pop(gkey, None)
+                    if old is not None and old.named:  # the pids that point at it must look again
+                        for pid in [p for p, (_, _, r) in self._pids.items() if r is old]:
                             del self._pids[pid]
 
     def _is_writer(self, run: MountRun) -> bool:
