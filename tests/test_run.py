@@ -162,6 +162,7 @@ print("OK")
 '''
 
 
+@pytest.mark.timeout(300)
 def test_wandb_examples_run_with_import_artfs_as_wandb(wb_env, tmp_path):
     """The docs' code, run as a user's script: only ``import wandb`` became ``import artfs as wandb``."""
     r = run_script("import os\n" + WANDB_EXAMPLES, tmp_path)
@@ -274,6 +275,7 @@ with artfs.init(project="p", job_type="train") as run:
 '''
 
 
+@pytest.mark.timeout(300)
 def test_eight_processes_use_and_log_at_once(wb_env, tmp_path):
     """8 processes each use data:v0 and log their own model at the same time: no edge is lost."""
     (tmp_path / "a.txt").write_text("a")
@@ -329,6 +331,7 @@ with artfs.init(project="p", job_type="ignored-inside-artfs-run") as run:
 '''
 
 
+@pytest.mark.timeout(300)  # about 25 artfs processes, each a Python start-up on a loaded machine
 def test_cli_run_lineage_and_wandb_spelling(backend_url, tmp_path):
     cli = CLI(tmp_path, backend_url)
     (tmp_path / "d").mkdir()
