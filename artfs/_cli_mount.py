@@ -125,6 +125,8 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
                    help="let file:// references below DIR be read (after following symlinks; repeatable)")
     p.add_argument("--allow-non-empty", action="store_true",
                    help="mount even if MNT holds files (they are hidden while mounted; refused by default)")
+    p.add_argument("--no-lineage", action="store_true",
+                   help="do not record which runs read and wrote what through the mount (see 'artfs lineage')")
     p.add_argument("--log-file", metavar="FILE",
                    help="log here in background mode (default: $XDG_STATE_HOME/artfs/mount-<MNT>.log)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
@@ -146,7 +148,7 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
                 continue
             if key in ("ro", "read_only"):
                 args.read_only = True
-            elif key in ("allow_other", "allow_file", "debug", "foreground") and not sep:
+            elif key in ("allow_other", "allow_file", "debug", "foreground", "no_lineage") and not sep:
                 setattr(args, key, True)
             elif key in ("nonempty", "allow_non_empty") and not sep:
                 args.allow_non_empty = True
@@ -157,6 +159,8 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
                 os.environ["ARTFS_NO_SIGN_REQUEST"] = "1"
             elif key == "allow_group" and sep and value:
                 args.allow_group = value
+            elif key == "nolineage" and not sep:
+                args.no_lineage = True
             elif key == "file_root" and sep and value:
                 args.file_roots = [*(getattr(args, "file_roots", None) or []), value]
             elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file") and sep and value:
@@ -188,6 +192,8 @@ def daemon_argv(args: argparse.Namespace, store: str) -> list[str]:
         argv.append("--allow-file")
     if getattr(args, "allow_group", None):
         argv += ["--allow-group", args.allow_group]
+    if getattr(args, "no_lineage", False):
+        argv.append("--no-lineage")
     for root in getattr(args, "file_roots", None) or []:
         argv += ["--file-root", os.path.abspath(os.path.expanduser(root))]
     if args.cache_size is not None:

@@ -49,7 +49,7 @@ from .backends import default_store_url
 #: Modules that add subcommands (``mount``, ``umount``, ``commit``, ``status``, ...). Each defines
 #: ``register(subparsers, common)``; a module that does not exist (yet) is skipped.
 COMMAND_MODULES: tuple[str, ...] = ("artfs._cli_mount", "artfs._cli_draft", "artfs._cli_refs", "artfs._warmup",
-                                     "artfs._cli_access")
+                                     "artfs._cli_access", "artfs._cli_runs")
 
 log = logging.getLogger("artfs")
 

@@ -44,6 +44,7 @@ from artfs.backends import default_store_url
 
 from .drafts import DraftSpace
 from .fs import Operations
+from .lineage import Lineage
 
 log = logging.getLogger("artfsd")
 
@@ -227,6 +228,7 @@ def serve(
     file_roots: list[str] | tuple[str, ...] = (),
     allow_group: str | None = None,
     debug: bool = False,
+    lineage: bool = True,
 ) -> int:
     """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
     where = f" (log: {log_path})" if log_path else ""
@@ -244,7 +246,8 @@ def serve(
         blobs = LazyBlobs(store, timeout=timeout)
         drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint, gid=gid)
         ops = Operations(store, blobs, refresh=refresh, timeout=timeout, gid=gid,
-                         refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts)
+                         refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts,
+                         lineage=Lineage(store, enabled=lineage and not store.backend.read_only))
         # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (daemon/kernel.py)
         ops.enable_passthrough = os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
         if gid is not None:  # only the owner and the group's members pass default_permissions
@@ -296,6 +299,8 @@ def serve(
             pyfuse3.close(unmount=True)
         if drafts is not None:  # unmounted: nothing can write any more; commit what changed
             _commit_at_unmount(drafts, ops, results, mountpoint, store.url)
+        else:
+            ops.lineage.close()
         with contextlib.suppress(Exception):
             ops.close()
         with contextlib.suppress(Exception):
@@ -331,6 +336,7 @@ def _commit_at_unmount(drafts: DraftSpace, ops: Operations, results: str, mountp
     except Exception as e:
         log.exception("committing the drafts failed")
         report = {"commits": [], "unchanged": [], "failed": [{"name": "*", "error": f"{type(e).__name__}: {e}"}]}
+    ops.lineage.close()  # the commits' edges too, before `artfs umount` reads the report and returns
     report.update(head, state="finished", finished=time.time())
     _write_report(results, report)
 
@@ -428,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         read_only=args.read_only, cache_size=args.cache_size, cache_dir=args.cache_dir, refresh=args.refresh,
         timeout=args.timeout, allow_other=args.allow_other, allow_file=args.allow_file, file_roots=args.file_roots,
         allow_group=args.allow_group,
+        lineage=not getattr(args, "no_lineage", False),
     )
 
 
