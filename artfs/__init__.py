@@ -8,6 +8,7 @@ from __future__ import annotations
 from ._artifact import Artifact, ArtifactManifestEntry
 from ._cache import Cache, parse_size
 from ._digest import digest_bytes, digest_file
+from ._distributed import GroupFinished, GroupInfo, PartResult, PartsConflict
 from ._errors import (
     AlreadyExists,
     ArtfsError,
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyExists", "Artifact", "ArtifactManifestEntry", "ArtfsError", "Cache", "CommitResult",
-    "CorruptData", "Entry", "InvalidName", "InvalidPath", "Manifest", "NotFound", "PermissionDenied",
+    "CorruptData", "Entry", "GroupFinished", "GroupInfo", "PartResult", "PartsConflict", "InvalidName", "InvalidPath", "Manifest", "NotFound", "PermissionDenied",
     "RefReader", "ReferenceChanged", "Spec", "Store", "StoreUnavailable", "digest_bytes", "digest_file",
     "parse_size", "parse_spec", "resolve_reference",
 ]
