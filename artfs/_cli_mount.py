@@ -86,6 +86,9 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
                         "make the mount read this machine's files; reading one gives EACCES)")
     p.add_argument("--file-root", dest="file_roots", action="append", default=[], metavar="DIR",
                    help="let file:// references below DIR be read (after following symlinks; repeatable)")
+    p.add_argument("--group", metavar="GROUP",
+                   help="distributed writers: commit each draft at unmount as a part of GROUP (a pending version "
+                        "that `artfs finish PROJECT/ARTIFACT --group GROUP` makes) instead of as a version")
     p.add_argument("--log-file", metavar="FILE",
                    help="log here in background mode (default: $XDG_STATE_HOME/artfs/mount-<MNT>.log)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
@@ -111,7 +114,7 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
                 setattr(args, key, True)
             elif key == "file_root" and sep and value:
                 args.file_roots = [*(getattr(args, "file_roots", None) or []), value]
-            elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file") and sep and value:
+            elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file", "group") and sep and value:
                 try:
                     conv = {"cache_size": _size, "refresh": _seconds, "timeout": _seconds}.get(key, str)
                     setattr(args, key, conv(value))
@@ -147,6 +150,8 @@ def daemon_argv(args: argparse.Namespace, store: str) -> list[str]:
         argv += ["--log-file", os.path.abspath(args.log_file)]
     if getattr(args, "debug", False):
         argv.append("--debug")
+    if getattr(args, "group", None):
+        argv += ["--group", args.group]
     return argv
 
 

@@ -88,7 +88,18 @@ WAIT_TIMEOUT = 600.0
 _WORKERS = 8
 _POLL = 0.05
 #: this process's default writer id: host, pid and a random part (a reused pid is another writer)
+#: crash-test hook: set to a step name (``upsert-after-upload``, ``finish-after-claim``,
+#: ``finish-after-commit``) to make upsert/finish stop there (a line on stderr, then sleep) so a
+#: test can SIGKILL it at exactly that point
+TEST_PAUSE_ENV = "ARTFS_GROUP_TEST_PAUSE"
 _PROCESS_WRITER = f"{socket.gethostname().split('.')[0] or 'host'}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _pause(step: str) -> None:
+    if os.environ.get(TEST_PAUSE_ENV) == step:
+        os.write(2, f"artfs-group-paused:{step}\n".encode())
+        while True:
+            time.sleep(3600)
 
 
 class PartsConflict(ArtfsError):
@@ -322,6 +333,7 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
                "description": description, "metadata": dict(metadata or {})}
         with gc_paused():
             data = _part_bytes(doc, entries)
+        _pause("upsert-after-upload")
         store.backend.put(f"{gkey}parts/{writer}.json", data)
     finally:
         store.backend.delete(ikey)
@@ -558,6 +570,7 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
     """Steps c-f for the holder of claim ``k``."""
     gkey = _gkey(project, artifact, group)
     beat = _Heartbeat(store, claim_key, doc)
+    _pause("finish-after-claim")
     release = True  # drop the claim on the way out: nothing was committed under it
     try:
         parts = _read_parts(store, project, artifact, group)
@@ -592,6 +605,7 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
                 _record(store, gkey, n, doc["commit_id"], part_ids, [p.key for p in parts], k)
             raise
         release = False
+        _pause("finish-after-commit")
     finally:
         beat.stop()
         if release:
@@ -781,3 +795,51 @@ def gc_groups(store: "Store", project: str, *, grace: float = GROUP_GRACE, dry_r
                 if k.endswith("finished.json"):
                     store.backend.delete(k)
     return n
+
+
+# -- drafts (the mount's draft/ as a part) ------------------------------------------------------------------
+def upsert_draft(draft: Any, store: "Store", group: str, *, description: str | None = None,
+                 metadata: dict[str, Any] | None = None, type: str | None = None,
+                 progress: Callable[[int], None] | None = None, keep: bool = False) -> PartResult | None:
+    """Record a draft's files as its part of ``group`` instead of committing a version.
+
+    ``artfs mount --group GROUP`` commits drafts this way. The draft's writer id is recorded in
+    the draft (``meta.group``/``meta.group_writer``, one transaction) before anything is
+    uploaded, so a retry after a crash replaces the same part rather than adding a second one;
+    any later commit of that draft goes to the same group (a draft is never both a version and a
+    part). The part holds every file of the draft, its base version's files included (the draft
+    is a copy-on-write view of ``latest``). Unless ``keep`` (a commit through a running mount),
+    the draft is discarded once its part is recorded: its files are in the group now, and the
+    next mount starts a fresh draft from ``latest``. Returns None, writing nothing, when the
+    draft equals its base and no part was recorded from it yet.
+    """
+    from ._manifest import version_digest
+
+    if draft.readonly:
+        raise ArtfsError("cannot commit a draft opened read-only")
+    with draft._gate.exclusive(), draft._lock:
+        project, artifact = draft.project, draft.artifact
+        if store.id != draft.store_id:
+            raise ArtfsError(f"{draft.path} is a draft of {draft.store_url}, not of {store.url}")
+        entries, sources, problems, _ = draft._snapshot(hash=True)
+        if problems:
+            raise InvalidPath(draft._problems_message(problems))
+        recorded = draft._meta("group") == group and draft._meta("group_writer")
+        if not recorded and version_digest(check_entries(entries)) == draft._meta("base_digest"):
+            return None
+        writer = recorded or f"draft-{uuid.uuid4().hex[:16]}"
+        if not recorded:
+            with draft._tx() as con:
+                draft._set(con, group=group, group_writer=writer)
+        meta = draft.pending()
+        try:
+            result = upsert(store, project, artifact, group, entries=entries, sources=sources, writer=writer,
+                            type=type or meta["type"] or "unspecified",
+                            description=description if description is not None else meta["description"],
+                            metadata=metadata if metadata is not None else (meta["metadata"] or {}),
+                            progress=progress)
+        except (ArtfsError, OSError) as e:
+            raise draft._failed(e) from e
+    if not keep:
+        draft.discard()
+    return result

@@ -38,6 +38,7 @@ from artfs._cli_mount import FSTYPE, add_mount_arguments, apply_mount_options, f
 from artfs._cli_mount import results_path
 from artfs._errors import ArtfsError, NotFound, PermissionDenied, StoreUnavailable
 from artfs._lazy import LazyBlobs
+from artfs._names import check_name
 from artfs._refs import RefReader
 from artfs.backends import default_store_url
 
@@ -215,6 +216,7 @@ def serve(
     allow_file: bool = False,
     file_roots: list[str] | tuple[str, ...] = (),
     debug: bool = False,
+    group: str | None = None,
 ) -> int:
     """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
     where = f" (log: {log_path})" if log_path else ""
@@ -229,7 +231,11 @@ def serve(
             read_only = True
         _probe(store)
         blobs = LazyBlobs(store, timeout=timeout)
-        drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint)
+        if group is not None:
+            check_name(group, "group")
+            if read_only:
+                raise ArtfsError("--group commits drafts into a group: it needs a writable mount")
+        drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint, group=group)
         ops = Operations(store, blobs, refresh=refresh, timeout=timeout,
                          refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts)
         if drafts is not None:
@@ -389,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         args.store_url, args.mountpoint, foreground=args.foreground, debug=args.debug, log_file=args.log_file,
         read_only=args.read_only, cache_size=args.cache_size, cache_dir=args.cache_dir, refresh=args.refresh,
         timeout=args.timeout, allow_other=args.allow_other, allow_file=args.allow_file, file_roots=args.file_roots,
+        group=args.group,
     )
 
 
