@@ -24,6 +24,7 @@ from ._parallel import pmap
 from ._refs import RefReader, is_pinned, resolve_reference
 
 if TYPE_CHECKING:
+    from ._run import Run
     from ._store import CommitResult, Store
 
 _WORKERS = 8
@@ -190,7 +191,7 @@ class Artifact:
             del self._refs[p]
 
     def _log(self, store: "Store", project: str, aliases: list[str],
-             progress: Callable[[int], None] | None = None) -> "Artifact":
+             progress: Callable[[int], None] | None = None, run: str | None = None) -> "Artifact":
         self._need_draft()
         check_name(project, "project")
         aliases = [check_alias(a) for a in list(self.aliases) + aliases]
@@ -206,7 +207,7 @@ class Artifact:
         entries += self._refs.values()  # references: nothing to upload
         result = store.commit(project, self._name, type=self.type, entries=entries, sources=sources,
                               description=self.description, metadata=self.metadata, aliases=aliases,
-                              progress=progress)
+                              progress=progress, run=run)
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
@@ -395,6 +396,19 @@ class Artifact:
                 store.remove_alias(project, art, a)
         self.aliases = sorted(a for a, v in store.aliases(project, art).items() if v == n)
         self._saved_aliases = list(self.aliases)
+
+    # -- lineage (artfs._run) --------------------------------------------------------------------
+    def logged_by(self) -> "Run | None":
+        """The run that logged this version (None if it was logged outside any run)."""
+        from ._run import logged_by
+
+        return logged_by(self)
+
+    def used_by(self) -> "list[Run]":
+        """The runs that used this version."""
+        from ._run import used_by
+
+        return used_by(self)
 
     def delete(self, delete_aliases: bool = False) -> None:
         store, _ = self._need_logged()

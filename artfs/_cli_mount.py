@@ -89,6 +89,8 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
     p.add_argument("--group", metavar="GROUP",
                    help="distributed writers: commit each draft at unmount as a part of GROUP (a pending version "
                         "that `artfs finish PROJECT/ARTIFACT --group GROUP` makes) instead of as a version")
+    p.add_argument("--no-lineage", action="store_true",
+                   help="do not record which runs read and wrote what through the mount (see 'artfs lineage')")
     p.add_argument("--log-file", metavar="FILE",
                    help="log here in background mode (default: $XDG_STATE_HOME/artfs/mount-<MNT>.log)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
@@ -110,8 +112,10 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
                 continue
             if key in ("ro", "read_only"):
                 args.read_only = True
-            elif key in ("allow_other", "allow_file", "debug", "foreground") and not sep:
+            elif key in ("allow_other", "allow_file", "debug", "foreground", "no_lineage") and not sep:
                 setattr(args, key, True)
+            elif key == "nolineage" and not sep:
+                args.no_lineage = True
             elif key == "file_root" and sep and value:
                 args.file_roots = [*(getattr(args, "file_roots", None) or []), value]
             elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file", "group") and sep and value:
@@ -140,6 +144,8 @@ def daemon_argv(args: argparse.Namespace, store: str) -> list[str]:
         argv.append("--allow-other")
     if getattr(args, "allow_file", False):
         argv.append("--allow-file")
+    if getattr(args, "no_lineage", False):
+        argv.append("--no-lineage")
     for root in getattr(args, "file_roots", None) or []:
         argv += ["--file-root", os.path.abspath(os.path.expanduser(root))]
     if args.cache_size is not None:

@@ -268,9 +268,13 @@ class Store:
         return [Artifact._logged(self, s.project, s.artifact, n) for n in self.versions(s.project, s.artifact)]
 
     # -- writing -------------------------------------------------------------------------------
-    def log_artifact(self, art: "Artifact", project: str, *, aliases: Iterable[str] = ()) -> "Artifact":
-        """Log a new version of ``art`` (or match an identical existing one); returns the logged version."""
-        return art._log(self, project, list(aliases))
+    def log_artifact(self, art: "Artifact", project: str, *, aliases: Iterable[str] = (),
+                     run: str | None = None) -> "Artifact":
+        """Log a new version of ``art`` (or match an identical existing one); returns the logged version.
+
+        ``run`` (``project/run_id``) is recorded in the manifest as the run that logged it.
+        """
+        return art._log(self, project, list(aliases), run=run)
 
     def commit(
         self,

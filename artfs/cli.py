@@ -46,7 +46,8 @@ from .backends import default_store_url
 
 #: Modules that add subcommands (``mount``, ``umount``, ``commit``, ``status``, ...). Each defines
 #: ``register(subparsers, common)``; a module that does not exist (yet) is skipped.
-COMMAND_MODULES: tuple[str, ...] = ("artfs._cli_mount", "artfs._cli_draft", "artfs._cli_refs", "artfs._cli_groups")
+COMMAND_MODULES: tuple[str, ...] = ("artfs._cli_mount", "artfs._cli_draft", "artfs._cli_refs", "artfs._cli_runs",
+                                     "artfs._cli_groups")
 
 log = logging.getLogger("artfs")
 

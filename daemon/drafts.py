@@ -193,6 +193,8 @@ class DraftSpace:
         self.slots: list[DraftSlot] = []
         self.by_name: dict[tuple[str, str], DraftSlot] = {}
         self.on_commit: Callable[[DraftSlot], Awaitable[None]] | None = None
+        #: artfsd.lineage.Lineage: names a commit's logger (the first writer since the last commit)
+        self.lineage: Any = None
         self._lock = threading.Lock()  # swaps of DraftInode.fd/blob between threads
         self.stats = {"draft_writes": 0, "draft_write_bytes": 0, "commits": 0}
 
@@ -736,9 +738,13 @@ class DraftSpace:
             t0 = time.monotonic()
             try:
                 kw = {k: request[k] for k in ("description", "metadata", "type", "aliases") if request.get(k) is not None}
+                if self.lineage is not None:
+                    kw["run"] = self.lineage.logger_of(slot.project, slot.artifact)
                 result = await trio.to_thread.run_sync(
                     functools.partial(d.commit, self.store, group=self.group, keep=True, **kw),
                     limiter=self.commit_limiter)
+                if self.lineage is not None and result is not None and not isinstance(result, PartResult):
+                    self.lineage.committed(slot.project, slot.artifact, result.version, result.created)
             except Exception as e:
                 slot.last_commit = {"name": slot.name, "ok": False, "error": str(e), "id": request.get("id")}
                 log.error("%s", e)
@@ -808,7 +814,10 @@ class DraftSpace:
         t0 = time.monotonic()
         log.info("%s: committing the draft", name)
         try:
-            result = d.commit(self.store, group=self.group)
+            run = self.lineage.logger_of(d.project, d.artifact) if self.lineage is not None else None
+            result = d.commit(self.store, run=run, group=self.group)
+            if self.lineage is not None and result is not None and not isinstance(result, PartResult):
+                self.lineage.committed(d.project, d.artifact, result.version, result.created)
         except Exception as e:
             report["failed"].append({"name": name, "error": str(e)})
             log.error("%s", e)

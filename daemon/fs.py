@@ -55,6 +55,7 @@ from artfs._names import check_alias, check_name, is_version, parse_version
 
 from .drafts import DRAFT_BASE, DraftFile, DraftSpace
 from .errors import Timeout, errno_for, fuse_handler
+from .lineage import Lineage
 from .namespace import AliasLink, ArtifactDir, DraftRoot, ListingDir, Namespace, Node, ProjectDir, RootDir, VersionDir
 from .tree import VersionTree
 
@@ -223,9 +224,13 @@ class Operations(pyfuse3.Operations):
         gid: int | None = None,
         refs: Any = None,
         drafts: DraftSpace | None = None,
+        lineage: Lineage | None = None,
     ) -> None:
         super().__init__()
         self.store = store
+        # which run opened which version, wrote which draft (artfsd.lineage); on unless --no-lineage
+        self.lineage = lineage if lineage is not None else Lineage(store)
+        self._logged_by: dict[tuple[str, str, int], str] = {}
         self.blobs = blobs
         self.timeout = timeout
         self.uid = os.getuid() if uid is None else uid
@@ -234,6 +239,7 @@ class Operations(pyfuse3.Operations):
         self.ns = Namespace(store, limiter=trio.CapacityLimiter(store_threads), refresh=refresh, timeout=timeout,
                             drafts=drafts.node_for if drafts is not None else None)
         if drafts is not None:
+            drafts.lineage = self.lineage
             drafts.on_commit = self._committed
             if drafts.ref_reader is None:
                 drafts.ref_reader = self._ref_reader
@@ -268,6 +274,8 @@ class Operations(pyfuse3.Operations):
     def start(self, nursery: trio.Nursery) -> None:
         """Start background work (periodic refresh); call from inside the trio run."""
         self.ns.start(nursery)
+        if self.lineage.enabled:
+            nursery.start_soon(self.lineage.run_background)
         if self.drafts is not None:
             self.drafts.start(nursery)  # checkpoints of the drafts' journals
 
@@ -495,6 +503,8 @@ class Operations(pyfuse3.Operations):
         if inode >= DRAFT_BASE:
             slot, dino = self._draft(inode)
             df = await self._ds.open(slot, dino, flags)
+            if ctx is not None and (flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC):
+                self.lineage.wrote(ctx.pid, slot.project, slot.artifact)
             fh = next(self._fh)
             self.files[fh] = df
             self.stats["opens"] += 1
@@ -531,6 +541,8 @@ class Operations(pyfuse3.Operations):
         self.files[fh] = f
         self.ns.opened(v, +1)
         self.stats["opens"] += 1
+        if ctx is not None:  # once per open, never per read: a dict and a set lookup once known
+            self.lineage.opened(ctx.pid, v.key)
         if isinstance(f.handle, RefHandle):  # an unpinned reference: whatever is there now
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
@@ -625,6 +637,9 @@ class Operations(pyfuse3.Operations):
             out["aliases"] = ",".join(v.artifact.aliases_of(v.n)).encode()
             out["created"] = v.created.encode()
             out["digest"] = v.digest.encode()
+            by = await self._version_logged_by(v)
+            if by:
+                out["logged_by"] = by.encode()
         elif tree is not None and not tree.is_dir(node):
             d = tree.digest(node)
             if d is not None:
@@ -634,6 +649,17 @@ class Operations(pyfuse3.Operations):
             if ref is not None and ref.ref is not None:
                 out["ref"] = ref.ref.encode()
         return {XATTR + k: val for k, val in out.items()}
+
+    async def _version_logged_by(self, v: VersionDir) -> str | None:
+        """``project/run_id`` that logged vN (``user.artfs.logged_by``); remembered once known."""
+        by = self._logged_by.get(v.key)
+        if by is None:
+            from artfs._lineage import logger_of_version
+
+            by = await self.ns.run_sync(logger_of_version, self.store, *v.key, what=f"lineage of {v.spec}")
+            if by:
+                self._logged_by[v.key] = by
+        return by
 
     @fuse_handler
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
@@ -658,6 +684,7 @@ class Operations(pyfuse3.Operations):
         backend = getattr(self.store.backend, "counter", {})
         return {
             "backend": dict(backend),
+            "lineage": dict(self.lineage.stats, enabled=self.lineage.enabled),
             **self.stats,
             **self.ns.stats,
             **(self.drafts.stats if self.drafts is not None else {}),
@@ -712,6 +739,7 @@ class Operations(pyfuse3.Operations):
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
         if parent_inode >= DRAFT_BASE:
             slot, dino = self._draft(parent_inode)
+            self.lineage.wrote(ctx.pid, slot.project, slot.artifact)
             return await self._ds.mkdir(slot, dino, name, mode)
         node = self._writable_meta(parent_inode)
         if not isinstance(node, (RootDir, ProjectDir)):
@@ -811,6 +839,7 @@ class Operations(pyfuse3.Operations):
         if parent_inode >= DRAFT_BASE:
             slot, dino = self._draft(parent_inode)
             await self._ds.unlink(slot, dino, name)
+            self.lineage.wrote(ctx.pid, slot.project, slot.artifact)
             return None
         d = self._writable_meta(parent_inode)
         if isinstance(d, ArtifactDir):
@@ -841,6 +870,7 @@ class Operations(pyfuse3.Operations):
             if so is not sn:
                 raise pyfuse3.FUSEError(errno.EXDEV)  # another artifact's draft: mv copies
             await self._ds.rename(so, do, name_old, dn, name_new, flags)
+            self.lineage.wrote(ctx.pid, so.project, so.artifact)
             return None
         d = self._writable_meta(parent_inode_old)
         if isinstance(d, ArtifactDir) and parent_inode_new == parent_inode_old:
@@ -886,6 +916,7 @@ class Operations(pyfuse3.Operations):
         if parent_inode >= DRAFT_BASE:
             slot, dino = self._draft(parent_inode)
             df, attrs = await self._ds.create(slot, dino, name, mode)
+            self.lineage.wrote(ctx.pid, slot.project, slot.artifact)
             fh = next(self._fh)
             self.files[fh] = df
             self.stats["opens"] += 1

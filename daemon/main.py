@@ -44,6 +44,7 @@ from artfs.backends import default_store_url
 
 from .drafts import DraftSpace
 from .fs import Operations
+from .lineage import Lineage
 
 log = logging.getLogger("artfsd")
 
@@ -217,6 +218,7 @@ def serve(
     file_roots: list[str] | tuple[str, ...] = (),
     debug: bool = False,
     group: str | None = None,
+    lineage: bool = True,
 ) -> int:
     """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
     where = f" (log: {log_path})" if log_path else ""
@@ -237,7 +239,8 @@ def serve(
                 raise ArtfsError("--group commits drafts into a group: it needs a writable mount")
         drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint, group=group)
         ops = Operations(store, blobs, refresh=refresh, timeout=timeout,
-                         refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts)
+                         refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts,
+                         lineage=Lineage(store, enabled=lineage))
         if drafts is not None:
             for project, artifact in drafts.pending():  # changes an earlier session left uncommitted
                 ops.ns.add_local(project, artifact)
@@ -282,6 +285,8 @@ def serve(
             pyfuse3.close(unmount=True)
         if drafts is not None:  # unmounted: nothing can write any more; commit what changed
             _commit_at_unmount(drafts, ops, results, mountpoint, store.url)
+        else:
+            ops.lineage.close()
         with contextlib.suppress(Exception):
             ops.close()
         with contextlib.suppress(Exception):
@@ -303,6 +308,7 @@ def _commit_at_unmount(drafts: DraftSpace, ops: Operations, results: str, mountp
     except Exception as e:
         log.exception("committing the drafts failed")
         report = {"commits": [], "unchanged": [], "failed": [{"name": "*", "error": f"{type(e).__name__}: {e}"}]}
+    ops.lineage.close()  # the commits' edges too, before `artfs umount` reads the report and returns
     report.update(pid=os.getpid(), mountpoint=mountpoint, store=store_url, finished=time.time())
     try:
         os.makedirs(os.path.dirname(results), exist_ok=True)
@@ -396,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         read_only=args.read_only, cache_size=args.cache_size, cache_dir=args.cache_dir, refresh=args.refresh,
         timeout=args.timeout, allow_other=args.allow_other, allow_file=args.allow_file, file_roots=args.file_roots,
         group=args.group,
+        lineage=not getattr(args, "no_lineage", False),
     )
 
 

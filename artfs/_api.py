@@ -1,0 +1,63 @@
+"""``artfs.Api()``: W&B's public API (read artifacts and runs outside a run), over one store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._errors import NotFound
+from ._lineage import list_runs, parse_run_path, read_record
+from ._names import check_name, parse_spec
+from ._run import Run, _open_store, _strip_entity, default_project
+
+if TYPE_CHECKING:
+    from ._artifact import Artifact
+    from ._store import Store
+
+
+class Api:
+    """``Api(overrides={"project": "p"}, store=...)``; names without a project use that project."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None, *, store: "Store | str | None" = None,
+                 **_ignored: Any) -> None:
+        self.store = _open_store(store)
+        self.project = check_name((overrides or {}).get("project") or default_project(), "project")
+
+    def artifact(self, name: str, type: str | None = None) -> "Artifact":
+        """``"project/name:alias"`` (or ``"name:v3"`` in the default project; ``entity/`` is ignored)."""
+        from ._artifact import Artifact
+
+        spec = parse_spec(_strip_entity(name), default_project=self.project, need_ref=True)
+        project, artifact, n = self.store.resolve(spec)
+        art = Artifact._logged(self.store, project, artifact, n)
+        if type is not None and art.type != type:
+            raise NotFound(f"{spec}: has type {art.type!r}, not {type!r}")
+        return art
+
+    def artifact_versions(self, type_name: str, name: str, per_page: int = 50) -> list["Artifact"]:
+        """Every existing version of ``[project/]name`` (of type ``type_name``), oldest first."""
+        from ._artifact import Artifact
+
+        spec = parse_spec(_strip_entity(name), default_project=self.project)
+        versions = self.store.versions(spec.project, spec.artifact)
+        if not versions and spec.artifact not in self.store.artifacts(spec.project):
+            raise NotFound(f"{spec.project}/{spec.artifact}: no such artifact in {self.store.url}")
+        out = []
+        for n in versions:
+            try:
+                art = Artifact._logged(self.store, spec.project, spec.artifact, n)
+            except NotFound:  # deleted meanwhile
+                continue
+            if art.type != type_name:
+                raise NotFound(f"{spec.project}/{spec.artifact} has type {art.type!r}, not {type_name!r}")
+            out.append(art)
+        return out
+
+    def run(self, path: str) -> Run:
+        """``"project/run_id"``: the run, its record read and validated now."""
+        project, run_id = parse_run_path(path, default_project=self.project)
+        return Run(self.store, project, run_id, record=read_record(self.store, project, run_id))
+
+    def runs(self, path: str | None = None) -> list[Run]:
+        """The runs of a project (``"project"`` or W&B's ``"entity/project"``)."""
+        project = (path or self.project).split("/")[-1]
+        return [Run(self.store, project, r) for r in list_runs(self.store, project)]

@@ -1,0 +1,401 @@
+"""Runs, named after W&B's: ``artfs.init()``, ``Run.log_artifact``/``use_artifact``, the current run.
+
+A run is one step of a pipeline (a process, a command started by ``artfs run``, or a process tree
+reading through the mount). It writes its own record and one key per edge (see
+:mod:`artfs._lineage`); nothing here ever rewrites an object another run writes.
+
+Joining: ``artfs run -- CMD`` puts ``ARTFS_RUN_ID=<project>/<id>`` in CMD's environment. An
+``artfs.init()`` inside CMD (with no other id) joins that run: it writes edges under the same
+id but leaves the record to ``artfs run``, its one writer. The mount daemon reads the same
+variable from ``/proc/<pid>/environ`` and files what those processes read under that run.
+
+The Run class is meant to be extended: other modules add methods to it (e.g.
+``upsert_artifact``/``finish_artifact``); everything they need is on the instance
+(``store``, ``project``, ``id``, ``path``, :meth:`Run._edge`).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import socket
+import string
+import sys
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._errors import AlreadyExists, ArtfsError, InvalidName, NotFound
+from ._lineage import (
+    RunRecord,
+    check_run_id,
+    now_iso,
+    parse_run_path,
+    read_record,
+    record_edge,
+    run_edges,
+    version_edges,
+    version_exists,
+    version_ref,
+    write_record,
+)
+from ._names import check_name, parse_spec
+
+if TYPE_CHECKING:
+    from ._artifact import Artifact
+    from ._store import Store
+
+#: the environment variable that names the run a process belongs to (``project/run_id``)
+RUN_ENV = "ARTFS_RUN_ID"
+DEFAULT_PROJECT = "uncategorized"
+
+_current: "Run | None" = None
+_current_lock = threading.Lock()
+
+
+def new_run_id() -> str:
+    """Eight lowercase letters and digits, like W&B's run ids."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def default_project() -> str:
+    return os.environ.get("ARTFS_PROJECT") or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+
+
+def _open_store(store: "Store | str | None") -> "Store":
+    from ._store import Store
+
+    if isinstance(store, Store):
+        return store
+    return Store(store)
+
+
+def _strip_entity(name: str) -> str:
+    """W&B's ``entity/project/name:alias``: artfs has no entities, the first part is dropped."""
+    head, sep, ref = name.partition(":")
+    parts = head.split("/")
+    if len(parts) == 3:
+        check_name(parts[0], "entity")
+        head = "/".join(parts[1:])
+    return head + sep + ref
+
+
+class Run:
+    """One run: its record, and what it used and logged.
+
+    Live runs come from :func:`init`; runs read back (``Api().run``, ``Artifact.used_by``) load
+    their record on first use of an attribute that needs it (``used_by`` of a version used by
+    10,000 runs lists keys, it does not read 10,000 records).
+    """
+
+    def __init__(self, store: "Store", project: str, run_id: str, *, record: RunRecord | None = None,
+                 live: bool = False, owner: bool = True) -> None:
+        self.store = store
+        self.project = check_name(project, "project")
+        self.id = check_run_id(run_id)
+        self._record = record
+        self._live = live
+        self._owner = owner  # False when joining a run whose record another process writes
+        self._lock = threading.Lock()
+
+    # -- identity ----------------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """``project/run_id`` (what ``Api().run`` takes)."""
+        return f"{self.project}/{self.id}"
+
+    @property
+    def record(self) -> RunRecord:
+        if self._record is None:
+            self._record = read_record(self.store, self.project, self.id)
+        return self._record
+
+    name = property(lambda self: self.record.name or self.id)
+    job_type = property(lambda self: self.record.job_type)
+    group = property(lambda self: self.record.group)
+    config = property(lambda self: self.record.config)
+    state = property(lambda self: self.record.state)
+
+    def __repr__(self) -> str:
+        return f"<Run {self.path}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and (other.store.url, other.path) == (self.store.url, self.path)
+
+    def __hash__(self) -> int:
+        return hash((self.store.url, self.path))
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.finish(exit_code=0 if et is None else 1)
+
+    def finish(self, exit_code: int | None = None) -> None:
+        """End the run: write its final record (state, end time, exit status, inputs, outputs).
+
+        Idempotent. A run that joined another process's run (``ARTFS_RUN_ID``) writes nothing here.
+        """
+        global _current
+        with _current_lock:
+            if _current is self:
+                _current = None
+        with self._lock:
+            if not self._live:
+                return
+            self._live = False
+        if self._owner:
+            self.close_record(exit_code if exit_code is not None else 0)
+
+    def close_record(self, exit_code: int) -> None:
+        """Write the final record; inputs and outputs are every edge of the run, whoever wrote it."""
+        rec = self.record
+        rec.state = "finished" if exit_code == 0 else "failed"
+        rec.exit_status = exit_code
+        rec.ended = now_iso()
+        rec.inputs = [version_ref(p, a, n) for p, a, n, _ in run_edges(self.store, self.project, self.id, "used")]
+        rec.outputs = [version_ref(p, a, n) for p, a, n, _ in run_edges(self.store, self.project, self.id, "logged")]
+        write_record(self.store, rec)
+
+    # -- edges -------------------------------------------------------------------------------------
+    def _edge(self, kind: str, aproject: str, artifact: str, n: int, role: str | None = None) -> None:
+        record_edge(self.store, kind, self.project, self.id, aproject, artifact, n, role=role)
+
+    def _need_live(self, what: str) -> None:
+        if not self._live:
+            raise ArtfsError(f"run {self.path} is finished (or read back); {what} needs a live run from artfs.init()")
+
+    def log_artifact(self, artifact_or_path: "Artifact | str", name: str | None = None, type: str | None = None,
+                     aliases: list[str] | None = None) -> "Artifact":
+        """Log a new version (or match identical content) in the run's project, as output of this run.
+
+        Like W&B, a path is accepted too (``name`` defaults to its base name). The artifact
+        passed in becomes the logged version (``artifact.version`` is then ``"v3"``) and is returned.
+        """
+        from ._artifact import Artifact
+
+        self._need_live("log_artifact")
+        if isinstance(artifact_or_path, str):
+            p = artifact_or_path
+            art = Artifact(name or os.path.basename(os.path.abspath(p)).replace(" ", "_"), type or "unspecified")
+            (art.add_dir if os.path.isdir(p) else art.add_file)(p)
+        else:
+            art = artifact_or_path
+        logged = art._log(self.store, self.project, list(aliases or []), run=self.path)
+        created = bool(logged.commit_result and logged.commit_result.created)
+        self._edge("logged", self.project, art._name, logged._version or 0, "logger" if created else "matched")
+        _become(art, logged)
+        return art
+
+    def use_artifact(self, artifact_or_name: "Artifact | str", type: str | None = None,
+                     aliases: list[str] | None = None) -> "Artifact":
+        """Mark a version as input of this run and return it.
+
+        ``"name:alias"`` is looked up in the run's project, ``"project/name:alias"`` across
+        projects (``"entity/project/name:alias"`` too; artfs has no entities). A constructed
+        Artifact is logged first if its content is new, and matched otherwise (idempotent).
+        """
+        from ._artifact import Artifact
+
+        self._need_live("use_artifact")
+        if isinstance(artifact_or_name, Artifact):
+            art = artifact_or_name
+            if art.is_draft:
+                logged = art._log(self.store, self.project, list(aliases or []), run=self.path)
+                if logged.commit_result and logged.commit_result.created:
+                    self._edge("logged", self.project, art._name, logged._version or 0, "logger")
+                _become(art, logged)
+            if art._store is not None and art._store.url != self.store.url:
+                raise ArtfsError(f"{art.qualified_name} is in {art._store.url}, not in the run's store {self.store.url}")
+        elif isinstance(artifact_or_name, str):
+            spec = parse_spec(_strip_entity(artifact_or_name), default_project=self.project, need_ref=True)
+            project, artifact, n = self.store.resolve(spec)
+            art = Artifact._logged(self.store, project, artifact, n)
+            if type is not None and art.type != type:
+                raise InvalidName(f"{art.qualified_name} has type {art.type!r}, not {type!r}")
+        else:
+            raise ArtfsError(f"use_artifact takes a name or an Artifact, not {artifact_or_name!r}")
+        self._edge("used", art.project or self.project, art._name, art._version or 0)
+        return art
+
+    # -- the graph ---------------------------------------------------------------------------------
+    def _artifacts(self, kind: str) -> list["Artifact"]:
+        from ._artifact import Artifact
+
+        out = []
+        for p, a, n, _ in run_edges(self.store, self.project, self.id, kind):
+            if not version_exists(self.store, p, a, n):  # the cache may still hold its manifest
+                continue
+            try:
+                out.append(Artifact._logged(self.store, p, a, n))
+            except NotFound:  # deleted since: lineage keeps the edge, see lineage_of()
+                continue
+        return out
+
+    def logged_artifacts(self) -> list["Artifact"]:
+        """Versions this run logged (or contributed to through a mount draft) that still exist."""
+        return self._artifacts("logged")
+
+    def used_artifacts(self) -> list["Artifact"]:
+        """Versions this run used that still exist."""
+        return self._artifacts("used")
+
+    def edges(self, kind: str) -> list[dict[str, Any]]:
+        """Every edge of ``kind`` (``used``/``logged``) with role and whether the version was deleted."""
+        return [{"artifact": version_ref(p, a, n), "role": r or None, "deleted": not version_exists(self.store, p, a, n)}
+                for p, a, n, r in run_edges(self.store, self.project, self.id, kind, roles=kind == "logged")]
+
+
+def _become(art: "Artifact", logged: "Artifact") -> None:
+    """Turn the draft ``art`` into the logged version (W&B users keep using the object they logged)."""
+    if art is not logged:
+        art.__dict__.update(logged.__dict__)
+
+
+# -- the version side --------------------------------------------------------------------------------
+def logged_by(art: "Artifact") -> Run | None:
+    """The run that created this version (its ``logger`` edge, else the run its manifest names)."""
+    store, m = art._need_logged()
+    edges = version_edges(store, art.project or "", art._name, art._version or 0, "logged", roles=True)
+    for rp, rid, role in edges:
+        if role == "logger":
+            return Run(store, rp, rid)
+    if m.run:
+        try:
+            rp, rid = parse_run_path(m.run)
+            return Run(store, rp, rid)
+        except InvalidName:
+            return None
+    return None
+
+
+def contributors(art: "Artifact") -> list[Run]:
+    """Runs that wrote into the draft this version came from, other than its logger."""
+    store, _ = art._need_logged()
+    edges = version_edges(store, art.project or "", art._name, art._version or 0, "logged", roles=True)
+    return [Run(store, rp, rid) for rp, rid, role in edges if role == "contributor"]
+
+
+def used_by(art: "Artifact") -> list[Run]:
+    """Runs that used this version: one listing of its edges (records are read when needed)."""
+    store, _ = art._need_logged()
+    return [Run(store, rp, rid) for rp, rid, _ in version_edges(store, art.project or "", art._name,
+                                                                 art._version or 0, "used")]
+
+
+# -- the current run ---------------------------------------------------------------------------------
+def current() -> Run | None:
+    return _current
+
+
+def init(project: str | None = None, job_type: str | None = None, group: str | None = None,
+         name: str | None = None, config: dict[str, Any] | None = None, id: str | None = None,
+         store: "Store | str | None" = None, resume: str | bool | None = None, **_ignored: Any) -> Run:
+    """Start a run (W&B's ``wandb.init``); it becomes the current run until ``finish()``.
+
+    Inside ``artfs run`` (``ARTFS_RUN_ID`` set) and with no other ``id``, the run of that command
+    is joined. With an ``id`` whose record exists, that run is resumed (W&B's ``resume="allow"``).
+    W&B options that have no meaning here (``entity``, ``tags``, ``notes``, ``reinit``, ``mode``,
+    ...) are accepted and ignored, so scripts port unchanged.
+    """
+    st = _open_store(store)
+    project = check_name(project or default_project(), "project")
+    previous = _current
+    if previous is not None:
+        previous.finish()
+    owner = True
+    record: RunRecord | None = None
+    env = os.environ.get(RUN_ENV)
+    if id is None and env:
+        ep, eid = parse_run_path(env)
+        if ep == project or project == default_project():
+            project, id, owner = ep, eid, False
+    if id is not None:
+        check_run_id(id)
+        if not owner:
+            try:
+                record = read_record(st, project, id)
+            except NotFound:
+                record = None
+        else:
+            try:
+                record = read_record(st, project, id)  # resume
+                record.state, record.ended, record.exit_status = "running", None, None
+                write_record(st, record)
+            except NotFound:
+                record = None
+    if record is None:
+        if owner:
+            return _make_current(start_run(st, project, name=name, job_type=job_type, group=group, config=config,
+                                           run_id=id))
+        record = RunRecord(id=id or new_run_id(), project=project, name=name, job_type=job_type, group=group,
+                           config=dict(config or {}), started=now_iso())
+    return _make_current(Run(st, project, record.id, record=record, live=True, owner=owner))
+
+
+def _make_current(run: Run) -> Run:
+    global _current
+    with _current_lock:
+        _current = run
+    return run
+
+
+def start_run(store: "Store", project: str, *, name: str | None = None, job_type: str | None = None,
+              group: str | None = None, config: dict[str, Any] | None = None, run_id: str | None = None,
+              source: str = "api", command: list[str] | None = None, pid: int | None = None) -> Run:
+    """Create a run's record (exclusively: a new id never takes over another run) and return it live.
+
+    With an explicit ``run_id`` created by another process at the same moment, that run is joined.
+    """
+    check_name(project, "project")
+    rec = RunRecord(id=check_run_id(run_id) if run_id else new_run_id(), project=project, name=name,
+                    job_type=job_type, group=group, config=dict(config or {}),
+                    command=list(sys.argv if command is None else command), cwd=os.getcwd(),
+                    host=socket.gethostname(), user=_user(), pid=os.getpid() if pid is None else pid,
+                    source=source, started=now_iso())
+    while True:
+        try:
+            write_record(store, rec, exclusive=True)
+            break
+        except AlreadyExists:
+            if run_id is not None:
+                rec = read_record(store, project, run_id)
+                break
+            rec.id = new_run_id()
+    return Run(store, project, rec.id, record=rec, live=True)
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+def _need_current(what: str) -> Run:
+    run = _current
+    if run is None:
+        raise ArtfsError(f"call artfs.init() before artfs.{what}()")
+    return run
+
+
+def log_artifact(artifact_or_path: "Artifact | str", name: str | None = None, type: str | None = None,
+                 aliases: list[str] | None = None) -> "Artifact":
+    """``Run.log_artifact`` of the current run."""
+    return _need_current("log_artifact").log_artifact(artifact_or_path, name, type, aliases)
+
+
+def use_artifact(artifact_or_name: "Artifact | str", type: str | None = None,
+                 aliases: list[str] | None = None) -> "Artifact":
+    """``Run.use_artifact`` of the current run."""
+    return _need_current("use_artifact").use_artifact(artifact_or_name, type, aliases)
+
+
+def finish(exit_code: int | None = None) -> None:
+    """Finish the current run (nothing to do without one)."""
+    run = _current
+    if run is not None:
+        run.finish(exit_code)
