@@ -25,12 +25,15 @@ from ._manifest import Entry, Manifest
 from ._names import Spec, parse_spec
 from ._refs import RefReader, resolve_reference
 from ._run import Run, finish, init, log_artifact, use_artifact
+from . import _run_groups  # noqa: F401  (adds Run.upsert_artifact and Run.finish_artifact)
+from . import data_types
+from .data_types import PartitionedTable, Table
 from ._store import CommitResult, Store
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Api", "Run", "finish", "init", "log_artifact", "use_artifact",
+    "Api", "Run", "finish", "init", "log_artifact", "use_artifact", "PartitionedTable", "Table", "data_types",
     "AlreadyExists", "Artifact", "ArtifactManifestEntry", "ArtfsError", "Cache", "CommitResult",
     "CorruptData", "Entry", "GroupFinished", "GroupInfo", "PartResult", "PartsConflict", "InvalidName", "InvalidPath", "Manifest", "NotFound", "PermissionDenied",
     "RefReader", "ReferenceChanged", "Spec", "Store", "StoreUnavailable", "digest_bytes", "digest_file",

@@ -208,6 +208,7 @@ class _Part:
     entries: list[Entry]
     host: str | None
     pid: int | None
+    run: str | None = None
 
 
 def _parse_part(data: bytes, key: str) -> _Part:
@@ -239,7 +240,8 @@ def _parse_part(data: bytes, key: str) -> _Part:
     return _Part(key, writer, doc["part_id"], float(doc.get("created") or 0), str(doc.get("type") or "unspecified"),
                  desc if isinstance(desc, str) else None, md, entries,
                  doc.get("host") if isinstance(doc.get("host"), str) else None,
-                 doc.get("pid") if isinstance(doc.get("pid"), int) else None)
+                 doc.get("pid") if isinstance(doc.get("pid"), int) else None,
+                 doc.get("run") if isinstance(doc.get("run"), str) else None)
 
 
 def _read_parts(store: "Store", project: str, artifact: str, group: str) -> list[_Part]:
@@ -283,13 +285,15 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
            sources: dict[str, Callable[[str], None] | str], writer: str | None = None, type: str = "unspecified",
            description: str | None = None, metadata: dict[str, Any] | None = None,
            progress: Callable[[int], None] | None = None, timeout: float = WAIT_TIMEOUT,
-           part_id: str | None = None) -> PartResult:
+           part_id: str | None = None, run: str | None = None) -> PartResult:
     """Record ``entries`` as ``writer``'s part of ``group`` (replacing that writer's earlier part).
 
     ``sources`` maps a digest to a local file (or a callable uploading to a key), as for
     :meth:`Store.commit`; only blobs the store lacks are uploaded. Raises :class:`GroupFinished`
     if the group was finished before this part was recorded (then it is in no version).
     ``part_id`` (default: a new one) lets a retry after a crash record the very same part.
+    ``run`` (``project/run_id``) names the run that wrote the part: ``finish`` records it as a
+    contributor of the version (lineage).
     """
     from ._digest import blob_key
     from ._parallel import pmap
@@ -330,7 +334,7 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
         up_bytes = sum(pmap(upload, missing, STORE_WORKERS))
         doc = {"format": FORMAT, "writer": writer, "part_id": part_id, "created": time.time(),
                "host": socket.gethostname(), "pid": os.getpid(), "type": type,
-               "description": description, "metadata": dict(metadata or {})}
+               "description": description, "metadata": dict(metadata or {}), "run": run}
         with gc_paused():
             data = _part_bytes(doc, entries)
         _pause("upsert-after-upload")
@@ -383,11 +387,11 @@ def _claims(store: "Store", gkey: str) -> list[tuple[int, str, float]]:
 
 
 def upsert_artifact(store: "Store", art: "Artifact", project: str, group: str, *, writer: str | None = None,
-                    progress: Callable[[int], None] | None = None) -> PartResult:
+                    progress: Callable[[int], None] | None = None, run: str | None = None) -> PartResult:
     """Upsert the files an :class:`Artifact` holds (``add_file``/``add_dir``/``new_file``/references)."""
     entries, sources = artifact_entries(art)
     return upsert(store, project, art._name, group, entries=entries, sources=sources, writer=writer,
-                  type=art.type, description=art.description, metadata=art.metadata, progress=progress)
+                  type=art.type, description=art.description, metadata=art.metadata, progress=progress, run=run)
 
 
 def artifact_entries(art: "Artifact") -> tuple[list[Entry], dict[str, Callable[[str], None] | str]]:
@@ -605,6 +609,8 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
                 _record(store, gkey, n, doc["commit_id"], part_ids, [p.key for p in parts], k)
             raise
         release = False
+        if result.created:
+            _contributors(store, project, artifact, result.version, parts)
         _pause("finish-after-commit")
     finally:
         beat.stop()
@@ -612,6 +618,18 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
             store.backend.delete(claim_key)
     _record(store, gkey, result.version, doc["commit_id"], part_ids, [p.key for p in parts], k)
     return result
+
+
+def _contributors(store: "Store", project: str, artifact: str, n: int, parts: list[_Part]) -> None:
+    """Lineage: every run that wrote a part contributed to vN (one edge key per run; best effort)."""
+    from ._lineage import parse_run_path, record_edge
+
+    for run in sorted({p.run for p in parts if p.run}):
+        try:
+            rp, rid = parse_run_path(run)
+            record_edge(store, "logged", rp, rid, project, artifact, n, role="contributor")
+        except ArtfsError:
+            continue  # a part naming a bad run: its files count, its lineage does not
 
 
 def _merged_type(project: str, artifact: str, group: str, type: str, parts: list[_Part]) -> str:
@@ -681,12 +699,13 @@ def _finished_result(store: "Store", project: str, artifact: str, group: str, fi
 
 def finish_artifact(store: "Store", art: "Artifact", project: str, group: str, *,
                     aliases: Iterable[str] = (), progress: Callable[[int], None] | None = None,
-                    timeout: float = WAIT_TIMEOUT) -> "CommitResult":
+                    timeout: float = WAIT_TIMEOUT, run: str | None = None) -> "CommitResult":
     """Finish ``group`` of ``art``'s artifact, adding the files ``art`` holds itself."""
     entries, sources = artifact_entries(art)
     return finish(store, project, art._name, group, type=art.type, entries=entries, sources=sources,
                   description=art.description, metadata=art.metadata or None,
-                  aliases=list(art.aliases) + list(aliases), progress=progress, timeout=timeout)
+                  aliases=list(dict.fromkeys(list(art.aliases) + list(aliases))), progress=progress, timeout=timeout,
+                  run=run)
 
 
 # -- listing, protection, gc ------------------------------------------------------------------------------

@@ -502,3 +502,99 @@ def test_cli_put_upsert_status_finish(backend_url, tmp_path):
     store = make_store(backend_url, tmp_path, "check")
     assert store.versions("proj", "ds") == [0]
     assert downloaded(store, "proj/ds:best", tmp_path / "o") == {f"part-{i}.csv": content(i) for i in range(3)}
+
+
+# --------------------------------------------------------------------------------------------
+# the W&B docs' parallel-writers example, with ``import artfs as wandb``
+# --------------------------------------------------------------------------------------------
+
+WANDB_EXAMPLE = '''
+import artfs as wandb
+import time
+
+# We use a process pool instead of ray to launch the runs in parallel
+# (the docs: "You can orchestrate your parallel runs however you want.")
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+
+artifact_type = "dataset"
+artifact_name = "parallel-artifact"
+table_name = "distributed_table"
+parts_path = "parts"
+num_parallel = 5
+
+# Each batch of parallel writers should have its own
+# unique group name.
+group_name = "writer-group-{}".format(round(time.time()))
+
+
+def train(i):
+  """
+  Our writer job. Each writer will add one image to the artifact.
+  """
+  with wandb.init(group=group_name) as run:
+    artifact = wandb.Artifact(name=artifact_name, type=artifact_type)
+
+    # Add data to a wandb table. In this case we use example data
+    table = wandb.Table(columns=["a", "b", "c"], data=[[i, i*2, 2**i]])
+
+    # Add the table to folder in the artifact
+    artifact.add(table, "{}/table_{}".format(parts_path, i))
+
+    # Upserting the artifact creates or appends data to the artifact
+    run.upsert_artifact(artifact)
+    return run.id
+
+
+if __name__ == "__main__":
+  # Launch your runs in parallel
+  with ProcessPoolExecutor(num_parallel, mp_context=multiprocessing.get_context("fork")) as pool:
+    result_ids = [pool.submit(train, i) for i in range(num_parallel)]
+    # Join on all the writers to make sure their files have
+    # been added before finishing the artifact.
+    writers = [r.result() for r in result_ids]
+
+  # Once all the writers are finished, finish the artifact
+  # to mark it ready.
+  with wandb.init(group=group_name) as run:
+    artifact = wandb.Artifact(artifact_name, type=artifact_type)
+
+    # Create a "PartitionTable" pointing to the folder of tables
+    # and add it to the artifact.
+    artifact.add(wandb.data_types.PartitionedTable(parts_path), table_name)
+
+    # Finish artifact finalizes the artifact, disallowing future "upserts"
+    # to this version.
+    run.finish_artifact(artifact)
+    import json
+    print(json.dumps({"version": artifact.version, "finisher": run.id, "writers": writers,
+                      "group": group_name}))
+'''
+
+
+@pytest.mark.timeout(300)
+def test_wandb_parallel_writers_example(backend_url, tmp_path):
+    env = child_env(ARTFS_STORE=backend_url, ARTFS_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("ARTFS_RUN_ID", None)
+    env.pop("ARTFS_PROJECT", None)
+    r = subprocess.run([sys.executable, script(tmp_path, "parallel.py", WANDB_EXAMPLE)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["version"] == "v0"
+    store = make_store(backend_url, tmp_path, "check")
+    project = artfs._run.DEFAULT_PROJECT
+    a = store.artifact(f"{project}/parallel-artifact:v0")
+    files = {e.path for e in a.files()}
+    assert files == {f"parts/table_{i}.table.json" for i in range(5)} | {"distributed_table.partitioned-table.json"}
+    got = downloaded(store, f"{project}/parallel-artifact:v0", tmp_path / "out")
+    tables = sorted((artfs.data_types.load(got[f"parts/table_{i}.table.json"]) for i in range(5)),
+                    key=lambda t: t.data[0][0])
+    assert [t.data for t in tables] == [[[i, i * 2, 2 ** i]] for i in range(5)]
+    assert tables[0].columns == ["a", "b", "c"]
+    pt = artfs.data_types.load(got["distributed_table.partitioned-table.json"])
+    assert isinstance(pt, artfs.PartitionedTable) and pt.parts_path == "parts"
+    # lineage: the finishing run logged it, each writer run contributed
+    assert a.logged_by().id == out["finisher"]
+    assert sorted(run.id for run in artfs._run.contributors(a)) == sorted(out["writers"])
+    assert store.groups(project) == []
