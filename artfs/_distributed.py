@@ -63,6 +63,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections import Counter
+from operator import attrgetter
 import threading
 import time
 import uuid
@@ -251,13 +253,15 @@ def _read_parts(store: "Store", project: str, artifact: str, group: str) -> list
     keys = sorted(o.key for o in store.backend.list(prefix)
                   if o.key.endswith(".json") and "/" not in o.key[len(prefix):] and _valid_name(o.key[len(prefix):-5]))
 
-    def one(key: str) -> _Part | None:
+    def fetch(key: str) -> bytes | None:
         try:
-            return _parse_part(store.backend.get(key), key)
+            return store.backend.get(key)
         except NotFound:  # replaced or removed meanwhile
             return None
 
-    return [p for p in pmap(one, keys, _WORKERS) if p is not None]
+    # fetched in threads (latency), parsed in this one (CPU: threads would only contend for the GIL)
+    with gc_paused():
+        return [_parse_part(data, key) for key, data in zip(keys, pmap(fetch, keys, _WORKERS)) if data is not None]
 
 
 def _valid_name(s: str) -> bool:
@@ -422,28 +426,31 @@ def merge(parts: list[_Part], own: Iterable[Entry] = ()) -> list[Entry]:
     reference and what identifies the referenced object).
     """
     with gc_paused():
-        tagged: list[tuple[str, int, Entry]] = []
+        groups = [p.entries for p in parts] + [list(own)]
         owners = [p.writer for p in parts] + ["the finisher"]
-        for i, p in enumerate(parts):
-            tagged += [(e.path, i, e) for e in p.entries]
-        tagged += [(e.path, len(parts), e) for e in own]
-        tagged.sort(key=_first)
-        out: list[Entry] = []
-        conflicts: list[str] = []
-        last_path: str | None = None
-        last_key: Any = None
-        last_owner = -1
-        for path, owner, e in tagged:
-            key = _content(e)
-            if path == last_path:
-                if key != last_key:
-                    if not conflicts or conflicts[-1] != path:
-                        conflicts.append(f"{path} (writers {owners[last_owner]} and {owners[owner]})")
-                continue
-            out.append(e)
-            last_path, last_key, last_owner = path, key, owner
-        if conflicts:
-            _raise_conflict(conflicts)
+        out: list[Entry] = [e for es in groups for e in es]
+        paths = list(map(_path_of, out))
+        if len(set(paths)) != len(paths):  # some path comes from several parts: one copy, if they agree
+            counts = Counter(paths)
+            dups = {p for p, c in counts.items() if c > 1}
+            out = [e for e in out if e.path not in dups]
+            first: dict[str, tuple[Any, int, Entry]] = {}
+            conflicts: list[str] = []
+            for owner, es in enumerate(groups):
+                for e in es:
+                    if e.path not in dups:
+                        continue
+                    key = _content(e)
+                    seen = first.get(e.path)
+                    if seen is None:
+                        first[e.path] = (key, owner, e)
+                    elif seen[0] != key and e.path not in conflicts:
+                        conflicts.append(e.path)
+                        first[e.path] = (seen[0], seen[1], e._replace(path=f"{e.path} (writers {owners[seen[1]]} "
+                                                                          f"and {owners[owner]})"))
+            if conflicts:
+                _raise_conflict(sorted(first[p][2].path for p in conflicts))
+            out += [first[p][2] for p in dups]
         try:
             return check_entries(out)
         except InvalidPath as e:  # a file in one part where another has a directory
@@ -451,8 +458,7 @@ def merge(parts: list[_Part], own: Iterable[Entry] = ()) -> list[Entry]:
     raise AssertionError("not reached")
 
 
-def _first(t: tuple[str, int, Entry]) -> str:
-    return t[0]
+_path_of = attrgetter("path")
 
 
 def _content(e: Entry) -> Any:
