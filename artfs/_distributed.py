@@ -423,7 +423,9 @@ def merge(parts: list[_Part], own: Iterable[Entry] = ()) -> list[Entry]:
     """The union of the parts' entries and ``own``; PartsConflict names every path that disagrees.
 
     One path may come from several parts when they agree on its content (digest, executable bit,
-    reference and what identifies the referenced object).
+    reference and what identifies the referenced object). A file in one part under a path that
+    is a directory in another is found by ``check_entries`` (``Store.commit`` calls it first,
+    before it writes anything), which :func:`finish` turns into a PartsConflict too.
     """
     with gc_paused():
         groups = [p.entries for p in parts] + [list(own)]
@@ -451,11 +453,7 @@ def merge(parts: list[_Part], own: Iterable[Entry] = ()) -> list[Entry]:
             if conflicts:
                 _raise_conflict(sorted(first[p][2].path for p in conflicts))
             out += [first[p][2] for p in dups]
-        try:
-            return check_entries(out)
-        except InvalidPath as e:  # a file in one part where another has a directory
-            _raise_conflict([str(e)])
-    raise AssertionError("not reached")
+    return out  # unsorted: Store.commit sorts and checks (a file where another part has a directory)
 
 
 _path_of = attrgetter("path")
@@ -523,8 +521,6 @@ def finish(store: "Store", project: str, artifact: str, group: str, *, type: str
     ``timeout`` seconds for another finisher that is still alive; raises PartsConflict (nothing
     committed, parts kept) when parts disagree, NotFound when the group has no parts.
     """
-    from ._store import CommitResult
-
     _check(project, artifact, group)
     aliases = [check_alias(a) for a in aliases]
     if type != "unspecified":
@@ -601,6 +597,11 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
                 project, artifact, type=vtype, entries=merged, sources=dict(sources or {}), description=desc,
                 metadata=md, aliases=aliases, run=run, progress=progress, commit_id=doc["commit_id"],
                 known_blobs=known)
+        except InvalidPath as e:
+            # check_entries, the first thing Store.commit does (nothing written yet): a file in one
+            # part where another has a directory
+            raise PartsConflict(f"{project}/{artifact}: the parts of group {group} conflict: {e}; nothing was "
+                                f"committed and the parts are kept", [str(e)]) from None
         except BaseException:
             # Did the version land before the failure? Unsure (the store is down): keep the claim;
             # it goes stale and the next finisher looks for its commit id.
@@ -656,7 +657,8 @@ def _landed(store: "Store", project: str, artifact: str, group: str,
     if not ids:
         return None
     afters = [d.get("after") for _, d in ids.values()]
-    after = None if None in afters or not all(isinstance(a, int) for a in afters) else min(afters)
+    ints = [a for a in afters if isinstance(a, int)]
+    after = min(ints) if len(ints) == len(afters) else None
     for n in reversed(store.versions(project, artifact)):
         if after is not None and n <= after:
             break
@@ -664,7 +666,7 @@ def _landed(store: "Store", project: str, artifact: str, group: str,
             cid = store.manifest(project, artifact, n).commit_id
         except NotFound:
             continue
-        if cid in ids:
+        if cid is not None and cid in ids:
             k, d = ids[cid]
             if not isinstance(d.get("parts"), dict):
                 continue  # cannot be: a claim records its parts before it commits
