@@ -85,12 +85,13 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--s3", action="store_true", help="also on S3 (a moto server on 127.0.0.1)")
+    ap.add_argument("--no-local", action="store_true", help="only on S3")
     ap.add_argument("--profile", action="store_true", help="cProfile the last finish")
     ap.add_argument("--dir", default=None, help="where the stores go (default: a temp dir)")
     args = ap.parse_args()
     base = tempfile.mkdtemp(prefix="bench-finish-", dir=args.dir)
     try:
-        targets = [("local", os.path.join(base, "store"))]
+        targets = [] if args.no_local else [("local", os.path.join(base, "store"))]
         server = None
         if args.s3:
             from artfs.testing import CONFLICTING_ENV, S3Server
