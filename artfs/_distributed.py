@@ -211,6 +211,7 @@ class _Part:
     host: str | None
     pid: int | None
     run: str | None = None
+    aliases: list[str] = field(default_factory=list)
 
 
 def _parse_part(data: bytes, key: str) -> _Part:
@@ -243,7 +244,8 @@ def _parse_part(data: bytes, key: str) -> _Part:
                  desc if isinstance(desc, str) else None, md, entries,
                  doc.get("host") if isinstance(doc.get("host"), str) else None,
                  doc.get("pid") if isinstance(doc.get("pid"), int) else None,
-                 doc.get("run") if isinstance(doc.get("run"), str) else None)
+                 doc.get("run") if isinstance(doc.get("run"), str) else None,
+                 [a for a in doc.get("aliases") or [] if isinstance(a, str) and _valid_alias(a)])
 
 
 def _read_parts(store: "Store", project: str, artifact: str, group: str) -> list[_Part]:
@@ -262,6 +264,14 @@ def _read_parts(store: "Store", project: str, artifact: str, group: str) -> list
     # fetched in threads (latency), parsed in this one (CPU: threads would only contend for the GIL)
     with gc_paused():
         return [_parse_part(data, key) for key, data in zip(keys, pmap(fetch, keys, _WORKERS)) if data is not None]
+
+
+def _valid_alias(s: str) -> bool:
+    try:
+        check_alias(s)
+        return True
+    except ArtfsError:
+        return False
 
 
 def _valid_name(s: str) -> bool:
@@ -289,7 +299,7 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
            sources: dict[str, Callable[[str], None] | str], writer: str | None = None, type: str = "unspecified",
            description: str | None = None, metadata: dict[str, Any] | None = None,
            progress: Callable[[int], None] | None = None, timeout: float = WAIT_TIMEOUT,
-           part_id: str | None = None, run: str | None = None) -> PartResult:
+           part_id: str | None = None, run: str | None = None, aliases: Iterable[str] = ()) -> PartResult:
     """Record ``entries`` as ``writer``'s part of ``group`` (replacing that writer's earlier part).
 
     ``sources`` maps a digest to a local file (or a callable uploading to a key), as for
@@ -297,7 +307,7 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
     if the group was finished before this part was recorded (then it is in no version).
     ``part_id`` (default: a new one) lets a retry after a crash record the very same part.
     ``run`` (``project/run_id``) names the run that wrote the part: ``finish`` records it as a
-    contributor of the version (lineage).
+    contributor of the version (lineage). ``aliases`` are given to the version at ``finish``.
     """
     from ._digest import blob_key
     from ._parallel import pmap
@@ -305,6 +315,7 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
 
     _check(project, artifact, group)
     writer = check_name(writer or default_writer(), "writer")
+    aliases = [check_alias(a) for a in aliases]
     if type != "unspecified":
         check_name(type, "type")
     gkey = _gkey(project, artifact, group)
@@ -338,7 +349,8 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
         up_bytes = sum(pmap(upload, missing, STORE_WORKERS))
         doc = {"format": FORMAT, "writer": writer, "part_id": part_id, "created": time.time(),
                "host": socket.gethostname(), "pid": os.getpid(), "type": type,
-               "description": description, "metadata": dict(metadata or {}), "run": run}
+               "description": description, "metadata": dict(metadata or {}), "run": run,
+               "aliases": aliases}
         with gc_paused():
             data = _part_bytes(doc, entries)
         _pause("upsert-after-upload")
@@ -391,11 +403,13 @@ def _claims(store: "Store", gkey: str) -> list[tuple[int, str, float]]:
 
 
 def upsert_artifact(store: "Store", art: "Artifact", project: str, group: str, *, writer: str | None = None,
-                    progress: Callable[[int], None] | None = None, run: str | None = None) -> PartResult:
+                    progress: Callable[[int], None] | None = None, run: str | None = None,
+                    aliases: Iterable[str] = ()) -> PartResult:
     """Upsert the files an :class:`Artifact` holds (``add_file``/``add_dir``/``new_file``/references)."""
     entries, sources = artifact_entries(art)
     return upsert(store, project, art._name, group, entries=entries, sources=sources, writer=writer,
-                  type=art.type, description=art.description, metadata=art.metadata, progress=progress, run=run)
+                  type=art.type, description=art.description, metadata=art.metadata, progress=progress, run=run,
+                  aliases=list(art.aliases) + list(aliases))
 
 
 def artifact_entries(art: "Artifact") -> tuple[list[Entry], dict[str, Callable[[str], None] | str]]:
@@ -590,6 +604,7 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
         md.update(metadata or {})
         desc = description if description is not None else next((p.description for p in parts if p.description), None)
         part_ids = {p.writer: p.part_id for p in parts}
+        aliases = list(dict.fromkeys(aliases + [a for p in parts for a in p.aliases]))
         beat.update(parts=part_ids)
         known = {e.digest for p in parts for e in p.entries if e.digest and e.ref is None}
         try:

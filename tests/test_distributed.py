@@ -235,6 +235,7 @@ def test_finisher_files_type_metadata_and_errors(local_url, tmp_path):
     with pytest.raises(artfs.InvalidName):
         upsert_files(store, {"a": b"a"}, tmp_path, group="../x")
     a = artfs.Artifact("ds", type="dataset", metadata={"shard": 1})
+    a.aliases.append("from-a-part")  # a writer's aliases go to the version at finish
     with a.new_file("a.txt", "w") as f:
         f.write("a")
     store.upsert_artifact(a, "proj", "g", writer="w1")
@@ -244,7 +245,7 @@ def test_finisher_files_type_metadata_and_errors(local_url, tmp_path):
     v = store.finish_artifact(fin, "proj", "g", aliases=["best"])
     assert sorted(e.path for e in v.files()) == ["a.txt", "index.json"]
     assert (v.type, v.description, v.metadata) == ("dataset", "merged", {"shard": 1, "total": 2})
-    assert v.aliases == ["best", "latest"]
+    assert v.aliases == ["best", "from-a-part", "latest"]
     # a part of another type is refused at finish
     b = artfs.Artifact("ds", type="model")
     with b.new_file("m.bin", "w") as f:
