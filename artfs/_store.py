@@ -10,6 +10,7 @@ Store layout (the same on a local disk, under an S3 prefix and behind a static H
     <project>/artifacts/<artifact>/deleted/<N>         tombstone of a deleted vN: N is never used again
     <project>/intents/<commit-id>.json                 a commit in flight: the blobs it will reference
     <project>/deleting/<id>.json                       a deletion or gc in flight
+    <project>/groups/<artifact>/<group>/...            distributed writers' pending parts (artfs._distributed)
 
 Invariants
 * Every blob named by an existing manifest exists. A commit uploads its blobs before it creates
