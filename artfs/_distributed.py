@@ -32,7 +32,8 @@ Finish (exactly once; racing finishers yield one version and all learn its numbe
     b exclusive create finish/<k>.json      -> we hold claim k (k = 0, or one past a dead claim)
     c list and read every part; merge them with the finisher's own files
         conflicting paths                   -> drop the claim, raise PartsConflict (parts kept)
-    d put the claim again with the parts it merged (writer -> part id)
+    d put the claim again with the parts it merged (writer -> part id); an intent naming the
+      parts' blobs, wait for deletions, check that no merged part was replaced meanwhile
     e Store.commit(..., commit_id of the claim): the version, exactly once per claim
     f put finished.json; delete the merged parts and the claims
 
@@ -62,6 +63,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections import Counter
 from operator import attrgetter
@@ -471,6 +473,7 @@ def merge(parts: list[_Part], own: Iterable[Entry] = ()) -> list[Entry]:
 
 
 _path_of = attrgetter("path")
+_PART_ID = re.compile(rb'"part_id":\s*"([0-9a-f]{1,64})"')
 
 
 def _content(e: Entry) -> Any:
@@ -592,6 +595,7 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
     beat = _Heartbeat(store, claim_key, doc)
     _pause("finish-after-claim")
     release = True  # drop the claim on the way out: nothing was committed under it
+    ikey: str | None = None
     try:
         parts = _read_parts(store, project, artifact, group)
         if not parts and not own:
@@ -607,6 +611,7 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
         aliases = list(dict.fromkeys(aliases + [a for p in parts for a in p.aliases]))
         beat.update(parts=part_ids)
         known = {e.digest for p in parts for e in p.entries if e.digest and e.ref is None}
+        ikey = _protect(store, project, artifact, group, doc["commit_id"], parts, known)
         try:
             result = store.commit(
                 project, artifact, type=vtype, entries=merged, sources=dict(sources or {}), description=desc,
@@ -636,10 +641,47 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
         _pause("finish-after-commit")
     finally:
         beat.stop()
+        if ikey is not None:
+            store.backend.delete(ikey)
         if release:
             store.backend.delete(claim_key)
     _record(store, gkey, result.version, doc["commit_id"], part_ids, [p.key for p in parts], k)
     return result
+
+
+def _protect(store: "Store", project: str, artifact: str, group: str, commit_id: str, parts: list[_Part],
+             blobs: set[str]) -> str:
+    """Keep the merged parts' blobs alive until the version exists; returns the intent's key.
+
+    The parts protect their blobs, but a writer may replace its part while we finish (its old
+    blobs are then garbage to a gc) and ``Store.commit`` is told not to check them. So, like a
+    commit: an intent naming them, then wait for the deletions running now, then make sure no
+    part we merged was replaced before the intent (the first KiB of each part, which holds its
+    part id, is read again). A replaced part fails the finish (nothing committed): run it
+    again, it merges the new part.
+    """
+    ikey = f"{project}/intents/{commit_id}-parts.json"
+    store.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "group": group,
+                                        "blobs": sorted(blobs)}).encode())
+    try:
+        store._wait_for_deletions(project)
+        from ._parallel import pmap
+
+        def part_id(p: _Part) -> str | None:
+            try:
+                m = _PART_ID.search(store.backend.get_range(p.key, 0, 1024))
+                return m.group(1).decode() if m else _parse_part(store.backend.get(p.key), p.key).part_id
+            except NotFound:
+                return None
+
+        for p, now in zip(parts, pmap(part_id, parts, _WORKERS)):
+            if now != p.part_id:
+                raise ArtfsError(f"{project}/{artifact}: writer {p.writer} replaced its part of group {group} "
+                                 f"while it was being finished; nothing was committed: finish again")
+    except BaseException:
+        store.backend.delete(ikey)
+        raise
+    return ikey
 
 
 def _contributors(store: "Store", project: str, artifact: str, n: int, parts: list[_Part]) -> None:

@@ -345,7 +345,9 @@ class Store:
             digests = sorted({e.digest for e in entries if e.digest and e.ref is None})
         commit_id = commit_id or uuid.uuid4().hex
         ikey = f"{project}/intents/{commit_id}.json"
-        self.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "blobs": digests}).encode())
+        protected = set(known_blobs)  # kept alive by their owner (pending parts): not repeated in the intent
+        self.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "blobs": [
+            d for d in digests if d not in protected] if protected else digests}).encode())
         try:
             self._wait_for_deletions(project)
             # Blobs of a manifest that still exists after our intent are present (see invariants).
@@ -353,7 +355,7 @@ class Store:
             if base is not None and self.backend.exists(self._vkey(project, artifact, versions[-1])):
                 known = set(map(_digest_of, base.entries))
                 known.discard(None)
-            known.update(known_blobs)
+            known |= protected
             missing = self._missing_blobs(project, [d for d in digests if d not in known])
             up_bytes = 0
             sizes = {e.digest: e.size for e in entries if e.digest}

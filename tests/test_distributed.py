@@ -599,3 +599,22 @@ def test_wandb_parallel_writers_example(backend_url, tmp_path):
     assert a.logged_by().id == out["finisher"]
     assert sorted(run.id for run in artfs._run.contributors(a)) == sorted(out["writers"])
     assert store.groups(project) == []
+
+
+def test_part_replaced_while_finishing_fails_the_finish_cleanly(backend_url, tmp_path):
+    """What a finisher checks once its intent is in place: no part it merged was replaced since
+    it read it (the replaced part's old blobs may be garbage to a gc by then)."""
+    store = make_store(backend_url, tmp_path)
+    upsert_files(store, {"a.txt": b"old a"}, tmp_path, writer="A")
+    upsert_files(store, {"b.txt": b"b"}, tmp_path, writer="B")
+    parts = _distributed._read_parts(store, "proj", "ds", "g")  # what a finisher has read ...
+    upsert_files(store, {"a.txt": b"new a"}, tmp_path, writer="A")  # ... when A replaces its part
+    blobs = {e.digest for p in parts for e in p.entries}
+    with pytest.raises(artfs.ArtfsError, match="writer A replaced its part"):
+        _distributed._protect(store, "proj", "ds", "g", "c0ffee", parts, blobs)
+    assert not list(store.backend.list("proj/intents/"))  # its intent is gone again
+    fresh = _distributed._read_parts(store, "proj", "ds", "g")
+    ikey = _distributed._protect(store, "proj", "ds", "g", "c0ffee", fresh, blobs)  # unchanged parts: fine
+    store.backend.delete(ikey)
+    v = store.finish_artifact(artfs.Artifact("ds"), "proj", "g")  # and the retry merges the new part
+    assert downloaded(store, f"proj/ds:{v.version}", tmp_path / "o") == {"a.txt": b"new a", "b.txt": b"b"}
