@@ -310,7 +310,8 @@ class Store:
         computes it to compare with its base): hashing a million entries twice costs seconds.
 
         ``known_blobs``: digests the caller knows are in the store and protected from deletion
-        (the blobs of pending parts a distributed ``finish`` merges): not checked again.
+        (the blobs of pending parts a distributed ``finish`` merges, named by its own intent):
+        not checked again, and not repeated in this commit's intent.
         """
         check_name(project, "project")
         check_name(artifact, "artifact")
