@@ -167,6 +167,16 @@ class Artifact:
             yield f
         self._files[path] = local
 
+    def add(self, obj: Any, name: str) -> str:
+        """Add a ``Table``/``PartitionedTable`` (:mod:`artfs.data_types`) as ``name.<type>.json``
+        (W&B's ``artifact.add(table, "parts/table_0")``); returns the entry path."""
+        from . import data_types
+
+        path = data_types.file_name(obj, name)
+        with self.new_file(path, "w", encoding="utf-8") as f:
+            f.write(data_types.dumps(obj))
+        return path
+
     def add_reference(self, uri: str, name: str | None = None, checksum: bool = True,
                       max_objects: int | None = None) -> list[Entry]:
         """Add the object(s) at ``uri`` by reference: the bytes stay where they are.

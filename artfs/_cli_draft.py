@@ -164,6 +164,10 @@ def commit_text(doc: dict[str, Any]) -> str:
     from .cli import _plural, human_size
 
     name, version = doc["name"], doc.get("version")
+    if doc.get("group"):  # artfs mount --group: the draft became a part of a pending group
+        return (f"{name}: recorded as a part of group {doc['group']} ({_plural(doc.get('files', 0), 'file')}, "
+                f"{_plural(doc.get('uploaded_blobs', 0), 'new blob')}, {human_size(doc.get('uploaded_bytes', 0))} "
+                f"uploaded); `artfs finish {name} --group {doc['group']}` makes the version")
     if not doc.get("committed"):
         what = f"its base v{version}" if version is not None else "an empty new artifact"
         return f"nothing to commit: the draft of {name} equals {what}"
@@ -317,6 +321,10 @@ def cmd_commit(ctx: Any) -> int:
             what = f"its base v{base}" if base is not None else "an empty new artifact"
             ctx.emit({"name": name, "created": False, "version": base, "committed": False},
                      f"nothing to commit: the draft of {name} equals {what}")
+            return 0
+        if not hasattr(r, "version"):  # a draft of a group (artfs mount --group): recorded as a part
+            doc = {"name": name, "committed": True, **vars(r)}
+            ctx.emit(doc, commit_text(doc))
             return 0
         vname = f"{r.project}/{r.artifact}:v{r.version}"
         doc = {"name": vname, "committed": True, **vars(r)}

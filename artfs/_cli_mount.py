@@ -125,6 +125,9 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
                    help="let file:// references below DIR be read (after following symlinks; repeatable)")
     p.add_argument("--allow-non-empty", action="store_true",
                    help="mount even if MNT holds files (they are hidden while mounted; refused by default)")
+    p.add_argument("--group", metavar="GROUP",
+                   help="distributed writers: commit each draft at unmount as a part of GROUP (a pending version "
+                        "that `artfs finish PROJECT/ARTIFACT --group GROUP` makes) instead of as a version")
     p.add_argument("--no-lineage", action="store_true",
                    help="do not record which runs read and wrote what through the mount (see 'artfs lineage')")
     p.add_argument("--log-file", metavar="FILE",
@@ -163,7 +166,7 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
                 args.no_lineage = True
             elif key == "file_root" and sep and value:
                 args.file_roots = [*(getattr(args, "file_roots", None) or []), value]
-            elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file") and sep and value:
+            elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file", "group") and sep and value:
                 try:
                     conv = {"cache_size": _size, "refresh": _seconds, "timeout": _seconds}.get(key, str)
                     setattr(args, key, conv(value))
@@ -206,6 +209,8 @@ def daemon_argv(args: argparse.Namespace, store: str) -> list[str]:
         argv += ["--log-file", default_log_path(args.mountpoint)]
     if getattr(args, "debug", False):
         argv.append("--debug")
+    if getattr(args, "group", None):
+        argv += ["--group", args.group]
     return argv
 
 

@@ -162,6 +162,7 @@ from ._manifest import Entry, Manifest, check_entries, gc_paused, version_digest
 from ._names import check_alias, check_name, check_path
 
 if TYPE_CHECKING:
+    from ._distributed import PartResult
     from ._store import CommitResult, Store
 
 __all__ = [
@@ -1524,15 +1525,26 @@ class Draft:
     # -- commit --------------------------------------------------------------------------------
     def commit(self, store: "Store", *, description: str | None = None, metadata: dict[str, Any] | None = None,
                type: str | None = None, aliases: Iterable[str] = (), run: str | None = None,
-               progress: Callable[[int], None] | None = None) -> "CommitResult | None":
+               progress: Callable[[int], None] | None = None, group: str | None = None,
+               keep: bool = False) -> "CommitResult | PartResult | None":
         """Commit the draft as the next version; None if it equals its base (nothing is created).
 
         Exactly once across crashes (see the module docstring). Arguments override what was set
         with :meth:`set_description` etc. On failure the draft is kept and the error says how to
         retry.
+
+        ``group`` (or a group an earlier commit of this draft recorded): record the draft as a
+        part of that pending group instead (:func:`artfs._distributed.upsert_draft`; ``keep``
+        keeps the draft afterwards, else it is discarded).
         """
         if self.readonly:
             raise ArtfsError("cannot commit a draft opened read-only")
+        group = group or self._meta("group")
+        if group is not None:
+            from ._distributed import upsert_draft
+
+            return upsert_draft(self, store, group, description=description, metadata=metadata, type=type,
+                                progress=progress, keep=keep)
         extra_aliases = [check_alias(a) for a in aliases]
         # The gate is held for the whole commit: no byte of a staged file changes (writes and
         # truncates wait), so the bytes hashed are the bytes uploaded. The lock is held only to

@@ -10,6 +10,7 @@ Store layout (the same on a local disk, under an S3 prefix and behind a static H
     <project>/artifacts/<artifact>/deleted/<N>         tombstone of a deleted vN: N is never used again
     <project>/intents/<commit-id>.json                 a commit in flight: the blobs it will reference
     <project>/deleting/<id>.json                       a deletion or gc in flight
+    <project>/groups/<artifact>/<group>/...            distributed writers' pending parts (artfs._distributed)
 
 Invariants
 * Every blob named by an existing manifest exists. A commit uploads its blobs before it creates
@@ -55,6 +56,7 @@ import xxhash
 from ._cache import Cache
 from ._index import update_index
 from ._digest import blob_key, check_digest
+from ._distributed import gc_groups, pending_blobs
 from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, PermissionDenied, StoreUnavailable
 from ._manifest import Entry, Manifest, _digests_ok, check_entries, gc_paused, version_digest
 from ._names import Spec, check_paths, check_alias, check_name, parse_spec
@@ -63,6 +65,7 @@ from .backends import Backend, open_backend
 
 if TYPE_CHECKING:
     from ._artifact import Artifact
+    from ._distributed import GroupInfo, PartResult
 
 INTENT_GRACE = 24 * 3600.0
 MARKER_STALE = 600.0
@@ -354,6 +357,7 @@ class Store:
         commit_id: str | None = None,
         base_version: int | None = None,
         vdigest: str | None = None,
+        known_blobs: Iterable[str] = (),
     ) -> CommitResult:
         """Create the next version of ``project/artifact`` from ``entries``.
 
@@ -368,6 +372,10 @@ class Store:
 
         ``vdigest`` is ``version_digest(entries)`` when the caller has it already (a draft
         computes it to compare with its base): hashing a million entries twice costs seconds.
+
+        ``known_blobs``: digests the caller knows are in the store and protected from deletion
+        (the blobs of pending parts a distributed ``finish`` merges, named by its own intent):
+        not checked again, and not repeated in this commit's intent.
         """
         check_name(project, "project")
         check_name(artifact, "artifact")
@@ -402,7 +410,9 @@ class Store:
             digests = sorted({e.digest for e in entries if e.digest and e.ref is None})
         commit_id = commit_id or uuid.uuid4().hex
         ikey = f"{project}/intents/{commit_id}.json"
-        self.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "blobs": digests}).encode())
+        protected = set(known_blobs)  # kept alive by their owner (pending parts): not repeated in the intent
+        self.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "blobs": [
+            d for d in digests if d not in protected] if protected else digests}).encode())
         try:
             self._wait_for_deletions(project)
             # Blobs of a manifest that still exists after our intent are present (see invariants).
@@ -410,6 +420,7 @@ class Store:
             if base is not None and self.backend.exists(self._vkey(project, artifact, versions[-1])):
                 known = set(map(_digest_of, base.entries))
                 known.discard(None)
+            known |= protected
             missing = self._missing_blobs(project, [d for d in digests if d not in known])
             up_bytes = 0
             sizes = {e.digest: e.size for e in entries if e.digest}
@@ -590,6 +601,8 @@ class Store:
                     live.update(e.digest for e in self.manifest(project, a, n).entries if e.digest)
                 except NotFound:
                     continue
+        # after the intents: an upsert drops its intent only once its part is written
+        live |= pending_blobs(self, project)
         return live
 
     def delete_version(self, project: str, artifact: str, n: int, *, delete_aliases: bool = False) -> list[str]:
@@ -629,6 +642,7 @@ class Store:
         marker = self._marker(project)
         removed = freed = stale = 0
         try:
+            groups = gc_groups(self, project, dry_run=dry_run)  # abandoned groups first: their blobs go too
             live = self._live_blobs(project)
             now = time.time()
             for o in self.backend.list(f"{project}/blobs/"):
@@ -658,7 +672,30 @@ class Store:
                 stale += gc_tmp(INTENT_GRACE)
         finally:
             self.backend.delete(marker)
-        return {"blobs_removed": removed, "bytes_freed": freed, "stale_removed": stale}
+        return {"blobs_removed": removed, "bytes_freed": freed, "stale_removed": stale, "groups_removed": groups}
+
+    # -- distributed writers (see artfs._distributed) ---------------------------------------------
+    def upsert_artifact(self, art: "Artifact", project: str, group: str, *, writer: str | None = None) -> "PartResult":
+        """Add ``art``'s files to the pending version ``group`` as ``writer``'s part (W&B's upsert_artifact)."""
+        from ._distributed import upsert_artifact
+
+        return upsert_artifact(self, art, project, group, writer=writer)
+
+    def finish_artifact(self, art: "Artifact", project: str, group: str, *, aliases: Iterable[str] = ()) -> "Artifact":
+        """Merge every part of ``group`` (and ``art``'s own files) into the next version, exactly once."""
+        from ._artifact import Artifact
+        from ._distributed import finish_artifact
+
+        r = finish_artifact(self, art, project, group, aliases=aliases)
+        logged = Artifact._logged(self, project, r.artifact, r.version)
+        logged.commit_result = r
+        return logged
+
+    def groups(self, project: str, artifact: str | None = None) -> "list[GroupInfo]":
+        """The pending groups of ``project`` (or of one artifact): parts, writers, sizes."""
+        from ._distributed import groups
+
+        return groups(self, project, artifact)
 
     # -- reading blobs -------------------------------------------------------------------------
     def fetch_blob(self, project: str, digest: str) -> str:

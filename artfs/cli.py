@@ -49,7 +49,7 @@ from .backends import default_store_url
 #: Modules that add subcommands (``mount``, ``umount``, ``commit``, ``status``, ...). Each defines
 #: ``register(subparsers, common)``; a module that does not exist (yet) is skipped.
 COMMAND_MODULES: tuple[str, ...] = ("artfs._cli_mount", "artfs._cli_draft", "artfs._cli_refs", "artfs._warmup",
-                                     "artfs._cli_access", "artfs._cli_runs")
+                                     "artfs._cli_access", "artfs._cli_runs", "artfs._cli_groups")
 
 log = logging.getLogger("artfs")
 
@@ -468,6 +468,8 @@ def cmd_gc(ctx: Context) -> None:
     verb = "would remove" if ctx.args.dry_run else "removed"
     text = (f"{project}: {verb} {_plural(r['blobs_removed'], 'unreferenced blob')} "
             f"({human_size(r['bytes_freed'])}) and {_plural(r['stale_removed'], 'stale file')}")
+    if r.get("groups_removed"):
+        text += f"; {_plural(r['groups_removed'], 'abandoned or finished group')} cleaned up"
     ctx.emit({"project": project, "dry_run": ctx.args.dry_run, **r}, text)
 
 

@@ -71,7 +71,7 @@ from typing import Any, Awaitable, Callable, Iterable
 import pyfuse3
 import trio
 
-from artfs import InvalidName
+from artfs import InvalidName, PartResult
 from artfs._draft import ROOT, Attr, Draft, DraftBusy, Drafts
 
 from .namespace import ArtifactDir, DraftRoot
@@ -188,8 +188,9 @@ class DraftSpace:
 
     def __init__(self, store: Any, blobs: Any, *, mountpoint: str, staging: str | None = None,
                  uid: int | None = None, gid: int | None = None, ref_reader: Callable[[], Any] | None = None,
-                 threads: int = 16) -> None:
+                 threads: int = 16, group: str | None = None) -> None:
         self.store = store
+        self.group = group  # artfs mount --group: drafts are committed as parts of this group
         self.blobs = blobs
         self.mountpoint = mountpoint
         self.drafts = Drafts(store, root=staging)
@@ -679,6 +680,8 @@ class DraftSpace:
                 out["aliases"] = ",".join(p["aliases"] or []).encode()
                 base = d.base_version
                 out["base"] = b"" if base is None else f"v{base}".encode()
+                if self.group is not None:
+                    out["group"] = self.group.encode()
                 out["status"] = json.dumps(d.status(hash=False).to_json(), ensure_ascii=False, sort_keys=True).encode()
                 if slot.last_commit is not None:
                     out["last_commit"] = json.dumps(slot.last_commit, sort_keys=True).encode()
@@ -768,9 +771,10 @@ class DraftSpace:
                 kw = {k: request[k] for k in ("description", "metadata", "type", "aliases") if request.get(k) is not None}
                 if self.lineage is not None:
                     kw["run"] = self.lineage.logger_of(slot.project, slot.artifact)
-                result = await trio.to_thread.run_sync(functools.partial(d.commit, self.store, **kw),
-                                                       limiter=self.commit_limiter)
-                if self.lineage is not None and result is not None:
+                result = await trio.to_thread.run_sync(
+                    functools.partial(d.commit, self.store, group=self.group, keep=True, **kw),
+                    limiter=self.commit_limiter)
+                if self.lineage is not None and result is not None and not isinstance(result, PartResult):
                     self.lineage.committed(slot.project, slot.artifact, result.version, result.created)
             except Exception as e:
                 slot.last_commit = {"name": slot.name, "ok": False, "error": str(e), "id": request.get("id")}
@@ -857,8 +861,8 @@ class DraftSpace:
         log.info("%s: committing the draft", name)
         try:
             run = self.lineage.logger_of(d.project, d.artifact) if self.lineage is not None else None
-            result = d.commit(self.store, run=run)
-            if self.lineage is not None and result is not None:
+            result = d.commit(self.store, run=run, group=self.group)
+            if self.lineage is not None and result is not None and not isinstance(result, PartResult):
                 self.lineage.committed(d.project, d.artifact, result.version, result.created)
         except Exception as e:
             report["failed"].append({"name": name, "error": str(e)})
@@ -890,6 +894,11 @@ def _commit_request(text: str) -> dict[str, Any]:
 
 
 def _result_doc(name: str, d: Draft, result: Any, seconds: float) -> dict[str, Any]:
+    if isinstance(result, PartResult):  # artfs mount --group: a part, not a version
+        return {"name": name, "ok": True, "committed": True, "version": None, "created": False,
+                "group": result.group, "writer": result.writer, "files": result.files,
+                "uploaded_blobs": result.uploaded_blobs, "uploaded_bytes": result.uploaded_bytes, "aliases": [],
+                "seconds": round(seconds, 3)}
     if result is None:
         return {"name": name, "ok": True, "committed": False, "version": d.base_version, "created": False,
                 "seconds": round(seconds, 3)}
@@ -899,6 +908,9 @@ def _result_doc(name: str, d: Draft, result: Any, seconds: float) -> dict[str, A
 
 
 def _result_text(doc: dict[str, Any]) -> str:
+    if doc.get("group"):
+        return (f"{doc['name']}: recorded as a part of group {doc['group']} ({doc['files']} files, "
+                f"{doc['uploaded_blobs']} new blobs, {doc['uploaded_bytes']} bytes uploaded, {doc['seconds']:.2f} s)")
     if not doc.get("committed"):
         base = doc.get("version")
         return f"{doc['name']}: nothing to commit (the draft equals {'v%s' % base if base is not None else 'nothing'})"

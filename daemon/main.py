@@ -39,6 +39,7 @@ from artfs._cli_mount import results_path
 from artfs import _cli_mount
 from artfs._errors import ArtfsError, NotFound, PermissionDenied, StoreUnavailable
 from artfs._lazy import LazyBlobs
+from artfs._names import check_name
 from artfs._refs import RefReader
 from artfs.backends import default_store_url
 
@@ -228,6 +229,7 @@ def serve(
     file_roots: list[str] | tuple[str, ...] = (),
     allow_group: str | None = None,
     debug: bool = False,
+    group: str | None = None,
     lineage: bool = True,
 ) -> int:
     """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
@@ -244,7 +246,11 @@ def serve(
         _probe(store)
         gid = _group_id(allow_group) if allow_group else None
         blobs = LazyBlobs(store, timeout=timeout)
-        drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint, gid=gid)
+        if group is not None:
+            check_name(group, "group")
+            if read_only:
+                raise ArtfsError("--group commits drafts into a group: it needs a writable mount")
+        drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint, gid=gid, group=group)
         ops = Operations(store, blobs, refresh=refresh, timeout=timeout, gid=gid,
                          refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts,
                          lineage=Lineage(store, enabled=lineage and not store.backend.read_only))
@@ -434,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         read_only=args.read_only, cache_size=args.cache_size, cache_dir=args.cache_dir, refresh=args.refresh,
         timeout=args.timeout, allow_other=args.allow_other, allow_file=args.allow_file, file_roots=args.file_roots,
         allow_group=args.allow_group,
+        group=args.group,
         lineage=not getattr(args, "no_lineage", False),
     )
 
