@@ -198,7 +198,12 @@ def _oserr(code: int, what: str = "") -> OSError:
 
 
 def _name(name: str | bytes) -> str:
-    """One path component: what check_path allows, without '/'."""
+    """One path component: what check_path allows, without '/'.
+
+    A component longer than :data:`NAME_MAX` bytes is ENAMETOOLONG (an OSError, not
+    InvalidPath), for lookups too, as on a local filesystem."""
+    if len(name if isinstance(name, bytes) else name.encode("utf-8", "surrogatepass")) > NAME_MAX:
+        raise _oserr(errno.ENAMETOOLONG)
     if isinstance(name, bytes):
         try:
             name = name.decode("utf-8")
@@ -230,13 +235,32 @@ class _Node(NamedTuple):
     ref: str | None
     ref_info: str | None
     target: str | None
+    # schema 2 (POSIX attributes; NULL in rows of schema 1 and in base nodes: see _SCHEMA)
+    uid: int | None = None
+    gid: int | None = None
+    atime: int | None = None
+    ctime: int | None = None
 
 
 _node_of_row = partial(tuple.__new__, _Node)  # _Node(*row) without the Python-level __new__
 _new_entry = partial(tuple.__new__, Entry)
 
 _COLS = "ino, parent, name, kind, mode, mtime, fid, digest, size, hmtime, ref, ref_info, target"
+#: what attribute reads select (the commit path reads :data:`_COLS` only)
+_ACOLS = _COLS + ", uid, gid, atime, ctime"
+_ACOLS_V1 = _COLS + ", NULL, NULL, NULL, NULL"  # a schema-1 database opened read-only
+_POSIX_COLUMNS = ("uid", "gid", "atime", "ctime")
+#: the longest name of one directory entry, in bytes (NAME_MAX): longer ones are ENAMETOOLONG
+NAME_MAX = 255
 
+# Schema versions of ``nodes`` (the ``format`` key stays 1: a newer artfs reads both).
+#   1  the columns up to ``target``.
+#   2  + uid, gid (owner; NULL: the owner of the draft, i.e. whoever runs the daemon),
+#      atime, ctime (ns; NULL: equal to ``mtime``). Opening a schema-1 draft for writing adds
+#      the columns (ALTER TABLE, NULL everywhere, so every node keeps what it showed) and the
+#      ``nodes_subdirs`` index (link counts of directories); a read-only open selects NULLs.
+#      Base nodes are materialised with NULLs too: a version records no owner and no times.
+#      A staged file's atime, mtime (and a ctime at least as new) come from its staged file.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -252,13 +276,18 @@ CREATE TABLE IF NOT EXISTS nodes (
     hmtime INTEGER,
     ref TEXT,
     ref_info TEXT,
-    target TEXT
+    target TEXT,
+    uid INTEGER,
+    gid INTEGER,
+    atime INTEGER,
+    ctime INTEGER
 );
 """
 _INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS nodes_name ON nodes(parent, name);
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
 CREATE INDEX IF NOT EXISTS nodes_fid ON nodes(fid) WHERE fid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS nodes_subdirs ON nodes(parent) WHERE kind = 'd';
 """
 
 
@@ -272,14 +301,16 @@ class Attr:
     size: int
     mtime_ns: int
     staged: bool = False  # a file whose bytes are in staging (else: base blob / not a file)
+    uid: int | None = None  # None: the draft's owner (whoever runs the daemon)
+    gid: int | None = None
+    atime_ns: int | None = None  # None: mtime_ns
+    ctime_ns: int | None = None  # None: mtime_ns
+    nlink: int = 1  # a directory: 2 + its subdirectories
+    blocks: int | None = None  # 512-byte blocks a staged file really uses (None: size rounded up)
 
     @property
     def executable(self) -> bool:
         return self.kind == "file" and bool(self.mode & stat.S_IXUSR)
-
-    @property
-    def nlink(self) -> int:
-        return 1
 
 
 @dataclass
@@ -398,6 +429,7 @@ class Draft:
         self._dirty = False
         self._lockfd: int | None = None
         self._con: sqlite3.Connection | None = None
+        self._acols = _ACOLS
         if readonly:
             self._open_readonly()
         else:
@@ -444,6 +476,7 @@ class Draft:
             with open(os.path.join(self.path, "owner"), "w") as f:
                 json.dump({"pid": os.getpid(), "since": time.time(), **who}, f)
             self._con = self._connect(os.path.join(self.path, "draft.db"), readonly=False)
+            self._acols = _ACOLS
             ready = self._meta("ready", False)
             if init is not None:
                 if ready:
@@ -465,6 +498,8 @@ class Draft:
         if not os.path.exists(db):
             raise NotFound(f"{self.path}: no draft here")
         self._con = self._connect(db, readonly=True)
+        have = {r[1] for r in self._con.execute("PRAGMA table_info(nodes)")}
+        self._acols = _ACOLS if have.issuperset(_POSIX_COLUMNS) else _ACOLS_V1
         if not self._meta("ready", False):
             raise NotFound(f"{self.path}: the draft was never completely created")
 
@@ -478,6 +513,12 @@ class Draft:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             con.executescript(_SCHEMA)
+            # schema 1 -> 2 (see _SCHEMA): idempotent, so a crash half-way is finished next time
+            have = {r[1] for r in con.execute("PRAGMA table_info(nodes)")}
+            for col in _POSIX_COLUMNS:
+                if col not in have:
+                    con.execute(f"ALTER TABLE nodes ADD COLUMN {col} INTEGER")
+            con.execute("CREATE INDEX IF NOT EXISTS nodes_subdirs ON nodes(parent) WHERE kind = 'd'")
         return con
 
     def close(self) -> None:
@@ -547,13 +588,14 @@ class Draft:
             self._set(con, dirty=True)
 
     def _node(self, ino: int) -> _Node:
-        row = self._c().execute(f"SELECT {_COLS} FROM nodes WHERE ino = ?", (ino,)).fetchone()
+        row = self._c().execute(f"SELECT {self._acols} FROM nodes WHERE ino = ?", (ino,)).fetchone()
         if row is None:
             raise _oserr(errno.ENOENT, f"inode {ino}")
         return _Node(*row)
 
     def _child(self, parent: int, name: str) -> _Node | None:
-        row = self._c().execute(f"SELECT {_COLS} FROM nodes WHERE parent = ? AND name = ?", (parent, name)).fetchone()
+        row = self._c().execute(f"SELECT {self._acols} FROM nodes WHERE parent = ? AND name = ?",
+                                (parent, name)).fetchone()
         return None if row is None else _Node(*row)
 
     def _dir(self, ino: int) -> _Node:
@@ -603,6 +645,7 @@ class Draft:
         con.execute("DROP INDEX IF EXISTS nodes_name")
         con.execute("DROP INDEX IF EXISTS nodes_parent")
         con.execute("DROP INDEX IF EXISTS nodes_fid")
+        con.execute("DROP INDEX IF EXISTS nodes_subdirs")
         if base is not None:
             # never reuse an inode number, even after a refresh emptied the table
             seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'nodes'").fetchone()
@@ -734,10 +777,18 @@ class Draft:
                 st = os.stat(self._fpath(n.fid))
             except FileNotFoundError:
                 raise _oserr(errno.EIO, f"staged file {n.fid} of inode {n.ino} is missing") from None
-            return Attr(n.ino, "file", stat.S_IFREG | n.mode, st.st_size, st.st_mtime_ns, True)
+            # writes, truncates and utimens move the staged file's times; chmod/chown/rename the row's
+            ctime = max(st.st_ctime_ns, n.ctime or 0)
+            return Attr(n.ino, "file", stat.S_IFREG | n.mode, st.st_size, st.st_mtime_ns, True, n.uid, n.gid,
+                        st.st_atime_ns, ctime, 1, st.st_blocks)
         size = len(n.target.encode()) if n.kind == "l" and n.target else n.size if n.kind == "f" else 0
         mode = 0o777 if n.kind == "l" else n.mode
-        return Attr(n.ino, _KIND[n.kind], _IFMT[n.kind] | mode, size, n.mtime)
+        nlink = 1
+        if n.kind == "d":  # "." and the entry in its parent, plus each subdirectory's ".."
+            nlink = 2 + self._c().execute("SELECT count(*) FROM nodes WHERE parent = ? AND kind = 'd'",
+                                          (n.ino,)).fetchone()[0]
+        return Attr(n.ino, _KIND[n.kind], _IFMT[n.kind] | mode, size, n.mtime, False, n.uid, n.gid,
+                    n.atime, n.ctime, nlink)
 
     def getattr(self, ino: int) -> Attr:
         with self._lock:
@@ -763,7 +814,7 @@ class Draft:
         """
         with self._lock:
             self._dir(ino)
-            sql = f"SELECT {_COLS} FROM nodes WHERE parent = ? AND ino > ? ORDER BY ino"
+            sql = f"SELECT {self._acols} FROM nodes WHERE parent = ? AND ino > ? ORDER BY ino"
             args: list[Any] = [ino, after]
             if limit is not None:
                 sql += " LIMIT ?"
@@ -832,15 +883,28 @@ class Draft:
     # -- changing the namespace ----------------------------------------------------------------
     def _new_node(self, con: sqlite3.Connection, parent: int, name: str, kind: str, mode: int, *,
                   fid: str | None = None, target: str | None = None, digest: str | None = None,
-                  hmtime: int | None = None) -> int:
+                  hmtime: int | None = None, uid: int | None = None, gid: int | None = None) -> int:
+        """Insert a node owned by ``uid``/``gid`` (None: the draft's owner), as a local filesystem
+        does: in a set-group-ID directory the group is the directory's, and a new directory
+        inherits the bit (stripping it from files of other groups is the kernel's job)."""
         now = time.time_ns()
+        p = self._node(parent)
+        if p.mode & stat.S_ISGID:
+            gid = p.gid
+            if kind == "d":
+                mode |= stat.S_ISGID
         cur = con.execute(
-            "INSERT INTO nodes (parent, name, kind, mode, mtime, fid, digest, size, hmtime, target) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            (parent, name, kind, mode & 0o7777, now, fid, digest, hmtime, target))
-        con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (now, parent))
+            "INSERT INTO nodes (parent, name, kind, mode, mtime, fid, digest, size, hmtime, target, uid, gid, "
+            "atime, ctime) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+            (parent, name, kind, mode & 0o7777, now, fid, digest, hmtime, target, uid, gid, now, now))
+        self._touch(con, now, parent)
         self._mark_dirty(con)
         return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def _touch(con: sqlite3.Connection, now: int, *dirs: int) -> None:
+        """A directory's entries changed: its mtime and ctime are ``now``."""
+        con.executemany("UPDATE nodes SET mtime = ?, ctime = ? WHERE ino = ?", [(now, now, d) for d in set(dirs)])
 
     def _check_new(self, parent: int, name: str | bytes) -> str:
         nm = _name(name)
@@ -852,8 +916,11 @@ class Draft:
     def _after_tx(self) -> None:
         self._dirty = True
 
-    def create(self, parent: int, name: str | bytes, mode: int = 0o644) -> int:
-        """A new empty file (staged); returns its inode. Open it with :meth:`open_for_write`."""
+    def create(self, parent: int, name: str | bytes, mode: int = 0o644, *, uid: int | None = None,
+               gid: int | None = None) -> int:
+        """A new empty file (staged); returns its inode. Open it with :meth:`open_for_write`.
+
+        ``uid``/``gid``: who creates it (a mount passes the caller's; None: the draft's owner)."""
         with self._lock:
             nm = self._check_new(parent, name)
             fid = uuid.uuid4().hex
@@ -862,22 +929,25 @@ class Draft:
             hm = os.stat(p).st_mtime_ns
             try:
                 with self._tx() as con:
-                    ino = self._new_node(con, parent, nm, "f", mode, fid=fid, digest=EMPTY_DIGEST, hmtime=hm)
+                    ino = self._new_node(con, parent, nm, "f", mode, fid=fid, digest=EMPTY_DIGEST, hmtime=hm,
+                                         uid=uid, gid=gid)
             except BaseException:
                 os.unlink(p)
                 raise
             self._after_tx()
             return ino
 
-    def mkdir(self, parent: int, name: str | bytes, mode: int = 0o755) -> int:
+    def mkdir(self, parent: int, name: str | bytes, mode: int = 0o755, *, uid: int | None = None,
+              gid: int | None = None) -> int:
         with self._lock:
             nm = self._check_new(parent, name)
             with self._tx() as con:
-                ino = self._new_node(con, parent, nm, "d", mode)
+                ino = self._new_node(con, parent, nm, "d", mode, uid=uid, gid=gid)
             self._after_tx()
             return ino
 
-    def symlink(self, parent: int, name: str | bytes, target: str | bytes) -> int:
+    def symlink(self, parent: int, name: str | bytes, target: str | bytes, *, uid: int | None = None,
+                gid: int | None = None) -> int:
         if isinstance(target, bytes):
             try:
                 target = target.decode("utf-8")
@@ -888,7 +958,7 @@ class Draft:
         with self._lock:
             nm = self._check_new(parent, name)
             with self._tx() as con:
-                ino = self._new_node(con, parent, nm, "l", 0o777, target=target)
+                ino = self._new_node(con, parent, nm, "l", 0o777, target=target, uid=uid, gid=gid)
             self._after_tx()
             return ino
 
@@ -922,7 +992,7 @@ class Draft:
                 raise _oserr(errno.EISDIR, n.name)
             with self._tx() as con:
                 fid = self._drop(con, n)
-                con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (time.time_ns(), parent))
+                self._touch(con, time.time_ns(), parent)
                 self._mark_dirty(con)
             self._after_tx()
             self._unlink_files([fid])
@@ -936,7 +1006,7 @@ class Draft:
                 raise _oserr(errno.ENOTEMPTY, n.name)
             with self._tx() as con:
                 self._drop(con, n)
-                con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (time.time_ns(), parent))
+                self._touch(con, time.time_ns(), parent)
                 self._mark_dirty(con)
             self._after_tx()
 
@@ -982,7 +1052,8 @@ class Draft:
                     con.execute("UPDATE nodes SET parent = -1, name = ? WHERE ino = ?", (f"\0{src.ino}", src.ino))
                     con.execute("UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", (src.parent, src.name, dst.ino))
                     con.execute("UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", (dst.parent, dst.name, src.ino))
-                    con.execute("UPDATE nodes SET mtime = ? WHERE ino IN (?, ?)", (now, old_parent, new_parent))
+                    self._touch(con, now, old_parent, new_parent)
+                    con.execute("UPDATE nodes SET ctime = ? WHERE ino IN (?, ?)", (now, src.ino, dst.ino))
                     self._mark_dirty(con)
                 self._after_tx()
                 return
@@ -997,44 +1068,64 @@ class Draft:
             with self._tx() as con:
                 if dst is not None:
                     fid = self._drop(con, dst)
-                con.execute("UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", (new_parent, nm, src.ino))
-                con.execute("UPDATE nodes SET mtime = ? WHERE ino IN (?, ?)", (now, old_parent, new_parent))
+                con.execute("UPDATE nodes SET parent = ?, name = ?, ctime = ? WHERE ino = ?",
+                            (new_parent, nm, now, src.ino))
+                self._touch(con, now, old_parent, new_parent)
                 self._mark_dirty(con)
             self._after_tx()
             self._unlink_files([fid])
 
     def chmod(self, ino: int, mode: int) -> None:
-        """Permission bits; a file's executable bit (``S_IXUSR``) is kept in the version."""
+        """Permission bits; a file's executable bit (``S_IXUSR``) is kept in the version.
+
+        Sets the ctime, as every successful chmod does (even to the same bits)."""
         with self._lock:
             n = self._node(ino)
             if n.kind == "l":
                 return  # Linux ignores the mode of symlinks
-            if (n.mode & 0o7777) == (mode & 0o7777):
-                return
             with self._tx() as con:
-                con.execute("UPDATE nodes SET mode = ? WHERE ino = ?", (mode & 0o7777, ino))
+                con.execute("UPDATE nodes SET mode = ?, ctime = ? WHERE ino = ?", (mode & 0o7777, time.time_ns(), ino))
                 if n.kind == "f" and bool(n.mode & stat.S_IXUSR) != bool(mode & stat.S_IXUSR):
                     self._mark_dirty(con)
             if n.kind == "f" and bool(n.mode & stat.S_IXUSR) != bool(mode & stat.S_IXUSR):
                 self._after_tx()
 
+    def chown(self, ino: int, uid: int | None = None, gid: int | None = None) -> None:
+        """Owner and group (None: unchanged); the draft keeps them, a version does not.
+
+        Who may chown what, and clearing set-user/group-ID bits, is the kernel's business (the
+        mount uses ``default_permissions`` and sends the new mode with the chown)."""
+        with self._lock:
+            n = self._node(ino)
+            with self._tx() as con:
+                con.execute("UPDATE nodes SET uid = ?, gid = ?, ctime = ? WHERE ino = ?",
+                            (n.uid if uid is None else uid, n.gid if gid is None else gid, time.time_ns(), ino))
+
     def utimens(self, ino: int, atime_ns: int | None = None, mtime_ns: int | None = None) -> None:
-        """Set the modification time (atime is not kept: versions do not record it)."""
-        if mtime_ns is None:
+        """Set the access and/or modification time (None: unchanged); the ctime becomes now.
+
+        A version records neither: they live in the draft (a staged file's in its staged file)."""
+        if atime_ns is None and mtime_ns is None:
             return
         with self._lock:
             n = self._node(ino)
+            now = time.time_ns()
             if n.kind == "f" and n.fid is not None:
                 p = self._fpath(n.fid)
                 st = os.stat(p)
                 valid = self._digest_valid(n, st)
-                os.utime(p, ns=(atime_ns if atime_ns is not None else st.st_atime_ns, mtime_ns))
-                if valid:  # the bytes did not change: keep the cached digest valid
-                    with self._tx() as con:
+                os.utime(p, ns=(st.st_atime_ns if atime_ns is None else atime_ns,
+                                st.st_mtime_ns if mtime_ns is None else mtime_ns))
+                with self._tx() as con:
+                    con.execute("UPDATE nodes SET ctime = ? WHERE ino = ?", (now, ino))
+                    if valid:  # the bytes did not change: keep the cached digest valid
                         con.execute("UPDATE nodes SET hmtime = ? WHERE ino = ?", (os.stat(p).st_mtime_ns, ino))
                 return
+            old_atime = n.mtime if n.atime is None else n.atime
             with self._tx() as con:
-                con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (mtime_ns, ino))
+                con.execute("UPDATE nodes SET atime = ?, mtime = ?, ctime = ? WHERE ino = ?",
+                            (old_atime if atime_ns is None else atime_ns, n.mtime if mtime_ns is None else mtime_ns,
+                             now, ino))
 
     # -- content -------------------------------------------------------------------------------
     def _file(self, ino: int) -> _Node:
@@ -1074,7 +1165,7 @@ class Draft:
                 os.unlink(tmp)
                 raise CorruptData(f"copy-up of {entry.path!r}: got {got} bytes, the base has {n.size}")
             os.chmod(tmp, 0o600)
-            os.utime(tmp, ns=(n.mtime, n.mtime))  # as overlayfs does: a copy-up keeps the mtime
+            os.utime(tmp, ns=(n.mtime if n.atime is None else n.atime, n.mtime))  # as overlayfs: a copy-up keeps the times
             os.rename(tmp, p)
             digest, size = (n.digest, n.size) if n.ref is None else (None, got)
             try:
