@@ -167,8 +167,11 @@ _MAX_HOPS = 40
 #: ``fetch(entry, path)`` writes the bytes of a base entry into the local file ``path``
 Fetch = Callable[[Entry, str], None]
 
-_KIND = {"f": "file", "d": "dir", "l": "symlink"}
-_IFMT = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK}
+_KIND = {"f": "file", "d": "dir", "l": "symlink", "p": "fifo", "s": "socket", "b": "blockdev", "c": "chardev"}
+_IFMT = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK, "p": stat.S_IFIFO, "s": stat.S_IFSOCK,
+         "b": stat.S_IFBLK, "c": stat.S_IFCHR}
+#: kinds a draft keeps but a version does not (like empty directories): FIFOs, sockets, devices
+SPECIAL = {stat.S_IFIFO: "p", stat.S_IFSOCK: "s", stat.S_IFBLK: "b", stat.S_IFCHR: "c"}
 
 #: set to a step name (``after-commit-id``, ``after-store-commit``, ``after-reset``) to make :meth:`Draft.commit`
 #: stop there (print a line to stderr and sleep) so a crash test can SIGKILL it at that point
@@ -240,6 +243,7 @@ class _Node(NamedTuple):
     gid: int | None = None
     atime: int | None = None
     ctime: int | None = None
+    rdev: int | None = None
 
 
 _node_of_row = partial(tuple.__new__, _Node)  # _Node(*row) without the Python-level __new__
@@ -247,16 +251,18 @@ _new_entry = partial(tuple.__new__, Entry)
 
 _COLS = "ino, parent, name, kind, mode, mtime, fid, digest, size, hmtime, ref, ref_info, target"
 #: what attribute reads select (the commit path reads :data:`_COLS` only)
-_ACOLS = _COLS + ", uid, gid, atime, ctime"
-_ACOLS_V1 = _COLS + ", NULL, NULL, NULL, NULL"  # a schema-1 database opened read-only
-_POSIX_COLUMNS = ("uid", "gid", "atime", "ctime")
+_ACOLS = _COLS + ", uid, gid, atime, ctime, rdev"
+_ACOLS_V1 = _COLS + ", NULL, NULL, NULL, NULL, NULL"  # a schema-1 database opened read-only
+_POSIX_COLUMNS = ("uid", "gid", "atime", "ctime", "rdev")
 #: the longest name of one directory entry, in bytes (NAME_MAX): longer ones are ENAMETOOLONG
 NAME_MAX = 255
 
 # Schema versions of ``nodes`` (the ``format`` key stays 1: a newer artfs reads both).
 #   1  the columns up to ``target``.
 #   2  + uid, gid (owner; NULL: the owner of the draft, i.e. whoever runs the daemon),
-#      atime, ctime (ns; NULL: equal to ``mtime``). Opening a schema-1 draft for writing adds
+#      atime, ctime (ns; NULL: equal to ``mtime``), rdev (device number of kind 'b'/'c').
+#      Kinds 'p' (FIFO), 's' (socket), 'b', 'c' (devices) are new too: rows only, kept in the
+#      draft and left out of a version, like empty directories. Opening a schema-1 draft for writing adds
 #      the columns (ALTER TABLE, NULL everywhere, so every node keeps what it showed) and the
 #      ``nodes_subdirs`` index (link counts of directories); a read-only open selects NULLs.
 #      Base nodes are materialised with NULLs too: a version records no owner and no times.
@@ -280,7 +286,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     uid INTEGER,
     gid INTEGER,
     atime INTEGER,
-    ctime INTEGER
+    ctime INTEGER,
+    rdev INTEGER
 );
 """
 _INDEXES = """
@@ -307,6 +314,7 @@ class Attr:
     ctime_ns: int | None = None  # None: mtime_ns
     nlink: int = 1  # a directory: 2 + its subdirectories
     blocks: int | None = None  # 512-byte blocks a staged file really uses (None: size rounded up)
+    rdev: int = 0  # a device's number
 
     @property
     def executable(self) -> bool:
@@ -788,7 +796,7 @@ class Draft:
             nlink = 2 + self._c().execute("SELECT count(*) FROM nodes WHERE parent = ? AND kind = 'd'",
                                           (n.ino,)).fetchone()[0]
         return Attr(n.ino, _KIND[n.kind], _IFMT[n.kind] | mode, size, n.mtime, False, n.uid, n.gid,
-                    n.atime, n.ctime, nlink)
+                    n.atime, n.ctime, nlink, None, n.rdev or 0)
 
     def getattr(self, ino: int) -> Attr:
         with self._lock:
@@ -883,7 +891,8 @@ class Draft:
     # -- changing the namespace ----------------------------------------------------------------
     def _new_node(self, con: sqlite3.Connection, parent: int, name: str, kind: str, mode: int, *,
                   fid: str | None = None, target: str | None = None, digest: str | None = None,
-                  hmtime: int | None = None, uid: int | None = None, gid: int | None = None) -> int:
+                  hmtime: int | None = None, uid: int | None = None, gid: int | None = None,
+                  rdev: int | None = None) -> int:
         """Insert a node owned by ``uid``/``gid`` (None: the draft's owner), as a local filesystem
         does: in a set-group-ID directory the group is the directory's, and a new directory
         inherits the bit (stripping it from files of other groups is the kernel's job)."""
@@ -895,8 +904,8 @@ class Draft:
                 mode |= stat.S_ISGID
         cur = con.execute(
             "INSERT INTO nodes (parent, name, kind, mode, mtime, fid, digest, size, hmtime, target, uid, gid, "
-            "atime, ctime) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
-            (parent, name, kind, mode & 0o7777, now, fid, digest, hmtime, target, uid, gid, now, now))
+            "atime, ctime, rdev) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+            (parent, name, kind, mode & 0o7777, now, fid, digest, hmtime, target, uid, gid, now, now, rdev))
         self._touch(con, now, parent)
         self._mark_dirty(con)
         return int(cur.lastrowid or 0)
@@ -943,6 +952,21 @@ class Draft:
             nm = self._check_new(parent, name)
             with self._tx() as con:
                 ino = self._new_node(con, parent, nm, "d", mode, uid=uid, gid=gid)
+            self._after_tx()
+            return ino
+
+    def mknod(self, parent: int, name: str | bytes, mode: int, rdev: int = 0, *, uid: int | None = None,
+              gid: int | None = None) -> int:
+        """A FIFO, socket or device node (``mode`` has its type): kept in the draft, as on a local
+        disk, and left out of a version, which holds files only (like an empty directory)."""
+        kind = SPECIAL.get(stat.S_IFMT(mode))
+        if kind is None:
+            raise _oserr(errno.EINVAL, f"mknod of type {stat.S_IFMT(mode):#o}")
+        with self._lock:
+            nm = self._check_new(parent, name)
+            with self._tx() as con:
+                ino = self._new_node(con, parent, nm, kind, mode, uid=uid, gid=gid,
+                                     rdev=rdev if kind in ("b", "c") else None)
             self._after_tx()
             return ino
 
@@ -1384,7 +1408,7 @@ class Draft:
                     e = file_entry(c, path)
                     if e is not None:
                         entries.append(e)
-                else:
+                elif c.kind == "l":  # FIFOs, sockets, devices: not in a version
                     links.append((c, path, anc))
 
         def resolve(start: int, target: str, hops: int) -> _Node:
@@ -1429,7 +1453,7 @@ class Draft:
                         e = file_entry(c, prefix + name)
                         if e is not None:
                             entries.append(e)
-                    else:
+                    elif c.kind == "l":
                         expand(c, prefix + name, seen + [d])
 
         for link, path, anc in links:
@@ -1589,7 +1613,7 @@ class Draft:
                 continue
             updates.append((mt, n.ino))
         links_or_empty = self._q(
-            "SELECT 1 FROM nodes d WHERE d.kind = 'l' OR (d.kind = 'd' AND d.ino != 1 AND NOT EXISTS "
+            "SELECT 1 FROM nodes d WHERE d.kind NOT IN ('f', 'd') OR (d.kind = 'd' AND d.ino != 1 AND NOT EXISTS "
             "(SELECT 1 FROM nodes c WHERE c.parent = d.ino)) LIMIT 1")
         with self._tx() as con:
             con.executemany("UPDATE nodes SET fid = NULL, hmtime = NULL, mtime = ? WHERE ino = ?", updates)

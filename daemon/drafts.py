@@ -296,6 +296,7 @@ class DraftSpace:
         e.st_ino = slot.base + a.ino
         e.st_mode = a.mode
         e.st_nlink = a.nlink
+        e.st_rdev = a.rdev
         e.st_uid = self.uid if a.uid is None else a.uid
         e.st_gid = self.gid if a.gid is None else a.gid
         e.st_size = a.size
@@ -403,14 +404,15 @@ class DraftSpace:
 
         return self.entry(slot, await self._quick(slot, work))
 
-    async def mknod(self, slot: DraftSlot, dparent: int, name: bytes, mode: int,
+    async def mknod(self, slot: DraftSlot, dparent: int, name: bytes, mode: int, rdev: int = 0,
                     ctx: Any = None) -> pyfuse3.EntryAttributes:
-        if not stat.S_ISREG(mode):
-            raise _fuse(errno.EPERM)  # a version holds files only: no devices, FIFOs or sockets
         d = await self.draft(slot)
 
         def work() -> Attr:
-            return d.getattr(d.create(dparent, name, mode & 0o7777, **_owner(ctx)))
+            if stat.S_ISREG(mode):
+                return d.getattr(d.create(dparent, name, mode & 0o7777, **_owner(ctx)))
+            # FIFOs, sockets, devices: in the draft only (the kernel serves them; the mount is nodev)
+            return d.getattr(d.mknod(dparent, name, mode, rdev, **_owner(ctx)))
 
         return self.entry(slot, await self._quick(slot, work))
 

@@ -705,7 +705,7 @@ class Operations(pyfuse3.Operations):
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
         if parent_inode >= DRAFT_BASE:
             slot, dino = self._draft(parent_inode)
-            return await self._ds.mknod(slot, dino, name, mode, ctx)
+            return await self._ds.mknod(slot, dino, name, mode, rdev, ctx)
         raise _erofs()
 
     @fuse_handler

@@ -243,6 +243,48 @@ def test_link_counts(world: World) -> None:
         assert os.stat(f"{d}/a/b/y").st_nlink == 1
 
 
+# -- FIFOs, sockets, devices: in the draft, not in a version ---------------------------------------------
+def test_fifos_sockets_and_devices_stay_in_the_draft(world: World) -> None:
+    import socket
+
+    with world.mount() as m:
+        d = m.path("proj", "data", "draft")
+        os.mkdir(f"{d}/sp")
+        os.mkfifo(f"{d}/sp/fifo", 0o640)
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(f"{d}/sp/sock")
+        s.close()
+        if os.geteuid() == 0:
+            os.mknod(f"{d}/sp/null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+            st = os.stat(f"{d}/sp/null")
+            assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and os.minor(st.st_rdev) == 3
+            # the mount is nodev: a device node in a draft opens nothing
+            assert _errno(open, f"{d}/sp/null", "rb") in (errno.EACCES, errno.EPERM)
+        st = os.stat(f"{d}/sp/fifo")
+        assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+        assert stat.S_ISSOCK(os.stat(f"{d}/sp/sock").st_mode)
+        # a FIFO works: the kernel serves it
+        r = os.open(f"{d}/sp/fifo", os.O_RDONLY | os.O_NONBLOCK)
+        w = os.open(f"{d}/sp/fifo", os.O_WRONLY)
+        os.write(w, b"through the pipe")
+        assert os.read(r, 100) == b"through the pipe"
+        os.close(w)
+        os.close(r)
+        with open(f"{d}/sp/real.txt", "w") as f:
+            f.write("a file")
+        st = json.loads(os.getxattr(d, "user.artfs.status"))
+        assert st["added"] == ["sp/real.txt"]
+    # the version holds the file only; the draft keeps the rest
+    with world.mount() as m:
+        assert sorted(os.listdir(m.path("proj", "data", "v1", "sp"))) == ["real.txt"]
+        d = m.path("proj", "data", "draft")
+        assert stat.S_ISFIFO(os.stat(f"{d}/sp/fifo").st_mode)
+        assert stat.S_ISSOCK(os.stat(f"{d}/sp/sock").st_mode)
+        os.unlink(f"{d}/sp/fifo")
+        os.unlink(f"{d}/sp/sock")
+        assert "fifo" not in os.listdir(f"{d}/sp")
+
+
 # -- du --------------------------------------------------------------------------------------------------
 def test_du_counts_the_blocks_staged_files_use(world: World) -> None:
     GiB = 1 << 30
@@ -310,7 +352,7 @@ def test_a_draft_of_schema_1_is_migrated(world: World) -> None:
     db = next((world.root / "staging").rglob("draft.db"))
     con = sqlite3.connect(db)
     con.execute("DROP INDEX nodes_subdirs")
-    for col in ("uid", "gid", "atime", "ctime"):
+    for col in ("uid", "gid", "atime", "ctime", "rdev"):
         con.execute(f"ALTER TABLE nodes DROP COLUMN {col}")
     con.commit()
     con.close()
@@ -326,4 +368,4 @@ def test_a_draft_of_schema_1_is_migrated(world: World) -> None:
         os.chown(f"{d}/old", 1234, 5678)
         assert os.stat(f"{d}/old").st_uid == 1234
     cols = {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(nodes)")}
-    assert {"uid", "gid", "atime", "ctime"} <= cols
+    assert {"uid", "gid", "atime", "ctime", "rdev"} <= cols
