@@ -18,8 +18,8 @@ Layout (never in the cache: a draft is user data)::
         owner             who holds the lock (pid, what, mountpoint) for the "draft is busy" message
 
 ``draft.db`` has one row per node (``nodes``: inode, parent, name, kind, permission bits, mtime,
-and for files either the base entry's digest/size/reference or a staged file id with a cached
-digest) and a few keys (``meta``: store, project, artifact, base version and digest, the pending
+owner, group, atime, ctime, and for files either the base entry's digest/size/reference or a
+staged file id with a cached digest; the schema and its versions are at ``_SCHEMA``) and a few keys (``meta``: store, project, artifact, base version and digest, the pending
 commit, description/type/metadata/aliases for the next version, the dirty flag). Inode numbers
 are the rows' ``INTEGER PRIMARY KEY AUTOINCREMENT``: stable for a node's lifetime (renames and
 reopening keep them) and never reused; the root is :data:`ROOT` (1).
@@ -37,15 +37,17 @@ States of a file node
     base --open_for_write(truncate) / truncate(0)--> staged (empty: no copy-up)
     staged --write / truncate----------------------> staged, digest NULL until hashed (status/commit)
     staged --commit (no write handle open)---------> base of the new version; files/<fid> deleted
-Directories and symlinks are rows only. Permission bits are kept for the draft's life, but a
-version keeps only a file's executable bit (``S_IXUSR``) and no mtimes. Empty directories stay in
-the draft but are not part of a version (a version is a list of files).
+Directories, symlinks, FIFOs, sockets and device nodes are rows only. Permission bits, owners
+and times are kept for the draft's life, but a version keeps only a file's executable bit
+(``S_IXUSR``): no owners, no times. Empty directories, FIFOs, sockets and devices stay in the
+draft but are not part of a version (a version is a list of files). Who may change what is the
+kernel's business (the mount uses ``default_permissions``); this module stores what it is told.
 
 States of the draft
     clean     not ``dirty``: the nodes are exactly the base version's files.
               :meth:`Drafts.open` moves a clean draft to the artifact's current latest.
     dirty     something a version records changed since the draft was started or last reset,
-              or it holds symlinks/empty directories. It may still equal its base by content:
+              or it holds symlinks/empty directories/FIFOs/sockets/devices. It may still equal its base by content:
               ``status().differs`` and ``commit`` decide by content.
     pending   ``meta.commit_id`` set: a commit was started and may or may not have created a
               version; ``commit_vdigest`` records which content it was committing. The next

@@ -311,7 +311,7 @@ class DraftSpace:
 
     def provisional(self, slot: DraftSlot, mtime_ns: int) -> pyfuse3.EntryAttributes:
         """Attributes of ``draft/`` in a listing of its artifact, without opening the draft."""
-        e = self.entry(slot, Attr(ROOT, "dir", stat.S_IFDIR | 0o755, 0, mtime_ns))
+        e = self.entry(slot, Attr(ROOT, "dir", stat.S_IFDIR | 0o755, 0, mtime_ns, nlink=2))
         e.attr_timeout = 0.0  # a stat asks again (getattr), which opens the draft
         return e
 
