@@ -10,6 +10,7 @@ pjdfstest runs on the same kind of mount: tests/posix/run_pjdfstest.sh (not part
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -18,7 +19,9 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -40,12 +43,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is 
 class World:
     """A local store with proj/data:v0, a mount of it with --allow-other, reachable by other users."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, mnt: Path) -> None:
         self.root = root
-        root.chmod(0o755)  # pytest's tmp dirs are 0700: other users must reach the mountpoint
-        for p in root.parents:
-            if str(p).startswith("/tmp/pytest-of-"):
-                p.chmod(0o755)
+        self.mnt = mnt  # outside pytest's tmp dirs (0700): other users must reach the mountpoint
         self.store = Store(str(root / "store"), cache=Cache(str(root / "writer-cache")))
         with open(root / "src.txt", "wb") as f:
             f.write(b"base file\n")
@@ -58,13 +58,20 @@ class World:
                 "ARTFS_CACHE_DIR": str(self.root / "cache"), "XDG_STATE_HOME": str(self.root / "state")}
 
     def mount(self) -> MountProcess:
-        return MountProcess(self.store.url, self.root / "mnt", cache_dir=self.root / "cache", env=self.env(),
+        return MountProcess(self.store.url, self.mnt, cache_dir=self.root / "cache", env=self.env(),
                             args=["--allow-other"])
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    return World(tmp_path)
+def world(tmp_path: Path) -> Iterator[World]:
+    mnt = Path(tempfile.mkdtemp(prefix="artfs-posix-"))
+    mnt.chmod(0o755)
+    try:
+        yield World(tmp_path, mnt / "mnt")
+    finally:  # MountProcess has unmounted it: only empty directories are left (never rm -r a mount)
+        for p in (mnt / "mnt", mnt):
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
 
 def as_nobody(*cmd: str) -> subprocess.CompletedProcess[str]:
