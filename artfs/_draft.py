@@ -1610,15 +1610,17 @@ class Draft:
             if n.ino in self._open or n.digest is None:
                 continue
             try:
-                mt = os.stat(self._fpath(n.fid or "")).st_mtime_ns
+                fst = os.stat(self._fpath(n.fid or ""))
             except FileNotFoundError:
                 continue
-            updates.append((mt, n.ino))
+            # the row takes over the staged file's times (a ctime never goes back)
+            updates.append((fst.st_mtime_ns, fst.st_atime_ns, fst.st_ctime_ns, n.ino))
         links_or_empty = self._q(
             "SELECT 1 FROM nodes d WHERE d.kind NOT IN ('f', 'd') OR (d.kind = 'd' AND d.ino != 1 AND NOT EXISTS "
             "(SELECT 1 FROM nodes c WHERE c.parent = d.ino)) LIMIT 1")
         with self._tx() as con:
-            con.executemany("UPDATE nodes SET fid = NULL, hmtime = NULL, mtime = ? WHERE ino = ?", updates)
+            con.executemany("UPDATE nodes SET fid = NULL, hmtime = NULL, mtime = ?, atime = ?, "
+                            "ctime = max(coalesce(ctime, 0), ?) WHERE ino = ?", updates)
             if base is not None:  # a commit: the version is the new base; its description is used up
                 self._set_base(con, base)
                 self._set(con, commit_id=None, commit_vdigest=None, description=None, metadata={}, aliases=[])

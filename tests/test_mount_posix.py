@@ -198,6 +198,15 @@ def test_three_timestamps(world: World) -> None:
             f.write("y")
         st = os.stat(f"{d}/dir/moved")
         assert st.st_atime_ns == A and st.st_mtime_ns > A and st.st_ctime_ns > A
+        d_st = os.stat(f"{d}/dir")
+    # the unmount commits: the staged file becomes a file of v1 in the draft, with its times
+    with world.mount() as m:
+        d = m.path("proj", "data", "draft")
+        after = os.stat(f"{d}/dir/moved")
+        assert (after.st_mtime_ns, after.st_ctime_ns) == (st.st_mtime_ns, st.st_ctime_ns)
+        assert after.st_atime_ns >= st.st_atime_ns  # the commit read it to hash it, as any reader would
+        assert os.stat(f"{d}/dir").st_mtime_ns == d_st.st_mtime_ns
+        assert os.path.exists(m.path("proj", "data", "v1", "dir", "moved"))
 
 
 # -- long names ----------------------------------------------------------------------------------------
