@@ -19,7 +19,8 @@ Layout (never in the cache: a draft is user data)::
 
 ``draft.db`` has one row per node (``nodes``: inode, parent, name, kind, permission bits, mtime,
 owner, group, atime, ctime, and for files either the base entry's digest/size/reference or a
-staged file id with a cached digest; the schema and its versions are at ``_SCHEMA``) and a few keys (``meta``: store, project, artifact, base version and digest, the pending
+staged file id with a cached digest; the schema and its versions are at ``_SCHEMA``) and a few
+keys (``meta``: format, store, project, artifact, base version and digest, the pending
 commit, description/type/metadata/aliases for the next version, the dirty flag). Inode numbers
 are the rows' ``INTEGER PRIMARY KEY AUTOINCREMENT``: stable for a node's lifetime (renames and
 reopening keep them) and never reused; the root is :data:`ROOT` (1).
@@ -47,7 +48,8 @@ States of the draft
     clean     not ``dirty``: the nodes are exactly the base version's files.
               :meth:`Drafts.open` moves a clean draft to the artifact's current latest.
     dirty     something a version records changed since the draft was started or last reset,
-              or it holds symlinks/empty directories/FIFOs/sockets/devices. It may still equal its base by content:
+              or it holds symlinks/empty directories/FIFOs/sockets/devices. It may still equal
+              its base by content:
               ``status().differs`` and ``commit`` decide by content.
     pending   ``meta.commit_id`` set: a commit was started and may or may not have created a
               version; ``commit_vdigest`` records which content it was committing. The next
@@ -162,6 +164,9 @@ RENAME_EXCHANGE = 2
 
 ROOT = 1
 FORMAT = 1
+#: the ``format`` key: 1, or 2 once the draft holds a FIFO, socket or device (kinds an artfs from
+#: before them would misread, so it refuses the draft as "unknown draft format" instead)
+FORMATS = (1, 2)
 EMPTY_DIGEST = digest_bytes(b"")
 MAX_SYMLINK = 4095
 _MAX_HOPS = 40
@@ -264,9 +269,11 @@ NAME_MAX = 255
 #   2  + uid, gid (owner; NULL: the owner of the draft, i.e. whoever runs the daemon),
 #      atime, ctime (ns; NULL: equal to ``mtime``), rdev (device number of kind 'b'/'c').
 #      Kinds 'p' (FIFO), 's' (socket), 'b', 'c' (devices) are new too: rows only, kept in the
-#      draft and left out of a version, like empty directories. Opening a schema-1 draft for writing adds
-#      the columns (ALTER TABLE, NULL everywhere, so every node keeps what it showed) and the
-#      ``nodes_subdirs`` index (link counts of directories); a read-only open selects NULLs.
+#      draft and left out of a version, like empty directories; the first one sets ``format``
+#      to 2 (:data:`FORMATS`). An older artfs ignores the new columns (it selects its own).
+#      Opening a schema-1 draft for writing adds the columns (ALTER TABLE, NULL everywhere, so
+#      every node keeps what it showed) and the ``nodes_subdirs`` index (link counts of
+#      directories); a read-only open selects NULLs.
 #      Base nodes are materialised with NULLs too: a version records no owner and no times.
 #      A staged file's atime, mtime (and a ctime at least as new) come from its staged file.
 _SCHEMA = """
@@ -494,7 +501,7 @@ class Draft:
                 self._initialise(init)
             elif not ready:
                 raise NotFound(f"{self.path}: the draft was never completely created; remove it and start again")
-            if self._meta("format") != FORMAT:
+            if self._meta("format") not in FORMATS:
                 raise CorruptData(f"{self.path}: unknown draft format {self._meta('format')!r}")
             self._dirty = bool(self._meta("dirty", False))
             self._invalid = {r[0] for r in self._q("SELECT ino FROM nodes WHERE fid IS NOT NULL AND digest IS NULL")}
@@ -969,6 +976,8 @@ class Draft:
             with self._tx() as con:
                 ino = self._new_node(con, parent, nm, kind, mode, uid=uid, gid=gid,
                                      rdev=rdev if kind in ("b", "c") else None)
+                if self._meta("format") == 1:
+                    self._set(con, format=2)
             self._after_tx()
             return ino
 

@@ -290,6 +290,9 @@ def test_fifos_sockets_and_devices_stay_in_the_draft(world: World) -> None:
             f.write("a file")
         st = json.loads(os.getxattr(d, "user.artfs.status"))
         assert st["added"] == ["sp/real.txt"]
+    # the draft says it holds kinds an artfs from before them would misread (it refuses format 2)
+    db = next((world.root / "staging").rglob("draft.db"))
+    assert sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'format'").fetchone()[0] == "2"
     # the version holds the file only; the draft keeps the rest
     with world.mount() as m:
         assert sorted(os.listdir(m.path("proj", "data", "v1", "sp"))) == ["real.txt"]
