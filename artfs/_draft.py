@@ -19,8 +19,9 @@ Layout (never in the cache: a draft is user data)::
         owner             who holds the lock (pid, what, mountpoint) for the "draft is busy" message
 
 ``draft.db`` has one row per node (``nodes``: inode, parent, name, kind, permission bits, mtime,
-and for files either the base entry's digest/size/reference or a staged file id with a cached
-digest) and a few keys (``meta``: store, project, artifact, base version and digest, the pending
+owner, group, atime, ctime, and for files either the base entry's digest/size/reference or a
+staged file id with a cached digest; the schema and its versions are at ``_SCHEMA``) and a few
+keys (``meta``: format, store, project, artifact, base version and digest, the pending
 commit, description/type/metadata/aliases for the next version, the dirty flag). Inode numbers
 are the rows' ``INTEGER PRIMARY KEY AUTOINCREMENT``: stable for a node's lifetime (renames and
 reopening keep them) and never reused; the root is :data:`ROOT` (1).
@@ -38,15 +39,18 @@ States of a file node
     base --open_for_write(truncate) / truncate(0)--> staged (empty: no copy-up)
     staged --write / truncate----------------------> staged, digest NULL until hashed (status/commit)
     staged --commit (no write handle open)---------> base of the new version; files/<fid> deleted
-Directories and symlinks are rows only. Permission bits are kept for the draft's life, but a
-version keeps only a file's executable bit (``S_IXUSR``) and no mtimes. Empty directories stay in
-the draft but are not part of a version (a version is a list of files).
+Directories, symlinks, FIFOs, sockets and device nodes are rows only. Permission bits, owners
+and times are kept for the draft's life, but a version keeps only a file's executable bit
+(``S_IXUSR``): no owners, no times. Empty directories, FIFOs, sockets and devices stay in the
+draft but are not part of a version (a version is a list of files). Who may change what is the
+kernel's business (the mount uses ``default_permissions``); this module stores what it is told.
 
 States of the draft
     clean     not ``dirty``: the nodes are exactly the base version's files.
               :meth:`Drafts.open` moves a clean draft to the artifact's current latest.
     dirty     something a version records changed since the draft was started or last reset,
-              or it holds symlinks/empty directories. It may still equal its base by content:
+              or it holds symlinks/empty directories/FIFOs/sockets/devices. It may still equal
+              its base by content:
               ``status().differs`` and ``commit`` decide by content.
     pending   ``meta.commit_id`` set: a commit was started and may or may not have created a
               version; ``commit_vdigest`` records which content it was committing. The next
@@ -176,6 +180,9 @@ RENAME_EXCHANGE = 2
 
 ROOT = 1
 FORMAT = 1
+#: the ``format`` key: 1, or 2 once the draft holds a FIFO, socket or device (kinds an artfs from
+#: before them would misread, so it refuses the draft as "unknown draft format" instead)
+FORMATS = (1, 2)
 EMPTY_DIGEST = digest_bytes(b"")
 MAX_SYMLINK = 4095
 #: bytes kept allocated in ``reserve`` beside draft.db, released when a deletion finds the disk
@@ -187,8 +194,11 @@ _MAX_HOPS = 40
 #: ``fetch(entry, path)`` writes the bytes of a base entry into the local file ``path``
 Fetch = Callable[[Entry, str], None]
 
-_KIND = {"f": "file", "d": "dir", "l": "symlink"}
-_IFMT = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK}
+_KIND = {"f": "file", "d": "dir", "l": "symlink", "p": "fifo", "s": "socket", "b": "blockdev", "c": "chardev"}
+_IFMT = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "l": stat.S_IFLNK, "p": stat.S_IFIFO, "s": stat.S_IFSOCK,
+         "b": stat.S_IFBLK, "c": stat.S_IFCHR}
+#: kinds a draft keeps but a version does not (like empty directories): FIFOs, sockets, devices
+SPECIAL = {stat.S_IFIFO: "p", stat.S_IFSOCK: "s", stat.S_IFBLK: "b", stat.S_IFCHR: "c"}
 
 #: set to a step name (``after-commit-id``, ``after-store-commit``, ``after-reset``) to make :meth:`Draft.commit`
 #: stop there (print a line to stderr and sleep) so a crash test can SIGKILL it at that point
@@ -218,7 +228,12 @@ def _oserr(code: int, what: str = "") -> OSError:
 
 
 def _name(name: str | bytes) -> str:
-    """One path component: what check_path allows, without '/'."""
+    """One path component: what check_path allows, without '/'.
+
+    A component longer than :data:`NAME_MAX` bytes is ENAMETOOLONG (an OSError, not
+    InvalidPath), for lookups too, as on a local filesystem."""
+    if len(name if isinstance(name, bytes) else name.encode("utf-8", "surrogatepass")) > NAME_MAX:
+        raise _oserr(errno.ENAMETOOLONG)
     if isinstance(name, bytes):
         try:
             name = name.decode("utf-8")
@@ -250,13 +265,37 @@ class _Node(NamedTuple):
     ref: str | None
     ref_info: str | None
     target: str | None
+    # schema 2 (POSIX attributes; NULL in rows of schema 1 and in base nodes: see _SCHEMA)
+    uid: int | None = None
+    gid: int | None = None
+    atime: int | None = None
+    ctime: int | None = None
+    rdev: int | None = None
 
 
 _node_of_row = partial(tuple.__new__, _Node)  # _Node(*row) without the Python-level __new__
 _new_entry = partial(tuple.__new__, Entry)
 
 _COLS = "ino, parent, name, kind, mode, mtime, fid, digest, size, hmtime, ref, ref_info, target"
+#: what attribute reads select (the commit path reads :data:`_COLS` only)
+_ACOLS = _COLS + ", uid, gid, atime, ctime, rdev"
+_ACOLS_V1 = _COLS + ", NULL, NULL, NULL, NULL, NULL"  # a schema-1 database opened read-only
+_POSIX_COLUMNS = ("uid", "gid", "atime", "ctime", "rdev")
+#: the longest name of one directory entry, in bytes (NAME_MAX): longer ones are ENAMETOOLONG
+NAME_MAX = 255
 
+# Schema versions of ``nodes`` (the ``format`` key stays 1: a newer artfs reads both).
+#   1  the columns up to ``target``.
+#   2  + uid, gid (owner; NULL: the owner of the draft, i.e. whoever runs the daemon),
+#      atime, ctime (ns; NULL: equal to ``mtime``), rdev (device number of kind 'b'/'c').
+#      Kinds 'p' (FIFO), 's' (socket), 'b', 'c' (devices) are new too: rows only, kept in the
+#      draft and left out of a version, like empty directories; the first one sets ``format``
+#      to 2 (:data:`FORMATS`). An older artfs ignores the new columns (it selects its own).
+#      Opening a schema-1 draft for writing adds the columns (ALTER TABLE, NULL everywhere, so
+#      every node keeps what it showed) and the ``nodes_subdirs`` index (link counts of
+#      directories); a read-only open selects NULLs.
+#      Base nodes are materialised with NULLs too: a version records no owner and no times.
+#      A staged file's atime, mtime (and a ctime at least as new) come from its staged file.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -272,13 +311,19 @@ CREATE TABLE IF NOT EXISTS nodes (
     hmtime INTEGER,
     ref TEXT,
     ref_info TEXT,
-    target TEXT
+    target TEXT,
+    uid INTEGER,
+    gid INTEGER,
+    atime INTEGER,
+    ctime INTEGER,
+    rdev INTEGER
 );
 """
 _INDEXES = """
 CREATE UNIQUE INDEX IF NOT EXISTS nodes_name ON nodes(parent, name);
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
 CREATE INDEX IF NOT EXISTS nodes_fid ON nodes(fid) WHERE fid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS nodes_subdirs ON nodes(parent) WHERE kind = 'd';
 """
 
 
@@ -292,14 +337,17 @@ class Attr:
     size: int
     mtime_ns: int
     staged: bool = False  # a file whose bytes are in staging (else: base blob / not a file)
+    uid: int | None = None  # None: the draft's owner (whoever runs the daemon)
+    gid: int | None = None
+    atime_ns: int | None = None  # None: mtime_ns
+    ctime_ns: int | None = None  # None: mtime_ns
+    nlink: int = 1  # a directory: 2 + its subdirectories
+    blocks: int | None = None  # 512-byte blocks a staged file really uses (None: size rounded up)
+    rdev: int = 0  # a device's number
 
     @property
     def executable(self) -> bool:
         return self.kind == "file" and bool(self.mode & stat.S_IXUSR)
-
-    @property
-    def nlink(self) -> int:
-        return 1
 
 
 @dataclass
@@ -420,6 +468,7 @@ class Draft:
         self._committing: set[str] = set()  # staged files a running commit reads: deleted after it
         self._lockfd: int | None = None
         self._con: sqlite3.Connection | None = None
+        self._acols = _ACOLS
         if readonly:
             self._open_readonly()
         else:
@@ -466,6 +515,7 @@ class Draft:
             with open(os.path.join(self.path, "owner"), "w") as f:
                 json.dump({"pid": os.getpid(), "since": time.time(), **who}, f)
             self._con = self._connect(os.path.join(self.path, "draft.db"), readonly=False)
+            self._acols = _ACOLS
             ready = self._meta("ready", False)
             if init is not None:
                 if ready:
@@ -473,7 +523,7 @@ class Draft:
                 self._initialise(init)
             elif not ready:
                 raise NotFound(f"{self.path}: the draft was never completely created; remove it and start again")
-            if self._meta("format") != FORMAT:
+            if self._meta("format") not in FORMATS:
                 raise CorruptData(f"{self.path}: unknown draft format {self._meta('format')!r}")
             self._dirty = bool(self._meta("dirty", False))
             self._invalid = {r[0] for r in self._q("SELECT ino FROM nodes WHERE fid IS NOT NULL AND digest IS NULL")}
@@ -488,6 +538,8 @@ class Draft:
         if not os.path.exists(db):
             raise NotFound(f"{self.path}: no draft here")
         self._con = self._connect(db, readonly=True)
+        have = {r[1] for r in self._con.execute("PRAGMA table_info(nodes)")}
+        self._acols = _ACOLS if have.issuperset(_POSIX_COLUMNS) else _ACOLS_V1
         if not self._meta("ready", False):
             raise NotFound(f"{self.path}: the draft was never completely created")
 
@@ -501,6 +553,12 @@ class Draft:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
             con.executescript(_SCHEMA)
+            # schema 1 -> 2 (see _SCHEMA): idempotent, so a crash half-way is finished next time
+            have = {r[1] for r in con.execute("PRAGMA table_info(nodes)")}
+            for col in _POSIX_COLUMNS:
+                if col not in have:
+                    con.execute(f"ALTER TABLE nodes ADD COLUMN {col} INTEGER")
+            con.execute("CREATE INDEX IF NOT EXISTS nodes_subdirs ON nodes(parent) WHERE kind = 'd'")
         return con
 
     def close(self) -> None:
@@ -639,13 +697,14 @@ class Draft:
             self._set(con, dirty=True)
 
     def _node(self, ino: int) -> _Node:
-        row = self._c().execute(f"SELECT {_COLS} FROM nodes WHERE ino = ?", (ino,)).fetchone()
+        row = self._c().execute(f"SELECT {self._acols} FROM nodes WHERE ino = ?", (ino,)).fetchone()
         if row is None:
             raise _oserr(errno.ENOENT, f"inode {ino}")
         return _Node(*row)
 
     def _child(self, parent: int, name: str) -> _Node | None:
-        row = self._c().execute(f"SELECT {_COLS} FROM nodes WHERE parent = ? AND name = ?", (parent, name)).fetchone()
+        row = self._c().execute(f"SELECT {self._acols} FROM nodes WHERE parent = ? AND name = ?",
+                                (parent, name)).fetchone()
         return None if row is None else _Node(*row)
 
     def _dir(self, ino: int) -> _Node:
@@ -695,6 +754,7 @@ class Draft:
         con.execute("DROP INDEX IF EXISTS nodes_name")
         con.execute("DROP INDEX IF EXISTS nodes_parent")
         con.execute("DROP INDEX IF EXISTS nodes_fid")
+        con.execute("DROP INDEX IF EXISTS nodes_subdirs")
         if base is not None:
             # never reuse an inode number, even after a refresh emptied the table
             seq = con.execute("SELECT seq FROM sqlite_sequence WHERE name = 'nodes'").fetchone()
@@ -829,10 +889,18 @@ class Draft:
                 st = os.stat(self._fpath(n.fid))
             except FileNotFoundError:
                 raise _oserr(errno.EIO, f"staged file {n.fid} of inode {n.ino} is missing") from None
-            return Attr(n.ino, "file", stat.S_IFREG | n.mode, st.st_size, st.st_mtime_ns, True)
+            # writes, truncates and utimens move the staged file's times; chmod/chown/rename the row's
+            ctime = max(st.st_ctime_ns, n.ctime or 0)
+            return Attr(n.ino, "file", stat.S_IFREG | n.mode, st.st_size, st.st_mtime_ns, True, n.uid, n.gid,
+                        st.st_atime_ns, ctime, 1, st.st_blocks)
         size = len(n.target.encode()) if n.kind == "l" and n.target else n.size if n.kind == "f" else 0
         mode = 0o777 if n.kind == "l" else n.mode
-        return Attr(n.ino, _KIND[n.kind], _IFMT[n.kind] | mode, size, n.mtime)
+        nlink = 1
+        if n.kind == "d":  # "." and the entry in its parent, plus each subdirectory's ".."
+            nlink = 2 + self._c().execute("SELECT count(*) FROM nodes WHERE parent = ? AND kind = 'd'",
+                                          (n.ino,)).fetchone()[0]
+        return Attr(n.ino, _KIND[n.kind], _IFMT[n.kind] | mode, size, n.mtime, False, n.uid, n.gid,
+                    n.atime, n.ctime, nlink, None, n.rdev or 0)
 
     def getattr(self, ino: int) -> Attr:
         with self._lock:
@@ -858,7 +926,7 @@ class Draft:
         """
         with self._lock:
             self._dir(ino)
-            sql = f"SELECT {_COLS} FROM nodes WHERE parent = ? AND ino > ? ORDER BY ino"
+            sql = f"SELECT {self._acols} FROM nodes WHERE parent = ? AND ino > ? ORDER BY ino"
             args: list[Any] = [ino, after]
             if limit is not None:
                 sql += " LIMIT ?"
@@ -927,15 +995,29 @@ class Draft:
     # -- changing the namespace ----------------------------------------------------------------
     def _new_node(self, con: sqlite3.Connection, parent: int, name: str, kind: str, mode: int, *,
                   fid: str | None = None, target: str | None = None, digest: str | None = None,
-                  hmtime: int | None = None) -> int:
+                  hmtime: int | None = None, uid: int | None = None, gid: int | None = None,
+                  rdev: int | None = None) -> int:
+        """Insert a node owned by ``uid``/``gid`` (None: the draft's owner), as a local filesystem
+        does: in a set-group-ID directory the group is the directory's, and a new directory
+        inherits the bit (stripping it from files of other groups is the kernel's job)."""
         now = time.time_ns()
+        p = self._node(parent)
+        if p.mode & stat.S_ISGID:
+            gid = p.gid
+            if kind == "d":
+                mode |= stat.S_ISGID
         cur = con.execute(
-            "INSERT INTO nodes (parent, name, kind, mode, mtime, fid, digest, size, hmtime, target) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            (parent, name, kind, mode & 0o7777, now, fid, digest, hmtime, target))
-        con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (now, parent))
+            "INSERT INTO nodes (parent, name, kind, mode, mtime, fid, digest, size, hmtime, target, uid, gid, "
+            "atime, ctime, rdev) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+            (parent, name, kind, mode & 0o7777, now, fid, digest, hmtime, target, uid, gid, now, now, rdev))
+        self._touch(con, now, parent)
         self._mark_dirty(con)
         return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def _touch(con: sqlite3.Connection, now: int, *dirs: int) -> None:
+        """A directory's entries changed: its mtime and ctime are ``now``."""
+        con.executemany("UPDATE nodes SET mtime = ?, ctime = ? WHERE ino = ?", [(now, now, d) for d in set(dirs)])
 
     def _check_new(self, parent: int, name: str | bytes) -> str:
         nm = _name(name)
@@ -947,8 +1029,11 @@ class Draft:
     def _after_tx(self) -> None:
         self._dirty = True
 
-    def create(self, parent: int, name: str | bytes, mode: int = 0o644) -> int:
-        """A new empty file (staged); returns its inode. Open it with :meth:`open_for_write`."""
+    def create(self, parent: int, name: str | bytes, mode: int = 0o644, *, uid: int | None = None,
+               gid: int | None = None) -> int:
+        """A new empty file (staged); returns its inode. Open it with :meth:`open_for_write`.
+
+        ``uid``/``gid``: who creates it (a mount passes the caller's; None: the draft's owner)."""
         with self._lock:
             nm = self._check_new(parent, name)
             fid = uuid.uuid4().hex
@@ -957,22 +1042,42 @@ class Draft:
             hm = os.stat(p).st_mtime_ns
             try:
                 with self._tx() as con:
-                    ino = self._new_node(con, parent, nm, "f", mode, fid=fid, digest=EMPTY_DIGEST, hmtime=hm)
+                    ino = self._new_node(con, parent, nm, "f", mode, fid=fid, digest=EMPTY_DIGEST, hmtime=hm,
+                                         uid=uid, gid=gid)
             except BaseException:
                 os.unlink(p)
                 raise
             self._after_tx()
             return ino
 
-    def mkdir(self, parent: int, name: str | bytes, mode: int = 0o755) -> int:
+    def mkdir(self, parent: int, name: str | bytes, mode: int = 0o755, *, uid: int | None = None,
+              gid: int | None = None) -> int:
         with self._lock:
             nm = self._check_new(parent, name)
             with self._tx() as con:
-                ino = self._new_node(con, parent, nm, "d", mode)
+                ino = self._new_node(con, parent, nm, "d", mode, uid=uid, gid=gid)
             self._after_tx()
             return ino
 
-    def symlink(self, parent: int, name: str | bytes, target: str | bytes) -> int:
+    def mknod(self, parent: int, name: str | bytes, mode: int, rdev: int = 0, *, uid: int | None = None,
+              gid: int | None = None) -> int:
+        """A FIFO, socket or device node (``mode`` has its type): kept in the draft, as on a local
+        disk, and left out of a version, which holds files only (like an empty directory)."""
+        kind = SPECIAL.get(stat.S_IFMT(mode))
+        if kind is None:
+            raise _oserr(errno.EINVAL, f"mknod of type {stat.S_IFMT(mode):#o}")
+        with self._lock:
+            nm = self._check_new(parent, name)
+            with self._tx() as con:
+                ino = self._new_node(con, parent, nm, kind, mode, uid=uid, gid=gid,
+                                     rdev=rdev if kind in ("b", "c") else None)
+                if self._meta("format") == 1:
+                    self._set(con, format=2)
+            self._after_tx()
+            return ino
+
+    def symlink(self, parent: int, name: str | bytes, target: str | bytes, *, uid: int | None = None,
+                gid: int | None = None) -> int:
         if isinstance(target, bytes):
             try:
                 target = target.decode("utf-8")
@@ -983,7 +1088,7 @@ class Draft:
         with self._lock:
             nm = self._check_new(parent, name)
             with self._tx() as con:
-                ino = self._new_node(con, parent, nm, "l", 0o777, target=target)
+                ino = self._new_node(con, parent, nm, "l", 0o777, target=target, uid=uid, gid=gid)
             self._after_tx()
             return ino
 
@@ -1018,7 +1123,7 @@ class Draft:
 
             def body(con: sqlite3.Connection) -> str | None:
                 fid = self._drop(con, n)
-                con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (time.time_ns(), parent))
+                self._touch(con, time.time_ns(), parent)
                 self._mark_dirty(con)
                 return fid
 
@@ -1038,7 +1143,7 @@ class Draft:
 
             def body(con: sqlite3.Connection) -> None:
                 self._drop(con, n)
-                con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (time.time_ns(), parent))
+                self._touch(con, time.time_ns(), parent)
                 self._mark_dirty(con)
 
             self._freeing_tx(body)
@@ -1086,7 +1191,8 @@ class Draft:
                     con.execute("UPDATE nodes SET parent = -1, name = ? WHERE ino = ?", (f"\0{src.ino}", src.ino))
                     con.execute("UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", (src.parent, src.name, dst.ino))
                     con.execute("UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", (dst.parent, dst.name, src.ino))
-                    con.execute("UPDATE nodes SET mtime = ? WHERE ino IN (?, ?)", (now, old_parent, new_parent))
+                    self._touch(con, now, old_parent, new_parent)
+                    con.execute("UPDATE nodes SET ctime = ? WHERE ino IN (?, ?)", (now, src.ino, dst.ino))
                     self._mark_dirty(con)
                 self._after_tx()
                 return
@@ -1101,44 +1207,77 @@ class Draft:
             with self._tx() as con:
                 if dst is not None:
                     fid = self._drop(con, dst)
-                con.execute("UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", (new_parent, nm, src.ino))
-                con.execute("UPDATE nodes SET mtime = ? WHERE ino IN (?, ?)", (now, old_parent, new_parent))
+                con.execute("UPDATE nodes SET parent = ?, name = ?, ctime = ? WHERE ino = ?",
+                            (new_parent, nm, now, src.ino))
+                self._touch(con, now, old_parent, new_parent)
                 self._mark_dirty(con)
             self._after_tx()
             self._unlink_files([fid])
 
     def chmod(self, ino: int, mode: int) -> None:
-        """Permission bits; a file's executable bit (``S_IXUSR``) is kept in the version."""
+        """Permission bits; a file's executable bit (``S_IXUSR``) is kept in the version.
+
+        Sets the ctime, as every successful chmod does (even to the same bits)."""
         with self._lock:
             n = self._node(ino)
             if n.kind == "l":
                 return  # Linux ignores the mode of symlinks
-            if (n.mode & 0o7777) == (mode & 0o7777):
-                return
+            if (n.mode & 0o7777) == (mode & 0o7777) and self._staged_ctime_now(n):
+                return  # the same bits (cp -a, tar x): only the ctime moves, without a transaction
             with self._tx() as con:
-                con.execute("UPDATE nodes SET mode = ? WHERE ino = ?", (mode & 0o7777, ino))
+                con.execute("UPDATE nodes SET mode = ?, ctime = ? WHERE ino = ?", (mode & 0o7777, time.time_ns(), ino))
                 if n.kind == "f" and bool(n.mode & stat.S_IXUSR) != bool(mode & stat.S_IXUSR):
                     self._mark_dirty(con)
             if n.kind == "f" and bool(n.mode & stat.S_IXUSR) != bool(mode & stat.S_IXUSR):
                 self._after_tx()
 
+    def _staged_ctime_now(self, n: _Node) -> bool:
+        """Move a staged file's ctime to now through its staged file (a chmod to the same bits),
+        which costs no transaction; False if ``n`` is not staged or its row's ctime is still
+        newer (the file's clock is the kernel's coarse one): then the caller writes the row."""
+        if n.kind != "f" or n.fid is None:
+            return False
+        p = self._fpath(n.fid)
+        os.chmod(p, 0o600)
+        return os.stat(p).st_ctime_ns > (n.ctime or 0)
+
+    def chown(self, ino: int, uid: int | None = None, gid: int | None = None) -> None:
+        """Owner and group (None: unchanged); the draft keeps them, a version does not.
+
+        Who may chown what, and clearing set-user/group-ID bits, is the kernel's business (the
+        mount uses ``default_permissions`` and sends the new mode with the chown)."""
+        with self._lock:
+            n = self._node(ino)
+            if (uid is None or uid == n.uid) and (gid is None or gid == n.gid) and self._staged_ctime_now(n):
+                return  # the same owner (tar x as root): only the ctime moves, without a transaction
+            with self._tx() as con:
+                con.execute("UPDATE nodes SET uid = ?, gid = ?, ctime = ? WHERE ino = ?",
+                            (n.uid if uid is None else uid, n.gid if gid is None else gid, time.time_ns(), ino))
+
     def utimens(self, ino: int, atime_ns: int | None = None, mtime_ns: int | None = None) -> None:
-        """Set the modification time (atime is not kept: versions do not record it)."""
-        if mtime_ns is None:
+        """Set the access and/or modification time (None: unchanged); the ctime becomes now.
+
+        A version records neither: they live in the draft (a staged file's in its staged file)."""
+        if atime_ns is None and mtime_ns is None:
             return
         with self._lock:
             n = self._node(ino)
+            now = time.time_ns()
             if n.kind == "f" and n.fid is not None:
                 p = self._fpath(n.fid)
                 st = os.stat(p)
                 valid = self._digest_valid(n, st)
-                os.utime(p, ns=(atime_ns if atime_ns is not None else st.st_atime_ns, mtime_ns))
+                os.utime(p, ns=(st.st_atime_ns if atime_ns is None else atime_ns,
+                                st.st_mtime_ns if mtime_ns is None else mtime_ns))  # its ctime: now
                 if valid:  # the bytes did not change: keep the cached digest valid
                     with self._tx() as con:
                         con.execute("UPDATE nodes SET hmtime = ? WHERE ino = ?", (os.stat(p).st_mtime_ns, ino))
                 return
+            old_atime = n.mtime if n.atime is None else n.atime
             with self._tx() as con:
-                con.execute("UPDATE nodes SET mtime = ? WHERE ino = ?", (mtime_ns, ino))
+                con.execute("UPDATE nodes SET atime = ?, mtime = ?, ctime = ? WHERE ino = ?",
+                            (old_atime if atime_ns is None else atime_ns, n.mtime if mtime_ns is None else mtime_ns,
+                             now, ino))
 
     # -- content -------------------------------------------------------------------------------
     def _file(self, ino: int) -> _Node:
@@ -1180,7 +1319,7 @@ class Draft:
                 os.unlink(tmp)
                 raise CorruptData(f"copy-up of {entry.path!r}: got {got} bytes, the base has {n.size}")
             os.chmod(tmp, 0o600)
-            os.utime(tmp, ns=(n.mtime, n.mtime))  # as overlayfs does: a copy-up keeps the mtime
+            os.utime(tmp, ns=(n.mtime if n.atime is None else n.atime, n.mtime))  # as overlayfs: a copy-up keeps the times
             os.rename(tmp, p)
             digest, size = (n.digest, n.size) if n.ref is None else (None, got)
             try:
@@ -1408,7 +1547,7 @@ class Draft:
                     e = file_entry(c, path)
                     if e is not None:
                         entries.append(e)
-                else:
+                elif c.kind == "l":  # FIFOs, sockets, devices: not in a version
                     links.append((c, path, anc))
 
         def resolve(start: int, target: str, hops: int) -> _Node:
@@ -1453,7 +1592,7 @@ class Draft:
                         e = file_entry(c, prefix + name)
                         if e is not None:
                             entries.append(e)
-                    else:
+                    elif c.kind == "l":
                         expand(c, prefix + name, seen + [d])
 
         for link, path, anc in links:
@@ -1678,15 +1817,17 @@ class Draft:
             if committed is not None and n.digest not in committed:
                 continue
             try:
-                mt = os.stat(self._fpath(n.fid or "")).st_mtime_ns
+                fst = os.stat(self._fpath(n.fid or ""))
             except FileNotFoundError:
                 continue
-            updates.append((mt, n.ino))
+            # the row takes over the staged file's times (a ctime never goes back)
+            updates.append((fst.st_mtime_ns, fst.st_atime_ns, fst.st_ctime_ns, n.ino))
         links_or_empty = self._q(
-            "SELECT 1 FROM nodes d WHERE d.kind = 'l' OR (d.kind = 'd' AND d.ino != 1 AND NOT EXISTS "
+            "SELECT 1 FROM nodes d WHERE d.kind NOT IN ('f', 'd') OR (d.kind = 'd' AND d.ino != 1 AND NOT EXISTS "
             "(SELECT 1 FROM nodes c WHERE c.parent = d.ino)) LIMIT 1")
         with self._tx() as con:
-            con.executemany("UPDATE nodes SET fid = NULL, hmtime = NULL, mtime = ? WHERE ino = ?", updates)
+            con.executemany("UPDATE nodes SET fid = NULL, hmtime = NULL, mtime = ?, atime = ?, "
+                            "ctime = max(coalesce(ctime, 0), ?) WHERE ino = ?", updates)
             if base is not None:  # a commit: the version is the new base; its description is used up
                 self._set_base(con, base)
                 self._set(con, commit_id=None, commit_vdigest=None, description=None, metadata={}, aliases=[])

@@ -57,6 +57,7 @@ Commit
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import json
@@ -122,7 +123,7 @@ class _RefReads:
 class DraftInode:
     """What the open handles of one draft inode share (see the module docstring)."""
 
-    __slots__ = ("fd", "path", "old", "blob", "size", "nopen", "marked")
+    __slots__ = ("fd", "path", "old", "blob", "size", "nopen", "marked", "gone")
 
     def __init__(self) -> None:
         self.fd = -1  # the staged file, O_RDWR
@@ -132,6 +133,7 @@ class DraftInode:
         self.size = 0  # size of the base bytes
         self.nopen = 0
         self.marked = False  # a write was announced since the last commit (the digest is invalid)
+        self.gone: Attr | None = None  # unlinked (or renamed over) while open: its last attributes
 
     def close(self) -> None:
         for fd in [self.fd, *self.old]:
@@ -301,32 +303,57 @@ class DraftSpace:
 
     # -- attributes ------------------------------------------------------------------------------
     def entry(self, slot: DraftSlot, a: Attr) -> pyfuse3.EntryAttributes:
+        """What the kernel caches and checks permissions against (the mount uses
+        ``default_permissions``): the node's own owner, mode and three times; a node without an
+        owner of its own (base files, drafts from before owners were kept) is the daemon's user's."""
         e = pyfuse3.EntryAttributes()
         e.st_ino = slot.base + a.ino
         e.st_mode = a.mode & ~self.mode_clear
-        e.st_nlink = 1  # "unknown" for directories (counting subdirectories would cost a query)
-        e.st_uid = self.uid
-        e.st_gid = self.gid
+        e.st_nlink = a.nlink
+        e.st_rdev = a.rdev
+        e.st_uid = self.uid if a.uid is None else a.uid
+        # --allow-group (mode_clear set): every file shows the mount's group, so that only its
+        # members (and the owner) pass the kernel's default_permissions
+        e.st_gid = self.gid if a.gid is None or self.mode_clear else a.gid
         e.st_size = a.size
         e.st_blksize = BLKSIZE
-        e.st_blocks = (a.size + 511) // 512
-        e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = a.mtime_ns
+        # a staged file: the blocks it really takes (sparse files are small); a base file: its size
+        e.st_blocks = (a.size + 511) // 512 if a.blocks is None else a.blocks
+        e.st_mtime_ns = a.mtime_ns
+        e.st_atime_ns = a.mtime_ns if a.atime_ns is None else a.atime_ns
+        e.st_ctime_ns = a.mtime_ns if a.ctime_ns is None else a.ctime_ns
         e.attr_timeout = e.entry_timeout = TIMEOUT
         return e
 
     def provisional(self, slot: DraftSlot, mtime_ns: int) -> pyfuse3.EntryAttributes:
         """Attributes of ``draft/`` in a listing of its artifact, without opening the draft."""
-        e = self.entry(slot, Attr(ROOT, "dir", stat.S_IFDIR | 0o755, 0, mtime_ns))
+        e = self.entry(slot, Attr(ROOT, "dir", stat.S_IFDIR | 0o755, 0, mtime_ns, nlink=2))
         e.attr_timeout = 0.0  # a stat asks again (getattr), which opens the draft
         return e
 
     @staticmethod
     def _orphan(dino: int, st: DraftInode) -> Attr:
-        """Attributes of a file unlinked while open, from its fd."""
+        """Attributes of a file unlinked while open (link count 0): what it had, times and size
+        from its fd."""
+        a = st.gone or Attr(dino, "file", stat.S_IFREG | 0o644, st.size, time.time_ns())
         if st.fd >= 0:
             s = os.fstat(st.fd)
-            return Attr(dino, "file", stat.S_IFREG | 0o644, s.st_size, s.st_mtime_ns, True)
-        return Attr(dino, "file", stat.S_IFREG | 0o644, st.size, time.time_ns())
+            return dataclasses.replace(a, size=s.st_size, mtime_ns=s.st_mtime_ns, atime_ns=s.st_atime_ns,
+                                       ctime_ns=max(s.st_ctime_ns, a.ctime_ns or 0), blocks=s.st_blocks, nlink=0)
+        return dataclasses.replace(a, nlink=0)
+
+    def _going(self, slot: DraftSlot, d: Draft, dparent: int, name: bytes) -> None:
+        """Before an unlink or a rename over ``name``: if that file is open, keep its attributes
+        for fstat (its node goes; its fd stays). Runs in the same call as the removal."""
+        if not slot.inodes:
+            return
+        try:
+            a = d.lookup(dparent, name)
+        except OSError:
+            return
+        st = slot.inodes.get(a.ino)
+        if st is not None:
+            st.gone = a
 
     # -- the namespace of a draft ------------------------------------------------------------------
     async def lookup(self, slot: DraftSlot, dino: int, name: bytes) -> pyfuse3.EntryAttributes:
@@ -375,35 +402,44 @@ class DraftSpace:
             if len(batch) < READDIR_BATCH:
                 return
 
-    async def mkdir(self, slot: DraftSlot, dparent: int, name: bytes, mode: int) -> pyfuse3.EntryAttributes:
+    async def mkdir(self, slot: DraftSlot, dparent: int, name: bytes, mode: int,
+                    ctx: Any = None) -> pyfuse3.EntryAttributes:
         d = await self.draft(slot)
 
         def work() -> Attr:
-            return d.getattr(d.mkdir(dparent, name, mode & 0o7777))
+            return d.getattr(d.mkdir(dparent, name, mode & 0o7777, **_owner(ctx)))
 
         return self.entry(slot, await self._quick(slot, work))
 
-    async def symlink(self, slot: DraftSlot, dparent: int, name: bytes, target: bytes) -> pyfuse3.EntryAttributes:
+    async def symlink(self, slot: DraftSlot, dparent: int, name: bytes, target: bytes,
+                      ctx: Any = None) -> pyfuse3.EntryAttributes:
         d = await self.draft(slot)
 
         def work() -> Attr:
-            return d.getattr(d.symlink(dparent, name, target))
+            return d.getattr(d.symlink(dparent, name, target, **_owner(ctx)))
 
         return self.entry(slot, await self._quick(slot, work))
 
-    async def mknod(self, slot: DraftSlot, dparent: int, name: bytes, mode: int) -> pyfuse3.EntryAttributes:
-        if not stat.S_ISREG(mode):
-            raise _fuse(errno.EPERM)  # a version holds files only: no devices, FIFOs or sockets
+    async def mknod(self, slot: DraftSlot, dparent: int, name: bytes, mode: int, rdev: int = 0,
+                    ctx: Any = None) -> pyfuse3.EntryAttributes:
         d = await self.draft(slot)
 
         def work() -> Attr:
-            return d.getattr(d.create(dparent, name, mode & 0o7777))
+            if stat.S_ISREG(mode):
+                return d.getattr(d.create(dparent, name, mode & 0o7777, **_owner(ctx)))
+            # FIFOs, sockets, devices: in the draft only (the kernel serves them; the mount is nodev)
+            return d.getattr(d.mknod(dparent, name, mode, rdev, **_owner(ctx)))
 
         return self.entry(slot, await self._quick(slot, work))
 
     async def unlink(self, slot: DraftSlot, dparent: int, name: bytes) -> None:
         d = await self.draft(slot)
-        await self._quick(slot, d.unlink, dparent, name)
+
+        def work() -> None:
+            self._going(slot, d, dparent, name)
+            d.unlink(dparent, name)
+
+        await self._quick(slot, work)
 
     async def rmdir(self, slot: DraftSlot, dparent: int, name: bytes) -> None:
         d = await self.draft(slot)
@@ -412,11 +448,21 @@ class DraftSpace:
     async def rename(self, slot: DraftSlot, old_parent: int, old: bytes, new_parent: int, new: bytes,
                      flags: int) -> None:
         d = await self.draft(slot)
-        await self._quick(slot, functools.partial(d.rename, old_parent, old, new_parent, new, flags))
+
+        def work() -> None:
+            if not flags & pyfuse3.RENAME_EXCHANGE:
+                self._going(slot, d, new_parent, new)
+            d.rename(old_parent, old, new_parent, new, flags)
+
+        await self._quick(slot, work)
 
     async def setattr(self, slot: DraftSlot, dino: int, attr: Any, fields: Any) -> pyfuse3.EntryAttributes:
         d = await self.draft(slot)
         st = slot.inodes.get(dino)
+        # the kernel checked the caller's rights (default_permissions) and, for a chown or a
+        # write by another user, sends the mode with set-user/group-ID bits cleared
+        uid = attr.st_uid if fields.update_uid else None
+        gid = attr.st_gid if fields.update_gid else None
 
         def work() -> Attr:
             try:
@@ -424,23 +470,44 @@ class DraftSpace:
                     d.truncate(dino, attr.st_size)
                     if st is not None:
                         self._restage(d, dino, st)
+                if uid is not None or gid is not None:  # kept in the draft, not in a version
+                    d.chown(dino, uid, gid)
                 if fields.update_mode:
                     d.chmod(dino, attr.st_mode & 0o7777)
                 if fields.update_mtime or fields.update_atime:
                     d.utimens(dino, attr.st_atime_ns if fields.update_atime else None,
                               attr.st_mtime_ns if fields.update_mtime else None)
-                # ownership is not part of a version: chown (cp -a, rsync -a, tar as root) is accepted
                 return d.getattr(dino)
             except OSError as e:
                 if e.errno != errno.ENOENT or st is None or st.fd < 0:
                     raise
-                if fields.update_size:  # ftruncate of a file unlinked while open
-                    os.ftruncate(st.fd, attr.st_size)
-                return self._orphan(dino, st)
+                return self._orphan_setattr(dino, st, attr, fields, uid, gid)
 
         # a truncate may copy a base file up from the store: a worker thread
         run = self._run if fields.update_size else self._quick
         return self.entry(slot, await run(slot, work))
+
+    def _orphan_setattr(self, dino: int, st: DraftInode, attr: Any, fields: Any, uid: int | None,
+                        gid: int | None) -> Attr:
+        """setattr of a file unlinked while open: on its fd and its kept attributes."""
+        if fields.update_size:
+            os.ftruncate(st.fd, attr.st_size)
+        if fields.update_mtime or fields.update_atime:
+            s = os.fstat(st.fd)
+            os.utime(st.fd, ns=(attr.st_atime_ns if fields.update_atime else s.st_atime_ns,
+                                attr.st_mtime_ns if fields.update_mtime else s.st_mtime_ns))
+        a = self._orphan(dino, st)
+        change: dict[str, Any] = {}
+        if fields.update_mode:
+            change["mode"] = stat.S_IFREG | (attr.st_mode & 0o7777)
+        if uid is not None:
+            change["uid"] = uid
+        if gid is not None:
+            change["gid"] = gid
+        if change or fields.update_size:
+            change["ctime_ns"] = time.time_ns()
+        st.gone = a = dataclasses.replace(a, **change)
+        return a
 
     # -- files -------------------------------------------------------------------------------------
     def _restage(self, d: Draft, dino: int, st: DraftInode) -> None:
@@ -549,11 +616,12 @@ class DraftSpace:
             raise
         return DraftFile(slot, dino, st, write)
 
-    async def create(self, slot: DraftSlot, dparent: int, name: bytes, mode: int) -> tuple[DraftFile, pyfuse3.EntryAttributes]:
+    async def create(self, slot: DraftSlot, dparent: int, name: bytes, mode: int,
+                     ctx: Any = None) -> tuple[DraftFile, pyfuse3.EntryAttributes]:
         d = await self.draft(slot)
 
         def work() -> tuple[int, DraftInode, Attr]:
-            ino = d.create(dparent, name, mode & 0o7777)
+            ino = d.create(dparent, name, mode & 0o7777, **_owner(ctx))
             st = DraftInode()
             self._open_write(d, ino, st, False)
             return ino, st, d.getattr(ino)
@@ -682,7 +750,7 @@ class DraftSpace:
                 out["base"] = b"" if base is None else f"v{base}".encode()
                 if self.group is not None:
                     out["group"] = self.group.encode()
-                out["status"] = json.dumps(d.status(hash=False).to_json(), ensure_ascii=False, sort_keys=True).encode()
+                out["status"] = status_value(d.status(hash=False).to_json())
                 if slot.last_commit is not None:
                     out["last_commit"] = json.dumps(slot.last_commit, sort_keys=True).encode()
                 return out
@@ -876,6 +944,39 @@ class DraftSpace:
         else:
             report["commits"].append(doc)
         log.info("%s", _result_text(doc))
+
+
+#: the longest ``user.artfs.status`` value: the kernel refuses values over 64 KiB (E2BIG)
+STATUS_MAX = 60 * 1024
+_STATUS_LISTS = ("added", "changed", "removed", "unhashed", "problems")
+
+
+def status_value(doc: dict[str, Any], limit: int = STATUS_MAX) -> bytes:
+    """``user.artfs.status``: the whole status while it fits in ``limit`` bytes; beyond that a
+    summary: every count and size, the first paths of each list (as many as fit, the same number
+    for each), ``"truncated": true`` and where the full list is (``artfs status --json``)."""
+    value = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()
+    if len(value) <= limit:
+        return value
+    short = dict(doc)
+    short["counts"] = {k: len(doc.get(k) or []) for k in _STATUS_LISTS}
+    short["truncated"] = True
+    short["full"] = "artfs status --json (the complete lists; works while mounted)"
+    cap = max(len(doc.get(k) or []) for k in _STATUS_LISTS)
+    while True:
+        cap //= 2
+        for k in _STATUS_LISTS:
+            short[k] = list((doc.get(k) or [])[:cap])
+        value = json.dumps(short, ensure_ascii=False, sort_keys=True).encode()
+        if len(value) <= limit or cap == 0:
+            return value
+
+
+def _owner(ctx: Any) -> dict[str, int | None]:
+    """Who a FUSE request comes from: the owner of what it creates."""
+    if ctx is None:
+        return {"uid": None, "gid": None}
+    return {"uid": int(ctx.uid), "gid": int(ctx.gid)}
 
 
 def _commit_request(text: str) -> dict[str, Any]:

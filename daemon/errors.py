@@ -43,7 +43,8 @@ _MAP: tuple[tuple[type[BaseException], int], ...] = (
 
 
 _ORDINARY = frozenset({errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR, errno.EXDEV,
-                       errno.EINVAL, errno.EPERM, errno.ENOTSUP, errno.ENODATA})
+                       errno.EINVAL, errno.EPERM, errno.ENOTSUP, errno.ENODATA, errno.ENAMETOOLONG,
+                       errno.EACCES})
 
 
 class Timeout(Exception):

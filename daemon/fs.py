@@ -793,7 +793,7 @@ class Operations(pyfuse3.Operations):
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
         if parent_inode >= DRAFT_BASE:
             slot, dino = self._draft(parent_inode)
-            return await self._ds.mknod(slot, dino, name, mode)
+            return await self._ds.mknod(slot, dino, name, mode, rdev, ctx)
         raise _erofs()
 
     @fuse_handler
@@ -801,7 +801,7 @@ class Operations(pyfuse3.Operations):
         if parent_inode >= DRAFT_BASE:
             slot, dino = self._draft(parent_inode)
             self.lineage.wrote(ctx.pid, slot.project, slot.artifact)
-            return await self._ds.mkdir(slot, dino, name, mode)
+            return await self._ds.mkdir(slot, dino, name, mode, ctx)
         node = self._writable_meta(parent_inode)
         if not isinstance(node, (RootDir, ProjectDir)):
             raise _erofs()
@@ -881,7 +881,7 @@ class Operations(pyfuse3.Operations):
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
         if parent_inode >= DRAFT_BASE:
             slot, dino = self._draft(parent_inode)
-            return await self._ds.symlink(slot, dino, name, target)
+            return await self._ds.symlink(slot, dino, name, target, ctx)
         d = self._writable_meta(parent_inode)
         if not isinstance(d, ArtifactDir):
             raise _erofs()
@@ -976,7 +976,7 @@ class Operations(pyfuse3.Operations):
                      ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         if parent_inode >= DRAFT_BASE:
             slot, dino = self._draft(parent_inode)
-            df, attrs = await self._ds.create(slot, dino, name, mode)
+            df, attrs = await self._ds.create(slot, dino, name, mode, ctx)
             self.lineage.wrote(ctx.pid, slot.project, slot.artifact)
             fh = next(self._fh)
             self.files[fh] = df

@@ -484,11 +484,18 @@ def test_errors(env):
     err(errno.EINVAL, d.truncate, a, -1)
     err(errno.EINVAL, d.readlink, a)
     err(errno.ENOENT, d.getattr, 99999)
-    for bad in ("", ".", "..", "a/b", "x\x00y", b"\xff", "n" * 256):
+    for bad in ("", ".", "..", "a/b", "x\x00y", b"\xff"):
         with pytest.raises(InvalidPath):
             d.create(ROOT, bad)
         with pytest.raises(InvalidPath):
             d.mkdir(ROOT, bad)
+    # a component over NAME_MAX (255 bytes) is ENAMETOOLONG everywhere, as on a local disk
+    long = "n" * 256
+    for fn, args in ((d.create, (ROOT, long)), (d.mkdir, (ROOT, long)), (d.symlink, (ROOT, long, "a")),
+                     (d.lookup, (ROOT, long)), (d.unlink, (ROOT, long)), (d.rmdir, (ROOT, long)),
+                     (d.rename, (ROOT, "a", ROOT, long)), (d.rename, (ROOT, long, ROOT, "zz"))):
+        err(errno.ENAMETOOLONG, fn, *args)
+    assert d.getattr(d.create(ROOT, "é" * 127)).kind == "file"  # 254 bytes: fine
     with pytest.raises(InvalidPath):
         d.rename(ROOT, "a", ROOT, "..")
     err(errno.ENOENT, d.lookup, ROOT, "..")  # a name that cannot exist is simply not there
