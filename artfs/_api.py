@@ -18,7 +18,10 @@ class Api:
     """``Api(overrides={"project": "p"}, store=...)``; names without a project use that project."""
 
     def __init__(self, overrides: dict[str, Any] | None = None, *, store: "Store | str | None" = None,
-                 **_ignored: Any) -> None:
+                 **wandb_options: Any) -> None:
+        """An API object over ``store`` (default: the default store); ``overrides={"project": P}``
+        sets the project for names without one; W&B's other options (``api_key``, ``timeout``) are
+        accepted and ignored."""
         self.store = _open_store(store)
         self.project = check_name((overrides or {}).get("project") or default_project(), "project")
 

@@ -170,13 +170,16 @@ class GroupInfo:
 
     @property
     def files(self) -> int:
+        """Files in all parts (a path in several parts counts in each)."""
         return sum(p.files for p in self.parts)
 
     @property
     def size(self) -> int:
+        """Bytes in all parts."""
         return sum(p.size for p in self.parts)
 
     def to_json(self) -> dict[str, Any]:
+        """The group as ``artfs status --json`` shows it."""
         return {"project": self.project, "artifact": self.artifact, "group": self.group,
                 "finished": self.finished, "finishing": self.finishing, "updated": self.updated,
                 "files": self.files, "size": self.size,

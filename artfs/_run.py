@@ -108,28 +108,34 @@ class Run:
 
     @property
     def record(self) -> RunRecord:
+        """The run's record as stored (read on first use; CorruptData if it was tampered with)."""
         if self._record is None:
             self._record = read_record(self.store, self.project, self.id)
         return self._record
 
     @property
     def name(self) -> str:
+        """The run's display name (its id if it has none)."""
         return self.record.name or self.id
 
     @property
     def job_type(self) -> str | None:
+        """W&B's job type (``train``, ``eval``, ...), or None."""
         return self.record.job_type
 
     @property
     def group(self) -> str | None:
+        """The run's group (distributed writers default to it), or None."""
         return self.record.group
 
     @property
     def config(self) -> dict[str, Any]:
+        """The run's configuration, as given to ``init(config=...)``."""
         return self.record.config
 
     @property
     def state(self) -> str:
+        """``running``, ``finished`` or ``failed``."""
         return self.record.state
 
     def __repr__(self) -> str:
@@ -307,7 +313,7 @@ def current() -> Run | None:
 
 def init(project: str | None = None, job_type: str | None = None, group: str | None = None,
          name: str | None = None, config: dict[str, Any] | None = None, id: str | None = None,
-         store: "Store | str | None" = None, resume: str | bool | None = None, **_ignored: Any) -> Run:
+         store: "Store | str | None" = None, resume: str | bool | None = None, **wandb_options: Any) -> Run:
     """Start a run (W&B's ``wandb.init``); it becomes the current run until ``finish()``.
 
     Inside ``artfs run`` (``ARTFS_RUN_ID`` set) and with no other ``id``, the run of that command

@@ -30,11 +30,13 @@ class Table:
                 raise ArtfsError(f"a row has {len(r)} values for {len(self.columns)} columns: {r!r}")
 
     def add_data(self, *values: Any) -> None:
+        """Append one row (one value per column; ArtfsError otherwise)."""
         if len(values) != len(self.columns):
             raise ArtfsError(f"{len(values)} values for {len(self.columns)} columns")
         self.data.append(list(values))
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON document ``Artifact.add`` stores for this table."""
         return {"_type": "table", "columns": self.columns, "data": self.data,
                 "ncols": len(self.columns), "nrows": len(self.data)}
 
@@ -54,6 +56,7 @@ class PartitionedTable:
         self.parts_path = parts_path
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON document ``Artifact.add`` stores: where the parts are."""
         return {"_type": "partitioned-table", "parts_path": self.parts_path}
 
     def __repr__(self) -> str:

@@ -85,11 +85,10 @@ def test_a_warm_mount_reads_without_the_store(tmp_path):
     store_url = str(tmp_path / "store")
     store, files = _version(store_url, tmp_path)
     warmup(store.artifact("p/data:latest"))
+    blobs = os.path.join(store_url, "p", "blobs")
+    os.rename(blobs, blobs + ".away")  # only the cache can serve them now
     with MountProcess(store_url, tmp_path / "mnt", cache_dir=tmp_path / "cache") as m:
-        before = m.stats()["backend"]
         for rel, data in files.items():
             with open(m.path("p", "data", "v0", rel), "rb") as f:
                 assert f.read() == data
-        after = m.stats()["backend"]
-        assert after.get("range", 0) == before.get("range", 0)
-        assert after.get("get", 0) == before.get("get", 0)
+        assert m.stats()["backend"].get("range", 0) == 0
