@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from ._distributed import PartResult
 from ._draft import Draft, DraftBusy, DraftStatus, Drafts, default_staging_root, list_drafts
 from ._store import Store
 from ._errors import ArtfsError, NotFound
@@ -211,8 +212,8 @@ def report_unmount(ctx: Any, mountpoint: str, pid: int | None, report: str | Non
         if ctx.json:
             ctx.emit({"mountpoint": mountpoint, "commits": [], "unchanged": [], "failed": failed,
                       "daemon_died": True}, None)
-        for f in failed:
-            ctx.note(f"artfs: error: {f['error']}")
+        for fail in failed:
+            ctx.note(f"artfs: error: {fail['error']}")
         if not names:
             ctx.note("artfs: error: the mount daemon exited without reporting its commits, so drafts may not be "
                      "committed; they are kept: `artfs status` lists them and `artfs commit PROJECT/ARTIFACT` "
@@ -322,7 +323,7 @@ def cmd_commit(ctx: Any) -> int:
             ctx.emit({"name": name, "created": False, "version": base, "committed": False},
                      f"nothing to commit: the draft of {name} equals {what}")
             return 0
-        if not hasattr(r, "version"):  # a draft of a group (artfs mount --group): recorded as a part
+        if isinstance(r, PartResult):  # a draft of a group (artfs mount --group): recorded as a part
             doc = {"name": name, "committed": True, **vars(r)}
             ctx.emit(doc, commit_text(doc))
             return 0

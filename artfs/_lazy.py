@@ -116,7 +116,7 @@ import queue
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ._cache import check_blob, stamp, stamp_ok, touch_fd
 from ._digest import blob_key, cache_rel, check_digest, finish, hasher
@@ -440,7 +440,7 @@ class _Pool:
 
     def __init__(self, n: int) -> None:
         self._n = max(1, n)
-        self._q: queue.PriorityQueue = queue.PriorityQueue()
+        self._q: queue.PriorityQueue[Any] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []

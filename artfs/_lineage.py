@@ -277,7 +277,7 @@ def logger_of_version(store: "Store", aproject: str, artifact: str, n: int) -> s
 
 def list_runs(store: "Store", project: str) -> list[str]:
     check_name(project, "project")
-    dirs = cast("list[str]", store.backend.list_dirs(runs_prefix(project)))  # Backend.list shadows list
+    dirs = store.backend.list_dirs(runs_prefix(project))
     return sorted(r for r in dirs if _ok(None, r))
 
 

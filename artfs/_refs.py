@@ -374,7 +374,7 @@ class RefReader:
             if "VersionId" in args and h is None:
                 # pinned by version id: the transfer manager's parallel ranged GETs are safe
                 b._client.download_file(bucket, key, path, ExtraArgs={"VersionId": args["VersionId"]},
-                                        Config=b._transfer_config())  # type: ignore[no-untyped-call]
+                                        Config=b._transfer_config())
                 return os.path.getsize(path)
             r = b._client.get_object(**args)
             n = 0

@@ -49,7 +49,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import xxhash
 
@@ -348,7 +348,7 @@ class Store:
         *,
         type: str,
         entries: list[Entry],
-        sources: dict[str, Callable[[str], None] | str],
+        sources: Mapping[str, Callable[[str], None] | str],
         description: str | None = None,
         metadata: dict[str, Any] | None = None,
         aliases: Iterable[str] = (),

@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from typing import IO
 
 #: set this to an S3 endpoint URL to run the tests against it instead of a moto server
 ENV_ENDPOINT = "ARTFS_TEST_S3_ENDPOINT"
@@ -29,7 +30,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def s3_env(
@@ -105,8 +107,8 @@ class S3Server:
         self.startup_timeout = startup_timeout
         self.use_env = use_env
         self.endpoint: str | None = None
-        self.proc: subprocess.Popen | None = None
-        self._log = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
         self.access_key = "testing"
         self.secret_key = "testing"
 
@@ -161,7 +163,8 @@ class S3Server:
         if self._log is None:
             return ""
         self._log.seek(0)
-        return self._log.read()[-2000:].decode("utf-8", "replace").strip()
+        tail: bytes = self._log.read()[-2000:]
+        return tail.decode("utf-8", "replace").strip()
 
     def _stop(self) -> None:
         p, self.proc = self.proc, None
@@ -176,5 +179,5 @@ class S3Server:
             self._log.close()
             self._log = None
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop()

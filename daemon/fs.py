@@ -622,7 +622,7 @@ class Operations(pyfuse3.Operations):
         fast = f.read_nowait(off, length, self._buf)
         if fast is not None:
             self.stats["read_bytes"] += length
-            return fast  # type: ignore[return-value]  # pyfuse3 takes any buffer
+            return fast  # type: ignore[no-any-return,unused-ignore]  # pyfuse3 takes any buffer
         try:
             with trio.move_on_after(self.timeout + 5.0):
                 data: bytes = await trio.to_thread.run_sync(f.read_blocking, off, length,

@@ -554,7 +554,7 @@ class Namespace:
                 self.stats["trees_loaded"] += 1
                 self._idle_trees[v] = None
                 self._trim()
-            return v.tree  # type: ignore[return-value]
+            return v.tree
 
     def _range(self, v: VersionDir) -> int:
         i = self.inodes._owners.index(v)

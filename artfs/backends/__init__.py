@@ -17,6 +17,8 @@ The contract test suite in :mod:`artfs.testing` runs against every backend.
 
 from __future__ import annotations
 
+import builtins
+
 import abc
 import os
 from dataclasses import dataclass
@@ -87,7 +89,7 @@ class Backend(abc.ABC):
         """Every key under ``prefix`` (a directory-like prefix ending in ``/``), recursively."""
 
     @abc.abstractmethod
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         """The names of the immediate "subdirectories" under ``prefix`` (ending in ``/``)."""
 
     def close(self) -> None:

@@ -12,6 +12,8 @@ directory's mode: new versions keep the project's level.
 
 from __future__ import annotations
 
+import builtins
+
 import contextlib
 import errno
 import itertools
@@ -330,7 +332,7 @@ class LocalBackend(Backend):
                 key = fn if rel == "." else f"{rel}/{fn}"
                 yield ObjectInfo(key, st.st_size, st.st_mtime)
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         base = self._path(prefix.rstrip("/")) if prefix else self.root
         try:
             with os.scandir(base) as it:

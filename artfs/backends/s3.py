@@ -36,6 +36,8 @@ may be used from many threads at once.
 
 from __future__ import annotations
 
+import builtins
+
 import os
 import random
 import threading
@@ -217,7 +219,7 @@ class S3Backend(Backend):
             self.counter[what] += 1
 
     @property
-    def _client(self):
+    def _client(self) -> Any:
         c = self._client_obj
         if c is None:
             with self._client_lock:
@@ -226,7 +228,7 @@ class S3Backend(Backend):
                     c = self._client_obj = self._make_client()
         return c
 
-    def _make_client(self):
+    def _make_client(self) -> Any:
         try:
             import boto3
             from botocore.config import Config
@@ -305,7 +307,7 @@ class S3Backend(Backend):
     def _where(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)} via {self._endpoint()}"
 
-    def _transfer_config(self):
+    def _transfer_config(self) -> Any:
         from boto3.s3.transfer import TransferConfig
 
         return TransferConfig(
@@ -650,7 +652,7 @@ class S3Backend(Backend):
         except Exception as e:
             raise self._error(e, prefix) from None
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         full = self._list_prefix(prefix)
         names = []
         try:
@@ -741,7 +743,7 @@ def no_sign_request_from_env() -> bool:
     return os.environ.get("ARTFS_NO_SIGN_REQUEST", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _unsigned_config(unsigned: bool) -> dict:
+def _unsigned_config(unsigned: bool) -> dict[str, Any]:
     if not unsigned:
         return {}
     from botocore import UNSIGNED
