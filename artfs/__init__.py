@@ -1,50 +1,88 @@
 """artfs: versioned datasets and models, mounted as plain directories.
 
-The public surface; implementation lives in private modules.
+The public surface; implementation lives in private modules. Names are imported when first
+used (PEP 562), so that ``import artfs`` (and ``artfs --version``) does not pay for httpx,
+boto3 and the rest until a name that needs them is touched; ``from artfs import X`` and
+``artfs.X`` behave exactly as eager imports would.
 """
 
 from __future__ import annotations
 
-from ._api import Api
-from ._artifact import Artifact, ArtifactManifestEntry
-from ._cache import Cache, parse_size
-from ._digest import digest_bytes, digest_file
-from ._distributed import GroupFinished, GroupInfo, PartResult, PartsConflict
-from ._errors import (
-    AlreadyExists,
-    ArtfsError,
-    CorruptData,
-    InvalidName,
-    InvalidPath,
-    NotFound,
-    PermissionDenied,
-    ReferenceChanged,
-    StoreUnavailable,
-)
-from ._manifest import Entry, Manifest
-from ._names import Spec, parse_spec
-from ._refs import RefReader, resolve_reference
-from ._run import Run, finish, init, log_artifact, use_artifact
-from . import _run_groups  # noqa: F401  (adds Run.upsert_artifact and Run.finish_artifact)
-from . import data_types
-from .data_types import PartitionedTable, Table
-from ._store import CommitResult, Store
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# name -> the private module that defines it
+_EXPORTS: dict[str, str] = {
+    "Api": "_api",
+    "Artifact": "_artifact", "ArtifactManifestEntry": "_artifact",
+    "Cache": "_cache", "parse_size": "_cache",
+    "digest_bytes": "_digest", "digest_file": "_digest",
+    "GroupFinished": "_distributed", "GroupInfo": "_distributed", "PartResult": "_distributed",
+    "PartsConflict": "_distributed",
+    "AlreadyExists": "_errors", "ArtfsError": "_errors", "CorruptData": "_errors", "InvalidName": "_errors",
+    "InvalidPath": "_errors", "NotFound": "_errors", "PermissionDenied": "_errors",
+    "ReferenceChanged": "_errors", "StoreUnavailable": "_errors",
+    "Entry": "_manifest", "Manifest": "_manifest",
+    "Spec": "_names", "parse_spec": "_names",
+    "RefReader": "_refs", "resolve_reference": "_refs",
+    "Run": "_run", "finish": "_run", "init": "_run", "log_artifact": "_run", "use_artifact": "_run",
+    "PartitionedTable": "data_types", "Table": "data_types",
+    "CommitResult": "_store", "Store": "_store",
+}
 
 __all__ = [
     "Api", "Run", "finish", "init", "log_artifact", "use_artifact", "PartitionedTable", "Table", "data_types",
     "AlreadyExists", "Artifact", "ArtifactManifestEntry", "ArtfsError", "Cache", "CommitResult",
-    "CorruptData", "Entry", "GroupFinished", "GroupInfo", "PartResult", "PartsConflict", "InvalidName", "InvalidPath", "Manifest", "NotFound", "PermissionDenied",
-    "RefReader", "ReferenceChanged", "Spec", "Store", "StoreUnavailable", "digest_bytes", "digest_file",
-    "parse_size", "parse_spec", "resolve_reference",
+    "CorruptData", "Entry", "GroupFinished", "GroupInfo", "PartResult", "PartsConflict", "InvalidName",
+    "InvalidPath", "Manifest", "NotFound", "PermissionDenied", "RefReader", "ReferenceChanged", "Spec", "Store",
+    "StoreUnavailable", "digest_bytes", "digest_file", "parse_size", "parse_spec", "resolve_reference",
 ]
 
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
+    from . import data_types
+    from ._api import Api
+    from ._artifact import Artifact, ArtifactManifestEntry
+    from ._cache import Cache, parse_size
+    from ._digest import digest_bytes, digest_file
+    from ._distributed import GroupFinished, GroupInfo, PartResult, PartsConflict
+    from ._errors import (
+        AlreadyExists,
+        ArtfsError,
+        CorruptData,
+        InvalidName,
+        InvalidPath,
+        NotFound,
+        PermissionDenied,
+        ReferenceChanged,
+        StoreUnavailable,
+    )
+    from ._manifest import Entry, Manifest
+    from ._names import Spec, parse_spec
+    from ._refs import RefReader, resolve_reference
+    from ._run import Run, finish, init, log_artifact, use_artifact
+    from ._store import CommitResult, Store
+    from .data_types import PartitionedTable, Table
 
-def __getattr__(name: str) -> object:
-    """``artfs.run``: the current run (like ``wandb.run``), None outside ``artfs.init()``."""
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported on first use; ``artfs.run``: the current run (like ``wandb.run``)."""
     if name == "run":
         from . import _run
 
         return _run.current()
-    raise AttributeError(f"module 'artfs' has no attribute {name!r}")
+    if name == "data_types":
+        return importlib.import_module(".data_types", __name__)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'artfs' has no attribute {name!r}")
+    if module == "_run":
+        importlib.import_module("._run_groups", __name__)  # adds Run.upsert_artifact / finish_artifact
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, "run"})

@@ -89,7 +89,7 @@ def artfs_mount_of(path: str) -> tuple[str, str] | None:
     Looks only at /proc/self/mountinfo and at the path's text (no stat through the mount, which
     could hang on a stuck daemon).
     """
-    from ._cli_mount import FSTYPE, find_mount
+    from ._mounts import FSTYPE, find_mount
 
     p = os.path.abspath(path)
     while True:

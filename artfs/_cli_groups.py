@@ -172,7 +172,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                     "and all print it; finishing a finished group prints its version. Parts that give one path "
                     "different content make it fail, naming the paths; nothing is committed and the parts stay.")
     p.add_argument("name", metavar="PROJECT/ARTIFACT")
-    p.add_argument("--group", required=True, metavar="GROUP")
+    p.add_argument("--group", required=True, metavar="GROUP", help="the pending group to finish (its distributed id)")
     p.add_argument("-a", "--alias", action="append", metavar="ALIAS", help="alias for the version (repeatable)")
     p.add_argument("-t", "--type", metavar="TYPE", help="dataset, model, ... (default: the parts' type)")
     p.add_argument("-d", "--description", help="description (default: the first part's)")

@@ -33,7 +33,7 @@ import datetime as _dt
 import json
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ._errors import CorruptData, InvalidName, NotFound
 from ._names import check_name

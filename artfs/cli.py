@@ -37,14 +37,19 @@ from functools import cached_property
 from typing import Any, Callable, Iterator, Sequence
 
 from . import __version__
-from ._artifact import Artifact
+from typing import TYPE_CHECKING
+
 from ._cache import Cache, parse_size
 from ._cli_mount import missing_store_message
 from ._errors import ArtfsError, NotFound, PermissionDenied
 from ._names import Spec, check_alias, check_name, check_path, parse_spec
-from ._refs import add_reference_args, add_references_from_args
-from ._store import HasAliases, Store
 from .backends import default_store_url
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+# Start-up time: the store, artifacts and references (httpx, boto3) are imported by the commands
+# that use them, not here, so that `artfs --version`, `--help` and usage errors answer at once.
 
 #: Modules that add subcommands (``mount``, ``umount``, ``commit``, ``status``, ...). Each defines
 #: ``register(subparsers, common)``; a module that does not exist (yet) is skipped.
@@ -122,6 +127,8 @@ class Context:
                 if not getattr(self.args, "creates_store", False):
                     raise NotFound(missing_store_message(path, explicit=self.store_given))
                 self.note(f"created the store {path}")
+        from ._store import Store
+
         try:
             return Store(url, cache=self.cache)
         except ValueError as e:  # a malformed URL or setting (e.g. ARTFS_S3_TIMEOUT)
@@ -260,6 +267,9 @@ def cmd_put(ctx: Context) -> None:
         raise FileNotFoundError(2, "No such file or directory", a.dir)
     if a.dir is not None and not os.path.isdir(a.dir):
         raise NotADirectoryError(20, "Not a directory", a.dir)
+    from ._artifact import Artifact
+    from ._refs import add_references_from_args
+
     art = Artifact(spec.artifact, type=a.type or "unspecified", description=a.description, metadata=metadata)
     added = art.add_dir(a.dir) if a.dir is not None else []
     if not added and not a.references:
@@ -446,6 +456,8 @@ def cmd_describe(ctx: Context) -> None:
 
 
 def cmd_delete(ctx: Context) -> None:
+    from ._store import HasAliases
+
     spec = _spec(ctx.args.spec, ref="required")
     project, artifact, n = ctx.store.resolve(spec)
     try:
@@ -550,6 +562,8 @@ def _register_builtin(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--alias", action="append", metavar="ALIAS", help="alias for the version (repeatable)")
     p.add_argument("-d", "--description", help="a description of the new version")
     _metadata_options(p)
+    from ._refs import add_reference_args
+
     add_reference_args(p)
     _json_option(p)
     p.set_defaults(func=cmd_put, creates_store=True)
@@ -695,6 +709,9 @@ def _target_of(args: argparse.Namespace) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``artfs`` command line; returns the exit code."""
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
+        print(f"artfs {__version__}")  # before building every command's parser (and importing it)
+        return 0
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -105,7 +105,7 @@ def mount_tour(tmp: str) -> None:
     if not os.path.exists("/dev/fuse") or importlib.util.find_spec("artfsd") is None:
         say("  (skipped: this machine has no /dev/fuse, or the mount daemon is not installed)")
         return
-    from ._cli_mount import find_mount
+    from ._mounts import find_mount
 
     mnt = os.path.join(tmp, "mnt")
     os.mkdir(mnt)

@@ -73,7 +73,7 @@ import pyfuse3
 import trio
 
 from artfs import InvalidName, PartResult
-from artfs._draft import ROOT, Attr, Draft, DraftBusy, Drafts
+from artfs.lowlevel import ROOT, Attr, Draft, DraftBusy, Drafts, is_pinned
 
 from .namespace import ArtifactDir, DraftRoot
 
@@ -583,11 +583,7 @@ class DraftSpace:
             if check is not None:
                 check(entry)
             open_ref = getattr(self.blobs, "open_ref", None)
-            try:
-                from artfs._refs import is_pinned
-                pinned = bool(is_pinned(entry))
-            except ImportError:
-                pinned = False
+            pinned = bool(is_pinned(entry))
             if open_ref is not None and pinned and entry.size:
                 return open_ref(slot.project, entry, reader)
             return _RefReads(reader, entry)

@@ -24,7 +24,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import pyfuse3
 
 from artfs import CorruptData, InvalidName, InvalidPath, NotFound, PermissionDenied, StoreUnavailable
-from artfs._draft import DraftBusy
+from artfs.lowlevel import DraftBusy
 
 log = logging.getLogger("artfsd")
 

@@ -50,9 +50,8 @@ from typing import Any, Sequence
 import pyfuse3
 import trio
 
-from artfs import ArtfsError, InvalidName, Store
-from artfs._cache import stamp_ok
-from artfs._names import check_alias, check_name, is_version, parse_version
+from artfs import ArtfsError, InvalidName, PermissionDenied, RefReader, Store
+from artfs.lowlevel import check_alias, check_name, is_pinned, is_version, logger_of_version, parse_version, stamp_ok
 
 from .drafts import DRAFT_BASE, DraftFile, DraftSpace
 from .errors import Timeout, errno_for, fuse_handler
@@ -183,9 +182,6 @@ def open_reference(reader: Any, blobs: Any, cache: Any, v: VersionDir, tree: Ver
     the cache like a blob (``LazyBlobs.open_ref``: chunks, read-ahead; every fetch pinned to what
     was recorded, so a changed object gives EIO); an unpinned one reads whatever is there now.
     """
-    from artfs._errors import PermissionDenied
-    from artfs._refs import is_pinned
-
     try:
         reader.check_allowed(ref)
     except PermissionDenied as e:
@@ -283,8 +279,6 @@ class Operations(pyfuse3.Operations):
 
     def _ref_reader(self) -> Any:
         if self._refs is None:
-            from artfs._refs import RefReader
-
             # file:// references name files of whoever wrote the manifest: never opened here
             self._refs = RefReader(allow_file=False)
         return self._refs
@@ -704,8 +698,6 @@ class Operations(pyfuse3.Operations):
         """``project/run_id`` that logged vN (``user.artfs.logged_by``); remembered once known."""
         by = self._logged_by.get(v.key)
         if by is None:
-            from artfs._lineage import logger_of_version
-
             try:
                 by = await self.ns.run_sync(logger_of_version, self.store, *v.key, what=f"lineage of {v.spec}")
             except (ArtfsError, Timeout) as e:  # lineage is an extra: the version's other attributes still answer

@@ -57,8 +57,7 @@ from typing import Any
 import trio
 
 from artfs import AlreadyExists, ArtfsError, InvalidName
-from artfs._lineage import RunRecord, now_iso, parse_run_path, record_edge, version_ref, write_record
-from artfs._run import RUN_ENV, new_run_id
+from artfs.lowlevel import RUN_ENV, RunRecord, new_run_id, now_iso, parse_run_path, record_edge, version_ref, write_record
 
 log = logging.getLogger("artfsd")
 

@@ -33,15 +33,11 @@ from typing import Any
 import pyfuse3
 import trio
 
-from artfs import Cache, Store
-from artfs._cli_mount import FSTYPE, add_mount_arguments, apply_mount_options, find_mount, pidfile_path
-from artfs._cli_mount import results_path
-from artfs import _cli_mount
-from artfs._errors import ArtfsError, NotFound, PermissionDenied, StoreUnavailable
-from artfs._lazy import LazyBlobs
-from artfs._names import check_name
-from artfs._refs import RefReader
-from artfs.backends import default_store_url
+from artfs import ArtfsError, Cache, NotFound, PermissionDenied, RefReader, Store, StoreUnavailable
+from artfs.lowlevel import FSTYPE, LazyBlobs, add_mount_arguments, apply_mount_options, check_name, find_mount
+from artfs.lowlevel import default_log_path as _default_log_path
+from artfs.lowlevel import default_store_url, pidfile_path, results_path
+
 
 from .drafts import DraftSpace
 from .fs import Operations
@@ -98,7 +94,7 @@ class Ready:
 
 # -- logging -------------------------------------------------------------------------------------
 def default_log_path(mountpoint: str) -> str:
-    return _cli_mount.default_log_path(mountpoint)  # the one definition: `artfs mount` names it too
+    return _default_log_path(mountpoint)  # the one definition: `artfs mount` names it too
 
 
 def _setup_logging(debug: bool, path: str | None) -> None:

@@ -42,8 +42,7 @@ import pyfuse3
 import trio
 
 from artfs import InvalidName, PermissionDenied, Store, StoreUnavailable
-from artfs._access import list_projects
-from artfs._names import check_alias, check_name, is_version, parse_version
+from artfs.lowlevel import check_alias, check_name, is_version, list_projects, parse_version
 
 from .errors import Timeout, errno_for
 from .tree import VersionTree

@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 from artfs import CorruptData, NotFound
-from artfs._digest import blob_key
+from artfs.lowlevel import blob_key
 
 log = logging.getLogger("artfsd")
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from typing import Any, Sequence
 
-from artfs._cli_mount import FSTYPE, find_mount
+from artfs.lowlevel import FSTYPE, find_mount
 
 
 def is_mounted(mountpoint: str | os.PathLike[str]) -> bool:

@@ -26,7 +26,7 @@ import bisect
 from array import array
 
 from artfs import Entry, Manifest
-from artfs._manifest import gc_paused
+from artfs.lowlevel import gc_paused
 
 EXECUTABLE = 1
 HAS_DIGEST = 2

@@ -1,0 +1,63 @@
+"""The lower-level surface of artfs, for the mount daemon (``artfsd``) and other tools built on it.
+
+``import artfs`` is the API for users (W&B's names). The daemon needs more: the draft engine,
+the lazy reader of cache blobs, the names and keys the store uses, the lineage records, and the
+mount's shared options and bookkeeping. Those live in private modules; this module is the one
+place that publishes them, as ``trio.lowlevel`` does for trio's internals, so the daemon imports
+no ``_private`` module and no CLI module (``tests/test_layering.py`` checks both, and guards the
+list below: a name added or removed here is a decision, not an accident).
+
+These names are stable within a release of artfs, not across releases.
+"""
+
+from __future__ import annotations
+
+from ._access import list_projects
+from ._cache import stamp_ok
+from ._digest import blob_key
+from ._draft import ROOT, Attr, Draft, DraftBusy, Drafts
+from ._lazy import LazyBlobs
+from ._lineage import (
+    RunRecord,
+    logger_of_version,
+    now_iso,
+    parse_run_path,
+    record_edge,
+    version_ref,
+    write_record,
+)
+from ._manifest import gc_paused
+from ._mounts import (
+    FSTYPE,
+    add_mount_arguments,
+    apply_mount_options,
+    default_log_path,
+    find_mount,
+    pidfile_path,
+    results_path,
+)
+from ._names import check_alias, check_name, is_version, parse_version
+from ._refs import is_pinned
+from ._run import RUN_ENV, new_run_id
+from .backends import default_store_url
+
+__all__ = [
+    # drafts: the writable staging tree of an artifact (artfs/_draft.py)
+    "ROOT", "Attr", "Draft", "DraftBusy", "Drafts",
+    # cache blobs read lazily, chunk by chunk, verified when complete (artfs/_lazy.py, _cache.py)
+    "LazyBlobs", "stamp_ok", "blob_key",
+    # names, versions, references
+    "check_alias", "check_name", "is_version", "parse_version", "is_pinned",
+    # manifests
+    "gc_paused",
+    # what a caller may see of a store (artfs/_access.py)
+    "list_projects",
+    # runs and lineage (artfs/_lineage.py, _run.py)
+    "RUN_ENV", "RunRecord", "logger_of_version", "new_run_id", "now_iso", "parse_run_path", "record_edge",
+    "version_ref", "write_record",
+    # mounts: options shared with `artfs mount`, the mount table, pid and report files (artfs/_mounts.py)
+    "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
+    "results_path",
+    # stores
+    "default_store_url",
+]
