@@ -61,6 +61,20 @@ def _released(m: MountProcess) -> None:
     assert m.stats()["open_files"] == 0
 
 
+def _complete(m: MountProcess, store_url: str, tmp: Path) -> str:
+    """Wait until big.bin's blob is complete and verified in the cache and no handle is open
+    (verification runs in the background after the last chunk; RELEASE arrives after close());
+    returns the blob's digest."""
+    _released(m)
+    digest = Store(store_url).artifact("p/data:v0").get_path("big.bin").digest
+    cache = Cache(str(tmp / "cache"))
+    deadline = time.monotonic() + 30
+    while not cache.has(digest) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert cache.has(digest)
+    return digest
+
+
 def test_stats_say_what_the_kernel_does(setup):
     store_url, _, _, tmp = setup
     with _mount(store_url, tmp) as m:
@@ -78,6 +92,7 @@ def test_passthrough_read_and_mmap_are_byte_identical(setup):
         f = m.path("p", "data", "v0", "big.bin")
         with open(f, "rb") as fh:  # cold: the chunked path fetches and completes the blob
             assert fh.read() == payload
+        _complete(m, store_url, tmp)
         before = m.stats()
         with open(f, "rb") as fh:  # complete in the cache: backed by the cache file
             assert fh.read() == payload
@@ -101,14 +116,19 @@ def test_passthrough_keeps_a_blob_that_backs_an_open_file(setup):
         with open(f, "rb") as fh:
             fh.read()
         cache = Cache(str(tmp / "cache"))
-        digest = Store(store_url).artifact("p/data:v0").get_path("big.bin").digest
+        digest = _complete(m, store_url, tmp)
         with open(f, "rb") as fh:
             assert m.stats()["passthrough_files"] == 1
             cache.cleanup(0)  # evict everything that is not in use
             assert os.path.exists(cache.path(digest))
             assert fh.read() == payload
         _released(m)
+        # the daemon lets go of the blob (its shared flock) just after the release is counted
+        deadline = time.monotonic() + 30
         cache.cleanup(0)
+        while os.path.exists(cache.path(digest)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            cache.cleanup(0)
         assert not os.path.exists(cache.path(digest))
         with open(f, "rb") as fh:  # evicted: fetched again, then served again
             assert fh.read() == payload
@@ -121,8 +141,7 @@ def test_passthrough_never_serves_a_changed_cache_blob(setup):
         f = m.path("p", "data", "v0", "big.bin")
         with open(f, "rb") as fh:
             fh.read()
-        _released(m)
-        digest = Store(store_url).artifact("p/data:v0").get_path("big.bin").digest
+        digest = _complete(m, store_url, tmp)
         path = Cache(str(tmp / "cache")).path(digest)
         with open(path, "r+b") as blob:  # flip one byte, same size
             blob.seek(1000)
