@@ -76,6 +76,11 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(".data_types", __name__)
     module = _EXPORTS.get(name)
     if module is None:
+        if name.startswith("_") and not name.startswith("__"):  # artfs._run etc., as eager imports had them
+            try:
+                return importlib.import_module(f".{name}", __name__)
+            except ModuleNotFoundError:
+                pass
         raise AttributeError(f"module 'artfs' has no attribute {name!r}")
     if module == "_run":
         importlib.import_module("._run_groups", __name__)  # adds Run.upsert_artifact / finish_artifact
