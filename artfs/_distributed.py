@@ -314,8 +314,6 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
     ``run`` (``project/run_id``) names the run that wrote the part: ``finish`` records it as a
     contributor of the version (lineage). ``aliases`` are given to the version at ``finish``.
     """
-    from ._digest import blob_key
-    from ._parallel import pmap
     from ._store import _WORKERS as STORE_WORKERS
 
     _check(project, artifact, group)
@@ -336,22 +334,7 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
         store._wait_for_deletions(project)
         missing = store._missing_blobs(project, digests)
         sizes = {e.digest: e.size for e in entries if e.digest}
-
-        def upload(d: str) -> int:
-            src = sources.get(d)
-            if src is None:
-                raise ArtfsError(f"no local source for blob {d}")
-            if isinstance(src, str):
-                store.backend.put_file(blob_key(project, d), src)
-            else:
-                src(blob_key(project, d))
-            if progress:
-                progress(sizes.get(d, 0))
-            return sizes.get(d, 0)
-
-        if progress:
-            progress(sum(sizes[d] for d in digests if d not in set(missing)))
-        up_bytes = sum(pmap(upload, missing, STORE_WORKERS))
+        up_bytes = store._upload_blobs(project, digests, missing, sources, sizes, progress, STORE_WORKERS)
         doc = {"format": FORMAT, "writer": writer, "part_id": part_id, "created": time.time(),
                "host": socket.gethostname(), "pid": os.getpid(), "type": type,
                "description": description, "metadata": dict(metadata or {}), "run": run,

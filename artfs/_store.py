@@ -341,6 +341,30 @@ class Store:
         """
         return art._log(self, project, list(aliases), run=run)
 
+    def _upload_blobs(self, project: str, digests: list[str], missing: list[str],
+                      sources: Mapping[str, Callable[[str], None] | str], sizes: Mapping[str, int],
+                      progress: Callable[[int], None] | None, workers: int = _WORKERS) -> int:
+        """Upload the blobs ``missing`` of ``digests`` (a local path, or a function that writes the
+        key, per digest in ``sources``), several at once; ``progress`` first gets the bytes of
+        those already in the store. Returns the bytes uploaded (shared by commits and parts)."""
+        if progress:
+            absent = set(missing)
+            progress(sum(sizes[d] for d in digests if d not in absent))
+
+        def upload(d: str) -> int:
+            src = sources.get(d)
+            if src is None:
+                raise ArtfsError(f"no local source for blob {d}")
+            if isinstance(src, str):
+                self.backend.put_file(blob_key(project, d), src)
+            else:
+                src(blob_key(project, d))
+            if progress:
+                progress(sizes.get(d, 0))
+            return sizes.get(d, 0)
+
+        return sum(pmap(upload, missing, workers))
+
     def commit(
         self,
         project: str,
@@ -422,24 +446,9 @@ class Store:
                 known.discard(None)
             known |= protected
             missing = self._missing_blobs(project, [d for d in digests if d not in known])
-            up_bytes = 0
             sizes = {e.digest: e.size for e in entries if e.digest}
 
-            def upload(d: str) -> int:
-                src = sources.get(d)
-                if src is None:
-                    raise ArtfsError(f"no local source for blob {d}")
-                if isinstance(src, str):
-                    self.backend.put_file(blob_key(project, d), src)
-                else:
-                    src(blob_key(project, d))
-                if progress:
-                    progress(sizes.get(d, 0))
-                return sizes.get(d, 0)
-
-            if progress:
-                progress(sum(sizes[d] for d in digests if d not in missing))
-            up_bytes = sum(pmap(upload, missing, _WORKERS))
+            up_bytes = self._upload_blobs(project, digests, missing, sources, sizes, progress)
 
             # A number is never handed out twice, not even after its version was deleted:
             # caches (ours and other machines') keep manifests forever, keyed by number.
