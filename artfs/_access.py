@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import xxhash
 
 from ._errors import ArtfsError, NotFound, PermissionDenied
+from ._layout import ROOT_INDEX, project_index_key
 from ._names import check_name
 
 if TYPE_CHECKING:
@@ -97,7 +98,6 @@ def list_projects(store: "Store") -> tuple[list[str], list[str]]:
     absent): some stores let anyone list a bucket but refuse to serve a private prefix's objects,
     and a listing must show only what can be opened. Projects without artifacts are left out.
     """
-    from ._index import project_index_key
     from ._store import _valid
 
     visible: list[str] = []
@@ -179,8 +179,6 @@ def _probe_show(store: "Store", project: str | None) -> list[Access]:
     if project is not None:
         try:
             store.artifacts(project)
-            from ._index import project_index_key
-
             try:
                 store.backend.get(project_index_key(project))
             except NotFound:
@@ -257,19 +255,19 @@ class _S3Policy:
              "Resource": f"arn:aws:s3:::{self.bucket}",
              "Condition": {"StringEquals": {"s3:prefix": [self.prefix], "s3:delimiter": ["/"]}}},
             {"Sid": self.sid("TopIndex"), "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-             "Resource": f"arn:aws:s3:::{self.bucket}/{self.prefix}index.json"},
+             "Resource": f"arn:aws:s3:::{self.bucket}/{self.prefix}{ROOT_INDEX}"},
         ]
 
     # -- reading and writing the policy --------------------------------------------------------
     def read(self, what: str) -> dict[str, Any]:
-        c = self.b._client
+        c = self.b.client
         try:
             raw = c.get_bucket_policy(Bucket=self.bucket)["Policy"]
         except Exception as e:
             code = getattr(e, "response", {}).get("Error", {}).get("Code")
             if code == "NoSuchBucketPolicy":
                 return {"Version": _POLICY_VERSION, "Statement": []}
-            err = self.b._error(e, "")
+            err = self.b.artfs_error(e, "")
             if isinstance(err, PermissionDenied):
                 raise PermissionDenied(
                     f"{what}: refused by the store: reading who may access it needs s3:GetBucketPolicy on "
@@ -286,14 +284,14 @@ class _S3Policy:
         return doc
 
     def write(self, doc: dict[str, Any], what: str) -> None:
-        c = self.b._client
+        c = self.b.client
         try:
             if doc["Statement"]:
                 c.put_bucket_policy(Bucket=self.bucket, Policy=json.dumps(doc))
             else:
                 c.delete_bucket_policy(Bucket=self.bucket)
         except Exception as e:
-            err = self.b._error(e, "")
+            err = self.b.artfs_error(e, "")
             if isinstance(err, PermissionDenied):
                 raise PermissionDenied(
                     f"{what}: refused by the store: changing who may access a project needs "

@@ -16,8 +16,9 @@ import tempfile
 import uuid
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
-from ._digest import blob_key, digest_file
+from ._digest import digest_file
 from ._errors import ArtfsError, CorruptData, InvalidPath, SizeMismatch
+from ._layout import blob_key
 from ._manifest import Entry, Manifest
 from ._names import check_alias, check_name, check_path, join_path
 from ._parallel import pmap

@@ -30,6 +30,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ._errors import InvalidName, NotFound, PermissionDenied
+from ._layout import ROOT_INDEX as ROOT_INDEX  # re-exported: the index keys were spelled here
+from ._layout import aliases_prefix, deleted_prefix
+from ._layout import artifact_index_key as artifact_index_key
+from ._layout import project_index_key as project_index_key
 from ._names import check_alias, check_name
 
 if TYPE_CHECKING:
@@ -38,15 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("artfs.index")
 
 FORMAT = 1
-ROOT_INDEX = "index.json"
-
-
-def project_index_key(project: str) -> str:
-    return f"{project}/index.json"
-
-
-def artifact_index_key(project: str, artifact: str) -> str:
-    return f"{project}/artifacts/{artifact}/index.json"
 
 
 def _names(values: Any, *, alias: bool = False) -> list[str]:
@@ -92,10 +87,10 @@ def parse_index(data: bytes, *, where: str = "index") -> dict[str, Any] | None:
 def artifact_index(store: "Store", project: str, artifact: str) -> dict[str, Any]:
     versions = store.versions(project, artifact)
     resolved = store.aliases(project, artifact, versions=versions)
-    prefix = f"{project}/artifacts/{artifact}/aliases/"
+    prefix = aliases_prefix(project, artifact)
     explicit = {o.key[len(prefix):] for o in store.backend.list(prefix)}
     used = list(versions)
-    tomb = f"{project}/artifacts/{artifact}/deleted/"
+    tomb = deleted_prefix(project, artifact)
     used += [int(o.key[len(tomb):]) for o in store.backend.list(tomb) if o.key[len(tomb):].isdigit()]
     doc: dict[str, Any] = {
         "format": FORMAT,

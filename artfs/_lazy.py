@@ -119,7 +119,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._cache import check_blob, stamp, stamp_ok, touch_fd
-from ._digest import blob_key, cache_rel, check_digest, finish, hasher
+from ._digest import cache_rel, check_digest, finish, hasher
+from ._layout import blob_key
 from ._errors import ArtfsError, CorruptData, NotFound, StoreUnavailable
 
 if TYPE_CHECKING:

@@ -92,6 +92,18 @@ class Backend(abc.ABC):
     def list_dirs(self, prefix: str) -> builtins.list[str]:
         """The names of the immediate "subdirectories" under ``prefix`` (ending in ``/``)."""
 
+    # -- capabilities: what a backend may offer beyond the key/value contract (declared here, so
+    # callers ask the interface rather than probe with getattr) ----------------------------------
+    def local_path(self, key: str) -> str | None:
+        """The file of ``key`` on this machine (it may not exist) when the store is a local
+        directory, so callers may ``stat`` it instead of sending a request; None for other stores."""
+        return None
+
+    def gc_tmp(self, older_than: float) -> int:
+        """Remove what crashed writers left outside the keys (temporary files, unfinished
+        multipart uploads) older than ``older_than`` seconds; returns how many (none by default)."""
+        return 0
+
     def close(self) -> None:
         pass
 

@@ -219,7 +219,9 @@ class S3Backend(Backend):
             self.counter[what] += 1
 
     @property
-    def _client(self) -> Any:
+    def client(self) -> Any:
+        """The store's boto3 S3 client, made on first use (its endpoint, credentials, retries and
+        time budget): the ``s3://`` references (artfs._refs.s3) use it for their buckets too."""
         c = self._client_obj
         if c is None:
             with self._client_lock:
@@ -262,7 +264,7 @@ class S3Backend(Backend):
                 "s3", endpoint_url=self.endpoint_url, region_name=region, config=config
             )
         except Exception as e:
-            raise self._error(e, "") from None
+            raise self.artfs_error(e, "") from None
         client.meta.events.register("before-call.s3", self._start_budget)
         if mode in ("standard", "adaptive"):
             _bound_retries(client, self._socket_timeout, self.max_attempts)
@@ -307,7 +309,8 @@ class S3Backend(Backend):
     def _where(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)} via {self._endpoint()}"
 
-    def _transfer_config(self) -> Any:
+    def transfer_config(self) -> Any:
+        """The transfer manager's settings of this store (multipart sizes, concurrency)."""
         from boto3.s3.transfer import TransferConfig
 
         return TransferConfig(
@@ -318,7 +321,7 @@ class S3Backend(Backend):
             use_threads=True,
         )
 
-    def _error(self, e: BaseException, key: str, *, exclusive: bool = False) -> BaseException:
+    def artfs_error(self, e: BaseException, key: str, *, exclusive: bool = False) -> BaseException:
         """The artfs error for a boto3/botocore/s3transfer exception (others are returned as-is)."""
         if isinstance(e, ArtfsError):
             return e
@@ -339,7 +342,7 @@ class S3Backend(Backend):
             e.__context__ if type(e).__name__ == "S3UploadFailedError" else None
         )
         if isinstance(inner, BaseException) and inner is not e:
-            return self._error(inner, key, exclusive=exclusive)
+            return self.artfs_error(inner, key, exclusive=exclusive)
 
         if isinstance(e, ClientError):
             err = e.response.get("Error", {})
@@ -379,16 +382,16 @@ class S3Backend(Backend):
 
     def get(self, key: str) -> bytes:
         def attempt() -> bytes:
-            r = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             with r["Body"] as body:
                 return _read_body(body)
 
         try:
             data = self._reading(attempt)
         except _BodyBroke as e:
-            raise self._error(e.cause, key) from None
+            raise self.artfs_error(e.cause, key) from None
         except Exception as e:
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         self._count("get")
         return data
 
@@ -403,14 +406,14 @@ class S3Backend(Backend):
             return b""
         def attempt() -> tuple[dict[str, Any], bytes]:
             rng = f"bytes={offset}-{offset + length - 1}"
-            r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
+            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
             with r["Body"] as body:
                 return r, _read_body(body)
 
         try:
             r, data = self._reading(attempt)
         except _BodyBroke as e:
-            raise self._error(e.cause, key) from None
+            raise self.artfs_error(e.cause, key) from None
         except Exception as e:
             from botocore.exceptions import ClientError
 
@@ -419,7 +422,7 @@ class S3Backend(Backend):
                 or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 416
             ):
                 return b""  # offset at or past the end (or an empty object)
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         # a server that ignores Range sends the whole object (status 200): cut it ourselves
         if r.get("ResponseMetadata", {}).get("HTTPStatusCode") == 200 and "ContentRange" not in r:
             data = data[offset : offset + length]
@@ -445,10 +448,10 @@ class S3Backend(Backend):
                                              fd_offset + done, progress))
             except _BodyBroke as e:
                 if not progress[0]:
-                    raise self._error(e.cause, key) from None
+                    raise self.artfs_error(e.cause, key) from None
                 done += progress[0]  # it moved: resume from there with a new budget
             except Exception as e:
-                raise self._error(e, key) from None
+                raise self.artfs_error(e, key) from None
 
     def _fetch_once(self, key: str, offset: int, length: int, fd: int, fd_offset: int,
                     progress: list[int]) -> int:
@@ -459,7 +462,7 @@ class S3Backend(Backend):
         fd_offset += progress[0]
         try:
             rng = f"bytes={offset}-{offset + length - 1}"
-            r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
+            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
         except Exception as e:
             from botocore.exceptions import ClientError
 
@@ -494,8 +497,8 @@ class S3Backend(Backend):
             from s3transfer.exceptions import RetriesExceededError
 
             try:
-                self._client.download_file(
-                    self.bucket, self._key(key), path, Config=self._transfer_config()
+                self.client.download_file(
+                    self.bucket, self._key(key), path, Config=self.transfer_config()
                 )
             except RetriesExceededError as e:  # a part's body broke num_download_attempts times
                 raise _BodyBroke(e) from e
@@ -503,14 +506,14 @@ class S3Backend(Backend):
         try:
             self._reading(attempt)
         except _BodyBroke as e:
-            raise self._error(e.cause, key) from None
+            raise self.artfs_error(e.cause, key) from None
         except OSError as e:
             # errors about the local target are the caller's, not the store's
             if getattr(e, "filename", None) is not None or not _is_botocore(e):
                 raise
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         except Exception as e:
-            err = self._error(e, key)
+            err = self.artfs_error(e, key)
             if not (isinstance(err, PermissionDenied) and self.unsigned):
                 raise err from None
             # the transfer manager starts with a HEAD, which some servers refuse where GET is allowed
@@ -524,9 +527,9 @@ class S3Backend(Backend):
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
-            r = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+            r = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as e:
-            err = self._error(e, key)
+            err = self.artfs_error(e, key)
             if isinstance(err, NotFound) and not isinstance(err, _NoSuchBucket):
                 return None
             if isinstance(err, PermissionDenied) and self.unsigned:
@@ -544,18 +547,18 @@ class S3Backend(Backend):
         from botocore.exceptions import ClientError
 
         try:
-            r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range="bytes=0-0")
+            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range="bytes=0-0")
             r["Body"].close()
         except ClientError as e:
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 416:  # an empty object
                 return ObjectInfo(key, 0, 0.0)
-            err = self._error(e, key)
+            err = self.artfs_error(e, key)
             if isinstance(err, NotFound) and not isinstance(err, _NoSuchBucket):
                 return None
             raise (denied if isinstance(err, PermissionDenied) else err) from None
         except Exception as e:
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         total = str(r.get("ContentRange", "")).rpartition("/")[2]
         size = int(total) if total.isdigit() else int(r.get("ContentLength", 0))
         return ObjectInfo(key, size, r["LastModified"].timestamp())
@@ -565,9 +568,9 @@ class S3Backend(Backend):
     def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         kwargs = {"IfNoneMatch": "*"} if exclusive else {}
         try:
-            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **kwargs)
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **kwargs)
         except Exception as e:
-            err = self._error(e, key, exclusive=exclusive)
+            err = self.artfs_error(e, key, exclusive=exclusive)
             if isinstance(err, AlreadyExists) and self._own_retried_write(e, key, data):
                 pass  # our first attempt succeeded but its answer was lost; a retry saw it
             else:
@@ -608,24 +611,24 @@ class S3Backend(Backend):
         try:
             if size < self.multipart_threshold:
                 with open(path, "rb") as f:
-                    self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=f)
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=f)
             else:
-                self._client.upload_file(
-                    path, self.bucket, self._key(key), Config=self._transfer_config()
+                self.client.upload_file(
+                    path, self.bucket, self._key(key), Config=self.transfer_config()
                 )
         except OSError as e:
             if getattr(e, "filename", None) == path or not _is_botocore(e):
                 raise
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         except Exception as e:
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         self._count("put")
 
     def delete(self, key: str) -> None:
         try:
-            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as e:
-            err = self._error(e, key)
+            err = self.artfs_error(e, key)
             if isinstance(err, NotFound) and not isinstance(err, _NoSuchBucket):
                 return
             raise err from None
@@ -641,7 +644,7 @@ class S3Backend(Backend):
         full = self._list_prefix(prefix)
         n = len(self.prefix)
         try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
+            pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full
             )
             for page in pages:
@@ -650,13 +653,13 @@ class S3Backend(Backend):
                         obj["Key"][n:], int(obj["Size"]), obj["LastModified"].timestamp()
                     )
         except Exception as e:
-            raise self._error(e, prefix) from None
+            raise self.artfs_error(e, prefix) from None
 
     def list_dirs(self, prefix: str) -> builtins.list[str]:
         full = self._list_prefix(prefix)
         names = []
         try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
+            pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full, Delimiter="/"
             )
             for page in pages:
@@ -665,7 +668,7 @@ class S3Backend(Backend):
                     if name:
                         names.append(name)
         except Exception as e:
-            raise self._error(e, prefix) from None
+            raise self.artfs_error(e, prefix) from None
         return sorted(names)
 
     # -- misc ------------------------------------------------------------------------------------
@@ -682,7 +685,7 @@ class S3Backend(Backend):
         now = time.time()
         aborted = 0
         try:
-            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.bucket, **kwargs
             )
             for page in pages:
@@ -690,28 +693,28 @@ class S3Backend(Backend):
                     if now - up["Initiated"].timestamp() < older_than:
                         continue
                     try:
-                        self._client.abort_multipart_upload(
+                        self.client.abort_multipart_upload(
                             Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
                         )
                     except Exception as e:
-                        err = self._error(e, up["Key"])
+                        err = self.artfs_error(e, up["Key"])
                         if type(err) is not NotFound:
                             raise err from None
                         continue  # NoSuchUpload: completed or aborted by someone else meanwhile
                     aborted += 1
         except Exception as e:
-            raise self._error(e, "") from None
+            raise self.artfs_error(e, "") from None
         return aborted
 
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (for tests and demos)."""
-        c = self._client
+        c = self.client
         try:
             c.head_bucket(Bucket=self.bucket)
             return
         except Exception as e:
-            err = self._error(e, "")
+            err = self.artfs_error(e, "")
             if not isinstance(err, NotFound):
                 raise err from None
         kwargs = {}
@@ -724,7 +727,7 @@ class S3Backend(Backend):
             code = getattr(e, "response", {}).get("Error", {}).get("Code")
             if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 return
-            raise self._error(e, "") from None
+            raise self.artfs_error(e, "") from None
 
     def close(self) -> None:
         with self._client_lock:
