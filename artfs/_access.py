@@ -53,14 +53,16 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import xxhash
 
+from ._cache import make_private_dir as make_private_dir  # noqa: F401  (re-exported: the drafts' staging directory uses it)
 from ._errors import ArtfsError, NotFound, PermissionDenied
 from ._layout import ROOT_INDEX, project_index_key
 from ._names import check_name
+from .backends.local import LocalBackend
+from ._names import valid_name as _valid
 
 if TYPE_CHECKING:
     from ._store import Store
     from .backends import Backend
-    from .backends.local import LocalBackend
     from .backends.s3 import S3Backend
 
 LEVELS = ("private", "public", "open")
@@ -98,8 +100,6 @@ def list_projects(store: "Store") -> tuple[list[str], list[str]]:
     absent): some stores let anyone list a bucket but refuse to serve a private prefix's objects,
     and a listing must show only what can be opened. Projects without artifacts are left out.
     """
-    from ._store import _valid
-
     visible: list[str] = []
     denied: list[str] = []
     for p in store.backend.list_dirs(""):
@@ -195,8 +195,6 @@ def _probe_show(store: "Store", project: str | None) -> list[Access]:
 
 
 def _kind(b: "Backend") -> str:
-    from .backends.local import LocalBackend
-
     if isinstance(b, LocalBackend):
         return "local"
     if b.url.startswith("s3://") and hasattr(b, "bucket"):
@@ -209,8 +207,6 @@ def _kind(b: "Backend") -> str:
 def _names(store: "Store", project: str | None) -> list[str]:
     if project is not None:
         return [project]
-    from ._store import _valid
-
     return [p for p in store.backend.list_dirs("") if _valid(p)]
 
 
@@ -505,19 +501,3 @@ def _open_up(root: str, level: str, failed: list[str]) -> None:
         if e.errno not in (errno.EPERM, errno.EACCES):
             raise
         failed.append(root)
-
-
-# -- the local user's own directories ------------------------------------------------------------------
-def make_private_dir(path: str) -> None:
-    """Create ``path`` (and its parents) with mode 0700 for the directory itself, if it is missing.
-
-    The cache and the staging directory hold bytes of private projects: another local user must
-    not read them. An existing directory keeps the modes its owner gave it.
-    """
-    if os.path.isdir(path):
-        return
-    try:
-        os.makedirs(path, mode=0o700)
-    except FileExistsError:
-        return
-    os.chmod(path, 0o700)  # mkdir's mode passes through the umask

@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
+from . import data_types
 from ._digest import digest_file
 from ._errors import ArtfsError, CorruptData, InvalidPath, SizeMismatch
 from ._layout import blob_key
@@ -171,8 +172,6 @@ class Artifact:
     def add(self, obj: Any, name: str) -> str:
         """Add a ``Table``/``PartitionedTable`` (:mod:`artfs.data_types`) as ``name.<type>.json``
         (W&B's ``artifact.add(table, "parts/table_0")``); returns the entry path."""
-        from . import data_types
-
         path = data_types.file_name(obj, name)
         with self.new_file(path, "w", encoding="utf-8") as f:
             f.write(data_types.dumps(obj))

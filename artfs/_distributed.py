@@ -73,14 +73,19 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from ._digest import digest_file
 from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidPath, NotFound, StoreUnavailable
+from ._lineage import parse_run_path, record_edge
 from ._manifest import _BULK_MIN, REF_IDENTITY, Entry, _bulk_entries, _entries_json, check_entries, gc_paused
+from ._manifest import version_digest
 from . import _layout as L
 from ._names import check_alias, check_name
+from ._parallel import STORE_WORKERS, pmap
+from ._results import CommitResult
 
 if TYPE_CHECKING:
     from ._artifact import Artifact
-    from ._store import CommitResult, Store
+    from ._store import Store
 
 FORMAT = 1
 #: a group nothing was written into for this long is abandoned: ``gc`` removes it and its blobs
@@ -255,8 +260,6 @@ def _parse_part(data: bytes, key: str) -> _Part:
 
 
 def _read_parts(store: "Store", project: str, artifact: str, group: str) -> list[_Part]:
-    from ._parallel import pmap
-
     prefix = L.group_parts_prefix(project, artifact, group)
     keys = sorted(o.key for o in store.backend.list(prefix)
                   if o.key.endswith(".json") and "/" not in o.key[len(prefix):] and _valid_name(o.key[len(prefix):-5]))
@@ -315,8 +318,6 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
     ``run`` (``project/run_id``) names the run that wrote the part: ``finish`` records it as a
     contributor of the version (lineage). ``aliases`` are given to the version at ``finish``.
     """
-    from ._store import _WORKERS as STORE_WORKERS
-
     _check(project, artifact, group)
     writer = check_name(writer or default_writer(), "writer")
     aliases = [check_alias(a) for a in aliases]
@@ -403,9 +404,6 @@ def upsert_artifact(store: "Store", art: "Artifact", project: str, group: str, *
 def artifact_entries(art: "Artifact") -> tuple[list[Entry], dict[str, Callable[[str], None] | str]]:
     """The entries of a draft :class:`Artifact` (its files hashed) and where each blob's bytes are."""
     import stat
-
-    from ._digest import digest_file
-    from ._parallel import pmap
 
     art._need_draft()
 
@@ -651,7 +649,6 @@ def _protect(store: "Store", project: str, artifact: str, group: str, commit_id:
                                         "blobs": sorted(blobs)}).encode())
     try:
         store._wait_for_deletions(project)
-        from ._parallel import pmap
 
         def part_id(p: _Part) -> str | None:
             try:
@@ -672,8 +669,6 @@ def _protect(store: "Store", project: str, artifact: str, group: str, commit_id:
 
 def _contributors(store: "Store", project: str, artifact: str, n: int, parts: list[_Part]) -> None:
     """Lineage: every run that wrote a part contributed to vN (one edge key per run; best effort)."""
-    from ._lineage import parse_run_path, record_edge
-
     for run in sorted({p.run for p in parts if p.run}):
         try:
             rp, rid = parse_run_path(run)
@@ -723,8 +718,6 @@ def _record(store: "Store", gkey: _G, version: int, commit_id: str, parts: dict[
     """Step f: the result, then the merged parts and the claims go."""
     fin = {"version": version, "commit_id": commit_id, "parts": parts, "finished": time.time(), "claim": k}
     store.backend.put(L.group_finished_key(*gkey), json.dumps(fin).encode())
-    from ._parallel import pmap
-
     pmap(store.backend.delete, part_keys, _WORKERS)
     for _, key, _ in _claims(store, gkey):
         store.backend.delete(key)
@@ -733,8 +726,6 @@ def _record(store: "Store", gkey: _G, version: int, commit_id: str, parts: dict[
 
 def _finished_result(store: "Store", project: str, artifact: str, group: str, fin: dict[str, Any],
                      aliases: list[str]) -> "CommitResult":
-    from ._store import CommitResult
-
     n = fin.get("version")
     if not isinstance(n, int):
         raise CorruptData(f"{L.group_finished_key(project, artifact, group)}: no version")
@@ -779,7 +770,6 @@ def groups(store: "Store", project: str, artifact: str | None = None, *, finishe
             part_keys.append((g, o.key))
     out = [g for g in found.values() if finished or g.finished is None]
     keep = {id(g) for g in out}
-    from ._parallel import pmap
 
     def read(item: tuple[GroupInfo, str]) -> tuple[GroupInfo, _Part | None]:
         try:
@@ -820,7 +810,6 @@ def pending_blobs(store: "Store", project: str, *, grace: float = GROUP_GRACE) -
     """Digests named by the parts of every group that is not abandoned (see the module docstring)."""
     now = time.time()
     keys = [k for g in _scan(store, project).values() if now - g["updated"] <= grace for k in g["parts"]]
-    from ._parallel import pmap
 
     def blobs(key: str) -> list[str]:
         try:
@@ -845,8 +834,6 @@ def gc_groups(store: "Store", project: str, *, grace: float = GROUP_GRACE, dry_r
     """
     now = time.time()
     n = 0
-    from ._parallel import pmap
-
     for g in _scan(store, project).values():
         if now - g["updated"] > grace:
             doomed = g["keys"]
@@ -881,8 +868,6 @@ def upsert_draft(draft: Any, store: "Store", group: str, *, description: str | N
     next mount starts a fresh draft from ``latest``. Returns None, writing nothing, when the
     draft equals its base and no part was recorded from it yet.
     """
-    from ._manifest import version_digest
-
     if draft.readonly:
         raise ArtfsError("cannot commit a draft opened read-only")
     with draft._gate.exclusive(), draft._lock:

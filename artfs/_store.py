@@ -49,31 +49,33 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import xxhash
 
-from ._cache import Cache
-from ._index import update_index
+from . import _distributed
 from . import _layout as L
-from ._layout import blob_key
+from ._artifact import Artifact
+from ._cache import Cache
 from ._digest import check_digest
 from ._distributed import gc_groups, pending_blobs
 from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, PermissionDenied, StoreUnavailable
+from ._index import update_index
+from ._layout import blob_key
 from ._manifest import Entry, Manifest, _digests_ok, check_entries, gc_paused, version_digest
-from ._names import Spec, check_paths, check_alias, check_name, parse_spec
-from ._parallel import pmap
+from ._names import Spec, check_alias, check_name, check_paths, parse_spec
+from ._names import valid_name as _valid
+from ._parallel import STORE_WORKERS, pmap
+from ._results import CommitResult as CommitResult  # re-exported: artfs.CommitResult, artfs._store.CommitResult
 from .backends import Backend, open_backend
 
 if TYPE_CHECKING:
-    from ._artifact import Artifact
     from ._distributed import GroupInfo, PartResult
 
 INTENT_GRACE = 24 * 3600.0
 MARKER_STALE = 600.0
-_WORKERS = 8
+_WORKERS = STORE_WORKERS
 #: parsed manifests a Store keeps in memory (they never change): at most this many, and at most
 #: ``_MEMO_ENTRIES`` entries in all (a manifest larger than that is not kept)
 _MEMO_MANIFESTS = 4
@@ -82,24 +84,6 @@ _MEMO_ENTRIES = 4_000_000
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class CommitResult:
-    """What a commit did: the version it created or matched, and what it uploaded."""
-
-    project: str
-    artifact: str
-    version: int
-    created: bool
-    files: int
-    uploaded_blobs: int = 0
-    uploaded_bytes: int = 0
-    aliases: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        what = "created" if self.created else "unchanged, matches"
-        return f"{self.project}/{self.artifact}:v{self.version} ({what}; {self.files} files, {self.uploaded_blobs} new blobs, {self.uploaded_bytes} bytes uploaded)"
 
 
 class HasAliases(ArtfsError):
@@ -318,8 +302,6 @@ class Store:
 
     def artifact(self, spec: str) -> "Artifact":
         """A logged version: ``store.artifact("cycling/bike-dataset:latest")``."""
-        from ._artifact import Artifact
-
         project, artifact, n = self.resolve(spec)
         return Artifact._logged(self, project, artifact, n)
 
@@ -328,8 +310,6 @@ class Store:
 
         Raises ``InvalidName`` for a malformed name.
         """
-        from ._artifact import Artifact
-
         s = parse_spec(name)
         return [Artifact._logged(self, s.project, s.artifact, n) for n in self.versions(s.project, s.artifact)]
 
@@ -691,25 +671,18 @@ class Store:
     # -- distributed writers (see artfs._distributed) ---------------------------------------------
     def upsert_artifact(self, art: "Artifact", project: str, group: str, *, writer: str | None = None) -> "PartResult":
         """Add ``art``'s files to the pending version ``group`` as ``writer``'s part (W&B's upsert_artifact)."""
-        from ._distributed import upsert_artifact
-
-        return upsert_artifact(self, art, project, group, writer=writer)
+        return _distributed.upsert_artifact(self, art, project, group, writer=writer)
 
     def finish_artifact(self, art: "Artifact", project: str, group: str, *, aliases: Iterable[str] = ()) -> "Artifact":
         """Merge every part of ``group`` (and ``art``'s own files) into the next version, exactly once."""
-        from ._artifact import Artifact
-        from ._distributed import finish_artifact
-
-        r = finish_artifact(self, art, project, group, aliases=aliases)
+        r = _distributed.finish_artifact(self, art, project, group, aliases=aliases)
         logged = Artifact._logged(self, project, r.artifact, r.version)
         logged.commit_result = r
         return logged
 
     def groups(self, project: str, artifact: str | None = None) -> "list[GroupInfo]":
         """The pending groups of ``project`` (or of one artifact): parts, writers, sizes."""
-        from ._distributed import groups
-
-        return groups(self, project, artifact)
+        return _distributed.groups(self, project, artifact)
 
     # -- reading blobs -------------------------------------------------------------------------
     def fetch_blob(self, project: str, digest: str) -> str:
@@ -730,9 +703,3 @@ def _copy_manifest(m: Manifest) -> Manifest:
     return dataclasses.replace(m, entries=list(m.entries), metadata=copy.deepcopy(m.metadata))
 
 
-def _valid(name: str, *, alias: bool = False) -> bool:
-    try:
-        (check_alias if alias else check_name)(name)
-        return True
-    except InvalidName:
-        return False

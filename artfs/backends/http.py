@@ -44,7 +44,7 @@ import httpx
 from .. import _layout as L
 from .._errors import NotFound, PermissionDenied, StoreUnavailable
 from .._index import parse_index
-from . import Backend, ObjectInfo
+from .base import Backend, ObjectInfo
 from ._httpio import CHUNK, budget_of, http_mtime, make_client, retry_within, send, slice_stream
 
 _T = TypeVar("_T")

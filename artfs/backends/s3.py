@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
-from . import Backend, ObjectInfo, pwrite_all
+from .base import Backend, ObjectInfo, pwrite_all
 
 MiB = 1024 * 1024
 DEFAULT_TIMEOUT = 15.0
