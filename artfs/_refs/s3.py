@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .._errors import ArtfsError, NotFound, StoreUnavailable
 from .._manifest import Entry
@@ -22,11 +22,14 @@ from .base import (
     CHUNK, Scheme, changed, clean, entry_path, info_of, is_pinned, too_many, total_from_content_range, weak,
 )
 
+if TYPE_CHECKING:
+    from .reader import RefReader
+
 log = logging.getLogger("artfs.refs")
 
 
 class S3Refs(Scheme):
-    def __init__(self, reader: Any) -> None:
+    def __init__(self, reader: "RefReader") -> None:
         super().__init__(reader)
         self._lock = threading.Lock()
         self._s3: dict[str, S3Backend] = {}
