@@ -33,12 +33,24 @@ Functions take names that the caller has already validated (:mod:`artfs._names`)
 checked here because a malformed one would otherwise make a key outside ``blobs/``. A prefix
 ends with ``/`` (what :meth:`Backend.list` and ``list_dirs`` take).
 
-This is the core layer: it imports only :mod:`artfs._digest` (for the digest's algorithm).
+The index documents (``index.json``) are parsed here too (:func:`parse_index`): the HTTPS
+backend reads them instead of a listing, and it imports nothing above the core.
+
+This is the core layer: it imports only :mod:`artfs._digest`, :mod:`artfs._names` and
+:mod:`artfs._errors`.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from typing import Any
+
 from ._digest import ALGO, check_digest
+from ._errors import InvalidName
+from ._names import check_alias, check_name
+
+log = logging.getLogger("artfs.index")
 
 # -- store root -------------------------------------------------------------------------------
 #: the root index of a store (artfs._index); a project named ``index.json`` would clash with it
@@ -228,3 +240,47 @@ def version_edges_prefix(aproject: str, artifact: str, n: int, kind: str) -> str
 
 def version_edge_key(aproject: str, artifact: str, n: int, kind: str, project: str, run_id: str) -> str:
     return f"{aproject}/lineage/{kind}/{artifact}/{n}/{project}/{run_id}"
+
+
+# -- index documents (what a store that cannot list reads instead; written by artfs._index) ----------
+FORMAT = 1
+
+
+def _names(values: Any, *, alias: bool = False) -> list[str]:
+    out = []
+    for v in values if isinstance(values, list) else []:
+        try:
+            out.append(check_alias(v) if alias else check_name(v))
+        except InvalidName:
+            continue
+    return sorted(set(out))
+
+
+def parse_index(data: bytes, *, where: str = "index") -> dict[str, Any] | None:
+    """A cleaned index document (invalid names dropped), or None if it is not an index at all.
+
+    Index files come from the store, so they are untrusted input like manifests.
+    """
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        log.warning("%s: not valid JSON; ignoring it", where)
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        log.warning("%s: unknown index format; ignoring it", where)
+        return None
+    out: dict[str, Any] = {"format": FORMAT}
+    if "projects" in doc:
+        out["projects"] = _names(doc["projects"])
+    if "artifacts" in doc:
+        out["artifacts"] = _names(doc["artifacts"])
+    if "versions" in doc:
+        vs = doc["versions"] if isinstance(doc["versions"], list) else []
+        out["versions"] = sorted({v for v in vs if isinstance(v, int) and not isinstance(v, bool) and v >= 0})
+    if isinstance(doc.get("aliases"), dict):
+        names = set(_names(list(doc["aliases"]), alias=True))
+        out["aliases"] = {k: v for k, v in doc["aliases"].items() if k in names and isinstance(v, int)}
+    for k in ("latest", "next"):
+        if isinstance(doc.get(k), int) and not isinstance(doc[k], bool) and doc[k] >= 0:
+            out[k] = doc[k]
+    return out

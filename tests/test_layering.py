@@ -255,3 +255,16 @@ def test_the_cycle_check_finds_cycles() -> None:
     assert "artfs._run" in graph["artfs._artifact"]  # a function-level import (Artifact.logged_by)
     assert "artfs._store" not in graph["artfs._artifact"]  # under TYPE_CHECKING only
     assert "artfs.backends.base" in graph["artfs.backends.local"]  # relative: from .base import ...
+
+
+#: the core layer: names, digests, manifests, the key layout (README, "Code layout")
+_CORE = {"artfs._errors", "artfs._names", "artfs._digest", "artfs._layout", "artfs._manifest", "artfs._results",
+         "artfs._parallel"}
+
+
+def test_the_core_and_the_backends_import_nothing_above_them() -> None:
+    graph = _import_graph()
+    bad = [f"{m} -> {t}" for m in sorted(_CORE) for t in graph[m] if t not in _CORE]
+    bad += [f"{m} -> {t}" for m in sorted(graph) if m.startswith("artfs.backends")
+            for t in graph[m] if t not in _CORE and not t.startswith("artfs.backends")]
+    assert bad == []

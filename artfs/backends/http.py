@@ -43,7 +43,6 @@ import httpx
 
 from .. import _layout as L
 from .._errors import NotFound, PermissionDenied, StoreUnavailable
-from .._index import parse_index
 from .base import Backend, ObjectInfo
 from ._httpio import CHUNK, budget_of, http_mtime, make_client, retry_within, send, slice_stream
 
@@ -193,7 +192,7 @@ class HTTPBackend(Backend):
         if hit is not None and now - hit[0] < self.index_ttl:
             return hit[1]
         try:
-            doc = parse_index(self.get(key), where=f"{self.url}/{key}")
+            doc = L.parse_index(self.get(key), where=f"{self.url}/{key}")
         except NotFound:
             doc = None
         with self._lock:
