@@ -57,13 +57,13 @@ from ._cache import make_private_dir as make_private_dir  # noqa: F401  (re-expo
 from ._errors import ArtfsError, NotFound, PermissionDenied
 from ._layout import ROOT_INDEX, project_index_key
 from ._names import check_name
-from .backends.local import LocalBackend
 from ._names import valid_name as _valid
+from .backends.local import LocalBackend
+from .backends.s3 import S3Backend  # its module imports boto3 only when a client is made
 
 if TYPE_CHECKING:
     from ._store import Store
     from .backends import Backend
-    from .backends.s3 import S3Backend
 
 LEVELS = ("private", "public", "open")
 
@@ -136,16 +136,15 @@ def show(store: "Store", project: str | None = None) -> list[Access]:
     if project is not None:
         check_name(project, "project")
     b = store.backend
-    kind = _kind(b)
-    if kind == "http":
+    if _is_http(b):
         names = [project] if project else store.projects()
         return [Access(p, "public", False, f"{store.url} is served to anyone who can reach it") for p in names]
-    if kind == "s3" and getattr(b, "unsigned", False):
+    if isinstance(b, S3Backend) and b.unsigned:
         return _probe_show(store, project)
-    if kind == "s3":
-        return _S3Policy(b).show(project, _names(store, project))  # type: ignore[arg-type]
-    if kind == "local":
-        return [_local_show(b, p) for p in _names(store, project)]  # type: ignore[arg-type]
+    if isinstance(b, S3Backend):
+        return _S3Policy(b).show(project, _names(store, project))
+    if isinstance(b, LocalBackend):
+        return [_local_show(b, p) for p in _names(store, project)]
     raise ArtfsError(f"{store.url}: artfs cannot tell who may access this store")
 
 
@@ -154,22 +153,21 @@ def set_level(store: "Store", project: str, level: str) -> Access:
     check_name(project, "project")
     check_level(level)
     b = store.backend
-    kind = _kind(b)
-    if kind == "http":
+    if _is_http(b):
         raise PermissionDenied(
             f"access set {project} {level}: {store.url} is a static HTTPS store: anyone who can reach the "
             "server reads it, and artfs cannot change that; restrict it on the web server (or set the level "
             "on the store it is published from)")
-    if kind == "s3" and getattr(b, "unsigned", False):
+    if isinstance(b, S3Backend) and b.unsigned:
         # only the bucket owner's account may change a bucket policy: an unsigned request never can
         raise PermissionDenied(
             f"access set {project} {level}: refused: changing who may access a project needs "
-            f"s3:PutBucketPolicy on bucket {getattr(b, 'bucket', '?')!r} with the bucket owner's credentials, "
+            f"s3:PutBucketPolicy on bucket {b.bucket!r} with the bucket owner's credentials, "
             "and --no-sign-request sends none")
-    if kind == "s3":
-        return _S3Policy(b).set(project, level)  # type: ignore[arg-type]
-    if kind == "local":
-        return _local_set(b, project, level)  # type: ignore[arg-type]
+    if isinstance(b, S3Backend):
+        return _S3Policy(b).set(project, level)
+    if isinstance(b, LocalBackend):
+        return _local_set(b, project, level)
     raise ArtfsError(f"{store.url}: artfs cannot set access levels on this store")
 
 
@@ -194,14 +192,9 @@ def _probe_show(store: "Store", project: str | None) -> list[Access]:
         [Access(p, "private", False, f"{store.url}/{p}: refused without credentials", [note]) for p in denied]
 
 
-def _kind(b: "Backend") -> str:
-    if isinstance(b, LocalBackend):
-        return "local"
-    if b.url.startswith("s3://") and hasattr(b, "bucket"):
-        return "s3"
-    if b.url.startswith(("http://", "https://")):
-        return "http"
-    return "other"
+def _is_http(b: "Backend") -> bool:
+    """A static HTTPS store (by its URL: the HTTP backend's module imports httpx, not needed here)."""
+    return b.url.startswith(("http://", "https://"))
 
 
 def _names(store: "Store", project: str | None) -> list[str]:
