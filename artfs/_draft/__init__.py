@@ -55,7 +55,6 @@ What the FUSE adapter does (draft inodes are per draft; map them into the daemon
 
 from __future__ import annotations
 
-from .commit import TEST_PAUSE_ENV
 from .draft import Draft, DraftBusy
 from .drafts import DraftRef, Drafts, default_staging_root, list_drafts, store_fetch
 from .namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Attr
@@ -64,6 +63,6 @@ from .snapshot import DraftStatus
 
 __all__ = [
     "Attr", "Draft", "DraftBusy", "DraftRef", "DraftStatus", "Drafts", "Fetch", "RENAME_EXCHANGE",
-    "RENAME_NOREPLACE", "ROOT", "TEST_PAUSE_ENV", "default_staging_root", "list_drafts", "read_owner",
+    "RENAME_NOREPLACE", "ROOT", "default_staging_root", "list_drafts", "read_owner",
     "store_fetch",
 ]

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -63,19 +62,6 @@ from .snapshot import Snapshot
 if TYPE_CHECKING:
     from .._distributed import PartResult
     from .._store import CommitResult, Store
-
-#: set to a step name (``after-commit-id``, ``after-store-commit``, ``after-reset``) to make :meth:`Draft.commit`
-#: stop there (print a line to stderr and sleep) so a crash test can SIGKILL it at that point
-TEST_PAUSE_ENV = "ARTFS_DRAFT_TEST_PAUSE"
-
-
-def _pause(step: str) -> None:
-    """Crash-test hook: stop at ``step`` when $ARTFS_DRAFT_TEST_PAUSE names it."""
-    if os.environ.get(TEST_PAUSE_ENV) == step:
-        os.write(2, f"artfs-draft-paused:{step}\n".encode())
-        while True:
-            time.sleep(3600)
-
 
 class Commit(Snapshot):
     """The commit protocol (module docstring) and the rebase of a clean draft."""
@@ -168,13 +154,11 @@ class Commit(Snapshot):
                         self._unstage(committed=digests, changed=self._gen != gen)
                     return None
                 pending = self._record_commit_id(vdigest)  # step 2
-            _pause("after-commit-id")
             result = self._store_commit(  # step 3
                 store, project, artifact, entries, sources, pending, vdigest, extra_aliases,
                 description=description, metadata=metadata, type=type, run=run, progress=progress)
         except (ArtfsError, OSError) as e:
             raise self._failed(e) from e
-        _pause("after-store-commit")
         try:  # in the local cache already: Store.commit wrote or read it
             base = _committed(store, project, artifact, result.version, vdigest)
         except (ArtfsError, OSError) as e:
@@ -182,7 +166,6 @@ class Commit(Snapshot):
         with self._lock:
             self._committing = set()
             self._reset_to_version(base, committed=digests, changed=self._gen != gen)  # step 4
-            _pause("after-reset")
             self._sweep()  # step 5
         return result
 
