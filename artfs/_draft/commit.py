@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from .._distributed import PartResult
     from .._store import CommitResult, Store
 
+
 class Commit(Snapshot):
     """The commit protocol (module docstring) and the rebase of a clean draft."""
 
