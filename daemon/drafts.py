@@ -75,6 +75,7 @@ import trio
 from artfs import InvalidName, PartResult
 from artfs.lowlevel import ROOT, Attr, Draft, DraftBusy, Drafts, is_pinned
 
+from .attrs import PREFIX as XATTR
 from .namespace import ArtifactDir, DraftRoot
 
 log = logging.getLogger("artfsd")
@@ -83,7 +84,6 @@ DRAFT_BASE = 1 << 48  # first inode of the draft space
 DRAFT_SPAN = 1 << 36  # inodes per draft
 TIMEOUT = 1.0  # kernel cache timeout of draft entries and attributes
 BLKSIZE = 1 << 20
-XATTR = "user.artfs."
 READDIR_BATCH = 512
 
 
