@@ -41,11 +41,12 @@ from artfs import RefReader, Store
 from .draftfs import DraftHandler
 from .drafts import DRAFT_BASE, DraftSpace
 from .errors import fuse_handler
-from .handler import BLKSIZE, Handler, Mount, erofs
+from .handler import BLKSIZE, Handler, Mount
 from .kernel import Backings, Features, probe
 from .lineage import Lineage
 from .listing import ListingHandler
-from .namespace import AliasLink, DraftRoot, ListingDir, Namespace, Node, VersionDir
+from .namespace import Namespace
+from .nodes import AliasLink, DraftRoot, ListingDir, Node, VersionDir
 from .openfiles import OpenFile
 from .prefetch import SmallBlobs
 from .prefetch import enabled as prefetch_enabled

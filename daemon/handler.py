@@ -30,7 +30,8 @@ import pyfuse3
 from artfs import Store
 
 from .lineage import Lineage
-from .namespace import Namespace, Node
+from .namespace import Namespace
+from .nodes import Node
 
 IMMUTABLE = 24 * 3600.0  # kernel cache timeout for entries inside versions
 MUTABLE = 1.0  # ... for the levels above, which change while mounted
@@ -105,7 +106,7 @@ class Handler:
     """The protocol: every request the router passes on, with a read-only file system's answers.
 
     Inodes are the kernel's numbers; ``name`` arguments are raw bytes; xattr names are text
-    (the router has checked the ``user.`` prefix). ``dir``/``file`` are the state objects the
+    (``getxattr`` sees only ``user.*`` names: the router answers ENOTSUP for the rest). ``dir``/``file`` are the state objects the
     handler's own ``opendir``/``open``/``create`` returned.
     """
 

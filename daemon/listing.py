@@ -34,7 +34,7 @@ from artfs.lowlevel import check_alias, check_name, is_version, parse_version
 
 from . import attrs
 from .handler import MUTABLE, Handler, Mount, enoent, erofs, fuse_text
-from .namespace import AliasLink, ArtifactDir, DraftRoot, ListingDir, Node, ProjectDir, RootDir, VersionDir
+from .nodes import AliasLink, ArtifactDir, DraftRoot, ListingDir, Node, ProjectDir, RootDir, VersionDir
 
 log = logging.getLogger("artfsd")
 

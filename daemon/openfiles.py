@@ -14,7 +14,7 @@ from typing import Any
 from artfs import PermissionDenied
 from artfs.lowlevel import is_pinned, stamp_ok
 
-from .namespace import VersionDir
+from .nodes import VersionDir
 from .tree import VersionTree
 
 

@@ -40,7 +40,7 @@ from . import attrs
 from .errors import Timeout, errno_for
 from .handler import IMMUTABLE, Handler, Mount, enoent, erofs, fuse_text
 from .kernel import Backings
-from .namespace import VersionDir
+from .nodes import VersionDir
 from .openfiles import OpenFile, RefHandle, open_reference
 from .prefetch import SMALL, SmallBlobs, small_files_of
 from .tree import VersionTree
@@ -239,7 +239,7 @@ class VersionHandler(Handler):
         fast = f.read_nowait(off, length, self._buf)
         if fast is not None:
             stats["read_bytes"] += length
-            return fast  # type: ignore[return-value]  # pyfuse3 takes any buffer
+            return fast  # type: ignore[return-value,unused-ignore]  # pyfuse3 takes any buffer
         try:
             with trio.move_on_after(self.m.timeout + 5.0):
                 data: bytes = await trio.to_thread.run_sync(f.read_blocking, off, length,
