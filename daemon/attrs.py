@@ -2,7 +2,9 @@
 
 One module so that a name is defined once: the handlers of :mod:`artfsd.fs` build their values
 with the functions below and qualify keys with :data:`PREFIX`; nothing else in the daemon writes
-``"user.artfs."``. (The command line reads some of these names through the kernel, e.g. ``artfs
+``"user.artfs."``. (:mod:`artfsd.drafts` takes the prefix from here but still spells the keys of
+``draft/`` itself, with the constants below as their reference: it is being split into modules
+by another change, after which its keys come from here too.) (The command line reads some of these names through the kernel, e.g. ``artfs
 umount`` reads ``pid`` and ``results``, ``artfs commit`` writes ``commit`` and polls
 ``last_commit``; it cannot import the daemon, so it spells them itself: they are the protocol
 between the two and must not change.)
