@@ -100,8 +100,7 @@ class Operations(pyfuse3.Operations):
         self.kernel = Features()  # what the kernel agreed to: set by init()
         self.small = SmallBlobs(store, timeout=timeout)  # daemon/prefetch.py
         self.backings = Backings(enabled=False)
-        self.listing = ListingHandler(self.mount, drafts)
-        self.listing.stats_doc = self.stats_doc
+        self.listing = ListingHandler(self.mount, drafts, stats=self.stats_doc)
         self.versions = VersionHandler(self.mount, blobs, read_threads=read_threads, refs=self._ref_reader,
                                        small=self.small, prefetch=prefetch_enabled(), backings=self.backings)
         self.draft_handler = DraftHandler(self.mount, drafts)

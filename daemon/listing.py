@@ -24,7 +24,7 @@ import errno
 import logging
 import os
 import stat
-from typing import Any
+from typing import Any, Callable
 
 import pyfuse3
 import trio
@@ -42,12 +42,12 @@ log = logging.getLogger("artfsd")
 class ListingHandler(Handler):
     """Inodes of :class:`ListingDir` and :class:`AliasLink` nodes (``Mount.ns.inodes.meta``)."""
 
-    def __init__(self, m: Mount, drafts: Any) -> None:
+    def __init__(self, m: Mount, drafts: Any, *, stats: Callable[[], dict[str, Any]]) -> None:
         self.m = m
         self.ns = m.ns
         self.drafts = drafts  # artfsd.drafts.DraftSpace, None on a read-only mount
         self.results_path: str | None = None  # where the daemon reports its commits at unmount
-        self.stats_doc: Any = dict  # set by the router: the counters of user.artfs.stats
+        self.stats_doc = stats  # the mount's counters (user.artfs.stats): Operations.stats_doc
 
     def node(self, inode: int) -> Node:
         node = self.ns.inodes.meta.get(inode)

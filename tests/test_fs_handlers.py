@@ -366,6 +366,17 @@ def test_routing_gives_each_inode_one_handler(store: Store, tmp_path: Path) -> N
     run(main)
 
 
+def test_allow_group_modes_reach_every_handler(store: Store, tmp_path: Path) -> None:
+    async def main() -> None:
+        ops = make_ops(store, tmp_path, writable=True)
+        ops.mode_clear = 0o007  # what artfsd.main sets for --allow-group
+        for path in ["cycling", "cycling/bikes/latest", "cycling/bikes/v0", "cycling/bikes/v0/README.md"]:
+            assert (await walk(ops, path)).st_mode & 0o007 == 0, path
+        assert (await walk(ops, "cycling/bikes/v0")).st_mode & 0o070 == 0o050
+
+    run(main)
+
+
 # -- the library call the listing handler relies on ------------------------------------------------
 def test_store_rename_alias(store: Store) -> None:
     store.set_alias("cycling", "bikes", "best", 0)
