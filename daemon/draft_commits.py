@@ -31,7 +31,8 @@ import trio
 from artfs import InvalidName, PartResult
 from artfs.lowlevel import ROOT, Draft, DraftBusy
 
-from .draft_slots import XATTR, DraftFile, DraftSlot, SlotSpace, _fuse, log
+from .attrs import PREFIX as XATTR
+from .draft_slots import DraftFile, DraftSlot, SlotSpace, _fuse, log
 
 
 class DraftCommits(SlotSpace):

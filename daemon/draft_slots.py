@@ -33,7 +33,7 @@ import trio
 
 from artfs.lowlevel import ROOT, Attr, Draft, Drafts
 
-from .namespace import ArtifactDir, DraftRoot
+from .nodes import ArtifactDir, DraftRoot
 
 log = logging.getLogger("artfsd")
 
@@ -41,7 +41,6 @@ DRAFT_BASE = 1 << 48  # first inode of the draft space
 DRAFT_SPAN = 1 << 36  # inodes per draft
 TIMEOUT = 1.0  # kernel cache timeout of draft entries and attributes
 BLKSIZE = 1 << 20
-XATTR = "user.artfs."
 READDIR_BATCH = 512
 
 

@@ -43,10 +43,11 @@ import pyfuse3
 
 from artfs.lowlevel import Attr
 
+from .attrs import PREFIX as XATTR
 from .draft_commits import STATUS_MAX, DraftCommits, status_value
 from .draft_files import DraftFiles
 from .draft_slots import (
-    BLKSIZE, DRAFT_BASE, DRAFT_SPAN, READDIR_BATCH, TIMEOUT, XATTR, DraftFile, DraftInode, DraftSlot, _fuse, _owner,
+    BLKSIZE, DRAFT_BASE, DRAFT_SPAN, READDIR_BATCH, TIMEOUT, DraftFile, DraftInode, DraftSlot, _fuse, _owner,
     is_draft_inode,
 )
 
