@@ -350,6 +350,10 @@ def test_finisher_killed_is_taken_over_exactly_once(local_url, tmp_path, monkeyp
     # taker merged it (after-claim); either way the group says which parts are in the version
     fin = json.loads(store.backend.get("proj/groups/ds/g/finished.json"))
     assert {"A", "B"} <= set(fin["parts"])
+    # who made the version: the dead finisher's commit (found by its commit id, claim 0) when it
+    # had committed, the taker's (claim 1) when it had not; a taker that committed again instead
+    # would give claim 1 here even though dedup leaves one version with the same files
+    assert fin["claim"] == (1 if step == "finish-after-claim" else 0)
     assert sorted(e.path for e in v.files()) == ["a.txt", "b.txt"]
     assert not list(store.backend.list("proj/groups/ds/g/finish/"))
 
