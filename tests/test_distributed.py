@@ -21,6 +21,7 @@ import artfs
 from artfs import GroupFinished, NotFound, PartsConflict
 from artfs import _distributed
 from artfs._digest import blob_key
+from crashpoints import crash_env, marker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -272,12 +273,12 @@ print("done", flush=True)
 
 
 def _kill_at(cmd: list[str], step: str) -> None:
-    """Run ``cmd`` with the pause hook at ``step``; SIGKILL it once it is there."""
+    """Run ``cmd`` until it stops at crash point ``step`` (tests/crashpoints.py); SIGKILL it there."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=child_env(ARTFS_GROUP_TEST_PAUSE=step))
+                         env=crash_env(step, child_env()))
     try:
         line = p.stderr.readline()
-        assert line.strip() == f"artfs-group-paused:{step}", line + p.stderr.read()
+        assert line.strip() == marker(step), line + p.stderr.read()
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=30)
     finally:
