@@ -895,11 +895,9 @@ def test_large_base_is_materialised_quickly(env):
 
 @pytest.fixture
 def cli(env, monkeypatch, capsys):
-    """``cli(*argv) -> (code, stdout, stderr)`` with the draft commands registered."""
+    """``cli(*argv) -> (code, stdout, stderr)``."""
     import artfs.cli as cli_mod
 
-    if "artfs._cli_draft" not in cli_mod.COMMAND_MODULES:
-        monkeypatch.setattr(cli_mod, "COMMAND_MODULES", (*cli_mod.COMMAND_MODULES, "artfs._cli_draft"))
     store, _, tmp = env
     monkeypatch.setenv("ARTFS_STORE", store.url[len("file://"):])
 

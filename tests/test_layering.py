@@ -67,9 +67,39 @@ def test_the_library_never_imports_the_daemon() -> None:
     assert bad == []
 
 
+def _relative_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import in a module of ``artfs``, relative ones resolved."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            mod = ".".join(p for p in (base, node.module or "") if p)
+            out += [(node.lineno, f"{mod}.{a.name}" if node.module is None else mod) for a in node.names]
+    return out
+
+
+def test_the_cli_is_a_leaf_and_alone_speaks_argparse() -> None:
+    """Nothing in the library imports ``artfs.cli`` (only the guided tour runs it), and argparse
+    is the CLI's: the one exception is the mount's options, which the daemon parses too."""
+    cli, bad = ROOT / "artfs" / "cli", []
+    for path in sorted((ROOT / "artfs").rglob("*.py")):
+        if path.is_relative_to(cli):
+            continue
+        for line, module in _relative_imports(path):
+            where = f"{path.relative_to(ROOT)}:{line}: {module}"
+            if (module == "artfs.cli" or module.startswith("artfs.cli.")) and path.name != "demo.py":
+                bad.append(where)
+            if module == "argparse" and path.name != "_mounts.py":
+                bad.append(where)
+    assert bad == []
+
+
 def test_lowlevel_imports_no_cli_module() -> None:
     code = ("import sys, artfs.lowlevel; "
-            "print(sorted(m for m in sys.modules if m == 'artfs.cli' or m.startswith('artfs._cli')))")
+            "print(sorted(m for m in sys.modules if m == 'artfs.cli' or m.startswith(('artfs.cli.', 'artfs._cli'))))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
 
