@@ -53,7 +53,6 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import xxhash
 
-from ._cache import make_private_dir as make_private_dir  # noqa: F401  (re-exported: the drafts' staging directory uses it)
 from ._errors import ArtfsError, NotFound, PermissionDenied
 from ._layout import ROOT_INDEX, project_index_key
 from ._names import check_name

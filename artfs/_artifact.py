@@ -27,7 +27,8 @@ from ._refs import RefReader, is_pinned, resolve_reference
 
 if TYPE_CHECKING:
     from ._run import Run
-    from ._store import CommitResult, Store
+    from ._results import CommitResult
+    from ._store import Store
 
 _WORKERS = 8
 _TMP_ID = uuid.uuid4().hex[:12]  # temp names: this, and a counter (no uuid4 per file)

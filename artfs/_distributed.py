@@ -98,18 +98,7 @@ WAIT_TIMEOUT = 600.0
 _WORKERS = 8
 _POLL = 0.05
 #: this process's default writer id: host, pid and a random part (a reused pid is another writer)
-#: crash-test hook: set to a step name (``upsert-after-upload``, ``finish-after-claim``,
-#: ``finish-after-commit``) to make upsert/finish stop there (a line on stderr, then sleep) so a
-#: test can SIGKILL it at exactly that point
-TEST_PAUSE_ENV = "ARTFS_GROUP_TEST_PAUSE"
 _PROCESS_WRITER = f"{socket.gethostname().split('.')[0] or 'host'}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _pause(step: str) -> None:
-    if os.environ.get(TEST_PAUSE_ENV) == step:
-        os.write(2, f"artfs-group-paused:{step}\n".encode())
-        while True:
-            time.sleep(3600)
 
 
 class PartsConflict(ArtfsError):
@@ -342,7 +331,6 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
                "aliases": aliases}
         with gc_paused():
             data = _part_bytes(doc, entries)
-        _pause("upsert-after-upload")
         store.backend.put(L.group_part_key(project, artifact, group, writer), data)
     finally:
         store.backend.delete(ikey)
@@ -577,7 +565,6 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
     """Steps c-f for the holder of claim ``k``."""
     gkey = (project, artifact, group)
     beat = _Heartbeat(store, claim_key, doc)
-    _pause("finish-after-claim")
     release = True  # drop the claim on the way out: nothing was committed under it
     ikey: str | None = None
     try:
@@ -622,7 +609,6 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
         release = False
         if result.created:
             _contributors(store, project, artifact, result.version, parts)
-        _pause("finish-after-commit")
     finally:
         beat.stop()
         if ikey is not None:

@@ -116,14 +116,3 @@ def rebuild_index(store: "Store", project: str | None = None) -> list[str]:
     _put(store, ROOT_INDEX, {"format": FORMAT, "projects": store.projects()})
     written.append(ROOT_INDEX)
     return written
-
-
-def add_reindex_args(parser: Any) -> None:
-    """Arguments of ``artfs reindex [PROJECT]`` (for the CLI's sub-parser)."""
-    parser.add_argument("project", nargs="?", default=None,
-                        help="only this project (default: every project, and the root index)")
-
-
-def run_reindex(store: "Store", args: Any) -> list[str]:
-    """What ``artfs reindex`` does; returns the keys written (the CLI prints how many)."""
-    return rebuild_index(store, args.project)

@@ -567,6 +567,25 @@ class Store:
         self.backend.delete(key)
         update_index(self, project, artifact)
 
+    def rename_alias(self, project: str, artifact: str, old: str, new: str) -> int:
+        """Move the alias ``old`` to the name ``new`` (the same version, replacing a ``new`` that
+        exists); returns that version's number.
+
+        ``NotFound`` if there is no ``old``; ``InvalidName`` for the automatic ``latest`` (one that
+        was never set explicitly), which follows the newest version and cannot be removed.
+        """
+        check_alias(old)
+        check_alias(new)
+        if old == "latest" and not self.backend.exists(L.alias_key(project, artifact, "latest")):
+            raise InvalidName("'latest' is automatic; it can be moved but not removed")
+        n = self.aliases(project, artifact).get(old)
+        if n is None:
+            raise NotFound(f"{project}/{artifact}:{old}: no such alias")
+        if new != old:
+            self.set_alias(project, artifact, new, n)
+            self.remove_alias(project, artifact, old)
+        return n
+
     def set_info(self, project: str, artifact: str, n: int, *, description: str | None, metadata: dict[str, Any]) -> None:
         """Replace the description and metadata of vN (``Artifact.save`` does this); ``NotFound`` if no vN."""
         self.manifest(project, artifact, n)  # must exist

@@ -14,7 +14,6 @@ blobs and references with a content digest alike (references read exactly as rec
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -93,35 +92,3 @@ def warmup(artifact: Any, paths: Iterable[str] = (), *, threads: int = DEFAULT_T
         cache.cleanup()  # keep the cache's bound (what did not fit is evicted, least recent first)
     return WarmupResult(files=len(entries), blobs=len(blobs), fetched=len(todo), fetched_bytes=sum(sizes),
                         cached_bytes=cached_bytes)
-
-
-# -- the command ---------------------------------------------------------------------------------
-def cmd_warmup(ctx: Any) -> None:
-    from .cli import human_size  # the CLI formats sizes one way
-
-    a = ctx.args
-    art = ctx.store.artifact(a.spec)
-    entries = select(art.manifest.entries, a.paths)
-    total = sum({e.digest: e.size for e in entries if e.digest}.values())
-    with ctx.progress(total, "warmup") as cb:
-        r = warmup(art, a.paths, threads=a.threads, progress=cb, allow_file=a.allow_file)
-    limit = ctx.store.cache.max_size
-    text = (f"{art.qualified_name}: {r.files} files, {r.blobs} blobs; fetched {r.fetched} "
-            f"({human_size(r.fetched_bytes)}), {human_size(r.cached_bytes)} were cached already")
-    if limit and total > limit:
-        text += f"\nwarning: {human_size(total)} do not fit in the cache's bound of {human_size(limit)}"
-    ctx.emit({"name": art.qualified_name, **r.__dict__, "size": total, "cache_limit": limit}, text)
-
-
-def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "warmup", parents=[common], help="fill the local cache with a version's files ahead of a job",
-        description="Fetch the files of a version (or of the given paths in it) into the local cache, many "
-                    "at once, so that a mount or `artfs get` then reads them locally.",
-    )
-    p.add_argument("spec", metavar="PROJECT/ARTIFACT[:VERSION]", help="the version (default: latest)")
-    p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories of the version (default: all)")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"blobs fetched at once (default {DEFAULT_THREADS})")
-    p.add_argument("--allow-file", action="store_true", help="read file:// references of this machine")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_warmup)

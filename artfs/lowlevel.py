@@ -42,7 +42,7 @@ from ._run import RUN_ENV, new_run_id
 from .backends import default_store_url
 
 __all__ = [
-    # drafts: the writable staging tree of an artifact (artfs/_draft.py)
+    # drafts: the writable staging tree of an artifact (artfs/_draft/)
     "ROOT", "Attr", "Draft", "DraftBusy", "Drafts",
     # cache blobs read lazily, chunk by chunk, verified when complete (artfs/_lazy.py, _cache.py)
     "LazyBlobs", "stamp_ok", "blob_key",

@@ -25,11 +25,13 @@ A writable mount adds ``draft`` to every artifact (a :class:`DraftRoot`, whose i
 draft space of :mod:`artfsd.drafts`) and *local* names: projects and artifacts that exist only
 here so far, because they were made with ``mkdir`` or because the staging area holds a draft for
 them with changes not committed yet. Listings show the store's names plus the local ones.
+
+The node types and the inode table are in :mod:`artfsd.nodes`; requests about these levels are
+answered by :class:`artfsd.listing.ListingHandler` (``vN/`` by :mod:`artfsd.versions`).
 """
 
 from __future__ import annotations
 
-import bisect
 import datetime as _dt
 import logging
 import math
@@ -45,6 +47,10 @@ from artfs import InvalidName, PermissionDenied, Store, StoreUnavailable
 from artfs.lowlevel import check_alias, check_name, is_version, list_projects, parse_version
 
 from .errors import Timeout, errno_for
+# the node types live in nodes.py; ArtifactDir and DraftRoot are re-exported for drafts.py
+from .nodes import AliasLink, Inodes, ListingDir, Node, ProjectDir, RootDir, VersionDir, now
+from .nodes import ArtifactDir as ArtifactDir
+from .nodes import DraftRoot as DraftRoot
 from .tree import VersionTree
 
 log = logging.getLogger("artfsd")
@@ -52,8 +58,7 @@ log = logging.getLogger("artfsd")
 ROOT_INODE = pyfuse3.ROOT_INODE
 
 
-def _now() -> float:
-    return time.monotonic()
+_now = now
 
 
 def _ns(created: str, default: int) -> int:
@@ -64,165 +69,6 @@ def _ns(created: str, default: int) -> int:
         return int(t.timestamp() * 1e9)
     except (ValueError, TypeError):
         return default
-
-
-# -- nodes ---------------------------------------------------------------------------------------
-class Node:
-    __slots__ = ("ino", "parent", "name")
-
-    def __init__(self, ino: int, parent: "ListingDir | None", name: str) -> None:
-        self.ino = ino
-        self.parent = parent
-        self.name = name
-
-
-class ListingDir(Node):
-    """A directory whose children come from listing the store."""
-
-    __slots__ = ("children", "seen", "listed_at", "ok", "inflight", "used_at", "failing", "denied")
-
-    def __init__(self, ino: int, parent: "ListingDir | None", name: str) -> None:
-        super().__init__(ino, parent, name)
-        self.children: dict[str, Node] = {}  # what the last listing found
-        self.seen: dict[str, Node] = {}  # every child ever seen: a name that comes back keeps its inode
-        self.listed_at = -math.inf  # monotonic time of the last successful listing
-        self.ok = False  # listed successfully at least once
-        self.inflight: trio.Event | None = None
-        self.used_at = _now()
-        self.failing = False  # the last refresh failed (log once per failure streak)
-        self.denied = False  # the last refresh was refused by the store (EACCES, not EIO)
-
-    def sorted_children(self) -> list[tuple[str, Node]]:
-        return sorted(self.children.items())
-
-
-class RootDir(ListingDir):
-    __slots__ = ()
-
-
-class ProjectDir(ListingDir):
-    __slots__ = ()
-
-    @property
-    def project(self) -> str:
-        return self.name
-
-
-class ArtifactDir(ListingDir):
-    __slots__ = ("versions", "aliases", "alias_nodes", "draft")
-
-    def __init__(self, ino: int, parent: ListingDir, name: str) -> None:
-        super().__init__(ino, parent, name)
-        self.versions: dict[int, VersionDir] = {}  # every version ever seen (stable inodes)
-        self.aliases: dict[str, int] = {}  # current alias -> version
-        self.alias_nodes: dict[str, AliasLink] = {}  # every alias ever seen
-        self.draft: DraftRoot | None = None  # writable mounts: made on the first listing
-
-    @property
-    def project(self) -> str:
-        assert self.parent is not None
-        return self.parent.name
-
-    def aliases_of(self, n: int) -> list[str]:
-        return sorted(a for a, v in self.aliases.items() if v == n)
-
-
-class DraftRoot(Node):
-    """``MNT/<project>/<artifact>/draft``: the node the artifact lists; everything below it is
-    served by :class:`artfsd.drafts.DraftSpace` (``slot`` is its :class:`artfsd.drafts.DraftSlot`)."""
-
-    __slots__ = ("slot",)
-
-    def __init__(self, ino: int, parent: "ArtifactDir", slot: Any) -> None:
-        super().__init__(ino, parent, "draft")
-        self.slot = slot
-
-
-class AliasLink(Node):
-    __slots__ = ("target",)
-
-    def __init__(self, ino: int, parent: ArtifactDir, name: str, target: int) -> None:
-        super().__init__(ino, parent, name)
-        self.target = target
-
-    @property
-    def link(self) -> bytes:
-        return f"v{self.target}".encode()
-
-
-class VersionDir(Node):
-    """``vN``: the root of a version tree. Its index is loaded on first use, unloadable later."""
-
-    __slots__ = (
-        "n", "tree", "base", "loading", "created", "created_ns", "type", "digest", "description", "metadata",
-        "info_at", "nlookup", "nopen",
-    )
-
-    def __init__(self, ino: int, parent: ArtifactDir, n: int) -> None:
-        super().__init__(ino, parent, f"v{n}")
-        self.n = n
-        self.tree: VersionTree | None = None
-        self.base = 0  # first inode of the tree's range; 0 until first loaded
-        self.loading: trio.Lock = trio.Lock()
-        self.created = ""  # ISO 8601, as the manifest records it
-        self.created_ns = 0
-        self.type = ""
-        self.digest = ""
-        self.description: str | None = None
-        self.metadata: dict[str, Any] = {}
-        self.info_at = -math.inf
-        self.nlookup = 0  # kernel references to inodes inside the tree
-        self.nopen = 0  # open files inside the tree
-
-    @property
-    def artifact(self) -> ArtifactDir:
-        assert isinstance(self.parent, ArtifactDir)
-        return self.parent
-
-    @property
-    def key(self) -> tuple[str, str, int]:
-        a = self.artifact
-        return a.project, a.name, self.n
-
-    @property
-    def spec(self) -> str:
-        p, a, n = self.key
-        return f"{p}/{a}:v{n}"
-
-
-# -- the inode table -----------------------------------------------------------------------------
-class Inodes:
-    """Inode numbers: one each for the nodes above, a contiguous range per version tree."""
-
-    def __init__(self) -> None:
-        self.next = ROOT_INODE + 1
-        self.meta: dict[int, Node] = {}
-        self._starts: list[int] = []
-        self._owners: list[VersionDir] = []
-
-    def allocate(self) -> int:
-        ino = self.next
-        self.next += 1
-        return ino
-
-    def add(self, node: Node) -> Node:
-        self.meta[node.ino] = node
-        return node
-
-    def reserve(self, vdir: VersionDir, count: int) -> int:
-        base = self.next
-        self.next += max(count, 1)
-        self._starts.append(base)
-        self._owners.append(vdir)
-        return base
-
-    def tree_owner(self, ino: int) -> VersionDir | None:
-        i = bisect.bisect_right(self._starts, ino) - 1
-        if i < 0:
-            return None
-        v = self._owners[i]
-        nxt = self._starts[i + 1] if i + 1 < len(self._starts) else self.next
-        return v if ino < nxt else None
 
 
 # -- the namespace -------------------------------------------------------------------------------

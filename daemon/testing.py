@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 from artfs.lowlevel import FSTYPE, find_mount
 
+from . import attrs
+
 
 def is_mounted(mountpoint: str | os.PathLike[str]) -> bool:
     info = find_mount(os.fspath(mountpoint))
@@ -152,5 +154,5 @@ class MountProcess:
 
     def stats(self) -> dict[str, Any]:
         """The daemon's counters (``user.artfs.stats`` on the mount root)."""
-        doc: dict[str, Any] = json.loads(os.getxattr(self.mountpoint, "user.artfs.stats"))
+        doc: dict[str, Any] = json.loads(os.getxattr(self.mountpoint, attrs.full(attrs.STATS)))
         return doc

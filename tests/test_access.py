@@ -432,7 +432,7 @@ def test_fstab_options_reach_the_daemon(monkeypatch):
     """`mount -t fuse.artfs ... -o no_sign_request,allow_group=users` means the same as the flags."""
     import argparse
 
-    from artfs._cli_mount import add_mount_arguments, apply_mount_options, daemon_argv
+    from artfs._mounts import add_mount_arguments, apply_mount_options, daemon_argv
     from artfs.cli import build_parser, mount_args
 
     monkeypatch.setenv("ARTFS_NO_SIGN_REQUEST", "0")  # recorded, so the test leaves the variable as it was

@@ -334,9 +334,27 @@ def test_usage_errors_and_help(cli: CLI) -> None:
 def test_human_size() -> None:
     assert human_size(0) == "0 B"
     assert human_size(1023) == "1023 B"
-    assert human_size(1024) == "1.0 KB"
-    assert human_size(int(45.2 * 2**20)) == "45.2 MB"
-    assert human_size(2**30 - 1) == "1.0 GB"
+    assert human_size(1024) == "1.0 KiB"
+    assert human_size(int(45.2 * 2**20)) == "45.2 MiB"
+    assert human_size(2**30 - 1) == "1.0 GiB"
+
+
+def test_sizes_print_one_way(cli: CLI, tmp_path: Path) -> None:
+    """Every command that prints a size prints it as human_size does (1.5 KiB), never KB or bytes alone."""
+    data = make_tree(tmp_path / "d", {"w.bin": os.urandom(1536)})
+    texts = {
+        "put": cli.run("put", "-n", "p/a", str(data)).stdout,
+        "ls": cli.run("ls", "p/a").stdout,
+        "show": cli.run("show", "p/a", "--files").stdout,
+        "get": cli.run("get", "p/a", "--root", str(tmp_path / "out")).stderr,
+        "cache info": cli.run("cache", "info").stdout,
+    }
+    assert "1 new blob, 1.5 KiB uploaded" in texts["put"]
+    assert "size         1.5 KiB (1536 bytes)" in texts["show"]
+    for name, text in texts.items():
+        if name != "cache info":
+            assert "1.5 KiB" in text, (name, text)
+        assert " KB" not in text and " MB" not in text, (name, text)
 
 
 def test_mount_helper_arguments() -> None:

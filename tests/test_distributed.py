@@ -21,6 +21,7 @@ import artfs
 from artfs import GroupFinished, NotFound, PartsConflict
 from artfs import _distributed
 from artfs._layout import blob_key
+from crashpoints import crash_env, marker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -272,12 +273,12 @@ print("done", flush=True)
 
 
 def _kill_at(cmd: list[str], step: str) -> None:
-    """Run ``cmd`` with the pause hook at ``step``; SIGKILL it once it is there."""
+    """Run ``cmd`` until it stops at crash point ``step`` (tests/crashpoints.py); SIGKILL it there."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=child_env(ARTFS_GROUP_TEST_PAUSE=step))
+                         env=crash_env(step, child_env()))
     try:
         line = p.stderr.readline()
-        assert line.strip() == f"artfs-group-paused:{step}", line + p.stderr.read()
+        assert line.strip() == marker(step), line + p.stderr.read()
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=30)
     finally:
@@ -349,6 +350,10 @@ def test_finisher_killed_is_taken_over_exactly_once(local_url, tmp_path, monkeyp
     # taker merged it (after-claim); either way the group says which parts are in the version
     fin = json.loads(store.backend.get("proj/groups/ds/g/finished.json"))
     assert {"A", "B"} <= set(fin["parts"])
+    # who made the version: the dead finisher's commit (found by its commit id, claim 0) when it
+    # had committed, the taker's (claim 1) when it had not; a taker that committed again instead
+    # would give claim 1 here even though dedup leaves one version with the same files
+    assert fin["claim"] == (1 if step == "finish-after-claim" else 0)
     assert sorted(e.path for e in v.files()) == ["a.txt", "b.txt"]
     assert not list(store.backend.list("proj/groups/ds/g/finish/"))
 

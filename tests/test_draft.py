@@ -30,11 +30,11 @@ from artfs._draft import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
     ROOT,
-    TEST_PAUSE_ENV,
     Draft,
     DraftBusy,
     Drafts,
 )
+from crashpoints import crash_env, marker
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -768,15 +768,14 @@ CHILD = textwrap.dedent("""
 
 
 def run_child(tmp: str, *args: str, pause: str | None = None, until: str = "ready") -> subprocess.Popen:
-    env = dict(os.environ)
-    env.pop(TEST_PAUSE_ENV, None)
-    if pause:
-        env[TEST_PAUSE_ENV] = pause
+    """Run CHILD until it prints ``until``; with ``pause``, until it stops at that crash point of
+    the commit protocol (tests/crashpoints.py), which it says on stderr."""
+    env = crash_env(pause) if pause else dict(os.environ)
     p = subprocess.Popen([sys.executable, "-c", CHILD, tmp, *args], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=env)
     stream = p.stderr if pause else p.stdout
     line = stream.readline().decode()
-    if until not in line:
+    if (line.strip() != marker(pause)) if pause else (until not in line):
         p.kill()
         out, err = p.communicate()
         raise AssertionError(f"child: {line!r} {out!r} {err!r}")
@@ -813,7 +812,7 @@ def test_sigkill_after_store_commit_commits_once(env):
     store, drafts, tmp = env
     log(store, BASE)
     drafts.open("p", "art").close()
-    kill(run_child(tmp, "commit", "one", pause="after-store-commit", until="paused"))
+    kill(run_child(tmp, "commit", "one", pause="after-store-commit"))
     assert store.versions("p", "art") == [0, 1]  # the manifest was created, the draft not reset
     d = drafts.open("p", "art")
     st_ = d.status()
@@ -830,7 +829,7 @@ def test_sigkill_after_commit_id_commits_once(env):
     store, drafts, tmp = env
     log(store, BASE)
     drafts.open("p", "art").close()
-    kill(run_child(tmp, "commit", "one", pause="after-commit-id", until="paused"))
+    kill(run_child(tmp, "commit", "one", pause="after-commit-id"))
     assert store.versions("p", "art") == [0]
     d = drafts.open("p", "art")
     assert d.status().commit_pending
@@ -843,7 +842,7 @@ def test_sigkill_after_reset_leaves_only_orphans(env):
     store, drafts, tmp = env
     log(store, BASE)
     drafts.open("p", "art").close()
-    kill(run_child(tmp, "commit", "one", pause="after-reset", until="paused"))
+    kill(run_child(tmp, "commit", "one", pause="after-reset"))
     d = drafts.path("p", "art")
     assert len(os.listdir(os.path.join(d, "files"))) == 1  # reset committed, file not yet deleted
     d = drafts.open("p", "art")
@@ -856,7 +855,7 @@ def test_sigkill_after_store_commit_then_more_edits(env):
     store, drafts, tmp = env
     log(store, BASE)
     drafts.open("p", "art").close()
-    kill(run_child(tmp, "commit", "one", pause="after-store-commit", until="paused"))
+    kill(run_child(tmp, "commit", "one", pause="after-store-commit"))
     d = drafts.open("p", "art")
     d.pwrite(d.create(ROOT, "two"), b"two", 0)  # changed after the crash: a second, real version
     r = d.commit(store)
@@ -896,11 +895,9 @@ def test_large_base_is_materialised_quickly(env):
 
 @pytest.fixture
 def cli(env, monkeypatch, capsys):
-    """``cli(*argv) -> (code, stdout, stderr)`` with the draft commands registered."""
+    """``cli(*argv) -> (code, stdout, stderr)``."""
     import artfs.cli as cli_mod
 
-    if "artfs._cli_draft" not in cli_mod.COMMAND_MODULES:
-        monkeypatch.setattr(cli_mod, "COMMAND_MODULES", (*cli_mod.COMMAND_MODULES, "artfs._cli_draft"))
     store, _, tmp = env
     monkeypatch.setenv("ARTFS_STORE", store.url[len("file://"):])
 

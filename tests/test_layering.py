@@ -68,9 +68,39 @@ def test_the_library_never_imports_the_daemon() -> None:
     assert bad == []
 
 
+def _relative_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import in a module of ``artfs``, relative ones resolved."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            mod = ".".join(p for p in (base, node.module or "") if p)
+            out += [(node.lineno, f"{mod}.{a.name}" if node.module is None else mod) for a in node.names]
+    return out
+
+
+def test_the_cli_is_a_leaf_and_alone_speaks_argparse() -> None:
+    """Nothing in the library imports ``artfs.cli`` (only the guided tour runs it), and argparse
+    is the CLI's: the one exception is the mount's options, which the daemon parses too."""
+    cli, bad = ROOT / "artfs" / "cli", []
+    for path in sorted((ROOT / "artfs").rglob("*.py")):
+        if path.is_relative_to(cli):
+            continue
+        for line, module in _relative_imports(path):
+            where = f"{path.relative_to(ROOT)}:{line}: {module}"
+            if (module == "artfs.cli" or module.startswith("artfs.cli.")) and path.name != "demo.py":
+                bad.append(where)
+            if module == "argparse" and path.name != "_mounts.py":
+                bad.append(where)
+    assert bad == []
+
+
 def test_lowlevel_imports_no_cli_module() -> None:
     code = ("import sys, artfs.lowlevel; "
-            "print(sorted(m for m in sys.modules if m == 'artfs.cli' or m.startswith('artfs._cli')))")
+            "print(sorted(m for m in sys.modules if m == 'artfs.cli' or m.startswith(('artfs.cli.', 'artfs._cli'))))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "[]"
 
@@ -94,12 +124,6 @@ def test_version_imports_neither_httpx_nor_boto3() -> None:
 _KEY = re.compile(r"(?:^|(?<!\.)/)(?:blobs|artifacts|versions|info|aliases|digests|deleted|intents|deleting"
                   r"|groups|parts|finish|runs|lineage)/|(?:^|/)(?:index|finished|run)\.json$")
 
-#: files being reworked by other engineers at the time of the key-layout change (issue 11): the
-#: integrator removes each entry once the branch that reworks the file is merged and its keys go
-#: through artfs._layout (daemon/fs.py spells an alias key; artfs/_cli_groups.py a groups prefix).
-_KEY_EXEMPT = ("artfs/_draft.py", "artfs/_draft/", "daemon/fs.py", "daemon/drafts.py",
-               "artfs/_cli_groups.py", "artfs/cli/")
-
 
 def _literals(path: Path) -> list[tuple[int, str]]:
     """(line, text) of every string literal of a file except docstrings (they may draw the layout)."""
@@ -118,7 +142,7 @@ def test_only_the_layout_module_spells_store_keys() -> None:
     bad = []
     for p in sorted([*(ROOT / "artfs").rglob("*.py"), *(ROOT / "daemon").rglob("*.py")]):
         rel = p.relative_to(ROOT).as_posix()
-        if rel == "artfs/_layout.py" or rel.startswith(_KEY_EXEMPT):
+        if rel == "artfs/_layout.py":
             continue
         bad += [f"{rel}:{line}: {text!r}" for line, text in _literals(p) if _KEY.search(text)]
     assert bad == []
@@ -135,12 +159,6 @@ def test_the_key_pattern_finds_spelled_keys() -> None:
 
 
 # -- no import cycle among the library's modules -------------------------------------------------------
-#: modules left out of the cycle check for now, each reworked by another engineer at the time of the
-#: import-cycle change (issue 11): the CLI (``cli``, ``_cli_draft``, ``_cli_mount`` import each other
-#: inside functions) becomes the ``artfs.cli`` package, and ``_draft`` is being split into a package.
-#: The integrator removes an entry once its branch is merged and the check passes without it.
-_CYCLE_EXEMPT = ("artfs.cli", "artfs._cli_", "artfs._draft")
-
 #: edges that point against the layers on purpose, each with its reason (checked to still exist,
 #: so that the list shrinks when the reason goes)
 _ALLOWED_EDGES = {
@@ -242,9 +260,7 @@ def test_no_import_cycle_among_the_library_modules() -> None:
     for a, b in _ALLOWED_EDGES:
         assert b in graph[a], f"{a} no longer imports {b}: drop it from _ALLOWED_EDGES"
         del graph[a][b]
-    kept = {m: {t: ls for t, ls in ts.items() if not t.startswith(_CYCLE_EXEMPT)}
-            for m, ts in graph.items() if not m.startswith(_CYCLE_EXEMPT)}
-    cycles = [[f"{m} -> {t} (line {kept[m][t][0]})" for m in c for t in kept[m] if t in c] for c in _cycles(kept)]
+    cycles = [[f"{m} -> {t} (line {graph[m][t][0]})" for m in c for t in graph[m] if t in c] for c in _cycles(graph)]
     assert cycles == []
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from artfs import Artifact, Cache, Store
-from artfs._cli_mount import add_mount_arguments, apply_mount_options, daemon_argv
+from artfs._mounts import add_mount_arguments, apply_mount_options, daemon_argv
 from artfs._refs import ref_key
 from artfsd.testing import MountProcess, is_mounted
 

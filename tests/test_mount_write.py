@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from artfs import Artifact, Cache, Store
-from artfs._draft import TEST_PAUSE_ENV
 from artfsd.testing import MountProcess, is_mounted
+from crashpoints import crash_vars, marker
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -487,7 +487,7 @@ def test_sigkill_during_writes_keeps_every_closed_file(world: World) -> None:
 
 @pytest.mark.parametrize("step", ["after-commit-id", "after-store-commit"])
 def test_sigkill_during_commit_commits_exactly_once(world: World, step: str) -> None:
-    m = world.mount(**{TEST_PAUSE_ENV: step})
+    m = world.mount(**crash_vars(step))  # the daemon stops at that step of the commit protocol
     with m:
         d = m.path("proj", "data", "draft")
         with open(os.path.join(d, "new.bin"), "wb") as f:
@@ -496,7 +496,7 @@ def test_sigkill_during_commit_commits_exactly_once(world: World, step: str) -> 
         written = read_tree(d)
         subprocess.run(["fusermount3", "-u", m.mountpoint], check=True)  # the daemon commits at unmount ...
         deadline = time.monotonic() + 20
-        while f"artfs-draft-paused:{step}" not in m.log:
+        while marker(step) not in m.log:
             assert time.monotonic() < deadline and m.alive(), m.log
             time.sleep(0.05)
         m.kill()  # ... and dies in the middle of it

@@ -26,7 +26,7 @@ from typing import Iterator
 
 import pytest
 
-from artfs._cli_mount import FSTYPE
+from artfs._mounts import FSTYPE
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SKIP = re.compile(r"<!--\s*readme-test:\s*skip\s*\((?P<why>[^)]+)\)\s*-->")

@@ -13,14 +13,8 @@ import pytest
 from artfs import Artifact, Cache, Entry, Manifest, Store
 from artfs._errors import ArtfsError, InvalidPath, NotFound, PermissionDenied, ReferenceChanged
 from artfs._manifest import version_digest
-from artfs._refs import (
-    RefReader,
-    add_reference_args,
-    add_references_from_args,
-    ref_key,
-    resolve_reference,
-    split_reference_arg,
-)
+from artfs._refs import RefReader, ref_key, resolve_reference
+from artfs.cli.references import add_reference_args, add_references_from_args, split_reference_arg
 
 from refservers import FileServer, GCSEmulator
 

@@ -54,11 +54,9 @@ In the mount (``artfsd.fs.open_reference``; one RefReader per mount, created wit
 
 from __future__ import annotations
 
-from .args import add_reference_args, add_references_from_args, split_reference_arg
 from .base import DEFAULT_MAX_OBJECTS, SCHEMES, Scheme, is_pinned, parse_uri, ref_key
 from .reader import RefReader, resolve_reference
 
 __all__ = [
-    "DEFAULT_MAX_OBJECTS", "SCHEMES", "RefReader", "Scheme", "add_reference_args", "add_references_from_args",
-    "is_pinned", "parse_uri", "ref_key", "resolve_reference", "split_reference_arg",
+    "DEFAULT_MAX_OBJECTS", "SCHEMES", "RefReader", "Scheme", "is_pinned", "parse_uri", "ref_key", "resolve_reference",
 ]

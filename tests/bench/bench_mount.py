@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from artfs import Artifact, Cache, Entry, Manifest, Store  # noqa: E402
-from artfs._cli_mount import find_mount  # noqa: E402
+from artfs._mounts import find_mount  # noqa: E402
 from artfsd.testing import MountProcess  # noqa: E402
 from artfsd.tree import VersionTree  # noqa: E402
 

@@ -1,9 +1,10 @@
-"""``artfs status`` and ``artfs commit``: drafts from the command line (registered into :mod:`artfs.cli`).
+"""``artfs status`` and ``artfs commit``: drafts from the command line.
 
 Drafts live in the staging directory (see :mod:`artfs._draft`), so both commands work without a
-running mount: ``artfs status`` lists the drafts that differ from their base, ``artfs commit
-PROJECT/ARTIFACT`` commits one as the next version. A draft a running mount holds is the daemon's
-to commit: ``artfs commit`` says so and names the mount. ``artfs commit MNT/<project>/<artifact>/draft``
+running mount: ``artfs status`` lists the drafts that differ from their base (and the pending
+groups of distributed writers, :mod:`artfs.cli.groups`), ``artfs commit PROJECT/ARTIFACT``
+commits one as the next version. A draft a running mount holds is the daemon's to commit:
+``artfs commit`` says so and names the mount. ``artfs commit MNT/<project>/<artifact>/draft``
 (a path inside an artfs mount) goes through the daemon: see :func:`commit_through_mount`.
 """
 
@@ -12,29 +13,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import time
 import uuid
 from typing import Any
 
-from ._distributed import PartResult
-from ._draft import Draft, DraftBusy, DraftStatus, Drafts, default_staging_root, list_drafts
-from ._store import Store
-from ._errors import ArtfsError, NotFound
-from ._names import check_alias, parse_spec
+from .._distributed import PartResult
+from .._draft import Draft, DraftBusy, DraftStatus, Drafts, default_staging_root, list_drafts
+from .._errors import ArtfsError, NotFound
+from .._mounts import FSTYPE, find_mount
+from .._names import check_alias, parse_spec
+from .._store import Store
+from . import groups
+from .context import Context, json_option, metadata
+from .output import MATCHED, commit_text, human_size, uploaded
 
 _SHOW_PATHS = 10
 
 
-def _staging(ctx: Any) -> str:
+def _staging(ctx: Context) -> str:
     return os.path.abspath(getattr(ctx.args, "staging_dir", None) or default_staging_root())
 
 
-def _store_given(ctx: Any) -> bool:
-    return bool(getattr(ctx.args, "store", None) or os.environ.get("ARTFS_STORE"))
-
-
-def _offline_store_id(ctx: Any) -> str:
+def _offline_store_id(ctx: Context) -> str:
     """The id of the named store, without requiring that it exists or answers (opening a Store
     does not contact it)."""
     return Store(ctx.args.store or os.environ["ARTFS_STORE"], cache=ctx.cache).id
@@ -46,9 +46,23 @@ def _owner_text(owner: dict[str, Any]) -> str:
     return f"open in pid {owner.get('pid')} ({owner.get('what') or '?'}{at})"
 
 
+def _summary(st: DraftStatus) -> str:
+    """``1 added (5 B), 2 changed (1.5 MiB)``, or ``no changes``."""
+    parts = []
+    if st.added:
+        parts.append(f"{len(st.added)} added ({human_size(st.added_bytes)})")
+    if st.changed:
+        parts.append(f"{len(st.changed)} changed ({human_size(st.changed_bytes)})")
+    if st.removed:
+        parts.append(f"{len(st.removed)} removed ({human_size(st.removed_bytes)})")
+    if st.unhashed:
+        parts.append(f"{len(st.unhashed)} written, maybe changed")
+    return ", ".join(parts) or "no changes"
+
+
 def _status_text(st: DraftStatus, *, show_store: bool) -> str:
     base = f"v{st.base_version}" if st.base_version is not None else "new artifact"
-    head = f"{st.project}/{st.artifact}  (base {base})  {st.summary()}"
+    head = f"{st.project}/{st.artifact}  (base {base})  {_summary(st)}"
     if show_store:
         head += f"  [{st.store_url}]"
     lines = [head]
@@ -66,19 +80,24 @@ def _status_text(st: DraftStatus, *, show_store: bool) -> str:
     return "\n".join(lines)
 
 
-def cmd_status(ctx: Any) -> int:
+def cmd_status(ctx: Context) -> int:
+    """The drafts with changes (local: listed even while their store is missing or down), then
+    the pending groups of the store (a note on stderr if the store cannot list them)."""
     root = _staging(ctx)
-    # drafts are local: status lists them even while their store is missing or down
-    store_id = _offline_store_id(ctx) if _store_given(ctx) else None
+    store_id = _offline_store_id(ctx) if ctx.store_given else None
     out = [st for ref in list_drafts(root, store_id=store_id)
            if (st := ref.status(all=ctx.args.all)) is not None]
-    doc = [st.to_json() for st in out]
-    if out:
-        stores = {st.store_url for st in out}
-        text = "\n".join(_status_text(st, show_store=len(stores) > 1) for st in out)
-    else:
-        text = "no drafts with changes to commit"
-    ctx.emit(doc, text)
+    doc: list[dict[str, Any]] = [st.to_json() for st in out]
+    stores = {st.store_url for st in out}
+    texts = [_status_text(st, show_store=len(stores) > 1) for st in out]
+    try:
+        found = groups.pending_groups(ctx)
+    except ArtfsError as e:
+        ctx.note(f"artfs: cannot list the pending groups of the store: {e}")
+        found = []
+    doc += [{"kind": "group", **g.to_json()} for g in found]
+    texts += [groups.group_text(g) for g in found]
+    ctx.emit(doc, "\n".join(texts) if texts else "no drafts with changes to commit")
     return 0
 
 
@@ -89,8 +108,6 @@ def artfs_mount_of(path: str) -> tuple[str, str] | None:
     Looks only at /proc/self/mountinfo and at the path's text (no stat through the mount, which
     could hang on a stuck daemon).
     """
-    from ._mounts import FSTYPE, find_mount
-
     p = os.path.abspath(path)
     while True:
         m = find_mount(p)
@@ -104,7 +121,7 @@ def artfs_mount_of(path: str) -> tuple[str, str] | None:
         p = parent
 
 
-def commit_through_mount(ctx: Any, mountpoint: str, project: str, artifact: str) -> int:
+def commit_through_mount(ctx: Context, mountpoint: str, project: str, artifact: str) -> int:
     """Commit ``MNT/<project>/<artifact>/draft`` by asking the mount's daemon, which owns the draft.
 
     The control channel is the draft directory's extended attributes: ``setxattr
@@ -112,8 +129,6 @@ def commit_through_mount(ctx: Any, mountpoint: str, project: str, artifact: str)
     returns once the daemon has committed (or failed: an errno), and ``user.artfs.last_commit``
     then holds the result, or the error message, as JSON.
     """
-    from .cli import _metadata
-
     a = ctx.args
     draft = os.path.join(mountpoint, project, artifact, "draft")
     request: dict[str, Any] = {"id": uuid.uuid4().hex}
@@ -124,7 +139,7 @@ def commit_through_mount(ctx: Any, mountpoint: str, project: str, artifact: str)
     if a.alias:
         request["aliases"] = [check_alias(x) for x in a.alias]
     if a.metadata:
-        request["metadata"] = _metadata(a.metadata)
+        request["metadata"] = metadata(a.metadata)
     # "wait": false: the daemon answers at once and commits in the background (a setxattr that
     # lasts the whole commit would hold draft/'s inode lock in the kernel, blocking every listing
     # of draft/); we poll user.artfs.last_commit until it carries our id and a result.
@@ -160,76 +175,6 @@ def commit_through_mount(ctx: Any, mountpoint: str, project: str, artifact: str)
     return 0
 
 
-def commit_text(doc: dict[str, Any]) -> str:
-    """One line about a commit a daemon reported (``artfs commit`` through a mount, ``artfs umount``)."""
-    from .cli import _plural, human_size
-
-    name, version = doc["name"], doc.get("version")
-    if doc.get("group"):  # artfs mount --group: the draft became a part of a pending group
-        return (f"{name}: recorded as a part of group {doc['group']} ({_plural(doc.get('files', 0), 'file')}, "
-                f"{_plural(doc.get('uploaded_blobs', 0), 'new blob')}, {human_size(doc.get('uploaded_bytes', 0))} "
-                f"uploaded); `artfs finish {name} --group {doc['group']}` makes the version")
-    if not doc.get("committed"):
-        what = f"its base v{version}" if version is not None else "an empty new artifact"
-        return f"nothing to commit: the draft of {name} equals {what}"
-    if not doc.get("created"):
-        return f"{name}:v{version} matched: already in the store (identical content, or an interrupted commit made it)"
-    text = (f"{name}:v{version} created ({_plural(doc.get('files', 0), 'file')}, "
-            f"{_plural(doc.get('uploaded_blobs', 0), 'new blob')}, {human_size(doc.get('uploaded_bytes', 0))} uploaded)")
-    if doc.get("aliases"):
-        text += f"; aliases: {', '.join(doc['aliases'])}"
-    return text
-
-
-def report_unmount(ctx: Any, mountpoint: str, pid: int | None, report: str | None, fallbacks: list[str]) -> int:
-    """Print what the daemon committed at unmount (its report file, written just before it exits).
-
-    ``report`` is the path the mount named (``user.artfs.results``; None for a read-only mount or
-    a daemon that did not answer), ``fallbacks`` where else to look. Exit code 1 if a commit failed,
-    or if the daemon died before reporting (its ``"state": "committing"`` report names the drafts
-    it did not finish: they are kept, and the message says how to commit them).
-    """
-    doc: dict[str, Any] | None = None
-    for path in ([report] if report else []) + fallbacks:
-        try:
-            with open(path) as f:
-                d = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if isinstance(d, dict) and d.get("mountpoint") == mountpoint and (pid is None or d.get("pid") == pid):
-            doc = d
-            break
-    if doc is None or doc.get("state") == "committing":
-        # The daemon died before it reported (SIGKILL, OOM, a crash): nothing it was to commit can be
-        # counted as committed. Its first report, if any, names the drafts it was committing.
-        if not report and doc is None:
-            return 0  # a read-only mount (or a daemon that cannot say): nothing to commit
-        names = list(doc.get("drafts") or []) if doc is not None else []
-        store = doc.get("store") if doc is not None else None
-        opt = f" --store {shlex.quote(store)}" if store else ""
-        failed = [{"name": n, "error": f"{n}: not committed: the mount daemon died while committing the drafts; "
-                                      f"the draft is kept; commit it with `artfs commit{opt} {n}`"} for n in names]
-        if ctx.json:
-            ctx.emit({"mountpoint": mountpoint, "commits": [], "unchanged": [], "failed": failed,
-                      "daemon_died": True}, None)
-        for fail in failed:
-            ctx.note(f"artfs: error: {fail['error']}")
-        if not names:
-            ctx.note("artfs: error: the mount daemon exited without reporting its commits, so drafts may not be "
-                     "committed; they are kept: `artfs status` lists them and `artfs commit PROJECT/ARTIFACT` "
-                     "commits one")
-        return 1
-    lines = [commit_text(c) for c in doc.get("commits", [])]
-    ctx.emit(doc, "\n".join(lines) if lines else None)
-    for f in doc.get("failed", []):
-        ctx.note(f"artfs: error: {f.get('error') or f.get('name')}")
-    if doc.get("failed"):
-        ctx.note("the drafts above are kept; `artfs status` lists them, and `artfs commit PROJECT/ARTIFACT` "
-                 "commits one once the store can be reached (or mount and unmount again)")
-        return 1
-    return 0
-
-
 def _busy_message(project: str, artifact: str, e: DraftBusy) -> str:
     mnt = e.owner.get("mountpoint")
     if mnt:
@@ -239,7 +184,7 @@ def _busy_message(project: str, artifact: str, e: DraftBusy) -> str:
     return f"{project}/{artifact}: {e}; close that process (or unmount) and try again"
 
 
-def _open_target(ctx: Any) -> tuple[Draft | None, int | None]:
+def _open_target(ctx: Context) -> tuple[Draft | None, int | None]:
     """The draft named by the command line (or the exit code of handing it to the daemon).
 
     ``PROJECT/ARTIFACT``: the draft of that artifact in the store (--store, default store).
@@ -264,7 +209,7 @@ def _open_target(ctx: Any) -> tuple[Draft | None, int | None]:
         if len(parts) < 3 or parts[-1] != "draft":
             raise ArtfsError(f"{target}: expected PROJECT/ARTIFACT or MNT/PROJECT/ARTIFACT/draft")
         project, artifact = parts[-3], parts[-2]
-        store_id = ctx.store.id if _store_given(ctx) else None
+        store_id = ctx.store.id if ctx.store_given else None
         found = [r for r in list_drafts(_staging(ctx), store_id=store_id) if (r.project, r.artifact) == (project, artifact)]
         if len(found) > 1:
             raise ArtfsError(f"{target} is not mounted, and {project}/{artifact} has drafts for "
@@ -297,25 +242,21 @@ def _open_dir(path: str) -> Draft:
             raise DraftBusy(_busy_message(d.project, d.artifact, e), e.owner) from None
 
 
-def cmd_commit(ctx: Any) -> int:
-    from .cli import _metadata, _plural, human_size
-
+def cmd_commit(ctx: Context) -> int:
     a = ctx.args
     aliases = [check_alias(x) for x in a.alias or []]
-    metadata = _metadata(a.metadata) if a.metadata else None
+    md = metadata(a.metadata) if a.metadata else None
     draft, code = _open_target(ctx)
     if draft is None:
         return code or 0
     with draft:
         store = ctx.store
         if store.id != draft.store_id:
-            from ._store import Store
-
             store = Store(draft.store_url, cache=ctx.cache)
         name = f"{draft.project}/{draft.artifact}"
         total = sum(e.size for e in draft.entries())
         with ctx.progress(total, "upload") as cb:
-            r = draft.commit(store, description=a.description, metadata=metadata, type=a.type,
+            r = draft.commit(store, description=a.description, metadata=md, type=a.type,
                              aliases=aliases, progress=cb)
         if r is None:
             base = draft.base_version
@@ -330,16 +271,16 @@ def cmd_commit(ctx: Any) -> int:
         vname = f"{r.project}/{r.artifact}:v{r.version}"
         doc = {"name": vname, "committed": True, **vars(r)}
         if r.created:
-            text = (f"{vname} created ({_plural(r.files, 'file')}, {_plural(r.uploaded_blobs, 'new blob')}, "
-                    f"{human_size(r.uploaded_bytes)} uploaded)")
+            text = f"{vname} created ({uploaded(r.files, r.uploaded_blobs, r.uploaded_bytes)})"
         else:
-            text = f"{vname} matched: already in the store (identical content, or an interrupted commit made it)"
+            text = f"{vname} matched: {MATCHED}"
         if r.aliases:
             text += f"; aliases: {', '.join(r.aliases)}"
         ctx.emit(doc, text)
     return 0
 
 
+# -- parsers ---------------------------------------------------------------------------------------
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     def staging(p: argparse.ArgumentParser) -> None:
         p.add_argument("--staging-dir", metavar="DIR",
@@ -352,7 +293,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                     "every store are shown unless --store (or $ARTFS_STORE) names one.")
     p.add_argument("--all", action="store_true", help="also list drafts without changes")
     staging(p)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    json_option(p)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
@@ -367,5 +308,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--metadata", action="append", metavar="KEY=VALUE",
                    help="metadata of the new version; VALUE is parsed as JSON when it parses (repeatable)")
     staging(p)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    json_option(p)
     p.set_defaults(func=cmd_commit)

@@ -1,13 +1,19 @@
-"""The CLI's part of references: ``artfs put --reference [NAME=]URI ...`` (and ``artfs upsert``).
+"""What ``artfs put`` logs: a DIR, and objects by reference (``--reference [NAME=]URI``).
 
-(argparse options, kept beside the references they make until the CLI package takes them.)
+Shared by ``put`` (:mod:`artfs.cli.artifacts`) and ``put --upsert`` (:mod:`artfs.cli.groups`),
+which check the same sources in the same order and build the same draft ``Artifact``.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 from typing import Any
 
-from .base import DEFAULT_MAX_OBJECTS
+from .._artifact import Artifact
+from .._errors import ArtfsError
+from .._refs import DEFAULT_MAX_OBJECTS
+from .context import UsageError
 
 
 def add_reference_args(parser: Any) -> None:
@@ -40,3 +46,20 @@ def add_references_from_args(artifact: Any, args: Any) -> int:
     return n
 
 
+def check_sources(a: argparse.Namespace) -> None:
+    """A DIR that exists, or references, or both (before anything is read or sent)."""
+    if a.dir is None and not a.references:
+        raise UsageError("put: give a DIR to log, --reference URI, or both")
+    if a.dir is not None and not os.path.exists(a.dir):
+        raise FileNotFoundError(2, "No such file or directory", a.dir)
+    if a.dir is not None and not os.path.isdir(a.dir):
+        raise NotADirectoryError(20, "Not a directory", a.dir)
+
+
+def fill(art: Artifact, a: argparse.Namespace) -> list[str]:
+    """Add DIR's files (returned, as paths in the version) and then the references to ``art``."""
+    added = art.add_dir(a.dir) if a.dir is not None else []
+    if not added and not a.references:
+        raise ArtfsError(f"{a.dir}: no files to log")
+    add_references_from_args(art, a)  # entries whose bytes stay where they are
+    return added

@@ -1,4 +1,4 @@
-"""``artfs access set|show``: who may read and write a project (registered into :mod:`artfs.cli`).
+"""``artfs access set|show``: who may read and write a project.
 
 The store enforces the level (see :mod:`artfs._access`); these commands only read and change
 what the store enforces.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._access import LEVELS, Access, set_level, show
+from .._access import LEVELS, Access, set_level, show
+from .context import Context, json_option
 
 
 def _text(a: Access) -> str:
@@ -19,7 +20,7 @@ def _text(a: Access) -> str:
     return "\n".join(lines)
 
 
-def cmd_access_show(ctx: Any) -> int:
+def cmd_access_show(ctx: Context) -> int:
     out = show(ctx.store, ctx.args.project)
     doc = {"store": ctx.store.url, "projects": [a.to_json() for a in out]}
     if ctx.args.project:
@@ -29,7 +30,7 @@ def cmd_access_show(ctx: Any) -> int:
     return 0
 
 
-def cmd_access_set(ctx: Any) -> int:
+def cmd_access_set(ctx: Context) -> int:
     a = set_level(ctx.store, ctx.args.project, ctx.args.level)
     ctx.emit({"store": ctx.store.url, **a.to_json()}, _text(a))
     return 0
@@ -46,10 +47,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     asub = p.add_subparsers(dest="access_command", metavar="ACTION", required=True)
     q = asub.add_parser("show", parents=[common], help="the access level of a project (default: every project)")
     q.add_argument("project", nargs="?", metavar="PROJECT")
-    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    json_option(q)
     q.set_defaults(func=cmd_access_show)
     q = asub.add_parser("set", parents=[common], help="make a project private, public or open")
     q.add_argument("project", metavar="PROJECT")
     q.add_argument("level", choices=LEVELS, metavar="LEVEL", help="private, public or open")
-    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    json_option(q)
     q.set_defaults(func=cmd_access_set)

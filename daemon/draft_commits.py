@@ -1,0 +1,319 @@
+"""Commits of drafts and the ``user.artfs.*`` attributes of ``draft/`` (a mixin of
+:class:`artfsd.drafts.DraftSpace`).
+
+Commit
+    ``setxattr user.artfs.commit`` on ``draft/`` commits in a worker thread while the request
+    waits; the result, or the error, is ``user.artfs.last_commit``. With ``"wait": false`` in the
+    request (what ``artfs commit`` sends) the setxattr returns at once and the commit runs in the
+    background: the kernel holds ``draft/``'s inode lock for as long as a setxattr runs, which
+    would keep every lookup and listing in ``draft/`` waiting for the whole commit. At unmount
+    (:meth:`DraftCommits.finish`, after the kernel has let go of the mount) every draft that
+    differs from its base is committed: those opened in this session and those an earlier one
+    left in staging (a SIGKILL, a store that was down). A draft equal to its base makes no
+    version; a new artifact's draft that stayed empty is removed. What a crash at each step of a
+    commit leaves, and how the next commit finishes it exactly once, is the draft library's
+    business (:mod:`artfs._draft.commit`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import json
+import re
+import time
+from typing import Any, Iterable
+
+import pyfuse3
+import trio
+
+from artfs import InvalidName, PartResult
+from artfs.lowlevel import ROOT, Draft, DraftBusy
+
+from .attrs import PREFIX as XATTR
+from .draft_slots import DraftFile, DraftSlot, SlotSpace, _fuse, log
+
+
+class DraftCommits(SlotSpace):
+    """Extended attributes and commits of the drafts (module docstring)."""
+
+    # -- extended attributes -------------------------------------------------------------------------
+    async def xattrs(self, slot: DraftSlot, dino: int) -> dict[str, bytes]:
+        d = await self.draft(slot)
+
+        def work() -> dict[str, bytes]:
+            out: dict[str, bytes] = {}
+            if dino == ROOT:
+                p = d.pending()
+                if p["description"] is not None:
+                    out["description"] = str(p["description"]).encode()
+                out["type"] = str(p["type"] or "unspecified").encode()
+                out["metadata"] = json.dumps(p["metadata"] or {}, ensure_ascii=False, sort_keys=True).encode()
+                out["aliases"] = ",".join(p["aliases"] or []).encode()
+                base = d.base_version
+                out["base"] = b"" if base is None else f"v{base}".encode()
+                if self.group is not None:
+                    out["group"] = self.group.encode()
+                out["status"] = status_value(d.status(hash=False).to_json())
+                if slot.last_commit is not None:
+                    out["last_commit"] = json.dumps(slot.last_commit, sort_keys=True).encode()
+                return out
+            try:
+                entry = d.base_entry(dino)
+            except OSError:
+                return out
+            if entry is not None:
+                if entry.digest:
+                    out["digest"] = entry.digest.encode()
+                out["size"] = str(entry.size).encode()
+                if entry.ref is not None:
+                    out["ref"] = entry.ref.encode()
+            return out
+
+        got: dict[str, bytes] = await self._run(slot, work)
+        return {XATTR + k: v for k, v in got.items()}
+
+    async def setxattr(self, slot: DraftSlot, dino: int, name: str, value: bytes) -> None:
+        if dino != ROOT or not name.startswith(XATTR):
+            raise _fuse(errno.ENOTSUP)  # a version keeps no extended attributes of files
+        key = name[len(XATTR):]
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _fuse(errno.EINVAL) from None
+        if key == "commit":
+            request = _commit_request(text)
+            if request.get("wait") is False and self._nursery is not None:
+                # Answer now and commit in the background: the kernel holds draft/'s inode lock
+                # for as long as a setxattr runs, which would block every lookup and listing of
+                # draft/ for the whole commit. The caller polls user.artfs.last_commit for its id.
+                slot.last_commit = {"name": slot.name, "ok": None, "running": True, "id": request.get("id")}
+                self._nursery.start_soon(self._commit_quietly, slot, request)
+                return
+            await self.commit(slot, request)
+            return
+        d = await self.draft(slot)
+        try:
+            if key == "description":
+                await self._run(slot, d.set_description, text or None)
+            elif key == "type":
+                await self._run(slot, d.set_type, text.strip() or "unspecified")
+            elif key == "metadata":
+                md = json.loads(text) if text.strip() else {}
+                if not isinstance(md, dict):
+                    raise ValueError("metadata must be a JSON object")
+                await self._run(slot, d.set_metadata, md)
+            elif key == "aliases":
+                await self._run(slot, d.set_aliases, [a for a in re.split(r"[,\s]+", text) if a])
+            elif key in ("base", "status", "last_commit"):
+                raise _fuse(errno.EPERM)
+            else:
+                raise _fuse(errno.ENOTSUP)
+        except (ValueError, InvalidName) as e:  # includes json.JSONDecodeError
+            log.error("%s: setxattr %s: %s", slot.name, name, e)
+            raise _fuse(errno.EINVAL) from None
+
+    async def removexattr(self, slot: DraftSlot, dino: int, name: str) -> None:
+        if dino != ROOT or not name.startswith(XATTR):
+            raise _fuse(pyfuse3.ENOATTR)
+        d = await self.draft(slot)
+        key = name[len(XATTR):]
+        if key == "description":
+            await self._run(slot, d.set_description, None)
+        elif key == "metadata":
+            await self._run(slot, d.set_metadata, {})
+        elif key == "aliases":
+            await self._run(slot, d.set_aliases, [])
+        elif key == "type":
+            await self._run(slot, d.set_type, "unspecified")
+        else:
+            raise _fuse(pyfuse3.ENOATTR)
+
+    # -- commits ---------------------------------------------------------------------------------------
+    async def commit(self, slot: DraftSlot, request: dict[str, Any]) -> dict[str, Any]:
+        """Commit the slot's draft now (``user.artfs.commit``); the result is also ``last_commit``."""
+        d = await self.draft(slot)
+        if slot._committing is None:
+            slot._committing = trio.Lock()
+        async with slot._committing:
+            slot.busy = True
+            idle = slot.idle = trio.Event()
+            t0 = time.monotonic()
+            try:
+                kw = {k: request[k] for k in ("description", "metadata", "type", "aliases") if request.get(k) is not None}
+                if self.lineage is not None:
+                    kw["run"] = self.lineage.logger_of(slot.project, slot.artifact)
+                result = await trio.to_thread.run_sync(
+                    functools.partial(d.commit, self.store, group=self.group, keep=True, **kw),
+                    limiter=self.commit_limiter)
+                if self.lineage is not None and result is not None and not isinstance(result, PartResult):
+                    self.lineage.committed(slot.project, slot.artifact, result.version, result.created)
+            except Exception as e:
+                slot.last_commit = {"name": slot.name, "ok": False, "error": str(e), "id": request.get("id")}
+                log.error("%s", e)
+                raise
+            finally:
+                slot.busy = False
+                idle.set()
+                for st in slot.inodes.values():
+                    st.marked = False  # a commit hashes: the next write must announce itself again
+            doc = _result_doc(slot.name, d, result, time.monotonic() - t0)
+            doc["id"] = request.get("id")
+            slot.last_commit = doc
+            self.stats["commits"] += 1
+            log.info("%s", _result_text(doc))
+        if self.on_commit is not None:
+            await self.on_commit(slot)
+        return doc
+
+    async def _commit_quietly(self, slot: DraftSlot, request: dict[str, Any]) -> None:
+        """A commit requested with ``"wait": false``: its result (or error) is ``last_commit``."""
+        try:
+            await self.commit(slot, request)
+        except Exception as e:  # logged by commit(); make sure the caller's id gets an answer
+            if slot.last_commit is None or slot.last_commit.get("ok") is not False:
+                slot.last_commit = {"name": slot.name, "ok": False, "error": str(e), "id": request.get("id")}
+
+    def last_commit_xattr(self, slot: DraftSlot, dino: int) -> bytes | None:
+        """``user.artfs.last_commit`` of ``draft/`` without opening or reading the draft."""
+        if dino != ROOT or slot.last_commit is None:
+            return None
+        return json.dumps(slot.last_commit, sort_keys=True).encode()
+
+    def finish(self, handles: Iterable[Any] = ()) -> dict[str, Any]:
+        """At unmount (the kernel has let go): commit every draft that differs from its base.
+
+        Blocking; call after the FUSE loop has ended. Returns the report ``artfs umount`` prints.
+        """
+        for h in handles:  # nothing holds a file open any more
+            if isinstance(h, DraftFile) and h.write and h.slot.draft is not None:
+                with contextlib.suppress(Exception):
+                    h.slot.draft.release(h.dino)
+        for each in self.slots:
+            for st in each.inodes.values():
+                st.close()
+            each.inodes.clear()
+        report: dict[str, Any] = {"commits": [], "unchanged": [], "failed": []}
+        opened = {(s.project, s.artifact): s for s in self.slots if s.draft is not None}
+        try:
+            refs = {(r.project, r.artifact): r for r in self.drafts.list()}
+        except OSError as e:
+            log.error("cannot list the drafts in %s: %s", self.drafts.root, e)
+            refs = {}
+        for key in sorted(set(opened) | set(refs)):
+            slot: DraftSlot | None = opened.get(key)
+            d = slot.draft if slot is not None else None
+            if d is None:
+                try:
+                    d = Draft.open(refs[key].path, owner=self.owner)
+                except DraftBusy:
+                    continue  # another mount or an `artfs commit` has it: theirs to commit
+                except Exception as e:
+                    report["failed"].append({"name": "/".join(key), "error": str(e)})
+                    log.error("%s: cannot open the draft: %s", "/".join(key), e)
+                    continue
+            try:
+                self._finish_one(d, report, opened=slot is not None)
+            finally:
+                with contextlib.suppress(Exception):
+                    d.close()
+                if slot is not None:
+                    slot.draft = None
+        return report
+
+    def _finish_one(self, d: Draft, report: dict[str, Any], *, opened: bool) -> None:
+        name = f"{d.project}/{d.artifact}"
+        if not d.dirty:
+            if d.base_version is None and not d.readdir(ROOT, limit=1):
+                d.discard()  # a new artifact nothing was written into: nothing to keep
+            elif opened:
+                report["unchanged"].append(name)
+            return
+        t0 = time.monotonic()
+        log.info("%s: committing the draft", name)
+        try:
+            run = self.lineage.logger_of(d.project, d.artifact) if self.lineage is not None else None
+            result = d.commit(self.store, run=run, group=self.group)
+            if self.lineage is not None and result is not None and not isinstance(result, PartResult):
+                self.lineage.committed(d.project, d.artifact, result.version, result.created)
+        except Exception as e:
+            report["failed"].append({"name": name, "error": str(e)})
+            log.error("%s", e)
+            return
+        doc = _result_doc(name, d, result, time.monotonic() - t0)
+        if result is None:
+            report["unchanged"].append(name)
+            if d.base_version is None and not d.readdir(ROOT, limit=1):
+                d.discard()
+        else:
+            report["commits"].append(doc)
+        log.info("%s", _result_text(doc))
+
+
+#: the longest ``user.artfs.status`` value: the kernel refuses values over 64 KiB (E2BIG)
+STATUS_MAX = 60 * 1024
+_STATUS_LISTS = ("added", "changed", "removed", "unhashed", "problems")
+
+
+def status_value(doc: dict[str, Any], limit: int = STATUS_MAX) -> bytes:
+    """``user.artfs.status``: the whole status while it fits in ``limit`` bytes; beyond that a
+    summary: every count and size, the first paths of each list (as many as fit, the same number
+    for each), ``"truncated": true`` and where the full list is (``artfs status --json``)."""
+    value = json.dumps(doc, ensure_ascii=False, sort_keys=True).encode()
+    if len(value) <= limit:
+        return value
+    short = dict(doc)
+    short["counts"] = {k: len(doc.get(k) or []) for k in _STATUS_LISTS}
+    short["truncated"] = True
+    short["full"] = "artfs status --json (the complete lists; works while mounted)"
+    cap = max(len(doc.get(k) or []) for k in _STATUS_LISTS)
+    while True:
+        cap //= 2
+        for k in _STATUS_LISTS:
+            short[k] = list((doc.get(k) or [])[:cap])
+        value = json.dumps(short, ensure_ascii=False, sort_keys=True).encode()
+        if len(value) <= limit or cap == 0:
+            return value
+
+
+def _commit_request(text: str) -> dict[str, Any]:
+    """The value of ``user.artfs.commit``: ``1`` or a JSON object (description, metadata, type,
+    aliases overriding what the draft's attributes say, and an ``id`` echoed in the result)."""
+    text = text.strip()
+    if not text.startswith("{"):
+        return {}
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise _fuse(errno.EINVAL) from None
+    if not isinstance(doc, dict) or (doc.get("metadata") is not None and not isinstance(doc["metadata"], dict)):
+        raise _fuse(errno.EINVAL)
+    return doc
+
+
+def _result_doc(name: str, d: Draft, result: Any, seconds: float) -> dict[str, Any]:
+    if isinstance(result, PartResult):  # artfs mount --group: a part, not a version
+        return {"name": name, "ok": True, "committed": True, "version": None, "created": False,
+                "group": result.group, "writer": result.writer, "files": result.files,
+                "uploaded_blobs": result.uploaded_blobs, "uploaded_bytes": result.uploaded_bytes, "aliases": [],
+                "seconds": round(seconds, 3)}
+    if result is None:
+        return {"name": name, "ok": True, "committed": False, "version": d.base_version, "created": False,
+                "seconds": round(seconds, 3)}
+    return {"name": name, "ok": True, "committed": True, "version": result.version, "created": result.created,
+            "files": result.files, "uploaded_blobs": result.uploaded_blobs, "uploaded_bytes": result.uploaded_bytes,
+            "aliases": list(result.aliases), "seconds": round(seconds, 3)}
+
+
+def _result_text(doc: dict[str, Any]) -> str:
+    if doc.get("group"):
+        return (f"{doc['name']}: recorded as a part of group {doc['group']} ({doc['files']} files, "
+                f"{doc['uploaded_blobs']} new blobs, {doc['uploaded_bytes']} bytes uploaded, {doc['seconds']:.2f} s)")
+    if not doc.get("committed"):
+        base = doc.get("version")
+        return f"{doc['name']}: nothing to commit (the draft equals {'v%s' % base if base is not None else 'nothing'})"
+    if not doc.get("created"):
+        return f"{doc['name']}:v{doc['version']} matched: already in the store (identical content, or an interrupted commit)"
+    return (f"{doc['name']}:v{doc['version']} created ({doc['files']} files, {doc['uploaded_blobs']} new blobs, "
+            f"{doc['uploaded_bytes']} bytes uploaded, {doc['seconds']:.2f} s)")
