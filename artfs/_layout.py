@@ -57,10 +57,6 @@ log = logging.getLogger("artfs.index")
 ROOT_INDEX = "index.json"
 
 
-def project_prefix(project: str) -> str:
-    return f"{project}/"
-
-
 def project_index_key(project: str) -> str:
     return f"{project}/index.json"
 
@@ -80,10 +76,6 @@ def blob_key(project: str, digest: str) -> str:
 # -- artifacts and versions ---------------------------------------------------------------------
 def artifacts_prefix(project: str) -> str:
     return f"{project}/artifacts/"
-
-
-def artifact_prefix(project: str, artifact: str) -> str:
-    return f"{project}/artifacts/{artifact}/"
 
 
 def artifact_index_key(project: str, artifact: str) -> str:
@@ -176,10 +168,6 @@ def deleting_key(project: str, marker_id: str) -> str:
 def groups_prefix(project: str, artifact: str | None = None) -> str:
     """Every group of the project, or of one artifact."""
     return f"{project}/groups/" + (f"{artifact}/" if artifact else "")
-
-
-def group_prefix(project: str, artifact: str, group: str) -> str:
-    return f"{project}/groups/{artifact}/{group}/"
 
 
 def group_parts_prefix(project: str, artifact: str, group: str) -> str:
