@@ -193,3 +193,54 @@ def test_new_versions_and_moved_aliases_still_appear(setup):
         assert os.readlink(os.path.join(adir, "best")) == "v1"
         with open(os.path.join(adir, "latest", "new.txt")) as fh:
             assert fh.read() == "new\n"
+
+
+def test_a_commit_while_a_draft_file_is_written_records_the_bytes_it_hashed(setup):
+    """Draft files are never opened in passthrough (README, Benchmarks: item 4 was measured and
+    not taken). A commit taken while a writer keeps writing the file must record a version whose
+    bytes are the bytes its manifest names, and lose no write. A passthrough prototype failed
+    this: the kernel wrote into the staged file between the hash and the upload, and the version's
+    bytes did not match the digest its manifest records. Runs with or without passthrough available (it is the reason drafts keep
+    the daemon's write path wherever the read side uses passthrough)."""
+    import threading
+
+    from artfs import digest_bytes
+
+    store_url, _, payload, tmp = setup
+    with _mount(store_url, tmp) as m:
+        draft = m.path("p", "data", "draft")
+        model = bytearray(payload)
+        fd = os.open(os.path.join(draft, "big.bin"), os.O_RDWR)  # a copy-up of v0's bytes
+        started, stop = threading.Event(), threading.Event()
+        failed: list[BaseException] = []
+
+        def writer() -> None:
+            k = 0
+            try:
+                while not stop.is_set():
+                    off = (k * 37 % 96) * (64 << 10)
+                    block = bytes([k % 251]) * (64 << 10)
+                    assert os.pwrite(fd, block, off) == len(block)
+                    model[off:off + len(block)] = block
+                    k += 1
+                    started.set()
+            except BaseException as e:  # reported below
+                failed.append(e)
+                started.set()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            assert started.wait(30)
+            os.setxattr(draft, "user.artfs.commit", b"1")  # returns when the version exists
+        finally:
+            stop.set()
+            t.join(30)
+            os.close(fd)
+        assert not failed, failed
+        entry = Store(store_url).artifact("p/data:v1").get_path("big.bin")
+        got = Path(m.path("p", "data", "v1", "big.bin")).read_bytes()  # EIO if the blob is not its digest
+        assert digest_bytes(got) == entry.digest and len(got) == entry.size == len(payload)
+        assert got != payload  # the commit recorded writes (the writer ran before it started)
+        assert Path(draft, "big.bin").read_bytes() == bytes(model)  # and no write was lost
+        assert m.stats()["draft_writes"] > 0  # every write passed the daemon (none in passthrough)
