@@ -53,6 +53,7 @@ import trio
 from artfs import ArtfsError, InvalidName, PermissionDenied, RefReader, Store
 from artfs.lowlevel import check_alias, check_name, is_pinned, is_version, logger_of_version, parse_version, stamp_ok
 
+from .complete import CompleteOpens
 from .drafts import DRAFT_BASE, DraftFile, DraftSpace
 from .errors import Timeout, errno_for, fuse_handler
 from .kernel import Backings, Features, probe
@@ -267,6 +268,9 @@ class Operations(pyfuse3.Operations):
         self.prefetch = prefetch_enabled()
         self._nursery: trio.Nursery | None = None
         self.backings = Backings(enabled=False)
+        # files whose blob is complete open on the loop, no thread hop (daemon/complete.py)
+        self.complete = CompleteOpens(store.cache, blobs, self.small, timeout=timeout, limiter=self.read_limiter,
+                                      file_type=OpenFile)
 
     def init(self) -> None:
         """Called by pyfuse3 once the kernel answered INIT: learn what it can do for us."""
@@ -561,7 +565,9 @@ class Operations(pyfuse3.Operations):
         f: OpenFile | None = None
         if not size and ref is None:
             f = OpenFile(v, tree, node, 0, digest, None, None)
-        else:
+        elif ref is None:
+            f = await self.complete.open(v, tree, node, size, digest)  # None: the general path below
+        if f is None:
             with trio.move_on_after(self.timeout + 1.0):
                 f = await trio.to_thread.run_sync(open_blob, limiter=self.read_limiter, abandon_on_cancel=True)
         if f is None:
@@ -631,7 +637,9 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(code) from None
 
     async def flush(self, fh: int) -> None:
-        return None
+        # Nothing to do at close(2) (writes reach the staged file as they come; the release
+        # follows): ENOSYS tells the kernel to stop sending FLUSH at all, one request less per close.
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     async def release(self, fh: int) -> None:
         f = self.files.pop(fh, None)
@@ -648,7 +656,7 @@ class Operations(pyfuse3.Operations):
             self.backings.release(f.inode)
         if f.handle is not None:
             try:
-                await trio.to_thread.run_sync(f.close, limiter=self.read_limiter)
+                await self.complete.close(f)  # on the loop unless the lazy reader may block
             except Exception as e:
                 errno_for(e, f"close {f.what}")
 
@@ -740,6 +748,7 @@ class Operations(pyfuse3.Operations):
             "open_files": len(self.files),
             "kernel": self.kernel.doc(),
             **self.small.stats,
+            **self.complete.stats,
             "passthrough_files": len(self.backings),
             **self.backings.stats,
             "loaded_entries": self.ns.loaded_entries,
