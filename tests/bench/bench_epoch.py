@@ -115,10 +115,25 @@ class Profiler:
                 self.proc.wait()
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
+def cpu_seconds(pid: int, *, thread: int | None = None) -> float:
+    """utime + stime of process ``pid`` (all its threads, also those that ended), or of one thread."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuPerFile:
+    """The daemon's CPU per file over one epoch: all of it, and its event loop's (the main thread)."""
+
+    def __init__(self, pid: int, files: int) -> None:
+        self.pid, self.files = pid, files
+        self.t0 = cpu_seconds(pid)
+        self.l0 = cpu_seconds(pid, thread=pid)
+
+    def done(self) -> tuple[float, float]:
+        return ((cpu_seconds(self.pid) - self.t0) / self.files,
+                (cpu_seconds(self.pid, thread=self.pid) - self.l0) / self.files)
 
 
 def main() -> None:
@@ -175,7 +190,7 @@ def main() -> None:
             assert sum(sizes) == a.files * a.kib * 1024
             return a.files / (time.perf_counter() - t0)
 
-        cpu: dict[str, float] = {}
+        cpu: dict[str, tuple[float, float]] = {}  # (all, event loop) seconds per file, best round
         rnd = [0]
 
         def artfs_rounds() -> tuple[float, float]:
@@ -188,17 +203,17 @@ def main() -> None:
                 os.listdir(m.path(PROJECT, "data", "v0", "train"))
                 drop_caches()
                 with Profiler(a.profile, f"cold{rnd[0]}", m.pid):
-                    c0 = cpu_seconds(m.pid)
+                    c = CpuPerFile(m.pid, a.files)
                     cold = epoch(paths, a.workers, rnd[0])
-                    cpu["cold"] = min(cpu.get("cold", 1e9), (cpu_seconds(m.pid) - c0) / a.files)
+                    cpu["cold"] = min(cpu.get("cold", (1e9, 0.0)), c.done())
                 cache = Cache(cache_dir)
                 wait_for(lambda: all(cache.has(e.digest) for e in store.artifact(f"{PROJECT}/data:v0").manifest.entries),
                          120, "every blob to be complete in the cache")
                 drop_caches()
                 with Profiler(a.profile, f"warm{rnd[0]}", m.pid):
-                    c0 = cpu_seconds(m.pid)
+                    c = CpuPerFile(m.pid, a.files)
                     warm = epoch(paths, a.workers, rnd[0] + 100)
-                    cpu["warm"] = min(cpu.get("warm", 1e9), (cpu_seconds(m.pid) - c0) / a.files)
+                    cpu["warm"] = min(cpu.get("warm", (1e9, 0.0)), c.done())
                 stats = m.stats()
                 table.note(f"artfs round {rnd[0]}: kernel {stats.get('kernel')}, passthrough opens "
                            f"{stats.get('passthrough_opens')}, small fetches {stats.get('small_fetches')}, "
@@ -247,8 +262,8 @@ def main() -> None:
                           ref_name="boto3")
         table.add("small-file epoch, warm (cache complete, page cache dropped): artfs vs local disk", best["warm"],
                   best["disk"], unit="files/s", aim=">= 0.5", ref_name="local disk")
-        table.note(f"daemon CPU per file: cold {cpu['cold'] * 1000:.2f} ms, warm {cpu['warm'] * 1000:.2f} ms "
-                   f"(aim: under 1 ms cold)")
+        table.note(f"daemon CPU per file: cold {cpu['cold'][0] * 1000:.2f} ms (event loop {cpu['cold'][1] * 1000:.2f}), "
+                   f"warm {cpu['warm'][0] * 1000:.2f} ms (event loop {cpu['warm'][1] * 1000:.2f}) (aim: under 1 ms cold)")
     finally:
         server.__exit__()
         for k, v in saved.items():
