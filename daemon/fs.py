@@ -23,9 +23,10 @@ Handlers never block the trio loop: store calls and blob reads run in worker thr
 capacity limiters, each bounded by the mount's ``--timeout``. The one exception is a read of a
 complete cache blob whose pages are in the page cache: ``preadv(RWF_NOWAIT)`` serves it on the
 loop (it cannot block), because the thread hop costs more than the copy (measured: 128 KiB
-requests 0.36 -> 0.77 GB/s). Reference entries read like blobs, through the lazy reader and the
-cache, each fetch pinned to what was recorded (:func:`open_reference`). Errors become errno
-values in :mod:`artfsd.errors` only.
+requests 0.36 -> 0.77 GB/s); so do the open and release of a file whose blob is complete and
+verified in the cache (:mod:`artfsd.complete`: a few metadata system calls). Reference entries
+read like blobs, through the lazy reader and the cache, each fetch pinned to what was recorded
+(:func:`open_reference`). Errors become errno values in :mod:`artfsd.errors` only.
 
 The mount root answers ``user.artfs.stats`` (JSON counters: store requests, reads, refreshes),
 ``user.artfs.pid`` (for ``artfs umount``) and ``user.artfs.store``.
