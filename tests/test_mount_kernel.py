@@ -244,3 +244,64 @@ def test_a_commit_while_a_draft_file_is_written_records_the_bytes_it_hashed(setu
         assert got != payload  # the commit recorded writes (the writer ran before it started)
         assert Path(draft, "big.bin").read_bytes() == bytes(model)  # and no write was lost
         assert m.stats()["draft_writes"] > 0  # every write passed the daemon (none in passthrough)
+
+
+def _small_blobs(store_url: str) -> dict[str, str]:
+    """sub/fNN.txt -> digest."""
+    art = Store(store_url).artifact("p/data:v0")
+    return {e.path: e.digest for e in art.manifest.entries if e.path.startswith("sub/f")}
+
+
+def test_small_files_open_on_the_loop_cold_and_warm(setup):
+    """A directory of small files read cold (fetched whole, the directory prefetched), then warm:
+    the same bytes both times, each blob fetched once, and every warm open served from the
+    complete cache blob without the general (threaded) path."""
+    store_url, src, _, tmp = setup
+    names = sorted(p.name for p in (src / "sub").glob("f*.txt"))
+    with _mount(store_url, tmp) as m:
+        for n in names[::-1]:
+            with open(m.path("p", "data", "v0", "sub", n), "rb") as fh:
+                assert fh.read() == (src / "sub" / n).read_bytes()
+        _released(m)
+        cold = m.stats()
+        assert cold["small_fetches"] == len(names)  # one whole fetch per blob, none twice
+        for n in names:
+            with open(m.path("p", "data", "v0", "sub", n), "rb") as fh:
+                assert fh.read() == (src / "sub" / n).read_bytes()
+        _released(m)
+        warm = m.stats()
+        assert warm["loop_opens"] - cold["loop_opens"] == len(names)
+        assert warm["small_fetches"] == cold["small_fetches"]
+        if warm["kernel"]["passthrough"]:
+            assert warm["passthrough_opens"] - cold["passthrough_opens"] == len(names)
+            assert warm["reads"] == cold["reads"]  # no read reached the daemon
+
+
+def test_a_changed_or_evicted_small_blob_is_never_served(setup):
+    """A small blob changed in the cache after it was verified (same size) is not served as it
+    is (the open re-verifies it and fetches it again); one removed from the cache is fetched again."""
+    store_url, src, _, tmp = setup
+    blobs = _small_blobs(store_url)
+    cache = Cache(str(tmp / "cache"))
+    with _mount(store_url, tmp) as m:
+        for rel in ("sub/f01.txt", "sub/f02.txt"):
+            with open(m.path("p", "data", "v0", *rel.split("/")), "rb") as fh:
+                fh.read()
+        _released(m)
+        changed, evicted = cache.path(blobs["sub/f01.txt"]), cache.path(blobs["sub/f02.txt"])
+        os.chmod(changed, 0o644)
+        with open(changed, "r+b") as blob:  # flip one byte, same size
+            b = blob.read(1)
+            blob.seek(0)
+            blob.write(bytes([b[0] ^ 0xFF]))
+        os.unlink(evicted)
+        for rel in ("sub/f01.txt", "sub/f02.txt"):
+            want = (src / rel).read_bytes()
+            try:
+                with open(m.path("p", "data", "v0", *rel.split("/")), "rb") as fh:
+                    data = fh.read()
+            except OSError:
+                data = None  # refusing is allowed; serving changed bytes is not
+            assert data is None or data == want, rel
+        assert open(evicted, "rb").read() == (src / "sub/f02.txt").read_bytes()
+        assert "changed on disk after it was verified" in m.log
