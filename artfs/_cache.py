@@ -48,7 +48,7 @@ from typing import Callable, Iterator
 
 import xxhash
 
-from ._digest import cache_rel, digest_file, read_buffer
+from ._digest import cache_rel, digest_bytes, digest_file, read_buffer
 from ._errors import ArtfsError, CorruptData, SizeMismatch
 
 log = logging.getLogger("artfs.cache")
@@ -282,6 +282,42 @@ class Cache:
         except FileNotFoundError:  # the first blob under this prefix
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             os.replace(tmp, dst)
+        return dst
+
+    def insert_bytes(self, digest: str, data: bytes | memoryview) -> str:
+        """Put a whole blob fetched into memory in place; returns the blob path.
+
+        For small blobs (the mount fetches each in one GET): ``data`` is hashed where it is, then
+        written once to a temp file, which gets its verification record and mode 0444 through the
+        same descriptor and is renamed into place. The invariants of :meth:`insert_file` hold
+        (verified before it is visible, recorded before the rename) without writing, re-opening
+        and reading back a temp file. :class:`CorruptData` if ``data`` does not match
+        ``digest``; nothing is left behind then.
+        """
+        got = digest_bytes(data)
+        if got != digest:
+            raise CorruptData(f"fetched bytes do not match {digest} (got {got})")
+        tmp = self.tmp_path()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                stamp(fd, digest)
+                os.fchmod(fd, 0o444)  # the mtime (in the record) stays
+            finally:
+                os.close(fd)
+            dst = self.path(digest)
+            try:
+                os.replace(tmp, dst)
+            except FileNotFoundError:  # the first blob under this prefix
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                os.replace(tmp, dst)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
         return dst
 
     def ensure(self, digest: str, fetch: Callable[[str], object]) -> str:

@@ -185,6 +185,7 @@ class Operations(pyfuse3.Operations):
             "open_files": len(self.files),
             "kernel": self.kernel.doc(),
             **self.small.stats,
+            **self.versions.complete.stats,
             "passthrough_files": len(self.backings),
             **self.backings.stats,
             "loaded_entries": self.ns.loaded_entries,
@@ -298,7 +299,10 @@ class Operations(pyfuse3.Operations):
         return await self._file_handlers[fh].write(f, off, buf)  # raises FUSEError only
 
     async def flush(self, fh: int) -> None:
-        return None
+        # Nothing to do at close(2) (a draft's writes reach the staged file as they come; the
+        # release follows): ENOSYS tells the kernel to stop sending FLUSH at all, one request
+        # less per close.
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     async def release(self, fh: int) -> None:
         f = self.files.pop(fh, None)

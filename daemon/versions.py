@@ -10,7 +10,8 @@ Handlers never block the trio loop: store calls and blob reads run in worker thr
 capacity limiters, each bounded by the mount's ``--timeout``. The one exception is a read of a
 complete cache blob whose pages are in the page cache: ``preadv(RWF_NOWAIT)`` serves it on the
 loop (it cannot block), because the thread hop costs more than the copy (measured: 128 KiB
-requests 0.36 -> 0.77 GB/s). Reference entries read like blobs, through the lazy reader and the
+requests 0.36 -> 0.77 GB/s); so do the open and release of a file whose blob is complete and
+verified in the cache (:mod:`artfsd.complete`: a few metadata system calls). Reference entries read like blobs, through the lazy reader and the
 cache, each fetch pinned to what was recorded (:func:`artfsd.openfiles.open_reference`). A
 complete, verified blob can back the file in the kernel instead (passthrough, daemon/kernel.py):
 reads and mmap then never reach the daemon.
@@ -37,6 +38,7 @@ from artfs import ArtfsError
 from artfs.lowlevel import check_alias, logger_of_version
 
 from . import attrs
+from .complete import CompleteOpens
 from .errors import Timeout, errno_for
 from .handler import IMMUTABLE, Handler, Mount, enoent, erofs, fuse_text
 from .kernel import Backings
@@ -72,6 +74,9 @@ class VersionHandler(Handler):
         self.small = small  # daemon/prefetch.py
         self.prefetch = prefetch
         self.backings = backings  # passthrough registrations (daemon/kernel.py)
+        # files whose blob is complete open on the loop, no thread hop (daemon/complete.py)
+        self.complete = CompleteOpens(m.store.cache, blobs, small, timeout=m.timeout, limiter=self.read_limiter,
+                                      file_type=OpenFile)
         self.nursery: trio.Nursery | None = None  # for prefetches: set when the mount starts
         self._buf = bytearray(0)
         self._logged_by: dict[tuple[str, str, int], str] = {}
@@ -192,7 +197,9 @@ class VersionHandler(Handler):
         f: OpenFile | None = None
         if not size and ref is None:
             f = OpenFile(v, tree, node, 0, digest, None, None)
-        else:
+        elif ref is None:
+            f = await self.complete.open(v, tree, node, size, digest)  # None: the general path below
+        if f is None:
             with trio.move_on_after(self.m.timeout + 1.0):
                 f = await trio.to_thread.run_sync(open_blob, limiter=self.read_limiter, abandon_on_cancel=True)
         if f is None:
@@ -260,7 +267,7 @@ class VersionHandler(Handler):
             self.backings.release(f.inode)
         if f.handle is not None:
             try:
-                await trio.to_thread.run_sync(f.close, limiter=self.read_limiter)
+                await self.complete.close(f)  # on the loop unless the lazy reader may block
             except Exception as e:
                 errno_for(e, f"close {f.what}")
 

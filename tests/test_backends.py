@@ -338,6 +338,83 @@ def test_s3_exclusive_put_whose_answer_was_lost(s3_url):
     b.close()
 
 
+KEYS = ["p/blobs/xxh128/ab/0123456789abcdef", "odd name/with space+plus&amp=eq~tilde", "ünï/cødé", "a//b/./c/../d"]
+
+
+def test_s3_get_blob(s3_url):
+    """The small-blob GET (a direct request, not botocore's path) returns the bytes of keys of
+    every kind, counts as one GET, and reports a missing key as botocore's path does."""
+    from artfs.backends.s3 import S3Backend
+
+    b = S3Backend(s3_url)
+    data = {k: os.urandom(100 + i) for i, k in enumerate(KEYS)}
+    for k, v in data.items():
+        b.put(k, v)
+    before = b.counter["get"]
+    for k, v in data.items():
+        assert b.get_blob(k) == v
+    assert b.counter["get"] == before + len(KEYS)
+    d = b._direct_obj
+    assert d is not None and d.on
+    for k, v in data.items():  # the direct request itself answers (no fallback hid a failure)
+        assert d.get(b._key(k)) == v
+    with pytest.raises(NotFound) as ei:
+        b.get_blob("no/such/blob")
+    assert "no/such/blob" in str(ei.value)
+    assert b._direct_obj.on  # a missing key says nothing about the request: still direct
+    b.close()
+
+
+def test_s3_get_blob_unsigned_falls_back_when_refused(s3_url):
+    """Unsigned requests to a store that wants signatures: refused, then botocore's path gives the
+    same error as a plain get (PermissionDenied), and the direct path is off for this backend."""
+    from artfs._errors import PermissionDenied
+    from artfs.backends.s3 import S3Backend
+
+    signed = S3Backend(s3_url)
+    signed.put("k", b"x")
+    b = S3Backend(s3_url, unsigned=True)
+    try:
+        expected = b.get("k")
+    except PermissionDenied:  # a server that checks signatures: the same error through get_blob
+        with pytest.raises(PermissionDenied):
+            b.get_blob("k")
+        assert b._direct_obj is not None and not b._direct_obj.on
+    else:  # a server that serves anonymous reads (moto): the direct path answers them
+        assert b.get_blob("k") == expected == b"x"
+    b.close()
+    signed.close()
+
+
+@pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzEB0aDAbc/def+ghi="])
+def test_s3_direct_get_signature_is_botocores(token):
+    """The direct GET's SigV4 headers are exactly those botocore's S3 signer computes."""
+    import datetime
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from botocore.utils import percent_encode
+
+    from artfs.backends.s3 import _DirectGet
+
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    for base, region in [("http://127.0.0.1:9000/bkt/", "us-east-1"),
+                         ("https://bkt.s3.eu-west-3.amazonaws.com/", "eu-west-3")]:
+        d = _DirectGet(base, None, creds, region)
+        for key in KEYS:
+            quoted = percent_encode("pre/fix/" + key, safe="/~")
+            req = AWSRequest(method="GET", url=base + quoted)
+            S3SigV4Auth(creds, "s3", region).add_auth(req)
+            theirs = {k.lower(): req.headers[k] for k in ("Authorization", "X-Amz-Date", "X-Amz-Content-SHA256")}
+            if token:
+                theirs["x-amz-security-token"] = req.headers["X-Amz-Security-Token"]
+            when = datetime.datetime.strptime(theirs["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(
+                tzinfo=datetime.timezone.utc)  # the same second as botocore's signature
+            mine = {k.lower(): v for k, v in d.headers(d.path + quoted, when).items()}
+            assert mine == theirs
+
+
 def test_s3_url_parsing():
     from artfs.backends.s3 import S3Backend
 
@@ -396,6 +473,7 @@ def _all_calls_unavailable(b, tmp_path, budget: float) -> None:
     src.write_bytes(b"x")
     calls = {
         "get": lambda: b.get("k"),
+        "get_blob": lambda: b.get_blob("k"),
         "get_range": lambda: b.get_range("k", 0, 10),
         "head": lambda: b.head("k"),
         "put": lambda: b.put("k", b"x"),
@@ -433,10 +511,11 @@ def test_s3_endpoint_that_never_answers(fake_credentials, tmp_path):
         srv.listen(128)
         endpoint = "http://127.0.0.1:%d" % srv.getsockname()[1]
         b = S3Backend("s3://bucket/prefix", endpoint_url=endpoint, timeout=1)
-        t0 = time.monotonic()
-        with pytest.raises(StoreUnavailable):
-            b.get("k")
-        assert time.monotonic() - t0 < 4
+        for call in (b.get, b.get_blob):
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                call("k")
+            assert time.monotonic() - t0 < 4
         b.close()
 
 

@@ -129,6 +129,32 @@ def test_ensure_fetches_once_and_verifies(tmp_path):
     assert os.listdir(os.path.join(cache.root, "tmp")) == []
 
 
+def test_insert_bytes_verifies_and_records(tmp_path):
+    """A small blob fetched into memory: in place only if it matches, read-only, with its
+    verification record (so the mount may serve it without hashing it again)."""
+    from artfs.lowlevel import stamp_ok
+
+    cache = Cache(str(tmp_path / "c"), max_size="1G")
+    data = os.urandom(100 << 10)
+    d = digest_bytes(data)
+    p = cache.insert_bytes(d, data)
+    assert p == cache.path(d) and cache.has(d)
+    assert open(p, "rb").read() == data
+    assert os.stat(p).st_mode & 0o777 == 0o444
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert stamp_ok(fd, d)
+    finally:
+        os.close(fd)
+    assert cache.insert_bytes(d, data) == p  # again (another fetch of the same blob): same file
+
+    d2 = digest_bytes(b"other")
+    with pytest.raises(CorruptData):
+        cache.insert_bytes(d2, b"not it")
+    assert not cache.has(d2)
+    assert os.listdir(os.path.join(cache.root, "tmp")) == []
+
+
 @pytest.mark.timeout(60)
 def test_concurrent_ensure_of_one_blob_gives_one_correct_file(tmp_path):
     cache = Cache(str(tmp_path / "c"), max_size="1G")

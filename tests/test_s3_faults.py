@@ -79,6 +79,7 @@ def test_transient_errors_are_retried_until_the_budget(proxy, bucket, tmp_path):
         b.put(k, data)
     for k, data in blobs.items():
         assert b.get(k) == data
+        assert b.get_blob(k) == data  # the mount's small-blob GET: direct, botocore's retries behind it
         assert b.get_range(k, 1000, 5000) == data[1000:6000]
     big = tmp_path / "big"
     big.write_bytes(os.urandom(11 * MiB))  # three parts
@@ -105,11 +106,15 @@ def test_budget_spent_gives_store_unavailable(proxy, bucket):
             b.put("k", b"other")
         with pytest.raises(StoreUnavailable):
             b.get("k")
+        with pytest.raises(StoreUnavailable):
+            b.get_blob("k")
     proxy.clear()
     proxy.release()
     proxy.refuse()
     with pytest.raises(StoreUnavailable, match="unreachable"):
         b.get("k")
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        b.get_blob("k")
     proxy.accept()
     # the put whose answer was reset did reach the server; the 503'd and stalled ones did not
     assert b.get("k") == b"other"

@@ -82,6 +82,12 @@ class Backend(abc.ABC):
 
     # -- capabilities: what a backend may offer beyond the key/value contract (declared here, so
     # callers ask the interface rather than probe with getattr) ----------------------------------
+    def get_blob(self, key: str) -> bytes:
+        """The whole object ``key``, for a caller that checks its bytes against a content digest
+        (so a backend may take a cheaper path than :meth:`get`, as S3's direct GET); :meth:`get`
+        by default."""
+        return self.get(key)
+
     def local_path(self, key: str) -> str | None:
         """The file of ``key`` on this machine (it may not exist) when the store is a local
         directory, so callers may ``stat`` it instead of sending a request; None for other stores."""
