@@ -54,13 +54,15 @@ from typing import TYPE_CHECKING, Any, Iterable
 import xxhash
 
 from ._errors import ArtfsError, NotFound, PermissionDenied
+from ._layout import ROOT_INDEX, project_index_key
 from ._names import check_name
+from ._names import valid_name as _valid
+from .backends.local import LocalBackend
+from .backends.s3 import S3Backend  # its module imports boto3 only when a client is made
 
 if TYPE_CHECKING:
     from ._store import Store
     from .backends import Backend
-    from .backends.local import LocalBackend
-    from .backends.s3 import S3Backend
 
 LEVELS = ("private", "public", "open")
 
@@ -97,9 +99,6 @@ def list_projects(store: "Store") -> tuple[list[str], list[str]]:
     absent): some stores let anyone list a bucket but refuse to serve a private prefix's objects,
     and a listing must show only what can be opened. Projects without artifacts are left out.
     """
-    from ._index import project_index_key
-    from ._store import _valid
-
     visible: list[str] = []
     denied: list[str] = []
     for p in store.backend.list_dirs(""):
@@ -136,16 +135,15 @@ def show(store: "Store", project: str | None = None) -> list[Access]:
     if project is not None:
         check_name(project, "project")
     b = store.backend
-    kind = _kind(b)
-    if kind == "http":
+    if _is_http(b):
         names = [project] if project else store.projects()
         return [Access(p, "public", False, f"{store.url} is served to anyone who can reach it") for p in names]
-    if kind == "s3" and getattr(b, "unsigned", False):
+    if isinstance(b, S3Backend) and b.unsigned:
         return _probe_show(store, project)
-    if kind == "s3":
-        return _S3Policy(b).show(project, _names(store, project))  # type: ignore[arg-type]
-    if kind == "local":
-        return [_local_show(b, p) for p in _names(store, project)]  # type: ignore[arg-type]
+    if isinstance(b, S3Backend):
+        return _S3Policy(b).show(project, _names(store, project))
+    if isinstance(b, LocalBackend):
+        return [_local_show(b, p) for p in _names(store, project)]
     raise ArtfsError(f"{store.url}: artfs cannot tell who may access this store")
 
 
@@ -154,22 +152,21 @@ def set_level(store: "Store", project: str, level: str) -> Access:
     check_name(project, "project")
     check_level(level)
     b = store.backend
-    kind = _kind(b)
-    if kind == "http":
+    if _is_http(b):
         raise PermissionDenied(
             f"access set {project} {level}: {store.url} is a static HTTPS store: anyone who can reach the "
             "server reads it, and artfs cannot change that; restrict it on the web server (or set the level "
             "on the store it is published from)")
-    if kind == "s3" and getattr(b, "unsigned", False):
+    if isinstance(b, S3Backend) and b.unsigned:
         # only the bucket owner's account may change a bucket policy: an unsigned request never can
         raise PermissionDenied(
             f"access set {project} {level}: refused: changing who may access a project needs "
-            f"s3:PutBucketPolicy on bucket {getattr(b, 'bucket', '?')!r} with the bucket owner's credentials, "
+            f"s3:PutBucketPolicy on bucket {b.bucket!r} with the bucket owner's credentials, "
             "and --no-sign-request sends none")
-    if kind == "s3":
-        return _S3Policy(b).set(project, level)  # type: ignore[arg-type]
-    if kind == "local":
-        return _local_set(b, project, level)  # type: ignore[arg-type]
+    if isinstance(b, S3Backend):
+        return _S3Policy(b).set(project, level)
+    if isinstance(b, LocalBackend):
+        return _local_set(b, project, level)
     raise ArtfsError(f"{store.url}: artfs cannot set access levels on this store")
 
 
@@ -179,8 +176,6 @@ def _probe_show(store: "Store", project: str | None) -> list[Access]:
     if project is not None:
         try:
             store.artifacts(project)
-            from ._index import project_index_key
-
             try:
                 store.backend.get(project_index_key(project))
             except NotFound:
@@ -196,23 +191,14 @@ def _probe_show(store: "Store", project: str | None) -> list[Access]:
         [Access(p, "private", False, f"{store.url}/{p}: refused without credentials", [note]) for p in denied]
 
 
-def _kind(b: "Backend") -> str:
-    from .backends.local import LocalBackend
-
-    if isinstance(b, LocalBackend):
-        return "local"
-    if b.url.startswith("s3://") and hasattr(b, "bucket"):
-        return "s3"
-    if b.url.startswith(("http://", "https://")):
-        return "http"
-    return "other"
+def _is_http(b: "Backend") -> bool:
+    """A static HTTPS store (by its URL: the HTTP backend's module imports httpx, not needed here)."""
+    return b.url.startswith(("http://", "https://"))
 
 
 def _names(store: "Store", project: str | None) -> list[str]:
     if project is not None:
         return [project]
-    from ._store import _valid
-
     return [p for p in store.backend.list_dirs("") if _valid(p)]
 
 
@@ -257,19 +243,19 @@ class _S3Policy:
              "Resource": f"arn:aws:s3:::{self.bucket}",
              "Condition": {"StringEquals": {"s3:prefix": [self.prefix], "s3:delimiter": ["/"]}}},
             {"Sid": self.sid("TopIndex"), "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-             "Resource": f"arn:aws:s3:::{self.bucket}/{self.prefix}index.json"},
+             "Resource": f"arn:aws:s3:::{self.bucket}/{self.prefix}{ROOT_INDEX}"},
         ]
 
     # -- reading and writing the policy --------------------------------------------------------
     def read(self, what: str) -> dict[str, Any]:
-        c = self.b._client
+        c = self.b.client
         try:
             raw = c.get_bucket_policy(Bucket=self.bucket)["Policy"]
         except Exception as e:
             code = getattr(e, "response", {}).get("Error", {}).get("Code")
             if code == "NoSuchBucketPolicy":
                 return {"Version": _POLICY_VERSION, "Statement": []}
-            err = self.b._error(e, "")
+            err = self.b.artfs_error(e, "")
             if isinstance(err, PermissionDenied):
                 raise PermissionDenied(
                     f"{what}: refused by the store: reading who may access it needs s3:GetBucketPolicy on "
@@ -286,14 +272,14 @@ class _S3Policy:
         return doc
 
     def write(self, doc: dict[str, Any], what: str) -> None:
-        c = self.b._client
+        c = self.b.client
         try:
             if doc["Statement"]:
                 c.put_bucket_policy(Bucket=self.bucket, Policy=json.dumps(doc))
             else:
                 c.delete_bucket_policy(Bucket=self.bucket)
         except Exception as e:
-            err = self.b._error(e, "")
+            err = self.b.artfs_error(e, "")
             if isinstance(err, PermissionDenied):
                 raise PermissionDenied(
                     f"{what}: refused by the store: changing who may access a project needs "
@@ -507,19 +493,3 @@ def _open_up(root: str, level: str, failed: list[str]) -> None:
         if e.errno not in (errno.EPERM, errno.EACCES):
             raise
         failed.append(root)
-
-
-# -- the local user's own directories ------------------------------------------------------------------
-def make_private_dir(path: str) -> None:
-    """Create ``path`` (and its parents) with mode 0700 for the directory itself, if it is missing.
-
-    The cache and the staging directory hold bytes of private projects: another local user must
-    not read them. An existing directory keeps the modes its owner gave it.
-    """
-    if os.path.isdir(path):
-        return
-    try:
-        os.makedirs(path, mode=0o700)
-    except FileExistsError:
-        return
-    os.chmod(path, 0o700)  # mkdir's mode passes through the umask

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._artifact import Artifact
 from ._errors import NotFound
 from ._lineage import list_runs, parse_run_path, read_record
 from ._names import check_name, parse_spec
 from ._run import Run, _open_store, _strip_entity, default_project
 
 if TYPE_CHECKING:
-    from ._artifact import Artifact
     from ._store import Store
 
 
@@ -27,8 +27,6 @@ class Api:
 
     def artifact(self, name: str, type: str | None = None) -> "Artifact":
         """``"project/name:alias"`` (or ``"name:v3"`` in the default project; ``entity/`` is ignored)."""
-        from ._artifact import Artifact
-
         spec = parse_spec(_strip_entity(name), default_project=self.project, need_ref=True)
         project, artifact, n = self.store.resolve(spec)
         art = Artifact._logged(self.store, project, artifact, n)
@@ -38,8 +36,6 @@ class Api:
 
     def artifact_versions(self, type_name: str, name: str, per_page: int = 50) -> list["Artifact"]:
         """Every existing version of ``[project/]name`` (of type ``type_name``), oldest first."""
-        from ._artifact import Artifact
-
         spec = parse_spec(_strip_entity(name), default_project=self.project)
         versions = self.store.versions(spec.project, spec.artifact)
         if not versions and spec.artifact not in self.store.artifacts(spec.project):

@@ -16,8 +16,10 @@ import tempfile
 import uuid
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
-from ._digest import blob_key, digest_file
+from . import data_types
+from ._digest import digest_file
 from ._errors import ArtfsError, CorruptData, InvalidPath, SizeMismatch
+from ._layout import blob_key
 from ._manifest import Entry, Manifest
 from ._names import check_alias, check_name, check_path, join_path
 from ._parallel import pmap
@@ -25,7 +27,8 @@ from ._refs import RefReader, is_pinned, resolve_reference
 
 if TYPE_CHECKING:
     from ._run import Run
-    from ._store import CommitResult, Store
+    from ._results import CommitResult
+    from ._store import Store
 
 _WORKERS = 8
 _TMP_ID = uuid.uuid4().hex[:12]  # temp names: this, and a counter (no uuid4 per file)
@@ -170,8 +173,6 @@ class Artifact:
     def add(self, obj: Any, name: str) -> str:
         """Add a ``Table``/``PartitionedTable`` (:mod:`artfs.data_types`) as ``name.<type>.json``
         (W&B's ``artifact.add(table, "parts/table_0")``); returns the entry path."""
-        from . import data_types
-
         path = data_types.file_name(obj, name)
         with self.new_file(path, "w", encoding="utf-8") as f:
             f.write(data_types.dumps(obj))

@@ -56,6 +56,22 @@ log = logging.getLogger("artfs.cache")
 STAMP_XATTR = "user.artfs.verified"
 
 
+# -- the local user's own directories ------------------------------------------------------------------
+def make_private_dir(path: str) -> None:
+    """Create ``path`` (and its parents) with mode 0700 for the directory itself, if it is missing.
+
+    The cache and the staging directory hold bytes of private projects: another local user must
+    not read them. An existing directory keeps the modes its owner gave it.
+    """
+    if os.path.isdir(path):
+        return
+    try:
+        os.makedirs(path, mode=0o700)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o700)  # mkdir's mode passes through the umask
+
+
 def default_cache_dir() -> str:
     env = os.environ.get("ARTFS_CACHE_DIR")
     if env:
@@ -222,8 +238,6 @@ class Cache:
 
     def __init__(self, root: str | None = None, *, max_size: int | str | None = None) -> None:
         self.root = os.path.abspath(root or default_cache_dir())
-        from ._access import make_private_dir
-
         make_private_dir(self.root)  # cached bytes of private projects: 0700 for other local users
         for d in ("blobs", "partial", "manifests", "tmp"):
             os.makedirs(os.path.join(self.root, d), exist_ok=True)

@@ -65,13 +65,6 @@ def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
     return finish(h), size
 
 
-def blob_key(project: str, digest: str) -> str:
-    """Store key of a blob: ``<project>/blobs/xxh128/<2 hex>/<32 hex>``."""
-    check_digest(digest)
-    hexpart = digest.split(":", 1)[1]
-    return f"{project}/blobs/{ALGO}/{hexpart[:2]}/{hexpart}"
-
-
 def cache_rel(digest: str) -> str:
     check_digest(digest)
     hexpart = digest.split(":", 1)[1]

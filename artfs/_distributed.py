@@ -73,13 +73,19 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from ._digest import digest_file
 from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidPath, NotFound, StoreUnavailable
+from ._lineage import parse_run_path, record_edge
 from ._manifest import _BULK_MIN, REF_IDENTITY, Entry, _bulk_entries, _entries_json, check_entries, gc_paused
+from ._manifest import version_digest
+from . import _layout as L
 from ._names import check_alias, check_name
+from ._parallel import STORE_WORKERS, pmap
+from ._results import CommitResult
 
 if TYPE_CHECKING:
     from ._artifact import Artifact
-    from ._store import CommitResult, Store
+    from ._store import Store
 
 FORMAT = 1
 #: a group nothing was written into for this long is abandoned: ``gc`` removes it and its blobs
@@ -175,9 +181,9 @@ class GroupInfo:
                 "parts": [vars(p) for p in self.parts]}
 
 
-# -- keys --------------------------------------------------------------------------------------------
-def _gkey(project: str, artifact: str, group: str) -> str:
-    return f"{project}/groups/{artifact}/{group}/"
+# -- keys (spelled by artfs._layout) ----------------------------------------------------------------------
+#: a group: (project, artifact, group)
+_G = tuple[str, str, str]
 
 
 def _check(project: str, artifact: str, group: str) -> None:
@@ -243,9 +249,7 @@ def _parse_part(data: bytes, key: str) -> _Part:
 
 
 def _read_parts(store: "Store", project: str, artifact: str, group: str) -> list[_Part]:
-    from ._parallel import pmap
-
-    prefix = _gkey(project, artifact, group) + "parts/"
+    prefix = L.group_parts_prefix(project, artifact, group)
     keys = sorted(o.key for o in store.backend.list(prefix)
                   if o.key.endswith(".json") and "/" not in o.key[len(prefix):] and _valid_name(o.key[len(prefix):-5]))
 
@@ -303,20 +307,17 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
     ``run`` (``project/run_id``) names the run that wrote the part: ``finish`` records it as a
     contributor of the version (lineage). ``aliases`` are given to the version at ``finish``.
     """
-    from ._store import _WORKERS as STORE_WORKERS
-
     _check(project, artifact, group)
     writer = check_name(writer or default_writer(), "writer")
     aliases = [check_alias(a) for a in aliases]
     if type != "unspecified":
         check_name(type, "type")
-    gkey = _gkey(project, artifact, group)
     with gc_paused():
         entries = check_entries(entries)
         digests = sorted({e.digest for e in entries if e.digest and e.ref is None})
     _refuse_finished(store, project, artifact, group)
     part_id = part_id or uuid.uuid4().hex
-    ikey = f"{project}/intents/{part_id}.json"
+    ikey = L.intent_key(project, part_id)
     store.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "group": group,
                                         "blobs": digests}).encode())
     try:
@@ -330,7 +331,7 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
                "aliases": aliases}
         with gc_paused():
             data = _part_bytes(doc, entries)
-        store.backend.put(f"{gkey}parts/{writer}.json", data)
+        store.backend.put(L.group_part_key(project, artifact, group, writer), data)
     finally:
         store.backend.delete(ikey)
     result = PartResult(project, artifact, group, writer, part_id, len(entries), sum(e.size for e in entries),
@@ -340,7 +341,7 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
 
 
 def _refuse_finished(store: "Store", project: str, artifact: str, group: str) -> None:
-    fin = _read_json(store, _gkey(project, artifact, group) + "finished.json")
+    fin = _read_json(store, L.group_finished_key(project, artifact, group))
     if fin is not None:
         raise GroupFinished(f"{project}/{artifact}: group {group} was finished as v{fin.get('version')}; "
                             f"a new part needs a new group")
@@ -348,10 +349,10 @@ def _refuse_finished(store: "Store", project: str, artifact: str, group: str) ->
 
 def _after_upsert(store: "Store", project: str, artifact: str, group: str, part_id: str, timeout: float) -> None:
     """Step 6: if a finish is running or done, wait for its result and say whether our part is in it."""
-    gkey = _gkey(project, artifact, group)
+    gkey = (project, artifact, group)
     deadline = time.monotonic() + timeout
     while True:
-        fin = _read_json(store, gkey + "finished.json")
+        fin = _read_json(store, L.group_finished_key(*gkey))
         if fin is not None:
             if part_id in (fin.get("parts") or {}).values():
                 return
@@ -368,10 +369,10 @@ def _after_upsert(store: "Store", project: str, artifact: str, group: str, part_
         time.sleep(_POLL)
 
 
-def _claims(store: "Store", gkey: str) -> list[tuple[int, str, float]]:
+def _claims(store: "Store", gkey: _G) -> list[tuple[int, str, float]]:
     """(k, key, mtime) of every claim of the group, lowest first."""
     out = []
-    for o in store.backend.list(gkey + "finish/"):
+    for o in store.backend.list(L.group_claims_prefix(*gkey)):
         name = o.key.rsplit("/", 1)[-1]
         if name.endswith(".json") and name[:-5].isdigit():
             out.append((int(name[:-5]), o.key, o.mtime))
@@ -391,9 +392,6 @@ def upsert_artifact(store: "Store", art: "Artifact", project: str, group: str, *
 def artifact_entries(art: "Artifact") -> tuple[list[Entry], dict[str, Callable[[str], None] | str]]:
     """The entries of a draft :class:`Artifact` (its files hashed) and where each blob's bytes are."""
     import stat
-
-    from ._digest import digest_file
-    from ._parallel import pmap
 
     art._need_draft()
 
@@ -517,11 +515,11 @@ def finish(store: "Store", project: str, artifact: str, group: str, *, type: str
     if type != "unspecified":
         check_name(type, "type")
     own = list(entries)
-    gkey = _gkey(project, artifact, group)
+    gkey = (project, artifact, group)
     deadline = time.monotonic() + timeout
     seen: dict[str, tuple[float, float]] = {}  # claim key -> (mtime, when we first saw that mtime)
     while True:
-        fin = _read_json(store, gkey + "finished.json")
+        fin = _read_json(store, L.group_finished_key(*gkey))
         if fin is not None:
             return _finished_result(store, project, artifact, group, fin, aliases)
         claims = _claims(store, gkey)
@@ -546,7 +544,7 @@ def finish(store: "Store", project: str, artifact: str, group: str, *, type: str
         else:
             k = 0
         versions = store.versions(project, artifact)
-        claim_key = f"{gkey}finish/{k}.json"
+        claim_key = L.group_claim_key(project, artifact, group, k)
         doc: dict[str, Any] = {"commit_id": uuid.uuid4().hex, "created": time.time(), "alive": time.time(),
                                "host": socket.gethostname(), "pid": os.getpid(), "parts": None,
                                "after": versions[-1] if versions else -1}
@@ -565,7 +563,7 @@ def _commit_claim(store: "Store", project: str, artifact: str, group: str, claim
                   metadata: dict[str, Any] | None, aliases: list[str], run: str | None,
                   progress: Callable[[int], None] | None) -> "CommitResult":
     """Steps c-f for the holder of claim ``k``."""
-    gkey = _gkey(project, artifact, group)
+    gkey = (project, artifact, group)
     beat = _Heartbeat(store, claim_key, doc)
     release = True  # drop the claim on the way out: nothing was committed under it
     ikey: str | None = None
@@ -632,12 +630,11 @@ def _protect(store: "Store", project: str, artifact: str, group: str, commit_id:
     part id, is read again). A replaced part fails the finish (nothing committed): run it
     again, it merges the new part.
     """
-    ikey = f"{project}/intents/{commit_id}-parts.json"
+    ikey = L.parts_intent_key(project, commit_id)
     store.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "group": group,
                                         "blobs": sorted(blobs)}).encode())
     try:
         store._wait_for_deletions(project)
-        from ._parallel import pmap
 
         def part_id(p: _Part) -> str | None:
             try:
@@ -658,8 +655,6 @@ def _protect(store: "Store", project: str, artifact: str, group: str, commit_id:
 
 def _contributors(store: "Store", project: str, artifact: str, n: int, parts: list[_Part]) -> None:
     """Lineage: every run that wrote a part contributed to vN (one edge key per run; best effort)."""
-    from ._lineage import parse_run_path, record_edge
-
     for run in sorted({p.run for p in parts if p.run}):
         try:
             rp, rid = parse_run_path(run)
@@ -699,19 +694,16 @@ def _landed(store: "Store", project: str, artifact: str, group: str,
             k, d = ids[cid]
             if not isinstance(d.get("parts"), dict):
                 continue  # cannot be: a claim records its parts before it commits
-            gkey = _gkey(project, artifact, group)
-            keys = [f"{gkey}parts/{w}.json" for w in d["parts"]]
-            return _record(store, gkey, n, cid, d["parts"], keys, k)
+            keys = [L.group_part_key(project, artifact, group, w) for w in d["parts"]]
+            return _record(store, (project, artifact, group), n, cid, d["parts"], keys, k)
     return None
 
 
-def _record(store: "Store", gkey: str, version: int, commit_id: str, parts: dict[str, str], part_keys: list[str],
+def _record(store: "Store", gkey: _G, version: int, commit_id: str, parts: dict[str, str], part_keys: list[str],
             k: int) -> dict[str, Any]:
     """Step f: the result, then the merged parts and the claims go."""
     fin = {"version": version, "commit_id": commit_id, "parts": parts, "finished": time.time(), "claim": k}
-    store.backend.put(gkey + "finished.json", json.dumps(fin).encode())
-    from ._parallel import pmap
-
+    store.backend.put(L.group_finished_key(*gkey), json.dumps(fin).encode())
     pmap(store.backend.delete, part_keys, _WORKERS)
     for _, key, _ in _claims(store, gkey):
         store.backend.delete(key)
@@ -720,11 +712,9 @@ def _record(store: "Store", gkey: str, version: int, commit_id: str, parts: dict
 
 def _finished_result(store: "Store", project: str, artifact: str, group: str, fin: dict[str, Any],
                      aliases: list[str]) -> "CommitResult":
-    from ._store import CommitResult
-
     n = fin.get("version")
     if not isinstance(n, int):
-        raise CorruptData(f"{_gkey(project, artifact, group)}finished.json: no version")
+        raise CorruptData(f"{L.group_finished_key(project, artifact, group)}: no version")
     try:
         m = store.manifest(project, artifact, n)
     except NotFound:
@@ -749,24 +739,23 @@ def finish_artifact(store: "Store", art: "Artifact", project: str, group: str, *
 def groups(store: "Store", project: str, artifact: str | None = None, *, finished: bool = False) -> list[GroupInfo]:
     """The groups of ``project`` (of one artifact), pending ones only unless ``finished``."""
     check_name(project, "project")
-    prefix = f"{project}/groups/" + (f"{check_name(artifact, 'artifact')}/" if artifact else "")
+    prefix = L.groups_prefix(project, check_name(artifact, "artifact") if artifact else None)
     found: dict[tuple[str, str], GroupInfo] = {}
     part_keys: list[tuple[GroupInfo, str]] = []
     for o in store.backend.list(prefix):
-        rest = o.key[len(f"{project}/groups/"):].split("/")
+        rest = L.split_group_key(project, o.key)
         if len(rest) < 3 or not (_valid_name(rest[0]) and _valid_name(rest[1])):
             continue
         g = found.setdefault((rest[0], rest[1]), GroupInfo(project, rest[0], rest[1]))
         g.updated = max(g.updated, o.mtime)
-        if rest[2:3] == ["finished.json"]:
+        if rest[2:3] == [L.GROUP_FINISHED]:
             g.finished = -1
-        elif rest[2:3] == ["finish"]:
+        elif rest[2:3] == [L.GROUP_CLAIMS]:
             g.finishing = True
-        elif rest[2:3] == ["parts"] and len(rest) == 4 and rest[3].endswith(".json"):
+        elif rest[2:3] == [L.GROUP_PARTS] and len(rest) == 4 and rest[3].endswith(".json"):
             part_keys.append((g, o.key))
     out = [g for g in found.values() if finished or g.finished is None]
     keep = {id(g) for g in out}
-    from ._parallel import pmap
 
     def read(item: tuple[GroupInfo, str]) -> tuple[GroupInfo, _Part | None]:
         try:
@@ -781,7 +770,7 @@ def groups(store: "Store", project: str, artifact: str | None = None, *, finishe
     for g in out:
         g.parts.sort(key=lambda p: p.writer)
         if g.finished == -1:
-            fin = _read_json(store, _gkey(project, g.artifact, g.group) + "finished.json") or {}
+            fin = _read_json(store, L.group_finished_key(project, g.artifact, g.group)) or {}
             g.finished = fin.get("version") if isinstance(fin.get("version"), int) else None
     return sorted(out, key=lambda g: (g.artifact, g.group))
 
@@ -789,17 +778,16 @@ def groups(store: "Store", project: str, artifact: str | None = None, *, finishe
 def _scan(store: "Store", project: str) -> dict[tuple[str, str], dict[str, Any]]:
     """(artifact, group) -> {"updated": newest mtime, "finished": bool, "parts": [keys], "keys": [all keys]}."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    base = f"{project}/groups/"
-    for o in store.backend.list(base):
-        rest = o.key[len(base):].split("/")
+    for o in store.backend.list(L.groups_prefix(project)):
+        rest = L.split_group_key(project, o.key)
         if len(rest) < 3:
             continue
         g = out.setdefault((rest[0], rest[1]), {"updated": 0.0, "finished": False, "parts": [], "keys": []})
         g["updated"] = max(g["updated"], o.mtime)
         g["keys"].append(o.key)
-        if rest[2] == "finished.json":
+        if rest[2] == L.GROUP_FINISHED:
             g["finished"] = True
-        elif rest[2] == "parts" and o.key.endswith(".json"):
+        elif rest[2] == L.GROUP_PARTS and o.key.endswith(".json"):
             g["parts"].append(o.key)
     return out
 
@@ -808,7 +796,6 @@ def pending_blobs(store: "Store", project: str, *, grace: float = GROUP_GRACE) -
     """Digests named by the parts of every group that is not abandoned (see the module docstring)."""
     now = time.time()
     keys = [k for g in _scan(store, project).values() if now - g["updated"] <= grace for k in g["parts"]]
-    from ._parallel import pmap
 
     def blobs(key: str) -> list[str]:
         try:
@@ -833,8 +820,6 @@ def gc_groups(store: "Store", project: str, *, grace: float = GROUP_GRACE, dry_r
     """
     now = time.time()
     n = 0
-    from ._parallel import pmap
-
     for g in _scan(store, project).values():
         if now - g["updated"] > grace:
             doomed = g["keys"]
@@ -845,10 +830,10 @@ def gc_groups(store: "Store", project: str, *, grace: float = GROUP_GRACE, dry_r
         n += 1
         if not dry_run:
             # the result last: a finisher or an upsert racing this still finds the group finished
-            doomed = sorted(doomed, key=lambda k: k.endswith("finished.json"))
-            pmap(store.backend.delete, [k for k in doomed if not k.endswith("finished.json")], _WORKERS)
+            doomed = sorted(doomed, key=lambda k: k.endswith(L.GROUP_FINISHED))
+            pmap(store.backend.delete, [k for k in doomed if not k.endswith(L.GROUP_FINISHED)], _WORKERS)
             for k in doomed:
-                if k.endswith("finished.json"):
+                if k.endswith(L.GROUP_FINISHED):
                     store.backend.delete(k)
     return n
 
@@ -869,8 +854,6 @@ def upsert_draft(draft: Any, store: "Store", group: str, *, description: str | N
     next mount starts a fresh draft from ``latest``. Returns None, writing nothing, when the
     draft equals its base and no part was recorded from it yet.
     """
-    from ._manifest import version_digest
-
     if draft.readonly:
         raise ArtfsError("cannot commit a draft opened read-only")
     with draft._gate.exclusive(), draft._lock:

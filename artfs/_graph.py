@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ArtfsError, NotFound
-from ._lineage import parse_version_ref, run_edges, version_edges, version_exists, version_ref
+from ._lineage import parse_version_ref, read_record, run_edges, version_edges, version_exists, version_ref
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -32,8 +32,6 @@ class Graph:
 
 
 def _run_node(store: "Store", g: Graph, rp: str, rid: str) -> str:
-    from ._lineage import read_record
-
     nid = f"run:{rp}/{rid}"
     if nid not in g.nodes:
         attrs: dict[str, Any] = {"kind": "run", "run": f"{rp}/{rid}"}

@@ -29,73 +29,28 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._errors import InvalidName, NotFound, PermissionDenied
-from ._names import check_alias, check_name
+from ._errors import NotFound, PermissionDenied
+# the index keys and documents are spelled and parsed in the core (artfs._layout); re-exported here
+from ._layout import FORMAT as FORMAT
+from ._layout import ROOT_INDEX as ROOT_INDEX
+from ._layout import aliases_prefix, deleted_prefix
+from ._layout import artifact_index_key as artifact_index_key
+from ._layout import parse_index as parse_index
+from ._layout import project_index_key as project_index_key
+from ._names import check_name
 
 if TYPE_CHECKING:
     from ._store import Store
 
 log = logging.getLogger("artfs.index")
 
-FORMAT = 1
-ROOT_INDEX = "index.json"
-
-
-def project_index_key(project: str) -> str:
-    return f"{project}/index.json"
-
-
-def artifact_index_key(project: str, artifact: str) -> str:
-    return f"{project}/artifacts/{artifact}/index.json"
-
-
-def _names(values: Any, *, alias: bool = False) -> list[str]:
-    out = []
-    for v in values if isinstance(values, list) else []:
-        try:
-            out.append(check_alias(v) if alias else check_name(v))
-        except InvalidName:
-            continue
-    return sorted(set(out))
-
-
-def parse_index(data: bytes, *, where: str = "index") -> dict[str, Any] | None:
-    """A cleaned index document (invalid names dropped), or None if it is not an index at all.
-
-    Index files come from the store, so they are untrusted input like manifests.
-    """
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        log.warning("%s: not valid JSON; ignoring it", where)
-        return None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        log.warning("%s: unknown index format; ignoring it", where)
-        return None
-    out: dict[str, Any] = {"format": FORMAT}
-    if "projects" in doc:
-        out["projects"] = _names(doc["projects"])
-    if "artifacts" in doc:
-        out["artifacts"] = _names(doc["artifacts"])
-    if "versions" in doc:
-        vs = doc["versions"] if isinstance(doc["versions"], list) else []
-        out["versions"] = sorted({v for v in vs if isinstance(v, int) and not isinstance(v, bool) and v >= 0})
-    if isinstance(doc.get("aliases"), dict):
-        names = set(_names(list(doc["aliases"]), alias=True))
-        out["aliases"] = {k: v for k, v in doc["aliases"].items() if k in names and isinstance(v, int)}
-    for k in ("latest", "next"):
-        if isinstance(doc.get(k), int) and not isinstance(doc[k], bool) and doc[k] >= 0:
-            out[k] = doc[k]
-    return out
-
-
 def artifact_index(store: "Store", project: str, artifact: str) -> dict[str, Any]:
     versions = store.versions(project, artifact)
     resolved = store.aliases(project, artifact, versions=versions)
-    prefix = f"{project}/artifacts/{artifact}/aliases/"
+    prefix = aliases_prefix(project, artifact)
     explicit = {o.key[len(prefix):] for o in store.backend.list(prefix)}
     used = list(versions)
-    tomb = f"{project}/artifacts/{artifact}/deleted/"
+    tomb = deleted_prefix(project, artifact)
     used += [int(o.key[len(tomb):]) for o in store.backend.list(tomb) if o.key[len(tomb):].isdigit()]
     doc: dict[str, Any] = {
         "format": FORMAT,

@@ -119,12 +119,13 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._cache import check_blob, stamp, stamp_ok, touch_fd
-from ._digest import blob_key, cache_rel, check_digest, finish, hasher
+from ._digest import cache_rel, check_digest, finish, hasher
+from ._layout import blob_key
 from ._errors import ArtfsError, CorruptData, NotFound, StoreUnavailable
+from ._refs import RefReader, is_pinned, ref_key
 
 if TYPE_CHECKING:
     from ._manifest import Entry
-    from ._refs import RefReader
     from ._store import Store
 
 log = logging.getLogger("artfs.lazy")
@@ -740,8 +741,6 @@ class LazyBlobs:
         digest) and stays a partial entry once complete: there is nothing to verify it against.
         The caller checks :meth:`RefReader.check_allowed` first (``file://``).
         """
-        from ._refs import is_pinned, ref_key
-
         if not is_pinned(entry):
             raise ArtfsError(f"{entry.path}: an unpinned reference (checksum=False) cannot be cached")
 

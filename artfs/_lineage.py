@@ -1,6 +1,6 @@
 """Lineage in the store: run records and the edges between runs and versions.
 
-Store layout (all key spellings of lineage live in the ``*_key``/``*_prefix`` functions below)::
+Store layout (spelled by the ``run*``/``version_edge*`` functions of :mod:`artfs._layout`)::
 
     <rp>/runs/<run-id>/run.json                          the run record, written only by its run
     <rp>/runs/<run-id>/used/<ap>/<artifact>/<N>          run -> version it used     (run side)
@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CorruptData, InvalidName, NotFound
+from ._layout import run_edge_key, run_edges_prefix, run_key, run_prefix, runs_prefix, version_edge_key
+from ._layout import version_edges_prefix, version_key
 from ._names import check_name
 
 if TYPE_CHECKING:
@@ -76,31 +78,6 @@ def parse_run_path(path: str, *, default_project: str | None = None) -> tuple[st
     return check_name(parts[0], "project"), check_run_id(parts[1])
 
 
-# -- key spellings (the one place) --------------------------------------------------------------------
-def runs_prefix(project: str) -> str:
-    return f"{project}/runs/"
-
-
-def run_key(project: str, run_id: str) -> str:
-    return f"{project}/runs/{run_id}/run.json"
-
-
-def run_edges_prefix(project: str, run_id: str, kind: str) -> str:
-    return f"{project}/runs/{run_id}/{kind}/"
-
-
-def run_edge_key(project: str, run_id: str, kind: str, aproject: str, artifact: str, n: int) -> str:
-    return f"{project}/runs/{run_id}/{kind}/{aproject}/{artifact}/{n}"
-
-
-def version_edges_prefix(aproject: str, artifact: str, n: int, kind: str) -> str:
-    return f"{aproject}/lineage/{kind}/{artifact}/{n}/"
-
-
-def version_edge_key(aproject: str, artifact: str, n: int, kind: str, project: str, run_id: str) -> str:
-    return f"{aproject}/lineage/{kind}/{artifact}/{n}/{project}/{run_id}"
-
-
 # -- records ------------------------------------------------------------------------------------------
 @dataclass
 class RunRecord:
@@ -132,7 +109,7 @@ class RunRecord:
     @classmethod
     def from_bytes(cls, data: bytes, project: str, run_id: str) -> "RunRecord":
         """Parse and validate a record read back from a store (untrusted, like a manifest)."""
-        where = f"{project}/runs/{run_id}"
+        where = run_prefix(project, run_id)
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
@@ -283,7 +260,7 @@ def list_runs(store: "Store", project: str) -> list[str]:
 
 def version_exists(store: "Store", aproject: str, artifact: str, n: int) -> bool:
     """Whether vN's manifest is in the store (not whether a cache still holds it: it may be deleted)."""
-    return store.backend.exists(store._vkey(aproject, artifact, n))
+    return store.backend.exists(version_key(aproject, artifact, n))
 
 
 def _ok(project: str | None, run_id: str | None, artifact: str | None = None) -> bool:

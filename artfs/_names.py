@@ -30,6 +30,16 @@ def check_name(name: object, what: str = "name") -> str:
     return name
 
 
+def valid_name(name: str, *, alias: bool = False) -> bool:
+    """Whether ``name`` passes :func:`check_name` (:func:`check_alias` with ``alias``): for
+    listings, which skip what is not theirs instead of failing on it."""
+    try:
+        (check_alias if alias else check_name)(name)
+        return True
+    except InvalidName:
+        return False
+
+
 def check_alias(alias: object) -> str:
     if isinstance(alias, str) and _LOOKS_LIKE_VERSION_RE.fullmatch(alias):
         raise InvalidName(f"invalid alias {alias!r}: an alias may not look like a version")

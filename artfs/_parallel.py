@@ -11,6 +11,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
+#: threads that send store requests at once (blob checks and uploads, part reads)
+STORE_WORKERS = 8
+
 T = TypeVar("T")
 R = TypeVar("R")
 

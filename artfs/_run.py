@@ -24,8 +24,9 @@ import string
 import sys
 import threading
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._artifact import Artifact
 from ._errors import AlreadyExists, ArtfsError, InvalidName, NotFound
 from ._lineage import (
     RunRecord,
@@ -41,10 +42,7 @@ from ._lineage import (
     write_record,
 )
 from ._names import check_name, parse_spec
-
-if TYPE_CHECKING:
-    from ._artifact import Artifact
-    from ._store import Store
+from ._store import Store
 
 #: the environment variable that names the run a process belongs to (``project/run_id``)
 RUN_ENV = "ARTFS_RUN_ID"
@@ -65,8 +63,6 @@ def default_project() -> str:
 
 
 def _open_store(store: "Store | str | None") -> "Store":
-    from ._store import Store
-
     if isinstance(store, Store):
         return store
     return Store(store)
@@ -195,8 +191,6 @@ class Run:
         Like W&B, a path is accepted too (``name`` defaults to its base name). The artifact
         passed in becomes the logged version (``artifact.version`` is then ``"v3"``) and is returned.
         """
-        from ._artifact import Artifact
-
         self._need_live("log_artifact")
         if isinstance(artifact_or_path, str):
             p = artifact_or_path
@@ -218,8 +212,6 @@ class Run:
         projects (``"entity/project/name:alias"`` too; artfs has no entities). A constructed
         Artifact is logged first if its content is new, and matched otherwise (idempotent).
         """
-        from ._artifact import Artifact
-
         self._need_live("use_artifact")
         if isinstance(artifact_or_name, Artifact):
             art = artifact_or_name
@@ -243,8 +235,6 @@ class Run:
 
     # -- the graph ---------------------------------------------------------------------------------
     def _artifacts(self, kind: str) -> list["Artifact"]:
-        from ._artifact import Artifact
-
         out = []
         for p, a, n, _ in run_edges(self.store, self.project, self.id, kind):
             if not version_exists(self.store, p, a, n):  # the cache may still hold its manifest

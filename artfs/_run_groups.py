@@ -9,13 +9,13 @@ run its ``logger``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
 
+from ._artifact import Artifact
+from ._distributed import finish_artifact as finish
+from ._distributed import upsert_artifact as upsert
 from ._errors import ArtfsError
 from ._run import Run, _become
-
-if TYPE_CHECKING:
-    from ._artifact import Artifact
 
 
 def _group(run: Run, distributed_id: str | None, what: str) -> str:
@@ -27,10 +27,6 @@ def _group(run: Run, distributed_id: str | None, what: str) -> str:
 
 def _artifact(artifact_or_path: "Artifact | str", name: str | None, type: str | None) -> "Artifact":
     """W&B accepts a path too (a file or a directory; ``name`` defaults to its base name)."""
-    import os
-
-    from ._artifact import Artifact
-
     if not isinstance(artifact_or_path, str):
         return artifact_or_path
     p = artifact_or_path
@@ -48,8 +44,6 @@ def upsert_artifact(self: Run, artifact_or_path: "Artifact | str", name: str | N
     replaced. ``aliases`` are given to the version when it is finished. Returns the artifact
     (still a draft: the version exists once ``finish_artifact`` ran).
     """
-    from ._distributed import upsert_artifact as upsert
-
     self._need_live("upsert_artifact")
     artifact = _artifact(artifact_or_path, name, type)
     upsert(self.store, artifact, self.project, _group(self, distributed_id, "upsert_artifact"), writer=self.id,
@@ -62,9 +56,6 @@ def finish_artifact(self: Run, artifact_or_path: "Artifact | str", name: str | N
                     distributed_id: str | None = None) -> "Artifact":
     """Make the pending version ``distributed_id`` (default: the run's group) from every part, plus
     the artifact's own files, exactly once. The artifact becomes that version and is returned."""
-    from ._artifact import Artifact
-    from ._distributed import finish_artifact as finish
-
     self._need_live("finish_artifact")
     artifact = _artifact(artifact_or_path, name, type)
     r = finish(self.store, artifact, self.project, _group(self, distributed_id, "finish_artifact"),

@@ -12,6 +12,8 @@ Store layout (the same on a local disk, under an S3 prefix and behind a static H
     <project>/deleting/<id>.json                       a deletion or gc in flight
     <project>/groups/<artifact>/<group>/...            distributed writers' pending parts (artfs._distributed)
 
+(the keys are spelled only in :mod:`artfs._layout`)
+
 Invariants
 * Every blob named by an existing manifest exists. A commit uploads its blobs before it creates
   its manifest; deletion removes a manifest before any blob.
@@ -47,29 +49,33 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import xxhash
 
+from . import _distributed
+from . import _layout as L
+from ._artifact import Artifact
 from ._cache import Cache
-from ._index import update_index
-from ._digest import blob_key, check_digest
+from ._digest import check_digest
 from ._distributed import gc_groups, pending_blobs
 from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, PermissionDenied, StoreUnavailable
+from ._index import update_index
+from ._layout import blob_key
 from ._manifest import Entry, Manifest, _digests_ok, check_entries, gc_paused, version_digest
-from ._names import Spec, check_paths, check_alias, check_name, parse_spec
-from ._parallel import pmap
+from ._names import Spec, check_alias, check_name, check_paths, parse_spec
+from ._names import valid_name as _valid
+from ._parallel import STORE_WORKERS, pmap
+from ._results import CommitResult as CommitResult  # re-exported: artfs.CommitResult, artfs._store.CommitResult
 from .backends import Backend, open_backend
 
 if TYPE_CHECKING:
-    from ._artifact import Artifact
     from ._distributed import GroupInfo, PartResult
 
 INTENT_GRACE = 24 * 3600.0
 MARKER_STALE = 600.0
-_WORKERS = 8
+_WORKERS = STORE_WORKERS
 #: parsed manifests a Store keeps in memory (they never change): at most this many, and at most
 #: ``_MEMO_ENTRIES`` entries in all (a manifest larger than that is not kept)
 _MEMO_MANIFESTS = 4
@@ -78,24 +84,6 @@ _MEMO_ENTRIES = 4_000_000
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class CommitResult:
-    """What a commit did: the version it created or matched, and what it uploaded."""
-
-    project: str
-    artifact: str
-    version: int
-    created: bool
-    files: int
-    uploaded_blobs: int = 0
-    uploaded_bytes: int = 0
-    aliases: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        what = "created" if self.created else "unchanged, matches"
-        return f"{self.project}/{self.artifact}:v{self.version} ({what}; {self.files} files, {self.uploaded_blobs} new blobs, {self.uploaded_bytes} bytes uploaded)"
 
 
 class HasAliases(ArtfsError):
@@ -134,11 +122,8 @@ class Store:
 
     # -- keys ----------------------------------------------------------------------------------
     @staticmethod
-    def _akey(project: str, artifact: str) -> str:
-        return f"{project}/artifacts/{artifact}/"
-
-    def _vkey(self, project: str, artifact: str, n: int) -> str:
-        return f"{self._akey(project, artifact)}versions/{n}.json"
+    def _vkey(project: str, artifact: str, n: int) -> str:
+        return L.version_key(project, artifact, n)
 
     # -- listing -------------------------------------------------------------------------------
     def projects(self) -> list[str]:
@@ -155,17 +140,17 @@ class Store:
     def artifacts(self, project: str) -> list[str]:
         """The artifacts of ``project`` ([] for a project that does not exist); ``InvalidName`` for a bad name."""
         check_name(project, "project")
-        return [a for a in self.backend.list_dirs(f"{project}/artifacts/") if _valid(a)]
+        return [a for a in self.backend.list_dirs(L.artifacts_prefix(project)) if _valid(a)]
 
     def versions(self, project: str, artifact: str) -> list[int]:
         """The version numbers of an artifact, ascending ([] if it does not exist); ``InvalidName`` for bad names."""
         check_name(project, "project")
         check_name(artifact, "artifact")
         out = []
-        for o in self.backend.list(self._akey(project, artifact) + "versions/"):
-            name = o.key.rsplit("/", 1)[-1]
-            if name.endswith(".json") and name[:-5].isdigit():
-                out.append(int(name[:-5]))
+        for o in self.backend.list(L.versions_prefix(project, artifact)):
+            n = L.version_of_key(o.key)
+            if n is not None:
+                out.append(n)
         return sorted(out)
 
     def aliases(self, project: str, artifact: str, *, versions: list[int] | None = None) -> dict[str, int]:
@@ -174,7 +159,7 @@ class Store:
             versions = self.versions(project, artifact)
         present = set(versions)
         out: dict[str, int] = {}
-        prefix = self._akey(project, artifact) + "aliases/"
+        prefix = L.aliases_prefix(project, artifact)
         for o in self.backend.list(prefix):
             name = o.key[len(prefix) :]
             if "/" in name or not _valid(name, alias=True):
@@ -307,7 +292,7 @@ class Store:
     def info(self, project: str, artifact: str, n: int) -> dict[str, Any]:
         """Mutable description/metadata of vN (falls back to what the manifest recorded)."""
         try:
-            doc = json.loads(self.backend.get(f"{self._akey(project, artifact)}info/{n}.json"))
+            doc = json.loads(self.backend.get(L.info_key(project, artifact, n)))
             if isinstance(doc, dict):
                 return doc
         except (NotFound, ValueError):
@@ -317,8 +302,6 @@ class Store:
 
     def artifact(self, spec: str) -> "Artifact":
         """A logged version: ``store.artifact("cycling/bike-dataset:latest")``."""
-        from ._artifact import Artifact
-
         project, artifact, n = self.resolve(spec)
         return Artifact._logged(self, project, artifact, n)
 
@@ -327,8 +310,6 @@ class Store:
 
         Raises ``InvalidName`` for a malformed name.
         """
-        from ._artifact import Artifact
-
         s = parse_spec(name)
         return [Artifact._logged(self, s.project, s.artifact, n) for n in self.versions(s.project, s.artifact)]
 
@@ -412,9 +393,9 @@ class Store:
             done = self.find_commit(project, artifact, commit_id, after=base_version, versions=versions)
             if done is not None:
                 # Finish what the earlier attempt may not have reached after its manifest.
-                self.backend.delete(f"{project}/intents/{commit_id}.json")
+                self.backend.delete(L.intent_key(project, commit_id))
                 m = self.manifest(project, artifact, done)
-                self.backend.put(f"{self._akey(project, artifact)}digests/{m.digest.split(':')[1]}", str(done).encode())
+                self.backend.put(L.digest_key(project, artifact, m.digest), str(done).encode())
                 for a in aliases:
                     self.set_alias(project, artifact, a, done)
                 return CommitResult(project, artifact, done, False, len(m.entries), aliases=aliases)
@@ -433,7 +414,7 @@ class Store:
         with gc_paused():
             digests = sorted({e.digest for e in entries if e.digest and e.ref is None})
         commit_id = commit_id or uuid.uuid4().hex
-        ikey = f"{project}/intents/{commit_id}.json"
+        ikey = L.intent_key(project, commit_id)
         protected = set(known_blobs)  # kept alive by their owner (pending parts): not repeated in the intent
         self.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "blobs": [
             d for d in digests if d not in protected] if protected else digests}).encode())
@@ -474,8 +455,8 @@ class Store:
             self._remember_written(m)
         finally:
             self.backend.delete(ikey)
-        self.backend.put(f"{self._akey(project, artifact)}digests/{vdigest.split(':')[1]}", str(n).encode())
-        self.backend.delete(f"{self._akey(project, artifact)}aliases/latest")
+        self.backend.put(L.digest_key(project, artifact, vdigest), str(n).encode())
+        self.backend.delete(L.alias_key(project, artifact, "latest"))
         for a in aliases:
             self.set_alias(project, artifact, a, n)
         update_index(self, project, artifact)  # for stores that cannot list (HTTP); never raises
@@ -499,7 +480,7 @@ class Store:
     def _next_version(self, project: str, artifact: str, versions: list[int]) -> int:
         """One more than the highest version that exists or ever existed (see ``deleted/``)."""
         used = list(versions)
-        for o in self.backend.list(self._akey(project, artifact) + "deleted/"):
+        for o in self.backend.list(L.deleted_prefix(project, artifact)):
             name = o.key.rsplit("/", 1)[-1]
             if name.isdigit():
                 used.append(int(name))
@@ -508,7 +489,7 @@ class Store:
     def _deleted_other(self, project: str, artifact: str, n: int, m: Manifest) -> bool:
         """Whether ``deleted/<n>`` records the deletion of a vN other than ``m``."""
         try:
-            doc = json.loads(self.backend.get(f"{self._akey(project, artifact)}deleted/{n}"))
+            doc = json.loads(self.backend.get(L.deleted_key(project, artifact, n)))
         except NotFound:
             return False
         except ValueError:
@@ -524,7 +505,7 @@ class Store:
             return self.manifest(project, artifact, n).digest
 
         try:
-            n = int(self.backend.get(f"{self._akey(project, artifact)}digests/{vdigest.split(':')[1]}").decode())
+            n = int(self.backend.get(L.digest_key(project, artifact, vdigest)).decode())
             if n in versions and digest_of(n) == vdigest:
                 return n
         except (NotFound, ValueError):
@@ -534,9 +515,15 @@ class Store:
         return None
 
     def _missing_blobs(self, project: str, digests: list[str]) -> list[str]:
-        local = getattr(self.backend, "local_path", None)
-        if local is not None:  # a stat each, faster than handing them to threads
-            return [d for d in digests if not os.path.isfile(local(blob_key(project, d)))]
+        missing = []
+        for d in digests:  # on a local store: a stat each, faster than handing them to threads
+            path = self.backend.local_path(blob_key(project, d))
+            if path is None:
+                break
+            if not os.path.isfile(path):
+                missing.append(d)
+        else:
+            return missing
         present = pmap(lambda d: self.backend.exists(blob_key(project, d)), digests, _WORKERS)
         return [d for d, p in zip(digests, present) if not p]
 
@@ -551,7 +538,7 @@ class Store:
         waiting: set[str] | None = None
         while True:
             now = time.time()
-            live = {o.key for o in self.backend.list(f"{project}/deleting/") if now - o.mtime < MARKER_STALE}
+            live = {o.key for o in self.backend.list(L.deleting_prefix(project)) if now - o.mtime < MARKER_STALE}
             waiting = live if waiting is None else waiting & live
             if not waiting:
                 return
@@ -566,13 +553,13 @@ class Store:
         check_alias(alias)
         if not self.backend.exists(self._vkey(project, artifact, n)):
             raise NotFound(f"{project}/{artifact}:v{n}: no such version")
-        self.backend.put(f"{self._akey(project, artifact)}aliases/{alias}", str(n).encode())
+        self.backend.put(L.alias_key(project, artifact, alias), str(n).encode())
         update_index(self, project, artifact)
 
     def remove_alias(self, project: str, artifact: str, alias: str) -> None:
         """Remove an alias; ``NotFound`` if there is none, ``InvalidName`` for the automatic ``latest``."""
         check_alias(alias)
-        key = f"{self._akey(project, artifact)}aliases/{alias}"
+        key = L.alias_key(project, artifact, alias)
         if not self.backend.exists(key):
             if alias == "latest":
                 raise InvalidName("'latest' is automatic; it can be moved but not removed")
@@ -589,7 +576,7 @@ class Store:
         """
         check_alias(old)
         check_alias(new)
-        if old == "latest" and not self.backend.exists(f"{self._akey(project, artifact)}aliases/latest"):
+        if old == "latest" and not self.backend.exists(L.alias_key(project, artifact, "latest")):
             raise InvalidName("'latest' is automatic; it can be moved but not removed")
         n = self.aliases(project, artifact).get(old)
         if n is None:
@@ -603,11 +590,11 @@ class Store:
         """Replace the description and metadata of vN (``Artifact.save`` does this); ``NotFound`` if no vN."""
         self.manifest(project, artifact, n)  # must exist
         doc = {"description": description, "metadata": metadata, "updated": _now()}
-        self.backend.put(f"{self._akey(project, artifact)}info/{n}.json", json.dumps(doc, ensure_ascii=False).encode())
+        self.backend.put(L.info_key(project, artifact, n), json.dumps(doc, ensure_ascii=False).encode())
 
     # -- deletion ------------------------------------------------------------------------------
     def _marker(self, project: str) -> str:
-        key = f"{project}/deleting/{uuid.uuid4().hex}.json"
+        key = L.deleting_key(project, uuid.uuid4().hex)
         self.backend.put(key, json.dumps({"created": time.time()}).encode())
         return key
 
@@ -615,7 +602,7 @@ class Store:
         """Digests named by any manifest or by a young intent of ``project``."""
         live: set[str] = set()
         now = time.time()
-        for o in self.backend.list(f"{project}/intents/"):
+        for o in self.backend.list(L.intents_prefix(project)):
             if now - o.mtime > INTENT_GRACE:
                 continue
             try:
@@ -640,17 +627,16 @@ class Store:
         own = sorted(a for a, v in aliases.items() if v == n and a != "latest")
         if own and not delete_aliases:
             raise HasAliases(f"{project}/{artifact}:v{n}", own)
-        akey = self._akey(project, artifact)
         for a in own + (["latest"] if aliases.get("latest") == n else []):
-            self.backend.delete(f"{akey}aliases/{a}")
+            self.backend.delete(L.alias_key(project, artifact, a))
         marker = self._marker(project)
         try:
             # the tombstone comes first: from now on no commit takes the number n again
-            self.backend.put(f"{akey}deleted/{n}", json.dumps({"commit_id": m.commit_id, "created": m.created}).encode())
+            self.backend.put(L.deleted_key(project, artifact, n), json.dumps({"commit_id": m.commit_id, "created": m.created}).encode())
             self.backend.delete(self._vkey(project, artifact, n))
             self._forget(project, artifact, n)
-            self.backend.delete(f"{akey}info/{n}.json")
-            dkey = f"{akey}digests/{m.digest.split(':')[1]}"
+            self.backend.delete(L.info_key(project, artifact, n))
+            dkey = L.digest_key(project, artifact, m.digest)
             try:
                 if self.backend.get(dkey).decode().strip() == str(n):
                     self.backend.delete(dkey)
@@ -673,7 +659,7 @@ class Store:
             groups = gc_groups(self, project, dry_run=dry_run)  # abandoned groups first: their blobs go too
             live = self._live_blobs(project)
             now = time.time()
-            for o in self.backend.list(f"{project}/blobs/"):
+            for o in self.backend.list(L.blobs_prefix(project)):
                 parts = o.key.split("/")
                 d = f"{parts[-3]}:{parts[-1]}" if len(parts) >= 4 else ""
                 try:
@@ -685,19 +671,18 @@ class Store:
                     freed += o.size
                     if not dry_run:
                         self.backend.delete(o.key)
-            for o in list(self.backend.list(f"{project}/intents/")):
+            for o in list(self.backend.list(L.intents_prefix(project))):
                 if now - o.mtime > INTENT_GRACE:
                     stale += 1
                     if not dry_run:
                         self.backend.delete(o.key)
-            for o in list(self.backend.list(f"{project}/deleting/")):
+            for o in list(self.backend.list(L.deleting_prefix(project))):
                 if o.key != marker and now - o.mtime > MARKER_STALE:
                     stale += 1
                     if not dry_run:
                         self.backend.delete(o.key)
-            gc_tmp = getattr(self.backend, "gc_tmp", None)
-            if gc_tmp and not dry_run:
-                stale += gc_tmp(INTENT_GRACE)
+            if not dry_run:
+                stale += self.backend.gc_tmp(INTENT_GRACE)
         finally:
             self.backend.delete(marker)
         return {"blobs_removed": removed, "bytes_freed": freed, "stale_removed": stale, "groups_removed": groups}
@@ -705,25 +690,18 @@ class Store:
     # -- distributed writers (see artfs._distributed) ---------------------------------------------
     def upsert_artifact(self, art: "Artifact", project: str, group: str, *, writer: str | None = None) -> "PartResult":
         """Add ``art``'s files to the pending version ``group`` as ``writer``'s part (W&B's upsert_artifact)."""
-        from ._distributed import upsert_artifact
-
-        return upsert_artifact(self, art, project, group, writer=writer)
+        return _distributed.upsert_artifact(self, art, project, group, writer=writer)
 
     def finish_artifact(self, art: "Artifact", project: str, group: str, *, aliases: Iterable[str] = ()) -> "Artifact":
         """Merge every part of ``group`` (and ``art``'s own files) into the next version, exactly once."""
-        from ._artifact import Artifact
-        from ._distributed import finish_artifact
-
-        r = finish_artifact(self, art, project, group, aliases=aliases)
+        r = _distributed.finish_artifact(self, art, project, group, aliases=aliases)
         logged = Artifact._logged(self, project, r.artifact, r.version)
         logged.commit_result = r
         return logged
 
     def groups(self, project: str, artifact: str | None = None) -> "list[GroupInfo]":
         """The pending groups of ``project`` (or of one artifact): parts, writers, sizes."""
-        from ._distributed import groups
-
-        return groups(self, project, artifact)
+        return _distributed.groups(self, project, artifact)
 
     # -- reading blobs -------------------------------------------------------------------------
     def fetch_blob(self, project: str, digest: str) -> str:
@@ -744,9 +722,3 @@ def _copy_manifest(m: Manifest) -> Manifest:
     return dataclasses.replace(m, entries=list(m.entries), metadata=copy.deepcopy(m.metadata))
 
 
-def _valid(name: str, *, alias: bool = False) -> bool:
-    try:
-        (check_alias if alias else check_name)(name)
-        return True
-    except InvalidName:
-        return False

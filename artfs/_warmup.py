@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from ._digest import blob_key
+from ._layout import blob_key
 from ._errors import NotFound
 from ._manifest import Entry
 from ._names import check_path

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from ._access import list_projects
 from ._cache import stamp_ok
-from ._digest import blob_key
 from ._draft import ROOT, Attr, Draft, DraftBusy, Drafts
+from ._layout import blob_key
 from ._lazy import LazyBlobs
 from ._lineage import (
     RunRecord,

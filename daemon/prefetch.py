@@ -98,9 +98,8 @@ class SmallBlobs:
             if mine and cache.has(digest):  # landed between our first look and taking the flight
                 return False
             backend = self.store.backend
-            get = getattr(backend, "get_blob", None) or backend.get  # S3: one GET without botocore's path
             try:
-                data = get(blob_key(project, digest))
+                data = backend.get_blob(blob_key(project, digest))  # S3: one GET without botocore's path
             except NotFound:  # listed in a manifest, gone from the store: EIO, not ENOENT
                 raise CorruptData(
                     f"blob {digest} (project {project}) is missing from {self.store.url} although a "

@@ -54,7 +54,7 @@ def s3_url(s3_server):
     try:
         for info in list(b.list("")):
             b.delete(info.key)
-        b._client.delete_bucket(Bucket=bucket)
+        b.client.delete_bucket(Bucket=bucket)
     except Exception:
         pass
     b.close()

@@ -231,7 +231,7 @@ def test_put_file_download_file_multipart(backend_url, tmp_path):
     b.put_file("blobs/big", str(src))
 
     if is_s3(b):
-        etag = b._client.head_object(Bucket=b.bucket, Key=b._key("blobs/big"))["ETag"]
+        etag = b.client.head_object(Bucket=b.bucket, Key=b._key("blobs/big"))["ETag"]
         assert etag.strip('"').endswith("-3"), f"not a 3-part multipart upload: {etag}"
 
     dst = tmp_path / "dst.bin"
@@ -329,10 +329,10 @@ def test_s3_exclusive_put_whose_answer_was_lost(s3_url):
             return 0  # "retry after 0 s", as if the 200 never arrived
         return None
 
-    b._client.meta.events.register_first("needs-retry.s3.PutObject", lose_first_answer)
+    b.client.meta.events.register_first("needs-retry.s3.PutObject", lose_first_answer)
     b.put("v/0.json", b"mine", exclusive=True)  # created by attempt 1, 412 on attempt 2
     assert lost and b.get("v/0.json") == b"mine"
-    b._client.meta.events.unregister("needs-retry.s3.PutObject", lose_first_answer)
+    b.client.meta.events.unregister("needs-retry.s3.PutObject", lose_first_answer)
     with pytest.raises(AlreadyExists):
         b.put("v/0.json", b"mine", exclusive=True)  # no retry involved: a plain conflict
     b.close()

@@ -275,7 +275,7 @@ def small_store(request, tmp_path):
 
 def _put_blob(store: Store, data: bytes) -> str:
     from artfs import digest_bytes
-    from artfs._digest import blob_key
+    from artfs._layout import blob_key
 
     d = digest_bytes(data)
     store.backend.put(blob_key("proj", d), data)
@@ -331,7 +331,7 @@ def test_a_streamed_blob_that_does_not_match_its_digest_fails_at_the_end(small_s
     store, lb = small_store
     data = os.urandom(12 * MiB)
     d = _put_blob(store, data)
-    from artfs._digest import blob_key
+    from artfs._layout import blob_key
 
     bad = bytearray(data)
     bad[5 * MiB] ^= 0xFF

@@ -20,7 +20,7 @@ import pytest
 import artfs
 from artfs import GroupFinished, NotFound, PartsConflict
 from artfs import _distributed
-from artfs._digest import blob_key
+from artfs._layout import blob_key
 from crashpoints import crash_env, marker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

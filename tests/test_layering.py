@@ -9,6 +9,7 @@ is a decision (as trio checks ``trio.lowlevel`` in ``_tests/test_exports.py``).
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,172 @@ def test_version_imports_neither_httpx_nor_boto3() -> None:
     code = "import artfs; print(artfs.Store.__module__, hasattr(artfs.Run, 'upsert_artifact'), artfs.run)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.split() == ["artfs._store", "True", "None"]
+
+
+# -- the store's keys are spelled in one module -------------------------------------------------------
+#: a key segment of the store layout (see artfs/_layout.py) in a string literal or an f-string's
+#: literal part: ``"blobs/"``, ``f"{project}/runs/{id}"``, ``akey + "versions/"``, ``"finished.json"``.
+#: ``./artifacts/...`` (a local directory relative to the working directory) is not a key.
+_KEY = re.compile(r"(?:^|(?<!\.)/)(?:blobs|artifacts|versions|info|aliases|digests|deleted|intents|deleting"
+                  r"|groups|parts|finish|runs|lineage)/|(?:^|/)(?:index|finished|run)\.json$")
+
+
+def _literals(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every string literal of a file except docstrings (they may draw the layout)."""
+    tree = ast.parse(path.read_text(), str(path))
+    docs = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docs.add(id(first.value))
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+
+
+def test_only_the_layout_module_spells_store_keys() -> None:
+    bad = []
+    for p in sorted([*(ROOT / "artfs").rglob("*.py"), *(ROOT / "daemon").rglob("*.py")]):
+        rel = p.relative_to(ROOT).as_posix()
+        if rel == "artfs/_layout.py":
+            continue
+        bad += [f"{rel}:{line}: {text!r}" for line, text in _literals(p) if _KEY.search(text)]
+    assert bad == []
+
+
+def test_the_key_pattern_finds_spelled_keys() -> None:
+    """The check above can fail: each way a key used to be spelled is caught."""
+    code = ('''k = f"{project}/runs/{run_id}/run.json"\nv = akey + "versions/"\nf = gkey + "finished.json"\n'''
+            '''i = "index.json"\nhelp = "default: ./artifacts/NAME"\n''')
+    tree = ast.parse(code)
+    hits = sorted({n.lineno for n in ast.walk(tree)
+                   if isinstance(n, ast.Constant) and isinstance(n.value, str) and _KEY.search(n.value)})
+    assert hits == [1, 2, 3, 4]
+
+
+# -- no import cycle among the library's modules -------------------------------------------------------
+#: edges that point against the layers on purpose, each with its reason (checked to still exist,
+#: so that the list shrinks when the reason goes)
+_ALLOWED_EDGES = {
+    # W&B's API: Artifact.logged_by()/used_by() return Runs, and Run.log_artifact()/use_artifact()
+    # take and make Artifacts. artfs._run (the public API layer) imports artfs._artifact; the two
+    # lineage methods of Artifact import artfs._run when they are called.
+    ("artfs._artifact", "artfs._run"),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, dict[str, list[int]]]:
+    """module -> {imported artfs module: [lines]} from every ``import``/``from`` statement of the
+    module, at any depth (function-level ones too), except under ``if TYPE_CHECKING:`` (never run).
+
+    ``from . import x`` counts as an import of the submodule ``x`` when there is one. Importing a
+    submodule also runs its package's ``__init__``; that implicit edge is not counted, so the
+    ``artfs`` facade (which imports its modules lazily, on first use of a name) is no cycle.
+    """
+    files = {_module_name(p): p for p in (ROOT / "artfs").rglob("*.py")}
+    graph: dict[str, dict[str, list[int]]] = {}
+
+    def skip(node: ast.AST) -> bool:
+        if not isinstance(node, ast.If):
+            return False
+        t = node.test
+        return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+            isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+    for mod, path in files.items():
+        pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        out = graph.setdefault(mod, {})
+        todo: list[ast.AST] = [ast.parse(path.read_text(), str(path))]
+        while todo:
+            node = todo.pop()
+            for child in ast.iter_child_nodes(node):
+                if skip(child):
+                    todo += child.orelse
+                    continue
+                targets: list[str] = []
+                if isinstance(child, ast.Import):
+                    targets = [a.name for a in child.names]
+                elif isinstance(child, ast.ImportFrom):
+                    if child.level:
+                        base = pkg.split(".")[: len(pkg.split(".")) - (child.level - 1)]
+                        m = ".".join(base + ([child.module] if child.module else []))
+                    else:
+                        m = child.module or ""
+                    targets = [f"{m}.{a.name}" if f"{m}.{a.name}" in files else m for a in child.names]
+                else:
+                    todo.append(child)
+                for t in targets:
+                    if t in files and t != mod:
+                        out.setdefault(t, []).append(child.lineno)
+    return graph
+
+
+def _cycles(graph: dict[str, dict[str, list[int]]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, {}):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_among_the_library_modules() -> None:
+    graph = _import_graph()
+    for a, b in _ALLOWED_EDGES:
+        assert b in graph[a], f"{a} no longer imports {b}: drop it from _ALLOWED_EDGES"
+        del graph[a][b]
+    cycles = [[f"{m} -> {t} (line {graph[m][t][0]})" for m in c for t in graph[m] if t in c] for c in _cycles(graph)]
+    assert cycles == []
+
+
+def test_the_cycle_check_finds_cycles() -> None:
+    """The check above can fail: function-level imports count, and a cycle of three is found."""
+    assert _cycles({"a": {"b": [1]}, "b": {"c": [1]}, "c": {"a": [1]}, "d": {"a": [1]}}) == [["a", "b", "c"]]
+    graph = _import_graph()
+    assert "artfs._run" in graph["artfs._artifact"]  # a function-level import (Artifact.logged_by)
+    assert "artfs._store" not in graph["artfs._artifact"]  # under TYPE_CHECKING only
+    assert "artfs.backends.base" in graph["artfs.backends.local"]  # relative: from .base import ...
+
+
+#: the core layer: names, digests, manifests, the key layout (README, "Code layout")
+_CORE = {"artfs._errors", "artfs._names", "artfs._digest", "artfs._layout", "artfs._manifest", "artfs._results",
+         "artfs._parallel"}
+
+
+def test_the_core_and_the_backends_import_nothing_above_them() -> None:
+    graph = _import_graph()
+    bad = [f"{m} -> {t}" for m in sorted(_CORE) for t in graph[m] if t not in _CORE]
+    bad += [f"{m} -> {t}" for m in sorted(graph) if m.startswith("artfs.backends")
+            for t in graph[m] if t not in _CORE and not t.startswith("artfs.backends")]
+    assert bad == []

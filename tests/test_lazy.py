@@ -12,7 +12,7 @@ import pytest
 
 import artfs
 from artfs import ArtfsError, CorruptData, StoreUnavailable
-from artfs._digest import blob_key
+from artfs._layout import blob_key
 from artfs._lazy import LazyBlobs
 from artfs.backends import Backend
 from artfs.backends.local import LocalBackend

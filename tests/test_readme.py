@@ -122,7 +122,7 @@ def my_bucket(s3_server: str) -> Iterator[str]:
     finally:
         for info in list(b.list("")):
             b.delete(info.key)
-        b._client.delete_bucket(Bucket="my-bucket")
+        b.client.delete_bucket(Bucket="my-bucket")
         b.close()
 
 

@@ -15,7 +15,7 @@ import pytest
 
 import artfs
 from artfs import ArtfsError, CorruptData, InvalidName, NotFound
-from artfs._lineage import run_key, version_edges_prefix
+from artfs._layout import run_key, version_edges_prefix
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -50,7 +50,7 @@ def through(proxy: FaultProxy, bucket: str, *, timeout: float, **kw) -> S3Backen
 
 
 def direct_client(bucket: str):
-    return S3Backend(f"s3://{bucket}")._client
+    return S3Backend(f"s3://{bucket}").client
 
 
 def unfinished_uploads(bucket: str) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 
 import artfs
 from artfs import ArtfsError, CorruptData, InvalidName, InvalidPath, NotFound, digest_bytes
-from artfs._digest import blob_key
+from artfs._layout import blob_key
 
 MiB = 1 << 20
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -389,7 +389,7 @@ def _kind(url: str) -> str:
 def _count_requests(store):
     """Record every HTTP request the S3 client sends (boto3's own event hooks, no mock)."""
     sent: list[tuple[str, str]] = []
-    store.backend._client.meta.events.register(
+    store.backend.client.meta.events.register(
         "before-send.s3", lambda request, **_: sent.append((request.method, request.url)))
     return sent
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from artfs import Artifact, Cache, Store
-from artfs._digest import blob_key
+from artfs._layout import blob_key
 from artfs._warmup import warmup
 from artfsd.testing import MountProcess
 

@@ -53,6 +53,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .._digest import digest_file
+from .._distributed import upsert_draft
 from .._errors import ArtfsError, InvalidPath, StoreUnavailable
 from .._manifest import Entry, Manifest, check_entries, version_digest
 from .._names import check_alias
@@ -61,7 +62,8 @@ from .snapshot import Snapshot
 
 if TYPE_CHECKING:
     from .._distributed import PartResult
-    from .._store import CommitResult, Store
+    from .._results import CommitResult
+    from .._store import Store
 
 
 class Commit(Snapshot):
@@ -86,8 +88,6 @@ class Commit(Snapshot):
             raise ArtfsError("cannot commit a draft opened read-only")
         group = group or self._meta("group")
         if group is not None:
-            from .._distributed import upsert_draft
-
             return upsert_draft(self, store, group, description=description, metadata=metadata, type=type,
                                 progress=progress, keep=keep)
         extra_aliases = [check_alias(a) for a in aliases]

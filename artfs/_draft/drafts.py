@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._cache import make_private_dir
 from .._errors import ArtfsError, CorruptData, NotFound, StoreUnavailable
 from .._manifest import Entry, Manifest
 from .._names import check_name
@@ -149,8 +150,6 @@ class Drafts:
             if not create:
                 raise NotFound(f"{project}/{artifact}: no draft of {self.store.url} in {self.root}") from None
             latest = self._latest(project, artifact)
-            from .._access import make_private_dir
-
             make_private_dir(self.root)  # drafts hold bytes of private projects: 0700 for other local users
             os.makedirs(path, exist_ok=True)
             return Draft(path, fetch=fetch, owner=owner, _init={

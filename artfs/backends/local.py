@@ -24,7 +24,7 @@ import uuid
 from typing import Iterator
 
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
-from . import Backend, ObjectInfo, pwrite_all
+from .base import Backend, ObjectInfo, pwrite_all
 
 TMP = ".tmp"
 

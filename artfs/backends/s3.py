@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
-from . import Backend, ObjectInfo, pwrite_all
+from .base import Backend, ObjectInfo, pwrite_all
 
 log = logging.getLogger("artfs.s3")
 
@@ -351,7 +351,9 @@ class S3Backend(Backend):
             self.counter[what] += 1
 
     @property
-    def _client(self) -> Any:
+    def client(self) -> Any:
+        """The store's boto3 S3 client, made on first use (its endpoint, credentials, retries and
+        time budget): the ``s3://`` references (artfs._refs.s3) use it for their buckets too."""
         c = self._client_obj
         if c is None:
             with self._client_lock:
@@ -394,7 +396,7 @@ class S3Backend(Backend):
                 "s3", endpoint_url=self.endpoint_url, region_name=region, config=config
             )
         except Exception as e:
-            raise self._error(e, "") from None
+            raise self.artfs_error(e, "") from None
         self._session = session
         client.meta.events.register("before-call.s3", self._start_budget)
         if mode in ("standard", "adaptive"):
@@ -442,7 +444,8 @@ class S3Backend(Backend):
     def _where(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)} via {self._endpoint()}"
 
-    def _transfer_config(self) -> Any:
+    def transfer_config(self) -> Any:
+        """The transfer manager's settings of this store (multipart sizes, concurrency)."""
         from boto3.s3.transfer import TransferConfig
 
         return TransferConfig(
@@ -453,7 +456,7 @@ class S3Backend(Backend):
             use_threads=True,
         )
 
-    def _error(self, e: BaseException, key: str, *, exclusive: bool = False) -> BaseException:
+    def artfs_error(self, e: BaseException, key: str, *, exclusive: bool = False) -> BaseException:
         """The artfs error for a boto3/botocore/s3transfer exception (others are returned as-is)."""
         if isinstance(e, ArtfsError):
             return e
@@ -474,7 +477,7 @@ class S3Backend(Backend):
             e.__context__ if type(e).__name__ == "S3UploadFailedError" else None
         )
         if isinstance(inner, BaseException) and inner is not e:
-            return self._error(inner, key, exclusive=exclusive)
+            return self.artfs_error(inner, key, exclusive=exclusive)
 
         if isinstance(e, ClientError):
             err = e.response.get("Error", {})
@@ -514,16 +517,16 @@ class S3Backend(Backend):
 
     def get(self, key: str, *, deadline: float | None = None) -> bytes:
         def attempt() -> bytes:
-            r = self._client.get_object(Bucket=self.bucket, Key=self._key(key))
+            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             with r["Body"] as body:
                 return _read_body(body)
 
         try:
             data = self._reading(attempt, deadline)
         except _BodyBroke as e:
-            raise self._error(e.cause, key) from None
+            raise self.artfs_error(e.cause, key) from None
         except Exception as e:
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         self._count("get")
         return data
 
@@ -564,7 +567,7 @@ class S3Backend(Backend):
     def _make_direct(self) -> _DirectGet | None:
         from botocore import UNSIGNED
 
-        client = self._client
+        client = self.client
         sigv = client.meta.config.signature_version
         http = getattr(getattr(client, "_endpoint", None), "http_session", None)
         if http is None or sigv not in (None, "s3v4", "v4", UNSIGNED):
@@ -592,14 +595,14 @@ class S3Backend(Backend):
             return b""
         def attempt() -> tuple[dict[str, Any], bytes]:
             rng = f"bytes={offset}-{offset + length - 1}"
-            r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
+            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
             with r["Body"] as body:
                 return r, _read_body(body)
 
         try:
             r, data = self._reading(attempt)
         except _BodyBroke as e:
-            raise self._error(e.cause, key) from None
+            raise self.artfs_error(e.cause, key) from None
         except Exception as e:
             from botocore.exceptions import ClientError
 
@@ -608,7 +611,7 @@ class S3Backend(Backend):
                 or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 416
             ):
                 return b""  # offset at or past the end (or an empty object)
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         # a server that ignores Range sends the whole object (status 200): cut it ourselves
         if r.get("ResponseMetadata", {}).get("HTTPStatusCode") == 200 and "ContentRange" not in r:
             data = data[offset : offset + length]
@@ -634,10 +637,10 @@ class S3Backend(Backend):
                                              fd_offset + done, progress))
             except _BodyBroke as e:
                 if not progress[0]:
-                    raise self._error(e.cause, key) from None
+                    raise self.artfs_error(e.cause, key) from None
                 done += progress[0]  # it moved: resume from there with a new budget
             except Exception as e:
-                raise self._error(e, key) from None
+                raise self.artfs_error(e, key) from None
 
     def _fetch_once(self, key: str, offset: int, length: int, fd: int, fd_offset: int,
                     progress: list[int]) -> int:
@@ -648,7 +651,7 @@ class S3Backend(Backend):
         fd_offset += progress[0]
         try:
             rng = f"bytes={offset}-{offset + length - 1}"
-            r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
+            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=rng)
         except Exception as e:
             from botocore.exceptions import ClientError
 
@@ -683,8 +686,8 @@ class S3Backend(Backend):
             from s3transfer.exceptions import RetriesExceededError
 
             try:
-                self._client.download_file(
-                    self.bucket, self._key(key), path, Config=self._transfer_config()
+                self.client.download_file(
+                    self.bucket, self._key(key), path, Config=self.transfer_config()
                 )
             except RetriesExceededError as e:  # a part's body broke num_download_attempts times
                 raise _BodyBroke(e) from e
@@ -692,14 +695,14 @@ class S3Backend(Backend):
         try:
             self._reading(attempt)
         except _BodyBroke as e:
-            raise self._error(e.cause, key) from None
+            raise self.artfs_error(e.cause, key) from None
         except OSError as e:
             # errors about the local target are the caller's, not the store's
             if getattr(e, "filename", None) is not None or not _is_botocore(e):
                 raise
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         except Exception as e:
-            err = self._error(e, key)
+            err = self.artfs_error(e, key)
             if not (isinstance(err, PermissionDenied) and self.unsigned):
                 raise err from None
             # the transfer manager starts with a HEAD, which some servers refuse where GET is allowed
@@ -713,9 +716,9 @@ class S3Backend(Backend):
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
-            r = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
+            r = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as e:
-            err = self._error(e, key)
+            err = self.artfs_error(e, key)
             if isinstance(err, NotFound) and not isinstance(err, _NoSuchBucket):
                 return None
             if isinstance(err, PermissionDenied) and self.unsigned:
@@ -733,18 +736,18 @@ class S3Backend(Backend):
         from botocore.exceptions import ClientError
 
         try:
-            r = self._client.get_object(Bucket=self.bucket, Key=self._key(key), Range="bytes=0-0")
+            r = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range="bytes=0-0")
             r["Body"].close()
         except ClientError as e:
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status == 416:  # an empty object
                 return ObjectInfo(key, 0, 0.0)
-            err = self._error(e, key)
+            err = self.artfs_error(e, key)
             if isinstance(err, NotFound) and not isinstance(err, _NoSuchBucket):
                 return None
             raise (denied if isinstance(err, PermissionDenied) else err) from None
         except Exception as e:
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         total = str(r.get("ContentRange", "")).rpartition("/")[2]
         size = int(total) if total.isdigit() else int(r.get("ContentLength", 0))
         return ObjectInfo(key, size, r["LastModified"].timestamp())
@@ -754,9 +757,9 @@ class S3Backend(Backend):
     def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         kwargs = {"IfNoneMatch": "*"} if exclusive else {}
         try:
-            self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **kwargs)
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **kwargs)
         except Exception as e:
-            err = self._error(e, key, exclusive=exclusive)
+            err = self.artfs_error(e, key, exclusive=exclusive)
             if isinstance(err, AlreadyExists) and self._own_retried_write(e, key, data):
                 pass  # our first attempt succeeded but its answer was lost; a retry saw it
             else:
@@ -797,24 +800,24 @@ class S3Backend(Backend):
         try:
             if size < self.multipart_threshold:
                 with open(path, "rb") as f:
-                    self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=f)
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=f)
             else:
-                self._client.upload_file(
-                    path, self.bucket, self._key(key), Config=self._transfer_config()
+                self.client.upload_file(
+                    path, self.bucket, self._key(key), Config=self.transfer_config()
                 )
         except OSError as e:
             if getattr(e, "filename", None) == path or not _is_botocore(e):
                 raise
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         except Exception as e:
-            raise self._error(e, key) from None
+            raise self.artfs_error(e, key) from None
         self._count("put")
 
     def delete(self, key: str) -> None:
         try:
-            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as e:
-            err = self._error(e, key)
+            err = self.artfs_error(e, key)
             if isinstance(err, NotFound) and not isinstance(err, _NoSuchBucket):
                 return
             raise err from None
@@ -830,7 +833,7 @@ class S3Backend(Backend):
         full = self._list_prefix(prefix)
         n = len(self.prefix)
         try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
+            pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full
             )
             for page in pages:
@@ -839,13 +842,13 @@ class S3Backend(Backend):
                         obj["Key"][n:], int(obj["Size"]), obj["LastModified"].timestamp()
                     )
         except Exception as e:
-            raise self._error(e, prefix) from None
+            raise self.artfs_error(e, prefix) from None
 
     def list_dirs(self, prefix: str) -> builtins.list[str]:
         full = self._list_prefix(prefix)
         names = []
         try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(
+            pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=full, Delimiter="/"
             )
             for page in pages:
@@ -854,7 +857,7 @@ class S3Backend(Backend):
                     if name:
                         names.append(name)
         except Exception as e:
-            raise self._error(e, prefix) from None
+            raise self.artfs_error(e, prefix) from None
         return sorted(names)
 
     # -- misc ------------------------------------------------------------------------------------
@@ -871,7 +874,7 @@ class S3Backend(Backend):
         now = time.time()
         aborted = 0
         try:
-            pages = self._client.get_paginator("list_multipart_uploads").paginate(
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.bucket, **kwargs
             )
             for page in pages:
@@ -879,28 +882,28 @@ class S3Backend(Backend):
                     if now - up["Initiated"].timestamp() < older_than:
                         continue
                     try:
-                        self._client.abort_multipart_upload(
+                        self.client.abort_multipart_upload(
                             Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
                         )
                     except Exception as e:
-                        err = self._error(e, up["Key"])
+                        err = self.artfs_error(e, up["Key"])
                         if type(err) is not NotFound:
                             raise err from None
                         continue  # NoSuchUpload: completed or aborted by someone else meanwhile
                     aborted += 1
         except Exception as e:
-            raise self._error(e, "") from None
+            raise self.artfs_error(e, "") from None
         return aborted
 
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (for tests and demos)."""
-        c = self._client
+        c = self.client
         try:
             c.head_bucket(Bucket=self.bucket)
             return
         except Exception as e:
-            err = self._error(e, "")
+            err = self.artfs_error(e, "")
             if not isinstance(err, NotFound):
                 raise err from None
         kwargs = {}
@@ -913,7 +916,7 @@ class S3Backend(Backend):
             code = getattr(e, "response", {}).get("Error", {}).get("Code")
             if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 return
-            raise self._error(e, "") from None
+            raise self.artfs_error(e, "") from None
 
     def close(self) -> None:
         with self._client_lock:

@@ -16,6 +16,7 @@ from typing import Any
 from .._artifact import Artifact
 from .._distributed import WAIT_TIMEOUT, GroupInfo, artifact_entries, finish, groups, upsert
 from .._errors import ArtfsError
+from .._layout import groups_prefix
 from .._names import check_alias, check_name, parse_spec
 from .context import Context, UsageError, json_option, metadata
 from .output import human_size, plural, uploaded, when_epoch
@@ -87,7 +88,7 @@ def pending_groups(ctx: Context) -> list[GroupInfo]:
             check_name(p, "project")
         except ArtfsError:
             continue
-        if store.backend.list_dirs(f"{p}/groups/"):
+        if store.backend.list_dirs(groups_prefix(p)):
             out += groups(store, p)
     return out
 

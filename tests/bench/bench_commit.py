@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from artfs import Cache, Entry, Store, digest_bytes  # noqa: E402
-from artfs._digest import blob_key  # noqa: E402
+from artfs._layout import blob_key  # noqa: E402
 from artfs._draft import ROOT as DROOT, Drafts  # noqa: E402
 
 

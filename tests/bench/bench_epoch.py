@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from bench_read import PeerMount, S3rver, Table, wait_for  # noqa: E402
 
 from artfs import Artifact, Cache, Store  # noqa: E402
-from artfs._digest import blob_key  # noqa: E402
+from artfs._layout import blob_key  # noqa: E402
 from artfsd.testing import MountProcess  # noqa: E402
 
 PROJECT = "bench"

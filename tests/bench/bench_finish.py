@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT)
 
 from artfs import Cache, Entry, Store, digest_bytes  # noqa: E402
 from artfs import _distributed  # noqa: E402
-from artfs._digest import blob_key  # noqa: E402
+from artfs._layout import blob_key  # noqa: E402
 from artfs._parallel import pmap  # noqa: E402
 
 

@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 import artfs  # noqa: E402
-from artfs._digest import blob_key  # noqa: E402
+from artfs._layout import blob_key  # noqa: E402
 from artfs._lazy import LazyBlobs  # noqa: E402
 
 MB = 1_000_000

@@ -61,7 +61,8 @@ sys.path.insert(0, ROOT)
 
 from artfs import Artifact, Cache, Store  # noqa: E402
 from artfs._mounts import find_mount  # noqa: E402
-from artfs._digest import blob_key, finish, hasher  # noqa: E402
+from artfs._digest import finish, hasher  # noqa: E402
+from artfs._layout import blob_key  # noqa: E402
 from artfsd.testing import MountProcess  # noqa: E402
 
 MiB = 1 << 20

@@ -1,0 +1,113 @@
+"""The backend interface (:class:`Backend`) and what every implementation shares.
+
+Here rather than in the package's ``__init__`` so that the implementations import it without
+importing the package's :func:`open_backend`, which imports them (no cycle).
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch
+
+
+class Backend(abc.ABC):
+    #: a URL naming the store (``file:///…``, ``s3://bucket/prefix``, ``https://…``)
+    url: str
+    read_only: bool = False
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """The whole object; NotFound if missing."""
+
+    @abc.abstractmethod
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (fewer only at the end of the object)."""
+
+    def fetch_range_into(self, key: str, offset: int, length: int, fd: int, fd_offset: int) -> int:
+        """Write up to ``length`` bytes of the object from ``offset`` into the open file ``fd``.
+
+        The bytes go to ``fd`` at ``fd_offset`` (``pwrite``: the fd's file position is neither
+        used nor moved, so threads may fill one file at once). Returns how many bytes were
+        written: fewer than ``length`` only at the end of the object. Counts as one range read;
+        NotFound if the key is missing. On an error some of the bytes may have been written.
+
+        The default is :meth:`get_range` then ``pwrite``. Backends override it to move the
+        bytes without a round trip through one large Python buffer (the local store copies
+        file to file in the kernel, S3 streams the response body in 1 MiB pieces).
+        """
+        data = self.get_range(key, offset, length)
+        pwrite_all(fd, data, fd_offset)
+        return len(data)
+
+    @abc.abstractmethod
+    def download_file(self, key: str, path: str) -> int:
+        """Write the object to the local file ``path`` (created/truncated); return its size."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        """Store ``data``; with ``exclusive`` fail with AlreadyExists if the key exists."""
+
+    @abc.abstractmethod
+    def put_file(self, key: str, path: str, *, exclusive: bool = False) -> None:
+        """Upload a local file (multipart for large files where the store supports it)."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and mtime of the key, or None if it does not exist."""
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the key; a missing key is not an error."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every key under ``prefix`` (a directory-like prefix ending in ``/``), recursively."""
+
+    @abc.abstractmethod
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
+        """The names of the immediate "subdirectories" under ``prefix`` (ending in ``/``)."""
+
+    # -- capabilities: what a backend may offer beyond the key/value contract (declared here, so
+    # callers ask the interface rather than probe with getattr) ----------------------------------
+    def get_blob(self, key: str) -> bytes:
+        """The whole object ``key``, for a caller that checks its bytes against a content digest
+        (so a backend may take a cheaper path than :meth:`get`, as S3's direct GET); :meth:`get`
+        by default."""
+        return self.get(key)
+
+    def local_path(self, key: str) -> str | None:
+        """The file of ``key`` on this machine (it may not exist) when the store is a local
+        directory, so callers may ``stat`` it instead of sending a request; None for other stores."""
+        return None
+
+    def gc_tmp(self, older_than: float) -> int:
+        """Remove what crashed writers left outside the keys (temporary files, unfinished
+        multipart uploads) older than ``older_than`` seconds; returns how many (none by default)."""
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """``pwrite`` all of ``data`` at ``offset`` (a short write is continued, never dropped)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(f"pwrite wrote {n} bytes")
+        view = view[n:]
+        offset += n
