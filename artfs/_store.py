@@ -25,16 +25,9 @@ Invariants
 * ``latest`` is the highest version unless ``aliases/latest`` was set explicitly; logging a new
   version removes an explicit ``latest``. Other aliases are one file each, so one version per alias.
 
-Commit versus deletion (no locks, only ordering; needs list-after-write consistency, which local
-disks and S3 give):
-
-    commit:  1 write intent  2 wait for deletions listed now  3 check/upload blobs  4 create manifest  5 drop intent
-    delete:  a write marker  b tombstone + remove manifest  c list intents + manifests  d delete unreferenced blobs  e drop marker
-
-A deletion that started before step 1 is waited for in step 2, so step 3 sees its effect and
-re-uploads whatever it removed. A deletion that starts after step 1 lists the intent in step c
-(its marker came after the intent) and keeps the commit's blobs. Intents older than the grace
-period (24 h) and markers older than ``MARKER_STALE`` are considered abandoned by crashed processes.
+Commit versus deletion: no locks, only ordering (a commit writes its intent, waits for the
+deletions running now, then uploads blobs and creates its manifest); the protocol is described in
+:mod:`artfs._gc`, with the deletion and gc code.
 """
 
 from __future__ import annotations
@@ -55,12 +48,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 import xxhash
 
 from . import _distributed
+from . import _gc
 from . import _layout as L
 from ._artifact import Artifact
 from ._cache import Cache
 from ._digest import check_digest
-from ._distributed import gc_groups, pending_blobs
-from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, PermissionDenied, StoreUnavailable
+from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, PermissionDenied
+from ._gc import INTENT_GRACE as INTENT_GRACE, MARKER_STALE as MARKER_STALE, HasAliases as HasAliases  # re-exported
 from ._index import update_index
 from ._layout import blob_key
 from ._manifest import Entry, Manifest, _digests_ok, check_entries, gc_paused, version_digest
@@ -73,8 +67,6 @@ from .backends import Backend, open_backend
 if TYPE_CHECKING:
     from ._distributed import GroupInfo, PartResult
 
-INTENT_GRACE = 24 * 3600.0
-MARKER_STALE = 600.0
 _WORKERS = STORE_WORKERS
 #: parsed manifests a Store keeps in memory (they never change): at most this many, and at most
 #: ``_MEMO_ENTRIES`` entries in all (a manifest larger than that is not kept)
@@ -84,19 +76,6 @@ _MEMO_ENTRIES = 4_000_000
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class HasAliases(ArtfsError):
-    """A version was not deleted because aliases point at it (the caller did not ask to remove them).
-
-    The message speaks the API's language (``delete_aliases=True``); the CLI says ``--delete-aliases``.
-    """
-
-    def __init__(self, name: str, aliases: list[str]) -> None:
-        self.name = name
-        self.aliases = aliases
-        super().__init__(f"{name} has {'alias' if len(aliases) == 1 else 'aliases'} {', '.join(aliases)}; "
-                         "pass delete_aliases=True to delete it with them")
 
 
 class Store:
@@ -528,24 +507,8 @@ class Store:
         return [d for d, p in zip(digests, present) if not p]
 
     def _wait_for_deletions(self, project: str, *, timeout: float = MARKER_STALE) -> None:
-        """Wait until the deletions running now (listed after our intent) are done.
-
-        Deletions that start later see our intent, so they are not waited for: a steady stream of
-        deletions must not starve a commit.
-        """
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        waiting: set[str] | None = None
-        while True:
-            now = time.time()
-            live = {o.key for o in self.backend.list(L.deleting_prefix(project)) if now - o.mtime < MARKER_STALE}
-            waiting = live if waiting is None else waiting & live
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                raise StoreUnavailable(f"{project}: a deletion has been running for {timeout:.0f} s; try again later")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+        """Wait until the deletions running now are done (see :func:`artfs._gc.wait_for_deletions`)."""
+        _gc.wait_for_deletions(self, project, timeout=timeout)
 
     # -- aliases and info ----------------------------------------------------------------------
     def set_alias(self, project: str, artifact: str, alias: str, n: int) -> None:
@@ -592,100 +555,14 @@ class Store:
         doc = {"description": description, "metadata": metadata, "updated": _now()}
         self.backend.put(L.info_key(project, artifact, n), json.dumps(doc, ensure_ascii=False).encode())
 
-    # -- deletion ------------------------------------------------------------------------------
-    def _marker(self, project: str) -> str:
-        key = L.deleting_key(project, uuid.uuid4().hex)
-        self.backend.put(key, json.dumps({"created": time.time()}).encode())
-        return key
-
-    def _live_blobs(self, project: str) -> set[str]:
-        """Digests named by any manifest or by a young intent of ``project``."""
-        live: set[str] = set()
-        now = time.time()
-        for o in self.backend.list(L.intents_prefix(project)):
-            if now - o.mtime > INTENT_GRACE:
-                continue
-            try:
-                doc = json.loads(self.backend.get(o.key))
-                live.update(d for d in doc.get("blobs", []) if isinstance(d, str))
-            except (NotFound, ValueError):
-                continue
-        for a in self.artifacts(project):
-            for n in self.versions(project, a):
-                try:
-                    live.update(e.digest for e in self.manifest(project, a, n).entries if e.digest)
-                except NotFound:
-                    continue
-        # after the intents: an upsert drops its intent only once its part is written
-        live |= pending_blobs(self, project)
-        return live
-
+    # -- deletion (see artfs._gc) ----------------------------------------------------------------
     def delete_version(self, project: str, artifact: str, n: int, *, delete_aliases: bool = False) -> list[str]:
         """Delete vN and at once every blob nothing else needs; returns the aliases removed."""
-        m = self.manifest(project, artifact, n)
-        aliases = self.aliases(project, artifact)
-        own = sorted(a for a, v in aliases.items() if v == n and a != "latest")
-        if own and not delete_aliases:
-            raise HasAliases(f"{project}/{artifact}:v{n}", own)
-        for a in own + (["latest"] if aliases.get("latest") == n else []):
-            self.backend.delete(L.alias_key(project, artifact, a))
-        marker = self._marker(project)
-        try:
-            # the tombstone comes first: from now on no commit takes the number n again
-            self.backend.put(L.deleted_key(project, artifact, n), json.dumps({"commit_id": m.commit_id, "created": m.created}).encode())
-            self.backend.delete(self._vkey(project, artifact, n))
-            self._forget(project, artifact, n)
-            self.backend.delete(L.info_key(project, artifact, n))
-            dkey = L.digest_key(project, artifact, m.digest)
-            try:
-                if self.backend.get(dkey).decode().strip() == str(n):
-                    self.backend.delete(dkey)
-            except NotFound:
-                pass
-            live = self._live_blobs(project)
-            for d in {e.digest for e in m.entries if e.digest and e.ref is None} - live:
-                self.backend.delete(blob_key(project, d))
-        finally:
-            self.backend.delete(marker)
-        update_index(self, project, artifact)
-        return own
+        return _gc.delete_version(self, project, artifact, n, delete_aliases=delete_aliases)
 
     def gc(self, project: str, *, dry_run: bool = False) -> dict[str, int]:
         """Remove blobs no version and no young intent needs, and stale intents/markers/temp files."""
-        check_name(project, "project")
-        marker = self._marker(project)
-        removed = freed = stale = 0
-        try:
-            groups = gc_groups(self, project, dry_run=dry_run)  # abandoned groups first: their blobs go too
-            live = self._live_blobs(project)
-            now = time.time()
-            for o in self.backend.list(L.blobs_prefix(project)):
-                parts = o.key.split("/")
-                d = f"{parts[-3]}:{parts[-1]}" if len(parts) >= 4 else ""
-                try:
-                    check_digest(d)
-                except CorruptData:
-                    continue
-                if d not in live:
-                    removed += 1
-                    freed += o.size
-                    if not dry_run:
-                        self.backend.delete(o.key)
-            for o in list(self.backend.list(L.intents_prefix(project))):
-                if now - o.mtime > INTENT_GRACE:
-                    stale += 1
-                    if not dry_run:
-                        self.backend.delete(o.key)
-            for o in list(self.backend.list(L.deleting_prefix(project))):
-                if o.key != marker and now - o.mtime > MARKER_STALE:
-                    stale += 1
-                    if not dry_run:
-                        self.backend.delete(o.key)
-            if not dry_run:
-                stale += self.backend.gc_tmp(INTENT_GRACE)
-        finally:
-            self.backend.delete(marker)
-        return {"blobs_removed": removed, "bytes_freed": freed, "stale_removed": stale, "groups_removed": groups}
+        return _gc.gc(self, project, dry_run=dry_run)
 
     # -- distributed writers (see artfs._distributed) ---------------------------------------------
     def upsert_artifact(self, art: "Artifact", project: str, group: str, *, writer: str | None = None) -> "PartResult":
