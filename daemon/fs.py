@@ -175,9 +175,8 @@ class Operations(pyfuse3.Operations):
             await self.ns.relist(slot.node.parent)
 
     def stats_doc(self) -> dict[str, Any]:
-        backend = getattr(self.store.backend, "counter", {})
         return {
-            "backend": dict(backend),
+            "backend": dict(self.store.backend.counter),
             "lineage": dict(self.lineage.stats, enabled=self.lineage.enabled),
             **self.stats,
             **self.ns.stats,

@@ -171,7 +171,7 @@ async def _watch_signals() -> None:
 
 async def _cache_janitor(cache: Cache, blobs: LazyBlobs, store: Store) -> None:
     """Keep the cache within its bound while mounted, never evicting what is open."""
-    counter = getattr(store.backend, "counter", {})
+    counter = store.backend.counter
     last_ranges = counter.get("range", 0) + counter.get("download", 0)
     waited = 0.0
     while True:

@@ -40,13 +40,13 @@ STEPS = {
     "after-commit-id": Step("artfs._draft.commit", "Commit._store_commit", "before"),
     "after-store-commit": Step("artfs._draft.commit", "Commit._store_commit", "after"),
     "after-reset": Step("artfs._draft.commit", "Commit._reset_to_version", "after"),
-    # distributed writers (artfs/_distributed.py): an upsert whose blobs are uploaded and whose
-    # part is not written yet; a finisher holding its claim (heartbeat started) that has done
+    # distributed writers (artfs/_groups_parts.py, artfs/_groups_finish.py, where the functions
+    # are called from): an upsert whose blobs are uploaded and whose part is not written yet; a finisher holding its claim (heartbeat started) that has done
     # nothing else; a finisher whose version exists (contributors recorded), not yet recorded
     # as the group's result
-    "upsert-after-upload": Step("artfs._distributed", "_part_bytes", "after"),
-    "finish-after-claim": Step("artfs._distributed", "_Heartbeat.__init__", "after"),
-    "finish-after-commit": Step("artfs._distributed", "_contributors", "after"),
+    "upsert-after-upload": Step("artfs._groups_parts", "_part_bytes", "after"),
+    "finish-after-claim": Step("artfs._groups_finish", "_Heartbeat.__init__", "after"),
+    "finish-after-commit": Step("artfs._groups_finish", "_contributors", "after"),
 }
 
 

@@ -19,7 +19,7 @@ import pytest
 
 import artfs
 from artfs import GroupFinished, NotFound, PartsConflict
-from artfs import _distributed
+from artfs import _distributed, _groups_finish
 from artfs._layout import blob_key
 from crashpoints import crash_env, marker
 
@@ -341,7 +341,7 @@ def test_finisher_killed_is_taken_over_exactly_once(local_url, tmp_path, monkeyp
     # an upsert now waits for the finish's result, which does not come: it gives up after its timeout
     with pytest.raises(artfs.StoreUnavailable, match="being finished"):
         _distributed.upsert(store, "proj", "ds", "g", entries=[], sources={}, writer="C", timeout=0.3)
-    monkeypatch.setattr(_distributed, "CLAIM_STALE", 0.5)  # the dead claim is noticed sooner
+    monkeypatch.setattr(_groups_finish, "CLAIM_STALE", 0.5)  # the dead claim is noticed sooner
     v = store.finish_artifact(artfs.Artifact("ds"), "proj", "g")
     assert store.versions("proj", "ds") == [0]  # one version, whichever process made it
     assert v.version == "v0"

@@ -10,7 +10,8 @@ import abc
 import builtins
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from types import MappingProxyType
+from typing import Iterator, Mapping
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,11 @@ class Backend(abc.ABC):
     #: a URL naming the store (``file:///…``, ``s3://bucket/prefix``, ``https://…``)
     url: str
     read_only: bool = False
+    #: requests made so far by kind (``put``, ``get``, ``range``, ``download``): the mount's
+    #: statistics (``user.artfs.stats``) and its cache janitor read it. The backends here count
+    #: in their own dict, set in ``__init__``; this default (empty, read-only, so no two backends
+    #: share counts) is what a backend that does not count shows.
+    counter: Mapping[str, int] = MappingProxyType({})
 
     @abc.abstractmethod
     def get(self, key: str) -> bytes:

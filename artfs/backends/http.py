@@ -68,7 +68,7 @@ class HTTPBackend(Backend):
         self._index_cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
         self._warned_range = False
-        self.counter = {"put": 0, "get": 0, "range": 0, "download": 0}
+        self.counter: dict[str, int] = {"put": 0, "get": 0, "range": 0, "download": 0}
 
     def __repr__(self) -> str:
         return f"HTTPBackend({self.url!r})"

@@ -87,7 +87,7 @@ class LocalBackend(Backend):
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
         self.url = "file://" + self.root
-        self.counter = {"put": 0, "get": 0, "range": 0, "download": 0}
+        self.counter: dict[str, int] = {"put": 0, "get": 0, "range": 0, "download": 0}
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *key.split("/"))

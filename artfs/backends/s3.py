@@ -13,7 +13,8 @@ standard boto3 chain (env vars, ``~/.aws``, instance roles); the endpoint from `
 * Retries are botocore's own (its "standard" mode: exponential backoff with full jitter and a
   retry quota; ``retry_mode``/``AWS_RETRY_MODE`` and ``max_attempts``/``AWS_MAX_ATTEMPTS`` from
   the AWS configuration are honoured), bounded by a time budget (``ARTFS_S3_TIMEOUT`` seconds,
-  default 15, or the ``timeout`` keyword) rather than by a count: see :func:`_bound_retries`.
+  default 15, or the ``timeout`` keyword) rather than by a count:
+  see :func:`artfs.backends._s3retry._bound_retries`.
   Every request -- a GET, a single PUT, one part of a multipart upload, its completion or
   abort -- gives up and raises :class:`StoreUnavailable` within the budget, counted from its
   start; each attempt gives up after a third of it without progress (connect, or no byte sent
@@ -27,275 +28,55 @@ standard boto3 chain (env vars, ``~/.aws``, instance roles); the endpoint from `
 * Every botocore/boto3 error is normalised to the artfs errors, with a one-line message naming the
   key and the endpoint.
 * :meth:`S3Backend.get_blob` (the mount's small blobs, whose bytes the caller checks against
-  their digest) first makes one plain GET without botocore's request path (see :class:`_DirectGet`),
-  and falls back to :meth:`S3Backend.get` for anything but a complete 200 answer, within the same
-  budget.
+  their digest) first makes one plain GET without botocore's request path
+  (see :class:`artfs.backends._s3direct._DirectGet`), and falls back to :meth:`S3Backend.get`
+  for anything but a complete 200 answer, within the same budget.
 * ``ARTFS_NO_SIGN_REQUEST=1`` (the CLI's ``--no-sign-request``, the mount's ``-o no_sign_request``)
   or ``unsigned=True`` sends unsigned requests, as anonymous users may for a public project (see
   :mod:`artfs._access`); no credentials are looked up then.
 
 One boto3 client per backend object, created lazily; boto3 clients are thread-safe, so the backend
 may be used from many threads at once.
+
+The parts that stand on their own are in sibling modules (their names are re-exported here):
+:mod:`artfs.backends._s3retry` (the time budget of botocore's retries, broken bodies),
+:mod:`artfs.backends._s3direct` (the direct signed GET of small blobs), and
+:mod:`artfs.backends._s3errors` (botocore's exceptions as artfs errors). This module stays over
+600 lines because it is one class, :class:`S3Backend`, whose every method is one operation of
+the :class:`~artfs.backends.base.Backend` interface with its own budget and error handling;
+splitting the class would spread one request's handling over several files.
 """
 
 from __future__ import annotations
 
 import builtins
-import datetime
-import hashlib
-import hmac
 import logging
 import os
 import random
 import threading
 import time
-from types import SimpleNamespace
 from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
+from ._s3direct import _EMPTY_SHA256, _DirectGet
+from ._s3errors import _DENIED, _EXISTS, _NOT_FOUND, _is_botocore, _NoSuchBucket, artfs_error
+from ._s3retry import (DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, _attempt_timeout, _aws_retry_config, _BodyBroke,
+                       _bound_retries, _read_body, _timeout_from_env)
 from .base import Backend, ObjectInfo, pwrite_all
+
+__all__ = ["S3Backend", "no_sign_request_from_env", "DEFAULT_TIMEOUT", "DEFAULT_MAX_ATTEMPTS", "MiB",
+           "DEFAULT_MULTIPART_THRESHOLD", "DEFAULT_MULTIPART_CHUNKSIZE", "MIN_PART_SIZE", "_attempt_timeout",
+           "_aws_retry_config", "_BodyBroke", "_bound_retries", "_read_body", "_timeout_from_env", "_DirectGet",
+           "_EMPTY_SHA256", "_DENIED", "_EXISTS", "_NOT_FOUND", "_is_botocore", "_NoSuchBucket"]
 
 log = logging.getLogger("artfs.s3")
 
 MiB = 1024 * 1024
-DEFAULT_TIMEOUT = 15.0
 DEFAULT_MULTIPART_THRESHOLD = 8 * MiB
 DEFAULT_MULTIPART_CHUNKSIZE = 8 * MiB
 MIN_PART_SIZE = 5 * MiB  # S3's minimum size of every part but the last
-#: attempts per request when the AWS configuration names none: the time budget is the real bound
-DEFAULT_MAX_ATTEMPTS = 1000
 _T = TypeVar("_T")
-
-_NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchBucket", "NoSuchUpload"}
-_DENIED = {
-    "AccessDenied",
-    "403",
-    "Forbidden",
-    "AllAccessDisabled",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "TokenRefreshRequired",
-    "AccountProblem",
-}
-_EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
-
-
-class _NoSuchBucket(NotFound):
-    """The bucket itself is missing (a NotFound to callers, but never "the key is absent")."""
-
-
-def _timeout_from_env() -> float:
-    raw = os.environ.get("ARTFS_S3_TIMEOUT")
-    if not raw:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"ARTFS_S3_TIMEOUT={raw!r}: expected a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"ARTFS_S3_TIMEOUT={raw!r}: must be positive")
-    return value
-
-
-def _attempt_timeout(timeout: float) -> float:
-    """Socket timeout of one attempt (connect; and the longest wait for the next byte either way).
-
-    A third of the budget, so a stalled request is tried about three times before the budget is
-    spent, but never under a second: a loaded server may be slow to answer a legitimate request.
-    """
-    return min(timeout, max(1.0, timeout / 3))
-
-
-def _aws_retry_config() -> tuple[str | None, int | None]:
-    """``retry_mode`` and ``max_attempts`` if the user set them (env or AWS config file), else None."""
-    import botocore.session
-
-    try:
-        s = botocore.session.Session()
-        mode = s.get_config_variable("retry_mode", methods=("env", "config"))
-        attempts = s.get_config_variable("max_attempts", methods=("env", "config"))
-    except Exception:  # a broken ~/.aws/config is reported when the client is made
-        return None, None
-    return (str(mode) if mode else None), (int(attempts) if attempts else None)
-
-
-def _bound_retries(client: Any, attempt_timeout: float, max_attempts: int) -> None:
-    """Make botocore's standard/adaptive retry handler stop when the request's time budget is spent.
-
-    botocore bounds retries by a count only. Its decision (which errors to retry, backoff with
-    jitter, retry quota) is kept as it is: the handler it registered is replaced by the same
-    handler wrapped so that a retry is refused when its backoff plus one more attempt would end
-    past the deadline the ``before-call`` hook stored in the request's context. The legacy mode
-    is left alone (attempts then bound it: ``max_attempts`` times the attempt timeout).
-    """
-    from botocore.retries import standard
-
-    events = client.meta.events
-    service = client.meta.service_model.service_id.hyphenize()
-    events.unregister(f"needs-retry.{service}", unique_id=f"retry-config-{service}")
-
-    def bounded(inner: Callable[..., float | None]) -> Callable[..., float | None]:
-        def needs_retry(**kwargs: Any) -> float | None:
-            delay = inner(**kwargs)
-            if delay is None:
-                return None
-            context = (kwargs.get("request_dict") or {}).get("context") or {}
-            deadline = context.get("artfs_deadline")
-            if deadline is not None and time.monotonic() + delay + attempt_timeout > deadline:
-                return None  # the budget is spent: the last error is raised
-            return delay
-
-        return needs_retry
-
-    class _Events:  # what register_retry_handler needs of a client: register(), wrapping its handler
-        def register(self, event: str, handler: Callable[..., Any], unique_id: str | None = None,
-                     **kw: Any) -> None:
-            if event.split(".")[0] == "needs-retry":
-                handler = bounded(handler)
-            events.register(event, handler, unique_id=unique_id, **kw)
-
-    shim = SimpleNamespace(meta=SimpleNamespace(service_model=client.meta.service_model, events=_Events()))
-    standard.register_retry_handler(shim, max_attempts=max_attempts)
-
-
-class _BodyBroke(Exception):
-    """A response body broke off (reset, stall, short read, bad checksum) after botocore handed
-    the response over: botocore retries a request only until its headers arrive."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-def _read_body(body: Any, *size: int) -> bytes:
-    try:
-        data: bytes = body.read(*size)
-    except Exception as e:
-        raise _BodyBroke(e) from e
-    return data
-
-
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-
-
-class _DirectGet:
-    """One GET of a whole object without botocore's request path: for the mount's small blobs.
-
-    botocore spends about 3-4 ms of CPU on a ``GetObject`` of 100 KiB here (serialising the
-    call, a dozen event hooks, a generic SigV4 signer built on ``email`` headers, parsing the
-    response's headers and timestamps), several times the cost of the transfer itself, and the
-    small-file epoch is bound by the daemon's CPU. This makes the same request for a fraction:
-
-    * the URL of a key is the one botocore builds (its endpoint and addressing style, learnt once
-      from a presigned URL of a probe key), the key percent-encoded as botocore encodes it;
-    * the request is signed with AWS Signature Version 4 for S3 (``x-amz-content-sha256`` of the
-      empty body), the signing key derived once a day; ``tests/test_backends.py`` checks that the
-      ``Authorization`` header is exactly the one botocore's ``S3SigV4Auth`` computes. Unsigned
-      backends (``--no-sign-request``) send no signature;
-    * it goes through the client's own connections: the urllib3 pool of botocore's session for
-      the endpoint (the same TLS settings and per-attempt timeouts), taken once; through the
-      session itself (``URLLib3Session.send``) when a proxy is configured. Straight to the pool
-      halves the CPU again (measured 1.0 -> 0.57 ms per 100 KiB GET; botocore's whole path 2.2).
-
-    :meth:`get` answers only a complete ``200`` (the body as long as ``Content-Length`` says),
-    else None: the caller then asks botocore, whose retries and error mapping decide what an error
-    status, a reset or a stall means. No response checksum is asked for: callers verify the bytes
-    against the blob's digest. A status that says this request's shape is wrong here (a redirect
-    to another region, a refused signature) turns the direct path off for the backend.
-    """
-
-    def __init__(self, base: str, http: Any, credentials: Any, region: str) -> None:
-        from urllib.parse import urlsplit
-
-        self.base = base  # http(s)://host[:port]/[bucket/], to which a percent-encoded key is appended
-        parts = urlsplit(base)
-        self.host = parts.netloc
-        self.path = parts.path
-        self.http = http
-        self.credentials = credentials  # None: unsigned requests
-        self.region = region
-        self.on = True
-        self.pool: Any = None  # urllib3's connection pool of the endpoint (see get)
-        self.pool_ok = True
-        self._day = ""
-        self._key = b""
-        self._secret = ""
-
-    def headers(self, path: str, now: datetime.datetime | None = None) -> dict[str, str]:
-        """The headers of a signed ``GET path`` (SigV4, service ``s3``); none when unsigned."""
-        if self.credentials is None:
-            return {}
-        c = self.credentials.get_frozen_credentials()  # refreshes expiring credentials
-        amzdate = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-        day = amzdate[:8]
-        if day != self._day or c.secret_key != self._secret:
-            k = hmac.new(("AWS4" + c.secret_key).encode(), day.encode(), hashlib.sha256).digest()
-            for part in (self.region, "s3", "aws4_request"):
-                k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-            self._key, self._day, self._secret = k, day, c.secret_key
-        h = {"host": self.host, "x-amz-content-sha256": _EMPTY_SHA256, "x-amz-date": amzdate}
-        if c.token:
-            h["x-amz-security-token"] = c.token
-        names = sorted(h)
-        signed = ";".join(names)
-        canonical = "\n".join(["GET", path, "", *(f"{n}:{h[n]}" for n in names), "", signed, _EMPTY_SHA256])
-        scope = f"{day}/{self.region}/s3/aws4_request"
-        to_sign = "\n".join(["AWS4-HMAC-SHA256", amzdate, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-        sig = hmac.new(self._key, to_sign.encode(), hashlib.sha256).hexdigest()
-        del h["host"]  # added by the HTTP layer
-        h["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={c.access_key}/{scope}, "
-                              f"SignedHeaders={signed}, Signature={sig}")
-        return h
-
-    def _connection_pool(self) -> Any:
-        """The urllib3 pool botocore's session uses for this endpoint (its TLS settings), or None
-        when a proxy is configured for it (then every request goes through the session)."""
-        http = self.http
-        if http._proxy_config.proxy_url_for(self.base) is not None:
-            return None
-        pool = http._get_connection_manager(self.base, None).connection_from_url(self.base)
-        http._setup_ssl_cert(pool, self.base, http._verify)
-        return pool
-
-    def get(self, key: str) -> bytes | None:
-        """The whole object at ``key`` (the full key, prefix included), or None (see the class)."""
-        from botocore.utils import percent_encode
-
-        quoted = percent_encode(key, safe="/~")
-        path = self.path + quoted
-        try:
-            if self.pool is None and self.pool_ok:
-                try:
-                    self.pool = self._connection_pool()
-                except Exception as e:  # another botocore: its session's public path below
-                    log.debug("no direct connection pool (%s)", e)
-                self.pool_ok = self.pool is not None
-            pool = self.pool
-            if pool is not None:  # straight to the pool: botocore's session adds its own CPU per request
-                r = pool.urlopen("GET", path, headers=self.headers(path), retries=False, assert_same_host=False,
-                                 preload_content=True, decode_content=False)
-                status, data, n = r.status, r.data, r.headers.get("content-length")
-            else:
-                from botocore.awsrequest import AWSRequest
-
-                req = AWSRequest(method="GET", url=self.base + quoted, headers=self.headers(path))
-                resp = self.http.send(req.prepare())
-                status, data, n = resp.status_code, resp.content, resp.headers.get("content-length")
-        except Exception as e:  # connection refused, reset, timeout, a body cut short: botocore retries it
-            log.debug("direct GET %s: %s", key, e)
-            self.pool = None  # taken again next time (a pool the manager closed, say)
-            return None
-        if status != 200:
-            if status != 404 and status < 500 and status != 429:
-                self.on = False  # the request is wrong here (region, signature, redirect): botocore's path
-                log.debug("direct GET %s: status %d; using botocore's request path from now on", key, status)
-            return None
-        if n is None or int(n) != len(data):
-            return None
-        return bytes(data)
 
 
 class S3Backend(Backend):
@@ -333,7 +114,7 @@ class S3Backend(Backend):
         self.max_concurrency = max_concurrency
         self.unsigned = no_sign_request_from_env() if unsigned is None else bool(unsigned)
 
-        self.counter = {"put": 0, "get": 0, "range": 0, "download": 0}
+        self.counter: dict[str, int] = {"put": 0, "get": 0, "range": 0, "download": 0}
         self._counter_lock = threading.Lock()
         self._client_lock = threading.Lock()
         self._client_obj = None
@@ -458,60 +239,8 @@ class S3Backend(Backend):
 
     def artfs_error(self, e: BaseException, key: str, *, exclusive: bool = False) -> BaseException:
         """The artfs error for a boto3/botocore/s3transfer exception (others are returned as-is)."""
-        if isinstance(e, ArtfsError):
-            return e
-        from botocore.exceptions import (
-            BotoCoreError,
-            ClientError,
-            ConnectionError as BotoConnectionError,
-            CredentialRetrievalError,
-            HTTPClientError,
-            NoCredentialsError,
-            PartialCredentialsError,
-            ProfileNotFound,
-        )
+        return artfs_error(self, e, key, exclusive=exclusive)
 
-        where = self._where(key) if key else f"{self.url} via {self._endpoint()}"
-        # boto3's transfer wrappers hide the real error; unwrap it
-        inner = getattr(e, "last_exception", None) or (
-            e.__context__ if type(e).__name__ == "S3UploadFailedError" else None
-        )
-        if isinstance(inner, BaseException) and inner is not e:
-            return self.artfs_error(inner, key, exclusive=exclusive)
-
-        if isinstance(e, ClientError):
-            err = e.response.get("Error", {})
-            code = str(err.get("Code") or "")
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            msg = err.get("Message") or code or str(status)
-            if exclusive and (code in _EXISTS or status in (409, 412)):
-                return AlreadyExists(f"{key}: already exists ({where})")
-            if code == "NoSuchBucket":
-                return _NoSuchBucket(
-                    f"{key or self.url}: bucket {self.bucket!r} does not exist ({where})"
-                )
-            if code in _NOT_FOUND or status == 404:
-                return NotFound(f"{key}: not found in the store ({where})")
-            if code in _DENIED or status == 403:
-                return PermissionDenied(f"{key or self.url}: access denied: {msg} ({where})")
-            what = key or self.url
-            return StoreUnavailable(f"{what}: S3 error {code or status}: {msg} ({where})")
-        if isinstance(e, (NoCredentialsError, PartialCredentialsError, ProfileNotFound)):
-            return PermissionDenied(f"{key or self.url}: no usable AWS credentials: {e} ({where})")
-        if isinstance(e, CredentialRetrievalError):
-            return StoreUnavailable(f"{key or self.url}: cannot get AWS credentials: {e} ({where})")
-        if isinstance(e, (BotoConnectionError, HTTPClientError)):
-            return StoreUnavailable(
-                f"{key or self.url}: S3 endpoint unreachable (gave up after the "
-                f"{self.timeout:g} s budget, ARTFS_S3_TIMEOUT): {e} ({where})"
-            )
-        if isinstance(e, BotoCoreError):
-            return StoreUnavailable(f"{key or self.url}: {e} ({where})")
-        if isinstance(e, (ConnectionError, TimeoutError)):
-            return StoreUnavailable(f"{key or self.url}: {e} ({where})")
-        if _is_botocore(e):
-            return StoreUnavailable(f"{key or self.url}: {type(e).__name__}: {e} ({where})")
-        return e  # not a store failure (a bug, a bad argument): let it surface as it is
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -942,7 +671,3 @@ def _unsigned_config(unsigned: bool) -> dict[str, Any]:
     from botocore import UNSIGNED
 
     return {"signature_version": UNSIGNED}
-
-
-def _is_botocore(e: BaseException) -> bool:
-    return type(e).__module__.startswith(("botocore", "boto3", "s3transfer", "urllib3"))
