@@ -3,7 +3,7 @@
 The store layout is in :mod:`artfs._groups_parts`; the overview in :mod:`artfs._distributed`.
 
 
-Protection from deletion: :func:`pending_blobs` (called by ``Store._live_blobs`` after it lists
+Protection from deletion: :func:`pending_blobs` (called by ``artfs._gc.live_blobs`` after it lists
 intents and manifests, so a part written after its intent was listed-missing is seen) names the
 blobs of every part of a group that is not abandoned. A group is *abandoned* when nothing in it
 (part, claim, result) was written for ``GROUP_GRACE`` seconds (default 7 days); ``artfs gc``
