@@ -48,12 +48,13 @@ from typing import Callable, Iterator
 
 import xxhash
 
+from . import _xattrs
 from ._digest import cache_rel, digest_bytes, digest_file, read_buffer
 from ._errors import ArtfsError, CorruptData, SizeMismatch
 
 log = logging.getLogger("artfs.cache")
 
-STAMP_XATTR = "user.artfs.verified"
+STAMP_XATTR = _xattrs.full(_xattrs.VERIFIED)  # on cache blobs, not in the mount
 
 
 # -- the local user's own directories ------------------------------------------------------------------

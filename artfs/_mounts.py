@@ -24,6 +24,7 @@ from typing import Any
 import xxhash
 
 from ._cache import default_cache_dir, parse_size
+from . import _xattrs
 from ._errors import ArtfsError, NotFound
 
 DEFAULT_REFRESH = 10.0
@@ -283,7 +284,7 @@ def _xattr_pid(mountpoint: str, wait: float = 3.0) -> int | None:
 
     def ask() -> None:
         try:
-            out.append(int(os.getxattr(mountpoint, "user.artfs.pid")))
+            out.append(int(os.getxattr(mountpoint, _xattrs.full(_xattrs.PID))))
         except (OSError, ValueError):
             pass
 

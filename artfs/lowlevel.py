@@ -36,6 +36,7 @@ from ._mounts import (
     pidfile_path,
     results_path,
 )
+from . import _xattrs as xattrs
 from ._names import check_alias, check_name, is_version, parse_version
 from ._refs import is_pinned
 from ._run import RUN_ENV, new_run_id
@@ -60,4 +61,6 @@ __all__ = [
     "results_path",
     # stores
     "default_store_url",
+    # the names of the mount's user.artfs.* attributes, shared with the command line (artfs/_xattrs.py)
+    "xattrs",
 ]

@@ -1,13 +1,12 @@
 """Every ``user.artfs.*`` extended attribute the mount answers, and how its value is spelt.
 
-One module so that a name is defined once: the handlers of :mod:`artfsd.fs` build their values
-with the functions below and qualify keys with :data:`PREFIX`; nothing else in the daemon writes
-``"user.artfs."``. (:mod:`artfsd.drafts` takes the prefix from here but still spells the keys of
-``draft/`` itself, with the constants below as their reference: it is being split into modules
-by another change, after which its keys come from here too.) (The command line reads some of these names through the kernel, e.g. ``artfs
-umount`` reads ``pid`` and ``results``, ``artfs commit`` writes ``commit`` and polls
-``last_commit``; it cannot import the daemon, so it spells them itself: they are the protocol
-between the two and must not change.)
+One module so that a name is defined once: the handlers of :mod:`artfsd.fs` (and the draft
+modules) build their values with the functions below and qualify keys with :data:`PREFIX`;
+nothing else in the daemon spells an attribute's name. The names themselves come from the
+library (``artfs/_xattrs.py``, through :mod:`artfs.lowlevel`), because the command line reads
+some of them through the kernel (``artfs umount`` reads ``pid`` and ``results``, ``artfs commit``
+writes ``commit`` and polls ``last_commit``) and may not import the daemon: they are the
+protocol between the two and must not change.
 
 =================  ====================  ==========================================================
 where              name                  value
@@ -41,30 +40,19 @@ import json
 import re
 from typing import Any, Iterable
 
-PREFIX = "user.artfs."
+from artfs.lowlevel import xattrs
 
+# The names are the library's (artfs/_xattrs.py: the command line reads some of them too).
+PREFIX = xattrs.PREFIX
 # the mount root
-STORE = "store"
-PID = "pid"
-RESULTS = "results"
-STATS = "stats"
+STORE, PID, RESULTS, STATS = xattrs.STORE, xattrs.PID, xattrs.RESULTS, xattrs.STATS
 # a version directory vN/
-TYPE = "type"
-DESCRIPTION = "description"
-METADATA = "metadata"
-ALIASES = "aliases"
-CREATED = "created"
-DIGEST = "digest"
-LOGGED_BY = "logged_by"
+TYPE, DESCRIPTION, METADATA, ALIASES = xattrs.TYPE, xattrs.DESCRIPTION, xattrs.METADATA, xattrs.ALIASES
+CREATED, DIGEST, LOGGED_BY = xattrs.CREATED, xattrs.DIGEST, xattrs.LOGGED_BY
 # a file of a version (and a file of a draft that has a base entry)
-SIZE = "size"
-REF = "ref"
-# draft/ (answered by artfsd.drafts)
-BASE = "base"
-GROUP = "group"
-STATUS = "status"
-LAST_COMMIT = "last_commit"
-COMMIT = "commit"
+SIZE, REF = xattrs.SIZE, xattrs.REF
+# draft/ (answered by artfsd.draft_commits)
+BASE, GROUP, STATUS, LAST_COMMIT, COMMIT = xattrs.BASE, xattrs.GROUP, xattrs.STATUS, xattrs.LAST_COMMIT, xattrs.COMMIT
 
 #: what setfattr/removexattr may change on ``vN/`` (as ``Artifact.save``)
 VERSION_WRITABLE = (DESCRIPTION, METADATA, ALIASES)

@@ -31,6 +31,7 @@ import trio
 from artfs import InvalidName, PartResult
 from artfs.lowlevel import ROOT, Draft, DraftBusy
 
+from . import attrs
 from .attrs import PREFIX as XATTR
 from .draft_slots import DraftFile, DraftSlot, SlotSpace, _fuse, log
 
@@ -47,17 +48,17 @@ class DraftCommits(SlotSpace):
             if dino == ROOT:
                 p = d.pending()
                 if p["description"] is not None:
-                    out["description"] = str(p["description"]).encode()
-                out["type"] = str(p["type"] or "unspecified").encode()
-                out["metadata"] = json.dumps(p["metadata"] or {}, ensure_ascii=False, sort_keys=True).encode()
-                out["aliases"] = ",".join(p["aliases"] or []).encode()
+                    out[attrs.DESCRIPTION] = str(p["description"]).encode()
+                out[attrs.TYPE] = str(p["type"] or "unspecified").encode()
+                out[attrs.METADATA] = json.dumps(p["metadata"] or {}, ensure_ascii=False, sort_keys=True).encode()
+                out[attrs.ALIASES] = ",".join(p["aliases"] or []).encode()
                 base = d.base_version
-                out["base"] = b"" if base is None else f"v{base}".encode()
+                out[attrs.BASE] = b"" if base is None else f"v{base}".encode()
                 if self.group is not None:
-                    out["group"] = self.group.encode()
-                out["status"] = status_value(d.status(hash=False).to_json())
+                    out[attrs.GROUP] = self.group.encode()
+                out[attrs.STATUS] = status_value(d.status(hash=False).to_json())
                 if slot.last_commit is not None:
-                    out["last_commit"] = json.dumps(slot.last_commit, sort_keys=True).encode()
+                    out[attrs.LAST_COMMIT] = json.dumps(slot.last_commit, sort_keys=True).encode()
                 return out
             try:
                 entry = d.base_entry(dino)
@@ -65,14 +66,14 @@ class DraftCommits(SlotSpace):
                 return out
             if entry is not None:
                 if entry.digest:
-                    out["digest"] = entry.digest.encode()
-                out["size"] = str(entry.size).encode()
+                    out[attrs.DIGEST] = entry.digest.encode()
+                out[attrs.SIZE] = str(entry.size).encode()
                 if entry.ref is not None:
-                    out["ref"] = entry.ref.encode()
+                    out[attrs.REF] = entry.ref.encode()
             return out
 
         got: dict[str, bytes] = await self._run(slot, work)
-        return {XATTR + k: v for k, v in got.items()}
+        return attrs.qualify(got)
 
     async def setxattr(self, slot: DraftSlot, dino: int, name: str, value: bytes) -> None:
         if dino != ROOT or not name.startswith(XATTR):
@@ -82,7 +83,7 @@ class DraftCommits(SlotSpace):
             text = value.decode("utf-8")
         except UnicodeDecodeError:
             raise _fuse(errno.EINVAL) from None
-        if key == "commit":
+        if key == attrs.COMMIT:
             request = _commit_request(text)
             if request.get("wait") is False and self._nursery is not None:
                 # Answer now and commit in the background: the kernel holds draft/'s inode lock
@@ -95,18 +96,18 @@ class DraftCommits(SlotSpace):
             return
         d = await self.draft(slot)
         try:
-            if key == "description":
+            if key == attrs.DESCRIPTION:
                 await self._run(slot, d.set_description, text or None)
-            elif key == "type":
+            elif key == attrs.TYPE:
                 await self._run(slot, d.set_type, text.strip() or "unspecified")
-            elif key == "metadata":
+            elif key == attrs.METADATA:
                 md = json.loads(text) if text.strip() else {}
                 if not isinstance(md, dict):
                     raise ValueError("metadata must be a JSON object")
                 await self._run(slot, d.set_metadata, md)
-            elif key == "aliases":
+            elif key == attrs.ALIASES:
                 await self._run(slot, d.set_aliases, [a for a in re.split(r"[,\s]+", text) if a])
-            elif key in ("base", "status", "last_commit"):
+            elif key in (attrs.BASE, attrs.STATUS, attrs.LAST_COMMIT):
                 raise _fuse(errno.EPERM)
             else:
                 raise _fuse(errno.ENOTSUP)
@@ -119,13 +120,13 @@ class DraftCommits(SlotSpace):
             raise _fuse(pyfuse3.ENOATTR)
         d = await self.draft(slot)
         key = name[len(XATTR):]
-        if key == "description":
+        if key == attrs.DESCRIPTION:
             await self._run(slot, d.set_description, None)
-        elif key == "metadata":
+        elif key == attrs.METADATA:
             await self._run(slot, d.set_metadata, {})
-        elif key == "aliases":
+        elif key == attrs.ALIASES:
             await self._run(slot, d.set_aliases, [])
-        elif key == "type":
+        elif key == attrs.TYPE:
             await self._run(slot, d.set_type, "unspecified")
         else:
             raise _fuse(pyfuse3.ENOATTR)

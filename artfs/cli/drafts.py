@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any
 
+from .. import _xattrs
 from .._distributed import PartResult
 from .._draft import Draft, DraftBusy, DraftStatus, Drafts, default_staging_root, list_drafts
 from .._errors import ArtfsError, NotFound
@@ -147,12 +148,12 @@ def commit_through_mount(ctx: Context, mountpoint: str, project: str, artifact: 
     failed: OSError | None = None
     doc: dict[str, Any] | None = None
     try:
-        os.setxattr(draft, "user.artfs.commit", json.dumps(request).encode())
+        os.setxattr(draft, _xattrs.full(_xattrs.COMMIT), json.dumps(request).encode())
     except OSError as e:
         failed = e
     while True:
         try:
-            doc = json.loads(os.getxattr(draft, "user.artfs.last_commit"))
+            doc = json.loads(os.getxattr(draft, _xattrs.full(_xattrs.LAST_COMMIT)))
         except (OSError, ValueError) as e:
             if failed is None:
                 failed = e if isinstance(e, OSError) else OSError(0, str(e))

@@ -35,6 +35,7 @@ import sys
 import threading
 from typing import Any, Sequence
 
+from .. import _xattrs
 from .._cache import default_cache_dir
 from .._errors import ArtfsError, NotFound
 from .._mounts import (
@@ -113,7 +114,7 @@ def cmd_umount(ctx: Context) -> int:
     dirs = [d for d in (getattr(args, "cache_dir", None), default_cache_dir()) if d]
     mnt = os.path.abspath(args.mountpoint)
     info = find_mount(mnt)
-    report = _xattr_text(mnt, "user.artfs.results") if info is not None and info.fstype == FSTYPE else None
+    report = _xattr_text(mnt, _xattrs.full(_xattrs.RESULTS)) if info is not None and info.fstype == FSTYPE else None
     pid = unmount(args.mountpoint, lazy=args.lazy, timeout=args.timeout, cache_dirs=dirs, note=ctx.note)
     return report_unmount(ctx, mnt, pid, report, [results_path(d, mnt) for d in dirs])
 
