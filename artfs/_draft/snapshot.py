@@ -27,6 +27,7 @@ from typing import Any, Callable
 from .._digest import digest_file
 from .._errors import InvalidPath
 from .._manifest import Entry, Manifest, gc_paused
+from .._units import human_size
 from .schema import _COLS, ROOT, _node_of_row, _Node, read_owner
 from .staging import Staging
 
@@ -68,20 +69,14 @@ class DraftStatus:
         return d
 
     def summary(self) -> str:
-        def mb(n: int) -> str:
-            for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-                if n < 1024 or unit == "TiB":
-                    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-                n /= 1024  # type: ignore[assignment]
-            return str(n)
-
+        """``1 added (5 B), 2 changed (1.5 MiB)``, or ``no changes``."""
         parts = []
         if self.added:
-            parts.append(f"{len(self.added)} added ({mb(self.added_bytes)})")
+            parts.append(f"{len(self.added)} added ({human_size(self.added_bytes)})")
         if self.changed:
-            parts.append(f"{len(self.changed)} changed ({mb(self.changed_bytes)})")
+            parts.append(f"{len(self.changed)} changed ({human_size(self.changed_bytes)})")
         if self.removed:
-            parts.append(f"{len(self.removed)} removed ({mb(self.removed_bytes)})")
+            parts.append(f"{len(self.removed)} removed ({human_size(self.removed_bytes)})")
         if self.unhashed:
             parts.append(f"{len(self.unhashed)} written, maybe changed")
         return ", ".join(parts) or "no changes"

@@ -26,7 +26,7 @@ from .._names import check_alias, parse_spec
 from .._store import Store
 from . import groups
 from .context import Context, json_option, metadata
-from .output import MATCHED, commit_text, human_size, uploaded
+from .output import MATCHED, commit_text, uploaded
 
 _SHOW_PATHS = 10
 
@@ -47,23 +47,11 @@ def _owner_text(owner: dict[str, Any]) -> str:
     return f"open in pid {owner.get('pid')} ({owner.get('what') or '?'}{at})"
 
 
-def _summary(st: DraftStatus) -> str:
-    """``1 added (5 B), 2 changed (1.5 MiB)``, or ``no changes``."""
-    parts = []
-    if st.added:
-        parts.append(f"{len(st.added)} added ({human_size(st.added_bytes)})")
-    if st.changed:
-        parts.append(f"{len(st.changed)} changed ({human_size(st.changed_bytes)})")
-    if st.removed:
-        parts.append(f"{len(st.removed)} removed ({human_size(st.removed_bytes)})")
-    if st.unhashed:
-        parts.append(f"{len(st.unhashed)} written, maybe changed")
-    return ", ".join(parts) or "no changes"
 
 
 def _status_text(st: DraftStatus, *, show_store: bool) -> str:
     base = f"v{st.base_version}" if st.base_version is not None else "new artifact"
-    head = f"{st.project}/{st.artifact}  (base {base})  {_summary(st)}"
+    head = f"{st.project}/{st.artifact}  (base {base})  {st.summary()}"
     if show_store:
         head += f"  [{st.store_url}]"
     lines = [head]
