@@ -15,7 +15,6 @@ or ``gs://`` reference is used.
 from __future__ import annotations
 
 import email.utils
-import os
 import random
 import time
 import weakref
@@ -24,6 +23,7 @@ from typing import Callable, TypeVar
 import httpx
 
 from .._errors import ArtfsError, NotFound, PermissionDenied, StoreUnavailable
+from .base import timeout_from_env
 
 DEFAULT_TIMEOUT = 15.0
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -65,16 +65,7 @@ def retry_within(budget: float, attempt: Callable[[], _T], retryable: Callable[[
 
 
 def _timeout_from_env() -> float:
-    raw = os.environ.get("ARTFS_HTTP_TIMEOUT")
-    if not raw:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"ARTFS_HTTP_TIMEOUT={raw!r}: expected a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"ARTFS_HTTP_TIMEOUT={raw!r}: must be positive")
-    return value
+    return timeout_from_env("ARTFS_HTTP_TIMEOUT", DEFAULT_TIMEOUT)
 
 
 def make_client(timeout: float | None = None, *, follow_redirects: bool = False) -> httpx.Client:

@@ -11,10 +11,11 @@ over raises :class:`_BodyBroke` (:func:`_read_body`), which :meth:`S3Backend._re
 
 from __future__ import annotations
 
-import os
 import time
 from types import SimpleNamespace
 from typing import Any, Callable
+
+from .base import timeout_from_env
 
 DEFAULT_TIMEOUT = 15.0
 #: attempts per request when the AWS configuration names none: the time budget is the real bound
@@ -22,16 +23,7 @@ DEFAULT_MAX_ATTEMPTS = 1000
 
 
 def _timeout_from_env() -> float:
-    raw = os.environ.get("ARTFS_S3_TIMEOUT")
-    if not raw:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"ARTFS_S3_TIMEOUT={raw!r}: expected a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"ARTFS_S3_TIMEOUT={raw!r}: must be positive")
-    return value
+    return timeout_from_env("ARTFS_S3_TIMEOUT", DEFAULT_TIMEOUT)
 
 
 def _attempt_timeout(timeout: float) -> float:

@@ -117,3 +117,18 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
             raise OSError(f"pwrite wrote {n} bytes")
         view = view[n:]
         offset += n
+
+
+def timeout_from_env(var: str, default: float) -> float:
+    """The per-request time budget from ``$var`` (seconds), else ``default``; a clear error for
+    a value that is not a positive number (the backends' ``ARTFS_S3_TIMEOUT``, ``ARTFS_HTTP_TIMEOUT``)."""
+    raw = os.environ.get(var)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{var}={raw!r}: expected a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{var}={raw!r}: must be positive")
+    return value
