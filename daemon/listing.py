@@ -78,6 +78,8 @@ class ListingHandler(Handler):
         attributes (every second, MUTABLE) and drops the listing if the mtime moved; so the mtime
         must move whenever the names do, and only then (strictly increasing, never repeated).
         """
+        if not node.ok:  # never listed: what it holds so far is not a listing the kernel has seen
+            return self.ns.started_ns
         names = tuple(node.children)
         seen = self._names.get(node.ino)
         if seen is None:
