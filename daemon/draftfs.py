@@ -71,6 +71,14 @@ class DraftHandler(Handler):
     async def fsyncdir(self, dir: Any, datasync: bool) -> None:
         await self.ds.fsyncdir(dir[0])
 
+    async def fsync_all(self, datasync: bool) -> None:
+        """``fsyncdir`` of a directory the router cannot name (no opendir): every open draft."""
+        if self.drafts is None:
+            return
+        for slot in list(self.drafts.slots):
+            if slot.draft is not None:
+                await self.ds.fsyncdir(slot)
+
     # -- files -----------------------------------------------------------------------------------
     async def open(self, inode: int, flags: int, ctx: Any, fh: int) -> tuple[Any, pyfuse3.FileInfo]:
         slot, dino = self._find(inode)

@@ -63,6 +63,8 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     # Asked for at init when pyfuse3 can (daemon/kernel.py); the kernel's answer is in self.kernel.
     enable_passthrough = True
+    # opendir answered ENOSYS when pyfuse3 names the directory in readdir (daemon/kernel.py)
+    enable_no_opendir = True
 
     def __init__(
         self,
@@ -136,12 +138,14 @@ class Operations(pyfuse3.Operations):
 
     def init(self) -> None:
         """Called by pyfuse3 once the kernel answered INIT: learn what it can do for us."""
-        self.kernel = probe(want_passthrough=self.enable_passthrough)
+        self.kernel = probe(want_passthrough=self.enable_passthrough, want_no_opendir=self.enable_no_opendir)
         self.backings.enabled = self.kernel.passthrough
+        self.listing.fresh_on_getattr = self.kernel.no_opendir
         for what, why in self.kernel.why_not.items():
             log.info("kernel %s: off (%s)", what, why)
         log.info("kernel features: cached listings %s, passthrough %s",
-                 "on" if self.kernel.cache_readdir else "off", "on" if self.kernel.passthrough else "off")
+                 "all (no opendir)" if self.kernel.no_opendir else "versions" if self.kernel.cache_readdir
+                 else "off", "on" if self.kernel.passthrough else "off")
 
     def _ref_reader(self) -> Any:
         if self._refs is None:
@@ -239,6 +243,11 @@ class Operations(pyfuse3.Operations):
     # -- directories -----------------------------------------------------------------------------
     @fuse_handler
     async def opendir(self, inode: int, ctx: Any = None) -> int:  # or a FileInfo (kernel.py)
+        if self.kernel.no_opendir:
+            # Once: the kernel then opens every directory itself, with its listing cached, and
+            # sends readdir with fh 0 and the directory in the token (daemon/kernel.py).
+            self.stats["opendir_enosys"] += 1
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         h = self.route(inode)
         state, immutable = await h.opendir(inode, ctx)
         fh = next(self._fh)
@@ -250,6 +259,16 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        if fh == 0 and self.kernel.no_opendir:  # no handle: the directory's state for this call
+            inode: int = token.inode  # type: ignore[attr-defined,unused-ignore]
+            h = self.route(inode)
+            state, _ = await h.opendir(inode, None)
+            self.stats["readdirs"] += 1
+            try:
+                await h.readdir(state, start_id, token)
+            finally:
+                await h.releasedir(state)
+            return
         d = self.dirs.get(fh)
         if d is None:
             raise pyfuse3.FUSEError(errno.EBADF)
@@ -263,6 +282,11 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        if fh == 0 and self.kernel.no_opendir:
+            # No handle says which directory: make every open draft durable (more than asked for,
+            # never less). Only drafts have anything to sync.
+            await self.draft_handler.fsync_all(datasync)
+            return
         d = self.dirs.get(fh)
         if d is not None:
             await d[0].fsyncdir(d[1], datasync)

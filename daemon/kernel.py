@@ -2,10 +2,21 @@
 
 Two FUSE features take whole classes of requests away from this (Python, one-threaded) daemon:
 
-* **Cached directory listings** (``FOPEN_CACHE_DIR``): the kernel keeps a version directory's
-  listing after one complete ``readdir`` and answers the next ones itself. Version trees never
-  change, so their listings are cached for as long as the kernel keeps them; the levels above
-  (projects, artifacts, aliases) change while mounted and are never cached this way.
+* **Cached directory listings** (``FOPEN_CACHE_DIR``): the kernel keeps a directory's listing
+  after one complete ``readdir`` and answers the next ones itself. With a pyfuse3 that names the
+  directory in ``readdir`` (``ReaddirToken.inode``, patches/pyfuse3-3.5.0-readdir-inode.patch),
+  the daemon answers the first ``opendir`` with ENOSYS: the kernel then sends no OPENDIR or
+  RELEASEDIR for the rest of the mount (FUSE_NO_OPENDIR_SUPPORT) and opens every directory with
+  ``FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR`` (``no_opendir``), so a repeated ``find`` reaches the
+  daemon not at all. Otherwise only version directories are opened with ``cache_readdir``.
+  What keeps a cached listing true (fs/fuse/readdir.c, ``fuse_readdir_cached``): a read from
+  offset 0 first refreshes the directory's attributes if they expired and drops the cached
+  listing when the mtime or the inode's change counter moved. Version trees never change; a
+  draft's directories are changed only through the mount (each create/unlink/rename moves the
+  counter in the kernel) or by the daemon, which reports the new mtime; a listing directory
+  (root, project, artifact) has a 1 s attribute timeout, re-lists itself on ``getattr`` when its
+  listing is stale (as ``opendir`` did), and reports as mtime the time its names last changed
+  (:meth:`artfsd.listing.ListingHandler.entry`).
 * **Passthrough** (``FOPEN_PASSTHROUGH``, Linux >= 6.9, libfuse >= 3.16, CAP_SYS_ADMIN): an open
   file of a version whose blob is complete and verified in the cache is backed by that cache
   file; ``read``, ``splice`` and ``mmap`` then go to it in the kernel, at the speed of the
@@ -48,11 +59,13 @@ class Features:
     """What this daemon can use, and why not where it cannot."""
 
     cache_readdir: bool = False
+    no_opendir: bool = False  # opendir answered ENOSYS: every listing cached, readdir gets fh 0
     passthrough: bool = False
     why_not: dict[str, str] = field(default_factory=dict)
 
     def doc(self) -> dict[str, Any]:
-        return {"cache_readdir": self.cache_readdir, "passthrough": self.passthrough,
+        return {"cache_readdir": self.cache_readdir, "no_opendir": self.no_opendir,
+                "passthrough": self.passthrough,
                 **({"unavailable": dict(self.why_not)} if self.why_not else {})}
 
 
@@ -64,7 +77,7 @@ def build_features() -> dict[str, bool]:
     return dict(probe_fn())
 
 
-def probe(*, want_passthrough: bool = True) -> Features:
+def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True) -> Features:
     """What the running session can use (call after ``pyfuse3.init``, once the kernel answered)."""
     built = build_features()
     f = Features()
@@ -72,6 +85,12 @@ def probe(*, want_passthrough: bool = True) -> Features:
         f.cache_readdir = True
     else:
         f.why_not["cache_readdir"] = "pyfuse3 without the kernel-cache patch (see .ci/setup)"
+    if not want_no_opendir:
+        f.why_not["no_opendir"] = "turned off"
+    elif built.get("readdir_inode"):
+        f.no_opendir = True
+    else:
+        f.why_not["no_opendir"] = "pyfuse3 without the readdir-inode patch (see .ci/setup)"
     if not want_passthrough:
         f.why_not["passthrough"] = "turned off (--no-passthrough)"
     elif not built.get("passthrough"):

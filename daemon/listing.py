@@ -20,10 +20,12 @@ module only maps them onto file operations and shows the result at once.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import logging
 import os
 import stat
+import time
 from typing import Any, Callable
 
 import pyfuse3
@@ -48,6 +50,11 @@ class ListingHandler(Handler):
         self.drafts = drafts  # artfsd.drafts.DraftSpace, None on a read-only mount
         self.results_path: str | None = None  # where the daemon reports its commits at unmount
         self.stats_doc = stats  # the mount's counters (user.artfs.stats): Operations.stats_doc
+        # The kernel caches these listings too (daemon/kernel.py, ``no_opendir``): getattr then
+        # re-lists a stale directory, as opendir does otherwise, so that the mtime it reports
+        # (:meth:`changed_ns`) tells the kernel to drop a listing that changed.
+        self.fresh_on_getattr = False
+        self._names: dict[int, tuple[tuple[str, ...], int]] = {}  # ino -> (names, when they changed)
 
     def node(self, inode: int) -> Node:
         node = self.ns.inodes.meta.get(inode)
@@ -62,7 +69,27 @@ class ListingHandler(Handler):
             return self.m.attr(node.ino, stat.S_IFLNK | 0o777, len(node.link), 1, t, MUTABLE)
         assert isinstance(node, ListingDir)
         nsub = sum(1 for c in node.children.values() if not isinstance(c, AliasLink))
-        return self.m.attr(node.ino, self.m.dir_mode(), 0, 2 + nsub, t, MUTABLE)
+        return self.m.attr(node.ino, self.m.dir_mode(), 0, 2 + nsub, self.changed_ns(node), MUTABLE)
+
+    def changed_ns(self, node: ListingDir) -> int:
+        """A listing directory's mtime: when this mount last saw its names change.
+
+        Before serving a cached listing from offset 0 the kernel refreshes the directory's
+        attributes (every second, MUTABLE) and drops the listing if the mtime moved; so the mtime
+        must move whenever the names do, and only then (strictly increasing, never repeated).
+        """
+        if not node.ok:  # never listed: what it holds so far is not a listing the kernel has seen
+            return self.ns.started_ns
+        names = tuple(node.children)
+        seen = self._names.get(node.ino)
+        if seen is None:
+            self._names[node.ino] = (names, self.ns.started_ns)
+            return self.ns.started_ns
+        if seen[0] == names:
+            return seen[1]
+        t = max(time.time_ns(), seen[1] + 1)
+        self._names[node.ino] = (names, t)
+        return t
 
     # -- names -----------------------------------------------------------------------------------
     async def lookup(self, parent: int, name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
@@ -89,7 +116,12 @@ class ListingHandler(Handler):
         return self.m.entry_of(found)
 
     async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        return self.entry(self.node(inode))
+        node = self.node(inode)
+        if self.fresh_on_getattr and isinstance(node, ListingDir) and node.ok:
+            # Bounded by stale_wait; a directory never listed is listed by its first readdir
+            # (which may fail), never by a stat (which must not).
+            await self.ns.ensure_fresh(node)
+        return self.entry(node)
 
     async def readlink(self, inode: int, ctx: Any) -> bytes:
         node = self.node(inode)
@@ -103,14 +135,32 @@ class ListingHandler(Handler):
         if not isinstance(meta, ListingDir):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         await self.ns.ensure_fresh(meta)
-        return meta.sorted_children(), False  # a snapshot: offsets stay valid while listing
+        return (meta, meta.sorted_children()), False
 
     async def readdir(self, dir: Any, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        listing: list[tuple[str, Node]] = dir
-        for i in range(start_id, len(listing)):
-            name, node = listing[i]
-            if not pyfuse3.readdir_reply(token, name.encode(), self.m.entry_of(node), i + 1):
+        # Entries in name order; an entry's cookie is its inode, and a listing goes on after the
+        # name of the entry it stopped at. So entries added or removed between two calls (a
+        # refresh, or a new listing per call when the kernel opens directories itself) never make
+        # another entry appear twice or go missing.
+        meta, listing = dir
+        k = self._resume(meta, listing, start_id)
+        for name, node in listing[k:]:
+            if not pyfuse3.readdir_reply(token, name.encode(), self.m.entry_of(node), node.ino):
                 break
+
+    def _resume(self, meta: ListingDir, listing: list[tuple[str, Node]], cookie: int) -> int:
+        """Where a listing goes on after the entry whose inode is ``cookie`` (0: the start)."""
+        if cookie == 0:
+            return 0
+        for k, (_, node) in enumerate(listing):
+            if node.ino == cookie:
+                return k + 1
+        last = self.ns.inodes.meta.get(cookie)  # gone from the listing since: go on after its name
+        if last is None and isinstance(meta, ArtifactDir) and meta.draft is not None and meta.draft.ino == cookie:
+            last = meta.draft
+        if last is None:
+            return len(listing)  # not a cookie this directory handed out
+        return bisect.bisect_right([name for name, _ in listing], last.name)
 
     async def open(self, inode: int, flags: int, ctx: Any, fh: int) -> tuple[Any, pyfuse3.FileInfo]:
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:

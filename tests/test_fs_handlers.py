@@ -280,6 +280,56 @@ def test_aliases_move_through_symlink_rename_and_unlink(store: Store, tmp_path: 
     run(main)
 
 
+class DirToken:
+    """What pyfuse3's ReaddirToken carries when the kernel opens directories itself (fh 0)."""
+
+    def __init__(self, inode: int) -> None:
+        self.inode = inode
+
+
+def test_a_listing_resumed_after_its_names_changed_gives_each_other_name_once(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With no opendir (daemon/kernel.py) every readdir call lists the directory afresh, and the
+    # kernel resumes from the cookie of the last entry it kept: names that came or went between two
+    # calls must not make another name appear twice or go missing.
+    got: list[tuple[bytes, int]] = []
+    room = [0]
+
+    def readdir_reply(token: Any, name: bytes, attr: pyfuse3.EntryAttributes, next_id: int) -> bool:
+        if room[0] == 0:
+            return False  # the kernel's buffer is full: this entry is not taken
+        room[0] -= 1
+        got.append((name, next_id))
+        return True
+
+    monkeypatch.setattr(pyfuse3, "readdir_reply", readdir_reply)
+
+    async def main() -> None:
+        store.set_alias("cycling", "bikes", "best", 0)
+        store.set_alias("cycling", "bikes", "good", 0)
+        ops = make_ops(store, tmp_path)  # refresh=0: every listing re-lists the store
+        ops.kernel.no_opendir = True
+        art = await walk(ops, "cycling/bikes")
+        token = DirToken(art.st_ino)
+        room[0] = 1
+        await ops.readdir(0, 0, token)  # type: ignore[arg-type]
+        assert [n for n, _ in got] == [b"best"]
+        store.remove_alias("cycling", "bikes", "best")  # the entry the listing stopped at goes
+        room[0] = 1
+        await ops.readdir(0, got[-1][1], token)  # type: ignore[arg-type]
+        assert [n for n, _ in got] == [b"best", b"good"]
+        store.set_alias("cycling", "bikes", "aaa", 1)  # a name before the position comes
+        room[0] = 100
+        await ops.readdir(0, got[-1][1], token)  # type: ignore[arg-type]
+        assert [n for n, _ in got] == [b"best", b"good", b"latest", b"v0", b"v1"]
+        room[0] = 100
+        got.clear()
+        await ops.readdir(0, 0, token)  # type: ignore[arg-type]
+        assert [n for n, _ in got] == [b"aaa", b"good", b"latest", b"v0", b"v1"]
+
+    run(main)
+
+
 def test_version_metadata_through_setxattr(store: Store, tmp_path: Path) -> None:
     async def main() -> None:
         ops = make_ops(store, tmp_path, writable=True)

@@ -1,4 +1,4 @@
-"""Kernel features on a real mount: passthrough of complete cache blobs, cached version listings.
+"""Kernel features on a real mount: passthrough of complete cache blobs, cached listings.
 
 Both need the patched pyfuse3 that ``.ci/setup`` builds (daemon/kernel.py); passthrough also
 needs Linux >= 6.9 and CAP_SYS_ADMIN. Tests that need a feature the daemon reports as off are
@@ -169,6 +169,45 @@ def test_version_listings_are_cached_by_the_kernel(setup):
         want = sorted(str(p.relative_to(src)) for p in src.rglob("*"))
         got = sorted(os.path.relpath(line, root) for line in first.splitlines() if line != root)
         assert got == want
+
+
+def test_every_listing_is_cached_and_what_changes_still_shows(setup):
+    """With no opendir (daemon/kernel.py) the kernel caches every directory's listing, the levels
+    above versions and drafts included: a second ``find`` of the whole mount reaches the daemon
+    not once, and yet a draft changed through the mount and an artifact logged by another process
+    show at once / within the refresh interval."""
+    store_url, src, _, tmp = setup
+    with _mount(store_url, tmp) as m:
+        _need(m, "no_opendir")
+        first = subprocess.run(["find", m.mountpoint], capture_output=True, text=True, check=True).stdout
+        before = m.stats()["readdirs"]
+        second = subprocess.run(["find", m.mountpoint], capture_output=True, text=True, check=True).stdout
+        assert second == first
+        assert m.stats()["readdirs"] == before  # root, project, artifact, versions, draft: all cached
+        assert m.stats()["opendir_enosys"] == 1  # asked once; the kernel never sent OPENDIR again
+
+        draft = m.path("p", "data", "draft")
+        assert sorted(os.listdir(draft)) == ["big.bin", "sub"]
+        with open(os.path.join(draft, "new.txt"), "w") as fh:
+            fh.write("new")
+        os.mkdir(os.path.join(draft, "dir"))
+        assert sorted(os.listdir(draft)) == ["big.bin", "dir", "new.txt", "sub"]
+        os.rename(os.path.join(draft, "new.txt"), os.path.join(draft, "dir", "moved.txt"))
+        os.unlink(os.path.join(draft, "big.bin"))
+        assert sorted(os.listdir(draft)) == ["dir", "sub"]
+        assert os.listdir(os.path.join(draft, "dir")) == ["moved.txt"]
+        assert len(os.listdir(os.path.join(draft, "sub"))) == len(os.listdir(src / "sub"))
+
+        project = m.path("p")
+        assert sorted(os.listdir(project)) == ["data"]
+        art = Artifact("other", type="model")
+        art.add_dir(str(src / "sub" / "deeper"))
+        Store(store_url).log_artifact(art, project="p")
+        first_refresh = m.stats()["refreshes"]
+        while m.stats()["refreshes"] - first_refresh < 30 and "other" not in os.listdir(project):
+            time.sleep(0.2)
+        assert sorted(os.listdir(project)) == ["data", "other"]
+        assert sorted(os.listdir(m.path("p", "other"))) == ["draft", "latest", "v0"]
 
 
 def test_new_versions_and_moved_aliases_still_appear(setup):
