@@ -65,7 +65,7 @@ def open_verified(path: str, size: int, digest: str) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         st = os.fstat(fd)
-        if st.st_size != size or not os.path.samestat(st, os.stat(path)) or not stamp_ok(fd, digest):
+        if st.st_size != size or not os.path.samestat(st, os.stat(path)) or not stamp_ok(fd, digest, st):
             os.close(fd)
             return -1
         if time.time() - st.st_atime > TOUCH_EVERY:  # recency for LRU; the mtime is the record's

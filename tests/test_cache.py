@@ -155,6 +155,41 @@ def test_insert_bytes_verifies_and_records(tmp_path):
     assert os.listdir(os.path.join(cache.root, "tmp")) == []
 
 
+def test_verification_record_costs_no_block_and_old_records_still_count(tmp_path):
+    """The record on a blob takes no disk block of its own where the file system keeps small
+    xattrs in the inode (ext4): once the page cache is dropped, every warm open by the mount would
+    read that block from the disk. A record written by an earlier artfs (text) still lets the blob
+    be served unhashed; a record of another digest, or of an older mtime, does not."""
+    from artfs._cache import STAMP_XATTR
+    from artfs.lowlevel import stamp_ok
+
+    cache = Cache(str(tmp_path / "c"), max_size="1G")
+    data = os.urandom(100 << 10)
+    d = digest_bytes(data)
+    p = cache.insert_bytes(d, data)
+    probe = tmp_path / "probe"
+    probe.write_bytes(data)
+    os.setxattr(probe, "user.probe", b"x")
+    os.sync()
+    if os.stat(probe).st_blocks != len(data) // 512:
+        pytest.skip("this file system keeps no xattr in the inode")
+    assert os.stat(p).st_blocks == len(data) // 512  # the data's blocks, nothing more
+
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert stamp_ok(fd, d)
+        assert not stamp_ok(fd, digest_bytes(b"another blob"))
+        st = os.fstat(fd)
+        os.chmod(p, 0o644)  # user xattrs need write permission
+        os.setxattr(p, STAMP_XATTR, f"{d} {st.st_ino} {st.st_size} {st.st_mtime_ns}".encode())
+        assert stamp_ok(fd, d)  # an earlier artfs's record
+        assert not stamp_ok(fd, digest_bytes(b"another blob"))
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+        assert not stamp_ok(fd, d)  # changed since (as a write would)
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.timeout(60)
 def test_concurrent_ensure_of_one_blob_gives_one_correct_file(tmp_path):
     cache = Cache(str(tmp_path / "c"), max_size="1G")
