@@ -15,12 +15,11 @@ Invariants
 * A blob that later fails verification (disk damage, a user writing through a copy) is removed
   and fetched again by whoever noticed; it is never served.
 * **What was verified is recorded on the blob**: the extended attribute ``user.artfs.verified``
-  holds a fingerprint of the digest, the inode, size and mtime in ns as they were when its bytes
-  were hashed (written before the blob is renamed into ``blobs/``; 41 bytes, small enough to live
-  in the inode itself on ext4, see :data:`_RECORD`). Whoever opens a blob to serve it without
-  hashing it (the mount) first compares that record with ``fstat``: equal means the bytes are the
-  ones that were verified (a write changes the mtime); different or missing means it is hashed
-  again (then re-recorded) or, if it no longer matches its digest, dropped with one warning
+  holds the digest, inode, size and mtime_ns as they were when its bytes were hashed (written
+  before the blob is renamed into ``blobs/``), in 40 bytes (:func:`_stamp_value`). Whoever opens a blob to serve it without hashing it
+  (the mount) first compares that record with ``fstat``: equal means the bytes are the ones that
+  were verified (a write changes the mtime); different or missing means it is hashed again (then
+  re-recorded) or, if it no longer matches its digest, dropped with one warning
   (``cache blob ... changed on disk after it was verified``) and fetched again. Copies out of the
   cache (``artfs get``, ``Artifact.download``, drafts) hash every byte they copy anyway, and check
   the size too. Not caught by the record: a change that also restores the mtime (``touch -d``) or
@@ -109,24 +108,21 @@ def default_cache_size(root: str) -> int:
     return st.f_blocks * st.f_frsize // 10
 
 
-#: the verification record as written: a version byte, a 128-bit fingerprint of the digest, then
-#: inode, size and mtime in ns (little-endian). 41 bytes, so that with its name it fits in the
-#: inode's own xattr space on ext4 (256-byte inodes: at most 56 bytes of value for this name); the
-#: text record written before (``<digest> <inode> <size> <mtime_ns>``, about 75 bytes) took an
-#: extra 4 KiB block per blob, and with it one more disk read per open once the inodes' buffers
-#: are dropped. Both are accepted when read.
-_RECORD = struct.Struct("<B16sQQq")
-_RECORD_VERSION = 1
+_STAMP = struct.Struct("<QQq")
 
 
 def _stamp_value(digest: str, st: os.stat_result) -> bytes:
-    return _RECORD.pack(_RECORD_VERSION, xxhash.xxh3_128_digest(digest.encode()), st.st_ino, st.st_size,
-                        st.st_mtime_ns)
+    """The verification record: the digest's 16 bytes, then inode, size and mtime_ns (64-bit,
+    little-endian): 40 bytes.
 
-
-def _text_stamp_value(digest: str, st: os.stat_result) -> bytes:
-    """The record as artfs wrote it before the compact one (still valid where it is found)."""
-    return f"{digest} {st.st_ino} {st.st_size} {st.st_mtime_ns}".encode()
+    Short enough to live inside the inode on ext4 (with 256-byte inodes, a value of up to 56 bytes
+    fits beside this name). The earlier text form (``<digest> <inode> <size> <mtime_ns>``, 70-80
+    bytes) did not: each blob got a 4 KiB attribute block of its own, allocated (and written) at
+    insert, freed at eviction, and read from the disk, apart from the inode, by every open of a
+    blob whose metadata is not in memory. A record in the old form no longer matches: that blob
+    is hashed once more when it is next served unhashed, and recorded anew.
+    """
+    return bytes.fromhex(digest.partition(":")[2]) + _STAMP.pack(st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def stamp(fd: int, digest: str) -> bool:
@@ -154,20 +150,13 @@ def stamp(fd: int, digest: str) -> bool:
         return False
 
 
-def stamp_ok(fd: int, digest: str, st: os.stat_result | None = None) -> bool:
-    """Whether ``fd`` is unchanged since it was verified against ``digest`` (no hashing).
-
-    ``st``: ``os.fstat(fd)`` if the caller has it already (one system call less).
-    """
+def stamp_ok(fd: int, digest: str) -> bool:
+    """Whether ``fd`` is unchanged since it was verified against ``digest`` (no hashing)."""
     try:
         rec = os.getxattr(fd, STAMP_XATTR)
     except OSError:
         return False
-    if st is None:
-        st = os.fstat(fd)
-    if len(rec) == _RECORD.size:
-        return rec == _stamp_value(digest, st)
-    return rec == _text_stamp_value(digest, st)
+    return rec == _stamp_value(digest, os.fstat(fd))
 
 
 def hash_fd(fd: int) -> tuple[str, int]:

@@ -65,7 +65,7 @@ def open_verified(path: str, size: int, digest: str) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         st = os.fstat(fd)
-        if st.st_size != size or not os.path.samestat(st, os.stat(path)) or not stamp_ok(fd, digest, st):
+        if st.st_size != size or not os.path.samestat(st, os.stat(path)) or not stamp_ok(fd, digest):
             os.close(fd)
             return -1
         if time.time() - st.st_atime > TOUCH_EVERY:  # recency for LRU; the mtime is the record's
@@ -137,6 +137,7 @@ class CompleteOpens:
             return None
         path = self.cache.path(digest)
         fd = open_verified(path, size, digest)
+        warm = fd >= 0
         if fd < 0 and size <= SMALL:
             if await self.small.wait(digest):  # the directory's prefetch was fetching it
                 fd = open_verified(path, size, digest)
@@ -160,6 +161,7 @@ class CompleteOpens:
             os.close(fd)
             raise
         f.fast = fd
+        f.warm = warm
         self.stats["loop_opens"] += 1
         return f
 

@@ -31,8 +31,7 @@ import time
 from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from bench_read import PeerMount, S3rver, Table, wait_for  # noqa: E402
 
@@ -43,33 +42,17 @@ from artfsd.testing import MountProcess  # noqa: E402
 PROJECT = "bench"
 
 READER = r"""
-import sys, time
+import sys
 paths = sys.stdin.read().split("\n")
 n = 0
-t_open = t_read = t_close = 0.0
-clock = time.perf_counter
 for p in paths:
     if p:
-        t0 = clock()
-        f = open(p, "rb", buffering=0)
-        t1 = clock()
-        while f.read(1 << 20):
-            pass
-        t2 = clock()
-        f.close()
-        t_open += t1 - t0
-        t_read += t2 - t1
-        t_close += clock() - t2
+        with open(p, "rb", buffering=0) as f:
+            while f.read(1 << 20):
+                pass
         n += 1
-print(n, t_open, t_read, t_close)
+print(n)
 """
-
-#: where the readers' time went in the last epoch: seconds per file in open(), read(), close()
-LAST_SPLIT: dict[str, float] = {}
-
-
-def split_text() -> str:
-    return "a reader's ms per file: " + ", ".join(f"{k} {v * 1000:.3f}" for k, v in LAST_SPLIT.items())
 
 
 def drop_caches() -> None:
@@ -94,16 +77,12 @@ def epoch(paths: list[str], workers: int, seed: int) -> float:
         p.stdin.write("\n".join(part).encode())
         p.stdin.close()
     done = 0
-    split = [0.0, 0.0, 0.0]
     for p in procs:
         out = p.stdout.read() if p.stdout else b""
         if p.wait() != 0:
             raise RuntimeError("a reader failed")
-        n, *times = out.split()
-        done += int(n)
-        split = [a + float(b) for a, b in zip(split, times)]
+        done += int(out)
     t = time.perf_counter() - t0
-    LAST_SPLIT.update(zip(("open", "read", "close"), (x / max(done, 1) for x in split)))
     if done != len(paths):
         raise RuntimeError(f"read {done} of {len(paths)} files")
     return len(paths) / t
@@ -112,15 +91,14 @@ def epoch(paths: list[str], workers: int, seed: int) -> float:
 class Profiler:
     """``py-spy record`` of the daemon for one epoch (``--profile``): collapsed stacks, one file per epoch."""
 
-    def __init__(self, out_dir: str | None, name: str, pid: int, mode: str = "gil") -> None:
+    def __init__(self, out_dir: str | None, name: str, pid: int) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         if out_dir is None:
             return
         spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
         os.makedirs(out_dir, exist_ok=True)
         self.proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-                                      "--threads", *{"gil": ["--gil"], "idle": ["--idle"],
-                                                      "native": ["--gil", "--native"]}[mode], "--output", os.path.join(out_dir, f"{name}.txt")],
+                                      "--threads", "--gil", "--output", os.path.join(out_dir, f"{name}.txt")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # py-spy attaches
 
@@ -168,18 +146,7 @@ def main() -> None:
     ap.add_argument("--peers", default="s3fs,rclone", help="comma-separated peers to measure ('' for none)")
     ap.add_argument("--profile", default=None, metavar="DIR",
                     help="sample the daemon with py-spy during each artfs epoch; collapsed stacks go to DIR")
-    ap.add_argument("--profile-mode", choices=("gil", "idle", "native"), default="gil",
-                    help="py-spy's sampling: gil (where the loop spends CPU), idle (wall clock, also where "
-                         "it waits), native (C frames too)")
-    ap.add_argument("--only", choices=("all", "warm"), default="all",
-                    help="warm: only the warm epoch vs local disk (the cache is filled once by an unmeasured "
-                         "cold epoch; no boto3, no peers)")
-    ap.add_argument("--before", default=None, metavar="TREE",
-                    help="also run the daemon from another checkout (e.g. main's code) in the same rounds: "
-                         "its rows are labelled 'before' (an A/B in one run)")
     a = ap.parse_args()
-    if a.only == "warm":
-        a.peers = ""
 
     import boto3
 
@@ -212,9 +179,6 @@ def main() -> None:
             with concurrent.futures.ThreadPoolExecutor(16) as ex:
                 list(ex.map(lambda n: client.upload_file(os.path.join(local, n), "peers", n), names))
         print(f"  (uploaded in {time.perf_counter() - t0:.1f} s)", flush=True)
-        # `python -m artfsd.main` puts the working directory first on the daemon's sys.path: leave
-        # any checkout, so the daemon imports what PYTHONPATH names (this tree, or --before's)
-        os.chdir(base)
 
         def boto() -> float:
             def get(k: str) -> int:
@@ -226,81 +190,40 @@ def main() -> None:
             assert sum(sizes) == a.files * a.kib * 1024
             return a.files / (time.perf_counter() - t0)
 
-        trees: dict[str, str | None] = {**({"before": a.before} if a.before else {}), "artfs": None}
-
-        def daemon_env(tree: str | None) -> dict[str, str]:
-            env = dict(os.environ)
-            # the daemon imports artfs/artfsd from that checkout (else from this one, with what
-            # else PYTHONPATH names, e.g. a pyfuse3 being tried)
-            extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.abspath(p) != ROOT]
-            env["PYTHONPATH"] = os.path.abspath(tree) if tree is not None else os.pathsep.join([ROOT, *extra])
-            return env
-
         cpu: dict[str, tuple[float, float]] = {}  # (all, event loop) seconds per file, best round
         rnd = [0]
-        mnt = os.path.join(base, "mnt")
 
-        def complete(cache_dir: str) -> None:
-            cache = Cache(cache_dir)
-            wait_for(lambda: all(cache.has(e.digest) for e in store.artifact(f"{PROJECT}/data:v0").manifest.entries),
-                     120, "every blob to be complete in the cache")
-
-        def warm_epoch(m: MountProcess, label: str, paths: list[str]) -> float:
-            drop_caches()
-            s0 = m.stats()
-            with Profiler(a.profile, f"warm-{label}{rnd[0]}", m.pid, a.profile_mode):
-                c = CpuPerFile(m.pid, a.files)
-                warm = epoch(paths, a.workers, rnd[0] + 100)
-                cpu[f"warm {label}"] = min(cpu.get(f"warm {label}", (1e9, 0.0)), c.done())
-            s1 = m.stats()
-            counts = {k: s1[k] - s0.get(k, 0) for k in ("lookups", "getattrs", "opens", "releases", "forgets",
-                                                         "reads", "loop_opens", "passthrough_opens") if k in s1}
-            table.note(f"{label} warm round {rnd[0]}: requests per file "
-                       + ", ".join(f"{k} {v / a.files:.2f}" for k, v in counts.items()) + "; " + split_text())
-            return warm
-
-        def artfs_rounds(label: str, tree: str | None) -> tuple[float, float]:
+        def artfs_rounds() -> tuple[float, float]:
             """(cold files/s, warm files/s) in one mount with a fresh cache."""
             rnd[0] += 1
             cache_dir = os.path.join(base, f"mcache{rnd[0]}")
-            with MountProcess(store.url, mnt, cache_dir=cache_dir, env=daemon_env(tree)) as m:
+            mnt = os.path.join(base, "mnt")
+            with MountProcess(store.url, mnt, cache_dir=cache_dir, env=dict(os.environ)) as m:
                 paths = [m.path(PROJECT, "data", "v0", "train", n) for n in names]
                 os.listdir(m.path(PROJECT, "data", "v0", "train"))
                 drop_caches()
-                with Profiler(a.profile, f"cold-{label}{rnd[0]}", m.pid, a.profile_mode):
+                with Profiler(a.profile, f"cold{rnd[0]}", m.pid):
                     c = CpuPerFile(m.pid, a.files)
                     cold = epoch(paths, a.workers, rnd[0])
-                    cpu[f"cold {label}"] = min(cpu.get(f"cold {label}", (1e9, 0.0)), c.done())
-                complete(cache_dir)
-                warm = warm_epoch(m, label, paths)
+                    cpu["cold"] = min(cpu.get("cold", (1e9, 0.0)), c.done())
+                cache = Cache(cache_dir)
+                wait_for(lambda: all(cache.has(e.digest) for e in store.artifact(f"{PROJECT}/data:v0").manifest.entries),
+                         120, "every blob to be complete in the cache")
+                drop_caches()
+                with Profiler(a.profile, f"warm{rnd[0]}", m.pid):
+                    c = CpuPerFile(m.pid, a.files)
+                    warm = epoch(paths, a.workers, rnd[0] + 100)
+                    cpu["warm"] = min(cpu.get("warm", (1e9, 0.0)), c.done())
                 stats = m.stats()
-                table.note(f"{label} round {rnd[0]}: kernel {stats.get('kernel')}, passthrough opens "
+                table.note(f"artfs round {rnd[0]}: kernel {stats.get('kernel')}, passthrough opens "
                            f"{stats.get('passthrough_opens')}, small fetches {stats.get('small_fetches')}, "
                            f"prefetched {stats.get('prefetched')}, backend {stats.get('backend')}")
             shutil.rmtree(cache_dir, ignore_errors=True)
             return cold, warm
 
-        def warm_only(label: str, tree: str | None) -> float:
-            """A warm epoch in a new mount over the cache its code filled (``--only warm``)."""
-            rnd[0] += 1
-            with MountProcess(store.url, mnt, cache_dir=os.path.join(base, f"mcache-{label}"),
-                              env=daemon_env(tree)) as m:
-                paths = [m.path(PROJECT, "data", "v0", "train", n) for n in names]
-                os.listdir(m.path(PROJECT, "data", "v0", "train"))
-                return warm_epoch(m, label, paths)
-
-        if a.only == "warm":  # fill a cache per tree once, unmeasured, by that tree's daemon
-            for label, tree in trees.items():
-                cache_dir = os.path.join(base, f"mcache-{label}")
-                with MountProcess(store.url, mnt, cache_dir=cache_dir, env=daemon_env(tree)) as m:
-                    epoch([m.path(PROJECT, "data", "v0", "train", n) for n in names], a.workers, 0)
-                    complete(cache_dir)
-
         def disk() -> float:
             drop_caches()
-            v = epoch([os.path.join(local, n) for n in names], a.workers, 7)
-            print(f"  disk: {split_text()}", flush=True)
-            return v
+            return epoch([os.path.join(local, n) for n in names], a.workers, 7)
 
         failed: dict[str, str] = {}
 
@@ -319,40 +242,28 @@ def main() -> None:
 
         best: dict[str, float] = {}
         for r in range(a.rounds):
-            fns: dict[str, Callable[[], Any]] = {"disk": disk}
-            if a.only == "all":
-                fns = {"boto3": boto, **fns, **{k: (lambda k=k: peer(k)) for k in peers}}
+            fns: dict[str, Callable[[], Any]] = {"boto3": boto, "disk": disk, **{k: (lambda k=k: peer(k)) for k in peers}}
             for name, fn in fns.items():
                 v = fn()
                 best[name] = max(best.get(name, 0.0), v)
                 print(f"  round {r + 1}: {name} {v:,.0f} files/s", flush=True)
-            for label, tree in trees.items():
-                if a.only == "warm":
-                    warm = warm_only(label, tree)
-                    print(f"  round {r + 1}: {label} warm {warm:,.0f} files/s", flush=True)
-                else:
-                    cold, warm = artfs_rounds(label, tree)
-                    best[f"cold {label}"] = max(best.get(f"cold {label}", 0.0), cold)
-                    print(f"  round {r + 1}: {label} cold {cold:,.0f} files/s, warm {warm:,.0f} files/s", flush=True)
-                best[f"warm {label}"] = max(best.get(f"warm {label}", 0.0), warm)
+            cold, warm = artfs_rounds()
+            best["cold"] = max(best.get("cold", 0.0), cold)
+            best["warm"] = max(best.get("warm", 0.0), warm)
+            print(f"  round {r + 1}: artfs cold {cold:,.0f} files/s, warm {warm:,.0f} files/s", flush=True)
 
-        for label in trees:
-            who = "artfs" if label == "artfs" else f"artfs ({label})"
-            if a.only == "all":
-                table.add(f"small-file epoch, cold: {who} mount vs boto3 (16 threads)", best[f"cold {label}"],
-                          best["boto3"], unit="files/s", aim=">= 0.9", ref_name="boto3")
-            table.add(f"small-file epoch, warm (cache complete, page cache dropped): {who} vs local disk",
-                      best[f"warm {label}"], best["disk"], unit="files/s", aim=">= 0.5", ref_name="local disk")
-            cold_cpu = (f"cold {cpu[f'cold {label}'][0] * 1000:.2f} ms (event loop {cpu[f'cold {label}'][1] * 1000:.2f}), "
-                        if a.only == "all" else "")
-            table.note(f"{who}: daemon CPU per file: {cold_cpu}warm {cpu[f'warm {label}'][0] * 1000:.2f} ms "
-                       f"(event loop {cpu[f'warm {label}'][1] * 1000:.2f}) (aim: under 1 ms cold)")
+        table.add("small-file epoch, cold: artfs mount vs boto3 (16 threads)", best["cold"], best["boto3"],
+                  unit="files/s", aim=">= 0.9", ref_name="boto3")
         for k in peers:
             if k in failed:
                 table.note(f"{k}: could not be measured here: {failed[k]}")
             else:
                 table.add(f"small-file epoch, cold: {k} mount vs boto3", best[k], best["boto3"], unit="files/s",
                           ref_name="boto3")
+        table.add("small-file epoch, warm (cache complete, page cache dropped): artfs vs local disk", best["warm"],
+                  best["disk"], unit="files/s", aim=">= 0.5", ref_name="local disk")
+        table.note(f"daemon CPU per file: cold {cpu['cold'][0] * 1000:.2f} ms (event loop {cpu['cold'][1] * 1000:.2f}), "
+                   f"warm {cpu['warm'][0] * 1000:.2f} ms (event loop {cpu['warm'][1] * 1000:.2f}) (aim: under 1 ms cold)")
     finally:
         server.__exit__()
         for k, v in saved.items():
