@@ -167,7 +167,7 @@ def main() -> None:
         art = Artifact("data", type="dataset")
         art.add_dir(os.path.dirname(local))
         store.log_artifact(art, project=PROJECT)
-        digests = [e.digest for e in store.artifact(f"{PROJECT}/data:v0").manifest.entries]
+        digests = [e.digest for e in store.artifact(f"{PROJECT}/data:v0").manifest.entries if e.digest]
         # `python -m artfsd.main` puts the working directory first on the daemon's sys.path: leave
         # any checkout, so that each daemon imports what its PYTHONPATH names
         os.chdir(base)
