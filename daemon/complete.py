@@ -137,6 +137,7 @@ class CompleteOpens:
             return None
         path = self.cache.path(digest)
         fd = open_verified(path, size, digest)
+        warm = fd >= 0
         if fd < 0 and size <= SMALL:
             if await self.small.wait(digest):  # the directory's prefetch was fetching it
                 fd = open_verified(path, size, digest)
@@ -160,6 +161,7 @@ class CompleteOpens:
             os.close(fd)
             raise
         f.fast = fd
+        f.warm = warm
         self.stats["loop_opens"] += 1
         return f
 

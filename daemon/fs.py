@@ -222,10 +222,12 @@ class Operations(pyfuse3.Operations):
     # -- names and attributes --------------------------------------------------------------------
     @fuse_handler
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        self.stats["lookups"] += 1
         return await self.route(parent_inode).lookup(parent_inode, name, ctx)
 
     @fuse_handler
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        self.stats["getattrs"] += 1
         return await self.route(inode).getattr(inode, ctx)
 
     @fuse_handler
@@ -233,6 +235,7 @@ class Operations(pyfuse3.Operations):
         return await self.route(inode).readlink(inode, ctx)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        self.stats["forgets"] += len(inode_list)
         for ino, n in inode_list:
             self.route(ino).forget(ino, n)
 
@@ -328,6 +331,7 @@ class Operations(pyfuse3.Operations):
         raise pyfuse3.FUSEError(errno.ENOSYS)
 
     async def release(self, fh: int) -> None:
+        self.stats["releases"] += 1
         f = self.files.pop(fh, None)
         h = self._file_handlers.pop(fh, None)
         if f is not None and h is not None:

@@ -28,7 +28,7 @@ class OpenFile:
     user of a cache blob, so eviction leaves it alone.
     """
 
-    __slots__ = ("vdir", "tree", "node", "size", "digest", "handle", "failed", "fast", "_cache_path", "inode")
+    __slots__ = ("vdir", "tree", "node", "size", "digest", "handle", "failed", "fast", "_cache_path", "inode", "warm")
 
     def __init__(self, vdir: VersionDir, tree: VersionTree, node: int, size: int, digest: str | None,
                  handle: Any, cache_path: str | None) -> None:
@@ -42,6 +42,7 @@ class OpenFile:
         self.fast = -1
         self._cache_path = cache_path
         self.inode = 0  # > 0 once registered with the mount's Backings (released with the handle)
+        self.warm = False  # its blob was complete in the cache when it was opened (nothing fetched)
 
     @property
     def what(self) -> str:

@@ -204,8 +204,10 @@ class VersionHandler(Handler):
                 f = await trio.to_thread.run_sync(open_blob, limiter=self.read_limiter, abandon_on_cancel=True)
         if f is None:
             raise Timeout(f"open {v.spec}/{tree.path(node)}: the cache did not answer within {self.m.timeout:g} s")
-        if self.prefetch and ref is None and 0 < size <= SMALL and self.nursery is not None:
-            # a small file of this directory was read: fetch its small siblings ahead of the reader
+        if self.prefetch and not f.warm and ref is None and 0 < size <= SMALL and self.nursery is not None:
+            # a small file of this directory was not in the cache: fetch its small siblings ahead
+            # of the reader (not on a hit: an epoch over a warm cache would have the prefetch stat
+            # every sibling's blob in threads, beside the loop, for nothing)
             d = tree.file_dir(node)
             if self.small.want_prefetch(v.key, d):
                 self.nursery.start_soon(self.small.prefetch_dir, v.key[0], small_files_of(tree, d))
