@@ -24,9 +24,8 @@ log = logging.getLogger("artfs.lazy")
 
 # Largest range GET of a read-ahead job. A sequential reader's 64 MiB window is then fetched by 4
 # requests in flight: on the cold 1 GiB read from s3rver (one node.js process sharing 2 CPUs with
-# the daemon and the reader) 16 MiB x 4 beat 8 MiB x 8 (0.22 vs 0.16-0.19 GB/s, boto3 0.19-0.23):
-# half the requests, and fewer streams the server keeps going at once (it spent 0.5-1 s more CPU
-# per GiB serving 8: more partial socket writes, more garbage collection).
+# the daemon and the reader) 16 MiB x 4 read at 0.19-0.23 GB/s, 8 MiB x 8 at 0.16-0.19 (boto3
+# 0.19-0.31 in the same runs): half the requests, and each costs the server CPU of its own.
 MAX_REQUEST = 16 << 20
 _DEMAND, _PREFETCH, _STOP = 0, 1, 9  # job priorities
 
