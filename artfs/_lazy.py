@@ -81,8 +81,9 @@ Per handle: a read that starts at offset 0 or near the end of the previous reads
 MiB either way, so the kernel's slightly out-of-order parallel reads still count) is sequential.
 The window starts at one chunk and doubles each time a sequential read moves into a new chunk, up
 to ``readahead_max``; a random read resets it. Window chunks are fetched by a pool of
-``max_workers`` threads (demand reads before read-ahead) with range GETs of up to 8 MiB, so one
-sequential reader keeps many requests in flight. Read-ahead bytes queued or in flight are bounded
+``max_workers`` threads (demand reads before read-ahead) with range GETs of up to 16 MiB
+(``MAX_REQUEST``), so one sequential reader keeps up to 4 requests in flight (see
+:mod:`artfs._fetchpool` for why not more). Read-ahead bytes queued or in flight are bounded
 globally (``2 * readahead_max``).
 
 Fetched bytes go straight into the partial file with ``Backend.fetch_range_into``: a local store
@@ -625,7 +626,7 @@ class LazyBlobs:
     def _plan_prefetch(self, h: BlobHandle, e: _Entry, c1: int, p0: int, p1: int) -> list[_Job]:
         """Jobs for the missing chunks of ``[p0, p1)`` within the global budget (``e.lock`` held).
 
-        ``c1`` is the chunk after the read. Requests are ``window / 4`` (1 chunk to 8 MiB) long; a
+        ``c1`` is the chunk after the read. Requests are ``window / 4`` (1 chunk to 16 MiB) long; a
         shorter tail of the window waits for the window to move on unless the reader is close.
         """
         cs = e.cs

@@ -113,7 +113,16 @@ def _setup_logging(debug: bool, path: str | None) -> None:
 
 # -- mount helpers -------------------------------------------------------------------------------
 def set_read_ahead(mountpoint: str, kb: int = READ_AHEAD_KB) -> bool:
-    """Raise the read-ahead of the mount's backing device info (root only; else keep the default)."""
+    """Raise the read-ahead of the mount's backing device info (root only; else keep the default).
+
+    Only once the kernel has processed the daemon's INIT reply, which lowers the read-ahead to
+    what the reply allows (at most the kernel's own 128 KiB proposal): that happens when the
+    event loop answers INIT, after ``mount`` returned, so a value written earlier was undone
+    (seen under load: one mount in three then read in 128 KiB requests, eight times as many).
+    A ``statfs`` of the mount waits in the kernel until INIT is done (call from a thread).
+    """
+    with contextlib.suppress(OSError):
+        os.statvfs(mountpoint)
     info = find_mount(mountpoint)
     if info is None:
         return False

@@ -365,6 +365,46 @@ def test_s3_get_blob(s3_url):
     b.close()
 
 
+def test_s3_ranged_fetch_is_direct(s3_url, tmp_path):
+    """The lazy reader's ranged GETs (``fetch_range_into``) are answered by the direct request
+    itself, streamed in place: keys of every kind, a range within one piece and across several,
+    one crossing the end of the object; each call counts as one range GET. A range past the end
+    and a missing key are answered as botocore's path answers them, and keep the direct path on."""
+    from artfs.backends._s3direct import PIECE
+    from artfs.backends.s3 import S3Backend
+
+    b = S3Backend(s3_url)
+    big = os.urandom(2 * PIECE + 12345)
+    b.put("big", big)
+    path = tmp_path / "out"
+    path.write_bytes(b"\xee" * (len(big) + 10))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        b.fetch_range_into("big", 0, 1, fd, 0)  # sets up the direct path
+        d = b._direct_obj
+        assert d is not None and d.on and d.ranges
+        for key in KEYS:
+            b.put(key, big[:1000])
+            assert d.get_range_into(b._key(key), 10, 100, fd, 3) == (100, True)
+            assert os.pread(fd, 100, 3) == big[10:110]
+        before = b.counter["range"]
+        for off, length, at in [(5, 100, 7), (PIECE - 3, PIECE + 9, 0), (0, len(big), 10), (PIECE, 2 * PIECE, 1)]:
+            want = big[off: off + length]
+            assert d.get_range_into(b._key("big"), off, length, fd, at) == (len(want), True)
+            assert os.pread(fd, len(want), at) == want
+            assert b.fetch_range_into("big", off, length, fd, at) == len(want)
+            assert os.pread(fd, len(want), at) == want
+        assert b.counter["range"] == before + 4
+        assert d.get_range_into(b._key("big"), len(big), 10, fd, 0) == (0, False)  # 416
+        assert b.fetch_range_into("big", len(big) + 5, 10, fd, 0) == 0
+        with pytest.raises(NotFound):
+            b.fetch_range_into("no/such/blob", 0, 10, fd, 0)
+        assert d.on and d.ranges  # neither says anything about the request: still direct
+    finally:
+        os.close(fd)
+    b.close()
+
+
 def test_s3_get_blob_unsigned_falls_back_when_refused(s3_url):
     """Unsigned requests to a store that wants signatures: refused, then botocore's path gives the
     same error as a plain get (PermissionDenied), and the direct path is off for this backend."""
@@ -471,10 +511,13 @@ def fake_credentials(monkeypatch):
 def _all_calls_unavailable(b, tmp_path, budget: float) -> None:
     src = tmp_path / "src"
     src.write_bytes(b"x")
+    out = open(tmp_path / "range", "wb")
+    fd = out.fileno()
     calls = {
         "get": lambda: b.get("k"),
         "get_blob": lambda: b.get_blob("k"),
         "get_range": lambda: b.get_range("k", 0, 10),
+        "fetch_range_into": lambda: b.fetch_range_into("k", 0, 10, fd, 0),
         "head": lambda: b.head("k"),
         "put": lambda: b.put("k", b"x"),
         "put exclusive": lambda: b.put("k", b"x", exclusive=True),
@@ -492,6 +535,7 @@ def _all_calls_unavailable(b, tmp_path, budget: float) -> None:
         assert took < budget, f"{name} took {took:.1f} s"
         msg = str(ei.value)
         assert "\n" not in msg and "127.0.0.1" in msg, msg
+    out.close()
 
 
 def test_s3_endpoint_refusing_connections(fake_credentials, tmp_path):
@@ -511,11 +555,12 @@ def test_s3_endpoint_that_never_answers(fake_credentials, tmp_path):
         srv.listen(128)
         endpoint = "http://127.0.0.1:%d" % srv.getsockname()[1]
         b = S3Backend("s3://bucket/prefix", endpoint_url=endpoint, timeout=1)
-        for call in (b.get, b.get_blob):
-            t0 = time.monotonic()
-            with pytest.raises(StoreUnavailable):
-                call("k")
-            assert time.monotonic() - t0 < 4
+        with open(tmp_path / "range", "wb") as out:
+            for call in (b.get, b.get_blob, lambda k: b.fetch_range_into(k, 0, 10, out.fileno(), 0)):
+                t0 = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    call("k")
+                assert time.monotonic() - t0 < 4
         b.close()
 
 

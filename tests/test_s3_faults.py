@@ -108,6 +108,8 @@ def test_budget_spent_gives_store_unavailable(proxy, bucket):
             b.get("k")
         with pytest.raises(StoreUnavailable):
             b.get_blob("k")
+        with pytest.raises(StoreUnavailable), open(os.devnull, "wb") as out:
+            b.fetch_range_into("k", 0, 4, out.fileno(), 0)  # the lazy reader's: direct, then botocore
     proxy.clear()
     proxy.release()
     proxy.refuse()
@@ -118,6 +120,27 @@ def test_budget_spent_gives_store_unavailable(proxy, bucket):
     proxy.accept()
     # the put whose answer was reset did reach the server; the 503'd and stalled ones did not
     assert b.get("k") == b"other"
+
+
+def test_ranged_fetch_broken_off_is_finished_by_botocore(proxy, bucket, tmp_path):
+    """A ranged GET of the lazy reader (``fetch_range_into``: a direct request first) whose answer
+    is a 503, is reset half-way through its body or stalls still puts exactly the asked bytes in
+    place: botocore's path asks for what the direct request did not deliver, within the budget.
+    The direct path stays on for the next request (a fault says nothing about its shape)."""
+    b = through(proxy, bucket, timeout=6)
+    data = os.urandom(6 * MiB)
+    b.put("big", data)
+    for action in ("error", "reset", "stall"):
+        proxy.clear()
+        proxy.configure(script={proxy.requests + 1: action})
+        path = tmp_path / action
+        path.write_bytes(b"\xee" * (5 * MiB))
+        with open(path, "r+b") as f:
+            assert b.fetch_range_into("big", MiB - 1, 4 * MiB + 3, f.fileno(), 1) == 4 * MiB + 3
+        assert path.read_bytes() == b"\xee" + data[MiB - 1: 5 * MiB + 2] + b"\xee" * (MiB - 4)
+        assert actions(proxy)[-2:] == [action, "pass"], actions(proxy)
+        assert b._direct_obj is not None and b._direct_obj.on and b._direct_obj.ranges
+    proxy.release()
 
 
 def test_aws_max_attempts_is_honoured(proxy, bucket, monkeypatch):

@@ -349,25 +349,37 @@ class S3Backend(Backend):
     def fetch_range_into(self, key: str, offset: int, length: int, fd: int, fd_offset: int) -> int:
         """One ranged GET whose body is streamed into ``fd`` in 1 MiB pieces (bounded memory).
 
-        A body that breaks off is requested again from the first byte not written, for as long
-        as the budget allows; the budget starts again whenever bytes came through.
+        One plain signed GET first (:meth:`_DirectGet.get_range_into`: the body read into one
+        reused buffer, no botocore request path); whatever it did not deliver (an error status,
+        a reset, a stall) is asked for through botocore, from the first byte not written. A body
+        that breaks off is requested again from there, for as long as the budget allows; the
+        budget starts again whenever bytes came through (else the direct attempt's time counts).
         """
         if offset < 0:
             raise ValueError(f"negative offset {offset}")
         if length <= 0:
             return len(self.get_range(key, offset, length))
         self._count("range")
+        deadline: float | None = time.monotonic() + self.timeout
         done = 0
+        d = self._direct()
+        if d is not None:
+            done, whole = d.get_range_into(self._key(key), offset, length, fd, fd_offset)
+            if whole:
+                return done
+            if done:
+                deadline = None  # it moved: a new budget for the rest
         while True:
             progress = [0]
             try:
                 return done + self._reading(
                     lambda: self._fetch_once(key, offset + done, length - done, fd,
-                                             fd_offset + done, progress))
+                                             fd_offset + done, progress), deadline)
             except _BodyBroke as e:
                 if not progress[0]:
                     raise self.artfs_error(e.cause, key) from None
                 done += progress[0]  # it moved: resume from there with a new budget
+                deadline = None
             except Exception as e:
                 raise self.artfs_error(e, key) from None
 
