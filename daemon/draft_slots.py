@@ -141,6 +141,7 @@ class SlotSpace:
         self._lock = threading.Lock()  # swaps of DraftInode.fd/blob between threads
         self.stats = {"draft_writes": 0, "draft_write_bytes": 0, "commits": 0}
         self._nursery: trio.Nursery | None = None
+        self._writing: Any = None  # the write gate held between DraftFiles.write_fd and write_fd_done
 
     @property
     def owner(self) -> dict[str, Any]:
