@@ -264,6 +264,7 @@ class DraftFiles(SlotSpace):
                 raise d.disk_full()  # ENOSPC, and the log line names the staging disk
             raise OSError(-result, os.strerror(-result))
         self.stats["draft_write_bytes"] += result
+        self.stats["draft_fd_writes"] += 1
         return result
 
     @staticmethod
