@@ -17,62 +17,19 @@ Writes without Python bytes
     staged file (``write_fd``/``write_fd_done`` below hold the write gate around the copy): no
     Python object of the bytes, one copy less per request. Every other write, and every write on
     stock pyfuse3, takes :meth:`DraftFiles.write`.
-
-Write-behind
-    Once 8 MiB (``WRITE_BEHIND``) have been written to an open file since the last time, the
-    daemon asks the kernel to start writing that range of the staged file to the disk
-    (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, in a worker thread on a dup of the fd, one at a
-    time per mount; the FUSE write does not wait for it). Without it the staged bytes stay dirty
-    in the page cache until an ``fsync``, a commit or the kernel's flusher (30 s, or 10% of memory
-    dirty), so a writer that ends with ``fsync`` pays the whole disk write after its last round
-    trip; with it the disk works while the writer's requests still pass the daemon (measured:
-    README, Benchmarks, draft writes). It changes when bytes reach the disk, never which bytes:
-    it reads the page cache as it is (the write gate and the digest are untouched), and a
-    writeback error stays recorded on the file for its next ``fsync``, as with the flusher's. The
-    cost is disk bandwidth for bytes deleted or rewritten within seconds.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 from typing import Any
 
 import pyfuse3
-import trio
 
 from artfs.lowlevel import Attr, Draft, is_pinned
 
 from .draft_slots import DraftFile, DraftInode, DraftSlot, SlotSpace, _fuse, _owner, log
-
-
-WRITE_BEHIND = 8 << 20  # start the disk write of a file's staged bytes every this many bytes written (0: never)
-_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, wait for none
-
-
-def _load_sync_file_range() -> Any:
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # not Linux/glibc: no write-behind
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_sync_file_range = _load_sync_file_range()
-
-
-def start_writeback(fd: int, off: int, length: int) -> None:
-    """Have the kernel start writing ``[off, off + length)`` of ``fd`` to its disk (blocks only
-    while the disk's queue is full; waits for no I/O to finish)."""
-    if _sync_file_range is None:
-        return
-    if _sync_file_range(fd, off, length, _SYNC_FILE_RANGE_WRITE) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
 
 
 class _Empty:
@@ -250,39 +207,11 @@ class DraftFiles(SlotSpace):
         while slot.busy and slot.idle is not None:  # a commit reads the staged bytes: wait here, not
             await slot.idle.wait()  # in a worker thread, so the threads stay free for other requests
         try:
-            n = await self._write_now(h, d, off, buf)
+            return await self._write_now(h, d, off, buf)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise d.disk_full() from None  # ENOSPC, and the log line names the staging disk
             raise
-        if n > 0 and WRITE_BEHIND:
-            self._write_behind(st, off, n)
-        return n
-
-    def _write_behind(self, st: DraftInode, off: int, n: int) -> None:
-        """Count a write; every ``WRITE_BEHIND`` bytes start the disk write of what was written
-        (module docstring). On the loop; never waits."""
-        if st.wb_bytes:
-            st.wb_lo, st.wb_hi = min(st.wb_lo, off), max(st.wb_hi, off + n)
-        else:
-            st.wb_lo, st.wb_hi = off, off + n
-        st.wb_bytes += n
-        if (st.wb_bytes < WRITE_BEHIND or st.wb_running or st.fd < 0 or self._nursery is None
-                or _sync_file_range is None):
-            return
-        fd = os.dup(st.fd)  # its own reference: the file may be closed (and the number reused) meanwhile
-        st.wb_running, st.wb_bytes = True, 0
-        self.stats["draft_writebacks"] += 1
-        self._nursery.start_soon(self._writeback, st, fd, st.wb_lo, st.wb_hi - st.wb_lo)
-
-    async def _writeback(self, st: DraftInode, fd: int, off: int, length: int) -> None:
-        try:
-            await trio.to_thread.run_sync(start_writeback, fd, off, length, limiter=self._wb_limiter)
-        except OSError as e:  # EIO and the like stay recorded on the file: its next fsync reports them
-            log.debug("write-behind of %d bytes at %d: %s", length, off, e)
-        finally:
-            os.close(fd)
-            st.wb_running = False
 
     async def _write_now(self, h: DraftFile, d: Draft, off: int, buf: bytes) -> int:
         st, slot = h.state, h.slot
@@ -336,8 +265,6 @@ class DraftFiles(SlotSpace):
             raise OSError(-result, os.strerror(-result))
         self.stats["draft_write_bytes"] += result
         self.stats["draft_fd_writes"] += 1
-        if result > 0 and WRITE_BEHIND:
-            self._write_behind(h.state, off, result)
         return result
 
     @staticmethod

@@ -55,8 +55,7 @@ def _fuse(code: int) -> pyfuse3.FUSEError:
 class DraftInode:
     """What the open handles of one draft inode share (see the module docstring)."""
 
-    __slots__ = ("fd", "path", "old", "blob", "size", "nopen", "marked", "gone", "wb_lo", "wb_hi", "wb_bytes",
-                 "wb_running")
+    __slots__ = ("fd", "path", "old", "blob", "size", "nopen", "marked", "gone")
 
     def __init__(self) -> None:
         self.fd = -1  # the staged file, O_RDWR
@@ -67,10 +66,6 @@ class DraftInode:
         self.nopen = 0
         self.marked = False  # a write was announced since the last commit (the digest is invalid)
         self.gone: Attr | None = None  # unlinked (or renamed over) while open: its last attributes
-        # write-behind (draft_files.py): the range written since the last disk write was started,
-        # how many bytes were written into it, and whether a started one is still being submitted
-        self.wb_lo = self.wb_hi = self.wb_bytes = 0
-        self.wb_running = False
 
     def close(self) -> None:
         for fd in [self.fd, *self.old]:
@@ -144,12 +139,9 @@ class SlotSpace:
         #: artfsd.lineage.Lineage: names a commit's logger (the first writer since the last commit)
         self.lineage: Any = None
         self._lock = threading.Lock()  # swaps of DraftInode.fd/blob between threads
-        # draft_fd_writes: those of draft_writes whose bytes pyfuse3 wrote itself (write_fd);
-        # draft_writebacks: disk writes of staged bytes started by write-behind (draft_files.py)
-        self.stats = {"draft_writes": 0, "draft_write_bytes": 0, "draft_fd_writes": 0, "draft_writebacks": 0,
-                      "commits": 0}
+        # draft_fd_writes: those of draft_writes whose bytes pyfuse3 wrote itself (write_fd)
+        self.stats = {"draft_writes": 0, "draft_write_bytes": 0, "draft_fd_writes": 0, "commits": 0}
         self._nursery: trio.Nursery | None = None
-        self._wb_limiter = trio.CapacityLimiter(1)  # write-behind (draft_files.py): one submission at a time
         self._writing: Any = None  # the write gate held between DraftFiles.write_fd and write_fd_done
 
     @property
