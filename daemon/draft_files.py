@@ -10,6 +10,13 @@ Open files (:class:`DraftInode`: one per inode with open handles, shared by all 
     in the kernel's page cache as soon as it returns, so a SIGKILL of the daemon loses nothing
     that was written. A node unlinked while open keeps its state: reads, writes, ``fstat`` and
     ``ftruncate`` go to the fd, as on a local disk.
+
+Writes without Python bytes
+    With the patched pyfuse3 (``write_fd``, patches/pyfuse3-*.patch) a write to a file whose digest
+    is already invalid, while no commit runs, is copied by pyfuse3 itself from the request into the
+    staged file (``write_fd``/``write_fd_done`` below hold the write gate around the copy): no
+    Python object of the bytes, one copy less per request. Every other write, and every write on
+    stock pyfuse3, takes :meth:`DraftFiles.write`.
 """
 
 from __future__ import annotations
@@ -220,6 +227,45 @@ class DraftFiles(SlotSpace):
                 return os.pwrite(st.fd, buf, off)  # unlinked while open: the bytes go nowhere
         n: int = await self._quick(slot, self._write, d, h, off, buf)
         return n
+
+    def write_fd(self, h: DraftFile, off: int, size: int) -> int:
+        """Where pyfuse3 may copy a write's bytes itself (its ``write_fd``, in the patched build):
+        the staged file's fd, or -1 for the ordinary :meth:`write`.
+
+        The same case as the fast path of :meth:`_write_now` (the digest is invalid already and no
+        commit runs) and the same accounting: the write gate is entered here, pyfuse3 copies the
+        bytes (``pwrite`` from libfuse's buffer, or a splice where libfuse received the request
+        into a pipe: never through a Python object), and :meth:`write_fd_done` leaves the gate,
+        both on the loop before any other request is handled. Anything
+        else (the first write since a commit, a commit running, a file unlinked while open) takes
+        the ordinary path, which waits or marks as before."""
+        st, slot = h.state, h.slot
+        d = slot.draft
+        if not st.marked or slot.busy or st.fd < 0 or d is None or self._writing is not None:
+            return -1
+        gate = d.writing(h.dino)
+        try:
+            gate.__enter__()  # never waits: only a commit takes the gate exclusively, and it sets busy first
+        except OSError:
+            return -1  # unlinked while open (ENOENT): the ordinary path knows what to do
+        self._writing = gate
+        return st.fd
+
+    def write_fd_done(self, h: DraftFile, off: int, result: int) -> int:
+        """pyfuse3 copied ``result`` bytes (or failed with ``-result``) to the fd :meth:`write_fd`
+        gave: leave the write gate, count, and answer as :meth:`write` would."""
+        gate, self._writing = self._writing, None
+        if gate is not None:
+            gate.__exit__(None, None, None)
+        self.stats["draft_writes"] += 1
+        d = h.slot.draft
+        if result < 0:
+            if -result == errno.ENOSPC and d is not None:
+                raise d.disk_full()  # ENOSPC, and the log line names the staging disk
+            raise OSError(-result, os.strerror(-result))
+        self.stats["draft_write_bytes"] += result
+        self.stats["draft_fd_writes"] += 1
+        return result
 
     @staticmethod
     def _write(d: Draft, h: DraftFile, off: int, buf: bytes) -> int:

@@ -139,8 +139,10 @@ class SlotSpace:
         #: artfsd.lineage.Lineage: names a commit's logger (the first writer since the last commit)
         self.lineage: Any = None
         self._lock = threading.Lock()  # swaps of DraftInode.fd/blob between threads
-        self.stats = {"draft_writes": 0, "draft_write_bytes": 0, "commits": 0}
+        # draft_fd_writes: those of draft_writes whose bytes pyfuse3 wrote itself (write_fd)
+        self.stats = {"draft_writes": 0, "draft_write_bytes": 0, "draft_fd_writes": 0, "commits": 0}
         self._nursery: trio.Nursery | None = None
+        self._writing: Any = None  # the write gate held between DraftFiles.write_fd and write_fd_done
 
     @property
     def owner(self) -> dict[str, Any]:

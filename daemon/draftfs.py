@@ -113,6 +113,16 @@ class DraftHandler(Handler):
         except Exception as e:
             raise pyfuse3.FUSEError(errno_for(e, f"write {f.slot.name}/draft inode {f.dino}")) from None
 
+    def write_fd(self, file: Any, off: int, size: int) -> int:
+        return self.ds.write_fd(file, off, size)
+
+    def write_fd_done(self, file: Any, off: int, result: int) -> int:
+        f: DraftFile = file
+        try:
+            return self.ds.write_fd_done(f, off, result)
+        except Exception as e:
+            raise pyfuse3.FUSEError(errno_for(e, f"write {f.slot.name}/draft inode {f.dino}")) from None
+
     async def release(self, file: Any) -> None:
         f: DraftFile = file
         try:

@@ -65,6 +65,10 @@ class Operations(pyfuse3.Operations):
     enable_passthrough = True
     # opendir answered ENOSYS when pyfuse3 names the directory in readdir (daemon/kernel.py)
     enable_no_opendir = True
+    # A pyfuse3 with write_fd (patches/pyfuse3-*.patch) asks write_fd where each write's bytes go
+    # and splices them there (draft files: the staged file), without a copy through Python;
+    # stock pyfuse3 ignores this and calls write.
+    enable_write_fd = True
 
     def __init__(
         self,
@@ -323,6 +327,15 @@ class Operations(pyfuse3.Operations):
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         return await self._file_handlers[fh].write(f, off, buf)  # raises FUSEError only
+
+    def write_fd(self, fh: int, off: int, size: int) -> int:
+        f = self.files.get(fh)
+        if f is None:
+            return -1  # write answers EBADF
+        return self._file_handlers[fh].write_fd(f, off, size)
+
+    def write_fd_done(self, fh: int, off: int, result: int) -> int:
+        return self._file_handlers[fh].write_fd_done(self.files[fh], off, result)  # raises FUSEError only
 
     async def flush(self, fh: int) -> None:
         # Nothing to do at close(2) (a draft's writes reach the staged file as they come; the

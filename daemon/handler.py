@@ -150,6 +150,14 @@ class Handler:
     async def write(self, file: Any, off: int, buf: bytes) -> int:
         raise erofs()
 
+    def write_fd(self, file: Any, off: int, size: int) -> int:
+        """A file descriptor for pyfuse3 to copy a write's bytes into itself, or -1 (``write``)."""
+        return -1
+
+    def write_fd_done(self, file: Any, off: int, result: int) -> int:
+        """After that copy: the byte count to answer (``result`` < 0: -errno)."""
+        raise pyfuse3.FUSEError(errno.EIO)  # never called: write_fd gave no fd
+
     async def release(self, file: Any) -> None:
         return None
 
