@@ -155,6 +155,46 @@ def test_insert_bytes_verifies_and_records(tmp_path):
     assert os.listdir(os.path.join(cache.root, "tmp")) == []
 
 
+def test_verification_record_takes_no_disk_block(tmp_path):
+    """A cached blob takes the disk its bytes take: its verification record is small enough to
+    live in the inode (ext4 with 256-byte inodes keeps up to 56 bytes there; a longer record cost
+    every blob a 4 KiB block of its own, written at insert and read back at open)."""
+    cache = Cache(str(tmp_path / "c"), max_size="1G")
+    for size in (1, 4096, 100 << 10):
+        data = os.urandom(size)
+        p = cache.insert_bytes(digest_bytes(data), data)
+        plain = tmp_path / f"plain{size}"
+        plain.write_bytes(data)
+        for path in (plain, p):  # blocks allocated (delayed allocation), both alike
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        assert os.stat(p).st_blocks == os.stat(plain).st_blocks, size
+
+
+def test_a_record_of_the_earlier_form_is_renewed_once(tmp_path):
+    """A blob recorded by an earlier artfs (the text form ``<digest> <inode> <size> <mtime_ns>``)
+    is not served on that record: it is hashed once, then recorded in the current form."""
+    from artfs._cache import STAMP_XATTR, check_blob
+    from artfs.lowlevel import stamp_ok
+
+    cache = Cache(str(tmp_path / "c"), max_size="1G")
+    data = os.urandom(5000)
+    d = digest_bytes(data)
+    p = cache.insert_bytes(d, data)
+    os.chmod(p, 0o644)
+    st = os.stat(p)
+    os.setxattr(p, STAMP_XATTR, f"{d} {st.st_ino} {st.st_size} {st.st_mtime_ns}".encode())
+    os.chmod(p, 0o444)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert not stamp_ok(fd, d)
+        assert check_blob(fd, p, d, len(data))  # hashed: the bytes are right, kept
+        assert stamp_ok(fd, d)
+    finally:
+        os.close(fd)
+    assert cache.has(d)
+
+
 @pytest.mark.timeout(60)
 def test_concurrent_ensure_of_one_blob_gives_one_correct_file(tmp_path):
     cache = Cache(str(tmp_path / "c"), max_size="1G")
