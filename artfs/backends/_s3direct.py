@@ -63,6 +63,7 @@ class _DirectGet:
         self._day = ""
         self._key = b""
         self._secret = ""
+        self._when: tuple[int, str] = (0, "")  # (a second, its x-amz-date)
         self._local = threading.local()  # each thread's receive buffer (_buffer)
 
     def headers(self, path: str, now: datetime.datetime | None = None) -> dict[str, str]:
@@ -70,7 +71,14 @@ class _DirectGet:
         if self.credentials is None:
             return {}
         c = self.credentials.get_frozen_credentials()  # refreshes expiring credentials
-        amzdate = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+        if now is None:  # the date of this second, formatted once a second
+            t = int(time.time())
+            when = self._when
+            if when[0] != t:
+                when = self._when = (t, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t)))
+            amzdate = when[1]
+        else:
+            amzdate = now.strftime("%Y%m%dT%H%M%SZ")
         day = amzdate[:8]
         if day != self._day or c.secret_key != self._secret:
             k = hmac.new(("AWS4" + c.secret_key).encode(), day.encode(), hashlib.sha256).digest()
@@ -85,7 +93,7 @@ class _DirectGet:
         canonical = "\n".join(["GET", path, "", *(f"{n}:{h[n]}" for n in names), "", signed, _EMPTY_SHA256])
         scope = f"{day}/{self.region}/s3/aws4_request"
         to_sign = "\n".join(["AWS4-HMAC-SHA256", amzdate, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-        sig = hmac.new(self._key, to_sign.encode(), hashlib.sha256).hexdigest()
+        sig = hmac.digest(self._key, to_sign.encode(), "sha256").hex()  # OpenSSL's one-shot HMAC
         del h["host"]  # added by the HTTP layer
         h["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={c.access_key}/{scope}, "
                               f"SignedHeaders={signed}, Signature={sig}")
