@@ -80,7 +80,7 @@ class SmallBlobs:
         False at once instead, as the prefetch does). Raises what the fetch raised.
         """
         cache = self.store.cache
-        if cache.has(digest):
+        if wait and cache.has(digest):  # (the prefetch looks once, below, with the flight taken)
             return False
         with self._lock:
             fl = self._inflight.get(digest)

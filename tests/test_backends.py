@@ -572,3 +572,191 @@ def test_s3_attempt_timeout_leaves_room_for_retries():
     assert _attempt_timeout(DEFAULT_TIMEOUT) == DEFAULT_TIMEOUT / 3
     assert _attempt_timeout(1.5) == 1.0
     assert _attempt_timeout(0.5) == 0.5
+
+
+class ScriptedS3:
+    """A real HTTP server on 127.0.0.1 whose answers to GETs are given by the test: raw bytes, so
+    that the direct GET meets answers botocore would cope with and a careless reader would not.
+
+    ``answer(n)`` gives the bytes for the n-th GET (0-based) and what to do then: "keep" the
+    connection, "close" it, or "stall" (send nothing more until the server stops). Counts the
+    connections accepted and the requests read.
+    """
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.requests = 0
+        self.heads: list[bytes] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._srv = socket.create_server(("127.0.0.1", 0))
+        self.url = "http://127.0.0.1:%d" % self._srv.getsockname()[1]
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        self._srv.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                c, _ = self._srv.accept()
+            except OSError:
+                continue
+            with self._lock:
+                self.connections += 1
+            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, c: socket.socket) -> None:
+        with c:
+            buf = b""
+            while not self._stop.is_set():
+                while b"\r\n\r\n" not in buf:
+                    c.settimeout(0.1)
+                    try:
+                        got = c.recv(65536)
+                    except socket.timeout:
+                        if self._stop.is_set():
+                            return
+                        continue
+                    except OSError:
+                        return
+                    if not got:
+                        return
+                    buf += got
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                with self._lock:
+                    n = self.requests
+                    self.requests += 1
+                    self.heads.append(head)
+                data, then = self.answer(n)
+                try:
+                    c.sendall(data)
+                except OSError:
+                    return
+                if then == "close":
+                    return
+                if then == "stall":
+                    self._stop.wait()
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._srv.close()
+        for t in self._threads:
+            t.join(5)
+
+
+def _ok(body: bytes, *headers: str) -> bytes:
+    extra = "".join(h + "\r\n" for h in headers)
+    return (f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+@pytest.fixture
+def scripted(fake_credentials):
+    servers: list[ScriptedS3] = []
+
+    def make(answer):
+        s = ScriptedS3(answer)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def _direct_backend(server, timeout: float = 10):
+    from artfs.backends.s3 import S3Backend
+
+    b = S3Backend("s3://bucket/prefix", endpoint_url=server.url, timeout=timeout)
+    d = b._direct()
+    assert d is not None and d.on
+    return b, d
+
+
+def test_s3_direct_get_reuses_its_connection(scripted):
+    """Complete answers keep the connection for the next GET; an answer that says
+    ``Connection: close`` (or an HTTP/1.0 one) is not reused. The signed request names the key."""
+    body = os.urandom(150_000)  # more than one read's worth
+    closing = {2, 4}
+
+    def answer(n):
+        if n == 4:
+            return b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body, "close"
+        return _ok(body, *(["Connection: close"] if n in closing else [])), "close" if n in closing else "keep"
+
+    s = scripted(answer)
+    b, d = _direct_backend(s)
+    for _ in range(6):
+        assert d.get("prefix/some/key") == body
+    assert s.requests == 6
+    assert s.connections == 3  # requests 0-2 on the first, 3-4 on the second, 5 on the third
+    head = s.heads[0].decode()
+    assert head.startswith("GET /bucket/prefix/some/key HTTP/1.1\r\n")
+    assert "Authorization: AWS4-HMAC-SHA256 Credential=testing/" in head
+    b.close()
+
+
+@pytest.mark.parametrize("case", ["chunked", "short", "extra", "malformed", "503", "403", "closed"])
+def test_s3_direct_get_refuses_answers_it_cannot_take(scripted, case):
+    """Whatever is not a complete 200 framed by Content-Length gives no bytes from the direct
+    GET, and the connection is not used again; get_blob then answers through botocore (the same
+    bytes, or botocore's error). The direct path stays on unless the answer says that this server
+    needs botocore's path (chunked framing, a refused request)."""
+    body = b"the blob's bytes" * 100
+    denied = b'<?xml version="1.0"?><Error><Code>AccessDenied</Code><Message>no</Message></Error>'
+    bad = {
+        "chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n",
+        "short": b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(body) + 10) + body,
+        "extra": _ok(body) + b"HTTP/1.1 200 OK\r\n",
+        "malformed": b"HTTP/1.1 200 OK\r\nContent-Length %d\r\n\r\n" % len(body) + body,
+        "503": b"HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\n\r\n",
+        "403": b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(denied), denied),
+        "closed": b"",
+    }[case]
+
+    def answer(n):
+        if n == 0:
+            return bad, "close" if case in ("short", "closed") else "keep"
+        return _ok(body), "keep"
+
+    s = scripted(answer)
+    b, d = _direct_backend(s)
+    assert d.get("prefix/k") is None
+    assert d.on == (case not in ("chunked", "403"))
+    conns = s.connections
+    if case == "403":
+        from artfs._errors import PermissionDenied
+
+        with pytest.raises(PermissionDenied):  # botocore's path: what a 403 means (once more a 200 here)
+            s.answer = lambda n: (bad, "keep")
+            b.get_blob("k")
+    else:
+        assert b.get_blob("k") == body  # the direct GET again (or botocore's), on a new connection
+        assert s.connections > conns
+    b.close()
+
+
+@pytest.mark.timeout(30)
+def test_s3_direct_get_stall_ends_within_the_budget(scripted):
+    """A server that stops in the middle of a body: the direct GET gives up by its deadline
+    (not the socket's longer timeout), and get_blob raises StoreUnavailable within the budget."""
+    body = os.urandom(100_000)
+
+    def answer(n):
+        return _ok(body)[:50_000], "stall"
+
+    s = scripted(answer)
+    b, d = _direct_backend(s, timeout=2)
+    t0 = time.monotonic()
+    assert d.get("prefix/k", time.monotonic() + 0.5) is None
+    assert time.monotonic() - t0 < 1.5
+    assert d.on
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        b.get_blob("k")
+    assert time.monotonic() - t0 < 5
+    b.close()

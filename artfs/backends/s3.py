@@ -269,7 +269,7 @@ class S3Backend(Backend):
         deadline = time.monotonic() + self.timeout
         d = self._direct()
         if d is not None:
-            data = d.get(self._key(key))
+            data = d.get(self._key(key), deadline)
             if data is not None:
                 self._count("get")
                 return data

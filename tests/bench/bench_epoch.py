@@ -23,6 +23,7 @@ import argparse
 import concurrent.futures
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -89,38 +90,52 @@ def epoch(paths: list[str], workers: int, seed: int) -> float:
 
 
 class Profiler:
-    """``py-spy record`` of the daemon for one epoch (``--profile``): collapsed stacks, one file per epoch."""
+    """A sampler attached to the daemon for one epoch, stopped with SIGINT at its end.
 
-    def __init__(self, out_dir: str | None, name: str, pid: int) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
-        if out_dir is None:
-            return
-        spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-        os.makedirs(out_dir, exist_ok=True)
-        self.proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-                                      "--threads", "--gil", "--output", os.path.join(out_dir, f"{name}.txt")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1.0)  # py-spy attaches
+    ``--profile DIR``: ``py-spy record`` (collapsed stacks, one file per epoch); ``--attach CMD``: any
+    command, ``{pid}`` and ``{name}`` filled in (``strace -c -f -p {pid} -o /tmp/{name}.txt``, ``perf
+    record -g -p {pid} -o /tmp/{name}.data``).
+    """
+
+    def __init__(self, out_dir: str | None, name: str, pid: int, spy_args: str = "--gil",
+                 attach: str | None = None) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        if out_dir is not None:
+            spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+            os.makedirs(out_dir, exist_ok=True)
+            self.procs.append(subprocess.Popen(
+                [spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--threads", *spy_args.split(),
+                 "--output", os.path.join(out_dir, f"{name}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if attach:
+            self.procs.append(subprocess.Popen(shlex.split(attach.format(pid=pid, name=name)),
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if self.procs:
+            time.sleep(1.0)  # the samplers attach
 
     def __enter__(self) -> "Profiler":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(2)  # SIGINT: py-spy writes what it sampled
+        for proc in self.procs:
+            proc.send_signal(2)  # SIGINT: the sampler writes what it saw
             try:
-                self.proc.wait(30)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                proc.kill()
+                proc.wait()
 
 
-def cpu_seconds(pid: int, *, thread: int | None = None) -> float:
-    """utime + stime of process ``pid`` (all its threads, also those that ended), or of one thread."""
+def cpu_seconds(pid: int, *, thread: int | None = None, split: bool = False) -> Any:
+    """utime + stime of process ``pid`` (all its threads, also those that ended), or of one thread;
+    ``split``: (utime, stime)."""
     path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    if split:
+        return int(fields[11]) / tick, int(fields[12]) / tick
+    return (int(fields[11]) + int(fields[12])) / tick
 
 
 class CpuPerFile:
@@ -130,8 +145,11 @@ class CpuPerFile:
         self.pid, self.files = pid, files
         self.t0 = cpu_seconds(pid)
         self.l0 = cpu_seconds(pid, thread=pid)
+        self.s0 = cpu_seconds(pid, split=True)
 
     def done(self) -> tuple[float, float]:
+        u, s = cpu_seconds(self.pid, split=True)
+        self.user_sys = ((u - self.s0[0]) / self.files, (s - self.s0[1]) / self.files)
         return ((cpu_seconds(self.pid) - self.t0) / self.files,
                 (cpu_seconds(self.pid, thread=self.pid) - self.l0) / self.files)
 
@@ -146,6 +164,14 @@ def main() -> None:
     ap.add_argument("--peers", default="s3fs,rclone", help="comma-separated peers to measure ('' for none)")
     ap.add_argument("--profile", default=None, metavar="DIR",
                     help="sample the daemon with py-spy during each artfs epoch; collapsed stacks go to DIR")
+    ap.add_argument("--spy-args", default="--gil", metavar="ARGS",
+                    help="py-spy record's sampling options for --profile (default '--gil'; e.g. '--native', or '' "
+                         "for every thread whether or not it holds the GIL)")
+    ap.add_argument("--attach", default=None, metavar="CMD",
+                    help="run CMD during each artfs epoch, '{pid}' the daemon's and '{name}' the epoch's "
+                         "(e.g. 'strace -c -f -p {pid} -o /tmp/{name}.txt'); stopped with SIGINT")
+    ap.add_argument("--cold-only", action="store_true",
+                    help="measure the cold epoch only (no warm epoch, no local-disk reference)")
     a = ap.parse_args()
 
     import boto3
@@ -202,15 +228,23 @@ def main() -> None:
                 paths = [m.path(PROJECT, "data", "v0", "train", n) for n in names]
                 os.listdir(m.path(PROJECT, "data", "v0", "train"))
                 drop_caches()
-                with Profiler(a.profile, f"cold{rnd[0]}", m.pid):
+                with Profiler(a.profile, f"cold{rnd[0]}", m.pid, a.spy_args, a.attach):
                     c = CpuPerFile(m.pid, a.files)
                     cold = epoch(paths, a.workers, rnd[0])
                     cpu["cold"] = min(cpu.get("cold", (1e9, 0.0)), c.done())
+                    print(f"  (daemon CPU per cold file {c.done()[0] * 1000:.2f} ms: user {c.user_sys[0] * 1000:.2f}, "
+                          f"system {c.user_sys[1] * 1000:.2f}; event loop {c.done()[1] * 1000:.2f})", flush=True)
+                if a.cold_only:
+                    stats = m.stats()
+                    table.note(f"artfs round {rnd[0]}: small fetches {stats.get('small_fetches')}, "
+                               f"prefetched {stats.get('prefetched')}, backend {stats.get('backend')}")
+                    shutil.rmtree(cache_dir, ignore_errors=True)
+                    return cold, 0.0
                 cache = Cache(cache_dir)
                 wait_for(lambda: all(cache.has(e.digest) for e in store.artifact(f"{PROJECT}/data:v0").manifest.entries),
                          120, "every blob to be complete in the cache")
                 drop_caches()
-                with Profiler(a.profile, f"warm{rnd[0]}", m.pid):
+                with Profiler(a.profile, f"warm{rnd[0]}", m.pid, a.spy_args, a.attach):
                     c = CpuPerFile(m.pid, a.files)
                     warm = epoch(paths, a.workers, rnd[0] + 100)
                     cpu["warm"] = min(cpu.get("warm", (1e9, 0.0)), c.done())
@@ -242,7 +276,8 @@ def main() -> None:
 
         best: dict[str, float] = {}
         for r in range(a.rounds):
-            fns: dict[str, Callable[[], Any]] = {"boto3": boto, "disk": disk, **{k: (lambda k=k: peer(k)) for k in peers}}
+            fns: dict[str, Callable[[], Any]] = {"boto3": boto, **({} if a.cold_only else {"disk": disk}),
+                                                 **{k: (lambda k=k: peer(k)) for k in peers}}
             for name, fn in fns.items():
                 v = fn()
                 best[name] = max(best.get(name, 0.0), v)
@@ -260,10 +295,15 @@ def main() -> None:
             else:
                 table.add(f"small-file epoch, cold: {k} mount vs boto3", best[k], best["boto3"], unit="files/s",
                           ref_name="boto3")
-        table.add("small-file epoch, warm (cache complete, page cache dropped): artfs vs local disk", best["warm"],
-                  best["disk"], unit="files/s", aim=">= 0.5", ref_name="local disk")
-        table.note(f"daemon CPU per file: cold {cpu['cold'][0] * 1000:.2f} ms (event loop {cpu['cold'][1] * 1000:.2f}), "
-                   f"warm {cpu['warm'][0] * 1000:.2f} ms (event loop {cpu['warm'][1] * 1000:.2f}) (aim: under 1 ms cold)")
+        if a.cold_only:
+            table.note(f"daemon CPU per file: cold {cpu['cold'][0] * 1000:.2f} ms (event loop "
+                       f"{cpu['cold'][1] * 1000:.2f}) (aim: under 1 ms)")
+        else:
+            table.add("small-file epoch, warm (cache complete, page cache dropped): artfs vs local disk", best["warm"],
+                      best["disk"], unit="files/s", aim=">= 0.5", ref_name="local disk")
+            table.note(f"daemon CPU per file: cold {cpu['cold'][0] * 1000:.2f} ms (event loop "
+                       f"{cpu['cold'][1] * 1000:.2f}), warm {cpu['warm'][0] * 1000:.2f} ms (event loop "
+                       f"{cpu['warm'][1] * 1000:.2f}) (aim: under 1 ms cold)")
     finally:
         server.__exit__()
         for k, v in saved.items():
