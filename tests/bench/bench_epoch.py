@@ -67,26 +67,35 @@ def drop_caches() -> None:
 
 def epoch(paths: list[str], workers: int, seed: int) -> float:
     """Read every path once, shuffled and split over ``workers`` processes; returns files/s."""
+    t, _ = run_readers(paths, workers, seed)
+    return len(paths) / t
+
+
+def run_readers(paths: list[str], workers: int, seed: int, reader: str = READER) -> tuple[float, list[list[bytes]]]:
+    """Read every path once, shuffled and split over ``workers`` processes running ``reader`` (the
+    paths on its stdin; it prints the number of files it read, then anything else): (seconds, each
+    reader's printed fields)."""
     order = list(paths)
     random.Random(seed).shuffle(order)
     parts = [order[i::workers] for i in range(workers)]
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-c", READER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    procs = [subprocess.Popen([sys.executable, "-c", reader], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
              for _ in parts]
     for p, part in zip(procs, parts):
         assert p.stdin is not None
         p.stdin.write("\n".join(part).encode())
         p.stdin.close()
-    done = 0
+    outs = []
     for p in procs:
         out = p.stdout.read() if p.stdout else b""
         if p.wait() != 0:
             raise RuntimeError("a reader failed")
-        done += int(out)
+        outs.append(out.split())
     t = time.perf_counter() - t0
+    done = sum(int(o[0]) for o in outs)
     if done != len(paths):
         raise RuntimeError(f"read {done} of {len(paths)} files")
-    return len(paths) / t
+    return t, outs
 
 
 class Profiler:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+from bench_epoch import drop_caches, run_readers  # noqa: E402
 from bench_read import Table, wait_for  # noqa: E402
 
 from artfs import Artifact, Cache, Store  # noqa: E402
@@ -63,37 +63,12 @@ print(n, t_open, t_read, t_close)
 COUNTERS = ("lookups", "getattrs", "opens", "releases", "forgets", "reads", "loop_opens", "passthrough_opens")
 
 
-def drop_caches() -> None:
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
-
-
 def epoch(paths: list[str], workers: int, seed: int) -> tuple[float, dict[str, float]]:
     """Read every path once, shuffled over ``workers`` processes: (files/s, a reader's seconds per
     file in open/read/close)."""
-    order = list(paths)
-    random.Random(seed).shuffle(order)
-    parts = [order[i::workers] for i in range(workers)]
-    t0 = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-c", READER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-             for _ in parts]
-    for p, part in zip(procs, parts):
-        assert p.stdin is not None
-        p.stdin.write("\n".join(part).encode())
-        p.stdin.close()
-    done, split = 0, [0.0, 0.0, 0.0]
-    for p in procs:
-        out = p.stdout.read() if p.stdout else b""
-        if p.wait() != 0:
-            raise RuntimeError("a reader failed")
-        n, *times = out.split()
-        done += int(n)
-        split = [a + float(b) for a, b in zip(split, times)]
-    t = time.perf_counter() - t0
-    if done != len(paths):
-        raise RuntimeError(f"read {done} of {len(paths)} files")
-    return len(paths) / t, dict(zip(("open", "read", "close"), (x / done for x in split)))
+    t, outs = run_readers(paths, workers, seed, READER)
+    split = [sum(float(o[k + 1]) for o in outs) for k in range(3)]
+    return len(paths) / t, dict(zip(("open", "read", "close"), (x / len(paths) for x in split)))
 
 
 def split_text(split: dict[str, float]) -> str:
