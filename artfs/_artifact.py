@@ -221,11 +221,9 @@ class Artifact:
         for p in gone_refs:
             del self._refs[p]
 
-    def _log(self, store: "Store", project: str, aliases: list[str],
-             progress: Callable[[int], None] | None = None, run: str | None = None) -> "Artifact":
-        self._need_draft()
-        check_name(project, "project")
-        aliases = [check_alias(a) for a in list(self.aliases) + aliases]
+    def _entries(self) -> tuple[list[Entry], dict[str, str]]:
+        """This draft's entries (its files hashed, in parallel; references as they are) and the
+        local file of each blob (references have nothing to upload)."""
 
         def describe(item: tuple[str, str]) -> Entry:
             path, local = item
@@ -235,7 +233,15 @@ class Artifact:
 
         entries = pmap(describe, sorted(self._files.items()), _WORKERS)
         sources = {e.digest: self._files[e.path] for e in entries if e.digest}
-        entries += self._refs.values()  # references: nothing to upload
+        return entries + list(self._refs.values()), sources
+
+    def _log(self, store: "Store", project: str, aliases: list[str],
+             progress: Callable[[int], None] | None = None, run: str | None = None) -> "Artifact":
+        self._need_draft()
+        check_name(project, "project")
+        aliases = [check_alias(a) for a in list(self.aliases) + aliases]
+
+        entries, sources = self._entries()
         result = store.commit(project, self._name, type=self.type, entries=entries, sources=sources,
                               description=self.description, metadata=self.metadata, aliases=aliases,
                               progress=progress, run=run)

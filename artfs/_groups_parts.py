@@ -37,7 +37,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ._digest import digest_file
 from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidPath, NotFound, StoreUnavailable
 from ._manifest import _BULK_MIN, Entry, _bulk_entries, _entries_json, check_entries, gc_paused
 from ._manifest import version_digest
@@ -350,19 +349,9 @@ def upsert_artifact(store: "Store", art: "Artifact", project: str, group: str, *
 
 def artifact_entries(art: "Artifact") -> tuple[list[Entry], dict[str, Callable[[str], None] | str]]:
     """The entries of a draft :class:`Artifact` (its files hashed) and where each blob's bytes are."""
-    import stat
-
     art._need_draft()
-
-    def describe(item: tuple[str, str]) -> Entry:
-        path, local = item
-        st = os.stat(local)
-        digest, size = digest_file(local)
-        return Entry(path, digest, size, bool(st.st_mode & stat.S_IXUSR))
-
-    entries = pmap(describe, sorted(art._files.items()), _WORKERS)
-    sources: dict[str, Callable[[str], None] | str] = {e.digest: art._files[e.path] for e in entries if e.digest}
-    return entries + list(art._refs.values()), sources
+    entries, sources = art._entries()
+    return entries, dict(sources)
 
 
 # -- drafts (the mount's draft/ as a part) ------------------------------------------------------------------
