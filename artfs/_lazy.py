@@ -69,8 +69,12 @@ Streamed entries (blobs larger than the cache allows)
 A blob larger than half the cache's bound is never cached whole: its entry uses an unnamed
 partial file and map (``O_TMPFILE`` in ``tmp/``, private to this process, gone when the last
 handle closes or the process dies) holding at most ``stream_window`` bytes of chunks. Chunks are
-hashed in order as they arrive; beyond the window, the oldest chunks not being copied by a read
-right now (pinned between ``_ensure`` and the ``pread``) are punched out and marked absent. A pass
+hashed in order as they arrive; beyond the window, the oldest chunks are punched out and marked
+absent, except those being copied by a read right now (pinned between ``_ensure`` and the
+``pread``) and those a reader copied but the hash has not reached or the hash passed but no
+reader copied yet (the bytes hashed are the bytes served; see ``_stream_evict``). A chunk's map
+byte is never picked up by ``refresh`` (the map is private), so a chunk is readable only once its
+fetch marked it present and hashed what it could, in one hold of the entry's lock. A pass
 that reaches the end with a wrong digest fails that fetch (CorruptData) and resets the entry (new
 generation). See :class:`_Stream`. Such an entry never becomes a complete blob and is never
 served by ``readinto_nowait`` (whose unlocked read could see a punched chunk).
@@ -491,10 +495,12 @@ class LazyBlobs:
                             submit.extend(self._plan_prefetch(h, e, c1, p0, p1))
                     if not waits:
                         fd, gen = e.fd, e.gen
-                        if e.stream is not None:
-                            pins = e.stream.pins
+                        st = e.stream
+                        if st is not None:
+                            pins = st.pins
                             for i in range(c0, c1):
                                 pins[i] = pins.get(i, 0) + 1
+                            st.served.update(range(c0, c1))  # see _stream_evict
             if e.finalize_due:
                 with e.lock:
                     due, e.finalize_due = e.finalize_due, False
@@ -591,29 +597,51 @@ class LazyBlobs:
         return bad
 
     def _stream_evict(self, e: _Entry) -> None:
-        """Punch out the oldest unpinned chunks while the entry holds more than its window."""
+        """Punch chunks out while the streamed entry holds more than its window (``e.lock`` held).
+
+        The oldest first, except chunks a read is copying right now (``pins``) and, while a pass
+        is being verified, chunks copied by a reader but not hashed yet or hashed but not copied
+        yet: the bytes hashed must be the bytes served. (A chunk neither hashed nor copied may go:
+        the hash waits until it is fetched again.) If those kept chunks alone fill the window
+        (only a reader that jumps around gets there), the pass gives up verifying (``hash_ok``
+        False) rather than grow the window or evict what a reader waits for.
+        """
         st = e.stream
         assert st is not None
+        if st.nbytes <= st.window:
+            return
         cs = e.cs
+        h0 = st.hash_off // cs  # chunks from h0 on are not hashed in this pass
+        if st.hash_ok and not st.hash_done:
+            held = sum(min(e.size, (i + 1) * cs) - i * cs for i in st.resident
+                       if e.present[i] and (st.pins.get(i) or (i >= h0) == (i in st.served)))
+            if held >= st.window:
+                st.hash_ok = False  # this pass is not verified as a whole
+        verifying = st.hash_ok and not st.hash_done
         kept: list[int] = []
         while st.nbytes > st.window and st.resident:
             i = st.resident.popleft()
             if not e.present[i]:
                 continue
-            if st.pins.get(i):
+            if st.pins.get(i) or (verifying and (i >= h0) == (i in st.served)):
                 kept.append(i)
                 continue
-            if st.hash_ok and not st.hash_done and i * cs >= st.hash_off:
-                st.hash_ok = False  # evicting bytes not hashed yet: this pass is not verified whole
-            n = min(e.size, (i + 1) * cs) - i * cs
-            e.present[i] = 0
-            e.npresent -= 1
-            st.nbytes -= n
-            with contextlib.suppress(OSError):
-                os.pwrite(e.map_fd, b"\x00", _HDR.size + i)
-            if not _punch(e.fd, i * cs, n):
-                log.debug("cannot punch chunk %d out of the streamed copy of %s", i, e.digest)
+            self._stream_punch(e, i)
         st.resident.extendleft(reversed(kept))
+
+    def _stream_punch(self, e: _Entry, i: int) -> None:
+        """Mark chunk ``i`` of a streamed entry absent and free its bytes (``e.lock`` held)."""
+        st = e.stream
+        assert st is not None
+        cs = e.cs
+        n = min(e.size, (i + 1) * cs) - i * cs
+        e.present[i] = 0
+        e.npresent -= 1
+        st.nbytes -= n
+        with contextlib.suppress(OSError):
+            os.pwrite(e.map_fd, b"\x00", _HDR.size + i)
+        if not _punch(e.fd, i * cs, n):
+            log.debug("cannot punch chunk %d out of the streamed copy of %s", i, e.digest)
 
     def _new_job(self, e: _Entry, c0: int, c1: int, prio: int, reserved: int) -> _Job:
         """Register a fetch of chunks ``[c0, c1)`` (caller holds ``e.lock``)."""

@@ -153,19 +153,21 @@ class _Stream:
     """The state of a streamed entry: a blob larger than the cache's bound allows to keep.
 
     Such a blob is read through a private partial file (:meth:`_Entry.open_private`) holding at
-    most ``window`` bytes of fetched chunks: once more are present, the chunks that arrived first
-    are punched out of the file (and marked absent) unless a read is copying them right now
-    (``pins``). It never becomes a complete cache blob, and it is freed when the last handle
+    most ``window`` bytes of fetched chunks: once more are present, chunks are punched out of the
+    file (and marked absent), never while a read is copying them (``pins``). It never becomes a complete cache blob, and it is freed when the last handle
     closes. Chunks are hashed in order as they arrive (``hash_off``, before they can be evicted);
     when a pass reaches the end, a digest mismatch fails that fetch with CorruptData and resets
-    the entry (every open handle gets CorruptData once, as for a shared partial entry). A reader
-    that jumps around may force eviction of chunks not yet hashed; that pass is then not verified
-    as a whole (``hash_ok`` False) and the next read from offset 0 starts another.
+    the entry (every open handle gets CorruptData once, as for a shared partial entry). A chunk
+    may be copied by a reader before it is hashed (read-ahead completes out of order) or hashed
+    before a reader copies it; the chunks copied in this pass are ``served``, and eviction
+    (``LazyBlobs._stream_evict``) keeps the bytes hashed and the bytes served the same ones. Only
+    a reader that jumps around can make it give up: that pass is then not verified as a whole
+    (``hash_ok`` False) and the next read from offset 0 starts another.
 
     All fields are guarded by the entry's lock.
     """
 
-    __slots__ = ("window", "resident", "nbytes", "pins", "hasher", "hash_off", "hash_ok", "hash_done")
+    __slots__ = ("window", "resident", "nbytes", "pins", "served", "hasher", "hash_off", "hash_ok", "hash_done")
 
     def __init__(self, window: int) -> None:
         self.window = window
@@ -175,6 +177,7 @@ class _Stream:
         self.reset_hash()
 
     def reset_hash(self) -> None:
+        self.served: set[int] = set()  # chunks a reader copied in this pass
         self.hasher = hasher()
         self.hash_off = 0
         self.hash_ok = True
@@ -325,7 +328,15 @@ class _Entry:
             os.close(fd)
 
     def refresh(self, c0: int, c1: int) -> None:
-        """Pick up chunks in ``[c0, c1)`` that another process marked present (under lock)."""
+        """Pick up chunks in ``[c0, c1)`` that another process marked present (under lock).
+
+        Not for a streamed entry: its map is private to this process, and the only bytes it could
+        find set are our own jobs', written just before they take the lock to mark the chunks
+        present and hash them; a reader picking them up here could read the last chunk before
+        the pass was verified.
+        """
+        if self.stream is not None:
+            return
         m = os.pread(self.map_fd, c1 - c0, _HDR.size + c0)
         for j, b in enumerate(m):
             i = c0 + j

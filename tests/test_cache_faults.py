@@ -343,6 +343,29 @@ def test_a_streamed_blob_that_does_not_match_its_digest_fails_at_the_end(small_s
                 off += len(h.read(off, 256 * 1024))
 
 
+def test_every_pass_over_a_streamed_blob_is_verified(small_store):
+    """A second pass starts with the end of the first still in the window: those chunks make
+    room without giving up verifying the new pass, so a blob damaged in the store in between
+    fails at the end of the second pass too."""
+    store, lb = small_store
+    data = os.urandom(12 * MiB)
+    d = _put_blob(store, data)
+    from artfs._layout import blob_key
+
+    with lb.open("proj", d, len(data)) as h:
+        got = bytearray()
+        while len(got) < len(data):
+            got += h.read(len(got), 256 * 1024)
+        assert got == data
+        bad = bytearray(data)
+        bad[5 * MiB] ^= 0xFF
+        store.backend.put(blob_key("proj", d), bytes(bad))
+        with pytest.raises(CorruptData, match="does not match its digest|failed verification"):
+            off = 0
+            while off < len(data):
+                off += len(h.read(off, 256 * 1024))
+
+
 @pytest.mark.parametrize("kind", ["local", "s3"])
 def test_lazy_reader_refetches_a_blob_changed_after_verification(request, tmp_path, kind, caplog):
     """The rule the mount uses, in process, on both stores: a changed blob is dropped, logged,
