@@ -14,6 +14,7 @@ import shutil
 import stat
 import tempfile
 import uuid
+import weakref
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
 from . import data_types
@@ -82,7 +83,8 @@ class Artifact:
         self.aliases: list[str] = []
         self._files: dict[str, str] = {}  # entry path -> local file
         self._refs: dict[str, Entry] = {}  # entry path -> reference entry (add_reference)
-        self._tmpdir: str | None = None
+        self._tmpdir: str | None = None  # new_file()'s files; removed once logged, or with the draft
+        self._tmp_cleanup: weakref.finalize[..., Any] | None = None
         # logged state
         self._store: Store | None = None
         self.project: str | None = None
@@ -165,6 +167,8 @@ class Artifact:
             raise InvalidPath(f"{path!r} is already in the artifact")
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix="artfs-new-")
+            # a draft dropped without being logged (or a process that exits) leaves nothing behind
+            self._tmp_cleanup = weakref.finalize(self, shutil.rmtree, self._tmpdir, True)
         local = os.path.join(self._tmpdir, uuid.uuid4().hex)
         with open(local, mode if mode != "x" else "x", encoding=encoding if "b" not in mode else None) as f:
             yield f
@@ -245,9 +249,9 @@ class Artifact:
         result = store.commit(project, self._name, type=self.type, entries=entries, sources=sources,
                               description=self.description, metadata=self.metadata, aliases=aliases,
                               progress=progress, run=run)
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+        if self._tmp_cleanup is not None:
+            self._tmp_cleanup()  # removes the directory of new_file()'s files
+            self._tmpdir = self._tmp_cleanup = None
         logged = Artifact._logged(store, project, self._name, result.version)
         logged.commit_result = result
         return logged

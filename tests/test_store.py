@@ -858,3 +858,35 @@ def test_gc_removes_orphans_but_keeps_blobs_of_young_intents(backend_url, tmp_pa
         assert result["blobs_removed"] == 1 and result["stale_removed"] >= 1
         assert _blob_digests(store) == {digest_bytes(b) for b in (b"kept A", b"kept B")}
         assert not list(store.backend.list("proj/intents/"))
+
+
+def test_new_file_leaves_no_temporary_files_behind(local_url, tmp_path):
+    """``new_file`` writes into a temporary directory: gone once the draft is logged, when a draft
+    is dropped without being logged, and when the process exits holding one."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    script = textwrap.dedent(f"""
+        import gc, os, artfs
+        store = artfs.Store({local_url!r})
+        logged = artfs.Artifact("notes", type="dataset")
+        with logged.new_file("a.txt", "w") as f:
+            f.write("logged")
+        dropped = artfs.Artifact("scratch")
+        with dropped.new_file("b.txt", "w") as f:
+            f.write("never logged")
+        assert len(os.listdir({str(tmp)!r})) == 2
+        store.log_artifact(logged, "proj")
+        del dropped
+        gc.collect()
+        assert os.listdir({str(tmp)!r}) == [], os.listdir({str(tmp)!r})
+        kept = artfs.Artifact("held-at-exit")
+        with kept.new_file("c.txt", "w") as f:
+            f.write("still held when the process exits")
+        assert len(os.listdir({str(tmp)!r})) == 1
+    """)
+    env = dict(os.environ, TMPDIR=str(tmp))
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(tmp) == []
+    got = artfs.Store(local_url).artifact("proj/notes:v0").get_path("a.txt").download(str(tmp_path / "out"))
+    assert open(got).read() == "logged"
