@@ -303,3 +303,32 @@ def test_umount_with_a_stalled_store_ends_and_keeps_the_draft(proxy, bucket, tmp
     out = tmp_path / "out"
     store.artifact("proj/data:v1").download(str(out))
     assert (out / "big.bin").read_bytes() == big and (out / "small.txt").read_bytes() == b"v0\n"
+
+
+@pytest.mark.timeout(180)
+def test_mount_small_files_through_resets_and_errors(proxy, bucket, tmp_path):
+    """A mount reading a directory of small files cold from S3 whose GETs fail now and then
+    (503s, answers reset mid-body): the directory's prefetch (the multiplexed GETs) leaves a
+    failed blob to the reader's own open, which goes on through botocore's retries: every file
+    reads back its bytes, each blob lands in the cache once."""
+    from daemon.testing import MountProcess
+
+    url = f"s3://{bucket}/store"
+    store = artfs.Store(url, cache=artfs.Cache(str(tmp_path / "cache-w")))
+    art = artfs.Artifact("data", type="dataset")
+    want = {f"f{i:02d}.bin": os.urandom(20_000 + 331 * i) for i in range(40)}
+    for name, data in want.items():
+        with art.new_file(f"sub/{name}", mode="wb") as f:
+            f.write(data)
+    store.log_artifact(art, project="proj")
+    env = cli_env(proxy.url, tmp_path, ARTFS_S3_TIMEOUT="20", ARTFS_STORE=url)
+    proxy.configure(only=lambda m_, t: m_ == "GET" and "/blobs/" in t, error_rate=0.15, reset_rate=0.15)
+    with MountProcess(url, tmp_path / "mnt", cache_dir=tmp_path / "cache", env=env,
+                      args=["--refresh", "1"]) as m:
+        for name in sorted(want, reverse=True):
+            with open(m.path("proj", "data", "v0", "sub", name), "rb") as fh:
+                assert fh.read() == want[name], name
+        stats = m.stats()
+    assert {"error", "reset"} <= set(actions(proxy))
+    assert stats["small_fetches"] == len(want)
+    assert stats["prefetch_errors"] > 0  # the prefetch met the faults; the readers' opens did not fail
