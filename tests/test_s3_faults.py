@@ -308,9 +308,9 @@ def test_umount_with_a_stalled_store_ends_and_keeps_the_draft(proxy, bucket, tmp
 @pytest.mark.timeout(180)
 def test_mount_small_files_through_resets_and_errors(proxy, bucket, tmp_path):
     """A mount reading a directory of small files cold from S3 whose GETs fail now and then
-    (503s, answers reset mid-body): the directory's prefetch (the multiplexed GETs) leaves a
-    failed blob to the reader's own open, which goes on through botocore's retries: every file
-    reads back its bytes, each blob lands in the cache once."""
+    (503s, answers reset mid-body): a direct small GET that fails is finished by botocore's
+    retries, for the directory's prefetch and for the reader's own open: every file reads back
+    its bytes, each blob lands in the cache once."""
     from daemon.testing import MountProcess
 
     url = f"s3://{bucket}/store"
@@ -331,4 +331,3 @@ def test_mount_small_files_through_resets_and_errors(proxy, bucket, tmp_path):
         stats = m.stats()
     assert {"error", "reset"} <= set(actions(proxy))
     assert stats["small_fetches"] == len(want)
-    assert stats["prefetch_errors"] > 0  # the prefetch met the faults; the readers' opens did not fail
