@@ -149,13 +149,16 @@ def stamp(fd: int, digest: str) -> bool:
         return False
 
 
-def stamp_ok(fd: int, digest: str) -> bool:
-    """Whether ``fd`` is unchanged since it was verified against ``digest`` (no hashing)."""
+def stamp_ok(fd: int, digest: str, st: os.stat_result | None = None) -> bool:
+    """Whether ``fd`` is unchanged since it was verified against ``digest`` (no hashing).
+
+    ``st``: an ``fstat`` of ``fd`` the caller just took (saves one; the mount's warm open).
+    """
     try:
         rec = os.getxattr(fd, STAMP_XATTR)
     except OSError:
         return False
-    return rec == _stamp_value(digest, os.fstat(fd))
+    return rec == _stamp_value(digest, os.fstat(fd) if st is None else st)
 
 
 def hash_fd(fd: int) -> tuple[str, int]:

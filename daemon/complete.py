@@ -48,6 +48,8 @@ from .prefetch import SMALL, SmallBlobs
 
 log = logging.getLogger("artfsd")
 
+#: digests whose cache path is remembered (about 200 bytes each), the oldest dropped all at once
+PATHS_KEPT = 1 << 16
 #: a blob's atime (its recency for eviction) is renewed at most this often (seconds)
 TOUCH_EVERY = 60.0
 
@@ -55,8 +57,9 @@ TOUCH_EVERY = 60.0
 def open_verified(path: str, size: int, digest: str) -> int:
     """A read-only descriptor of the cache blob at ``path`` if it may be served as it is, else -1.
 
-    Never blocks on a lock (``LOCK_NB``) and reads only metadata. The descriptor holds a shared
-    ``flock``: the blob is not evicted while it is open.
+    Never blocks on a lock (``LOCK_NB``) and reads only metadata (one ``fstat`` serves the size,
+    the record and the atime checks). The descriptor holds a shared ``flock``: the blob is not
+    evicted while it is open.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -65,7 +68,7 @@ def open_verified(path: str, size: int, digest: str) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         st = os.fstat(fd)
-        if st.st_size != size or not os.path.samestat(st, os.stat(path)) or not stamp_ok(fd, digest):
+        if st.st_size != size or not os.path.samestat(st, os.stat(path)) or not stamp_ok(fd, digest, st):
             os.close(fd)
             return -1
         if time.time() - st.st_atime > TOUCH_EVERY:  # recency for LRU; the mtime is the record's
@@ -129,13 +132,18 @@ class CompleteOpens:
         self.limiter = limiter
         self.file_type = file_type
         self.stats = {"loop_opens": 0}
+        self._paths: dict[str, str] = {}  # digest -> its cache path (Cache.path checks and joins)
 
     async def open(self, vdir: Any, tree: Any, node: int, size: int, digest: str | None) -> Any:
         """The open file if its blob is (or, for a small one, could be made) complete and verified;
         None: take the general path. Raises what fetching a small blob raised (the store's error)."""
         if digest is None or size <= 0:
             return None
-        path = self.cache.path(digest)
+        path = self._paths.get(digest)
+        if path is None:
+            if len(self._paths) >= PATHS_KEPT:
+                self._paths.clear()
+            path = self._paths[digest] = self.cache.path(digest)
         fd = open_verified(path, size, digest)
         warm = fd >= 0
         if fd < 0 and size <= SMALL:

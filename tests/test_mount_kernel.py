@@ -344,6 +344,34 @@ def test_small_files_open_on_the_loop_cold_and_warm(setup):
             assert warm["reads"] == cold["reads"]  # no read reached the daemon
 
 
+def test_repeated_warm_epochs_on_a_read_only_mount_send_open_and_release_only(setup):
+    """Epoch after epoch over a warm cache (no cache dropped in between) on a ``--read-only``
+    mount, a file read in passthrough costs the daemon its OPEN and RELEASE only. (On a writable
+    mount the kernel marks the file's atime stale after every passthrough read, whatever atime
+    the daemon reports (fs/fuse/passthrough.c, fuse_file_accessed), so the reader's next fstat,
+    which Python's open() does, costs a GETATTR too; on a read-only super block it does not.)"""
+    store_url, src, _, tmp = setup
+    names = sorted(p.name for p in (src / "sub").glob("f*.txt"))
+    with _mount(store_url, tmp, "--read-only") as m:
+        _need(m, "passthrough")
+
+        def epoch() -> dict:
+            for n in names:
+                with open(m.path("p", "data", "v0", "sub", n), "rb") as fh:
+                    assert fh.read() == (src / "sub" / n).read_bytes()
+            _released(m)
+            return m.stats()
+
+        epoch()  # cold: fetched
+        before = epoch()
+        after = epoch()
+        assert after["opens"] - before["opens"] == len(names)
+        assert after["releases"] - before["releases"] == len(names)
+        assert after["passthrough_opens"] - before["passthrough_opens"] == len(names)
+        assert after["getattrs"] == before["getattrs"]
+        assert after["lookups"] == before["lookups"] and after["reads"] == before["reads"]
+
+
 def test_a_changed_or_evicted_small_blob_is_never_served(setup):
     """A small blob changed in the cache after it was verified (same size) is not served as it
     is (the open re-verifies it and fetches it again); one removed from the cache is fetched again."""
