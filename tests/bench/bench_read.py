@@ -181,12 +181,23 @@ class Table:
         return "\n".join(out + [""] + [f"- {n}" for n in self.notes])
 
 
-def timed_best(reps: int, fns: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """Run every function ``reps`` times, interleaved; the best (smallest) time of each."""
+def timed_best(reps: int, fns: dict[str, Callable[[], float]],
+               alternate: tuple[str, str] | None = None) -> dict[str, float]:
+    """Run every function ``reps`` times, interleaved; the best (smallest) time of each.
+
+    ``alternate``: two keys whose places swap every other round (an A/B: the run after another
+    client's is not the same as the run after the other's)."""
     best = {k: float("inf") for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            best[k] = min(best[k], fn())
+    for r in range(reps):
+        keys = list(fns)
+        if alternate is not None and r % 2:
+            i, j = keys.index(alternate[0]), keys.index(alternate[1])
+            keys[i], keys[j] = keys[j], keys[i]
+        for k in keys:
+            fn = fns[k]
+            t = fn()
+            print(f"  round {r + 1}: {k} {t:.2f} s", flush=True)
+            best[k] = min(best[k], t)
     return best
 
 
@@ -452,25 +463,39 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
             os.unlink(out)
             return t
 
-        def artfs_mount() -> float:
+        def artfs_mount(code: str | None = None) -> float:
             nonlocal counters
             rep[0] += 1
             cache_dir = os.path.join(base, f"mcache{rep[0]}")
+            env = dict(os.environ)
+            if code is not None:  # --compare: the daemon imports artfs from that tree
+                env["PYTHONPATH"] = code
             os.sync()
-            with MountProcess(store.url, mnt, cache_dir=cache_dir, env=dict(os.environ)) as m:
+            cwd = os.getcwd()  # `python -m` puts the daemon's working directory first on its path
+            with contextlib.ExitStack() as stack:
+                os.chdir(code or ROOT)
+                try:
+                    m = stack.enter_context(MountProcess(store.url, mnt, cache_dir=cache_dir, env=env))
+                finally:
+                    os.chdir(cwd)
                 path = m.path(PROJECT, rel)
                 os.stat(path)
                 t, n = read_all(path)
                 assert n == size, n
-                counters = daemon_counters(m)
+                if code is None:
+                    counters = daemon_counters(m)
                 blob = Cache(cache_dir).path(digest)
                 wait_for(lambda: os.path.exists(blob), 60, "the fetched file to be verified")
             shutil.rmtree(cache_dir)
             return t
 
         fns: dict[str, Callable[[], float]] = {"boto3": boto, "artfs": artfs_mount}
+        if a.compare:
+            fns["artfs@compare"] = lambda: artfs_mount(a.compare)
         failed: dict[str, str] = {}
         for kind in ("s3fs", "rclone"):
+            if kind in a.skip.split(","):
+                continue
             def peer(kind: str = kind) -> float:
                 if kind in failed:
                     return float("inf")
@@ -487,12 +512,17 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
                     failed[kind] = f"{type(e).__name__}: {e}"
                     return float("inf")
             fns[kind] = peer
-        best = timed_best(a.reps, fns)
+        best = timed_best(a.reps, fns, ("artfs", "artfs@compare") if a.compare else None)
         ref = size / best["boto3"] / GB
         table.add("cold read from S3 (s3rver): artfs mount vs boto3", size / best["artfs"] / GB, ref, aim="1.0",
                   ref_name="boto3 download_file")
         table.note(f"artfs from s3rver: {counters} per run")
+        if a.compare:
+            table.add(f"cold read from S3 (s3rver): artfs mount running {a.compare} vs boto3",
+                      size / best["artfs@compare"] / GB, ref, ref_name="boto3 download_file")
         for kind in ("s3fs", "rclone"):
+            if kind in a.skip.split(","):
+                continue
             if kind in failed:
                 table.note(f"{kind}: could not be measured here: {failed[kind]}")
             else:
@@ -596,6 +626,9 @@ def main() -> None:
     p.add_argument("--only", default="cache,s3,ttfb", help="sections to run (default cache,s3,ttfb)")
     p.add_argument("--dir", default=None, help="where to put stores, caches and mounts (default: a temp dir)")
     p.add_argument("--json", default=None, help="also write the table as JSON to this file")
+    p.add_argument("--compare", default=None, metavar="TREE",
+                   help="s3: also read through a mount running the artfs code of TREE (an A/B in one run)")
+    p.add_argument("--skip", default="", help="s3: peers not to run (comma-separated: s3fs,rclone)")
     a = p.parse_args()
     if os.geteuid() != 0:
         print("warning: not root: read_ahead_kb cannot be set; FUSE requests stay at 128 KiB", file=sys.stderr)
