@@ -6,7 +6,10 @@ worker thread when it is older than the refresh interval:
 
 * a lookup or readdir of a directory whose listing is stale starts a refresh and waits for it up
   to ``stale_wait`` seconds; if the store is slow or down, the old listing is served (a mount must
-  stay usable offline), the refresh carries on in the background;
+  stay usable offline), the refresh carries on in the background; once a refresh failed (the
+  store unreachable), known listings are served at once until one succeeds or ``refresh`` seconds
+  pass (their refreshes still start): ``ls`` of a path three listings deep with the store down
+  waits for none of them, not up to ``stale_wait`` for each;
 * a lookup of a valid name that is missing re-lists the directory if its listing is older than
   ``miss_age`` (so ``artfs put`` followed at once by ``cat MNT/p/a/v7/x`` works);
 * a background task refreshes the artifacts used recently every interval;
@@ -105,6 +108,7 @@ class Namespace:
         self._nursery: trio.Nursery | None = None
         self._idle_trees: OrderedDict[VersionDir, None] = OrderedDict()  # loaded, unreferenced
         self._loaded_entries = 0
+        self._store_failing_until = -math.inf  # a refresh failed lately: known listings don't wait
         self.stats = {"refreshes": 0, "refresh_failures": 0, "trees_loaded": 0, "trees_unloaded": 0}
 
     def start(self, nursery: trio.Nursery) -> None:
@@ -136,6 +140,8 @@ class Namespace:
                 self._nursery.start_soon(self._refresh, d, ev)
             else:  # not started (tests): refresh inline
                 await self._refresh(d, ev)
+        if d.ok and max_age is None and _now() < self._store_failing_until:
+            return  # a refresh failed lately: the known listing now, this refresh goes on
         with trio.move_on_after(self.stale_wait if d.ok else self.timeout + 2.0):
             await ev.wait()
         if not d.ok:
@@ -169,6 +175,7 @@ class Namespace:
             d.listed_at = _now()
             d.ok = True
             d.denied = False
+            self._store_failing_until = -math.inf
             if d.failing:
                 log.info("%s: listing works again", self._where(d))
                 d.failing = False
@@ -176,6 +183,8 @@ class Namespace:
             self.stats["refresh_failures"] += 1
             # keep what we know; try again after the next interval
             d.listed_at = _now()
+            if not isinstance(e, PermissionDenied):
+                self._store_failing_until = _now() + self.refresh
             d.denied = isinstance(e, PermissionDenied)
             if not d.failing:
                 errno_for(e, f"refresh {self._where(d)}")
