@@ -48,8 +48,6 @@ from .prefetch import SMALL, SmallBlobs
 
 log = logging.getLogger("artfsd")
 
-#: digests whose cache path is remembered (about 200 bytes each), the oldest dropped all at once
-PATHS_KEPT = 1 << 16
 #: a blob's atime (its recency for eviction) is renewed at most this often (seconds)
 TOUCH_EVERY = 60.0
 
@@ -132,18 +130,13 @@ class CompleteOpens:
         self.limiter = limiter
         self.file_type = file_type
         self.stats = {"loop_opens": 0}
-        self._paths: dict[str, str] = {}  # digest -> its cache path (Cache.path checks and joins)
 
     async def open(self, vdir: Any, tree: Any, node: int, size: int, digest: str | None) -> Any:
         """The open file if its blob is (or, for a small one, could be made) complete and verified;
         None: take the general path. Raises what fetching a small blob raised (the store's error)."""
         if digest is None or size <= 0:
             return None
-        path = self._paths.get(digest)
-        if path is None:
-            if len(self._paths) >= PATHS_KEPT:
-                self._paths.clear()
-            path = self._paths[digest] = self.cache.path(digest)
+        path = self.cache.path(digest)
         fd = open_verified(path, size, digest)
         warm = fd >= 0
         if fd < 0 and size <= SMALL:
