@@ -56,11 +56,23 @@ print(n)
 """
 
 
+def requests_per_file(before: dict[str, Any], after: dict[str, Any], files: int) -> str:
+    """The requests the daemon answered between two of its stats, per file read."""
+    kinds = ("lookups", "getattrs", "opens", "releases", "reads", "forgets")
+    return ", ".join(f"{k} {(after.get(k, 0) - before.get(k, 0)) / files:.2f}" for k in kinds)
+
+
+DROP = {"all": "3", "data": "1"}
+drop_what = ["all"]  # --drop
+
+
 def drop_caches() -> None:
+    """Drop the kernel's caches as ``--drop`` says: ``all`` (pages, dentries and inodes) or ``data``
+    (pages only: names and inodes stay in memory, as in a training job whose data outgrows RAM)."""
     os.sync()
     try:
         with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
+            f.write(DROP[drop_what[0]] + "\n")
     except OSError as e:
         print(f"  (cannot drop the page cache: {e})", flush=True)
 
@@ -179,16 +191,24 @@ def main() -> None:
     ap.add_argument("--attach", default=None, metavar="CMD",
                     help="run CMD during each artfs epoch, '{pid}' the daemon's and '{name}' the epoch's "
                          "(e.g. 'strace -c -f -p {pid} -o /tmp/{name}.txt'); stopped with SIGINT")
+    ap.add_argument("--drop", choices=sorted(DROP), default="all",
+                    help="what is dropped before each epoch: 'all' kernel caches (pages, dentries, inodes; the "
+                         "default) or 'data' (the page cache only)")
+    ap.add_argument("--read-only", action="store_true",
+                    help="mount read-only, as the README recommends for training jobs (no draft/; the kernel "
+                         "then has no atime to refresh after a passthrough read)")
     ap.add_argument("--cold-only", action="store_true",
                     help="measure the cold epoch only (no warm epoch, no local-disk reference)")
     a = ap.parse_args()
+    drop_what[0] = a.drop
 
     import boto3
 
     base = tempfile.mkdtemp(prefix="artfs-epoch-", dir=a.dir)
     table = Table()
     names = [f"{i:06d}.jpg" for i in range(a.files)]
-    print(f"[epoch] {a.files} files of {a.kib} KiB, {a.workers} readers, {a.rounds} rounds", flush=True)
+    print(f"[epoch] {a.files} files of {a.kib} KiB, {a.workers} readers, {a.rounds} rounds, caches dropped before each epoch: {a.drop}"
+          f"{', read-only mount' if a.read_only else ''}", flush=True)
     server = S3rver(base).__enter__()
     saved = {k: os.environ.get(k) for k in server.env()}
     os.environ.update(server.env())
@@ -233,7 +253,8 @@ def main() -> None:
             rnd[0] += 1
             cache_dir = os.path.join(base, f"mcache{rnd[0]}")
             mnt = os.path.join(base, "mnt")
-            with MountProcess(store.url, mnt, cache_dir=cache_dir, env=dict(os.environ)) as m:
+            with MountProcess(store.url, mnt, cache_dir=cache_dir, env=dict(os.environ),
+                              args=["--read-only"] if a.read_only else ()) as m:
                 paths = [m.path(PROJECT, "data", "v0", "train", n) for n in names]
                 os.listdir(m.path(PROJECT, "data", "v0", "train"))
                 drop_caches()
@@ -253,10 +274,13 @@ def main() -> None:
                 wait_for(lambda: all(cache.has(e.digest) for e in store.artifact(f"{PROJECT}/data:v0").manifest.entries),
                          120, "every blob to be complete in the cache")
                 drop_caches()
+                before = m.stats()
                 with Profiler(a.profile, f"warm{rnd[0]}", m.pid, a.spy_args, a.attach):
                     c = CpuPerFile(m.pid, a.files)
                     warm = epoch(paths, a.workers, rnd[0] + 100)
                     cpu["warm"] = min(cpu.get("warm", (1e9, 0.0)), c.done())
+                print(f"  (daemon CPU per warm file {c.done()[0] * 1000:.2f} ms; requests per warm file: "
+                      + requests_per_file(before, m.stats(), a.files) + ")", flush=True)
                 stats = m.stats()
                 table.note(f"artfs round {rnd[0]}: kernel {stats.get('kernel')}, passthrough opens "
                            f"{stats.get('passthrough_opens')}, small fetches {stats.get('small_fetches')}, "
