@@ -9,8 +9,8 @@ same run:
 
 * cold, the cache empty: artfs mount vs a boto3 download of the same objects with 16 threads
   into memory (the server's pace), beside s3fs and rclone mounts of the same bytes;
-* warm, artfs's cache complete, the page cache dropped: artfs mount vs the same files on local
-  disk;
+* warm, artfs's cache complete, the kernel's caches dropped (``--drop all``: pages, dentries
+  and inodes; ``--drop data``: pages only): artfs mount vs the same files on local disk;
 * the daemon's CPU time per file (utime + stime from /proc), cold and warm.
 
 Run as root (dropping the page cache; the mount sets its read-ahead). Needs s3rver (npm), and
@@ -332,7 +332,8 @@ def main() -> None:
             table.note(f"daemon CPU per file: cold {cpu['cold'][0] * 1000:.2f} ms (event loop "
                        f"{cpu['cold'][1] * 1000:.2f}) (aim: under 1 ms)")
         else:
-            table.add("small-file epoch, warm (cache complete, page cache dropped): artfs vs local disk", best["warm"],
+            dropped = "page cache dropped" if a.drop == "data" else "page cache, dentries and inodes dropped"
+            table.add(f"small-file epoch, warm (cache complete, {dropped}): artfs vs local disk", best["warm"],
                       best["disk"], unit="files/s", aim=">= 0.5", ref_name="local disk")
             table.note(f"daemon CPU per file: cold {cpu['cold'][0] * 1000:.2f} ms (event loop "
                        f"{cpu['cold'][1] * 1000:.2f}), warm {cpu['warm'][0] * 1000:.2f} ms (event loop "
