@@ -356,34 +356,47 @@ class S3rver:
 
 
 class PeerMount:
-    """s3fs or rclone mount of a bucket, as our own child process in the foreground."""
+    """s3fs or rclone mount of a bucket, as our own child process in the foreground.
+
+    Kinds: ``s3fs`` and ``rclone`` (no cache of their own: what they read comes from the server),
+    ``s3fs-cache`` (``-o use_cache``) and ``rclone-full`` (``--vfs-cache-mode full``): the peers
+    that keep what they read on the local disk, for warm comparisons.
+    """
+
+    CACHING = ("s3fs-cache", "rclone-full")
 
     def __init__(self, kind: str, server: S3rver, bucket: str, mnt: str, base: str) -> None:
         self.kind, self.server, self.bucket, self.mnt, self.base = kind, server, bucket, mnt, base
+        self.exe = kind.split("-")[0]
+        self.cache = os.path.join(base, f"{kind}-cache")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = os.path.join(base, f"{kind}.log")
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
-        if self.kind == "s3fs":
+        if self.exe == "s3fs":
             pw = os.path.join(self.base, "s3fs.passwd")
             with open(pw, "w") as f:
                 f.write("S3RVER:S3RVER\n")
             os.chmod(pw, 0o600)
+            cache = ["-o", f"use_cache={self.cache}"] if self.kind == "s3fs-cache" else []
             return ["s3fs", self.bucket, self.mnt, "-f", "-o", f"url={self.server.url}", "-o", "use_path_request_style",
-                    "-o", f"passwd_file={pw}", "-o", "ro", "-o", "endpoint=us-east-1"], env
+                    "-o", f"passwd_file={pw}", "-o", "ro", "-o", "endpoint=us-east-1", *cache], env
         for k in [k for k in env if k.startswith("AWS_")]:  # rclone's SDK trips over AWS_CA_BUNDLE
             del env[k]
         env.update({"RCLONE_CONFIG_S3R_TYPE": "s3", "RCLONE_CONFIG_S3R_PROVIDER": "Other",
                     "RCLONE_CONFIG_S3R_ENDPOINT": self.server.url, "RCLONE_CONFIG_S3R_ACCESS_KEY_ID": "S3RVER",
                     "RCLONE_CONFIG_S3R_SECRET_ACCESS_KEY": "S3RVER", "RCLONE_CONFIG_S3R_FORCE_PATH_STYLE": "true",
                     "RCLONE_CONFIG_S3R_REGION": "us-east-1"})
-        return ["rclone", "mount", f"s3r:{self.bucket}", self.mnt, "--read-only"], env
+        cache = ["--vfs-cache-mode", "full", "--cache-dir", self.cache] if self.kind == "rclone-full" else []
+        return ["rclone", "mount", f"s3r:{self.bucket}", self.mnt, "--read-only", *cache], env
 
     def __enter__(self) -> "PeerMount":
-        if shutil.which(self.kind) is None:
-            raise RuntimeError(f"{self.kind} is not installed (apt-get install -y {self.kind})")
+        if shutil.which(self.exe) is None:
+            raise RuntimeError(f"{self.exe} is not installed (apt-get install -y {self.exe})")
         os.makedirs(self.mnt, exist_ok=True)
+        if self.kind in self.CACHING:
+            os.makedirs(self.cache, exist_ok=True)
         if is_mounted_any(self.mnt):
             raise RuntimeError(f"{self.mnt} is already mounted")
         cmd, env = self.command()
