@@ -279,10 +279,11 @@ def main() -> None:
                 with Profiler(a.profile, f"warm{rnd[0]}", m.pid, a.spy_args, a.attach):
                     c = CpuPerFile(m.pid, a.files)
                     warm = epoch(paths, a.workers, rnd[0] + 100)
-                    cpu["warm"] = min(cpu.get("warm", (1e9, 0.0)), c.done())
-                print(f"  (daemon CPU per warm file {c.done()[0] * 1000:.2f} ms; requests per warm file: "
-                      + requests_per_file(before, m.stats(), a.files) + ")", flush=True)
+                    per_file = c.done()
+                    cpu["warm"] = min(cpu.get("warm", (1e9, 0.0)), per_file)
                 stats = m.stats()
+                print(f"  (daemon CPU per warm file {per_file[0] * 1000:.2f} ms; requests per warm file: "
+                      + requests_per_file(before, stats, a.files) + ")", flush=True)
                 table.note(f"artfs round {rnd[0]}: kernel {stats.get('kernel')}, passthrough opens "
                            f"{stats.get('passthrough_opens')}, small fetches {stats.get('small_fetches')}, "
                            f"prefetched {stats.get('prefetched')}, backend {stats.get('backend')}")
