@@ -63,6 +63,7 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     # Asked for at init when pyfuse3 can (daemon/kernel.py); the kernel's answer is in self.kernel.
     enable_passthrough = True
+    passthrough_off = ""  # who turned it off ("-o no_passthrough"), for user.artfs.stats
     # opendir answered ENOSYS when pyfuse3 names the directory in readdir (daemon/kernel.py)
     enable_no_opendir = True
     # A pyfuse3 with write_fd (patches/pyfuse3-*.patch) asks write_fd where each write's bytes go
@@ -142,7 +143,8 @@ class Operations(pyfuse3.Operations):
 
     def init(self) -> None:
         """Called by pyfuse3 once the kernel answered INIT: learn what it can do for us."""
-        self.kernel = probe(want_passthrough=self.enable_passthrough, want_no_opendir=self.enable_no_opendir)
+        self.kernel = probe(want_passthrough=self.enable_passthrough, want_no_opendir=self.enable_no_opendir,
+                            off_by=self.passthrough_off)
         self.backings.enabled = self.kernel.passthrough
         self.listing.fresh_on_getattr = self.kernel.no_opendir
         for what, why in self.kernel.why_not.items():

@@ -88,8 +88,11 @@ def build_features() -> dict[str, bool]:
     return dict(probe_fn())
 
 
-def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True) -> Features:
-    """What the running session can use (call after ``pyfuse3.init``, once the kernel answered)."""
+def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True, off_by: str = "") -> Features:
+    """What the running session can use (call after ``pyfuse3.init``, once the kernel answered).
+
+    ``off_by``: what turned passthrough off when not ``want_passthrough`` (``-o no_passthrough``).
+    """
     built = build_features()
     f = Features()
     if built.get("cache_readdir"):
@@ -103,7 +106,7 @@ def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True) -> Fea
     else:
         f.why_not["no_opendir"] = "pyfuse3 without the readdir-inode patch (see .ci/setup)"
     if not want_passthrough:
-        f.why_not["passthrough"] = "turned off (--no-passthrough)"
+        f.why_not["passthrough"] = f"turned off ({off_by or 'by the daemon'})"
     elif not built.get("passthrough"):
         if "kernel_features" not in dir(pyfuse3):
             f.why_not["passthrough"] = "pyfuse3 without the kernel-cache patch (see .ci/setup)"

@@ -236,6 +236,7 @@ def serve(
     debug: bool = False,
     group: str | None = None,
     lineage: bool = True,
+    passthrough: bool = True,
 ) -> int:
     """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
     where = f" (log: {log_path})" if log_path else ""
@@ -259,8 +260,11 @@ def serve(
         ops = Operations(store, blobs, refresh=refresh, timeout=timeout, gid=gid,
                          refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts,
                          lineage=Lineage(store, enabled=lineage and not store.backend.read_only))
-        # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (daemon/kernel.py)
-        ops.enable_passthrough = os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
+        # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (daemon/kernel.py);
+        # off with -o no_passthrough (or ARTFS_PASSTHROUGH=0): every read through the daemon
+        ops.passthrough_off = ("-o no_passthrough" if not passthrough
+                               else "ARTFS_PASSTHROUGH=0" if os.environ.get("ARTFS_PASSTHROUGH") == "0" else "")
+        ops.enable_passthrough = not ops.passthrough_off
         if gid is not None:  # only the owner and the group's members pass default_permissions
             ops.mode_clear = 0o007
             if drafts is not None:
@@ -447,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         allow_group=args.allow_group,
         group=args.group,
         lineage=not getattr(args, "no_lineage", False),
+        passthrough=not getattr(args, "no_passthrough", False),
     )
 
 

@@ -106,16 +106,41 @@ def test_cold_sequential_reads_arrive_in_1_MiB_requests(setup):
             assert m.stats()["reads"] <= 12  # 7 MiB in 1 MiB requests (in 128 KiB ones: 49)
 
 
-def test_passthrough_read_and_mmap_are_byte_identical(setup):
+def _drop_pages(path: str) -> None:
+    """Drop the page cache of one file of the mount (the kernel's copy; the daemon's cache file
+    keeps its own pages)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_no_passthrough_option_says_so_in_the_stats(setup):
     store_url, _, payload, tmp = setup
-    with _mount(store_url, tmp) as m:
-        _need(m, "passthrough")
+    with _mount(store_url, tmp, "-o", "no_passthrough") as m:
+        k = m.stats()["kernel"]
+        assert k["passthrough"] is False
+        assert "-o no_passthrough" in k["unavailable"]["passthrough"]
+        assert "passthrough off" in m.log
+
+
+@pytest.mark.parametrize("path", ["passthrough", "no_passthrough"])
+def test_a_complete_blob_reads_and_maps_byte_identical(setup, path):
+    """A blob complete in the cache reads and maps to the same bytes with passthrough (no read
+    reaches the daemon) and without it (``-o no_passthrough``, what a stock pyfuse3 or an older
+    kernel gets: the daemon serves the reads, and the kernel keeps the pages across opens)."""
+    store_url, _, payload, tmp = setup
+    with _mount(store_url, tmp, *(["-o", "no_passthrough"] if path == "no_passthrough" else [])) as m:
+        if path == "passthrough":
+            _need(m, "passthrough")
         f = m.path("p", "data", "v0", "big.bin")
         with open(f, "rb") as fh:  # cold: the chunked path fetches and completes the blob
             assert fh.read() == payload
         _complete(m, store_url, tmp)
+        _drop_pages(f)
         before = m.stats()
-        with open(f, "rb") as fh:  # complete in the cache: backed by the cache file
+        with open(f, "rb") as fh:  # complete in the cache: backed by the cache file, or read from it
             assert fh.read() == payload
             fh.seek(5 * MiB)
             assert fh.read(4096) == payload[5 * MiB : 5 * MiB + 4096]
@@ -124,9 +149,17 @@ def test_passthrough_read_and_mmap_are_byte_identical(setup):
                 assert mm[123456:123556] == payload[123456:123556]
         _released(m)
         after = m.stats()
-        assert after["passthrough_opens"] == before["passthrough_opens"] + 1
-        assert after["reads"] == before["reads"]  # no read reached the daemon
-        assert after["passthrough_files"] == 0  # released with the last handle
+        if path == "passthrough":
+            assert after["passthrough_opens"] == before["passthrough_opens"] + 1
+            assert after["reads"] == before["reads"]  # no read reached the daemon
+            assert after["passthrough_files"] == 0  # released with the last handle
+            return
+        assert after["passthrough_opens"] == before["passthrough_opens"] == 0
+        assert after["reads"] > before["reads"]  # the daemon served them
+        with open(f, "rb") as fh:  # the pages stayed in the kernel (keep_cache): no read again
+            assert fh.read() == payload
+        _released(m)
+        assert m.stats()["reads"] == after["reads"]
 
 
 def test_passthrough_keeps_a_blob_that_backs_an_open_file(setup):
