@@ -137,8 +137,9 @@ def test_a_complete_blob_reads_and_maps_byte_identical(setup, path):
         f = m.path("p", "data", "v0", "big.bin")
         with open(f, "rb") as fh:  # cold: the chunked path fetches and completes the blob
             assert fh.read() == payload
-        _complete(m, store_url, tmp)
+        digest = _complete(m, store_url, tmp)
         _drop_pages(f)
+        _drop_pages(Cache(str(tmp / "cache")).path(digest))  # from the disk, not the page cache
         before = m.stats()
         with open(f, "rb") as fh:  # complete in the cache: backed by the cache file, or read from it
             assert fh.read() == payload
