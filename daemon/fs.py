@@ -70,6 +70,9 @@ class Operations(pyfuse3.Operations):
     # and splices them there (draft files: the staged file), without a copy through Python;
     # stock pyfuse3 ignores this and calls write.
     enable_write_fd = True
+    # The kernel keeps alias symlinks' targets (patches/pyfuse3-3.5.0-symlink-cache.patch); the
+    # namespace invalidates a link's inode when its alias moves (daemon/kernel.py).
+    enable_cache_symlinks = True
 
     def __init__(
         self,
@@ -149,9 +152,10 @@ class Operations(pyfuse3.Operations):
         self.listing.fresh_on_getattr = self.kernel.no_opendir
         for what, why in self.kernel.why_not.items():
             log.info("kernel %s: off (%s)", what, why)
-        log.info("kernel features: cached listings %s, passthrough %s",
+        log.info("kernel features: cached listings %s, passthrough %s, cached symlinks %s",
                  "all (no opendir)" if self.kernel.no_opendir else "versions" if self.kernel.cache_readdir
-                 else "off", "on" if self.kernel.passthrough else "off")
+                 else "off", "on" if self.kernel.passthrough else "off",
+                 "on" if self.kernel.cache_symlinks else "off")
 
     def _ref_reader(self) -> Any:
         if self._refs is None:
@@ -238,6 +242,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        self.stats["readlinks"] += 1
         return await self.route(inode).readlink(inode, ctx)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:

@@ -22,7 +22,14 @@ Two FUSE features take whole classes of requests away from this (Python, one-thr
   file; ``read``, ``splice`` and ``mmap`` then go to it in the kernel, at the speed of the
   cache file, and no read reaches the daemon. Blobs still being filled keep the chunked path.
 
-Both need a pyfuse3 that can ask for them: stock pyfuse3 3.5 cannot (``opendir`` returns only a
+* **Cached symlinks** (``FUSE_CACHE_SYMLINKS``, Linux >= 4.20, libfuse >= 3.10): the kernel keeps
+  an alias symlink's target (``latest -> v3``) in its page cache, so a path walk through
+  ``MNT/p/a/latest/...`` sends no READLINK. The target changes when the alias moves: the
+  namespace then invalidates the link's inode (its page and attributes) before the refresh that
+  saw the move completes, and its entry (:mod:`artfsd.namespace`), so a moved alias shows within
+  the refresh interval, as without the cache.
+
+These need a pyfuse3 that can ask for them: stock pyfuse3 3.5 cannot (``opendir`` returns only a
 handle, ``FileInfo`` has no backing id). ``.ci/setup`` builds pyfuse3 with
 ``patches/pyfuse3-3.5.0-kernel-cache.patch`` (against libfuse 3.17 built from Debian's source
 package when the system's is older). Everything here degrades: with stock pyfuse3, an older
@@ -72,11 +79,12 @@ class Features:
     cache_readdir: bool = False
     no_opendir: bool = False  # opendir answered ENOSYS: every listing cached, readdir gets fh 0
     passthrough: bool = False
+    cache_symlinks: bool = False  # the kernel keeps alias symlinks' targets (invalidated on a move)
     why_not: dict[str, str] = field(default_factory=dict)
 
     def doc(self) -> dict[str, Any]:
         return {"cache_readdir": self.cache_readdir, "no_opendir": self.no_opendir,
-                "passthrough": self.passthrough,
+                "passthrough": self.passthrough, "cache_symlinks": self.cache_symlinks,
                 **({"unavailable": dict(self.why_not)} if self.why_not else {})}
 
 
@@ -117,6 +125,14 @@ def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True, off_by
                                     "running with CAP_SYS_ADMIN)")
     else:
         f.passthrough = True
+    if built.get("cache_symlinks_enabled"):
+        f.cache_symlinks = True
+    elif "cache_symlinks" not in built:
+        f.why_not["cache_symlinks"] = "pyfuse3 without the symlink-cache patch (see .ci/setup)"
+    elif not built["cache_symlinks"]:
+        f.why_not["cache_symlinks"] = "pyfuse3 was built against libfuse < 3.10"
+    else:
+        f.why_not["cache_symlinks"] = "the kernel did not offer it (needs Linux >= 4.20)"
     return f
 
 

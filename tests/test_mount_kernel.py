@@ -463,3 +463,51 @@ def test_many_readers_at_once_all_get_their_bytes(setup):
         assert after["opens"] - before["opens"] == 2 * 8 * len(names)
         assert after["releases"] - before["releases"] == 2 * 8 * len(names)
         assert after["small_fetches"] == len(names)  # each blob fetched once
+
+
+def _files(root: str) -> dict[str, bytes]:
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, root)] = Path(p).read_bytes()
+    return out
+
+
+def test_alias_symlinks_are_cached_and_a_moved_alias_still_shows(setup):
+    """A path walk through ``latest`` costs no READLINK once the kernel has the link's target
+    (FUSE_CACHE_SYMLINKS, where pyfuse3 can ask for it), ``latest/`` and ``vN/`` give the same
+    bytes, and when the alias moves the kernel's copy of the link is dropped: the move shows
+    within the refresh interval, through the link and through paths below it."""
+    store_url, src, _, tmp = setup
+    with _mount(store_url, tmp) as m:
+        adir = m.path("p", "data")
+        latest = os.path.join(adir, "latest")
+        assert os.readlink(latest) == "v0"
+        assert _files(latest + "/") == _files(os.path.join(adir, "v0"))
+        ls = ["ls", "-lR", latest + "/"]
+        first = subprocess.run(ls, capture_output=True, text=True, check=True).stdout
+        before = m.stats()
+        again = subprocess.run(ls, capture_output=True, text=True, check=True).stdout
+        after = m.stats()
+        assert again == first and "f39.txt" in first
+        if after["kernel"]["cache_symlinks"]:
+            assert after["readlinks"] == before["readlinks"]  # every walk through latest/ in the kernel
+        else:  # stock pyfuse3: the kernel asks at every walk (what the cache takes away)
+            assert after["readlinks"] - before["readlinks"] >= 40
+
+        store = Store(store_url)
+        art = Artifact("data", type="dataset")
+        art.add_dir(str(src))
+        with art.new_file("new.txt") as fh:
+            fh.write("new\n")
+        store.log_artifact(art, project="p")
+        # bounded by the daemon's progress (30 listings refreshed), not by the clock
+        first_refresh = m.stats()["refreshes"]
+        while m.stats()["refreshes"] - first_refresh < 30 and os.readlink(latest) != "v1":
+            time.sleep(0.2)
+        assert os.readlink(latest) == "v1"
+        assert m.stats()["alias_invalidations"] >= 1
+        assert Path(latest, "new.txt").read_text() == "new\n"
+        assert _files(latest + "/") == _files(os.path.join(adir, "v1"))
+        assert "new.txt" in subprocess.run(ls, capture_output=True, text=True, check=True).stdout
