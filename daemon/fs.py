@@ -198,6 +198,7 @@ class Operations(pyfuse3.Operations):
             "open_files": len(self.files),
             "kernel": self.kernel.doc(),
             **self.small.stats,
+            **dict(getattr(self.blobs, "stats", {})),  # the lazy reader's: fetched_bytes, direct_reads
             **self.versions.complete.stats,
             "passthrough_files": len(self.backings),
             **self.backings.stats,

@@ -190,7 +190,7 @@ def test_shared_handles_one_entry(lstore, lazies):
     h1 = lb.open(PROJECT, d, size)
     h2 = lb.open(PROJECT, d, size)
     assert lb.open_digests() == {d}
-    assert h1.read(MiB, 10) == data[MiB : MiB + 10]
+    assert h1.read(MiB, MiB) == data[MiB : 2 * MiB]  # a whole chunk: fetched into the cache
     n = _ranges(lstore)
     assert h2.read(MiB + 100, 10) == data[MiB + 100 : MiB + 110]
     assert _ranges(lstore) == n
@@ -595,7 +595,7 @@ def test_two_readers_on_one_cache_share_chunks(tmp_path, cache, lazies):
     lb1, lb2 = lazies(s1, chunk_size=MiB), lazies(s2, chunk_size=512 << 10)  # lb2 adopts 1 MiB
     h1 = lb1.open(PROJECT, d, len(data))
     h2 = lb2.open(PROJECT, d, len(data))
-    assert h1.read(3 * MiB, 100) == data[3 * MiB : 3 * MiB + 100]
+    assert h1.read(3 * MiB, MiB) == data[3 * MiB : 4 * MiB]  # a whole chunk: into the shared cache
     lb1.drain(10)
     assert h2.read(3 * MiB + 200, 100) == data[3 * MiB + 200 : 3 * MiB + 300]
     assert _ranges(s2) == 0
@@ -745,3 +745,56 @@ def test_two_instances_race_to_completion(tmp_path, cache, lazies):
         assert lb.drain(10)
     assert cache.verify(d)
     assert os.listdir(os.path.join(cache.root, "partial")) == []
+
+
+# --------------------------------------------------------------------------------------------
+# random reads in big files (HDF5, LMDB, parquet row groups, zarr chunks)
+# --------------------------------------------------------------------------------------------
+
+
+def test_small_random_reads_fetch_what_they_read(lstore, lazies):
+    """A small read at a random offset costs one ranged GET of its own bytes, not its chunk; a
+    chunk read that way twice is fetched whole and then served from the cache."""
+    size = 128 * MiB
+    data = _data(size, 40)
+    d = _put(lstore, data)
+    lb = lazies(lstore)
+    rng = random.Random(4)
+    read = 0
+    with lb.open(PROJECT, d, size) as h:
+        # distinct chunks 8 MiB apart or more (closer reads count as sequential), not the start
+        for c in rng.sample(range(8, 128, 8), 15):
+            n = rng.choice([4096, 16 << 10, 100_000, 256 << 10])
+            off = c * MiB + rng.randrange(0, MiB - n)
+            before = _ranges(lstore)
+            assert h.read(off, n) == data[off : off + n]
+            assert _ranges(lstore) - before == 1
+            read += n
+        lb.drain(10)
+        assert lb.stats["direct_reads"] == 15
+        assert lb.stats["fetched_bytes"] == read  # <= 2x the bytes read: here exactly them
+        hot = 60 * MiB + 12345
+        for _ in range(2):  # a page read again: its chunk is fetched into the cache the second time
+            assert h.read(hot, 4096) == data[hot : hot + 4096]
+        lb.drain(10)
+        assert lb.stats["direct_reads"] == 16
+        assert lb.is_complete(d) is False and _ranges(lstore) <= 15 + 1 + 2  # the chunk (and one ahead)
+        before = _ranges(lstore)
+        assert h.read(hot, 4096) == data[hot : hot + 4096]
+        assert _ranges(lstore) == before  # from the cache now
+
+
+def test_reads_at_every_offset_return_the_right_bytes(store, lazies):
+    """Reads of one page and a bit at every offset a prime apart, in random order: small random
+    reads (fetched exactly), reads of chunks already cached or being fetched, across chunk edges."""
+    size = MiB + 999
+    data = _data(size, 41)
+    d = _put(store, data)
+    lb = lazies(store, chunk_size=128 << 10)
+    offsets = list(range(0, size, 4093))
+    random.Random(5).shuffle(offsets)
+    with lb.open(PROJECT, d, size) as h:
+        for off in offsets:
+            assert h.read(off, 4097) == data[off : off + 4097], off
+    lb.drain(10)
+    assert 0 < lb.stats["direct_reads"] < len(offsets)

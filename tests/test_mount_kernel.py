@@ -511,3 +511,41 @@ def test_alias_symlinks_are_cached_and_a_moved_alias_still_shows(setup):
         assert Path(latest, "new.txt").read_text() == "new\n"
         assert _files(latest + "/") == _files(os.path.join(adir, "v1"))
         assert "new.txt" in subprocess.run(ls, capture_output=True, text=True, check=True).stdout
+
+
+def test_random_reads_of_a_big_file_fetch_about_what_they_read(tmp_path: Path):
+    """Small reads at random offsets of a big file (what HDF5, LMDB or parquet readers do), cold:
+    the right bytes, and the daemon fetches from the store no more than twice the bytes read
+    (the kernel asks for whole pages), one ranged GET per read."""
+    import random
+
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 128 * MiB
+    with open(src / "table.h5", "wb") as fh:
+        for _ in range(size // (8 * MiB)):
+            fh.write(os.urandom(8 * MiB))
+    store = Store(str(tmp_path / "store"))
+    art = Artifact("tables", type="dataset")
+    art.add_dir(str(src))
+    store.log_artifact(art, project="p")
+    rng = random.Random(6)
+    with _mount(store.url, tmp_path, "-o", "no_passthrough") as m, open(src / "table.h5", "rb") as want:
+        path = m.path("p", "tables", "v0", "table.h5")
+        os.stat(path)  # the manifest: not part of the reads
+        before = m.stats()
+        fd = os.open(path, os.O_RDONLY)
+        read = 0
+        try:
+            for c in rng.sample(range(8, 128, 8), 15):  # reads 8 MiB apart or more: random to the reader
+                n = rng.choice([4096, 10_000, 64 << 10, 200_000])
+                off = c * MiB + rng.randrange(0, MiB - n)
+                assert os.pread(fd, n, off) == os.pread(want.fileno(), n, off), (off, n)
+                read += n
+        finally:
+            os.close(fd)
+        _released(m)
+        after = m.stats()
+        fetched = after["fetched_bytes"] - before["fetched_bytes"]
+        assert 0 < fetched <= 2 * read, (fetched, read)
+        assert after["backend"]["range"] - before["backend"]["range"] == 15
