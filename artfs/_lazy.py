@@ -99,18 +99,17 @@ reads the file back through one reused 1 MiB buffer.
 
 Random reads
 ------------
-A read smaller than a chunk that is not sequential (by the detector above) and whose chunks are
-neither present nor being fetched is served by one ranged GET of exactly its bytes, not written
-to the cache (:meth:`LazyBlobs._read_direct`): a 4 KiB read at a random offset of a 4 GiB
-HDF5/LMDB/parquet file would otherwise fetch its whole 1 MiB chunk, 256 times the bytes read. So
-small random reads fetch what they read, larger ones (a whole chunk and more, the kernel's
-largest request being 1 MiB) at most twice that, and each costs one GET. A chunk read that way
-a second time while the blob is open (a hot page: an index, a B-tree root) is fetched whole and
-cached, as a sequential reader's would be. Like chunks of an
-incomplete blob, such bytes are not verified when served (nothing is, until a blob is complete);
-they never reach the cache, so a blob read only at random never becomes complete.
-``stats`` counts the bytes fetched from the store (``fetched_bytes``) and these reads
-(``direct_reads``).
+A read whose chunks would cost twice its bytes or more (a 4 KiB read, a 1 MiB read across a
+chunk edge), that is not sequential (by the detector above) and whose chunks are neither present
+nor being fetched is served by one ranged GET of exactly its bytes, not written to the cache
+(:meth:`LazyBlobs._read_direct`): a 4 KiB read at a random offset of a 4 GiB HDF5/LMDB/parquet
+file would otherwise fetch its whole 1 MiB chunk, 256 times the bytes read. Once random reads
+have fetched a chunk's size of one chunk's bytes while the blob is open (a hot region), the next
+read of it fetches the chunk whole into the cache: every chunk costs at most twice the bytes
+read from it, and each random read one GET. Like chunks of an incomplete blob, such bytes are
+not verified when served (nothing is, until a blob is complete); they never reach the cache, so
+a blob read only at random never becomes complete. ``stats`` counts the bytes fetched from the
+store (``fetched_bytes``) and these reads (``direct_reads``).
 
 Bytes already in the cache but not in the page cache (a complete blob whose pages were dropped)
 are read ahead by the kernel at a sequential reader's request: each read hints the next
@@ -342,7 +341,7 @@ class LazyBlobs:
         self.timeout = float(timeout)
         self.readahead_max = int(readahead_max)
         # random reads up to this size are fetched exactly, not by chunks ("Random reads" above)
-        self.direct_max = self.chunk_size - 1 if direct_max is None else int(direct_max)
+        self.direct_max = self.chunk_size if direct_max is None else int(direct_max)
         self.stats = {"fetched_bytes": 0, "direct_reads": 0}
         self._stats_lock = threading.Lock()
         self.prefetch_limit = max(2 * self.readahead_max, 2 * self.chunk_size)
@@ -553,28 +552,41 @@ class LazyBlobs:
                 retried.add(job)  # a read-ahead failed: fetch those chunks ourselves, once
                 break
 
+    def _direct_ok(self, h: BlobHandle, e: _Entry, offset: int, end: int, n: int) -> bool:
+        """Whether a read is served by :meth:`_read_direct`; if so, records it (under ``e.lock``)."""
+        if n > self.direct_max or h._gen != e.gen or e.complete or e.stream is not None:
+            return False
+        cs = e.cs
+        c0, c1 = offset // cs, (end - 1) // cs + 1
+        if (c1 - c0) * cs < 2 * n:
+            return False  # its chunks cost less than twice its bytes: fetch and cache them
+        le = h._last_end
+        if le < 0 and offset == 0:
+            return False  # the start of a file: a sequential reader, maybe
+        # Sequential (chunks and read-ahead, BlobHandle._readahead) if near the last read: for a
+        # small read, nearer than the detector's tolerance (a few MiB, for the kernel's parallel
+        # read-ahead requests arriving out of order, which are that many requests of their own
+        # size), so that a random read landing a few MiB from the last starts no read-ahead.
+        tol = min(max(2 * cs, 4 << 20), max(16 * n, 256 << 10))
+        if le >= 0 and le - tol <= offset <= le + tol + h._window:
+            return False
+        if e.present.find(0, c0, c1) >= 0:
+            e.refresh(c0, c1)  # another process may have fetched them
+        touched = e.touched
+        if e.present.find(1, c0, c1) >= 0 or any(i in e.inflight or touched.get(i, 0) >= cs for i in range(c0, c1)):
+            return False  # (partly) there or coming, or read a chunk's worth already: cache it
+        for i in range(c0, c1):
+            touched[i] = touched.get(i, 0) + min(end, (i + 1) * cs) - max(offset, i * cs)
+        h._window, h._pf_next, h._last_end, h._last_c0 = 0, 0, end, c0  # a random read (as _readahead)
+        return True
+
     def _read_direct(self, h: BlobHandle, e: _Entry, offset: int, end: int) -> bytes | None:
         """A small random read of chunks nobody has or fetches: exactly its bytes in one GET, not
         cached ("Random reads" in the module docstring); None: take the chunked path."""
         n = end - offset
-        if n > self.direct_max:
-            return None
         with e.lock:
-            if h._gen != e.gen or e.complete or e.stream is not None:
+            if not self._direct_ok(h, e, offset, end, n):
                 return None
-            cs = e.cs
-            c0, c1 = offset // cs, (end - 1) // cs + 1
-            le = h._last_end
-            if le < 0 and offset == 0:
-                return None  # the start of a file: a sequential reader, maybe
-            if le >= 0 and le - max(2 * cs, 4 << 20) <= offset <= le + max(2 * cs, 4 << 20) + h._window:
-                return None  # sequential: chunks and read-ahead (BlobHandle._readahead)
-            if e.present.find(0, c0, c1) >= 0:
-                e.refresh(c0, c1)  # another process may have fetched them
-            if e.present.find(1, c0, c1) >= 0 or any(i in e.inflight or i in e.touched for i in range(c0, c1)):
-                return None  # (partly) there or coming, or read before: the chunk is worth caching
-            e.touched.update(range(c0, c1))
-            h._window, h._pf_next, h._last_end, h._last_c0 = 0, 0, end, c0  # a random read (as _readahead)
         fetch = e.fetch if e.fetch is not None else functools.partial(self.store.backend.get_range, e.key)
         done: concurrent.futures.Future[bytes] = concurrent.futures.Future()
 
