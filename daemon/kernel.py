@@ -21,7 +21,6 @@ Two FUSE features take whole classes of requests away from this (Python, one-thr
   file of a version whose blob is complete and verified in the cache is backed by that cache
   file; ``read``, ``splice`` and ``mmap`` then go to it in the kernel, at the speed of the
   cache file, and no read reaches the daemon. Blobs still being filled keep the chunked path.
-
 * **Cached symlinks** (``FUSE_CACHE_SYMLINKS``, Linux >= 4.20, libfuse >= 3.10): the kernel keeps
   an alias symlink's target (``latest -> v3``) in its page cache, so a path walk through
   ``MNT/p/a/latest/...`` sends no READLINK. The target changes when the alias moves: the
@@ -30,9 +29,11 @@ Two FUSE features take whole classes of requests away from this (Python, one-thr
   the refresh interval, as without the cache.
 
 These need a pyfuse3 that can ask for them: stock pyfuse3 3.5 cannot (``opendir`` returns only a
-handle, ``FileInfo`` has no backing id). ``.ci/setup`` builds pyfuse3 with
-``patches/pyfuse3-3.5.0-kernel-cache.patch`` (against libfuse 3.17 built from Debian's source
-package when the system's is older). Everything here degrades: with stock pyfuse3, an older
+handle, ``FileInfo`` has no backing id, ``init`` asks for no symlink cache). ``.ci/setup`` builds
+pyfuse3 with ``patches/pyfuse3-3.5.0-*.patch`` (kernel-cache, readdir-inode, symlink-cache;
+against libfuse 3.17 built from Debian's source package when the system's is older).
+``-o no_passthrough`` turns passthrough off (``turned off (-o no_passthrough)`` in the stats), so
+the ordinary path can be tested and measured on a machine that has passthrough. Everything here degrades: with stock pyfuse3, an older
 libfuse or kernel, or without CAP_SYS_ADMIN, :func:`probe` says what is missing, the daemon logs
 it once and reports it in ``user.artfs.stats``, and every request takes the ordinary path.
 
