@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "Artifact": "_artifact", "ArtifactManifestEntry": "_artifact",
     "Cache": "_cache", "parse_size": "_cache",
     "digest_bytes": "_digest", "digest_file": "_digest",
+    "ArtifactDiff": "_diff", "FileChange": "_diff",
     "GroupFinished": "_distributed", "GroupInfo": "_distributed", "PartResult": "_distributed",
     "PartsConflict": "_distributed",
     "AlreadyExists": "_errors", "ArtfsError": "_errors", "CorruptData": "_errors", "InvalidName": "_errors",
@@ -34,7 +35,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "Api", "Run", "finish", "init", "log_artifact", "use_artifact", "PartitionedTable", "Table", "data_types",
-    "AlreadyExists", "Artifact", "ArtifactManifestEntry", "ArtfsError", "Cache", "CommitResult",
+    "AlreadyExists", "Artifact", "ArtifactDiff", "ArtifactManifestEntry", "FileChange", "ArtfsError", "Cache", "CommitResult",
     "CorruptData", "Entry", "GroupFinished", "GroupInfo", "PartResult", "PartsConflict", "InvalidName",
     "InvalidPath", "Manifest", "NotFound", "PermissionDenied", "RefReader", "ReferenceChanged", "Spec", "Store",
     "StoreUnavailable", "digest_bytes", "digest_file", "parse_size", "parse_spec", "resolve_reference",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from ._api import Api
     from ._artifact import Artifact, ArtifactManifestEntry
     from ._cache import Cache, parse_size
+    from ._diff import ArtifactDiff, FileChange
     from ._digest import digest_bytes, digest_file
     from ._distributed import GroupFinished, GroupInfo, PartResult, PartsConflict
     from ._errors import (

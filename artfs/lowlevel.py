@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._access import list_projects
 from ._cache import stamp_ok
+from ._diff import bounded_json, diff_entries
 from ._draft import ROOT, Attr, Draft, DraftBusy, Drafts
 from ._layout import blob_key
 from ._lazy import LazyBlobs
@@ -49,8 +50,8 @@ __all__ = [
     "LazyBlobs", "stamp_ok", "blob_key",
     # names, versions, references
     "check_alias", "check_name", "is_version", "parse_version", "is_pinned",
-    # manifests
-    "gc_paused",
+    # manifests, and what changed between two (artfs/_diff.py)
+    "gc_paused", "bounded_json", "diff_entries",
     # what a caller may see of a store (artfs/_access.py)
     "list_projects",
     # runs and lineage (artfs/_lineage.py, _run.py)

@@ -28,6 +28,7 @@ import math
 import os
 import stat
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -35,7 +36,7 @@ import pyfuse3
 import trio
 
 from artfs import ArtfsError
-from artfs.lowlevel import check_alias, logger_of_version
+from artfs.lowlevel import bounded_json, check_alias, diff_entries, logger_of_version
 
 from . import attrs
 from .complete import CompleteOpens
@@ -80,6 +81,8 @@ class VersionHandler(Handler):
         self.nursery: trio.Nursery | None = None  # for prefetches: set when the mount starts
         self._buf = bytearray(0)
         self._logged_by: dict[tuple[str, str, int], str] = {}
+        #: ``diff_parent`` values by (vN, the version it was compared with): a few, the last asked
+        self._diffs: OrderedDict[tuple[tuple[str, str, int], int | None], bytes] = OrderedDict()
 
     # -- inodes and attributes --------------------------------------------------------------------
     async def resolve(self, ino: int) -> tuple[VersionDir, VersionTree, int]:
@@ -289,6 +292,7 @@ class VersionHandler(Handler):
             by = await self._logged_by_run(v)
             if by:
                 out[attrs.LOGGED_BY] = attrs.text(by)
+            out[attrs.DIFF_PARENT] = b""  # listed here; its value is getxattr's (computed on demand)
         elif not tree.is_dir(node):
             d = tree.digest(node)
             if d is not None:
@@ -298,6 +302,38 @@ class VersionHandler(Handler):
             if ref is not None and ref.ref is not None:
                 out[attrs.REF] = attrs.text(ref.ref)
         return attrs.qualify(out)
+
+    async def getxattr(self, inode: int, name: str) -> bytes | None:
+        if name == attrs.full(attrs.DIFF_PARENT):
+            v = self.ns.inodes.meta.get(inode)
+            return await self._diff_parent(v) if isinstance(v, VersionDir) else None
+        return (await self.xattrs(inode)).get(name)
+
+    async def _diff_parent(self, v: VersionDir) -> bytes:
+        """``user.artfs.diff_parent`` of vN: the diff from the highest version below N that exists
+        (from nothing for the first), read from the two manifests in a worker thread."""
+        below = [x.n for x in v.artifact.children.values() if isinstance(x, VersionDir) and x.n < v.n]
+        parent = max(below, default=None)
+        key = (v.key, parent)
+        value = self._diffs.get(key)
+        if value is not None:
+            self._diffs.move_to_end(key)
+            return value
+        store = self.m.store
+        p, a, n = v.key
+
+        def work() -> bytes:
+            new = store.manifest(p, a, n).entries
+            old = store.manifest(p, a, parent).entries if parent is not None else []
+            d = diff_entries(old, new, old_name=f"{p}/{a}:v{parent}" if parent is not None else "",
+                             new_name=v.spec)
+            return bounded_json(d, attrs.DIFF_PARENT_MAX, parent=None if parent is None else f"v{parent}")
+
+        value = bytes(await self.ns.run_sync(work, what=f"diff of {v.spec}"))
+        self._diffs[key] = value
+        while len(self._diffs) > 16:
+            self._diffs.popitem(last=False)
+        return value
 
     async def _logged_by_run(self, v: VersionDir) -> str | None:
         """``project/run_id`` that logged vN (``user.artfs.logged_by``); remembered once known."""
