@@ -26,6 +26,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from . import _aliaslog
 from ._artifact import Artifact
 from ._errors import AlreadyExists, ArtfsError, InvalidName, NotFound
 from ._lineage import (
@@ -50,6 +51,15 @@ DEFAULT_PROJECT = "uncategorized"
 
 _current: "Run | None" = None
 _current_lock = threading.Lock()
+
+
+def _current_run_path() -> str | None:
+    """The run an alias move belongs to: the current run, else the one ``artfs run`` names."""
+    run = _current
+    return run.path if run is not None else os.environ.get(RUN_ENV) or None
+
+
+_aliaslog.current_run = _current_run_path  # alias moves name the current run (artfs._aliaslog)
 
 
 def new_run_id() -> str:

@@ -122,7 +122,7 @@ def test_version_imports_neither_httpx_nor_boto3() -> None:
 #: literal part: ``"blobs/"``, ``f"{project}/runs/{id}"``, ``akey + "versions/"``, ``"finished.json"``.
 #: ``./artifacts/...`` (a local directory relative to the working directory) is not a key.
 _KEY = re.compile(r"(?:^|(?<!\.)/)(?:blobs|artifacts|versions|info|aliases|digests|deleted|intents|deleting"
-                  r"|groups|parts|finish|runs|lineage)/|(?:^|/)(?:index|finished|run)\.json$")
+                  r"|groups|parts|finish|runs|lineage|aliases-log)/|(?:^|/)(?:index|finished|run)\.json$")
 
 
 def _literals(path: Path) -> list[tuple[int, str]]:

@@ -1,7 +1,10 @@
-"""Time and change: ``diff`` (what changed between two versions).
+"""Time and change: ``diff`` (what changed between two versions), ``alias log`` (who moved which
+alias when), and the ``--as-of TIME`` of ``ls`` and ``get`` (the store as it was then).
 
 ``artfs diff OLD NEW`` reads the two manifests and nothing else (:mod:`artfs._diff`); with one
 version it compares it with the version before it (the highest existing number below it).
+``alias log`` lists the recorded moves (:mod:`artfs._aliaslog`) and, for ``latest``, the
+automatic moves that follow from versions logged and deleted (:mod:`artfs._asof`).
 """
 
 from __future__ import annotations
@@ -9,11 +12,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .._aliaslog import iso_ns, moves
+from .._asof import Timeline, latest_changes, parse_time, timeline
 from .._diff import ArtifactDiff, FileChange
 from .._errors import NotFound
-from .._names import Spec, is_version, parse_spec, valid_name
+from .._names import Spec, check_alias, is_version, parse_spec, valid_name
 from .context import Context, UsageError, json_option, spec
-from .output import human_size, plural, table
+from .output import human_size, plural, table, when
 
 
 def _second(old: Spec, s: str) -> Spec:
@@ -119,3 +124,77 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--exit-code", action="store_true", help="exit with 1 when the versions differ, 0 when not (as git)")
     json_option(p)
     p.set_defaults(func=cmd_diff)
+
+
+# -- alias log ---------------------------------------------------------------------------------------
+def _v(n: int | None, deleted: set[int]) -> str:
+    if n is None:
+        return "-"
+    return f"v{n} (deleted)" if n in deleted else f"v{n}"
+
+
+def cmd_alias_log(ctx: Context) -> None:
+    s = spec(ctx.args.spec, ref="none")
+    alias = check_alias(ctx.args.alias) if ctx.args.alias else None
+    store = ctx.store
+    tl: Timeline | None = None
+    if alias in (None, "latest"):
+        tl = timeline(store, s.project, s.artifact)  # the automatic moves of latest need the versions' times
+        recorded = [m for m in tl.moves if alias is None or m.alias == alias]
+    else:
+        recorded = moves(store, s.project, s.artifact, alias)
+    existing = set(store.versions(s.project, s.artifact))
+    if not existing and not recorded and (tl is None or not tl.spans):
+        store.resolve(Spec(s.project, s.artifact, None, "latest"))  # the precise NotFound
+    docs: list[dict[str, Any]] = []
+    for m in recorded:
+        docs.append({**m.to_json(), "automatic": False})
+    if tl is not None:
+        for t, old, new, cause in latest_changes(tl):
+            if cause == "latest set":
+                continue  # a recorded move, listed already
+            if cause == "latest remove":
+                cause = "latest is automatic again"
+            docs.append({"project": s.project, "artifact": s.artifact, "alias": "latest",
+                         "action": "set" if new is not None else "remove", "from": old, "to": new,
+                         "time": iso_ns(t), "time_ns": t, "user": None, "host": None, "pid": None, "run": None,
+                         "reason": cause, "automatic": True})
+    docs.sort(key=lambda d: (d["time_ns"], d["automatic"]))
+    deleted = {n for d in docs for n in (d["from"], d["to"]) if n is not None and n not in existing}
+    for d in docs:
+        d["from_deleted"] = d["from"] in deleted
+        d["to_deleted"] = d["to"] in deleted
+    rows = []
+    for d in docs:
+        move = (f"{_v(d['from'], deleted)} -> {_v(d['to'], deleted)}" if d["action"] == "set"
+                else f"removed, was {_v(d['from'], deleted)}")
+        why = "automatic: " + d["reason"] if d["automatic"] else (d["reason"] or "")
+        rows.append((when(d["time"]), d["alias"], move, d["user"] or "-", d["host"] or "-", d["run"] or "-", why))
+    if not docs and not ctx.json:
+        ctx.note(f"{s.project}/{s.artifact}: no recorded alias moves" + (f" of {alias}" if alias else ""))
+    ctx.emit(docs, table(("TIME", "ALIAS", "MOVE", "USER", "HOST", "RUN", "NOTE"), rows) if docs else None)
+
+
+def register_alias_log(asub: Any, common: argparse.ArgumentParser) -> None:
+    """``artfs alias log`` (a subcommand of :mod:`artfs.cli.artifacts`' ``alias``)."""
+    q = asub.add_parser("log", parents=[common], help="who moved which alias when (every move is recorded)",
+                        description="Every recorded move of the artifact's aliases (or of ALIAS), oldest first, "
+                                    "with the user, host and run that made it; for latest also its automatic "
+                                    "moves (a version logged or deleted). Deleted versions are marked.")
+    q.add_argument("spec", metavar="PROJECT/ARTIFACT")
+    q.add_argument("alias", metavar="ALIAS", nargs="?")
+    json_option(q)
+    q.set_defaults(func=cmd_alias_log)
+
+
+# -- --as-of TIME ------------------------------------------------------------------------------------
+def as_of_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--as-of", metavar="TIME",
+                   help=f"{what} as it was at TIME (ISO 8601: 2026-11-30T12:00Z; without a zone, local time): "
+                        "only versions that existed then, aliases where they pointed")
+
+
+def as_of(ctx: Context) -> int | None:
+    """The ``--as-of`` time in ns, or None."""
+    text = getattr(ctx.args, "as_of", None)
+    return parse_time(text) if text else None
