@@ -13,6 +13,7 @@ These names are stable within a release of artfs, not across releases.
 from __future__ import annotations
 
 from ._access import list_projects
+from ._asof import parse_time, timeline
 from ._cache import stamp_ok
 from ._diff import bounded_json, diff_entries
 from ._draft import ROOT, Attr, Draft, DraftBusy, Drafts
@@ -60,8 +61,8 @@ __all__ = [
     # mounts: options shared with `artfs mount`, the mount table, pid and report files (artfs/_mounts.py)
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
     "results_path",
-    # stores
-    "default_store_url",
+    # stores, and what they held at a time (artfs/_asof.py)
+    "default_store_url", "parse_time", "timeline",
     # the names of the mount's user.artfs.* attributes, shared with the command line (artfs/_xattrs.py)
     "xattrs",
 ]

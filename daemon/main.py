@@ -36,7 +36,7 @@ import trio
 from artfs import ArtfsError, Cache, NotFound, PermissionDenied, RefReader, Store, StoreUnavailable
 from artfs.lowlevel import FSTYPE, LazyBlobs, add_mount_arguments, apply_mount_options, check_name, find_mount
 from artfs.lowlevel import default_log_path as _default_log_path
-from artfs.lowlevel import default_store_url, pidfile_path, results_path
+from artfs.lowlevel import default_store_url, parse_time, pidfile_path, results_path
 
 
 from .drafts import DraftSpace
@@ -236,6 +236,7 @@ def serve(
     debug: bool = False,
     group: str | None = None,
     lineage: bool = True,
+    as_of: str | None = None,
 ) -> int:
     """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
     where = f" (log: {log_path})" if log_path else ""
@@ -248,6 +249,11 @@ def serve(
         if store.backend.read_only and not read_only:  # an http(s):// store: mounted as --read-only
             log.info("%s is a read-only store: mounting read-only", store.url)
             read_only = True
+        as_of_ns = parse_time(as_of) if as_of else None
+        if as_of_ns is not None:  # the past is not written to
+            if group is not None:
+                raise ArtfsError("--as-of shows the store as it was: it cannot take --group")
+            read_only = True
         _probe(store)
         gid = _group_id(allow_group) if allow_group else None
         blobs = LazyBlobs(store, timeout=timeout)
@@ -259,6 +265,7 @@ def serve(
         ops = Operations(store, blobs, refresh=refresh, timeout=timeout, gid=gid,
                          refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts,
                          lineage=Lineage(store, enabled=lineage and not store.backend.read_only))
+        ops.ns.as_of = as_of_ns
         # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (daemon/kernel.py)
         ops.enable_passthrough = os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
         if gid is not None:  # only the owner and the group's members pass default_permissions
@@ -447,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         allow_group=args.allow_group,
         group=args.group,
         lineage=not getattr(args, "no_lineage", False),
+        as_of=args.as_of,
     )
 
 

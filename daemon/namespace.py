@@ -24,6 +24,10 @@ inode even after it disappears, and every version reserves a contiguous range fo
 (see :mod:`artfsd.tree`). Nothing here is ever freed but version indexes, which are unloaded when
 the kernel has forgotten every inode of a version and the memory budget is exceeded.
 
+A mount ``--as-of`` a time lists in each artifact the versions that existed then (and still
+exist: a deleted version's files are gone) and the aliases where they pointed then
+(:func:`artfs.lowlevel.timeline`); it is read-only and never probes for newer versions.
+
 A writable mount adds ``draft`` to every artifact (a :class:`DraftRoot`, whose inodes live in the
 draft space of :mod:`artfsd.drafts`) and *local* names: projects and artifacts that exist only
 here so far, because they were made with ``mkdir`` or because the staging area holds a draft for
@@ -47,7 +51,7 @@ import pyfuse3
 import trio
 
 from artfs import InvalidName, PermissionDenied, Store, StoreUnavailable
-from artfs.lowlevel import check_alias, check_name, is_version, list_projects, parse_version
+from artfs.lowlevel import check_alias, check_name, is_version, list_projects, parse_version, timeline
 
 from .errors import Timeout, errno_for
 # the node types live in nodes.py; ArtifactDir and DraftRoot are re-exported for drafts.py
@@ -110,6 +114,8 @@ class Namespace:
         self._loaded_entries = 0
         self._store_failing_until = -math.inf  # a refresh failed lately: known listings don't wait
         self.stats = {"refreshes": 0, "refresh_failures": 0, "trees_loaded": 0, "trees_unloaded": 0}
+        #: ``--as-of``: the time (ns) whose versions and aliases artifacts list (None: now)
+        self.as_of: int | None = None
 
     def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -199,6 +205,8 @@ class Namespace:
 
     def _list_offline(self, d: ListingDir) -> bool:
         """Never listed and the store is down: list the manifests cached locally (all readable)."""
+        if self.as_of is not None:
+            return False  # which of them existed then needs the store
         base = os.path.join(self.store.cache.root, "manifests", self.store.id)
 
         def subdirs(path: str) -> list[str]:
@@ -234,6 +242,10 @@ class Namespace:
         return isinstance(d, ArtifactDir) and d.name in self.local.get(d.project, ())
 
     def _list_artifact(self, project: str, artifact: str) -> tuple[list[int], dict[str, int]]:
+        if self.as_of is not None:  # the versions of then that still exist, the aliases of then
+            tl = timeline(self.store, project, artifact)
+            versions = [n for n in tl.versions_at(self.as_of) if tl.spans[n].deleted_ns is None]
+            return versions, {a: n for a, n in tl.aliases_at(self.as_of).items() if n in versions}
         versions = self.store.versions(project, artifact)
         return versions, self.store.aliases(project, artifact, versions=versions)
 
@@ -353,8 +365,8 @@ class Namespace:
 
     async def _probe_version(self, d: ArtifactDir, n: int) -> Node | None:
         """A version newer than the listing: ask for its manifest (which loading needs anyway)."""
-        if not d.ok or n <= max(d.versions, default=-1):
-            return None  # older numbers were deleted or never existed: the listing knows
+        if not d.ok or n <= max(d.versions, default=-1) or self.as_of is not None:
+            return None  # older numbers were deleted or never existed, newer ones were not there then
         try:
             await self.run_sync(self.store.manifest, d.project, d.name, n, what=f"probe {d.project}/{d.name}:v{n}")
         except Exception:

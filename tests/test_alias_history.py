@@ -216,3 +216,33 @@ def test_parse_time() -> None:
     assert parse_time("2026-11-30T12:00Z") == parse_time("2026-11-30T12:00:00.000000+00:00")
     with pytest.raises(artfs.InvalidName):
         parse_time("")
+
+
+def test_a_mount_as_of_a_time_shows_the_versions_and_aliases_of_then(store: Store, tmp_path: Path) -> None:
+    from artfsd.testing import MountProcess
+
+    log_version(store, tmp_path, "zero", aliases=["prod"])
+    log_version(store, tmp_path, "one")
+    store.set_alias("p", "ds", "prod", 1)
+    log_version(store, tmp_path, "two")
+    c1 = _created_ns(store, 1)
+    moved = moves(store, "p", "ds", "prod")[-1].time_ns
+    for when, listing, links, text in [
+        (iso_ns(c1 - 1000), {"v0", "latest", "prod"}, {"latest": "v0", "prod": "v0"}, "zero"),
+        (iso_ns(moved - 1000), {"v0", "v1", "latest", "prod"}, {"latest": "v1", "prod": "v0"}, "zero"),
+    ]:
+        with MountProcess(store.url, tmp_path / "mnt", cache_dir=tmp_path / "mount-cache",
+                          args=["--as-of", when]) as m:
+            art = Path(m.path("p/ds"))
+            assert set(os.listdir(art)) == listing  # no v2, no draft/: the past is read-only
+            assert {k: os.readlink(art / k) for k in links} == links
+            assert (art / "prod" / "data.txt").read_text() == text
+            with pytest.raises(OSError):
+                (art / "v0" / "new.txt").write_text("x")
+
+
+def test_mount_as_of_refuses_a_time_it_cannot_read(store: Store, tmp_path: Path) -> None:
+    log_version(store, tmp_path, "zero")
+    (tmp_path / "mnt").mkdir()
+    p = artfs_cli(store, tmp_path, "mount", str(tmp_path / "mnt"), "--as-of", "noon", code=2)
+    assert "not an ISO 8601 time" in p.stderr
