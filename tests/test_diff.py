@@ -218,3 +218,12 @@ def test_diff_parent_in_a_real_mount(store: Store, tmp_path: Path) -> None:
         assert first["parent"] is None and first["stat"]["added"]["files"] == len(V1)
         with pytest.raises(OSError):
             os.setxattr(v2, "user.artfs.diff_parent", b"{}")
+
+
+def test_a_renamed_directory_of_identical_files_pairs_each_file_once() -> None:
+    empty = "xxh128:" + "0" * 32
+    old = [Entry(f"a/{i:05d}/__init__.py", empty, 0) for i in range(3000)] + [Entry("keep", empty, 0)]
+    new = [Entry("keep", empty, 0)] + [Entry(f"z/{i:05d}/__init__.py", empty, 0) for i in range(3001)]
+    d = diff_entries(old, new)
+    assert len(d.moved) == 3000 and [c.path for c in d.added] == ["z/03000/__init__.py"] and not d.removed
+    assert len({c.old_path for c in d.moved}) == 3000
