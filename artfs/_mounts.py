@@ -24,6 +24,7 @@ from typing import Any
 import xxhash
 
 from ._asof import parse_time
+from ._lineage import parse_run_path
 from ._cache import default_cache_dir, parse_size
 from . import _xattrs
 from ._errors import ArtfsError, NotFound
@@ -97,6 +98,13 @@ def _time(s: str) -> str:
     return s
 
 
+def _run_path(s: str) -> str:
+    try:
+        return "/".join(parse_run_path(s))
+    except ArtfsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
     """The options of ``artfs mount`` (``daemon``: also those the CLI has as global options)."""
     p.add_argument("store_url", nargs="?", metavar="STORE",
@@ -110,6 +118,9 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
                    help="show the store as it was at TIME (ISO 8601: 2026-11-30T12:00Z; without a zone, local "
                         "time): only versions that existed then and still exist, aliases where they pointed; "
                         "read-only")
+    p.add_argument("--run", dest="replay_run", type=_run_path, metavar="PROJECT/RUN_ID",
+                   help="show only what the run read: each artifact it used with the versions it used, and the "
+                        "aliases it could have read them through pinned there; read-only")
     p.add_argument("--cache-size", type=_size, metavar="SIZE",
                    help="bound of the local cache, enforced while mounted (e.g. 20G; default: 10%% of its disk)")
     p.add_argument("--refresh", type=parse_seconds, default=DEFAULT_REFRESH, metavar="SECONDS",
@@ -195,6 +206,8 @@ def daemon_argv(args: argparse.Namespace, store: str) -> list[str]:
         argv.append("--read-only")
     if getattr(args, "as_of", None):
         argv += ["--as-of", args.as_of]
+    if getattr(args, "replay_run", None):
+        argv += ["--run", args.replay_run]
     if args.allow_other:
         argv.append("--allow-other")
     if getattr(args, "allow_file", False):

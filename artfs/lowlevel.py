@@ -41,6 +41,7 @@ from ._mounts import (
 from . import _xattrs as xattrs
 from ._names import check_alias, check_name, is_version, parse_version
 from ._refs import is_pinned
+from ._replay import run_view
 from ._run import RUN_ENV, new_run_id
 from .backends import default_store_url
 
@@ -57,7 +58,7 @@ __all__ = [
     "list_projects",
     # runs and lineage (artfs/_lineage.py, _run.py)
     "RUN_ENV", "RunRecord", "logger_of_version", "new_run_id", "now_iso", "parse_run_path", "record_edge",
-    "version_ref", "write_record",
+    "version_ref", "write_record", "run_view",
     # mounts: options shared with `artfs mount`, the mount table, pid and report files (artfs/_mounts.py)
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
     "results_path",

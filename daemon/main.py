@@ -36,7 +36,7 @@ import trio
 from artfs import ArtfsError, Cache, NotFound, PermissionDenied, RefReader, Store, StoreUnavailable
 from artfs.lowlevel import FSTYPE, LazyBlobs, add_mount_arguments, apply_mount_options, check_name, find_mount
 from artfs.lowlevel import default_log_path as _default_log_path
-from artfs.lowlevel import default_store_url, parse_time, pidfile_path, results_path
+from artfs.lowlevel import default_store_url, parse_run_path, parse_time, pidfile_path, results_path, run_view
 
 
 from .drafts import DraftSpace
@@ -237,6 +237,7 @@ def serve(
     group: str | None = None,
     lineage: bool = True,
     as_of: str | None = None,
+    replay_run: str | None = None,
 ) -> int:
     """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
     where = f" (log: {log_path})" if log_path else ""
@@ -250,9 +251,16 @@ def serve(
             log.info("%s is a read-only store: mounting read-only", store.url)
             read_only = True
         as_of_ns = parse_time(as_of) if as_of else None
-        if as_of_ns is not None:  # the past is not written to
+        view = None
+        if replay_run is not None:  # what a run read: its versions, its aliases pinned (artfs._replay)
+            if as_of_ns is not None:
+                raise ArtfsError("--run pins the aliases where the run read them: it cannot take --as-of too")
+            view = run_view(store, *parse_run_path(replay_run))
+            for ref in view.missing:
+                log.warning("%s used %s, which has been deleted since: not shown", replay_run, ref)
+        if as_of_ns is not None or view is not None:  # the past is not written to
             if group is not None:
-                raise ArtfsError("--as-of shows the store as it was: it cannot take --group")
+                raise ArtfsError("--as-of and --run show the store as it was: they cannot take --group")
             read_only = True
         _probe(store)
         gid = _group_id(allow_group) if allow_group else None
@@ -266,6 +274,7 @@ def serve(
                          refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts,
                          lineage=Lineage(store, enabled=lineage and not store.backend.read_only))
         ops.ns.as_of = as_of_ns
+        ops.ns.pinned = view.artifacts if view is not None else None
         # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (daemon/kernel.py)
         ops.enable_passthrough = os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
         if gid is not None:  # only the owner and the group's members pass default_permissions
@@ -455,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         group=args.group,
         lineage=not getattr(args, "no_lineage", False),
         as_of=args.as_of,
+        replay_run=args.replay_run,
     )
 
 
