@@ -50,7 +50,7 @@ def test_lowlevel_exports_exactly_its_list() -> None:
 
 def test_the_daemon_imports_only_public_names_of_the_library() -> None:
     bad = []
-    for path in sorted((ROOT / "daemon").glob("*.py")):
+    for path in sorted((ROOT / "artfsd").glob("*.py")):
         for line, module, names in _imports(path):
             if module != "artfs" and not module.startswith("artfs."):
                 continue
@@ -140,7 +140,7 @@ def _literals(path: Path) -> list[tuple[int, str]]:
 
 def test_only_the_layout_module_spells_store_keys() -> None:
     bad = []
-    for p in sorted([*(ROOT / "artfs").rglob("*.py"), *(ROOT / "daemon").rglob("*.py")]):
+    for p in sorted([*(ROOT / "artfs").rglob("*.py"), *(ROOT / "artfsd").rglob("*.py")]):
         rel = p.relative_to(ROOT).as_posix()
         if rel == "artfs/_layout.py":
             continue

@@ -259,7 +259,7 @@ def serve(
         ops = Operations(store, blobs, refresh=refresh, timeout=timeout, gid=gid,
                          refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts,
                          lineage=Lineage(store, enabled=lineage and not store.backend.read_only))
-        # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (daemon/kernel.py)
+        # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (artfsd/kernel.py)
         ops.enable_passthrough = os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
         if gid is not None:  # only the owner and the group's members pass default_permissions
             ops.mode_clear = 0o007
