@@ -13,6 +13,7 @@
     access.py       access show|set
     runs.py         run, runs ls|show, lineage
     fusebuild.py    build-fuse (the patched pyfuse3, artfs/_fusebuild)
+    doctor.py       doctor: what a mount needs and what makes it fast (the checks: artfs._doctor)
 
 A command is a function ``cmd_x(ctx) -> int | None`` set as ``func`` on its parser: it reads
 ``ctx.args``, writes its result to stdout through ``ctx.emit`` (text, or JSON with ``--json``),
@@ -49,7 +50,7 @@ def _artifact_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command's parser; the order here is the order ``artfs -h`` lists them in."""
-    from . import access, drafts, fusebuild, groups, maintenance, mount, runs  # the command modules, on use
+    from . import access, doctor, drafts, fusebuild, groups, maintenance, mount, runs  # the command modules, on use
 
     common = argparse.ArgumentParser(add_help=False)
     global_options(common, suppress=True)
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     access.register(sub, common)
     runs.register(sub, common)
     fusebuild.register(sub, common)
+    doctor.register(sub, common)
     p = sub.add_parser("artifact", parents=[common], help="W&B's spelling: artfs artifact put|get|ls|cache ...",
                        description="The same commands as 'artfs put', 'artfs get', ... so that scripts written "
                                    "for 'wandb artifact' port with a rename.")
