@@ -519,21 +519,23 @@ def store(url: str | None = None, *, timeout: float = 5.0) -> Check:
             backend = HTTPBackend(url, timeout=timeout)
         else:
             backend = open_backend(url)
+        def said(e: Exception) -> str:
+            return str(e) if url in str(e) else f"{url}: {e}"
+
         try:
             projects = backend.list_dirs("")
-            return Check(name, OK, f"{backend.url if hasattr(backend, 'url') else url}: answered "
-                                   f"({len(projects)} project{'s' if len(projects) != 1 else ''} listed)")
+            return Check(name, OK, f"{url}: answered ({len(projects)} project{'s' if len(projects) != 1 else ''} listed)")
         except NotFound as e:
-            return Check(name, FAIL, f"{url}: {e}", "check the store's name (--store, $ARTFS_STORE)")
+            return Check(name, FAIL, said(e), "check the store's name (--store, $ARTFS_STORE)")
         except PermissionDenied as e:
-            return Check(name, FAIL, f"{url}: refused: {e}", "check the credentials (see the credentials check) "
-                                                           "and the store's access policy")
+            return Check(name, FAIL, f"refused: {said(e)}", "check the credentials (see the credentials check) "
+                                                          "and the store's access policy")
         except StoreUnavailable as e:
-            return Check(name, FAIL, f"{url}: unreachable: {e}",
+            return Check(name, FAIL, f"unreachable: {said(e)}",
                          "check the network and the endpoint (ARTFS_S3_ENDPOINT, AWS_ENDPOINT_URL); a mount starts "
                          "anyway but serves only what is cached")
         except (ArtfsError, ValueError) as e:
-            return Check(name, FAIL, f"{url}: {e}", "check the store URL (--store, $ARTFS_STORE)")
+            return Check(name, FAIL, said(e), "check the store URL (--store, $ARTFS_STORE)")
         finally:
             with contextlib.suppress(Exception):
                 backend.close()

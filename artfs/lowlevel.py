@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._access import list_projects
 from ._cache import stamp_ok
+from ._doctor import mount_failure_cause, mount_note
 from ._draft import ROOT, Attr, Draft, DraftBusy, Drafts
 from ._layout import blob_key
 from ._lazy import LazyBlobs
@@ -59,6 +60,8 @@ __all__ = [
     # mounts: options shared with `artfs mount`, the mount table, pid and report files (artfs/_mounts.py)
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
     "results_path",
+    # why a mount failed, and which of its fast paths are off and why (artfs/_doctor.py: artfs doctor)
+    "mount_failure_cause", "mount_note",
     # stores
     "default_store_url",
     # the names of the mount's user.artfs.* attributes, shared with the command line (artfs/_xattrs.py)
