@@ -66,6 +66,7 @@ PASSTHROUGH_LIBFUSE = (3, 16)
 LOW_SPACE = 1 << 30  # below this much free space: a warning
 BUILD_FUSE = "run `artfs build-fuse`"
 DOCTOR = "run `artfs doctor`"
+CAP_FIX = "mount as root, or give the daemon CAP_SYS_ADMIN, e.g. systemd's AmbientCapabilities=CAP_SYS_ADMIN"
 FAST_PATHS = {"passthrough": "passthrough", "cached-listings": "cached listings", "readdir-names": "readdir names"}
 
 
@@ -330,8 +331,7 @@ def fast_paths() -> dict[str, Check]:
         out["passthrough"] = Check("passthrough", WARN, f"off: Linux {release} (needs >= 6.9)", "a kernel >= 6.9")
     elif not has_cap_sys_admin():
         out["passthrough"] = Check("passthrough", WARN, "off: no CAP_SYS_ADMIN",
-                                   "mount as root, or give the daemon CAP_SYS_ADMIN (systemd: "
-                                   "AmbientCapabilities=CAP_SYS_ADMIN)")
+                                   CAP_FIX)
     elif os.environ.get("ARTFS_PASSTHROUGH", "1") == "0":
         out["passthrough"] = Check("passthrough", WARN, "off: turned off (ARTFS_PASSTHROUGH=0)",
                                    "unset ARTFS_PASSTHROUGH")
@@ -344,7 +344,7 @@ def cap_sys_admin() -> Check:
     if has_cap_sys_admin():
         return Check("cap-sys-admin", OK, "CAP_SYS_ADMIN is effective (passthrough can register backing files)")
     return Check("cap-sys-admin", WARN, "no CAP_SYS_ADMIN: passthrough is off",
-                 "mount as root, or give the daemon CAP_SYS_ADMIN (systemd: AmbientCapabilities=CAP_SYS_ADMIN)")
+                 CAP_FIX)
 
 
 def mount_daemon() -> Check:

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -27,6 +28,8 @@ import pytest
 from artfs import _doctor
 from artfs.testing import CONFLICTING_ENV, free_port, s3_env
 from artfsd.testing import _fusermount, is_mounted
+
+from refservers import StaticDirServer
 
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = 65534
@@ -148,6 +151,29 @@ def test_a_store_that_is_down_fails_within_the_budget(tmp_path: Path) -> None:
     assert secret not in p.stdout + p.stderr
     text = artfs(env, "doctor", "--timeout", "2", timeout=60)
     assert secret not in text.stdout + text.stderr and text.returncode == 1
+
+
+def test_a_store_that_never_answers_fails_within_the_budget(tmp_path: Path) -> None:
+    """A server that takes the connection and never answers: the budget ends the wait, not a hang."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the kernel's backlog; nothing ever reads them
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        env = _env(tmp_path, ARTFS_STORE="s3://silent-bucket/store", **s3_env(endpoint))
+        p = artfs(env, "doctor", "--json", "--timeout", "2", timeout=60)
+        by = {c["check"]: c for c in json.loads(p.stdout)}
+        assert by["store"]["verdict"] == "fail" and p.returncode == 1, by["store"]
+        p = artfs(_env(tmp_path), "doctor", "--json", "--timeout", "2", "--store", endpoint + "/store", timeout=60)
+        by = {c["check"]: c for c in json.loads(p.stdout)}
+        assert by["store"]["verdict"] == "fail" and p.returncode == 1, by["store"]
+
+
+def test_https_store_answers_and_needs_no_credentials(tmp_path: Path, store: str) -> None:
+    with StaticDirServer(store) as srv:
+        by, code = doctor(_env(tmp_path), "--store", srv.url)
+    assert by["store"]["verdict"] == "ok" and "1 project listed" in by["store"]["detail"], by["store"]
+    assert by["credentials"] == {"check": "credentials", "verdict": "ok", "fix": None,
+                                 "detail": "none: an HTTPS store is public and read-only"}
 
 
 def test_s3_store_answers_and_the_credential_source_is_named(tmp_path: Path, s3_url: str) -> None:
