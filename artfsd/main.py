@@ -212,7 +212,11 @@ def _fast_path_note(ops: Operations) -> str | None:
         got["passthrough"] = k.passthrough
     why = {"cached-listings": k.why_not.get("cache_readdir", ""), "readdir-names": k.why_not.get("no_opendir", ""),
            "passthrough": k.why_not.get("passthrough", "")}
-    return mount_note(got, why)
+    try:
+        return mount_note(got, why)
+    except Exception:  # a note must never fail a mount that works
+        log.exception("cannot say which fast paths are off")
+        return None
 
 
 async def _serve(ops: Operations, cache: Cache, blobs: LazyBlobs, store: Store, mountpoint: str, ready: Ready) -> None:
