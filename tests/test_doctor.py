@@ -1,10 +1,11 @@
 """``artfs doctor`` and what the mount takes from it (artfs/_doctor.py, artfs/cli/doctor.py).
 
 Everything runs the real command on this machine: its /dev/fuse, its kernel, the installed
-pyfuse3 and libfuse. Broken on purpose, for real: another uid (65534, through ``setpriv``) for
-which /dev/fuse (mode 0600 root here) cannot be opened; root without CAP_SYS_ADMIN in its
-bounding set (as in a container), where even setuid fusermount3 cannot mount; a stock pyfuse3
-(built by pip from its sdist) first on the path; an S3 store on a closed port.
+pyfuse3 and libfuse. Broken on purpose, for real: another uid (65534, through ``setpriv``, running
+artfs installed where it may, tests/installed.py) for which /dev/fuse (mode 0600 root here)
+cannot be opened; root without CAP_SYS_ADMIN in its bounding set (as in a container), where even
+setuid fusermount3 cannot mount; artfs as ``pip install`` gives it (stock pyfuse3); S3 and HTTPS
+stores on a closed port or one that never answers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 import platform
 import shutil
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -29,11 +29,11 @@ from artfs import _doctor
 from artfs.testing import CONFLICTING_ENV, free_port, s3_env
 from artfsd.testing import _fusermount, is_mounted
 
+from installed import Installed, host_lock, installed
 from refservers import StaticDirServer
 
 ROOT = Path(__file__).resolve().parent.parent
 NOBODY = 65534
-SYSTEM_PYTHON = "/usr/bin/python3"
 CHECKS = ["fuse-device", "fusermount3", "mount-permission", "user-allow-other", "kernel", "pyfuse3", "libfuse",
           "cached-listings", "readdir-names", "passthrough", "cap-sys-admin", "mount-daemon", "cache",
           "cache-xattrs", "staging", "credentials", "store"]
@@ -179,7 +179,7 @@ def test_https_store_answers_and_needs_no_credentials(tmp_path: Path, store: str
 def test_s3_store_answers_and_the_credential_source_is_named(tmp_path: Path, s3_url: str) -> None:
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     env = _env(tmp_path, ARTFS_STORE=s3_url, **s3_env(endpoint))
-    p = artfs(env, "put", "-n", "proj/ds", str(ROOT / "patches"))
+    p = artfs(env, "put", "-n", "proj/ds", str(ROOT / "docs"))
     assert p.returncode == 0, p.stderr
     by, _ = doctor(env)
     assert by["store"]["verdict"] == "ok" and "1 project listed" in by["store"]["detail"]
@@ -207,86 +207,42 @@ def test_s3_store_answers_and_the_credential_source_is_named(tmp_path: Path, s3_
 # -- another uid, for which /dev/fuse cannot be opened ----------------------------------------------
 @dataclass
 class OtherUid:
-    """Runs commands as uid 65534 from a copy of artfs (and what it imports) that uid can read."""
+    """Runs commands as uid 65534 from artfs installed where every uid may run it (tests/installed.py:
+    the checkout may sit under a directory other users cannot enter)."""
 
-    root: Path
-    pythonpath: str
+    inst: Installed
+    home: Path
 
-    def env(self, **extra: str) -> dict[str, str]:
-        home = self.root / "home"
-        return {"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": self.pythonpath,
-                "ARTFS_CACHE_DIR": str(home / "cache"), "ARTFS_STAGING_DIR": str(home / "staging"), **extra}
-
-    prefix = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
-
-
-def _copy_runtime(dest: Path) -> None:
-    """artfs, artfsd and the third-party packages they load, copied where every uid may read them
-    (the checkout or its venv may sit under a directory other users cannot enter)."""
-    code = ("import json, sys, artfs.cli, artfs.cli.doctor, artfs.cli.mount, artfs._doctor, artfsd.main, pyfuse3; "
-            "print(json.dumps({n: getattr(m, '__file__', None) for n, m in list(sys.modules.items())}))")
-    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                       timeout=60).stdout)
-    site = {p for p in sys.path if p.endswith("-packages")}
-    shutil.copytree(ROOT / "artfs", dest / "artfs", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "daemon", dest / "artfsd", ignore=shutil.ignore_patterns("__pycache__"))
-    done = set()
-    for file in filter(None, loaded.values()):
-        for sp in site:
-            if not file.startswith(sp + os.sep):
-                continue
-            top = Path(sp) / Path(file).relative_to(sp).parts[0]
-            if top.name in done or top.name in ("artfs", "artfsd"):
-                continue
-            done.add(top.name)
-            if top.is_dir():
-                shutil.copytree(top, dest / top.name, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(top, dest / top.name)
-    import pyfuse3
-
-    for info in Path(pyfuse3.__file__).parent.parent.glob("pyfuse3-*.dist-info"):  # its version, for the report
-        shutil.copytree(info, dest / info.name)
+    def run(self, *cmd: str) -> subprocess.CompletedProcess[str]:
+        env = {"HOME": str(self.home), "PATH": f"{self.inst.bin}:/usr/bin:/bin",
+               "ARTFS_CACHE_DIR": str(self.home / "cache"), "ARTFS_STAGING_DIR": str(self.home / "staging")}
+        return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "env", "-i",
+                               *[f"{k}={v}" for k, v in env.items()], *cmd],
+                              capture_output=True, text=True, timeout=120, cwd="/")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def other_uid() -> Iterator[OtherUid]:
+    """uid 65534 with a home of its own, while /dev/fuse keeps this host's mode (under the host lock:
+    no other test makes it 0666 meanwhile)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run commands as another uid")
-    if not os.path.exists(SYSTEM_PYTHON):
-        pytest.skip(f"needs {SYSTEM_PYTHON}, a Python that uid {NOBODY} may execute")
+    inst = installed()
     root = Path(tempfile.mkdtemp(prefix="artfs-doctor-", dir="/tmp"))
     try:
         root.chmod(0o755)
-        lib = root / "lib"
-        _copy_runtime(lib)
-        for p in [root, *root.rglob("*")]:
-            p.chmod(p.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if p.is_dir() else 0))
         (root / "home").mkdir()
         os.chown(root / "home", NOBODY, NOBODY)
-        who = OtherUid(root, str(lib))
-        probe = subprocess.run([*who.prefix, "env", "-i", *[f"{k}={v}" for k, v in who.env().items()], SYSTEM_PYTHON,
-                                "-c", "import artfs.cli, artfsd.main"], capture_output=True, text=True, timeout=60)
-        if probe.returncode != 0:
-            pytest.skip(f"uid {NOBODY} cannot run artfs with {SYSTEM_PYTHON}: {probe.stderr.strip()[-300:]}")
-        yield who
+        with host_lock():
+            if os.stat("/dev/fuse").st_mode & 0o006 == 0o006:
+                pytest.skip("/dev/fuse is open to every uid on this machine: nothing to break")
+            yield OtherUid(inst, root / "home")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def as_other(who: OtherUid, *cmd: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*who.prefix, "env", "-i", *[f"{k}={v}" for k, v in who.env(**env).items()], *cmd],
-                          capture_output=True, text=True, timeout=120, cwd="/")
-
-
-def _skip_if_fuse_is_open_to_all() -> None:
-    if os.stat("/dev/fuse").st_mode & 0o006 == 0o006:
-        pytest.skip("/dev/fuse is open to every uid on this machine: nothing to break")
-
-
 def test_doctor_as_a_uid_that_cannot_open_dev_fuse_fails_and_names_the_fix(other_uid: OtherUid) -> None:
-    _skip_if_fuse_is_open_to_all()
-    p = as_other(other_uid, SYSTEM_PYTHON, "-m", "artfs.cli", "doctor", "--json")
+    p = other_uid.run("artfs", "doctor", "--json")
     assert p.returncode == 1, p.stderr
     by = {c["check"]: c for c in json.loads(p.stdout)}
     assert list(by) == CHECKS
@@ -296,22 +252,20 @@ def test_doctor_as_a_uid_that_cannot_open_dev_fuse_fails_and_names_the_fix(other
     assert "cannot open /dev/fuse: Permission denied" in dev["detail"] and f"uid {NOBODY}" in dev["detail"]
     assert "chmod 0666 /dev/fuse" in dev["fix"] and "--device /dev/fuse" in dev["fix"]
     assert by["mount-daemon"]["verdict"] == "ok"  # what the uid runs is whole: only the device is wrong
-    assert by["cap-sys-admin"]["verdict"] == "warn" and "CAP_SYS_ADMIN" in by["passthrough"]["detail"]
+    assert by["cap-sys-admin"]["verdict"] == "warn" and by["passthrough"]["verdict"] == "warn"
 
-    text = as_other(other_uid, SYSTEM_PYTHON, "-m", "artfs.cli", "doctor")
+    text = other_uid.run("artfs", "doctor")
     assert text.returncode == 1
     assert "  fuse-device: as root: chmod 0666 /dev/fuse" in text.stdout
     assert text.stdout.splitlines()[-1] == "a mount would not work: fuse-device failed"
 
 
 def test_mount_as_a_uid_that_cannot_open_dev_fuse_names_the_cause(other_uid: OtherUid) -> None:
-    _skip_if_fuse_is_open_to_all()
-    home = other_uid.root / "home"
-    mnt, store = home / "mnt", home / "store"
-    as_other(other_uid, "mkdir", str(mnt))
+    mnt, store = other_uid.home / "mnt", other_uid.home / "store"
+    other_uid.run("mkdir", str(mnt))
     try:
         # artfs mount: refused up front, and nothing created (the store it would have made)
-        p = as_other(other_uid, SYSTEM_PYTHON, "-m", "artfs.cli", "mount", "--store", str(store), str(mnt))
+        p = other_uid.run("artfs", "mount", "--store", str(store), str(mnt))
         assert p.returncode == 1
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1, p.stderr
@@ -320,8 +274,8 @@ def test_mount_as_a_uid_that_cannot_open_dev_fuse_names_the_cause(other_uid: Oth
         assert not store.exists()
 
         # the daemon itself (as systemd or a script starts it): the cause read from libfuse's line in its log
-        as_other(other_uid, "mkdir", str(store))
-        p = as_other(other_uid, SYSTEM_PYTHON, "-m", "artfsd.main", str(store), str(mnt))
+        other_uid.run("mkdir", str(store))
+        p = other_uid.run("python", "-m", "artfsd.main", str(store), str(mnt))
         assert p.returncode == 1
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1, p.stderr
@@ -364,9 +318,10 @@ def test_no_right_to_mount_is_a_failure_and_the_mount_names_it(tmp_path: Path, s
 
 
 # -- the fast paths: what the mount says about them ----------------------------------------------------
-def _umount(env: dict[str, str], mnt: Path) -> None:
+def _umount(env: dict[str, str], mnt: Path, command: str | None = None) -> None:
     if is_mounted(mnt):
-        artfs(env, "umount", str(mnt))
+        cmd = [command] if command else [sys.executable, "-m", "artfs.cli"]
+        subprocess.run([*cmd, "umount", str(mnt)], env=env, capture_output=True, timeout=120)
     if is_mounted(mnt):
         _fusermount(str(mnt), "-uz")
 
@@ -387,37 +342,26 @@ def test_a_mount_with_every_fast_path_says_nothing(tmp_path: Path, store: str) -
         _umount(env, mnt)
 
 
-@pytest.fixture(scope="module")
-def stock_pyfuse3(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The installed pyfuse3's version without the patches, built by pip from its sdist."""
-    d = tmp_path_factory.mktemp("stock")
-    version = metadata.version("pyfuse3")
-    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    p = subprocess.run([*pip, "wheel", "--no-deps", f"pyfuse3=={version}", "-w", str(d / "wheel")],
-                       capture_output=True, text=True, timeout=600)
-    if p.returncode != 0:
-        pytest.skip(f"pip cannot build the stock pyfuse3 {version}: {p.stderr.strip()[-300:]}")
-    wheel = next((d / "wheel").glob("pyfuse3-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--target", str(d / "lib"), str(wheel)], check=True,
-                   capture_output=True, timeout=300)
-    return d / "lib"
-
-
 @pytest.mark.slow
-def test_stock_pyfuse3_is_named_with_its_fix_and_the_mount_says_so_once(tmp_path: Path, store: str,
-                                                                        stock_pyfuse3: Path) -> None:
-    env = _env(tmp_path, ARTFS_STORE=store, PYTHONPATH=str(stock_pyfuse3))
-    by, code = doctor(env)
+def test_stock_pyfuse3_is_named_with_its_fix_and_the_mount_says_so_once(tmp_path: Path, store: str) -> None:
+    """artfs as ``pip install`` gives it (tests/installed.py): stock pyfuse3 on the system's libfuse."""
+    inst = installed()
+    env = inst.env(tmp_path / "home", ARTFS_STORE=store, ARTFS_CACHE_DIR=str(tmp_path / "cache"),
+                   ARTFS_STAGING_DIR=str(tmp_path / "staging"))
+    by, code = doctor(env, python=inst.python)
     well_formed(by, code)
-    assert by["pyfuse3"]["verdict"] == "warn" and str(stock_pyfuse3) in by["pyfuse3"]["detail"]
+    if by["pyfuse3"]["detail"].startswith("patched"):
+        pytest.skip("the installed venv has a patched pyfuse3")
+    assert by["pyfuse3"]["verdict"] == "warn" and str(inst.venv) in by["pyfuse3"]["detail"]
     assert by["pyfuse3"]["detail"].startswith("stock pyfuse3") and by["pyfuse3"]["fix"] == "run `artfs build-fuse`"
     for k in ("cached-listings", "readdir-names", "passthrough"):
         assert by[k] == {"check": k, "verdict": "warn", "detail": "off: stock pyfuse3", "fix": "run `artfs build-fuse`"}
+    assert str(inst.venv) in by["mount-daemon"]["detail"]
 
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     try:
-        p = artfs(env, "mount", str(mnt))
+        p = subprocess.run([inst.artfs, "mount", str(mnt)], env=env, capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr
         assert p.stderr.splitlines() == [
             "artfs: cached listings, readdir names and passthrough off: stock pyfuse3 (run `artfs build-fuse`)"]
@@ -425,7 +369,7 @@ def test_stock_pyfuse3_is_named_with_its_fix_and_the_mount_says_so_once(tmp_path
         stats = json.loads(os.getxattr(mnt, "user.artfs.stats"))
         assert stats["kernel"]["passthrough"] is False
     finally:
-        _umount(env, mnt)
+        _umount(env, mnt, inst.artfs)
 
 
 def test_the_note_names_what_the_daemon_did_not_get() -> None:
