@@ -1,5 +1,6 @@
-"""What a mount needs and what makes it fast, each checked (the facade of the checks): ``artfs doctor``, and the one line a
-mount prints about the fast paths it runs without or the cause it failed of.
+"""What a mount needs and what makes it fast, each checked (the facade of the checks):
+``artfs doctor``, and the one line a mount prints about the fast paths it runs without or the
+cause it failed of.
 
 Every check is a function returning a :class:`Check` (``check``, ``verdict``, ``detail``, ``fix``):
 

@@ -246,7 +246,8 @@ def fast_paths() -> dict[str, Check]:
                             Check("readdir-names", WARN, "off: pyfuse3 without the readdir-inode patch", BUILD_FUSE))
     release = platform.release()
     if not feats.get("passthrough"):
-        out["passthrough"] = Check("passthrough", WARN, f"off: pyfuse3 built against libfuse {info.libfuse or '< 3.16'} "
+        built = info.libfuse or "< 3.16"
+        out["passthrough"] = Check("passthrough", WARN, f"off: pyfuse3 built against libfuse {built} "
                                                         "(needs >= 3.16)", BUILD_FUSE)
     elif version(release) < PASSTHROUGH_KERNEL:
         out["passthrough"] = Check("passthrough", WARN, f"off: Linux {release} (needs >= 6.9)", "a kernel >= 6.9")

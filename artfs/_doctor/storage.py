@@ -183,7 +183,8 @@ def store(url: str | None = None, *, timeout: float = 5.0) -> Check:
 
         try:
             projects = backend.list_dirs("")
-            return Check(name, OK, f"{url}: answered ({len(projects)} project{'s' if len(projects) != 1 else ''} listed)")
+            n = len(projects)
+            return Check(name, OK, f"{url}: answered ({n} project{'s' if n != 1 else ''} listed)")
         except NotFound as e:
             return Check(name, FAIL, said(e), "check the store's name (--store, $ARTFS_STORE)")
         except PermissionDenied as e:
