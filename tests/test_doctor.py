@@ -29,7 +29,7 @@ from artfs import _doctor
 from artfs.testing import CONFLICTING_ENV, free_port, s3_env
 from artfsd.testing import _fusermount, is_mounted
 
-from installed import Installed, host_lock, installed, normal_host
+from installed import Installed, devfuse_mode, installed, normal_host
 from refservers import StaticDirServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,8 +223,8 @@ class OtherUid:
 
 @pytest.fixture
 def other_uid() -> Iterator[OtherUid]:
-    """uid 65534 with a home of its own, while /dev/fuse keeps this host's mode (under the host lock:
-    no other test makes it 0666 meanwhile)."""
+    """uid 65534 with a home of its own, while /dev/fuse is closed to other users (0600, as in
+    many containers; under the host lock, so no other test opens it meanwhile)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run commands as another uid")
     inst = installed()
@@ -233,9 +233,7 @@ def other_uid() -> Iterator[OtherUid]:
         root.chmod(0o755)
         (root / "home").mkdir()
         os.chown(root / "home", NOBODY, NOBODY)
-        with host_lock():
-            if os.stat("/dev/fuse").st_mode & 0o006 == 0o006:
-                pytest.skip("/dev/fuse is open to every uid on this machine: nothing to break")
+        with devfuse_mode(0o600):
             yield OtherUid(inst, root / "home")
     finally:
         shutil.rmtree(root, ignore_errors=True)

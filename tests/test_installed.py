@@ -87,6 +87,7 @@ artfs ls p/data --json > ls2.json
 artfs ls p/model --json > model.json
 artfs get p/data:v1 --root out2 && test "$(cat out2/c.txt)" = three && cmp out2/a.txt data/a.txt
 artfs lineage p/data:v0 --json > lineage.json
+artfs doctor --json > doctor.json
 """
 
 
@@ -104,7 +105,8 @@ def _smoke(inst: Installed, where: Path, *, as_uid: int | None = None) -> dict[s
         cmd = ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups", *cmd]
     p = subprocess.run(cmd, cwd=work, env=inst.env(home), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return {name: json.loads((work / f"{name}.json").read_text()) for name in ("ls", "ls2", "model", "lineage")}
+    return {name: json.loads((work / f"{name}.json").read_text())
+            for name in ("ls", "ls2", "model", "lineage", "doctor")}
 
 
 def _versions(doc: object) -> list[str]:
@@ -118,6 +120,8 @@ def _check(docs: dict[str, object]) -> None:
     assert _versions(docs["model"]) == [0]
     lineage = json.dumps(docs["lineage"])
     assert "p/reader" in lineage  # the run that read through latest/ used v0
+    verdicts = {c["check"]: c["verdict"] for c in docs["doctor"]}  # type: ignore[attr-defined]
+    assert verdicts["fuse-device"] == "ok" and "fail" not in verdicts.values(), verdicts
 
 
 def test_the_installed_package_runs_every_command(inst, place):
