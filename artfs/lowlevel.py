@@ -16,6 +16,7 @@ from ._access import list_projects
 from ._asof import parse_time, timeline
 from ._cache import stamp_ok
 from ._diff import bounded_json, diff_entries
+from ._doctor import mount_failure_cause, mount_note
 from ._draft import ROOT, Attr, Draft, DraftBusy, Drafts
 from ._layout import blob_key
 from ._lazy import LazyBlobs
@@ -62,6 +63,8 @@ __all__ = [
     # mounts: options shared with `artfs mount`, the mount table, pid and report files (artfs/_mounts.py)
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
     "results_path",
+    # why a mount failed, and which of its fast paths are off and why (artfs/_doctor.py: artfs doctor)
+    "mount_failure_cause", "mount_note",
     # stores, and what they held at a time (artfs/_asof.py)
     "default_store_url", "parse_time", "timeline",
     # the names of the mount's user.artfs.* attributes, shared with the command line (artfs/_xattrs.py)

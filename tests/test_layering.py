@@ -26,7 +26,7 @@ LOWLEVEL = {
     "RUN_ENV", "RunRecord", "logger_of_version", "new_run_id", "now_iso", "parse_run_path", "record_edge",
     "version_ref", "write_record", "run_view",
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
-    "results_path", "default_store_url", "parse_time", "timeline", "xattrs",
+    "results_path", "default_store_url", "parse_time", "timeline", "xattrs", "mount_failure_cause", "mount_note",
 }
 
 
@@ -50,7 +50,7 @@ def test_lowlevel_exports_exactly_its_list() -> None:
 
 def test_the_daemon_imports_only_public_names_of_the_library() -> None:
     bad = []
-    for path in sorted((ROOT / "daemon").glob("*.py")):
+    for path in sorted((ROOT / "artfsd").glob("*.py")):
         for line, module, names in _imports(path):
             if module != "artfs" and not module.startswith("artfs."):
                 continue
@@ -140,7 +140,7 @@ def _literals(path: Path) -> list[tuple[int, str]]:
 
 def test_only_the_layout_module_spells_store_keys() -> None:
     bad = []
-    for p in sorted([*(ROOT / "artfs").rglob("*.py"), *(ROOT / "daemon").rglob("*.py")]):
+    for p in sorted([*(ROOT / "artfs").rglob("*.py"), *(ROOT / "artfsd").rglob("*.py")]):
         rel = p.relative_to(ROOT).as_posix()
         if rel == "artfs/_layout.py":
             continue

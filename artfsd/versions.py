@@ -13,7 +13,7 @@ loop (it cannot block), because the thread hop costs more than the copy (measure
 requests 0.36 -> 0.77 GB/s); so do the open and release of a file whose blob is complete and
 verified in the cache (:mod:`artfsd.complete`: a few metadata system calls). Reference entries read like blobs, through the lazy reader and the
 cache, each fetch pinned to what was recorded (:func:`artfsd.openfiles.open_reference`). A
-complete, verified blob can back the file in the kernel instead (passthrough, daemon/kernel.py):
+complete, verified blob can back the file in the kernel instead (passthrough, artfsd/kernel.py):
 reads and mmap then never reach the daemon.
 
 The open/read/release of version files are :meth:`VersionHandler.open`, :meth:`read` and
@@ -72,10 +72,10 @@ class VersionHandler(Handler):
         self.blobs = blobs  # artfs.lowlevel.LazyBlobs
         self.read_limiter = trio.CapacityLimiter(read_threads)
         self.ref_reader = refs  # the mount's RefReader (its file:// options), made on first use
-        self.small = small  # daemon/prefetch.py
+        self.small = small  # artfsd/prefetch.py
         self.prefetch = prefetch
-        self.backings = backings  # passthrough registrations (daemon/kernel.py)
-        # files whose blob is complete open on the loop, no thread hop (daemon/complete.py)
+        self.backings = backings  # passthrough registrations (artfsd/kernel.py)
+        # files whose blob is complete open on the loop, no thread hop (artfsd/complete.py)
         self.complete = CompleteOpens(m.store.cache, blobs, small, timeout=m.timeout, limiter=self.read_limiter,
                                       file_type=OpenFile)
         self.nursery: trio.Nursery | None = None  # for prefetches: set when the mount starts
@@ -221,7 +221,7 @@ class VersionHandler(Handler):
         if isinstance(f.handle, RefHandle):  # an unpinned reference: whatever is there now
             return f, pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         if f.handle is not None:
-            # A complete, verified blob backs the file in the kernel (daemon/kernel.py): reads
+            # A complete, verified blob backs the file in the kernel (artfsd/kernel.py): reads
             # and mmap never reach the daemon. Otherwise (or when this inode has cached handles
             # open) the chunked path of read().
             f.inode = inode
