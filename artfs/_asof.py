@@ -51,7 +51,8 @@ def parse_time(text: str) -> int:
     try:
         dt = _dt.datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in "zZ" and s else s)
     except ValueError:
-        raise InvalidName(f"{text!r}: not an ISO 8601 time (e.g. 2026-11-30T12:00Z, 2026-11-30T12:00:00+01:00)") from None
+        raise InvalidName(f"{text!r}: not an ISO 8601 time (e.g. 2026-11-30T12:00Z, "
+                          "2026-11-30T12:00:00+01:00)") from None
     if dt.tzinfo is None:
         dt = dt.astimezone()  # local time
     return ns_of(dt)

@@ -304,7 +304,8 @@ def _diff(old: Sequence[Entry], new: Sequence[Entry], old_name: str, new_name: s
     changes += [FileChange("removed", x, None) for x in removed]
     changes += [FileChange("added", None, y) for y in added]
     changes.sort(key=lambda c: c.path)
-    return ArtifactDiff(old_name, new_name, changes, len(old), len(new), sum(map(_size_of, old)), sum(map(_size_of, new)))
+    return ArtifactDiff(old_name, new_name, changes, len(old), len(new), sum(map(_size_of, old)),
+                        sum(map(_size_of, new)))
 
 
 _size_of = attrgetter("size")

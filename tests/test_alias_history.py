@@ -176,7 +176,8 @@ def test_ls_and_get_as_of_before_and_after_a_move(store: Store, tmp_path: Path) 
     assert ls(before_v1) == {0: ["latest", "prod"]}  # v1 did not exist yet
     assert ls(before_move) == {0: ["prod"], 1: ["latest"]}
     assert ls(after) == {0: [], 1: ["latest", "prod"]}
-    root = artfs_cli(store, tmp_path, "get", "p/ds:prod", "--as-of", before_move, "--root", str(tmp_path / "then")).stdout
+    root = artfs_cli(store, tmp_path, "get", "p/ds:prod", "--as-of", before_move, "--root",
+                     str(tmp_path / "then")).stdout
     assert (Path(root.strip()) / "data.txt").read_text() == "zero"
     artfs_cli(store, tmp_path, "get", "p/ds:prod", "--as-of", after, "--root", str(tmp_path / "now"))
     assert (tmp_path / "now" / "data.txt").read_text() == "one"
@@ -246,3 +247,18 @@ def test_mount_as_of_refuses_a_time_it_cannot_read(store: Store, tmp_path: Path)
     (tmp_path / "mnt").mkdir()
     p = artfs_cli(store, tmp_path, "mount", str(tmp_path / "mnt"), "--as-of", "noon", code=2)
     assert "not an ISO 8601 time" in p.stderr
+
+
+def test_the_python_api_has_the_history_and_the_past(store: Store, tmp_path: Path) -> None:
+    import datetime as dt
+
+    log_version(store, tmp_path, "zero", aliases=["prod"])
+    log_version(store, tmp_path, "one")
+    store.set_alias("p", "ds", "prod", 1)
+    api = artfs.Api(store=store)
+    history = api.alias_history("p/ds", "prod")
+    assert [(m.from_, m.to) for m in history] == [(None, 0), (0, 1)]
+    before = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=history[-1].time_ns // 1000 - 1)
+    assert api.artifact("p/ds:prod", as_of=before).version == "v0"
+    assert api.artifact("p/ds:prod", as_of=iso_ns(history[-1].time_ns + 1000)).version == "v1"
+    assert api.artifact("p/ds:prod").version == "v1"
