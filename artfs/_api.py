@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from typing import TYPE_CHECKING, Any
 
+from ._aliaslog import AliasMove, moves
 from ._artifact import Artifact
+from ._asof import ns_of, parse_time, timeline
 from ._errors import NotFound
 from ._lineage import list_runs, parse_run_path, read_record
 from ._names import check_name, parse_spec
@@ -25,10 +28,18 @@ class Api:
         self.store = _open_store(store)
         self.project = check_name((overrides or {}).get("project") or default_project(), "project")
 
-    def artifact(self, name: str, type: str | None = None) -> "Artifact":
-        """``"project/name:alias"`` (or ``"name:v3"`` in the default project; ``entity/`` is ignored)."""
+    def artifact(self, name: str, type: str | None = None, *, as_of: "str | _dt.datetime | None" = None) -> "Artifact":
+        """``"project/name:alias"`` (or ``"name:v3"`` in the default project; ``entity/`` is ignored).
+
+        ``as_of`` (ISO 8601 text, or an aware datetime): the version the name named then (as
+        ``artfs get --as-of``); ``NotFound`` if it named none, or one deleted since."""
         spec = parse_spec(_strip_entity(name), default_project=self.project, need_ref=True)
-        project, artifact, n = self.store.resolve(spec)
+        if as_of is None:
+            project, artifact, n = self.store.resolve(spec)
+        else:
+            t = ns_of(as_of) if isinstance(as_of, _dt.datetime) else parse_time(as_of)
+            project, artifact = spec.project, spec.artifact
+            n = timeline(self.store, project, artifact).resolve(spec, t)
         art = Artifact._logged(self.store, project, artifact, n)
         if type is not None and art.type != type:
             raise NotFound(f"{spec}: has type {art.type!r}, not {type!r}")
@@ -50,6 +61,12 @@ class Api:
                 raise NotFound(f"{spec.project}/{spec.artifact} has type {art.type!r}, not {type_name!r}")
             out.append(art)
         return out
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
+        """Every recorded move of the aliases of ``[project/]name`` (or of one alias), oldest first:
+        who moved it, when, from which version to which (``artfs alias log``)."""
+        spec = parse_spec(_strip_entity(name), default_project=self.project)
+        return moves(self.store, spec.project, spec.artifact, alias)
 
     def run(self, path: str) -> Run:
         """``"project/run_id"``: the run, its record read and validated now."""

@@ -27,6 +27,7 @@ from ._parallel import pmap
 from ._refs import RefReader, is_pinned, resolve_reference
 
 if TYPE_CHECKING:
+    from ._diff import ArtifactDiff
     from ._run import Run
     from ._results import CommitResult
     from ._store import Store
@@ -463,6 +464,17 @@ class Artifact:
                 store.remove_alias(project, art, a)
         self.aliases = sorted(a for a, v in store.aliases(project, art).items() if v == n)
         self._saved_aliases = list(self.aliases)
+
+    def diff(self, other: "Artifact") -> "ArtifactDiff":
+        """What changed from this logged version to ``other`` (another version of this artifact or
+        of any other): added, removed, changed and moved files, from the two manifests alone (no
+        file is read). ``ArtfsError`` if either is not logged."""
+        from ._diff import diff_entries
+
+        _, mine = self._need_logged()
+        _, theirs = other._need_logged()
+        return diff_entries(mine.entries, theirs.entries, old_name=self.qualified_name,
+                            new_name=other.qualified_name)
 
     # -- lineage (artfs._run) --------------------------------------------------------------------
     def logged_by(self) -> "Run | None":

@@ -29,11 +29,12 @@ Two FUSE features take whole classes of requests away from this (Python, one-thr
   the refresh interval, as without the cache.
 
 These need a pyfuse3 that can ask for them: stock pyfuse3 3.5 cannot (``opendir`` returns only a
-handle, ``FileInfo`` has no backing id, ``init`` asks for no symlink cache). ``.ci/setup`` builds
-pyfuse3 with ``patches/pyfuse3-3.5.0-*.patch`` (kernel-cache, readdir-inode, symlink-cache;
-against libfuse 3.17 built from Debian's source package when the system's is older).
-``-o no_passthrough`` turns passthrough off (``turned off (-o no_passthrough)`` in the stats), so
-the ordinary path can be tested and measured on a machine that has passthrough. Everything here degrades: with stock pyfuse3, an older
+handle, ``FileInfo`` has no backing id, ``init`` asks for no symlink cache). ``artfs build-fuse``
+builds pyfuse3 with ``artfs/_fusebuild/patches/pyfuse3-3.5.0-*.patch`` (kernel-cache,
+readdir-inode, symlink-cache; against libfuse 3.17 built from Debian's source package when the
+system's is older). ``-o no_passthrough`` turns passthrough off (``turned off (-o
+no_passthrough)`` in the stats), so the ordinary path can be tested and measured on a machine
+that has passthrough. Everything here degrades: with stock pyfuse3, an older
 libfuse or kernel, or without CAP_SYS_ADMIN, :func:`probe` says what is missing, the daemon logs
 it once and reports it in ``user.artfs.stats``, and every request takes the ordinary path.
 
@@ -107,18 +108,18 @@ def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True, off_by
     if built.get("cache_readdir"):
         f.cache_readdir = True
     else:
-        f.why_not["cache_readdir"] = "pyfuse3 without the kernel-cache patch (see .ci/setup)"
+        f.why_not["cache_readdir"] = "pyfuse3 without the kernel-cache patch (run `artfs build-fuse`)"
     if not want_no_opendir:
         f.why_not["no_opendir"] = "turned off"
     elif built.get("readdir_inode"):
         f.no_opendir = True
     else:
-        f.why_not["no_opendir"] = "pyfuse3 without the readdir-inode patch (see .ci/setup)"
+        f.why_not["no_opendir"] = "pyfuse3 without the readdir-inode patch (run `artfs build-fuse`)"
     if not want_passthrough:
         f.why_not["passthrough"] = f"turned off ({off_by or 'by the daemon'})"
     elif not built.get("passthrough"):
         if "kernel_features" not in dir(pyfuse3):
-            f.why_not["passthrough"] = "pyfuse3 without the kernel-cache patch (see .ci/setup)"
+            f.why_not["passthrough"] = "pyfuse3 without the kernel-cache patch (run `artfs build-fuse`)"
         else:
             f.why_not["passthrough"] = "pyfuse3 was built against libfuse < 3.16"
     elif not built.get("passthrough_enabled"):
@@ -129,7 +130,7 @@ def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True, off_by
     if built.get("cache_symlinks_enabled"):
         f.cache_symlinks = True
     elif "cache_symlinks" not in built:
-        f.why_not["cache_symlinks"] = "pyfuse3 without the symlink-cache patch (see .ci/setup)"
+        f.why_not["cache_symlinks"] = "pyfuse3 without the symlink-cache patch (run `artfs build-fuse`)"
     elif not built["cache_symlinks"]:
         f.why_not["cache_symlinks"] = "pyfuse3 was built against libfuse < 3.10"
     else:
