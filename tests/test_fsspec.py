@@ -363,3 +363,40 @@ def test_group_writes_are_parts_of_one_distributed_version(world: tuple[Store, A
     assert p.returncode == 0, p.stderr
     m = store.manifest("cycling", "shards", 0)
     assert [e.path for e in m.entries] == ["0/a.txt", "0/b.txt", "1/a.txt", "1/b.txt"]
+
+
+def test_a_forked_worker_reads_the_pinned_version_with_its_own_reader(world: tuple[Store, Any],
+                                                                       tmp_path: Path) -> None:
+    """A DataLoader worker forked after the parent read: the parent's reader threads do not exist in
+    the child, so the child must start its own, and keep the parent's pins."""
+    store, _ = world
+    fs = new_fs(store.url, tmp_path, timeout=5)
+    path = "cycling/bike-dataset/latest/model/weights.bin"
+    assert fs.cat_file(path, 0, 10) == FILES["model/weights.bin"][:10]  # the parent's lazy reader runs
+    log(store, tmp_path, {**FILES, "model/weights.bin": b"new"})
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it read, then leave without running pytest's exit handlers
+        try:
+            ok = fs.cat_file(path, BIG - 10000) == FILES["model/weights.bin"][-10000:]  # chunks not fetched yet
+            os.write(w, b"ok" if ok else b"wrong bytes")
+        except BaseException as e:
+            os.write(w, repr(e).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        said = f.read()
+    os.waitpid(pid, 0)
+    assert said == b"ok"
+
+
+def test_a_draft_builds_on_the_newest_version_not_the_pinned_one(world: tuple[Store, Any], tmp_path: Path) -> None:
+    store, fs = world
+    assert fs.cat_file("cycling/bike-dataset/latest/labels.csv") == FILES["labels.csv"]  # pins latest = v0
+    log(store, tmp_path, {**FILES, "labels.csv": b"by another writer\n"})  # v1
+    with fs.transaction:
+        fs.pipe_file("cycling/bike-dataset/draft/mine.txt", b"mine\n")
+    assert fs.committed[0].version == 2
+    assert fs.cat_file("cycling/bike-dataset/v2/labels.csv") == b"by another writer\n"  # v1's change kept
+    assert fs.cat_file("cycling/bike-dataset/latest/mine.txt") == b"mine\n"

@@ -4,8 +4,9 @@ fsspec's transaction model: files opened for writing inside a transaction are de
 when the block ends they are all committed, or all discarded if it raised. Here each artifact
 written to in a transaction has one :class:`StagedDraft`:
 
-* it starts as the artifact's ``latest`` (pinned when the draft is first touched; empty for a new
-  artifact), as ``draft/`` does in the mount, so a path works both ways: files written replace
+* it starts as the artifact's ``latest`` as the store has it when the transaction first touches
+  the artifact (not as the filesystem pinned it for reading: a draft builds on the newest
+  version; empty for a new artifact), as ``draft/`` does in the mount, so a path works both ways: files written replace
   or add entries, ``rm`` removes them, ``cp`` of a file of the same project adds an entry
   without copying bytes;
 * written bytes go to staged files in a private directory under the staging root

@@ -23,6 +23,7 @@ import os
 import secrets
 import socket
 import threading
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -38,6 +39,16 @@ from .paths import DRAFT, PROTOCOL, Where, parse, strip
 from .tree import VersionIndex
 
 _INDEXES = 8  # version indexes kept per instance (a version's manifest stays in the cache anyway)
+#: every live instance, by id (an instance hashes by its fsspec token, which is set after __init__)
+_instances: "weakref.WeakValueDictionary[int, ArtfsFileSystem]" = weakref.WeakValueDictionary()
+
+
+def _reset_after_fork() -> None:
+    for fs in list(_instances.values()):
+        fs._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 @contextmanager
@@ -71,17 +82,24 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         from .._cache import Cache
         from .._store import Store
 
-        backend = None
         url = store or os.environ.get("ARTFS_STORE") or None
         if no_sign_request:
             from ..backends import default_store_url
-            from ..backends.s3 import S3Backend
 
             url = url or default_store_url()
             if not url.startswith("s3://"):
                 raise ValueError(f"no_sign_request is for s3:// stores, not {url!r}")
-            backend = S3Backend(url, unsigned=True)
-        self.store = Store(url, cache=Cache(cache_dir), backend=backend)
+
+        def open_store() -> Store:
+            backend = None
+            if no_sign_request:
+                from ..backends.s3 import S3Backend
+
+                backend = S3Backend(url or "", unsigned=True)
+            return Store(url, cache=Cache(cache_dir), backend=backend)
+
+        self._open_store = open_store
+        self.store = open_store()
         if group is not None:
             from .._names import check_name
 
@@ -103,6 +121,15 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self._writer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"[-100:].lstrip(".-")
         #: what the last transaction made: CommitResult (or PartResult with ``group``) per artifact
         self.committed: list[Any] = []
+        _instances[id(self)] = self
+
+    def _after_fork(self) -> None:
+        """In a forked child (a DataLoader worker): the parent's reader threads, locks and store
+        clients are not the child's. Start afresh; pins and version indexes (plain data) stay."""
+        self._lock = threading.Lock()
+        self._blobs = self._refs = None
+        self.store = self._open_store()
+        self._drafts = {}
 
     # -- fsspec plumbing ------------------------------------------------------------------------------
     @classmethod
@@ -449,8 +476,8 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             entries = list(self._parts.get(key, []))
         else:
             versions = self.store.versions(w.project, w.artifact)
-            if versions:
-                base = self._resolve(Where(w.project, w.artifact, "latest"))
+            if versions:  # latest as it is now, not as pinned: a draft builds on the newest version
+                _, _, base = self.store.resolve(Spec(w.project, w.artifact, None, "latest"))
                 idx = self._index(Where(w.project, w.artifact, f"v{base}"))
                 entries, type_ = [idx.files[p] for p in idx.paths], idx.type
         d = StagedDraft(w.project, w.artifact, base, entries, type=type_, root=self.staging_dir)
