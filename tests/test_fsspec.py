@@ -400,3 +400,16 @@ def test_a_draft_builds_on_the_newest_version_not_the_pinned_one(world: tuple[St
     assert fs.committed[0].version == 2
     assert fs.cat_file("cycling/bike-dataset/v2/labels.csv") == b"by another writer\n"  # v1's change kept
     assert fs.cat_file("cycling/bike-dataset/latest/mine.txt") == b"mine\n"
+
+
+def test_reading_keeps_the_cache_within_its_bound(local_url: str, tmp_path: Path) -> None:
+    store = Store(local_url, cache=Cache(str(tmp_path / "writer-cache")))
+    files = {f"f/{i:03d}.bin": os.urandom(100 << 10) for i in range(20)}
+    log(store, tmp_path, files, name="many")
+    fs = new_fs(local_url, tmp_path, cache_size="512KB")
+    for rel, data in files.items():
+        assert fs.cat_file(f"cycling/many/v0/{rel}") == data
+    info = fs.store.cache.info()
+    assert info.limit == 512 << 10
+    assert info.bytes <= info.limit + (100 << 10)  # the bound, and the file being read when it was kept
+    assert fs.cat_file("cycling/many/v0/f/000.bin") == files["f/000.bin"]  # evicted ones are fetched again

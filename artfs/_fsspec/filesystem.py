@@ -67,7 +67,8 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     Storage options: ``store`` (a directory, ``s3://bucket/prefix`` or ``https://...``; default
     ``$ARTFS_STORE`` or the default store), ``cache_dir``, ``no_sign_request``, ``group`` (writes
     become parts of that distributed version), ``allow_file``/``file_roots`` (reading ``file://``
-    references), ``timeout`` (seconds a read waits for the store), ``staging_dir``.
+    references), ``timeout`` (seconds a read waits for the store), ``cache_size`` (the cache's bound,
+    default 10% of its disk), ``staging_dir``.
     """
 
     protocol = PROTOCOL
@@ -77,7 +78,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def __init__(self, store: str | None = None, *, cache_dir: str | None = None, no_sign_request: bool = False,
                  group: str | None = None, allow_file: bool = False, file_roots: list[str] | tuple[str, ...] = (),
                  timeout: float = 30.0, staging_dir: str | None = None, pins: dict[str, int] | None = None,
-                 **kwargs: Any) -> None:
+                 cache_size: int | str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         from .._cache import Cache
         from .._store import Store
@@ -96,7 +97,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 from ..backends.s3 import S3Backend
 
                 backend = S3Backend(url or "", unsigned=True)
-            return Store(url, cache=Cache(cache_dir), backend=backend)
+            return Store(url, cache=Cache(cache_dir, max_size=cache_size), backend=backend)
 
         self._open_store = open_store
         self.store = open_store()
@@ -118,6 +119,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self._refs: Any = None
         self._drafts: dict[tuple[str, str], StagedDraft] = {}
         self._parts: dict[tuple[str, str], list[Any]] = {}  # group mode: this instance's part so far
+        self._fetched = 0  # bytes fetched into the cache since its last cleanup (an upper bound)
         self._writer = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"[-100:].lstrip(".-")
         #: what the last transaction made: CommitResult (or PartResult with ``group``) per artifact
         self.committed: list[Any] = []
@@ -427,12 +429,28 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
                 entry = src
             else:
                 entry = idx.files[w.path]
+            cached = entry.digest is not None and self.store.cache.has(entry.digest)
             f = open_entry(self, w.name, w.project, entry, details, blobs=self.blobs, refs=self.refs,
                            block_size=block_size, cache_type=kwargs.get("cache_type", "none"),
                            cache_options=cache_options)
+            if not cached:
+                self._fetching(entry.size)
         if w.level == "version" and idx.version is not None:
             lineage.record(self.store, "used", w.project, w.artifact, idx.version)
         return f
+
+    def _fetching(self, size: int) -> None:
+        """Keep the cache within its bound (``cache_size``, default: 10% of its disk), as the mount
+        does: after a tenth of the bound was fetched, evict least recently used blobs, sparing
+        those open here (and, through their locks, those open in any process)."""
+        cache = self.store.cache
+        with self._lock:
+            self._fetched += size
+            if self._fetched < cache.max_size // 10:
+                return
+            self._fetched = 0
+        blobs = self._blobs
+        cache.cleanup(keep=blobs.keep_path if blobs is not None else None)
 
     # -- writing --------------------------------------------------------------------------------------
     def _refuse_write(self, w: Where) -> None:
