@@ -284,7 +284,7 @@ def test_missing_paths_are_file_not_found_with_a_did_you_mean(world: tuple[Store
         "cycling/bike-dataset/v0/labels.cvs": "did you mean cycling/bike-dataset/v0/labels.csv?",
         "cycling/bike-dataset:best/images/0003.png": "did you mean cycling/bike-dataset:best/images/000",
         "cyclin": "did you mean cycling?",
-        "cycling/bike-dataset/v9/labels.csv": "cycling/bike-dataset:v9: no such version",
+        "cycling/bike-dataset/v9/labels.csv": "cycling/bike-dataset:v9: no such version; it has v0",
     }
     for path, hint in cases.items():
         for call in (fs.info, fs.ls, fs.open, fs.cat_file):

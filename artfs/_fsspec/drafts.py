@@ -43,6 +43,9 @@ from .._digest import digest_file
 from .._draft.drafts import default_staging_root
 from .._errors import ArtfsError
 from .._manifest import Entry
+from .._names import Spec
+from . import lineage
+from .paths import Where
 from .tree import VersionIndex
 
 if TYPE_CHECKING:
@@ -167,6 +170,41 @@ class ArtfsTransaction(Transaction):  # type: ignore[misc]
             fs._drafts_end(False)
             raise
         fs._drafts_end(commit)
+
+
+def draft_base(fs: Any, project: str, artifact: str) -> tuple[int | None, list[Entry], str]:
+    """What a new draft of ``project/artifact`` starts from: (base version, its entries, its type).
+
+    The newest version as the store has it now, not as ``fs`` pinned it for reading (a draft
+    builds on the newest version); with a group, this filesystem's part so far instead.
+    """
+    if fs.group is not None:
+        return None, list(fs._parts.get((project, artifact), [])), "unspecified"
+    if not fs.store.versions(project, artifact):
+        return None, [], "unspecified"
+    _, _, base = fs.store.resolve(Spec(project, artifact, None, "latest"))
+    idx = fs._index(Where(project, artifact, f"v{base}"))
+    return base, [idx.files[p] for p in idx.paths], idx.type
+
+
+def finish_drafts(fs: Any, drafts: list[StagedDraft]) -> list[Any]:
+    """Each draft with changes as its artifact's next version (or, with a group, as ``fs``'s part);
+    what each made, in order. The first failure stops the rest (and is raised)."""
+    results = []
+    for d in drafts:
+        if not d.changed:
+            continue
+        run = lineage.run_path(fs.store, d.project)
+        if fs.group is not None:
+            res, entries = upsert_part(fs.store, d, fs.group, fs._writer, run=run)
+            fs._parts[(d.project, d.artifact)] = entries
+        else:
+            res = commit_draft(fs.store, d, run=run)
+            lineage.record(fs.store, "logged", d.project, d.artifact, res.version,
+                           role="logger" if res.created else "matched")
+            fs.invalidate_cache(f"{d.project}/{d.artifact}")  # the writer reads its own version next
+        results.append(res)
+    return results
 
 
 def commit_draft(store: "Store", d: StagedDraft, *, run: str | None) -> Any:

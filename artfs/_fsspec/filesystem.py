@@ -33,7 +33,7 @@ from fsspec.spec import AbstractFileSystem, make_instance
 from .._errors import NotFound, PermissionDenied
 from .._names import Spec, valid_name
 from . import lineage
-from .drafts import ArtfsTransaction, StagedDraft, commit_draft, upsert_part
+from .drafts import ArtfsTransaction, StagedDraft, draft_base, finish_drafts
 from .files import DraftFile, open_entry
 from .paths import DRAFT, PROTOCOL, Where, parse, strip
 from .tree import VersionIndex
@@ -226,6 +226,11 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         try:
             m = self.store.manifest(*key)
         except NotFound:
+            versions = self.store.versions(w.project, w.artifact)
+            if versions:
+                have = ", ".join(f"v{v}" for v in versions[-5:])
+                raise NotFound(f"{w.project}/{w.artifact}:v{n}: no such version; it has "
+                               f"{'..., ' if len(versions) > 5 else ''}{have}") from None
             self.store.resolve(Spec(w.project, w.artifact, n, None))  # the message with a "did you mean"
             raise
         idx = VersionIndex.of(m)
@@ -487,17 +492,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         if not self._intrans:
             raise NotFound(f"{w.project}/{w.artifact} has a {DRAFT}/ only inside a transaction "
                            "(`with fs.transaction:`)")
-        base: int | None = None
-        entries: list[Any] = []
-        type_ = "unspecified"
-        if self.group is not None:
-            entries = list(self._parts.get(key, []))
-        else:
-            versions = self.store.versions(w.project, w.artifact)
-            if versions:  # latest as it is now, not as pinned: a draft builds on the newest version
-                _, _, base = self.store.resolve(Spec(w.project, w.artifact, None, "latest"))
-                idx = self._index(Where(w.project, w.artifact, f"v{base}"))
-                entries, type_ = [idx.files[p] for p in idx.paths], idx.type
+        base, entries, type_ = draft_base(self, w.project, w.artifact)
         d = StagedDraft(w.project, w.artifact, base, entries, type=type_, root=self.staging_dir)
         with self._lock:
             d = self._drafts.setdefault(key, d)
@@ -586,23 +581,8 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         """The end of a transaction: each draft with changes becomes a version (or a part), or all go."""
         with self._lock:
             drafts, self._drafts = list(self._drafts.values()), {}
-        results: list[Any] = []
         try:
-            if commit:
-                for d in drafts:
-                    if not d.changed:
-                        continue
-                    run = lineage.run_path(self.store, d.project)
-                    if self.group is not None:
-                        res, entries = upsert_part(self.store, d, self.group, self._writer, run=run)
-                        self._parts[(d.project, d.artifact)] = entries
-                    else:
-                        res = commit_draft(self.store, d, run=run)
-                        lineage.record(self.store, "logged", d.project, d.artifact, res.version,
-                                       role="logger" if res.created else "matched")
-                        self.invalidate_cache(f"{d.project}/{d.artifact}")
-                    results.append(res)
+            self.committed = finish_drafts(self, drafts) if commit else []
         finally:
             for d in drafts:
                 d.discard()
-            self.committed = results
