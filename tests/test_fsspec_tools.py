@@ -183,3 +183,24 @@ def test_lineage_of_a_pandas_read_shows_in_artfs_lineage(tables: tuple[Store, di
     # under `artfs run` the read belongs to that run
     _artfs(env, "run", "-p", "cycling", "--id", "reader01", "--", sys.executable, "-c", reader)
     assert "used by run cycling/reader01" in _artfs(env, "lineage", "cycling/tables:v0")
+
+
+def test_a_forked_child_leaves_the_run_to_the_process_that_created_it(tables: tuple[Store, dict[str, Any]],
+                                                                      tmp_path: Path) -> None:
+    store, _ = tables
+    env = _env(tmp_path, store.url)
+    code = ("import os, sys, fsspec, artfs\n"
+            "fs = fsspec.filesystem('artfs')\n"
+            "fs.cat_file('cycling/tables/v0/labels.csv')\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    sys.exit(0)  # a normal exit of the child: its exit handlers run\n"
+            "os.waitpid(pid, 0)\n"
+            "[run] = artfs.Api().runs('cycling')\n"
+            "print(run.state)\n")
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["running"]  # the child did not finish its parent's run
+    [run] = json.loads(_artfs(env, "runs", "ls", "cycling", "--json"))
+    assert run["state"] == "finished"  # the parent did, at its exit

@@ -142,12 +142,17 @@ def fetch_small(store: "Store", project: str, digest: str, size: int) -> None:
 
 
 def open_entry(fs: Any, name: str, project: str, entry: "Entry", details: dict[str, Any], *,
-               blobs: "LazyBlobs", refs: "RefReader", block_size: int | None = None,
-               cache_type: str = "none", cache_options: dict[str, Any] | None = None) -> Any:
-    """A file object reading ``entry`` of a version of ``project``, the cheapest way there is."""
-    store: Store = blobs.store
+               block_size: int | None = None, cache_type: str = "none",
+               cache_options: dict[str, Any] | None = None) -> Any:
+    """A file object reading ``entry`` of a version of ``project``, the cheapest way there is.
+
+    ``fs.blobs`` (the lazy reader) and ``fs.refs`` (references) are only touched when needed: a
+    warm epoch over complete blobs never starts either.
+    """
+    store: Store = fs.store
     kw: dict[str, Any] = {"block_size": block_size, "cache_type": cache_type, "cache_options": cache_options}
     if entry.ref is not None:
+        refs: RefReader = fs.refs
         try:
             refs.check_allowed(entry)
         except PermissionDenied as e:
@@ -162,7 +167,7 @@ def open_entry(fs: Any, name: str, project: str, entry: "Entry", details: dict[s
             fd = complete_fd(store, entry.digest, entry.size)
             if fd is not None:
                 return CachedFile(fs, name, fd, details)
-        return LazyFile(fs, name, blobs.open_ref(project, entry, refs), details, **kw)
+        return LazyFile(fs, name, fs.blobs.open_ref(project, entry, refs), details, **kw)
     assert entry.digest is not None
     if not entry.size:
         return LazyFile(fs, name, None, details, **kw)
@@ -172,6 +177,7 @@ def open_entry(fs: Any, name: str, project: str, entry: "Entry", details: dict[s
         fd = complete_fd(store, entry.digest, entry.size)
     if fd is not None:
         return CachedFile(fs, name, fd, details)
+    blobs: LazyBlobs = fs.blobs
     return LazyFile(fs, name, blobs.open(project, entry.digest, entry.size), details, **kw)
 
 

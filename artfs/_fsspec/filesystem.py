@@ -435,9 +435,8 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             else:
                 entry = idx.files[w.path]
             cached = entry.digest is not None and self.store.cache.has(entry.digest)
-            f = open_entry(self, w.name, w.project, entry, details, blobs=self.blobs, refs=self.refs,
-                           block_size=block_size, cache_type=kwargs.get("cache_type", "none"),
-                           cache_options=cache_options)
+            f = open_entry(self, w.name, w.project, entry, details, block_size=block_size,
+                           cache_type=kwargs.get("cache_type", "none"), cache_options=cache_options)
             if not cached:
                 self._fetching(entry.size)
         if w.level == "version" and idx.version is not None:

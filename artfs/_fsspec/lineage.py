@@ -62,9 +62,16 @@ def _proc_stat(pid: int) -> tuple[int, int] | None:
         return None
 
 
+_group_of: tuple[int, int, tuple[str, int]] | None = None  # (pid, pgid, _group()): once per process
+
+
 def _group() -> tuple[str, int]:
     """A key of this process's group that every member computes alike, and the group's leader."""
-    pgid = os.getpgrp()
+    global _group_of
+    pid, pgid = os.getpid(), os.getpgrp()
+    known = _group_of
+    if known is not None and known[:2] == (pid, pgid):
+        return known[2]
     st = _proc_stat(pgid)
     start = st[1] if st is not None and st[0] == pgid else 0
     try:
@@ -72,7 +79,9 @@ def _group() -> tuple[str, int]:
             boot = f.read().strip()
     except OSError:
         boot = ""
-    return f"{socket.gethostname()}\0{boot}\0{pgid}\0{start}", pgid
+    out = (f"{socket.gethostname()}\0{boot}\0{pgid}\0{start}", pgid)
+    _group_of = (pid, pgid, out)
+    return out
 
 
 def _auto_id(key: str) -> str:
@@ -177,4 +186,13 @@ def _finish_owned() -> None:
             log.warning("lineage: cannot finish the record of run %s/%s: %s", rec.project, rec.id, e)
 
 
+def _after_fork() -> None:
+    """A forked child (a DataLoader worker) belongs to its parent's run but did not create its
+    record: the parent finishes it, not the child's exit."""
+    global _lock
+    _lock = threading.Lock()
+    _owned.clear()
+
+
 atexit.register(_finish_owned)
+os.register_at_fork(after_in_child=_after_fork)
