@@ -170,6 +170,10 @@ def test_lineage_of_a_pandas_read_shows_in_artfs_lineage(tables: tuple[Store, di
               "fs.info('cycling/tables/v0/labels.csv'); fs.ls('cycling')")
     subprocess.run([sys.executable, "-c", lister], env=env, check=True, timeout=120, cwd=tmp_path)
     assert json.loads(_artfs(env, "runs", "ls", "cycling", "--json")) == []  # listing records nothing
+    quiet = ("import pandas as pd; pd.read_csv('artfs://cycling/tables/latest/labels.csv', "
+             "storage_options={'lineage': False})")
+    subprocess.run([sys.executable, "-c", quiet], env=env, check=True, timeout=120, cwd=tmp_path)
+    assert json.loads(_artfs(env, "runs", "ls", "cycling", "--json")) == []  # lineage=False: as --no-lineage
     reader = "import pandas as pd; print(len(pd.read_csv('artfs://cycling/tables/latest/labels.csv')))"
     p = subprocess.run([sys.executable, "-c", reader], env=env, capture_output=True, text=True, timeout=120,
                        cwd=tmp_path)

@@ -194,14 +194,15 @@ def finish_drafts(fs: Any, drafts: list[StagedDraft]) -> list[Any]:
     for d in drafts:
         if not d.changed:
             continue
-        run = lineage.run_path(fs.store, d.project)
+        run = lineage.run_path(fs.store, d.project) if fs.lineage else None
         if fs.group is not None:
             res, entries = upsert_part(fs.store, d, fs.group, fs._writer, run=run)
             fs._parts[(d.project, d.artifact)] = entries
         else:
             res = commit_draft(fs.store, d, run=run)
-            lineage.record(fs.store, "logged", d.project, d.artifact, res.version,
-                           role="logger" if res.created else "matched")
+            if fs.lineage:
+                lineage.record(fs.store, "logged", d.project, d.artifact, res.version,
+                               role="logger" if res.created else "matched")
             fs.invalidate_cache(f"{d.project}/{d.artifact}")  # the writer reads its own version next
         results.append(res)
     return results

@@ -68,7 +68,8 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     ``$ARTFS_STORE`` or the default store), ``cache_dir``, ``no_sign_request``, ``group`` (writes
     become parts of that distributed version), ``allow_file``/``file_roots`` (reading ``file://``
     references), ``timeout`` (seconds a read waits for the store), ``cache_size`` (the cache's bound,
-    default 10% of its disk), ``staging_dir``.
+    default 10% of its disk), ``staging_dir``, ``lineage`` (False: record no runs, as the mount's
+    ``--no-lineage``).
     """
 
     protocol = PROTOCOL
@@ -78,7 +79,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def __init__(self, store: str | None = None, *, cache_dir: str | None = None, no_sign_request: bool = False,
                  group: str | None = None, allow_file: bool = False, file_roots: list[str] | tuple[str, ...] = (),
                  timeout: float = 30.0, staging_dir: str | None = None, pins: dict[str, int] | None = None,
-                 cache_size: int | str | None = None, **kwargs: Any) -> None:
+                 cache_size: int | str | None = None, lineage: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         from .._cache import Cache
         from .._store import Store
@@ -108,6 +109,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.group = group
         self.allow_file, self.file_roots, self.timeout = allow_file, tuple(file_roots), float(timeout)
         self.staging_dir = staging_dir
+        self.lineage = lineage  # False: record no runs (the mount's --no-lineage)
         self._lock = threading.Lock()
         self._pins: dict[tuple[str, str, str], int] = {}
         for spec, n in (pins or {}).items():
@@ -439,7 +441,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
                            cache_type=kwargs.get("cache_type", "none"), cache_options=cache_options)
             if not cached:
                 self._fetching(entry.size)
-        if w.level == "version" and idx.version is not None:
+        if w.level == "version" and idx.version is not None and self.lineage:
             lineage.record(self.store, "used", w.project, w.artifact, idx.version)
         return f
 
