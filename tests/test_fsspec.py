@@ -12,6 +12,7 @@ import pickle
 import random
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -375,7 +376,9 @@ def test_a_forked_worker_reads_the_pinned_version_with_its_own_reader(world: tup
     assert fs.cat_file(path, 0, 10) == FILES["model/weights.bin"][:10]  # the parent's lazy reader runs
     log(store, tmp_path, {**FILES, "model/weights.bin": b"new"})
     r, w = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():  # (Python >= 3.12 warns of fork() in a process with threads: the point here)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: report what it read, then leave without running pytest's exit handlers
         try:
             ok = fs.cat_file(path, BIG - 10000) == FILES["model/weights.bin"][-10000:]  # chunks not fetched yet
