@@ -208,3 +208,16 @@ def test_a_forked_child_leaves_the_run_to_the_process_that_created_it(tables: tu
     assert p.stdout.split() == ["running"]  # the child did not finish its parent's run
     [run] = json.loads(_artfs(env, "runs", "ls", "cycling", "--json"))
     assert run["state"] == "finished"  # the parent did, at its exit
+
+
+def test_a_read_inside_artfs_init_belongs_to_that_run(tables: tuple[Store, dict[str, Any]], tmp_path: Path) -> None:
+    store, _ = tables
+    env = _env(tmp_path, store.url)
+    code = ("import artfs, pandas as pd\n"
+            "with artfs.init(project='cycling', id='train07', job_type='train'):\n"
+            "    pd.read_parquet('artfs://cycling/tables:latest/parts/part-0.parquet')\n")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120, cwd=tmp_path)
+    [run] = json.loads(_artfs(env, "runs", "ls", "cycling", "--json"))  # no automatic run beside it
+    assert run["id"] == "train07"
+    shown = json.loads(_artfs(env, "runs", "show", "cycling/train07", "--json"))
+    assert [u["artifact"] for u in shown["used"]] == ["cycling/tables:v0"]
