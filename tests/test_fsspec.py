@@ -416,3 +416,23 @@ def test_reading_keeps_the_cache_within_its_bound(local_url: str, tmp_path: Path
     assert info.limit == 512 << 10
     assert info.bytes <= info.limit + (100 << 10)  # the bound, and the file being read when it was kept
     assert fs.cat_file("cycling/many/v0/f/000.bin") == files["f/000.bin"]  # evicted ones are fetched again
+
+
+def test_a_published_https_store_reads_and_refuses_writes(local_url: str, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from refservers import StaticDirServer
+
+    store = Store(local_url, cache=Cache(str(tmp_path / "writer-cache")))
+    log(store, tmp_path, FILES, aliases=("best",))
+    with StaticDirServer(local_url) as srv:
+        fs = new_fs(srv.url, tmp_path)
+        with caplog.at_level("WARNING", logger="artfs.fsspec"):
+            assert fs.cat_file("cycling/bike-dataset/best/labels.csv") == FILES["labels.csv"]
+            assert fs.find("cycling/bike-dataset/latest/images") == [
+                "cycling/bike-dataset/latest/images/0001.png", "cycling/bike-dataset/latest/images/0002.png"]
+        assert caplog.records == []  # a read-only store takes no lineage, and is not asked to
+        with pytest.raises(PermissionError):
+            with fs.transaction:
+                fs.pipe_file("cycling/bike-dataset/draft/x.txt", b"x")
+    assert store.versions("cycling", "bike-dataset") == [0]

@@ -19,7 +19,8 @@ What counts: opening a file of a version for reading, once per process, run and 
 through an alias records the version it resolved to); listing, ``info`` and ``exists`` record
 nothing. A transaction's commit records its run as the logger of the version it created. Lineage
 never fails a read: an edge that cannot be written is logged as a warning and tried again on the
-next open of that version.
+next open of that version; a store that refuses lineage (read-only, or refusing this caller's
+writes) is not asked again by the process.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import xxhash
 
-from .._errors import AlreadyExists, ArtfsError, InvalidName
+from .._errors import AlreadyExists, ArtfsError, InvalidName, PermissionDenied
 from .._lineage import RunRecord, now_iso, parse_run_path, record_edge, run_edges, version_ref, write_record
 from .._run import RUN_ENV, current
 
@@ -47,6 +48,7 @@ log = logging.getLogger("artfs.fsspec")
 _lock = threading.Lock()
 _recorded: set[tuple[str, str, str, str, str, int]] = set()  # (store, run, kind, p, a, n) written here
 _auto: dict[tuple[str, str, str], str] = {}  # (store, project, group id) -> run id whose record exists
+_refused: set[str] = set()  # stores that refused this process's lineage writes (not asked again)
 _owned: list[tuple["Store", RunRecord]] = []  # auto runs this process created: finished at exit
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -155,7 +157,14 @@ def run_path(store: "Store", project: str) -> str | None:
 
 def record(store: "Store", kind: str, project: str, artifact: str, n: int, *, role: str | None = None) -> str | None:
     """File a ``used`` (or ``logged``) edge of vN under this process's run, once; its path, or None
-    if it could not be written (a warning says why: lineage never fails the read)."""
+    if it could not be written (a warning says why: lineage never fails the read).
+
+    A store that cannot take lineage (read-only, as HTTPS stores are, or refusing this caller's
+    writes, as a public bucket refuses an anonymous reader) is not asked again by this process:
+    one warning, not a refused PUT per open.
+    """
+    if store.backend.read_only or store.url in _refused:
+        return None
     try:
         rp, rid = run_of(store, project)
         key = (store.url, f"{rp}/{rid}", kind, project, artifact, n)
@@ -166,6 +175,11 @@ def record(store: "Store", kind: str, project: str, artifact: str, n: int, *, ro
         with _lock:
             _recorded.add(key)
         return f"{rp}/{rid}"
+    except PermissionDenied as e:
+        with _lock:
+            _refused.add(store.url)
+        log.warning("lineage: %s refuses this process's lineage (%s); reads go on without it", store.url, e)
+        return None
     except (ArtfsError, OSError) as e:
         log.warning("lineage: cannot record that this process %s %s: %s", kind, version_ref(project, artifact, n), e)
         return None
