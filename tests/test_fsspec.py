@@ -436,3 +436,25 @@ def test_a_published_https_store_reads_and_refuses_writes(local_url: str, tmp_pa
             with fs.transaction:
                 fs.pipe_file("cycling/bike-dataset/draft/x.txt", b"x")
     assert store.versions("cycling", "bike-dataset") == [0]
+
+
+def test_a_transaction_killed_half_way_leaves_no_version_and_its_leftovers_go(world: tuple[Store, Any],
+                                                                               tmp_path: Path) -> None:
+    store, _ = world
+    code = ("import os, signal, fsspec\n"
+            f"fs = fsspec.filesystem('artfs', store={store.url!r}, staging_dir={str(tmp_path / 'staging')!r},\n"
+            f"                       cache_dir={str(tmp_path / 'cache-k')!r})\n"
+            "with fs.transaction:\n"
+            "    fs.pipe_file('cycling/bike-dataset/draft/half.txt', b'half')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == -9, p.stderr.decode()
+    staged = tmp_path / "staging" / ".fsspec"
+    assert len(os.listdir(staged)) == 1  # what the killed process had staged
+    assert store.versions("cycling", "bike-dataset") == [0]
+    fs = new_fs(store.url, tmp_path)
+    with fs.transaction:
+        fs.pipe_file("cycling/bike-dataset/draft/whole.txt", b"whole")
+        assert len(os.listdir(staged)) == 1  # only this transaction's own
+    assert os.listdir(staged) == []
+    assert "half.txt" not in {e.path for e in store.manifest("cycling", "bike-dataset", 1).entries}

@@ -25,7 +25,8 @@ written to in a transaction has one :class:`StagedDraft`:
   its next transaction with everything it wrote so far); ``artfs finish PROJECT/ARTIFACT --group
   G`` makes the version.
 
-A crash (SIGKILL) in the middle leaves the staged directory behind and nothing in the store.
+A crash (SIGKILL) in the middle leaves nothing in the store, and its staged directory behind
+until the next transaction on the same host removes it (its pid no longer runs).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class StagedDraft:
         self.removed: set[str] = set()
         parent = os.path.join(root or default_staging_root(), ".fsspec")
         os.makedirs(parent, mode=0o700, exist_ok=True)
+        _remove_leftovers(parent)
         self.dir = tempfile.mkdtemp(prefix=f"{socket.gethostname()}-{os.getpid()}-", dir=parent)
         self._lock = threading.Lock()
         self._view: VersionIndex | None = None
@@ -146,6 +148,28 @@ class StagedDraft:
 
     def discard(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _remove_leftovers(parent: str) -> None:
+    """Remove the staged directories of processes of this host that died in a transaction (a
+    SIGKILL, a crash): ``<host>-<pid>-<random>`` whose pid no longer runs. Nothing of them is in
+    the store, so nothing is lost but their staged bytes."""
+    host = socket.gethostname()
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        rest = name.rsplit("-", 2)
+        if len(rest) != 3 or rest[0] != host or not rest[1].isdigit() or int(rest[1]) == os.getpid():
+            continue
+        try:
+            os.kill(int(rest[1]), 0)
+            continue  # alive (or not ours to signal): its transaction may be running
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _unlink(path: str) -> None:
