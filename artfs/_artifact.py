@@ -174,13 +174,49 @@ class Artifact:
             yield f
         self._files[path] = local
 
-    def add(self, obj: Any, name: str) -> str:
-        """Add a ``Table``/``PartitionedTable`` (:mod:`artfs.data_types`) as ``name.<type>.json``
-        (W&B's ``artifact.add(table, "parts/table_0")``); returns the entry path."""
+    def add(self, obj: Any, name: str, overwrite: bool = False) -> str:
+        """Add a ``Table``, ``Image`` or ``PartitionedTable`` (:mod:`artfs.data_types`) as
+        ``name.<type>.json`` (W&B's ``artifact.add(table, "predictions")``); an Image's file (also
+        one in a Table's cell) goes to ``media/images/<hash>.<ext>``. Returns the entry path;
+        ``Artifact.get(name)`` of the logged version reads the object back."""
         path = data_types.file_name(obj, name)
+        if overwrite and path in self._files:
+            del self._files[path]
+
+        def media(img: data_types.Image) -> dict[str, Any]:
+            data, ext = img._png_bytes()
+            mpath = f"media/images/{data_types.short_hash(data)}.{ext}"
+            if mpath not in self._files:
+                with self.new_file(mpath, "wb") as f:
+                    f.write(data)
+            return img.to_json(mpath)
+
+        text = data_types.dumps(obj, media)
         with self.new_file(path, "w", encoding="utf-8") as f:
-            f.write(data_types.dumps(obj))
+            f.write(text)
         return path
+
+    def get(self, name: str) -> Any:
+        """The Table, Image or PartitionedTable added as ``name`` (W&B's ``artifact.get``), read
+        from the logged version; None when the version has no such object."""
+        _, m = self._need_logged()
+        paths = {e.path for e in m.entries}
+        found = next((c for c in ([name] if name.endswith(".json") else [name + s for s in data_types.SUFFIXES])
+                      if c in paths), None)
+        if found is None:
+            return None
+
+        def local(p: str) -> str:
+            p = check_path(p)
+            if p not in paths:
+                raise CorruptData(f"{self.qualified_name}: {found!r} names {p!r}, which is not in the version")
+            return os.path.join(self._download(None, path_prefix=p, exact=True), *p.split("/"))
+
+        def media(doc: dict[str, Any]) -> data_types.Image:
+            return data_types.Image(local(str(doc.get("path"))), caption=doc.get("caption"))
+
+        with open(local(found), "rb") as f:
+            return data_types.load(f.read(), media)
 
     def add_reference(self, uri: str, name: str | None = None, checksum: bool = True,
                       max_objects: int | None = None) -> list[Entry]:

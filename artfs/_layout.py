@@ -23,6 +23,9 @@ Layout (``<N>`` a version number, ``<32 hex>`` the hex part of an ``xxh128:`` di
     <project>/groups/<artifact>/<group>/finished.json         the group's result
     <project>/runs/<run-id>/run.json                     a run's record, written only by its run
     <project>/runs/<run-id>/<kind>/<ap>/<artifact>/<N>   run -> version edge (kind: used, logged)
+    <project>/runs/<run-id>/history.jsonl                the run's logged metrics, one row a line (its run only)
+    <project>/runs/<run-id>/summary.json                 its summary, step, metric definitions, config (its run only)
+    <project>/runs/<run-id>/files/<path>                 files of the run: logged media (its run only)
     <ap>/lineage/<kind>/<artifact>/<N>/<rp>/<run-id>     the same edge, version side
 
 What each object means and which invariants hold between them is written where they are
@@ -212,6 +215,20 @@ def run_prefix(project: str, run_id: str) -> str:
 
 def run_key(project: str, run_id: str) -> str:
     return f"{project}/runs/{run_id}/run.json"
+
+
+def run_history_key(project: str, run_id: str) -> str:
+    """The run's metrics (``run.log``), JSON lines; rewritten whole by the run's one logging process."""
+    return f"{project}/runs/{run_id}/history.jsonl"
+
+
+def run_summary_key(project: str, run_id: str) -> str:
+    return f"{project}/runs/{run_id}/summary.json"
+
+
+def run_file_key(project: str, run_id: str, path: str) -> str:
+    """A file of the run (``media/images/...`` of a logged ``Image``); ``path`` checked by the caller."""
+    return f"{project}/runs/{run_id}/files/{path}"
 
 
 def run_edges_prefix(project: str, run_id: str, kind: str) -> str:

@@ -16,6 +16,7 @@ The Run class is meant to be extended: other modules add methods to it (e.g.
 
 from __future__ import annotations
 
+import atexit
 import getpass
 import os
 import secrets
@@ -27,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from ._artifact import Artifact
+from ._config import json_friendly, to_dict
 from ._errors import AlreadyExists, ArtfsError, InvalidName, NotFound
 from ._lineage import (
     RunRecord,
@@ -41,7 +43,9 @@ from ._lineage import (
     version_ref,
     write_record,
 )
+from ._history import read_summary_doc
 from ._names import check_name, parse_spec
+from ._run_metrics import RunData
 from ._store import Store
 
 #: the environment variable that names the run a process belongs to (``project/run_id``)
@@ -78,8 +82,8 @@ def _strip_entity(name: str) -> str:
     return head + sep + ref
 
 
-class Run:
-    """One run: its record, and what it used and logged.
+class Run(RunData):
+    """One run: its record, what it used and logged, and (:class:`RunData`) its config and metrics.
 
     Live runs come from :func:`init`; runs read back (``Api().run``, ``Artifact.used_by``) load
     their record on first use of an attribute that needs it (``used_by`` of a version used by
@@ -125,11 +129,6 @@ class Run:
         return self.record.group
 
     @property
-    def config(self) -> dict[str, Any]:
-        """The run's configuration, as given to ``init(config=...)``."""
-        return self.record.config
-
-    @property
     def state(self) -> str:
         """``running``, ``finished`` or ``failed``."""
         return self.record.state
@@ -163,12 +162,16 @@ class Run:
             if not self._live:
                 return
             self._live = False
+        self._flush_data(final=True)
         if self._owner:
             self.close_record(exit_code if exit_code is not None else 0)
 
     def close_record(self, exit_code: int) -> None:
         """Write the final record; inputs and outputs are every edge of the run, whoever wrote it."""
         rec = self.record
+        doc = read_summary_doc(self.store, self.project, self.id)  # what a process that joined the run set
+        if doc and doc.get("config"):
+            rec.config.update(doc["config"])
         rec.state = "finished" if exit_code == 0 else "failed"
         rec.exit_status = exit_code
         rec.ended = now_iso()
@@ -302,21 +305,31 @@ def current() -> Run | None:
 
 
 def init(project: str | None = None, job_type: str | None = None, group: str | None = None,
-         name: str | None = None, config: dict[str, Any] | None = None, id: str | None = None,
-         store: "Store | str | None" = None, resume: str | bool | None = None, **wandb_options: Any) -> Run:
+         name: str | None = None, config: Any = None, id: str | None = None,
+         store: "Store | str | None" = None, resume: str | bool | None = None,
+         config_exclude_keys: list[str] | None = None, config_include_keys: list[str] | None = None,
+         **wandb_options: Any) -> Run:
     """Start a run (W&B's ``wandb.init``); it becomes the current run until ``finish()``.
 
     Inside ``artfs run`` (``ARTFS_RUN_ID`` set) and with no other ``id``, the run of that command
     is joined. With an ``id`` whose record exists, that run is resumed (W&B's ``resume="allow"``).
     W&B options that have no meaning here (``entity``, ``tags``, ``notes``, ``reinit``, ``mode``,
-    ...) are accepted and ignored, so scripts port unchanged.
+    ...) are accepted and ignored, so scripts port unchanged. ``config`` is a dict, an
+    ``argparse.Namespace``, a ``SimpleNamespace`` or a YAML/JSON file name (see :mod:`artfs._config`).
+    A run not finished when the process exits is finished then (failed if an exception ended it).
     """
+    cfg = {k.strip("-"): json_friendly(v) for k, v in to_dict(config).items()}
+    if config_include_keys:
+        cfg = {k: v for k, v in cfg.items() if k in config_include_keys}
+    if config_exclude_keys:
+        cfg = {k: v for k, v in cfg.items() if k not in config_exclude_keys}
+    config = cfg
     st = _open_store(store)
     project = check_name(project or default_project(), "project")
     previous = _current
     if previous is not None:
         previous.finish()
-    owner = True
+    owner, resumed = True, False
     record: RunRecord | None = None
     env = os.environ.get(RUN_ENV)
     if id is None and env:
@@ -334,23 +347,43 @@ def init(project: str | None = None, job_type: str | None = None, group: str | N
             try:
                 record = read_record(st, project, id)  # resume
                 record.state, record.ended, record.exit_status = "running", None, None
+                record.config.update(config)
                 write_record(st, record)
+                resumed = True
             except NotFound:
                 record = None
     if record is None:
         if owner:
             return _make_current(start_run(st, project, name=name, job_type=job_type, group=group, config=config,
-                                           run_id=id))
+                                           run_id=id), resumed=False)
         record = RunRecord(id=id or new_run_id(), project=project, name=name, job_type=job_type, group=group,
-                           config=dict(config or {}), started=now_iso())
-    return _make_current(Run(st, project, record.id, record=record, live=True, owner=owner))
+                           config=dict(config), started=now_iso())
+    elif not owner and config:
+        record.config.update(config)
+    return _make_current(Run(st, project, record.id, record=record, live=True, owner=owner), resumed=resumed)
 
 
-def _make_current(run: Run) -> Run:
-    global _current
+def _make_current(run: Run, *, resumed: bool) -> Run:
+    global _current, _atexit_registered
+    run._start_data(resume=resumed)
+    run.resumed = resumed
     with _current_lock:
         _current = run
+        if not _atexit_registered:
+            atexit.register(_finish_at_exit)
+            _atexit_registered = True
     return run
+
+
+_atexit_registered = False
+
+
+def _finish_at_exit() -> None:
+    """W&B finishes the run when the script ends; an uncaught exception (``sys.last_value``,
+    set when the interpreter printed its traceback) marks it failed."""
+    run = _current
+    if run is not None:
+        run.finish(exit_code=1 if getattr(sys, "last_value", None) is not None else 0)
 
 
 def start_run(store: "Store", project: str, *, name: str | None = None, job_type: str | None = None,
@@ -362,7 +395,7 @@ def start_run(store: "Store", project: str, *, name: str | None = None, job_type
     """
     check_name(project, "project")
     rec = RunRecord(id=check_run_id(run_id) if run_id else new_run_id(), project=project, name=name,
-                    job_type=job_type, group=group, config=dict(config or {}),
+                    job_type=job_type, group=group, config=json_friendly(dict(config or {})),
                     command=list(sys.argv if command is None else command), cwd=os.getcwd(),
                     host=socket.gethostname(), user=_user(), pid=os.getpid() if pid is None else pid,
                     source=source, started=now_iso())

@@ -14,6 +14,7 @@ from typing import Any
 
 from .._errors import ArtfsError
 from .._graph import lineage, render_dot, render_mermaid, render_tree
+from .._history import read_history, read_summary_doc
 from .._lineage import list_runs, parse_run_path, read_record, version_ref
 from .._names import check_name, parse_spec
 from .._run import RUN_ENV, Run, default_project, start_run
@@ -85,6 +86,11 @@ def cmd_runs_show(ctx: Context) -> None:
     run = Run(ctx.store, project, rid, record=read_record(ctx.store, project, rid))
     doc = _run_doc(run, edges=True)
     rec = run.record
+    sdoc = read_summary_doc(ctx.store, project, rid)
+    doc["config"] = run.config
+    doc["summary"] = dict(sdoc.get("summary") or {}) if sdoc else {}
+    if ctx.json:
+        doc["history"] = read_history(ctx.store, project, rid)
     lines = [f"run       {run.path}" + (f" ({rec.name})" if rec.name else "")]
     for label, value in (("job type", rec.job_type), ("group", rec.group), ("source", rec.source),
                          ("command", " ".join(rec.command) if rec.command else None), ("cwd", rec.cwd),
@@ -93,14 +99,29 @@ def cmd_runs_show(ctx: Context) -> None:
                          ("exit", rec.exit_status)):
         if value is not None and value != "":
             lines.append(f"{label:<9} {value}")
-    if rec.config:
-        lines.append(f"config    {rec.config}")
+    if doc["config"]:
+        lines.append(f"config    {doc['config']}")
+    if doc["summary"]:
+        lines.append("summary:")
+        for k, v in sorted(doc["summary"].items()):
+            if not k.startswith("_") or k == "_step":
+                lines.append(f"  {k:<24} {_short(v)}")
     for kind in ("used", "logged"):
         lines.append(f"{kind}:" if doc[kind] else f"{kind}:    nothing")
         for e in doc[kind]:
             role = f" [{e['role']}]" if e.get("role") and e["role"] != "logger" else ""
             lines.append(f"  {e['artifact']}{role}{' (deleted)' if e['deleted'] else ''}")
     ctx.emit(doc, "\n".join(lines))
+
+
+def _short(v: Any) -> str:
+    """A summary value on one line: media by what they are, numbers as logged."""
+    if isinstance(v, dict) and v.get("_type") == "table-file":
+        return f"table ({v.get('nrows')} rows) in {v.get('artifact_path')}"
+    if isinstance(v, dict) and v.get("_type") == "image-file":
+        return f"image {v.get('path')}"
+    text = repr(v) if isinstance(v, str) else str(v)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def cmd_lineage(ctx: Context) -> None:
@@ -142,9 +163,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     q.add_argument("project", metavar="PROJECT")
     json_option(q)
     q.set_defaults(func=cmd_runs_ls)
-    q = rsub.add_parser("show", parents=[common], help="one run: its record, what it used and logged")
+    q = rsub.add_parser("show", parents=[common], help="one run: its record, summary, what it used and logged")
     q.add_argument("run", metavar="PROJECT/RUN_ID")
-    json_option(q)
+    json_option(q, "the record, summary and every logged row (history) as JSON")
     q.set_defaults(func=cmd_runs_show)
 
     p = sub.add_parser("lineage", parents=[common], help="where a version came from and where it went",
