@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 from typing import Any
@@ -18,6 +19,7 @@ from .._history import read_history, read_summary_doc
 from .._lineage import list_runs, parse_run_path, read_record, version_ref
 from .._names import check_name, parse_spec
 from .._run import RUN_ENV, Run, default_project, start_run
+from .._wandb_shim import make_shim
 from .context import Context, UsageError, json_option
 from .output import table, when
 
@@ -36,18 +38,27 @@ def cmd_run(ctx: Context) -> int:
     env = dict(os.environ, **{RUN_ENV: run.path, "ARTFS_PROJECT": project})
     if args.store:
         env["ARTFS_STORE"] = args.store
+    shim = None
+    if args.wandb or os.environ.get("ARTFS_WANDB", "") not in ("", "0"):
+        shim = make_shim()  # CMD's `import wandb` gets artfs; removed below
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
+        env["WANDB_PROJECT"] = project  # integrations pass it to wandb.init: the run is joined
     try:
-        proc = subprocess.Popen(cmd, env=env)
-    except OSError as e:  # like a shell: 127 for a command that cannot be started
-        run.close_record(127)
-        ctx.note(f"artfs: error: {cmd[0]}: {e.strerror or e}")
-        return 127
-    # Ctrl-C reaches CMD (same process group); we wait for it to end and record how it ended.
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        rc = proc.wait()
+        try:
+            proc = subprocess.Popen(cmd, env=env)
+        except OSError as e:  # like a shell: 127 for a command that cannot be started
+            run.close_record(127)
+            ctx.note(f"artfs: error: {cmd[0]}: {e.strerror or e}")
+            return 127
+        # Ctrl-C reaches CMD (same process group); we wait for it to end and record how it ended.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            rc = proc.wait()
+        finally:
+            signal.signal(signal.SIGINT, old)
     finally:
-        signal.signal(signal.SIGINT, old)
+        if shim is not None:
+            shutil.rmtree(shim, ignore_errors=True)
     code = rc if rc >= 0 else 128 - rc
     run.close_record(code)
     return code
@@ -154,6 +165,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="a display name")
     p.add_argument("--group", help="a group of runs")
     p.add_argument("--id", dest="run_id", help="the run id (default: a new random one)")
+    p.add_argument("--wandb", action="store_true",
+                   help="CMD's own 'import wandb' gets artfs (Lightning, Transformers, ... integrations): a shim "
+                        "package first on CMD's PYTHONPATH, nothing installed; also with ARTFS_WANDB=1")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     p.set_defaults(func=cmd_run)
 
