@@ -33,13 +33,14 @@ _EXPORTS: dict[str, str] = {
     "login": "_wandb", "define_metric": "_wandb", "log_code": "_wandb", "watch": "_wandb", "unwatch": "_wandb",
     "alert": "_wandb", "save": "_wandb", "sweep": "_wandb", "agent": "_wandb", "controller": "_wandb",
     "setup": "_wandb", "teardown": "_wandb", "Settings": "_wandb",
-    "Image": "data_types", "PartitionedTable": "data_types", "Table": "data_types",
+    "Image": "data_types", "PartitionedTable": "data_types", "Table": "data_types", "Video": "data_types",
+    "Audio": "data_types", "Html": "data_types", "Histogram": "data_types", "Object3D": "data_types",
     "CommitResult": "_store", "Store": "_store",
 }
 
 __all__ = [
     "Api", "Run", "finish", "init", "log_artifact", "use_artifact", "PartitionedTable", "Table", "data_types",
-    "Image", "Config", "ConfigError", "Summary", "Metric", "termlog", "termwarn", "termerror", "login", "log",
+    "Image", "Video", "Audio", "Html", "Histogram", "Object3D", "Config", "ConfigError", "Summary", "Metric", "termlog", "termwarn", "termerror", "login", "log",
     "define_metric", "log_code", "watch", "unwatch", "alert", "save", "sweep", "agent", "controller", "setup",
     "teardown", "Settings", "util",
     "AlreadyExists", "Artifact", "ArtifactManifestEntry", "ArtfsError", "Cache", "CommitResult",
@@ -90,7 +91,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from ._refs import RefReader, resolve_reference
     from ._run import Run, finish, init, log_artifact, use_artifact
     from ._store import CommitResult, Store
-    from .data_types import Image, PartitionedTable, Table
+    from .data_types import Audio, Histogram, Html, Image, Object3D, PartitionedTable, Table, Video
     config: Any  # the current run's Config (artfs.__getattr__)
     summary: Any
 

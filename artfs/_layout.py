@@ -27,6 +27,9 @@ Layout (``<N>`` a version number, ``<32 hex>`` the hex part of an ``xxh128:`` di
     <project>/runs/<run-id>/summary.json                 its summary, step, metric definitions, config (its run only)
     <project>/runs/<run-id>/files/<path>                 files of the run: logged media (its run only)
     <ap>/lineage/<kind>/<artifact>/<N>/<rp>/<run-id>     the same edge, version side
+    <rp>/collections/<collection>/links/<N>.json         vN of a registry collection: the version it links
+    <rp>/collections/<collection>/aliases/<alias>        the link number an alias of the collection names
+    <ap>/lineage/linked/<artifact>/<N>/<rp>/<collection>/<M>   vN is linked as <rp>/<collection>:vM
 
 What each object means and which invariants hold between them is written where they are
 used: :mod:`artfs._store` (versions, aliases, intents, deletion), :mod:`artfs._distributed`
@@ -245,6 +248,35 @@ def version_edges_prefix(aproject: str, artifact: str, n: int, kind: str) -> str
 
 def version_edge_key(aproject: str, artifact: str, n: int, kind: str, project: str, run_id: str) -> str:
     return f"{aproject}/lineage/{kind}/{artifact}/{n}/{project}/{run_id}"
+
+
+# -- registry collections (artfs._registry) ---------------------------------------------------------
+def collections_prefix(project: str) -> str:
+    return f"{project}/collections/"
+
+
+def collection_links_prefix(project: str, collection: str) -> str:
+    return f"{project}/collections/{collection}/links/"
+
+
+def collection_link_key(project: str, collection: str, n: int) -> str:
+    return f"{project}/collections/{collection}/links/{n}.json"
+
+
+def collection_aliases_prefix(project: str, collection: str) -> str:
+    return f"{project}/collections/{collection}/aliases/"
+
+
+def collection_alias_key(project: str, collection: str, alias: str) -> str:
+    return f"{project}/collections/{collection}/aliases/{alias}"
+
+
+def version_links_prefix(aproject: str, artifact: str, n: int) -> str:
+    return f"{aproject}/lineage/linked/{artifact}/{n}/"
+
+
+def version_link_key(aproject: str, artifact: str, n: int, project: str, collection: str, m: int) -> str:
+    return f"{aproject}/lineage/linked/{artifact}/{n}/{project}/{collection}/{m}"
 
 
 # -- index documents (what a store that cannot list reads instead; written by artfs._index) ----------

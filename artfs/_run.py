@@ -44,7 +44,8 @@ from ._lineage import (
     write_record,
 )
 from ._history import read_summary_doc
-from ._names import check_name, parse_spec
+from ._names import Spec, check_name, parse_spec
+from . import _registry as registry
 from ._run_metrics import RunData
 from ._store import Store
 
@@ -227,14 +228,36 @@ class Run(RunData):
                 raise ArtfsError(f"{art.qualified_name} is in {art._store.url}, not in the run's store {self.store.url}")
         elif isinstance(artifact_or_name, str):
             spec = parse_spec(_strip_entity(artifact_or_name), default_project=self.project, need_ref=True)
-            project, artifact, n = self.store.resolve(spec)
-            art = Artifact._logged(self.store, project, artifact, n)
+            art = resolve_any(self.store, spec)
             if type is not None and art.type != type:
                 raise InvalidName(f"{art.qualified_name} has type {art.type!r}, not {type!r}")
         else:
             raise ArtfsError(f"use_artifact takes a name or an Artifact, not {artifact_or_name!r}")
-        self._edge("used", art.project or self.project, art._name, art._version or 0)
+        self._edge("used", *art._coords())  # a registry link: its source version is what was used
         return art
+
+    def link_artifact(self, artifact: "Artifact", target_path: str, aliases: list[str] | None = None) -> "Artifact":
+        """W&B's model registry: link a version into ``registry/collection`` with ``aliases`` there
+        (a draft is logged by this run first). Returns the linked version (``registry/coll:vN``)."""
+        self._need_live("link_artifact")
+        if artifact.is_draft:
+            self.log_artifact(artifact)
+        return link_to(artifact, target_path, aliases, run=self.path)
+
+    def link_model(self, path: str, registered_model_name: str, name: str | None = None,
+                   aliases: list[str] | None = None) -> "Artifact":
+        """W&B's ``link_model``: log the model at ``path`` (type ``model``) and link it into
+        ``model-registry/<registered_model_name>``."""
+        art = self.log_artifact(path, name=name, type="model")
+        return self.link_artifact(art, f"model-registry/{registered_model_name}", aliases)
+
+    def log_model(self, path: str, name: str | None = None, aliases: list[str] | None = None) -> "Artifact":
+        """W&B's ``log_model``: ``log_artifact`` of type ``model``."""
+        return self.log_artifact(path, name=name, type="model", aliases=aliases)
+
+    def use_model(self, name: str) -> str:
+        """W&B's ``use_model``: use the model version and return the directory it was downloaded to."""
+        return self.use_artifact(name).download()
 
     # -- the graph ---------------------------------------------------------------------------------
     def _artifacts(self, kind: str) -> list["Artifact"]:
@@ -272,7 +295,7 @@ def _become(art: "Artifact", logged: "Artifact") -> None:
 def logged_by(art: "Artifact") -> Run | None:
     """The run that created this version (its ``logger`` edge, else the run its manifest names)."""
     store, m = art._need_logged()
-    edges = version_edges(store, art.project or "", art._name, art._version or 0, "logged", roles=True)
+    edges = version_edges(store, *art._coords(), "logged", roles=True)
     for rp, rid, role in edges:
         if role == "logger":
             return Run(store, rp, rid)
@@ -288,15 +311,14 @@ def logged_by(art: "Artifact") -> Run | None:
 def contributors(art: "Artifact") -> list[Run]:
     """Runs that wrote into the draft this version came from, other than its logger."""
     store, _ = art._need_logged()
-    edges = version_edges(store, art.project or "", art._name, art._version or 0, "logged", roles=True)
+    edges = version_edges(store, *art._coords(), "logged", roles=True)
     return [Run(store, rp, rid) for rp, rid, role in edges if role == "contributor"]
 
 
 def used_by(art: "Artifact") -> list[Run]:
     """Runs that used this version: one listing of its edges (records are read when needed)."""
     store, _ = art._need_logged()
-    return [Run(store, rp, rid) for rp, rid, _ in version_edges(store, art.project or "", art._name,
-                                                                 art._version or 0, "used")]
+    return [Run(store, rp, rid) for rp, rid, _ in version_edges(store, *art._coords(), "used")]
 
 
 # -- the current run ---------------------------------------------------------------------------------
@@ -435,6 +457,86 @@ def use_artifact(artifact_or_name: "Artifact | str", type: str | None = None,
                  aliases: list[str] | None = None) -> "Artifact":
     """``Run.use_artifact`` of the current run."""
     return _need_current("use_artifact").use_artifact(artifact_or_name, type, aliases)
+
+
+# -- the registry (artfs._registry) ----------------------------------------------------------------
+def resolve_any(store: "Store", spec: Spec) -> "Artifact":
+    """The version a spec names: an artifact's, else a registry collection's link."""
+    try:
+        return Artifact._logged(store, *store.resolve(spec))
+    except NotFound:
+        if spec.artifact not in registry.collections(store, spec.project):
+            raise
+    return registry.linked_artifact(store, registry.resolve(store, spec.project, spec.artifact, spec.version,
+                                                            spec.alias))
+
+
+def link_to(art: "Artifact", target_path: str, aliases: list[str] | None, run: str | None = None) -> "Artifact":
+    """``Artifact.link``: a draft is saved (logged) first; a link is linked as its source."""
+    if art.is_draft:
+        art.save()
+    store, _ = art._need_logged()
+    if run is None and _current is not None and _current.store.url == store.url:
+        run = _current.path
+    project, collection = registry.parse_target(target_path, art.project or default_project())
+    source = art._coords()
+    lk = registry.link(store, source, art.type, project, collection, list(aliases or []), run=run)
+    return registry.linked_artifact(store, lk)
+
+
+def _link_of(art: "Artifact") -> registry.Link:
+    store, _ = art._need_logged()
+    return registry.read_link(store, art.project or "", art._name, art._version or 0)
+
+
+def save_link(art: "Artifact") -> None:
+    """``save()`` of a linked version: aliases are the collection's, description and metadata the source's."""
+    store, _ = art._need_logged()
+    lk = _link_of(art)
+    src = source_of(art)
+    if (src.description, src.metadata, src.tags, src.ttl) != (art.description, art.metadata, art.tags, art.ttl):
+        src.description, src.metadata, src.tags, src.ttl = art.description, art.metadata, art.tags, art.ttl
+        src.save()
+    new = list(dict.fromkeys(art.aliases))
+    for a in new:
+        if a not in art._saved_aliases:
+            registry.set_alias(store, lk.project, lk.collection, a, lk.n)
+    for a in art._saved_aliases:
+        if a not in new and a != "latest":
+            registry.remove_alias(store, lk.project, lk.collection, a)
+    art.aliases = sorted(a for a, v in registry.aliases(store, lk.project, lk.collection).items() if v == lk.n)
+    art._saved_aliases = list(art.aliases)
+
+
+def source_of(art: "Artifact") -> "Artifact":
+    store, _ = art._need_logged()
+    return Artifact._logged(store, *art._coords())
+
+
+def unlink_version(art: "Artifact") -> None:
+    store, _ = art._need_logged()
+    registry.unlink(store, _link_of(art))
+
+
+def links_of(art: "Artifact") -> list[str]:
+    store, _ = art._need_logged()
+    return registry.links_of_version(store, *art._coords())
+
+
+def link_artifact(artifact: "Artifact", target_path: str, aliases: list[str] | None = None) -> "Artifact":
+    """``Run.link_artifact`` of the current run."""
+    return _need_current("link_artifact").link_artifact(artifact, target_path, aliases)
+
+
+def save_draft(art: "Artifact", project: str | None) -> None:
+    """``Artifact.save()`` of a draft (W&B): logged by the current run, else by a run of job type
+    ``auto`` made for it in ``project``."""
+    run = _current
+    if run is not None:
+        run.log_artifact(art)
+        return
+    with init(project=project, job_type="auto") as auto:
+        auto.log_artifact(art)
 
 
 def finish(exit_code: int | None = None) -> None:

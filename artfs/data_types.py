@@ -223,6 +223,48 @@ def _png_size(data: bytes) -> tuple[int | None, int | None]:
     return None, None
 
 
+class _NotKept:
+    """A W&B media type that artfs accepts but does not keep: ``log`` records only its type."""
+
+    _log_type = "media"
+
+    def __init__(self, *args: Any, caption: str | None = None, **kwargs: Any) -> None:
+        self.caption = caption
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(not kept by artfs)"
+
+
+class Video(_NotKept):
+    """W&B's ``wandb.Video``: accepted; ``log`` records only ``{"_type": "video"}``."""
+
+    _log_type = "video"
+
+
+class Audio(_NotKept):
+    """W&B's ``wandb.Audio``: accepted; ``log`` records only ``{"_type": "audio"}``."""
+
+    _log_type = "audio"
+
+
+class Html(_NotKept):
+    """W&B's ``wandb.Html``: accepted; ``log`` records only ``{"_type": "html"}``."""
+
+    _log_type = "html"
+
+
+class Histogram(_NotKept):
+    """W&B's ``wandb.Histogram``: accepted; ``log`` records only ``{"_type": "histogram"}``."""
+
+    _log_type = "histogram"
+
+
+class Object3D(_NotKept):
+    """W&B's ``wandb.Object3D``: accepted; ``log`` records only ``{"_type": "object3D"}``."""
+
+    _log_type = "object3D"
+
+
 class PartitionedTable:
     """A table made of the ``*.table.json`` parts under ``parts_path`` of the same version."""
 

@@ -327,6 +327,8 @@ def test_server_only_features_are_accepted(local_env, capsys):
         artfs.agent(sweep_id, function=lambda: calls.append(1), count=2)
         assert calls == [1, 1]
         run.mark_preempting()
+        run.log({"clip": artfs.Video("clip.mp4", fps=4), "grads": artfs.Histogram([1, 2, 3])})
+        assert run.history(pandas=False)[-1]["clip"] == {"_type": "video"}  # accepted, not kept
         artfs.termlog("a log line")
         artfs.termwarn("a warning")
         artfs.termerror("an error")

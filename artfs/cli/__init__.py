@@ -48,7 +48,7 @@ def _artifact_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command's parser; the order here is the order ``artfs -h`` lists them in."""
-    from . import access, drafts, groups, maintenance, mount, runs  # the command modules, on use
+    from . import access, drafts, groups, maintenance, mount, registry, runs  # the command modules, on use
 
     common = argparse.ArgumentParser(add_help=False)
     global_options(common, suppress=True)
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance.register_warmup(sub, common)
     access.register(sub, common)
     runs.register(sub, common)
+    registry.register(sub, common)
     p = sub.add_parser("artifact", parents=[common], help="W&B's spelling: artfs artifact put|get|ls|cache ...",
                        description="The same commands as 'artfs put', 'artfs get', ... so that scripts written "
                                    "for 'wandb artifact' port with a rename.")
