@@ -153,7 +153,7 @@ def cmd_ls(ctx: Context) -> None:
     store = ctx.store
     if not target:
         # only what this caller may read: projects the store refuses are skipped
-        counts = [(p, len(store.artifacts(p))) for p in list_projects(store)[0]]
+        counts = [(p, len(store.artifacts(p)) + len(registry.collections(store, p))) for p in list_projects(store)[0]]
         if not counts and not ctx.json:
             ctx.note(f"no projects in {store.url}")
         ctx.emit([{"project": p, "artifacts": n} for p, n in counts],
