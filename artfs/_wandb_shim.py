@@ -10,7 +10,8 @@ anywhere: a real ``wandb`` in site-packages stays as it is, and only CMD sees th
 
 The package re-exports artfs (every name, ``wandb.run``/``config``/``summary`` included) and
 the few module paths the integrations import: ``wandb.sdk.lib.RunDisabled``,
-``wandb.wandb_run.Run`` and ``wandb.sdk.wandb_run.Run``, ``wandb.util``, ``wandb.errors``,
+``wandb.wandb_run.Run`` and ``wandb.sdk.wandb_run.Run``, ``wandb.sdk.lib.config_util.ConfigError``,
+``wandb.util``, ``wandb.errors``,
 ``wandb.data_types``, ``wandb.apis.public``, and ``wandb.require``. CMD must run a Python that
 can import artfs (the one artfs is installed in).
 """
@@ -48,6 +49,7 @@ from . import lib, wandb_run  # noqa: F401
     "wandb/sdk/lib/__init__.py": '''class RunDisabled:
     """W&B's run of ``mode="disabled"``; artfs runs are never disabled, so nothing is one."""
 ''',
+    "wandb/sdk/lib/config_util.py": "from artfs import ConfigError  # noqa: F401\n",
     "wandb/sdk/wandb_run.py": "from artfs import Run  # noqa: F401\n",
     "wandb/wandb_run.py": "from artfs import Run  # noqa: F401\n",
     "wandb/util.py": "from artfs.util import *  # noqa: F401,F403\n",

@@ -152,3 +152,47 @@ def test_lightning_wandb_logger_logs_checkpoints_under_artfs_run(store_env, tmp_
     assert [a.name for a in run.logged_artifacts()] == ["model-plrun:v0", "model-plrun:v1"]
     rows = run.history(pandas=False)
     assert all("trainer/global_step" in row for row in rows)  # define_metric("*", step_metric=...)
+
+
+TRANSFORMERS = r'''
+import torch
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+torch.manual_seed(0)
+config = BertConfig(vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                    max_position_embeddings=16, num_labels=2)
+
+
+class Data(torch.utils.data.Dataset):
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        ids = torch.tensor([(i * 3 + j) % 32 for j in range(8)])
+        return {"input_ids": ids, "attention_mask": torch.ones(8, dtype=torch.long), "labels": torch.tensor(i % 2)}
+
+
+args = TrainingArguments(output_dir="out", num_train_epochs=2, per_device_train_batch_size=8, save_strategy="epoch",
+                         eval_strategy="epoch", logging_steps=1, report_to=["wandb"], use_cpu=True,
+                         disable_tqdm=True, run_name="tiny-bert")
+Trainer(model=BertForSequenceClassification(config), args=args, train_dataset=Data(), eval_dataset=Data()).train()
+'''
+
+
+@pytest.mark.timeout(600)
+def test_transformers_wandb_callback_logs_checkpoints_under_artfs_run(store_env, tmp_path):
+    if any(importlib.util.find_spec(m) is None for m in ("transformers", "accelerate", "torch")):
+        pytest.skip("needs transformers, accelerate and torch (the test extra installs them)")
+    (tmp_path / "train.py").write_text(TRANSFORMERS)
+    r = artfs_run("--wandb", "-p", "hf", "--id", "hfrun", "--", sys.executable, "train.py", cwd=tmp_path,
+                  env={"WANDB_LOG_MODEL": "checkpoint"}, timeout=540)
+    assert r.returncode == 0, r.stderr[-3000:]
+    api = artfs.Api()
+    versions = {v.version: sorted(v.aliases) for v in api.artifact_versions("model", "hf/model-hfrun")}
+    assert versions == {"v3": ["final_model", "latest"], "v2": ["checkpoint_global_step_4", "epoch_2.0"],
+                        "v1": ["checkpoint_global_step_2", "epoch_1.0"], "v0": ["base_model"]}
+    ckpt = api.artifact("hf/model-hfrun:epoch_2.0")
+    assert "model.safetensors" in {f.path for f in ckpt.files()}
+    run = api.run("hf/hfrun")
+    assert run.state == "finished" and run.config["num_train_epochs"] == 2 and run.config["hidden_size"] == 8
+    assert run.summary["train/global_step"] == 4 and "eval/loss" in run.summary
