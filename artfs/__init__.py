@@ -15,10 +15,11 @@ __version__ = "0.1.0"
 
 # name -> the private module that defines it
 _EXPORTS: dict[str, str] = {
-    "Api": "_api",
+    "Api": "_api", "AliasMove": "_aliaslog",
     "Artifact": "_artifact", "ArtifactManifestEntry": "_artifact",
     "Cache": "_cache", "parse_size": "_cache",
     "digest_bytes": "_digest", "digest_file": "_digest",
+    "ArtifactDiff": "_diff", "FileChange": "_diff",
     "GroupFinished": "_distributed", "GroupInfo": "_distributed", "PartResult": "_distributed",
     "PartsConflict": "_distributed",
     "AlreadyExists": "_errors", "ArtfsError": "_errors", "CorruptData": "_errors", "InvalidName": "_errors",
@@ -40,10 +41,11 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "Api", "Run", "finish", "init", "log_artifact", "use_artifact", "PartitionedTable", "Table", "data_types",
-    "Image", "Video", "Audio", "Html", "Histogram", "Object3D", "Config", "ConfigError", "Summary", "Metric", "termlog", "termwarn", "termerror", "login", "log",
-    "define_metric", "log_code", "watch", "unwatch", "alert", "save", "sweep", "agent", "controller", "setup",
-    "teardown", "Settings", "util",
-    "AlreadyExists", "Artifact", "ArtifactManifestEntry", "ArtfsError", "Cache", "CommitResult",
+    "Image", "Video", "Audio", "Html", "Histogram", "Object3D", "Config", "ConfigError", "Summary", "Metric",
+    "termlog", "termwarn", "termerror", "login", "log", "define_metric", "log_code", "watch", "unwatch", "alert",
+    "save", "sweep", "agent", "controller", "setup", "teardown", "Settings", "util",
+    "AliasMove", "AlreadyExists", "Artifact", "ArtifactDiff", "ArtifactManifestEntry", "FileChange", "ArtfsError",
+    "Cache", "CommitResult",
     "CorruptData", "Entry", "GroupFinished", "GroupInfo", "PartResult", "PartsConflict", "InvalidName",
     "InvalidPath", "Manifest", "NotFound", "PermissionDenied", "RefReader", "ReferenceChanged", "Spec", "Store",
     "StoreUnavailable", "digest_bytes", "digest_file", "parse_size", "parse_spec", "resolve_reference",
@@ -51,6 +53,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from . import data_types, util
+    from ._aliaslog import AliasMove
     from ._api import Api
     from ._config import Config, ConfigError
     from ._history import Metric, Summary
@@ -73,6 +76,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from ._wandb import log_metrics as log
     from ._artifact import Artifact, ArtifactManifestEntry
     from ._cache import Cache, parse_size
+    from ._diff import ArtifactDiff, FileChange
     from ._digest import digest_bytes, digest_file
     from ._distributed import GroupFinished, GroupInfo, PartResult, PartsConflict
     from ._errors import (

@@ -8,10 +8,13 @@ objects that W&B's clean-up scripts walk: ``api.project(name)`` and ``api.projec
 
 from __future__ import annotations
 
+import datetime as _dt
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import _registry as registry
+from ._aliaslog import AliasMove, moves
 from ._artifact import Artifact
+from ._asof import ns_of, parse_time, timeline
 from ._errors import NotFound
 from ._lineage import list_runs, parse_run_path, read_record
 from ._names import check_name, parse_spec
@@ -134,11 +137,19 @@ class Api:
         """W&B's ``api.settings``: the project names go to (``entity`` is always empty)."""
         return {"project": self.default_project, "entity": "", "base_url": self.store.url}
 
-    def artifact(self, name: str, type: str | None = None) -> "Artifact":
+    def artifact(self, name: str, type: str | None = None, *, as_of: "str | _dt.datetime | None" = None) -> "Artifact":
         """``"project/name:alias"`` (or ``"name:v3"`` in the default project; ``entity/`` is ignored);
-        a registry collection's ``"registry/collection:production"`` too."""
+        a registry collection's ``"registry/collection:production"`` too.
+
+        ``as_of`` (ISO 8601 text, or an aware datetime): the version the name named then (as
+        ``artfs get --as-of``); ``NotFound`` if it named none, or one deleted since."""
         spec = parse_spec(_strip_entity(name), default_project=self.default_project, need_ref=True)
-        art = resolve_any(self.store, spec)
+        if as_of is None:
+            art = resolve_any(self.store, spec)
+        else:
+            t = ns_of(as_of) if isinstance(as_of, _dt.datetime) else parse_time(as_of)
+            n = timeline(self.store, spec.project, spec.artifact).resolve(spec, t)
+            art = Artifact._logged(self.store, spec.project, spec.artifact, n)
         if type is not None and art.type != type:
             raise NotFound(f"{spec}: has type {art.type!r}, not {type!r}")
         return art
@@ -228,6 +239,12 @@ class Api:
     def projects(self, entity: str | None = None, per_page: int = 200) -> Iterator[Project]:
         """Every project of the store."""
         return iter([Project(self, p) for p in self.store.projects()])
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
+        """Every recorded move of the aliases of ``[project/]name`` (or of one alias), oldest first:
+        who moved it, when, from which version to which (``artfs alias log``)."""
+        spec = parse_spec(_strip_entity(name), default_project=self.default_project)
+        return moves(self.store, spec.project, spec.artifact, alias)
 
     def run(self, path: str) -> Run:
         """``"project/run_id"``: the run, its record read and validated now."""

@@ -8,7 +8,6 @@ logged with ``Store.log_artifact``, or a *logged version* returned by ``Store.ar
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import itertools
 import os
 import shutil
@@ -28,6 +27,7 @@ from ._parallel import pmap
 from ._refs import RefReader, is_pinned, resolve_reference
 
 if TYPE_CHECKING:
+    from ._diff import ArtifactDiff
     from ._run import Run
     from ._results import CommitResult
     from ._store import Store
@@ -491,13 +491,16 @@ class Artifact(ArtifactExtras):
         self.aliases = sorted(a for a, v in store.aliases(project, art).items() if v == n)
         self._saved_aliases = list(self.aliases)
 
-    @property
-    def expired(self) -> bool:
-        """Whether the version's TTL has passed (artfs records a TTL; it deletes nothing by itself)."""
-        if self._ttl is None or self.is_draft:
-            return False
-        created = _dt.datetime.fromisoformat(self.created_at.replace("Z", "+00:00"))
-        return _dt.datetime.now(_dt.timezone.utc) > created + _dt.timedelta(seconds=self._ttl)
+    def diff(self, other: "Artifact") -> "ArtifactDiff":
+        """What changed from this logged version to ``other`` (another version of this artifact or
+        of any other): added, removed, changed and moved files, from the two manifests alone (no
+        file is read). ``ArtfsError`` if either is not logged."""
+        from ._diff import diff_entries
+
+        _, mine = self._need_logged()
+        _, theirs = other._need_logged()
+        return diff_entries(mine.entries, theirs.entries, old_name=self.qualified_name,
+                            new_name=other.qualified_name)
 
     # -- lineage (artfs._run) --------------------------------------------------------------------
     def source_artifact(self) -> "Artifact":

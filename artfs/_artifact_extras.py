@@ -117,6 +117,14 @@ class ArtifactExtras:
     def ttl(self, ttl: _dt.timedelta | None) -> None:
         self._ttl = ttl_seconds(ttl)
 
+    @property
+    def expired(self) -> bool:
+        """Whether the version's TTL has passed (artfs records a TTL; it deletes nothing by itself)."""
+        if self._ttl is None or self.is_draft:
+            return False
+        created = _dt.datetime.fromisoformat(self._need_logged()[1].created.replace("Z", "+00:00"))
+        return _dt.datetime.now(_dt.timezone.utc) > created + _dt.timedelta(seconds=self._ttl)
+
     def _copies_init(self) -> None:
         self._tags, self._ttl = [], None
         self._copies: dict[str, tuple[Entry, "Store", str]] = {}  # path -> entry, its store and project

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING
 
 from . import _layout as L
 from ._digest import check_digest
+from ._aliaslog import iso_ns, remove_alias
 from ._distributed import gc_groups, pending_blobs
-from ._errors import ArtfsError, CorruptData, NotFound, StoreUnavailable
+from ._errors import ArtfsError, CorruptData, InvalidName, NotFound, StoreUnavailable
 from ._index import update_index
 from ._layout import blob_key
 from ._names import check_name
@@ -113,11 +114,15 @@ def delete_version(store: Store, project: str, artifact: str, n: int, *, delete_
     if own and not delete_aliases:
         raise HasAliases(f"{project}/{artifact}:v{n}", own)
     for a in own + (["latest"] if aliases.get("latest") == n else []):
-        store.backend.delete(L.alias_key(project, artifact, a))
+        try:  # recorded in the alias's history, as any removal (artfs._aliaslog)
+            remove_alias(store, project, artifact, a, reason=f"v{n} deleted", index=False)
+        except (NotFound, InvalidName):  # removed meanwhile, or the automatic latest
+            pass
     marker = _marker(store, project)
     try:
         # the tombstone comes first: from now on no commit takes the number n again
-        store.backend.put(L.deleted_key(project, artifact, n), json.dumps({"commit_id": m.commit_id, "created": m.created}).encode())
+        store.backend.put(L.deleted_key(project, artifact, n), json.dumps({"commit_id": m.commit_id, "created": m.created,
+                                                                           "deleted": iso_ns(time.time_ns())}).encode())
         store.backend.delete(store._vkey(project, artifact, n))
         store._forget(project, artifact, n)
         store.backend.delete(L.info_key(project, artifact, n))

@@ -41,7 +41,7 @@ def _run_node(store: "Store", g: Graph, rp: str, rid: str) -> str:
         try:
             rec = read_record(store, rp, rid)
             attrs.update(name=rec.name, job_type=rec.job_type, state=rec.state, source=rec.source,
-                         command=rec.command)
+                         command=rec.command, replay_of=rec.replay_of)
         except ArtfsError as e:  # a missing or damaged record: the edge is still shown
             attrs.update(error=str(e))
         g.nodes[nid] = attrs
@@ -105,6 +105,8 @@ def _label(g: Graph, nid: str) -> str:
         return nid
     bits = [x for x in (a.get("job_type"), a.get("name")) if x]
     extra = f" ({', '.join(bits)})" if bits else ""
+    if a.get("replay_of"):
+        extra += f" [replay of {a['replay_of']}]"
     if a.get("error"):
         extra += " [record unreadable]"
     return f"run {a['run']}{extra}"

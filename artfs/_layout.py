@@ -21,6 +21,7 @@ Layout (``<N>`` a version number, ``<32 hex>`` the hex part of an ``xxh128:`` di
     <project>/groups/<artifact>/<group>/parts/<writer>.json   one distributed writer's part
     <project>/groups/<artifact>/<group>/finish/<k>.json       claim k: a finisher's right to commit
     <project>/groups/<artifact>/<group>/finished.json         the group's result
+    <project>/aliases-log/<artifact>/<alias>/<time-ns>-<random>.json   one move of an alias, never rewritten
     <project>/runs/<run-id>/run.json                     a run's record, written only by its run
     <project>/runs/<run-id>/<kind>/<ap>/<artifact>/<N>   run -> version edge (kind: used, logged)
     <project>/runs/<run-id>/history.jsonl                the run's logged metrics, one row a line (its run only)
@@ -32,7 +33,8 @@ Layout (``<N>`` a version number, ``<32 hex>`` the hex part of an ``xxh128:`` di
     <ap>/lineage/linked/<artifact>/<N>/<rp>/<collection>/<M>   vN is linked as <rp>/<collection>:vM
 
 What each object means and which invariants hold between them is written where they are
-used: :mod:`artfs._store` (versions, aliases, intents, deletion), :mod:`artfs._distributed`
+used: :mod:`artfs._store` (versions, aliases, intents, deletion), :mod:`artfs._aliaslog` (the
+history of aliases), :mod:`artfs._distributed`
 (groups), :mod:`artfs._lineage` (runs), :mod:`artfs._index` (index files).
 
 Functions take names that the caller has already validated (:mod:`artfs._names`); a digest is
@@ -125,6 +127,30 @@ def deleted_prefix(project: str, artifact: str) -> str:
 
 def deleted_key(project: str, artifact: str, n: int) -> str:
     return f"{project}/artifacts/{artifact}/deleted/{n}"
+
+
+# -- the history of aliases (artfs._aliaslog) ---------------------------------------------------------
+def alias_log_prefix(project: str, artifact: str, alias: str | None = None) -> str:
+    """Every recorded move of the artifact's aliases, or of one alias."""
+    return f"{project}/aliases-log/{artifact}/" + (f"{alias}/" if alias else "")
+
+
+def alias_log_key(project: str, artifact: str, alias: str, time_ns: int, tag: str) -> str:
+    """One move: the time is zero-padded, so a listing (in key order) is in time order."""
+    return f"{project}/aliases-log/{artifact}/{alias}/{time_ns:020d}-{tag}.json"
+
+
+def parse_alias_log_key(project: str, artifact: str, key: str) -> tuple[str, int] | None:
+    """(alias, time in ns) of a key listed under :func:`alias_log_prefix`, None for anything else."""
+    rest = key[len(alias_log_prefix(project, artifact)):] if key.startswith(alias_log_prefix(project, artifact)) else ""
+    alias, _, name = rest.partition("/")
+    stamp, dash, tag = name.partition("-")
+    if not (dash and stamp.isdigit() and len(stamp) == 20 and tag.endswith(".json") and tag[:-5].isalnum()):
+        return None
+    try:
+        return check_alias(alias), int(stamp)
+    except InvalidName:
+        return None
 
 
 def parse_artifact_listing(prefix: str) -> tuple[str, str, str] | None:

@@ -101,6 +101,7 @@ class RunRecord:
     exit_status: int | None = None
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    replay_of: str | None = None  # ``project/run_id`` of the run this one replays (``artfs replay``)
 
     def to_bytes(self) -> bytes:
         doc = {"format": RUN_FORMAT, **self.__dict__}
@@ -156,7 +157,7 @@ class RunRecord:
             group=opt_str("group"), config=config, command=command, cwd=opt_str("cwd"), host=opt_str("host"),
             user=opt_str("user"), pid=int_or_none("pid"), source=opt_str("source") or "api", state=state,
             started=opt_str("started") or "", ended=opt_str("ended"), exit_status=int_or_none("exit_status"),
-            inputs=specs("inputs"), outputs=specs("outputs"),
+            inputs=specs("inputs"), outputs=specs("outputs"), replay_of=opt_str("replay_of"),
         )
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import xxhash
 
+from ._asof import parse_time
+from ._lineage import parse_run_path
 from ._cache import default_cache_dir, parse_size
 from . import _xattrs
 from ._errors import ArtfsError, NotFound
@@ -87,6 +89,22 @@ def _size(s: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _time(s: str) -> str:
+    """``--as-of``'s TIME, checked here (a usage error) and passed on as given."""
+    try:
+        parse_time(s)
+    except ArtfsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s
+
+
+def _run_path(s: str) -> str:
+    try:
+        return "/".join(parse_run_path(s))
+    except ArtfsError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
     """The options of ``artfs mount`` (``daemon``: also those the CLI has as global options)."""
     p.add_argument("store_url", nargs="?", metavar="STORE",
@@ -96,6 +114,13 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
     p.add_argument("-f", "--foreground", action="store_true",
                    help="stay in the foreground and log to stderr (default: return once mounted, log to a file)")
     p.add_argument("--read-only", action="store_true", help="mount read-only (no draft/ for writing)")
+    p.add_argument("--as-of", type=_time, metavar="TIME",
+                   help="show the store as it was at TIME (ISO 8601: 2026-11-30T12:00Z; without a zone, local "
+                        "time): only versions that existed then and still exist, aliases where they pointed; "
+                        "read-only")
+    p.add_argument("--run", dest="replay_run", type=_run_path, metavar="PROJECT/RUN_ID",
+                   help="show only what the run read: each artifact it used with the versions it used, and the "
+                        "aliases it could have read them through pinned there; read-only")
     p.add_argument("--cache-size", type=_size, metavar="SIZE",
                    help="bound of the local cache, enforced while mounted (e.g. 20G; default: 10%% of its disk)")
     p.add_argument("--refresh", type=parse_seconds, default=DEFAULT_REFRESH, metavar="SECONDS",
@@ -155,16 +180,17 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
                 args.no_lineage = True
             elif key == "file_root" and sep and value:
                 args.file_roots = [*(getattr(args, "file_roots", None) or []), value]
-            elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file", "group") and sep and value:
+            elif key in ("cache_size", "refresh", "timeout", "cache_dir", "log_file", "group", "as_of") and sep and value:
                 try:
-                    conv = {"cache_size": _size, "refresh": parse_seconds, "timeout": parse_seconds}.get(key, str)
+                    conv = {"cache_size": _size, "refresh": parse_seconds, "timeout": parse_seconds,
+                            "as_of": _time}.get(key, str)
                     setattr(args, key, conv(value))
                 except argparse.ArgumentTypeError as e:
                     raise MountUsageError(f"-o {opt}: {e}") from None
             else:
                 raise MountUsageError(
                     f"unknown mount option {opt!r} (artfs knows ro, allow_other, cache_size=SIZE, cache_dir=DIR, "
-                    "refresh=S, timeout=S, log_file=FILE, allow_file, file_root=DIR, nonempty, allow_group=GROUP, "
+                    "refresh=S, timeout=S, log_file=FILE, allow_file, file_root=DIR, nonempty, allow_group=GROUP, as_of=TIME, "
                     "no_sign_request, debug)"
                 )
     args.options = []
@@ -178,6 +204,10 @@ def daemon_argv(args: argparse.Namespace, store: str) -> list[str]:
         argv.append("-f")
     if args.read_only:
         argv.append("--read-only")
+    if getattr(args, "as_of", None):
+        argv += ["--as-of", args.as_of]
+    if getattr(args, "replay_run", None):
+        argv += ["--run", args.replay_run]
     if args.allow_other:
         argv.append("--allow-other")
     if getattr(args, "allow_file", False):

@@ -27,6 +27,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from . import _aliaslog
 from ._artifact import Artifact
 from ._config import json_friendly, to_dict
 from ._errors import AlreadyExists, ArtfsError, InvalidName, NotFound
@@ -55,6 +56,15 @@ DEFAULT_PROJECT = "uncategorized"
 
 _current: "Run | None" = None
 _current_lock = threading.Lock()
+
+
+def _current_run_path() -> str | None:
+    """The run an alias move belongs to: the current run, else the one ``artfs run`` names."""
+    run = _current
+    return run.path if run is not None else os.environ.get(RUN_ENV) or None
+
+
+_aliaslog.current_run = _current_run_path  # alias moves name the current run (artfs._aliaslog)
 
 
 def new_run_id() -> str:
@@ -410,7 +420,8 @@ def _finish_at_exit() -> None:
 
 def start_run(store: "Store", project: str, *, name: str | None = None, job_type: str | None = None,
               group: str | None = None, config: dict[str, Any] | None = None, run_id: str | None = None,
-              source: str = "api", command: list[str] | None = None, pid: int | None = None) -> Run:
+              source: str = "api", command: list[str] | None = None, pid: int | None = None,
+              replay_of: str | None = None) -> Run:
     """Create a run's record (exclusively: a new id never takes over another run) and return it live.
 
     With an explicit ``run_id`` created by another process at the same moment, that run is joined.
@@ -420,7 +431,7 @@ def start_run(store: "Store", project: str, *, name: str | None = None, job_type
                     job_type=job_type, group=group, config=json_friendly(dict(config or {})),
                     command=list(sys.argv if command is None else command), cwd=os.getcwd(),
                     host=socket.gethostname(), user=_user(), pid=os.getpid() if pid is None else pid,
-                    source=source, started=now_iso())
+                    source=source, started=now_iso(), replay_of=replay_of)
     while True:
         try:
             write_record(store, rec, exclusive=True)

@@ -24,6 +24,7 @@ Invariants
   manifest cached anywhere under its number stays the truth forever.
 * ``latest`` is the highest version unless ``aliases/latest`` was set explicitly; logging a new
   version removes an explicit ``latest``. Other aliases are one file each, so one version per alias.
+  Every move of an alias is recorded first, one object per move (:mod:`artfs._aliaslog`).
 
 Commit versus deletion: no locks, only ordering (a commit writes its intent, waits for the
 deletions running now, then uploads blobs and creates its manifest); the protocol is described in
@@ -47,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import xxhash
 
+from . import _aliaslog
 from . import _distributed
 from . import _gc
 from . import _layout as L
@@ -377,7 +379,7 @@ class Store:
                 m = self.manifest(project, artifact, done)
                 self.backend.put(L.digest_key(project, artifact, m.digest), str(done).encode())
                 for a in aliases:
-                    self.set_alias(project, artifact, a, done)
+                    self.set_alias(project, artifact, a, done, run=run)
                 return CommitResult(project, artifact, done, False, len(m.entries), aliases=aliases)
         base: Manifest | None = None  # the latest version's manifest, parsed once for all uses below
         if versions:
@@ -388,7 +390,7 @@ class Store:
         same = self._find_digest(project, artifact, vdigest, versions, latest=base)
         if same is not None:
             for a in aliases:
-                self.set_alias(project, artifact, a, same)
+                self.set_alias(project, artifact, a, same, run=run)
             return CommitResult(project, artifact, same, False, len(entries), aliases=aliases)
 
         with gc_paused():
@@ -438,7 +440,7 @@ class Store:
         self.backend.put(L.digest_key(project, artifact, vdigest), str(n).encode())
         self.backend.delete(L.alias_key(project, artifact, "latest"))
         for a in aliases:
-            self.set_alias(project, artifact, a, n)
+            self.set_alias(project, artifact, a, n, run=run)
         update_index(self, project, artifact)  # for stores that cannot list (HTTP); never raises
         return CommitResult(project, artifact, n, True, len(entries), len(missing), up_bytes, aliases)
 
@@ -512,24 +514,16 @@ class Store:
         _gc.wait_for_deletions(self, project, timeout=timeout)
 
     # -- aliases and info ----------------------------------------------------------------------
-    def set_alias(self, project: str, artifact: str, alias: str, n: int) -> None:
-        """Point ``alias`` at vN (moving it if it exists); ``NotFound`` if vN does not exist."""
-        check_alias(alias)
-        if not self.backend.exists(self._vkey(project, artifact, n)):
-            raise NotFound(f"{project}/{artifact}:v{n}: no such version")
-        self.backend.put(L.alias_key(project, artifact, alias), str(n).encode())
-        update_index(self, project, artifact)
+    def set_alias(self, project: str, artifact: str, alias: str, n: int, *, run: str | None = None) -> None:
+        """Point ``alias`` at vN (moving it if it exists); ``NotFound`` if vN does not exist.
+
+        The move is recorded in the alias's history (:mod:`artfs._aliaslog`), with ``run``
+        (``project/run_id``; by default the current run, if any)."""
+        _aliaslog.set_alias(self, project, artifact, alias, n, run=run)
 
     def remove_alias(self, project: str, artifact: str, alias: str) -> None:
-        """Remove an alias; ``NotFound`` if there is none, ``InvalidName`` for the automatic ``latest``."""
-        check_alias(alias)
-        key = L.alias_key(project, artifact, alias)
-        if not self.backend.exists(key):
-            if alias == "latest":
-                raise InvalidName("'latest' is automatic; it can be moved but not removed")
-            raise NotFound(f"{project}/{artifact}:{alias}: no such alias")
-        self.backend.delete(key)
-        update_index(self, project, artifact)
+        """Remove an alias (recorded); ``NotFound`` if there is none, ``InvalidName`` for the automatic ``latest``."""
+        _aliaslog.remove_alias(self, project, artifact, alias)
 
     def rename_alias(self, project: str, artifact: str, old: str, new: str) -> int:
         """Move the alias ``old`` to the name ``new`` (the same version, replacing a ``new`` that

@@ -26,6 +26,7 @@ ALIASES = "aliases"
 CREATED = "created"
 DIGEST = "digest"
 LOGGED_BY = "logged_by"
+DIFF_PARENT = "diff_parent"
 # a file of a version (and a file of a draft that has a base entry)
 SIZE = "size"
 REF = "ref"

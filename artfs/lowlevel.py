@@ -13,7 +13,10 @@ These names are stable within a release of artfs, not across releases.
 from __future__ import annotations
 
 from ._access import list_projects
+from ._asof import parse_time, timeline
 from ._cache import stamp_ok
+from ._diff import bounded_json, diff_entries
+from ._doctor import mount_failure_cause, mount_note
 from ._draft import ROOT, Attr, Draft, DraftBusy, Drafts
 from ._layout import blob_key
 from ._lazy import LazyBlobs
@@ -40,6 +43,7 @@ from . import _xattrs as xattrs
 from ._names import check_alias, check_name, is_version, parse_version
 from ._refs import is_pinned
 from ._registry import collection_symlinks, collections
+from ._replay import run_view
 from ._run import RUN_ENV, new_run_id
 from .backends import default_store_url
 
@@ -50,20 +54,22 @@ __all__ = [
     "LazyBlobs", "stamp_ok", "blob_key",
     # names, versions, references
     "check_alias", "check_name", "is_version", "parse_version", "is_pinned",
-    # manifests
-    "gc_paused",
+    # manifests, and what changed between two (artfs/_diff.py)
+    "gc_paused", "bounded_json", "diff_entries",
     # what a caller may see of a store (artfs/_access.py)
     "list_projects",
     # registry collections, as the mount shows them (artfs/_registry.py)
     "collections", "collection_symlinks",
     # runs and lineage (artfs/_lineage.py, _run.py)
     "RUN_ENV", "RunRecord", "logger_of_version", "new_run_id", "now_iso", "parse_run_path", "record_edge",
-    "version_ref", "write_record",
+    "version_ref", "write_record", "run_view",
     # mounts: options shared with `artfs mount`, the mount table, pid and report files (artfs/_mounts.py)
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
     "results_path",
-    # stores
-    "default_store_url",
+    # why a mount failed, and which of its fast paths are off and why (artfs/_doctor.py: artfs doctor)
+    "mount_failure_cause", "mount_note",
+    # stores, and what they held at a time (artfs/_asof.py)
+    "default_store_url", "parse_time", "timeline",
     # the names of the mount's user.artfs.* attributes, shared with the command line (artfs/_xattrs.py)
     "xattrs",
 ]

@@ -81,6 +81,7 @@ class Seen:
     method: str
     target: str
     action: str
+    at: float = 0.0  #: time.monotonic() when it arrived
 
 
 class _Conn:
@@ -296,7 +297,7 @@ class FaultProxy:
                     length = int(headers.get("content-length") or 0)
                     n, action = self._decide(method, target)
                     with self._lock:
-                        self.log.append(Seen(n, method, target, action))
+                        self.log.append(Seen(n, method, target, action, time.monotonic()))
                     if action == "stall":
                         conn.stalled = True
                         while conn.client.recv(1 << 20):

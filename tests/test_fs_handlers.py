@@ -289,7 +289,7 @@ class DirToken:
 
 def test_a_listing_resumed_after_its_names_changed_gives_each_other_name_once(
         store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # With no opendir (daemon/kernel.py) every readdir call lists the directory afresh, and the
+    # With no opendir (artfsd/kernel.py) every readdir call lists the directory afresh, and the
     # kernel resumes from the cookie of the last entry it kept: names that came or went between two
     # calls must not make another name appear twice or go missing.
     got: list[tuple[bytes, int]] = []

@@ -7,6 +7,7 @@ A store published by ``python -m http.server`` with the fault proxy (tests/fault
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -51,6 +52,25 @@ def test_bodies_cut_mid_way_are_fetched_again(published, tmp_path, monkeypatch):
     store.artifact("proj/data:v0").download(str(out))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
     assert any(s.action == "reset" and s.method == "GET" for s in proxy.log)
+
+
+def test_retries_spread_over_the_whole_budget(published, tmp_path, monkeypatch):
+    """A store that answers 503 to everything: attempts go on until less than a second of the
+    budget is left (a backoff that grows past the budget's scale gave up with half of it left: a
+    cut body then failed a whole download in CI), and the request ends within the budget."""
+    proxy, files = published
+    budget = 6.0
+    store = reader(proxy, tmp_path, monkeypatch, str(budget))
+    proxy.configure(error_from=1)
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="ARTFS_HTTP_TIMEOUT"):
+        store.versions("proj", "data")
+    took = time.monotonic() - start
+    tries = [s.at for s in proxy.log if s.action == "error"]
+    # the last attempt starts within a second and a backoff (a tenth of the budget) of the end
+    assert tries[-1] - start >= budget - 1.0 - budget / 10, (len(tries), tries[-1] - start)
+    assert len(tries) >= 8, len(tries)  # backoff capped at 0.6 s: many attempts, not four
+    assert took <= budget + 2.0, took  # and never past the budget (plus a loaded machine's slack)
 
 
 def test_spent_budget_is_store_unavailable(published, tmp_path, monkeypatch):

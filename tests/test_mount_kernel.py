@@ -1,6 +1,6 @@
 """Kernel features on a real mount: passthrough of complete cache blobs, cached listings.
 
-Both need the patched pyfuse3 that ``.ci/setup`` builds (daemon/kernel.py); passthrough also
+Both need the patched pyfuse3 that ``.ci/setup`` builds (artfsd/kernel.py); passthrough also
 needs Linux >= 6.9 and CAP_SYS_ADMIN. Tests that need a feature the daemon reports as off are
 skipped with the daemon's own reason; the ordinary paths are covered by the rest of the suite.
 """
@@ -193,7 +193,7 @@ def test_version_listings_are_cached_by_the_kernel(setup):
 
 
 def test_every_listing_is_cached_and_what_changes_still_shows(setup):
-    """With no opendir (daemon/kernel.py) the kernel caches every directory's listing, the levels
+    """With no opendir (artfsd/kernel.py) the kernel caches every directory's listing, the levels
     above versions and drafts included: a second ``find`` of the whole mount reaches the daemon
     not once, and yet a draft changed through the mount and an artifact logged by another process
     show at once / within the refresh interval."""

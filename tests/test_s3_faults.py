@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import time
 import subprocess
 import sys
 import uuid
@@ -120,6 +121,26 @@ def test_budget_spent_gives_store_unavailable(proxy, bucket):
     proxy.accept()
     # the put whose answer was reset did reach the server; the 503'd and stalled ones did not
     assert b.get("k") == b"other"
+
+
+def test_retries_spread_over_the_budget(proxy, bucket):
+    """503s forever: botocore's retries go on until one more attempt would not fit (its backoff
+    capped at a tenth of the budget, not botocore's 20 s, which gave up after four or five tries
+    with half the budget left), and the request ends within the budget."""
+    budget = 6.0
+    b = through(proxy, bucket, timeout=budget)
+    b.put("k", b"data")
+    proxy.clear()
+    proxy.configure(error_from=proxy.requests + 1)
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        b.get("k")
+    took = time.monotonic() - start
+    tries = [s.at for s in proxy.log if s.action == "error"]
+    attempt = budget / 3  # botocore cannot cut an attempt short: the last starts one attempt early
+    assert tries[-1] - start >= budget - attempt - budget / 10 - 0.2, (len(tries), tries[-1] - start)
+    assert len(tries) >= 6, len(tries)
+    assert took <= budget + 2.0, took
 
 
 def test_ranged_fetch_broken_off_is_finished_by_botocore(proxy, bucket, tmp_path):

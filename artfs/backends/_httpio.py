@@ -5,8 +5,10 @@ request, retries of idempotent requests within that budget, and the mapping of e
 The rule is the S3 store's: ``ARTFS_HTTP_TIMEOUT`` seconds (default 15) is the budget of each
 request, retries included. An idempotent request that fails with a 429/5xx, a refused or broken
 connection or a timeout is retried with exponential backoff and full jitter (as botocore's
-standard mode) until the budget is spent, counted from its start; each attempt gives up after a
-third of the budget (at least a second) without progress, so a stalled server is retried too.
+standard mode, but capped at a tenth of the budget) until the budget is spent, counted from its
+start; each attempt gives up after a third of the budget (at least a second) without progress, so
+a stalled server is retried too, and the last attempts are cut to the time left, so attempts
+spread over the whole budget and the request never outlasts it (:func:`retry_within`).
 
 Importing this module imports httpx; :mod:`artfs._refs` imports it only when an ``http(s)://``
 or ``gs://`` reference is used.
@@ -18,12 +20,13 @@ import email.utils
 import random
 import time
 import weakref
+from contextvars import ContextVar
 from typing import Callable, TypeVar
 
 import httpx
 
 from .._errors import ArtfsError, NotFound, PermissionDenied, StoreUnavailable
-from .base import timeout_from_env
+from .base import max_backoff, timeout_from_env
 
 DEFAULT_TIMEOUT = 15.0
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -41,27 +44,58 @@ def attempt_timeout(budget: float) -> float:
     return min(budget, max(1.0, budget / 3))
 
 
-def backoff(attempt: int) -> float:
+#: the shortest attempt worth starting: with less of the budget left, the last error is raised
+MIN_ATTEMPT = 1.0
+#: the deadline of the outermost :func:`retry_within` running in this thread (or task): nested
+#: retries (a body read retried around a request that retries its head) share one budget
+_DEADLINE: ContextVar[float | None] = ContextVar("artfs_retry_deadline", default=None)
+
+
+def backoff(attempt: int, budget: float) -> float:
     """Seconds to sleep before retry ``attempt`` (1, 2, ...): botocore's exponential backoff with
-    full jitter (random up to ``2**(attempt-1)`` s, capped at 20 s)."""
-    return random.random() * min(20.0, 2.0 ** (attempt - 1))
+    full jitter (random up to ``2**(attempt-1)`` s), capped at :func:`max_backoff`."""
+    return random.random() * min(max_backoff(budget), 2.0 ** (attempt - 1))
+
+
+def time_left() -> float | None:
+    """Seconds left of the budget of the :func:`retry_within` this runs under (None outside one)."""
+    deadline = _DEADLINE.get()
+    return None if deadline is None else deadline - time.monotonic()
 
 
 def retry_within(budget: float, attempt: Callable[[], _T], retryable: Callable[[Exception], bool]) -> _T:
-    """Call ``attempt`` until it returns, an error is not ``retryable`` or the budget would be spent
-    by the next backoff and attempt; the last error is then raised."""
-    deadline = time.monotonic() + budget
-    per_attempt = attempt_timeout(budget)
-    n = 0
-    while True:
-        try:
-            return attempt()
-        except Exception as e:
-            n += 1
-            delay = backoff(n)
-            if not retryable(e) or time.monotonic() + delay + per_attempt > deadline:
-                raise
-        time.sleep(delay)
+    """Call ``attempt`` until it returns, an error is not ``retryable`` or too little of the budget
+    is left for another attempt after the next backoff; the last error is then raised.
+
+    Retries spread over the whole budget: the backoff is capped at a tenth of it, and the last
+    attempts are cut to what is left (``attempt`` reads :func:`time_left` for its timeouts), so the
+    whole call ends within the budget and gives up only with less than :data:`MIN_ATTEMPT` left.
+    Called inside another ``retry_within`` (of this thread), it keeps the outer deadline.
+    """
+    outer = _DEADLINE.get()
+    deadline = outer if outer is not None else time.monotonic() + budget
+    token = _DEADLINE.set(deadline)
+    least = min(MIN_ATTEMPT, budget / 3)
+    try:
+        n = 0
+        while True:
+            try:
+                return attempt()
+            except Exception as e:
+                n += 1
+                delay = backoff(n, budget)
+                if not retryable(e) or deadline - time.monotonic() - delay < least:
+                    raise
+            time.sleep(delay)
+    finally:
+        _DEADLINE.reset(token)
+
+
+def clipped(per_attempt: float) -> httpx.Timeout:
+    """The timeouts of one attempt: ``per_attempt``, or less when less of the budget is left."""
+    left = time_left()
+    t = per_attempt if left is None else max(0.05, min(per_attempt, left))
+    return httpx.Timeout(t, connect=min(t, 5.0))
 
 
 def _timeout_from_env() -> float:
@@ -110,7 +144,8 @@ def send(
 
     def attempt() -> httpx.Response:
         tries[0] += 1
-        req = client.build_request(method, url, headers=headers, params=params)
+        req = client.build_request(method, url, headers=headers, params=params,
+                                   timeout=clipped(attempt_timeout(budget)))
         r = client.send(req, stream=stream)
         if r.status_code in _RETRY_STATUS:
             r.close()

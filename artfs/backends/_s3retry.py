@@ -48,13 +48,17 @@ def _aws_retry_config() -> tuple[str | None, int | None]:
     return (str(mode) if mode else None), (int(attempts) if attempts else None)
 
 
-def _bound_retries(client: Any, attempt_timeout: float, max_attempts: int) -> None:
+def _bound_retries(client: Any, attempt_timeout: float, max_attempts: int, max_delay: float) -> None:
     """Make botocore's standard/adaptive retry handler stop when the request's time budget is spent.
 
     botocore bounds retries by a count only. Its decision (which errors to retry, backoff with
     jitter, retry quota) is kept as it is: the handler it registered is replaced by the same
     handler wrapped so that a retry is refused when its backoff plus one more attempt would end
-    past the deadline the ``before-call`` hook stored in the request's context. The legacy mode
+    past the deadline the ``before-call`` hook stored in the request's context, and a backoff is
+    capped at ``max_delay`` (a tenth of the budget: botocore's own cap, 20 s, would let the backoff
+    of the fourth or fifth retry overshoot a 15 s budget and give up with half of it left). The
+    attempt timeout cannot be cut per attempt in botocore, so the last attempt starts no later
+    than one attempt timeout before the deadline. The legacy mode
     is left alone (attempts then bound it: ``max_attempts`` times the attempt timeout).
     """
     from botocore.retries import standard
@@ -68,6 +72,7 @@ def _bound_retries(client: Any, attempt_timeout: float, max_attempts: int) -> No
             delay = inner(**kwargs)
             if delay is None:
                 return None
+            delay = min(delay, max_delay)
             context = (kwargs.get("request_dict") or {}).get("context") or {}
             deadline = context.get("artfs_deadline")
             if deadline is not None and time.monotonic() + delay + attempt_timeout > deadline:

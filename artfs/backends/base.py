@@ -119,6 +119,14 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
         offset += n
 
 
+def max_backoff(budget: float) -> float:
+    """The longest sleep between two attempts of a request with a time budget of ``budget`` s: a
+    tenth of it, at most 20 s. botocore's standard mode caps its backoff at 20 s whatever the
+    budget, so with a 15-20 s budget the fourth or fifth retry's sleep would not fit and the
+    request would give up with half its budget unspent (the S3 and HTTP(S) clients both cap)."""
+    return min(20.0, max(0.01, budget / 10))
+
+
 def timeout_from_env(var: str, default: float) -> float:
     """The per-request time budget from ``$var`` (seconds), else ``default``; a clear error for
     a value that is not a positive number (the backends' ``ARTFS_S3_TIMEOUT``, ``ARTFS_HTTP_TIMEOUT``)."""

@@ -63,7 +63,7 @@ from ._s3direct import _EMPTY_SHA256, _DirectGet
 from ._s3errors import _DENIED, _EXISTS, _NOT_FOUND, _is_botocore, _NoSuchBucket, artfs_error
 from ._s3retry import (DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, _attempt_timeout, _aws_retry_config, _BodyBroke,
                        _bound_retries, _read_body, _timeout_from_env)
-from .base import Backend, ObjectInfo, pwrite_all
+from .base import Backend, ObjectInfo, max_backoff, pwrite_all
 
 __all__ = ["S3Backend", "no_sign_request_from_env", "DEFAULT_TIMEOUT", "DEFAULT_MAX_ATTEMPTS", "MiB",
            "DEFAULT_MULTIPART_THRESHOLD", "DEFAULT_MULTIPART_CHUNKSIZE", "MIN_PART_SIZE", "_attempt_timeout",
@@ -181,7 +181,7 @@ class S3Backend(Backend):
         self._session = session
         client.meta.events.register("before-call.s3", self._start_budget)
         if mode in ("standard", "adaptive"):
-            _bound_retries(client, self._socket_timeout, self.max_attempts)
+            _bound_retries(client, self._socket_timeout, self.max_attempts, max_backoff(self.timeout))
         return client
 
     def _start_budget(self, context: dict[str, Any], **kwargs: Any) -> None:
@@ -206,7 +206,7 @@ class S3Backend(Backend):
                 return attempt()
             except _BodyBroke:
                 tries += 1
-                delay = random.random() * min(20.0, 0.05 * 2**tries)
+                delay = random.random() * min(max_backoff(self.timeout), 0.05 * 2**tries)
                 if tries >= self.max_attempts or time.monotonic() + delay + self._socket_timeout > deadline:
                     raise
             finally:

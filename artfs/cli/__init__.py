@@ -12,6 +12,9 @@
     groups.py       put --upsert, finish, pending groups in status (distributed writers)
     access.py       access show|set
     runs.py         run, runs ls|show, lineage
+    fusebuild.py    build-fuse (the patched pyfuse3, artfs/_fusebuild)
+    doctor.py       doctor: what a mount needs and what makes it fast (the checks: artfs._doctor)
+    history.py      diff, alias log, --as-of (time and change);  replay.py  replay
 
 A command is a function ``cmd_x(ctx) -> int | None`` set as ``func`` on its parser: it reads
 ``ctx.args``, writes its result to stdout through ``ctx.emit`` (text, or JSON with ``--json``),
@@ -48,7 +51,7 @@ def _artifact_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command's parser; the order here is the order ``artfs -h`` lists them in."""
-    from . import access, drafts, groups, maintenance, mount, registry, runs  # the command modules, on use
+    from . import access, doctor, drafts, fusebuild, groups, history, maintenance, mount, registry, replay, runs  # on use
 
     common = argparse.ArgumentParser(add_help=False)
     global_options(common, suppress=True)
@@ -69,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     access.register(sub, common)
     runs.register(sub, common)
     registry.register(sub, common)
+    fusebuild.register(sub, common)
+    doctor.register(sub, common)
+    history.register(sub, common)
+    replay.register(sub, common)
     p = sub.add_parser("artifact", parents=[common], help="W&B's spelling: artfs artifact put|get|ls|cache ...",
                        description="The same commands as 'artfs put', 'artfs get', ... so that scripts written "
                                    "for 'wandb artifact' port with a rename.")

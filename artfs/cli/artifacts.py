@@ -1,5 +1,7 @@
 """Versions of artifacts: ``put``, ``get``, ``ls``, ``show``, ``alias``, ``describe``, ``delete``.
 
+``alias log`` and the ``--as-of`` of ``ls`` and ``get`` are :mod:`artfs.cli.history`'s.
+
 These (with ``gc`` and ``cache`` of :mod:`artfs.cli.maintenance`) are also registered under
 ``artfs artifact ...``, W&B's spelling. ``put --upsert GROUP`` is :mod:`artfs.cli.groups`'.
 """
@@ -13,6 +15,8 @@ import os
 from typing import Any
 
 from .._access import list_projects
+from .._aliaslog import iso_ns
+from .._asof import timeline
 from .._artifact import Artifact
 from .._errors import ArtfsError, NotFound
 from .. import _registry as registry
@@ -20,7 +24,7 @@ from .._names import Spec, check_alias, check_name, check_path, make_artifact_na
 from .._run import default_project, resolve_any
 from .._store import HasAliases, Store
 from ..backends import default_store_url
-from . import groups
+from . import groups, history
 from .context import (
     Context, UsageError, did_you_mean, json_option, metadata, metadata_options, missing_store_message, spec,
 )
@@ -113,7 +117,12 @@ def cmd_get(ctx: Context) -> None:
     if a.checkout and a.path:
         raise UsageError("--checkout makes the root hold the whole version; it cannot be combined with --path")
     prefix = check_path(a.path.strip("/")) if a.path else None
-    art = resolve_any(ctx.store, s)  # a registry link too
+    t = history.as_of(ctx)
+    if t is None:
+        art = resolve_any(ctx.store, s)  # a registry link too
+    else:  # the version the spec named then (NotFound if it named none, or one deleted since)
+        n = timeline(ctx.store, s.project, s.artifact).resolve(s, t)
+        art = ctx.store.artifact(f"{s.project}/{s.artifact}:v{n}")
     if a.type is not None and art.type != a.type:
         raise NotFound(f"{art.qualified_name} has type {art.type!r}, not {a.type!r}")
     entries = art.manifest.entries
@@ -151,6 +160,8 @@ def cmd_ls(ctx: Context) -> None:
     project = check_name(target, "project") if target and "/" not in target else None
     s = spec(target, ref="none") if target and "/" in target else None
     store = ctx.store
+    if history.as_of(ctx) is not None:
+        return _ls_as_of(ctx, project, s)
     if not target:
         # only what this caller may read: projects the store refuses are skipped
         counts = [(p, len(store.artifacts(p)) + len(registry.collections(store, p))) for p in list_projects(store)[0]]
@@ -187,6 +198,45 @@ def cmd_ls(ctx: Context) -> None:
     ctx.emit(vdocs, table(("VERSION", "ALIASES", "SIZE", "FILES", "CREATED", "DESCRIPTION"), [
         (f"v{d['version']}", ",".join(d["aliases"]), human_size(d["size"]), d["files"], when(d["created"]),
          one_line(d["description"])) for d in vdocs]))
+
+
+def _ls_as_of(ctx: Context, project: str | None, s: Spec | None) -> None:
+    """``ls --as-of TIME``: the versions that existed then (marked if deleted since), aliases then."""
+    t = history.as_of(ctx)
+    assert t is not None
+    store = ctx.store
+    if s is None:
+        if project is None:
+            raise UsageError("--as-of lists a project or an artifact: give PROJECT or PROJECT/ARTIFACT")
+        docs: list[dict[str, Any]] = []
+        for name in store.artifacts(project):
+            tl = timeline(store, project, name)
+            versions = tl.versions_at(t)
+            if versions:
+                kind = next((store.manifest(project, name, n).type for n in reversed(versions)
+                             if tl.spans[n].deleted_ns is None), None)
+                docs.append({"artifact": name, "type": kind, "versions": len(versions), "latest": tl.latest_at(t)})
+        ctx.emit(docs, table(("ARTIFACT", "TYPE", "VERSIONS", "LATEST"), [
+            (d["artifact"], d["type"] or "-", d["versions"], "-" if d["latest"] is None else f"v{d['latest']}")
+            for d in docs]))
+        return
+    tl = timeline(store, s.project, s.artifact)
+    if not tl.spans:
+        store.resolve(Spec(s.project, s.artifact, None, "latest"))  # raises the precise NotFound
+    aliases = tl.aliases_at(t)
+    vdocs = []
+    for n in tl.versions_at(t):
+        gone = tl.spans[n].deleted_ns
+        if gone is None:
+            vdocs.append({**version_doc(store, s.project, s.artifact, n, aliases=aliases), "deleted": None})
+        else:  # its manifest is gone: what the tombstone says
+            vdocs.append({"name": f"{s.project}/{s.artifact}:v{n}", "project": s.project, "artifact": s.artifact,
+                          "version": n, "aliases": sorted(a for a, v in aliases.items() if v == n),
+                          "created": iso_ns(tl.spans[n].created_ns), "deleted": iso_ns(gone)})
+    ctx.emit(vdocs, table(("VERSION", "ALIASES", "SIZE", "FILES", "CREATED", "DESCRIPTION"), [
+        (f"v{d['version']}", ",".join(d["aliases"]), human_size(d["size"]) if "size" in d else "-",
+         d.get("files", "-"), when(d["created"]),
+         f"(deleted {when(d['deleted'])})" if d["deleted"] else one_line(d["description"])) for d in vdocs]))
 
 
 def _show_text(doc: dict[str, Any]) -> str:
@@ -328,12 +378,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                         "make this machine copy its own files)")
     p.add_argument("--file-root", dest="file_roots", action="append", default=[], metavar="DIR",
                    help="copy file:// references below DIR (after following symlinks; repeatable)")
+    history.as_of_option(p, "the version the alias named")
     json_option(p)
     p.set_defaults(func=cmd_get)
 
     p = sub.add_parser("ls", parents=[common], help="list projects, artifacts or versions")
     p.add_argument("target", nargs="?", metavar="PROJECT[/ARTIFACT]")
     p.add_argument("-t", "--type", metavar="TYPE", help="only artifacts of this type (with PROJECT)")
+    history.as_of_option(p, "the project or artifact")
     json_option(p)
     p.set_defaults(func=cmd_ls)
 
@@ -355,6 +407,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     q.add_argument("alias", metavar="ALIAS")
     json_option(q)
     q.set_defaults(func=cmd_alias_rm)
+    history.register_alias_log(asub, common)
     q = asub.add_parser("ls", parents=[common], help="list the aliases of an artifact")
     q.add_argument("spec", metavar="PROJECT/ARTIFACT")
     json_option(q)

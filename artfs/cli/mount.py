@@ -11,8 +11,11 @@ import the CLI).
 
 Before the exec, ``artfs mount`` refuses what the daemon would only discover later or never: a
 mountpoint that is missing or not empty (unless ``--allow-non-empty``/``-o nonempty``: the mount
-would hide its files) and a local store that does not exist (a typo) unless the mount is writable,
-which creates the store and says so.
+would hide its files), a local store that does not exist (a typo) unless the mount is writable,
+which creates the store and says so, and a machine where no mount can work (``/dev/fuse`` this
+user may not open, no setuid ``fusermount3``, no right to mount: :func:`artfs._doctor.mount_blockers`),
+naming the cause and ``artfs doctor``. Once mounted, the daemon's parent prints one line naming the
+fast paths that are off and why (:func:`artfs._doctor.mount_note`).
 
 ``artfs umount MNT`` finds the daemon of the mount (its ``user.artfs.pid`` attribute on the mount
 root, else the pidfile ``<cache>/run/<key>.pid`` the daemon writes), runs ``fusermount3 -u MNT``
@@ -58,6 +61,9 @@ def cmd_mount(ctx: Context) -> int:
         store = os.path.abspath(os.path.expanduser(store))
     args.mountpoint = os.path.abspath(args.mountpoint)
     _check_mountpoint(args.mountpoint, allow_non_empty=args.allow_non_empty)
+    from .._doctor import check_can_mount  # here: `artfs --version` imports this module
+
+    check_can_mount()  # /dev/fuse, fusermount3, the right to mount: say which, and `artfs doctor`
     if "://" not in store and not os.path.isdir(store):
         explicit = bool(args.store_url or getattr(args, "store", None) or os.environ.get("ARTFS_STORE"))
         if args.read_only or os.path.exists(store):

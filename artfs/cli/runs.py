@@ -107,7 +107,7 @@ def cmd_runs_show(ctx: Context) -> None:
                          ("command", " ".join(rec.command) if rec.command else None), ("cwd", rec.cwd),
                          ("host", rec.host), ("user", rec.user), ("started", when(rec.started) if rec.started else None),
                          ("ended", when(rec.ended) if rec.ended else None), ("state", rec.state),
-                         ("exit", rec.exit_status)):
+                         ("exit", rec.exit_status), ("replays", rec.replay_of)):
         if value is not None and value != "":
             lines.append(f"{label:<9} {value}")
     if doc["config"]:

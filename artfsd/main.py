@@ -36,7 +36,8 @@ import trio
 from artfs import ArtfsError, Cache, NotFound, PermissionDenied, RefReader, Store, StoreUnavailable
 from artfs.lowlevel import FSTYPE, LazyBlobs, add_mount_arguments, apply_mount_options, check_name, find_mount
 from artfs.lowlevel import default_log_path as _default_log_path
-from artfs.lowlevel import default_store_url, pidfile_path, results_path
+from artfs.lowlevel import default_store_url, mount_failure_cause, mount_note, parse_run_path, parse_time
+from artfs.lowlevel import pidfile_path, results_path, run_view
 
 
 from .drafts import DraftSpace
@@ -82,9 +83,12 @@ class Ready:
             self.fd = None
         self.done = True
 
-    def ok(self, mountpoint: str) -> None:
+    def ok(self, mountpoint: str, note: str | None = None) -> None:
+        """``note``: the one line about fast paths that are off, printed by whoever started the mount."""
         if not self.done:
-            self._send(b"OK\n")
+            if note and self.fd is None:
+                print(note, file=sys.stderr)
+            self._send(b"OK\n" + (note or "").encode("utf-8", "replace"))
             sd_notify(f"READY=1\nSTATUS=mounted at {mountpoint}")
 
     def fail(self, message: str) -> None:
@@ -199,6 +203,23 @@ async def _cache_janitor(cache: Cache, blobs: LazyBlobs, store: Store) -> None:
             log.warning("cache cleanup failed: %s", e)
 
 
+def _fast_path_note(ops: Operations) -> str | None:
+    """Which fast paths this mount runs without, and why (artfs's doctor names the cause)."""
+    k = ops.kernel
+    got = {"cached-listings": k.cache_readdir}
+    if ops.enable_no_opendir:
+        got["readdir-names"] = k.no_opendir
+    if ops.enable_passthrough:
+        got["passthrough"] = k.passthrough
+    why = {"cached-listings": k.why_not.get("cache_readdir", ""), "readdir-names": k.why_not.get("no_opendir", ""),
+           "passthrough": k.why_not.get("passthrough", "")}
+    try:
+        return mount_note(got, why)
+    except Exception:  # a note must never fail a mount that works
+        log.exception("cannot say which fast paths are off")
+        return None
+
+
 async def _serve(ops: Operations, cache: Cache, blobs: LazyBlobs, store: Store, mountpoint: str, ready: Ready) -> None:
     async with trio.open_nursery() as nursery:
 
@@ -213,11 +234,18 @@ async def _serve(ops: Operations, cache: Cache, blobs: LazyBlobs, store: Store, 
         nursery.start_soon(_cache_janitor, cache, blobs, store)
         ops.start(nursery)
         await trio.to_thread.run_sync(set_read_ahead, mountpoint)
-        ready.ok(mountpoint)
+        ready.ok(mountpoint, _fast_path_note(ops))
         log.info("mounted %s at %s (pid %d)", store.url, mountpoint, os.getpid())
 
 
 # -- the daemon ----------------------------------------------------------------------------------
+def _size(path: str | None) -> int:
+    try:
+        return os.path.getsize(path) if path else 0
+    except OSError:
+        return 0
+
+
 def serve(
     store_url: str,
     mountpoint: str,
@@ -236,6 +264,8 @@ def serve(
     debug: bool = False,
     group: str | None = None,
     lineage: bool = True,
+    as_of: str | None = None,
+    replay_run: str | None = None,
 ) -> int:
     """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
     where = f" (log: {log_path})" if log_path else ""
@@ -248,6 +278,18 @@ def serve(
         if store.backend.read_only and not read_only:  # an http(s):// store: mounted as --read-only
             log.info("%s is a read-only store: mounting read-only", store.url)
             read_only = True
+        as_of_ns = parse_time(as_of) if as_of else None
+        view = None
+        if replay_run is not None:  # what a run read: its versions, its aliases pinned (artfs._replay)
+            if as_of_ns is not None:
+                raise ArtfsError("--run pins the aliases where the run read them: it cannot take --as-of too")
+            view = run_view(store, *parse_run_path(replay_run))
+            for ref in view.missing:
+                log.warning("%s used %s, which has been deleted since: not shown", replay_run, ref)
+        if as_of_ns is not None or view is not None:  # the past is not written to
+            if group is not None:
+                raise ArtfsError("--as-of and --run show the store as it was: they cannot take --group")
+            read_only = True
         _probe(store)
         gid = _group_id(allow_group) if allow_group else None
         blobs = LazyBlobs(store, timeout=timeout)
@@ -259,7 +301,9 @@ def serve(
         ops = Operations(store, blobs, refresh=refresh, timeout=timeout, gid=gid,
                          refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts,
                          lineage=Lineage(store, enabled=lineage and not store.backend.read_only))
-        # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (daemon/kernel.py)
+        ops.ns.as_of = as_of_ns
+        ops.ns.pinned = view.artifacts if view is not None else None
+        # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (artfsd/kernel.py)
         ops.enable_passthrough = os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
         if gid is not None:  # only the owner and the group's members pass default_permissions
             ops.mode_clear = 0o007
@@ -274,10 +318,12 @@ def serve(
             options.add("allow_other")
         if read_only:
             options.add("ro")
+        logged = _size(log_path)
         try:
             pyfuse3.init(ops, mountpoint, options)
-        except RuntimeError as e:
-            raise ArtfsError(f"cannot mount {mountpoint}: {e}") from None
+        except RuntimeError as e:  # libfuse said why on stderr (the log): name it, and the doctor
+            cause = mount_failure_cause(log_path, logged) or str(e)
+            raise ArtfsError(f"cannot mount {mountpoint}: {cause}; run `artfs doctor`") from None
     except (ArtfsError, OSError, ValueError) as e:
         log.error("%s", e)
         ready.fail(f"{e}{where}")
@@ -396,6 +442,8 @@ def run(store_url: str | None, mountpoint: str, *, foreground: bool = False, deb
         os.close(r)
         msg = b"".join(chunks).decode("utf-8", "replace")
         if msg.startswith("OK"):
+            if msg[3:].strip():
+                print(msg[3:].strip(), file=sys.stderr)  # which fast paths are off, and why
             return 0
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
@@ -447,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         allow_group=args.allow_group,
         group=args.group,
         lineage=not getattr(args, "no_lineage", False),
+        as_of=args.as_of,
+        replay_run=args.replay_run,
     )
 
 

@@ -12,7 +12,7 @@ Open files (:class:`DraftInode`: one per inode with open handles, shared by all 
     ``ftruncate`` go to the fd, as on a local disk.
 
 Writes without Python bytes
-    With the patched pyfuse3 (``write_fd``, patches/pyfuse3-*.patch) a write to a file whose digest
+    With the patched pyfuse3 (``write_fd``, artfs/_fusebuild/patches/) a write to a file whose digest
     is already invalid, while no commit runs, is copied by pyfuse3 itself from the request into the
     staged file (``write_fd``/``write_fd_done`` below hold the write gate around the copy): no
     Python object of the bytes, one copy less per request. Every other write, and every write on

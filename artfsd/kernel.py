@@ -23,8 +23,8 @@ Two FUSE features take whole classes of requests away from this (Python, one-thr
   cache file, and no read reaches the daemon. Blobs still being filled keep the chunked path.
 
 Both need a pyfuse3 that can ask for them: stock pyfuse3 3.5 cannot (``opendir`` returns only a
-handle, ``FileInfo`` has no backing id). ``.ci/setup`` builds pyfuse3 with
-``patches/pyfuse3-3.5.0-kernel-cache.patch`` (against libfuse 3.17 built from Debian's source
+handle, ``FileInfo`` has no backing id). ``artfs build-fuse`` builds pyfuse3 with
+``artfs/_fusebuild/patches/pyfuse3-3.5.0-kernel-cache.patch`` (against libfuse 3.17 built from Debian's source
 package when the system's is older). Everything here degrades: with stock pyfuse3, an older
 libfuse or kernel, or without CAP_SYS_ADMIN, :func:`probe` says what is missing, the daemon logs
 it once and reports it in ``user.artfs.stats``, and every request takes the ordinary path.
@@ -95,18 +95,18 @@ def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True) -> Fea
     if built.get("cache_readdir"):
         f.cache_readdir = True
     else:
-        f.why_not["cache_readdir"] = "pyfuse3 without the kernel-cache patch (see .ci/setup)"
+        f.why_not["cache_readdir"] = "pyfuse3 without the kernel-cache patch (run `artfs build-fuse`)"
     if not want_no_opendir:
         f.why_not["no_opendir"] = "turned off"
     elif built.get("readdir_inode"):
         f.no_opendir = True
     else:
-        f.why_not["no_opendir"] = "pyfuse3 without the readdir-inode patch (see .ci/setup)"
+        f.why_not["no_opendir"] = "pyfuse3 without the readdir-inode patch (run `artfs build-fuse`)"
     if not want_passthrough:
         f.why_not["passthrough"] = "turned off (--no-passthrough)"
     elif not built.get("passthrough"):
         if "kernel_features" not in dir(pyfuse3):
-            f.why_not["passthrough"] = "pyfuse3 without the kernel-cache patch (see .ci/setup)"
+            f.why_not["passthrough"] = "pyfuse3 without the kernel-cache patch (run `artfs build-fuse`)"
         else:
             f.why_not["passthrough"] = "pyfuse3 was built against libfuse < 3.16"
     elif not built.get("passthrough_enabled"):

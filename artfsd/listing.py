@@ -51,7 +51,7 @@ class ListingHandler(Handler):
         self.drafts = drafts  # artfsd.drafts.DraftSpace, None on a read-only mount
         self.results_path: str | None = None  # where the daemon reports its commits at unmount
         self.stats_doc = stats  # the mount's counters (user.artfs.stats): Operations.stats_doc
-        # The kernel caches these listings too (daemon/kernel.py, ``no_opendir``): getattr then
+        # The kernel caches these listings too (artfsd/kernel.py, ``no_opendir``): getattr then
         # re-lists a stale directory, as opendir does otherwise, so that the mtime it reports
         # (:meth:`changed_ns`) tells the kernel to drop a listing that changed.
         self.fresh_on_getattr = False

@@ -22,6 +22,9 @@ mount root         ``store``             the store's URL
                    ``created``           ISO 8601 time of the commit (read-only)
                    ``digest``            the version digest (read-only)
                    ``logged_by``         ``project/run_id`` of the run that logged vN, if any
+                   ``diff_parent``       JSON: what changed since the previous existing version
+                                         (``artfs diff``'s, at most :data:`DIFF_PARENT_MAX` bytes:
+                                         counts always, then changes while they fit, ``truncated``)
 a file in ``vN/``  ``digest``            the content digest (none for unpinned references)
                    ``size``              bytes, decimal
                    ``ref``               the URI of a reference entry
@@ -48,7 +51,9 @@ PREFIX = xattrs.PREFIX
 STORE, PID, RESULTS, STATS = xattrs.STORE, xattrs.PID, xattrs.RESULTS, xattrs.STATS
 # a version directory vN/
 TYPE, DESCRIPTION, METADATA, ALIASES = xattrs.TYPE, xattrs.DESCRIPTION, xattrs.METADATA, xattrs.ALIASES
-CREATED, DIGEST, LOGGED_BY = xattrs.CREATED, xattrs.DIGEST, xattrs.LOGGED_BY
+CREATED, DIGEST, LOGGED_BY, DIFF_PARENT = xattrs.CREATED, xattrs.DIGEST, xattrs.LOGGED_BY, xattrs.DIFF_PARENT
+#: the largest ``diff_parent`` value: under the kernel's bound for any attribute (XATTR_SIZE_MAX, 64 KiB)
+DIFF_PARENT_MAX = 64_000
 # a file of a version (and a file of a draft that has a base entry)
 SIZE, REF = xattrs.SIZE, xattrs.REF
 # draft/ (answered by artfsd.draft_commits)
@@ -57,7 +62,7 @@ BASE, GROUP, STATUS, LAST_COMMIT, COMMIT = xattrs.BASE, xattrs.GROUP, xattrs.STA
 #: what setfattr/removexattr may change on ``vN/`` (as ``Artifact.save``)
 VERSION_WRITABLE = (DESCRIPTION, METADATA, ALIASES)
 #: what a version says about itself that never changes (a setfattr gets EPERM)
-VERSION_FIXED = (TYPE, DIGEST, CREATED)
+VERSION_FIXED = (TYPE, DIGEST, CREATED, DIFF_PARENT)
 
 
 def full(key: str) -> str:

@@ -24,6 +24,12 @@ inode even after it disappears, and every version reserves a contiguous range fo
 (see :mod:`artfsd.tree`). Nothing here is ever freed but version indexes, which are unloaded when
 the kernel has forgotten every inode of a version and the memory budget is exceeded.
 
+A mount ``--as-of`` a time lists in each artifact the versions that existed then (and still
+exist: a deleted version's files are gone) and the aliases where they pointed then
+(:func:`artfs.lowlevel.timeline`); it is read-only and never probes for newer versions. A mount
+``--run`` of a past run shows only the artifacts the run used, each with the versions it used and
+its aliases pinned where the run read them (:func:`artfs.lowlevel.run_view`), read-only too.
+
 A writable mount adds ``draft`` to every artifact (a :class:`DraftRoot`, whose inodes live in the
 draft space of :mod:`artfsd.drafts`) and *local* names: projects and artifacts that exist only
 here so far, because they were made with ``mkdir`` or because the staging area holds a draft for
@@ -48,7 +54,7 @@ import trio
 
 from artfs import InvalidName, PermissionDenied, Store, StoreUnavailable
 from artfs.lowlevel import collection_symlinks, collections
-from artfs.lowlevel import check_alias, check_name, is_version, list_projects, parse_version
+from artfs.lowlevel import check_alias, check_name, is_version, list_projects, parse_version, timeline
 
 from .errors import Timeout, errno_for
 # the node types live in nodes.py; ArtifactDir and DraftRoot are re-exported for drafts.py
@@ -111,6 +117,10 @@ class Namespace:
         self._loaded_entries = 0
         self._store_failing_until = -math.inf  # a refresh failed lately: known listings don't wait
         self.stats = {"refreshes": 0, "refresh_failures": 0, "trees_loaded": 0, "trees_unloaded": 0}
+        #: ``--as-of``: the time (ns) whose versions and aliases artifacts list (None: now)
+        self.as_of: int | None = None
+        #: ``--run``: the only artifacts shown, each with its versions and pinned aliases (None: all)
+        self.pinned: dict[tuple[str, str], tuple[list[int], dict[str, int]]] | None = None
 
     def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -161,7 +171,11 @@ class Namespace:
     async def _refresh(self, d: ListingDir, ev: trio.Event) -> None:
         self.stats["refreshes"] += 1
         try:
-            if isinstance(d, RootDir):
+            if self.pinned is not None and not isinstance(d, ArtifactDir):  # --run: what the run used
+                names = sorted({p if isinstance(d, RootDir) else a for p, a in self.pinned
+                                if isinstance(d, RootDir) or p == d.name})
+                self._apply_names(d, names, ProjectDir if isinstance(d, RootDir) else ArtifactDir)
+            elif isinstance(d, RootDir):
                 # only the projects this mount's credentials may read; the others answer EACCES
                 names, denied = await self.run_sync(list_projects, self.store, what="list projects")
                 self.denied_projects = set(denied)
@@ -226,6 +240,8 @@ class Namespace:
         """Never listed and the store is down: list the manifests cached locally (all readable)."""
         if isinstance(d, CollectionDir):
             return False  # links are not cached
+        if self.as_of is not None or self.pinned is not None:
+            return False  # which of them to show needs the store
         base = os.path.join(self.store.cache.root, "manifests", self.store.id)
 
         def subdirs(path: str) -> list[str]:
@@ -261,6 +277,13 @@ class Namespace:
         return isinstance(d, ArtifactDir) and d.name in self.local.get(d.project, ())
 
     def _list_artifact(self, project: str, artifact: str) -> tuple[list[int], dict[str, int]]:
+        if self.pinned is not None:
+            versions, aliases = self.pinned.get((project, artifact), ([], {}))
+            return list(versions), dict(aliases)
+        if self.as_of is not None:  # the versions of then that still exist, the aliases of then
+            tl = timeline(self.store, project, artifact)
+            versions = [n for n in tl.versions_at(self.as_of) if tl.spans[n].deleted_ns is None]
+            return versions, {a: n for a, n in tl.aliases_at(self.as_of).items() if n in versions}
         versions = self.store.versions(project, artifact)
         return versions, self.store.aliases(project, artifact, versions=versions)
 
@@ -383,8 +406,8 @@ class Namespace:
 
     async def _probe_version(self, d: ArtifactDir, n: int) -> Node | None:
         """A version newer than the listing: ask for its manifest (which loading needs anyway)."""
-        if not d.ok or n <= max(d.versions, default=-1):
-            return None  # older numbers were deleted or never existed: the listing knows
+        if not d.ok or n <= max(d.versions, default=-1) or self.as_of is not None or self.pinned is not None:
+            return None  # older numbers were deleted or never existed, newer ones were not there then
         try:
             await self.run_sync(self.store.manifest, d.project, d.name, n, what=f"probe {d.project}/{d.name}:v{n}")
         except Exception:

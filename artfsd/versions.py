@@ -13,7 +13,7 @@ loop (it cannot block), because the thread hop costs more than the copy (measure
 requests 0.36 -> 0.77 GB/s); so do the open and release of a file whose blob is complete and
 verified in the cache (:mod:`artfsd.complete`: a few metadata system calls). Reference entries read like blobs, through the lazy reader and the
 cache, each fetch pinned to what was recorded (:func:`artfsd.openfiles.open_reference`). A
-complete, verified blob can back the file in the kernel instead (passthrough, daemon/kernel.py):
+complete, verified blob can back the file in the kernel instead (passthrough, artfsd/kernel.py):
 reads and mmap then never reach the daemon.
 
 The open/read/release of version files are :meth:`VersionHandler.open`, :meth:`read` and
@@ -28,6 +28,7 @@ import math
 import os
 import stat
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -35,7 +36,7 @@ import pyfuse3
 import trio
 
 from artfs import ArtfsError
-from artfs.lowlevel import check_alias, logger_of_version
+from artfs.lowlevel import bounded_json, check_alias, diff_entries, logger_of_version
 
 from . import attrs
 from .complete import CompleteOpens
@@ -71,15 +72,17 @@ class VersionHandler(Handler):
         self.blobs = blobs  # artfs.lowlevel.LazyBlobs
         self.read_limiter = trio.CapacityLimiter(read_threads)
         self.ref_reader = refs  # the mount's RefReader (its file:// options), made on first use
-        self.small = small  # daemon/prefetch.py
+        self.small = small  # artfsd/prefetch.py
         self.prefetch = prefetch
-        self.backings = backings  # passthrough registrations (daemon/kernel.py)
-        # files whose blob is complete open on the loop, no thread hop (daemon/complete.py)
+        self.backings = backings  # passthrough registrations (artfsd/kernel.py)
+        # files whose blob is complete open on the loop, no thread hop (artfsd/complete.py)
         self.complete = CompleteOpens(m.store.cache, blobs, small, timeout=m.timeout, limiter=self.read_limiter,
                                       file_type=OpenFile)
         self.nursery: trio.Nursery | None = None  # for prefetches: set when the mount starts
         self._buf = bytearray(0)
         self._logged_by: dict[tuple[str, str, int], str] = {}
+        #: ``diff_parent`` values by (vN, the version it was compared with): a few, the last asked
+        self._diffs: OrderedDict[tuple[tuple[str, str, int], int | None], bytes] = OrderedDict()
 
     # -- inodes and attributes --------------------------------------------------------------------
     async def resolve(self, ino: int) -> tuple[VersionDir, VersionTree, int]:
@@ -218,7 +221,7 @@ class VersionHandler(Handler):
         if isinstance(f.handle, RefHandle):  # an unpinned reference: whatever is there now
             return f, pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         if f.handle is not None:
-            # A complete, verified blob backs the file in the kernel (daemon/kernel.py): reads
+            # A complete, verified blob backs the file in the kernel (artfsd/kernel.py): reads
             # and mmap never reach the daemon. Otherwise (or when this inode has cached handles
             # open) the chunked path of read().
             f.inode = inode
@@ -289,6 +292,7 @@ class VersionHandler(Handler):
             by = await self._logged_by_run(v)
             if by:
                 out[attrs.LOGGED_BY] = attrs.text(by)
+            out[attrs.DIFF_PARENT] = b""  # listed here; its value is getxattr's (computed on demand)
         elif not tree.is_dir(node):
             d = tree.digest(node)
             if d is not None:
@@ -298,6 +302,38 @@ class VersionHandler(Handler):
             if ref is not None and ref.ref is not None:
                 out[attrs.REF] = attrs.text(ref.ref)
         return attrs.qualify(out)
+
+    async def getxattr(self, inode: int, name: str) -> bytes | None:
+        if name == attrs.full(attrs.DIFF_PARENT):
+            v = self.ns.inodes.meta.get(inode)
+            return await self._diff_parent(v) if isinstance(v, VersionDir) else None
+        return (await self.xattrs(inode)).get(name)
+
+    async def _diff_parent(self, v: VersionDir) -> bytes:
+        """``user.artfs.diff_parent`` of vN: the diff from the highest version below N that exists
+        (from nothing for the first), read from the two manifests in a worker thread."""
+        below = [x.n for x in v.artifact.children.values() if isinstance(x, VersionDir) and x.n < v.n]
+        parent = max(below, default=None)
+        key = (v.key, parent)
+        value = self._diffs.get(key)
+        if value is not None:
+            self._diffs.move_to_end(key)
+            return value
+        store = self.m.store
+        p, a, n = v.key
+
+        def work() -> bytes:
+            new = store.manifest(p, a, n).entries
+            old = store.manifest(p, a, parent).entries if parent is not None else []
+            d = diff_entries(old, new, old_name=f"{p}/{a}:v{parent}" if parent is not None else "",
+                             new_name=v.spec)
+            return bounded_json(d, attrs.DIFF_PARENT_MAX, parent=None if parent is None else f"v{parent}")
+
+        value = bytes(await self.ns.run_sync(work, what=f"diff of {v.spec}"))
+        self._diffs[key] = value
+        while len(self._diffs) > 16:
+            self._diffs.popitem(last=False)
+        return value
 
     async def _logged_by_run(self, v: VersionDir) -> str | None:
         """``project/run_id`` that logged vN (``user.artfs.logged_by``); remembered once known."""

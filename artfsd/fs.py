@@ -61,11 +61,11 @@ class Operations(pyfuse3.Operations):
     # are the limit either way: 0.5-0.7 vs 0.9 GiB/s), and a lazy unmount at SIGTERM would drop
     # dirty pages the daemon never saw. Without it every write() reaches the staged file first.
     enable_writeback_cache = False
-    # Asked for at init when pyfuse3 can (daemon/kernel.py); the kernel's answer is in self.kernel.
+    # Asked for at init when pyfuse3 can (artfsd/kernel.py); the kernel's answer is in self.kernel.
     enable_passthrough = True
-    # opendir answered ENOSYS when pyfuse3 names the directory in readdir (daemon/kernel.py)
+    # opendir answered ENOSYS when pyfuse3 names the directory in readdir (artfsd/kernel.py)
     enable_no_opendir = True
-    # A pyfuse3 with write_fd (patches/pyfuse3-*.patch) asks write_fd where each write's bytes go
+    # A pyfuse3 with write_fd (artfs/_fusebuild/patches/) asks write_fd where each write's bytes go
     # and splices them there (draft files: the staged file), without a copy through Python;
     # stock pyfuse3 ignores this and calls write.
     enable_write_fd = True
@@ -104,7 +104,7 @@ class Operations(pyfuse3.Operations):
                 drafts.ref_reader = self._ref_reader
         self._refs: Any = refs  # artfs.RefReader with the mount's file:// options
         self.kernel = Features()  # what the kernel agreed to: set by init()
-        self.small = SmallBlobs(store, timeout=timeout)  # daemon/prefetch.py
+        self.small = SmallBlobs(store, timeout=timeout)  # artfsd/prefetch.py
         self.backings = Backings(enabled=False)
         self.listing = ListingHandler(self.mount, drafts, stats=self.stats_doc)
         self.versions = VersionHandler(self.mount, blobs, read_threads=read_threads, refs=self._ref_reader,
@@ -252,7 +252,7 @@ class Operations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx: Any = None) -> int:  # or a FileInfo (kernel.py)
         if self.kernel.no_opendir:
             # Once: the kernel then opens every directory itself, with its listing cached, and
-            # sends readdir with fh 0 and the directory in the token (daemon/kernel.py).
+            # sends readdir with fh 0 and the directory in the token (artfsd/kernel.py).
             self.stats["opendir_enosys"] += 1
             raise pyfuse3.FUSEError(errno.ENOSYS)
         h = self.route(inode)
