@@ -97,6 +97,20 @@ sequential read of 1 GiB from a local store went from 0.36-0.45 GB/s to 1.7-2.5 
 and through the mount from 0.16-0.57 to 0.8-1.3 GB/s with ``readinto_nowait``.) Verification
 reads the file back through one reused 1 MiB buffer.
 
+Random reads
+------------
+A read whose chunks would cost twice its bytes or more (a 4 KiB read, a 1 MiB read across a
+chunk edge), that is not sequential (by the detector above) and whose chunks are neither present
+nor being fetched is served by one ranged GET of exactly its bytes, not written to the cache
+(:meth:`LazyBlobs._read_direct`): a 4 KiB read at a random offset of a 4 GiB HDF5/LMDB/parquet
+file would otherwise fetch its whole 1 MiB chunk, 256 times the bytes read. Once random reads
+have fetched a chunk's size of one chunk's bytes while the blob is open (a hot region), the next
+read of it fetches the chunk whole into the cache: every chunk costs at most twice the bytes
+read from it, and each random read one GET. Like chunks of an incomplete blob, such bytes are
+not verified when served (nothing is, until a blob is complete); they never reach the cache, so
+a blob read only at random never becomes complete. ``stats`` counts the bytes fetched from the
+store (``fetched_bytes``) and these reads (``direct_reads``).
+
 Bytes already in the cache but not in the page cache (a complete blob whose pages were dropped)
 are read ahead by the kernel at a sequential reader's request: each read hints the next
 ``readahead_max`` bytes of the cache file (``POSIX_FADV_WILLNEED``) once the reader is half-way
@@ -105,8 +119,10 @@ through the previous hint, so the disk streams instead of answering one request 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -248,6 +264,9 @@ class BlobHandle:
         if offset >= end:
             self._check_gen(e)
             return b""
+        direct = self._lb._read_direct(self, e, offset, end)
+        if direct is not None:
+            return direct
         fd, gen, pinned = self._lb._ensure(self, e, offset, end)
         try:
             b = _pread_full(fd, end - offset, offset)
@@ -313,7 +332,7 @@ class LazyBlobs:
     """Chunked, lazily filled reads of store blobs through the shared cache."""
 
     def __init__(self, store: "Store", *, chunk_size: int = 1 << 20, max_workers: int = 16,
-                 timeout: float = 30.0, readahead_max: int = 64 << 20) -> None:
+                 timeout: float = 30.0, readahead_max: int = 64 << 20, direct_max: int | None = None) -> None:
         if chunk_size <= 0 or timeout <= 0:
             raise ValueError("chunk_size and timeout must be positive")
         self.store = store
@@ -321,6 +340,10 @@ class LazyBlobs:
         self.max_workers = max(1, int(max_workers))
         self.timeout = float(timeout)
         self.readahead_max = int(readahead_max)
+        # random reads up to this size are fetched exactly, not by chunks ("Random reads" above)
+        self.direct_max = self.chunk_size if direct_max is None else int(direct_max)
+        self.stats = {"fetched_bytes": 0, "direct_reads": 0}
+        self._stats_lock = threading.Lock()
         self.prefetch_limit = max(2 * self.readahead_max, 2 * self.chunk_size)
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
@@ -529,6 +552,74 @@ class LazyBlobs:
                 retried.add(job)  # a read-ahead failed: fetch those chunks ourselves, once
                 break
 
+    def _direct_ok(self, h: BlobHandle, e: _Entry, offset: int, end: int, n: int) -> bool:
+        """Whether a read is served by :meth:`_read_direct`; if so, records it (under ``e.lock``)."""
+        if n > self.direct_max or h._gen != e.gen or e.complete or e.stream is not None:
+            return False
+        cs = e.cs
+        c0, c1 = offset // cs, (end - 1) // cs + 1
+        if (c1 - c0) * cs < 2 * n:
+            return False  # its chunks cost less than twice its bytes: fetch and cache them
+        le = h._last_end
+        if le < 0 and offset == 0:
+            return False  # the start of a file: a sequential reader, maybe
+        # Sequential (chunks and read-ahead, BlobHandle._readahead) if near the last read: for a
+        # small read, nearer than the detector's tolerance (a few MiB, for the kernel's parallel
+        # read-ahead requests arriving out of order, which are that many requests of their own
+        # size), so that a random read landing a few MiB from the last starts no read-ahead.
+        tol = min(max(2 * cs, 4 << 20), max(16 * n, 256 << 10))
+        if le >= 0 and le - tol <= offset <= le + tol + h._window:
+            return False
+        if e.present.find(0, c0, c1) >= 0:
+            e.refresh(c0, c1)  # another process may have fetched them
+        touched = e.touched
+        if e.present.find(1, c0, c1) >= 0 or any(i in e.inflight or touched.get(i, 0) >= cs for i in range(c0, c1)):
+            return False  # (partly) there or coming, or read a chunk's worth already: cache it
+        for i in range(c0, c1):
+            touched[i] = touched.get(i, 0) + min(end, (i + 1) * cs) - max(offset, i * cs)
+        h._window, h._pf_next, h._last_end, h._last_c0 = 0, 0, end, c0  # a random read (as _readahead)
+        return True
+
+    def _read_direct(self, h: BlobHandle, e: _Entry, offset: int, end: int) -> bytes | None:
+        """A small random read of chunks nobody has or fetches: exactly its bytes in one GET, not
+        cached ("Random reads" in the module docstring); None: take the chunked path."""
+        n = end - offset
+        with e.lock:
+            if not self._direct_ok(h, e, offset, end, n):
+                return None
+        fetch = e.fetch if e.fetch is not None else functools.partial(self.store.backend.get_range, e.key)
+        done: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fetch(offset, n))
+            except BaseException as ex:
+                done.set_exception(ex)
+
+        try:  # by a worker, as a demand read: the read waits at most `timeout` for the store
+            self._pool.submit(_DEMAND, run)
+            data = done.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            raise StoreUnavailable(
+                f"timed out after {self.timeout:g} s waiting for the store {self.store.url} "
+                f"to deliver bytes {offset}-{end} of blob {e.digest} (project {e.project})") from None
+        except NotFound as ex:
+            raise CorruptData(f"blob {e.digest} (project {e.project}) is missing from {self.store.url} although a "
+                              f"manifest lists it: {ex}") from None
+        except ArtfsError as ex:
+            if e.fetch is not None:
+                raise
+            raise type(ex)(f"fetching {e.digest} (project {e.project}) from {self.store.url}: {ex}") from None
+        except Exception as ex:  # a backend bug or library error: still an artfs error
+            raise StoreUnavailable(f"fetching {e.digest} (project {e.project}) from {self.store.url}: {ex!r}") from None
+        if len(data) != n:
+            raise CorruptData(f"the store returned {len(data)} bytes of {e.digest} at offset {offset}, expected {n}"
+                              " (the blob is shorter than its manifest says)")
+        with self._stats_lock:
+            self.stats["fetched_bytes"] += n
+            self.stats["direct_reads"] += 1
+        return bytes(data)
+
     def _precheck(self, path: str, digest: str, size: int) -> None:
         """Re-verify a cached blob whose verification record is stale, before taking any lock.
 
@@ -721,6 +812,8 @@ class LazyBlobs:
                 raise ArtfsError(f"fetching {e.digest} (project {e.project}) from {self.store.url} into the cache: {ex}") from None
             except Exception as ex:  # a backend bug or library error: still an artfs error
                 raise StoreUnavailable(f"fetching {e.digest} (project {e.project}) from {self.store.url}: {ex!r}") from None
+            with self._stats_lock:
+                self.stats["fetched_bytes"] += got
             if got != n:
                 raise CorruptData(
                     f"the store returned {got} bytes of {e.digest} at offset {off}, expected {n}"

@@ -144,11 +144,14 @@ def add_mount_arguments(p: argparse.ArgumentParser, *, daemon: bool) -> None:
                         "that `artfs finish PROJECT/ARTIFACT --group GROUP` makes) instead of as a version")
     p.add_argument("--no-lineage", action="store_true",
                    help="do not record which runs read and wrote what through the mount (see 'artfs lineage')")
+    p.add_argument("--no-passthrough", action="store_true",
+                   help="serve every read through the daemon, never by FUSE passthrough of the cache file "
+                        "(what a machine without passthrough gets: to test or measure that path)")
     p.add_argument("--log-file", metavar="FILE",
                    help="log here in background mode (default: $XDG_STATE_HOME/artfs/mount-<MNT>.log)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
                    help="options as in fstab: ro, allow_other, cache_size=20G, cache_dir=D, refresh=S, timeout=S, "
-                        "allow_file, file_root=DIR, nonempty, allow_group=GROUP, no_sign_request, debug; mount(8)'s "
+                        "allow_file, file_root=DIR, nonempty, allow_group=GROUP, no_sign_request, no_passthrough, debug; mount(8)'s "
                         "own (rw, nodev, _netdev, x-systemd.*, ...) are ignored")
     if daemon:
         p.add_argument("--cache-dir", metavar="DIR", help="the local cache (default: $ARTFS_CACHE_DIR or ~/.cache/artfs)")
@@ -165,7 +168,7 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
                 continue
             if key in ("ro", "read_only"):
                 args.read_only = True
-            elif key in ("allow_other", "allow_file", "debug", "foreground", "no_lineage") and not sep:
+            elif key in ("allow_other", "allow_file", "debug", "foreground", "no_lineage", "no_passthrough") and not sep:
                 setattr(args, key, True)
             elif key in ("nonempty", "allow_non_empty") and not sep:
                 args.allow_non_empty = True
@@ -191,7 +194,7 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
                 raise MountUsageError(
                     f"unknown mount option {opt!r} (artfs knows ro, allow_other, cache_size=SIZE, cache_dir=DIR, "
                     "refresh=S, timeout=S, log_file=FILE, allow_file, file_root=DIR, nonempty, allow_group=GROUP, as_of=TIME, "
-                    "no_sign_request, debug)"
+                    "no_sign_request, no_passthrough, debug)"
                 )
     args.options = []
     return args
@@ -216,6 +219,8 @@ def daemon_argv(args: argparse.Namespace, store: str) -> list[str]:
         argv += ["--allow-group", args.allow_group]
     if getattr(args, "no_lineage", False):
         argv.append("--no-lineage")
+    if getattr(args, "no_passthrough", False):
+        argv.append("--no-passthrough")
     for root in getattr(args, "file_roots", None) or []:
         argv += ["--file-root", os.path.abspath(os.path.expanduser(root))]
     if args.cache_size is not None:

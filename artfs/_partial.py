@@ -214,6 +214,7 @@ class _Entry:
         self.npresent = 0
         self.finalize_due = False  # set under lock by refresh(); the reader starts verification
         self.inflight: dict[int, _Job] = {}
+        self.touched: dict[int, int] = {}  # chunk -> bytes of it served by random reads (LazyBlobs._read_direct)
         # a streamed entry (a blob larger than the cache allows, see _Stream): None otherwise
         self.stream: _Stream | None = None
 

@@ -18,9 +18,11 @@ Any other outcome (missing, locked for eviction, record stale or absent, wrong s
 and the caller takes the general path, which re-hashes, drops or fetches as it always did: this
 module only ever serves a blob that passed 1 and 2. The descriptor becomes ``OpenFile.fast``
 (passthrough's backing file, or ``preadv(RWF_NOWAIT)`` reads on the loop); it holds the shared
-``flock``, so the blob cannot be evicted while the file is open. The lazy reader's handle, needed
-only for a read that must wait for the disk (no passthrough), is opened on that first read, in
-its worker thread (:class:`DeferredHandle`).
+``flock``, so the blob cannot be evicted while the file is open. A read that must wait for the
+disk (no passthrough, pages not cached) reads that descriptor in a worker thread
+(:meth:`artfsd.openfiles.OpenFile.read_blocking`); the lazy reader's handle is opened only if that
+fails (:class:`DeferredHandle`, in the worker thread), so a file costs no thread at open and
+release.
 
 A small blob missing from the cache (:data:`artfsd.prefetch.SMALL`) is waited for on the loop if
 the directory's prefetch is fetching it already (:meth:`SmallBlobs.wait`), else fetched in one
@@ -80,9 +82,9 @@ def open_verified(path: str, size: int, digest: str) -> int:
 class DeferredHandle:
     """The lazy reader's handle of a complete blob, opened only when a read needs it.
 
-    With passthrough no read reaches the daemon, and reads from the page cache are served from
-    ``OpenFile.fast`` on the loop; a read that must wait for the disk goes to a worker thread,
-    which opens the lazy reader's handle here (its read-ahead hints for sequential readers).
+    With passthrough no read reaches the daemon; otherwise reads are served from ``OpenFile.fast``
+    (on the loop from the page cache, else in a worker thread); only a read of that descriptor
+    that fails opens the lazy reader's handle here, which re-checks the blob and reports the error.
     """
 
     __slots__ = ("_blobs", "_project", "_digest", "_size", "_h", "_lock")

@@ -63,12 +63,16 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     # Asked for at init when pyfuse3 can (artfsd/kernel.py); the kernel's answer is in self.kernel.
     enable_passthrough = True
+    passthrough_off = ""  # who turned it off ("-o no_passthrough"), for user.artfs.stats
     # opendir answered ENOSYS when pyfuse3 names the directory in readdir (artfsd/kernel.py)
     enable_no_opendir = True
     # A pyfuse3 with write_fd (artfs/_fusebuild/patches/) asks write_fd where each write's bytes go
     # and splices them there (draft files: the staged file), without a copy through Python;
     # stock pyfuse3 ignores this and calls write.
     enable_write_fd = True
+    # The kernel keeps alias symlinks' targets (artfs/_fusebuild/patches/, symlink-cache); the
+    # namespace invalidates a link's inode when its alias moves (artfsd/kernel.py).
+    enable_cache_symlinks = True
 
     def __init__(
         self,
@@ -142,14 +146,16 @@ class Operations(pyfuse3.Operations):
 
     def init(self) -> None:
         """Called by pyfuse3 once the kernel answered INIT: learn what it can do for us."""
-        self.kernel = probe(want_passthrough=self.enable_passthrough, want_no_opendir=self.enable_no_opendir)
+        self.kernel = probe(want_passthrough=self.enable_passthrough, want_no_opendir=self.enable_no_opendir,
+                            off_by=self.passthrough_off)
         self.backings.enabled = self.kernel.passthrough
         self.listing.fresh_on_getattr = self.kernel.no_opendir
         for what, why in self.kernel.why_not.items():
             log.info("kernel %s: off (%s)", what, why)
-        log.info("kernel features: cached listings %s, passthrough %s",
+        log.info("kernel features: cached listings %s, passthrough %s, cached symlinks %s",
                  "all (no opendir)" if self.kernel.no_opendir else "versions" if self.kernel.cache_readdir
-                 else "off", "on" if self.kernel.passthrough else "off")
+                 else "off", "on" if self.kernel.passthrough else "off",
+                 "on" if self.kernel.cache_symlinks else "off")
 
     def _ref_reader(self) -> Any:
         if self._refs is None:
@@ -192,6 +198,7 @@ class Operations(pyfuse3.Operations):
             "open_files": len(self.files),
             "kernel": self.kernel.doc(),
             **self.small.stats,
+            **dict(getattr(self.blobs, "stats", {})),  # the lazy reader's: fetched_bytes, direct_reads
             **self.versions.complete.stats,
             "passthrough_files": len(self.backings),
             **self.backings.stats,
@@ -236,6 +243,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        self.stats["readlinks"] += 1
         return await self.route(inode).readlink(inode, ctx)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:

@@ -74,7 +74,8 @@ class Mount:
         self.mode_clear = 0
         self.stats = {"opens": 0, "reads": 0, "read_bytes": 0, "read_errors": 0, "readdirs": 0,
                       # requests that reach the daemon, counted by the router (artfsd.fs)
-                      "lookups": 0, "getattrs": 0, "releases": 0, "forgets": 0, "opendir_enosys": 0}
+                      "lookups": 0, "getattrs": 0, "readlinks": 0, "releases": 0, "forgets": 0,
+                      "opendir_enosys": 0}
         self.entry_of: Callable[[Node], pyfuse3.EntryAttributes] = _unset
 
     def attr(self, ino: int, mode: int, size: int, nlink: int, mtime_ns: int, timeout: float,

@@ -21,11 +21,20 @@ Two FUSE features take whole classes of requests away from this (Python, one-thr
   file of a version whose blob is complete and verified in the cache is backed by that cache
   file; ``read``, ``splice`` and ``mmap`` then go to it in the kernel, at the speed of the
   cache file, and no read reaches the daemon. Blobs still being filled keep the chunked path.
+* **Cached symlinks** (``FUSE_CACHE_SYMLINKS``, Linux >= 4.20, libfuse >= 3.10): the kernel keeps
+  an alias symlink's target (``latest -> v3``) in its page cache, so a path walk through
+  ``MNT/p/a/latest/...`` sends no READLINK. The target changes when the alias moves: the
+  namespace then invalidates the link's inode (its page and attributes) before the refresh that
+  saw the move completes, and its entry (:mod:`artfsd.namespace`), so a moved alias shows within
+  the refresh interval, as without the cache.
 
-Both need a pyfuse3 that can ask for them: stock pyfuse3 3.5 cannot (``opendir`` returns only a
-handle, ``FileInfo`` has no backing id). ``artfs build-fuse`` builds pyfuse3 with
-``artfs/_fusebuild/patches/pyfuse3-3.5.0-kernel-cache.patch`` (against libfuse 3.17 built from Debian's source
-package when the system's is older). Everything here degrades: with stock pyfuse3, an older
+These need a pyfuse3 that can ask for them: stock pyfuse3 3.5 cannot (``opendir`` returns only a
+handle, ``FileInfo`` has no backing id, ``init`` asks for no symlink cache). ``artfs build-fuse``
+builds pyfuse3 with ``artfs/_fusebuild/patches/pyfuse3-3.5.0-*.patch`` (kernel-cache,
+readdir-inode, symlink-cache; against libfuse 3.17 built from Debian's source package when the
+system's is older). ``-o no_passthrough`` turns passthrough off (``turned off (-o
+no_passthrough)`` in the stats), so the ordinary path can be tested and measured on a machine
+that has passthrough. Everything here degrades: with stock pyfuse3, an older
 libfuse or kernel, or without CAP_SYS_ADMIN, :func:`probe` says what is missing, the daemon logs
 it once and reports it in ``user.artfs.stats``, and every request takes the ordinary path.
 
@@ -72,11 +81,12 @@ class Features:
     cache_readdir: bool = False
     no_opendir: bool = False  # opendir answered ENOSYS: every listing cached, readdir gets fh 0
     passthrough: bool = False
+    cache_symlinks: bool = False  # the kernel keeps alias symlinks' targets (invalidated on a move)
     why_not: dict[str, str] = field(default_factory=dict)
 
     def doc(self) -> dict[str, Any]:
         return {"cache_readdir": self.cache_readdir, "no_opendir": self.no_opendir,
-                "passthrough": self.passthrough,
+                "passthrough": self.passthrough, "cache_symlinks": self.cache_symlinks,
                 **({"unavailable": dict(self.why_not)} if self.why_not else {})}
 
 
@@ -88,8 +98,11 @@ def build_features() -> dict[str, bool]:
     return dict(probe_fn())
 
 
-def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True) -> Features:
-    """What the running session can use (call after ``pyfuse3.init``, once the kernel answered)."""
+def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True, off_by: str = "") -> Features:
+    """What the running session can use (call after ``pyfuse3.init``, once the kernel answered).
+
+    ``off_by``: what turned passthrough off when not ``want_passthrough`` (``-o no_passthrough``).
+    """
     built = build_features()
     f = Features()
     if built.get("cache_readdir"):
@@ -103,7 +116,7 @@ def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True) -> Fea
     else:
         f.why_not["no_opendir"] = "pyfuse3 without the readdir-inode patch (run `artfs build-fuse`)"
     if not want_passthrough:
-        f.why_not["passthrough"] = "turned off (--no-passthrough)"
+        f.why_not["passthrough"] = f"turned off ({off_by or 'by the daemon'})"
     elif not built.get("passthrough"):
         if "kernel_features" not in dir(pyfuse3):
             f.why_not["passthrough"] = "pyfuse3 without the kernel-cache patch (run `artfs build-fuse`)"
@@ -114,6 +127,14 @@ def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True) -> Fea
                                     "running with CAP_SYS_ADMIN)")
     else:
         f.passthrough = True
+    if built.get("cache_symlinks_enabled"):
+        f.cache_symlinks = True
+    elif "cache_symlinks" not in built:
+        f.why_not["cache_symlinks"] = "pyfuse3 without the symlink-cache patch (run `artfs build-fuse`)"
+    elif not built["cache_symlinks"]:
+        f.why_not["cache_symlinks"] = "pyfuse3 was built against libfuse < 3.10"
+    else:
+        f.why_not["cache_symlinks"] = "the kernel did not offer it (needs Linux >= 4.20)"
     return f
 
 

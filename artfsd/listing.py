@@ -37,7 +37,7 @@ from artfs.lowlevel import check_alias, check_name, is_version, parse_version
 
 from . import attrs
 from .handler import MUTABLE, Handler, Mount, enoent, erofs, fuse_text
-from .nodes import AliasLink, ArtifactDir, DraftRoot, ListingDir, Node, ProjectDir, RootDir, VersionDir
+from .nodes import AliasLink, ArtifactDir, DraftRoot, ListingDir, Node, ProjectDir, RootDir, VersionDir, now
 
 log = logging.getLogger("artfsd")
 
@@ -67,7 +67,12 @@ class ListingHandler(Handler):
         """Attributes of a listing directory or an alias symlink (no store I/O)."""
         t = self.ns.started_ns
         if isinstance(node, AliasLink):
-            return self.m.attr(node.ino, stat.S_IFLNK | 0o777, len(node.link), 1, t, MUTABLE)
+            # Long timeouts: a move invalidates the link in the kernel, and handing it out keeps
+            # its artifact refreshed while the kernel may trust it (artfsd.namespace).
+            if node.parent is not None:
+                node.parent.used_at = now()
+            keep = self.ns.keep_fresh
+            return self.m.attr(node.ino, stat.S_IFLNK | 0o777, len(node.link), 1, t, keep, keep)
         assert isinstance(node, ListingDir)
         nsub = sum(1 for c in node.children.values() if not isinstance(c, AliasLink))
         return self.m.attr(node.ino, self.m.dir_mode(), 0, 2 + nsub, self.changed_ns(node), MUTABLE)
@@ -267,7 +272,7 @@ class ListingHandler(Handler):
         await self.ns.run_sync(self.m.store.set_alias, d.project, d.name, alias, n,
                                what=f"set alias {d.project}/{d.name}:{alias}")
         log.info("%s/%s: alias %s -> v%d", d.project, d.name, alias, n)
-        self.ns.set_alias(d, alias, n)
+        await self.ns.set_alias(d, alias, n)
         return self.entry(d.children[alias])
 
     async def unlink(self, parent: int, name: bytes, ctx: Any) -> None:
@@ -287,7 +292,7 @@ class ListingHandler(Handler):
             log.error("%s/%s: %s", d.project, d.name, e)
             raise pyfuse3.FUSEError(errno.EPERM) from None
         log.info("%s/%s: alias %s removed", d.project, d.name, alias)
-        self.ns.set_alias(d, alias, None)
+        await self.ns.set_alias(d, alias, None)
 
     async def rename(self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int, ctx: Any) -> None:
         d = self._writable(old_parent)
@@ -314,5 +319,5 @@ class ListingHandler(Handler):
             log.error("%s/%s: %s", p, a, e)
             raise pyfuse3.FUSEError(errno.EPERM) from None
         log.info("%s/%s: alias %s -> v%d (was %s)", p, a, new, n, old)
-        self.ns.set_alias(d, new, n)
-        self.ns.set_alias(d, old, None)
+        await self.ns.set_alias(d, new, n)
+        await self.ns.set_alias(d, old, None)

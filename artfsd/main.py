@@ -264,6 +264,7 @@ def serve(
     debug: bool = False,
     group: str | None = None,
     lineage: bool = True,
+    passthrough: bool = True,
     as_of: str | None = None,
     replay_run: str | None = None,
 ) -> int:
@@ -303,8 +304,11 @@ def serve(
                          lineage=Lineage(store, enabled=lineage and not store.backend.read_only))
         ops.ns.as_of = as_of_ns
         ops.ns.pinned = view.artifacts if view is not None else None
-        # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (artfsd/kernel.py)
-        ops.enable_passthrough = os.environ.get("ARTFS_PASSTHROUGH", "1") != "0"
+        # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (artfsd/kernel.py);
+        # off with -o no_passthrough (or ARTFS_PASSTHROUGH=0): every read through the daemon
+        ops.passthrough_off = ("-o no_passthrough" if not passthrough
+                               else "ARTFS_PASSTHROUGH=0" if os.environ.get("ARTFS_PASSTHROUGH") == "0" else "")
+        ops.enable_passthrough = not ops.passthrough_off
         if gid is not None:  # only the owner and the group's members pass default_permissions
             ops.mode_clear = 0o007
             if drafts is not None:
@@ -495,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         allow_group=args.allow_group,
         group=args.group,
         lineage=not getattr(args, "no_lineage", False),
+        passthrough=not getattr(args, "no_passthrough", False),
         as_of=args.as_of,
         replay_run=args.replay_run,
     )

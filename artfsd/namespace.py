@@ -17,7 +17,14 @@ worker thread when it is older than the refresh interval:
 
 When an alias moves or a version or name disappears, the kernel is told to drop its cached
 entry (``invalidate_entry_async``), so the ``latest`` symlink never points at a stale version for
-longer than the refresh interval.
+longer than the refresh interval. An alias keeps its inode when it moves, and the kernel may
+cache its target (``FUSE_CACHE_SYMLINKS``, :mod:`artfsd.kernel`) and attributes: a move also
+invalidates the link's inode (page and attributes, ``invalidate_inode``), in a worker thread,
+and the refresh that saw the move completes (and a lookup waiting for it answers) only after
+the kernel dropped them. So alias nodes get long kernel timeouts (:attr:`Namespace.keep_fresh`),
+as long as the background refresh keeps their artifact listed: handing an alias's attributes
+to the kernel counts as a use of its artifact (``used_at``), and the refresh loop lists every
+artifact used within ``keep_fresh``, so no alias the kernel may still trust goes unwatched.
 
 Inode numbers are stable for the mount's lifetime: every name seen at these levels keeps its
 inode even after it disappears, and every version reserves a contiguous range for its tree once
@@ -95,6 +102,7 @@ class Namespace:
         stale_wait: float = 2.0,
         tree_budget: int = 4_000_000,
         invalidate: Callable[[int, bytes], None] | None = None,
+        invalidate_inode: Callable[[int], None] | None = None,
         drafts: Callable[[ArtifactDir], DraftRoot] | None = None,
     ) -> None:
         self.store = store
@@ -109,6 +117,10 @@ class Namespace:
         self.inodes.add(self.root)
         self.started_ns = time.time_ns()
         self._invalidate = invalidate or _invalidate_entry
+        self._invalidate_inode = invalidate_inode or _invalidate_inode
+        self._moved: list[int] = []  # alias links whose target changed: their inodes to invalidate
+        #: how long a listing is kept fresh after its last use, and the kernel timeout of alias nodes
+        self.keep_fresh = max(600.0, 10 * refresh)
         self._make_draft = drafts  # None: a read-only mount (no draft/)
         self.local: dict[str, set[str]] = {}  # project -> artifacts that exist only locally so far
         self.denied_projects: set[str] = set()  # the store refuses to show these (a lookup: EACCES)
@@ -116,7 +128,8 @@ class Namespace:
         self._idle_trees: OrderedDict[VersionDir, None] = OrderedDict()  # loaded, unreferenced
         self._loaded_entries = 0
         self._store_failing_until = -math.inf  # a refresh failed lately: known listings don't wait
-        self.stats = {"refreshes": 0, "refresh_failures": 0, "trees_loaded": 0, "trees_unloaded": 0}
+        self.stats = {"refreshes": 0, "refresh_failures": 0, "trees_loaded": 0, "trees_unloaded": 0,
+                      "alias_invalidations": 0}
         #: ``--as-of``: the time (ns) whose versions and aliases artifacts list (None: now)
         self.as_of: int | None = None
         #: ``--run``: the only artifacts shown, each with its versions and pinned aliases (None: all)
@@ -213,6 +226,10 @@ class Namespace:
                 elif not d.denied and self._list_offline(d):
                     log.warning("%s: listing what the local cache holds until the store answers", self._where(d))
         finally:
+            if self._moved:  # before anyone waiting for this refresh goes on (module docstring)
+                with trio.move_on_after(self.stale_wait) as cs:
+                    cs.shield = True
+                    await self.flush_moved()
             d.inflight = None
             ev.set()
 
@@ -324,6 +341,7 @@ class Namespace:
                 if a in d.aliases:
                     log.info("%s/%s: %s moved from v%d to v%d", d.project, d.name, a, link.target, n)
                 link.target = n
+                self._moved.append(link.ino)
                 self._invalidate(d.ino, a.encode())
             new[a] = link
         if self._make_draft is not None:
@@ -377,7 +395,16 @@ class Namespace:
         d.listed_at = -math.inf
         await self.ensure_fresh(d)
 
-    def set_alias(self, d: ArtifactDir, alias: str, n: int | None) -> None:
+    async def flush_moved(self) -> None:
+        """Have the kernel drop what it cached of the alias links that moved (in a worker thread:
+        the kernel may wait for a READLINK of that link, which this loop must stay free to answer)."""
+        inodes, self._moved = self._moved, []
+        if inodes:
+            self.stats["alias_invalidations"] += len(inodes)
+            await trio.to_thread.run_sync(lambda: [self._invalidate_inode(i) for i in inodes],
+                                          abandon_on_cancel=True)
+
+    async def set_alias(self, d: ArtifactDir, alias: str, n: int | None) -> None:
         """Show an alias change made through the mount at once (the store has it already)."""
         aliases = dict(d.aliases)
         if n is None:
@@ -388,6 +415,7 @@ class Namespace:
         if "latest" not in aliases and versions:
             aliases["latest"] = versions[-1]
         self._apply_artifact(d, versions, aliases)
+        await self.flush_moved()
 
     async def lookup(self, d: ListingDir, name: str) -> Node | None:
         """The child ``name`` of ``d``, re-listing ``d`` when stale or when a valid name misses."""
@@ -424,7 +452,7 @@ class Namespace:
         """Keep recently used listings fresh, so changes show up without being asked for."""
         while True:
             await trio.sleep(self.refresh)
-            horizon = _now() - max(600.0, 10 * self.refresh)
+            horizon = _now() - self.keep_fresh
             for node in list(self.inodes.meta.values()):
                 if isinstance(node, ListingDir) and node.ok and node.used_at > horizon:
                     if _now() - node.listed_at > self.refresh and node.inflight is None:
@@ -535,6 +563,14 @@ def _valid_child(d: ListingDir, name: str) -> bool:
     except InvalidName:
         return False
     return True
+
+
+def _invalidate_inode(inode: int) -> None:
+    """Drop the kernel's cached attributes and pages of ``inode`` (blocking: a worker thread)."""
+    try:
+        pyfuse3.invalidate_inode(inode, attr_only=False)
+    except Exception as e:  # not cached in the kernel (ENOENT), or not mounted (unit tests)
+        log.debug("invalidate inode %d: %s", inode, e)
 
 
 def _invalidate_entry(parent: int, name: bytes) -> None:

@@ -7,6 +7,7 @@ fetch pinned to what was recorded); :class:`RefHandle` reads an unpinned one.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from typing import Any
@@ -17,18 +18,25 @@ from artfs.lowlevel import is_pinned, stamp_ok
 from .nodes import VersionDir
 from .tree import VersionTree
 
+READ_AHEAD = 64 << 20  # bytes of a complete cache blob hinted ahead of a sequential reader
+
 
 class OpenFile:
     """One open file of a version tree: a lazy blob handle, plus a fast path once the blob is complete.
 
     Once the blob is a complete, verified cache file, reads try ``preadv(RWF_NOWAIT)`` on it right
     on the trio loop: served from the page cache without a thread hop (which costs more than the
-    copy), and never blocking, since RWF_NOWAIT refuses to wait for the disk. Anything else goes
-    through the lazy reader in a worker thread. The fast fd holds a shared ``flock`` like every
-    user of a cache blob, so eviction leaves it alone.
+    copy), and never blocking, since RWF_NOWAIT refuses to wait for the disk. A read that must
+    wait for the disk reads the same descriptor in a worker thread (:meth:`read_blocking`), never
+    the lazy reader, whose handle would cost an open and a close in threads per file: the blob is
+    verified and locked already. Sequential readers get the cache file read ahead by the kernel
+    (``POSIX_FADV_WILLNEED``, :meth:`_hint`), so the disk streams instead of answering one request
+    after the other. Blobs still being fetched go through the lazy reader in a worker thread.
+    The fast fd holds a shared ``flock`` like every user of a cache blob, so eviction leaves it alone.
     """
 
-    __slots__ = ("vdir", "tree", "node", "size", "digest", "handle", "failed", "fast", "_cache_path", "inode", "warm")
+    __slots__ = ("vdir", "tree", "node", "size", "digest", "handle", "failed", "fast", "_cache_path", "inode", "warm",
+                 "_h_end", "_h_to")
 
     def __init__(self, vdir: VersionDir, tree: VersionTree, node: int, size: int, digest: str | None,
                  handle: Any, cache_path: str | None) -> None:
@@ -43,6 +51,8 @@ class OpenFile:
         self._cache_path = cache_path
         self.inode = 0  # > 0 once registered with the mount's Backings (released with the handle)
         self.warm = False  # its blob was complete in the cache when it was opened (nothing fetched)
+        self._h_end = 0  # end of the furthest sequential read of the cache file (read-ahead hints)
+        self._h_to = 0  # the cache file is hinted (WILLNEED) up to here
 
     @property
     def what(self) -> str:
@@ -84,10 +94,44 @@ class OpenFile:
         return memoryview(buf)[:length]
 
     def read_blocking(self, off: int, length: int) -> bytes:
-        data: bytes = self.handle.read(off, length)
+        """Blocking (a worker thread): from the complete blob's descriptor, else the lazy reader."""
+        fd = self.fast
+        if fd >= 0:
+            try:
+                data = os.pread(fd, length, off)
+            except OSError:
+                data = b""  # the lazy reader reports it as an artfs error
+            if len(data) == length:
+                self._hint(fd, off, off + length)
+                return data
+        slow: bytes = self.handle.read(off, length)
         if self.fast < 0:
             self.attach_complete()
-        return data
+        return slow
+
+    def will_need(self) -> None:
+        """Start reading a small complete blob into the page cache (at open, without passthrough):
+        its one read then finds the bytes there, on the event loop, instead of in a thread."""
+        if self.fast >= 0:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self.fast, 0, self.size, os.POSIX_FADV_WILLNEED)
+            self._h_to = self.size
+
+    def _hint(self, fd: int, offset: int, end: int) -> None:
+        """Have the kernel read the cache file ``READ_AHEAD`` bytes ahead of a sequential reader,
+        the next ones once it is half-way through them (a random read hints nothing)."""
+        if offset == 0 or self._h_end - (4 << 20) <= offset <= self._h_end + (4 << 20):
+            self._h_end = max(self._h_end, end)
+        else:
+            self._h_end = self._h_to = end
+            return
+        if self._h_to - end >= READ_AHEAD // 2:
+            return
+        start, stop = max(self._h_to, end), min(self.size, end + READ_AHEAD)
+        self._h_to = stop
+        if stop > start:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, start, stop - start, os.POSIX_FADV_WILLNEED)
 
     def close(self) -> None:
         if self.fast >= 0:

@@ -228,6 +228,8 @@ class VersionHandler(Handler):
             bid = self.backings.open(inode, f.fast)
             if bid:  # the kernel accepts no other open flag with passthrough (FOPEN_PASSTHROUGH_MASK)
                 return f, pyfuse3.FileInfo(fh=fh, keep_cache=False, backing_id=bid)  # type: ignore[call-arg,unused-ignore]
+            if size <= SMALL:  # read whole right after the open: have the disk start now
+                f.will_need()
         return f, pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     async def read(self, file: Any, off: int, size: int) -> bytes:

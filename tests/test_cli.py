@@ -357,6 +357,22 @@ def test_sizes_print_one_way(cli: CLI, tmp_path: Path) -> None:
         assert " KB" not in text and " MB" not in text, (name, text)
 
 
+def test_no_passthrough_reaches_the_daemon() -> None:
+    """``artfs mount -o no_passthrough`` (or ``--no-passthrough``) execs the daemon with it."""
+    import argparse
+
+    from artfs._mounts import add_mount_arguments, apply_mount_options, daemon_argv
+
+    p = argparse.ArgumentParser()
+    add_mount_arguments(p, daemon=False)
+    d = argparse.ArgumentParser()
+    add_mount_arguments(d, daemon=True)
+    for argv in (["s", "/mnt/x", "-o", "ro,no_passthrough"], ["s", "/mnt/x", "--no-passthrough"]):
+        args = apply_mount_options(p.parse_args(argv))
+        assert d.parse_args(daemon_argv(args, "s")).no_passthrough is True
+    assert d.parse_args(daemon_argv(apply_mount_options(p.parse_args(["s", "/mnt/x"])), "s")).no_passthrough is False
+
+
 def test_mount_helper_arguments() -> None:
     assert mount_args(["s3://b/p", "/mnt/a"]) == ["mount", "s3://b/p", "/mnt/a"]
     assert mount_args(["/srv/store", "/mnt/a", "-o", "rw,ro,noauto,_netdev,x-systemd.automount,cache_size=20G,"
@@ -365,5 +381,6 @@ def test_mount_helper_arguments() -> None:
         "mount", "/srv/store", "/mnt/a", "--read-only", "--cache-size", "20G", "--allow-other"]
     assert mount_args(["s", "m", "-oro", "-n", "-v"]) == ["mount", "s", "m", "--read-only"]
     assert mount_args(["s", "m", "-f"]) is None  # mount -f: fake, do nothing
+    assert mount_args(["s", "m", "-o", "no_passthrough"]) == ["mount", "s", "m", "--no-passthrough"]
     with pytest.raises(UsageError):
         mount_args(["only-one"])

@@ -178,7 +178,7 @@ def test_concurrent_readers_fetch_each_chunk_once(store, lazies):
         t.join(60)
     assert not errors, errors
     assert lb.drain(10)
-    assert _ranges(store) - before <= nchunks
+    assert _ranges(store) - before - lb.stats["direct_reads"] <= nchunks  # and small random reads' own GETs
     assert lb.is_complete(d)
 
 
@@ -190,7 +190,7 @@ def test_shared_handles_one_entry(lstore, lazies):
     h1 = lb.open(PROJECT, d, size)
     h2 = lb.open(PROJECT, d, size)
     assert lb.open_digests() == {d}
-    assert h1.read(MiB, 10) == data[MiB : MiB + 10]
+    assert h1.read(MiB, MiB) == data[MiB : 2 * MiB]  # a whole chunk: fetched into the cache
     n = _ranges(lstore)
     assert h2.read(MiB + 100, 10) == data[MiB + 100 : MiB + 110]
     assert _ranges(lstore) == n
@@ -595,7 +595,7 @@ def test_two_readers_on_one_cache_share_chunks(tmp_path, cache, lazies):
     lb1, lb2 = lazies(s1, chunk_size=MiB), lazies(s2, chunk_size=512 << 10)  # lb2 adopts 1 MiB
     h1 = lb1.open(PROJECT, d, len(data))
     h2 = lb2.open(PROJECT, d, len(data))
-    assert h1.read(3 * MiB, 100) == data[3 * MiB : 3 * MiB + 100]
+    assert h1.read(3 * MiB, MiB) == data[3 * MiB : 4 * MiB]  # a whole chunk: into the shared cache
     lb1.drain(10)
     assert h2.read(3 * MiB + 200, 100) == data[3 * MiB + 200 : 3 * MiB + 300]
     assert _ranges(s2) == 0
@@ -745,3 +745,62 @@ def test_two_instances_race_to_completion(tmp_path, cache, lazies):
         assert lb.drain(10)
     assert cache.verify(d)
     assert os.listdir(os.path.join(cache.root, "partial")) == []
+
+
+# --------------------------------------------------------------------------------------------
+# random reads in big files (HDF5, LMDB, parquet row groups, zarr chunks)
+# --------------------------------------------------------------------------------------------
+
+
+def test_small_random_reads_fetch_what_they_read(lstore, lazies):
+    """A small read at a random offset costs one ranged GET of its own bytes, not its chunk; once
+    a chunk's worth of one chunk was read that way, it is fetched whole and served from the cache."""
+    size = 128 * MiB
+    data = _data(size, 40)
+    d = _put(lstore, data)
+    lb = lazies(lstore)
+    rng = random.Random(4)
+    read = 0
+    with lb.open(PROJECT, d, size) as h:
+        # distinct chunks 8 MiB apart or more (closer reads count as sequential), not the start
+        for c in rng.sample(range(8, 128, 8), 15):
+            n = rng.choice([4096, 16 << 10, 100_000, 256 << 10])
+            off = c * MiB + rng.randrange(0, MiB - n)
+            before = _ranges(lstore)
+            assert h.read(off, n) == data[off : off + n]
+            assert _ranges(lstore) - before == 1
+            read += n
+        lb.drain(10)
+        assert lb.stats["direct_reads"] == 15
+        assert lb.stats["fetched_bytes"] == read  # <= 2x the bytes read: here exactly them
+    with lb.open(PROJECT, d, size) as h:
+        # a hot region read at random (two far chunks in turn): once random reads fetched a
+        # chunk's worth of one chunk, the next read of it fetches the chunk into the cache
+        a, b, k = 60 * MiB, 100 * MiB, 256 << 10
+        for i in range(4):
+            assert h.read(a + i * k, k) == data[a + i * k : a + (i + 1) * k]
+            assert h.read(b + i * k, 1000) == data[b + i * k : b + i * k + 1000]
+        assert lb.stats["direct_reads"] == 15 + 8
+        assert h.read(a + 100, 1000) == data[a + 100 : a + 1100]  # the chunk, fetched whole
+        lb.drain(10)
+        assert lb.stats["fetched_bytes"] <= read + 4 * k + 4 * 1000 + 2 * MiB  # the chunk (and one ahead)
+        before = _ranges(lstore)
+        assert h.read(b + 5000, 1000) == data[b + 5000 : b + 6000]  # far away: random again
+        assert h.read(a + 5000, 1000) == data[a + 5000 : a + 6000]
+        assert _ranges(lstore) == before + 1  # chunk a from the cache now, b one GET
+
+
+def test_reads_at_every_offset_return_the_right_bytes(store, lazies):
+    """Reads of one page and a bit at every offset a prime apart, in random order: small random
+    reads (fetched exactly), reads of chunks already cached or being fetched, across chunk edges."""
+    size = MiB + 999
+    data = _data(size, 41)
+    d = _put(store, data)
+    lb = lazies(store, chunk_size=128 << 10)
+    offsets = list(range(0, size, 4093))
+    random.Random(5).shuffle(offsets)
+    with lb.open(PROJECT, d, size) as h:
+        for off in offsets:
+            assert h.read(off, 4097) == data[off : off + 4097], off
+    lb.drain(10)
+    assert 0 < lb.stats["direct_reads"] < len(offsets)

@@ -113,6 +113,23 @@ def src(world):
     return world[1]
 
 
+@pytest.fixture(scope="module", params=["passthrough", "no_passthrough"])
+def reader(request, world):
+    """The key read tests run on both read paths: the shared mount (passthrough of complete cache
+    blobs where the kernel and pyfuse3 allow it) and a second mount of the same store with
+    ``-o no_passthrough`` (every read through the daemon, as with stock pyfuse3 or a kernel older
+    than 6.9). Each path reads cold first (the chunked path) and complete blobs afterwards."""
+    m, _, store = world
+    if request.param == "passthrough":
+        yield m
+        return
+    root = Path(m.mountpoint).parent
+    with MountProcess(store.url, root / "mnt-np", cache_dir=root / "mount-cache-np",
+                      args=["--refresh", "1", "-o", "no_passthrough"]) as np:
+        assert not np.stats()["kernel"]["passthrough"]
+        yield np
+
+
 def _run(*cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, check=True, timeout=30, **kw)
 
@@ -143,8 +160,8 @@ def test_ls_find_du_match_source(mnt, src):
     assert os.stat(v0).st_nlink == 2 + 3
 
 
-def test_cat_sha256sum_python_read(mnt, src):
-    v0 = mnt.path("proj", "data", "v0")
+def test_cat_sha256sum_python_read(reader, src):
+    v0 = reader.path("proj", "data", "v0")
     files = sorted(_tree(src))
     out = _run("sha256sum", *files, cwd=v0).stdout.decode()
     got = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in out.splitlines()}
@@ -157,8 +174,8 @@ def test_cat_sha256sum_python_read(mnt, src):
     assert open(os.path.join(v0, "empty"), "rb").read() == b""
 
 
-def test_cp_r_and_tar(mnt, src, tmp_path):
-    v0 = mnt.path("proj", "data", "v0")
+def test_cp_r_and_tar(reader, src, tmp_path):
+    v0 = reader.path("proj", "data", "v0")
     _run("cp", "-r", v0, str(tmp_path / "copy"))
     cmp = filecmp.dircmp(tmp_path / "copy", src)
 
@@ -173,10 +190,10 @@ def test_cp_r_and_tar(mnt, src, tmp_path):
     assert "./images/train/0042.png" in names and "./db.sqlite" in names
 
 
-def test_mmap_numpy_and_sqlite(mnt, src):
+def test_mmap_numpy_and_sqlite(reader, src):
     import numpy as np
 
-    v0 = mnt.path("proj", "data", "v0")
+    v0 = reader.path("proj", "data", "v0")
     a = np.memmap(os.path.join(v0, "array.f64"), dtype=np.float64, mode="r")
     assert a.shape == (250_000,) and a[123_456] == 123_456.0 and float(a.sum()) == float(np.arange(250_000).sum())
     del a
@@ -258,8 +275,8 @@ def test_invalid_and_missing_names(mnt):
         assert e.value.errno in (errno.ENOENT, errno.ENOTDIR), p
 
 
-def test_large_directory_listing(mnt, src):
-    train = mnt.path("proj", "data", "v0", "images", "train")
+def test_large_directory_listing(reader, src):
+    train = reader.path("proj", "data", "v0", "images", "train")
     names = os.listdir(train)
     assert len(names) == len(set(names)) == 300
     assert sorted(names) == sorted(os.listdir(src / "images" / "train"))
@@ -267,13 +284,13 @@ def test_large_directory_listing(mnt, src):
         assert sum(1 for e in it if e.is_file()) == 300
 
 
-def test_page_cache_kept_across_opens(mnt):
-    f = mnt.path("proj", "data", "v0", "weights.bin")
+def test_page_cache_kept_across_opens(reader):
+    f = reader.path("proj", "data", "v0", "weights.bin")
     open(f, "rb").read()
-    reads = mnt.stats()["reads"]
+    reads = reader.stats()["reads"]
     for _ in range(3):
         open(f, "rb").read()
-    assert mnt.stats()["reads"] == reads  # served from the page cache (keep_cache)
+    assert reader.stats()["reads"] == reads  # served from the page cache (keep_cache)
 
 
 @pytest.mark.slow

@@ -106,16 +106,42 @@ def test_cold_sequential_reads_arrive_in_1_MiB_requests(setup):
             assert m.stats()["reads"] <= 12  # 7 MiB in 1 MiB requests (in 128 KiB ones: 49)
 
 
-def test_passthrough_read_and_mmap_are_byte_identical(setup):
+def _drop_pages(path: str) -> None:
+    """Drop the page cache of one file of the mount (the kernel's copy; the daemon's cache file
+    keeps its own pages)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_no_passthrough_option_says_so_in_the_stats(setup):
     store_url, _, payload, tmp = setup
-    with _mount(store_url, tmp) as m:
-        _need(m, "passthrough")
+    with _mount(store_url, tmp, "-o", "no_passthrough") as m:
+        k = m.stats()["kernel"]
+        assert k["passthrough"] is False
+        assert "-o no_passthrough" in k["unavailable"]["passthrough"]
+        assert "passthrough off" in m.log
+
+
+@pytest.mark.parametrize("path", ["passthrough", "no_passthrough"])
+def test_a_complete_blob_reads_and_maps_byte_identical(setup, path):
+    """A blob complete in the cache reads and maps to the same bytes with passthrough (no read
+    reaches the daemon) and without it (``-o no_passthrough``, what a stock pyfuse3 or an older
+    kernel gets: the daemon serves the reads, and the kernel keeps the pages across opens)."""
+    store_url, _, payload, tmp = setup
+    with _mount(store_url, tmp, *(["-o", "no_passthrough"] if path == "no_passthrough" else [])) as m:
+        if path == "passthrough":
+            _need(m, "passthrough")
         f = m.path("p", "data", "v0", "big.bin")
         with open(f, "rb") as fh:  # cold: the chunked path fetches and completes the blob
             assert fh.read() == payload
-        _complete(m, store_url, tmp)
+        digest = _complete(m, store_url, tmp)
+        _drop_pages(f)
+        _drop_pages(Cache(str(tmp / "cache")).path(digest))  # from the disk, not the page cache
         before = m.stats()
-        with open(f, "rb") as fh:  # complete in the cache: backed by the cache file
+        with open(f, "rb") as fh:  # complete in the cache: backed by the cache file, or read from it
             assert fh.read() == payload
             fh.seek(5 * MiB)
             assert fh.read(4096) == payload[5 * MiB : 5 * MiB + 4096]
@@ -124,9 +150,17 @@ def test_passthrough_read_and_mmap_are_byte_identical(setup):
                 assert mm[123456:123556] == payload[123456:123556]
         _released(m)
         after = m.stats()
-        assert after["passthrough_opens"] == before["passthrough_opens"] + 1
-        assert after["reads"] == before["reads"]  # no read reached the daemon
-        assert after["passthrough_files"] == 0  # released with the last handle
+        if path == "passthrough":
+            assert after["passthrough_opens"] == before["passthrough_opens"] + 1
+            assert after["reads"] == before["reads"]  # no read reached the daemon
+            assert after["passthrough_files"] == 0  # released with the last handle
+            return
+        assert after["passthrough_opens"] == before["passthrough_opens"] == 0
+        assert after["reads"] > before["reads"]  # the daemon served them
+        with open(f, "rb") as fh:  # the pages stayed in the kernel (keep_cache): no read again
+            assert fh.read() == payload
+        _released(m)
+        assert m.stats()["reads"] == after["reads"]
 
 
 def test_passthrough_keeps_a_blob_that_backs_an_open_file(setup):
@@ -429,3 +463,89 @@ def test_many_readers_at_once_all_get_their_bytes(setup):
         assert after["opens"] - before["opens"] == 2 * 8 * len(names)
         assert after["releases"] - before["releases"] == 2 * 8 * len(names)
         assert after["small_fetches"] == len(names)  # each blob fetched once
+
+
+def _files(root: str) -> dict[str, bytes]:
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, root)] = Path(p).read_bytes()
+    return out
+
+
+def test_alias_symlinks_are_cached_and_a_moved_alias_still_shows(setup):
+    """A path walk through ``latest`` costs no READLINK once the kernel has the link's target
+    (FUSE_CACHE_SYMLINKS, where pyfuse3 can ask for it), ``latest/`` and ``vN/`` give the same
+    bytes, and when the alias moves the kernel's copy of the link is dropped: the move shows
+    within the refresh interval, through the link and through paths below it."""
+    store_url, src, _, tmp = setup
+    with _mount(store_url, tmp) as m:
+        adir = m.path("p", "data")
+        latest = os.path.join(adir, "latest")
+        assert os.readlink(latest) == "v0"
+        assert _files(latest + "/") == _files(os.path.join(adir, "v0"))
+        ls = ["ls", "-lR", latest + "/"]
+        first = subprocess.run(ls, capture_output=True, text=True, check=True).stdout
+        before = m.stats()
+        again = subprocess.run(ls, capture_output=True, text=True, check=True).stdout
+        after = m.stats()
+        assert again == first and "f39.txt" in first
+        if after["kernel"]["cache_symlinks"]:
+            assert after["readlinks"] == before["readlinks"]  # every walk through latest/ in the kernel
+        else:  # stock pyfuse3: the kernel asks at every walk (what the cache takes away)
+            assert after["readlinks"] - before["readlinks"] >= 40
+
+        store = Store(store_url)
+        art = Artifact("data", type="dataset")
+        art.add_dir(str(src))
+        with art.new_file("new.txt") as fh:
+            fh.write("new\n")
+        store.log_artifact(art, project="p")
+        # bounded by the daemon's progress (30 listings refreshed), not by the clock
+        first_refresh = m.stats()["refreshes"]
+        while m.stats()["refreshes"] - first_refresh < 30 and os.readlink(latest) != "v1":
+            time.sleep(0.2)
+        assert os.readlink(latest) == "v1"
+        assert m.stats()["alias_invalidations"] >= 1
+        assert Path(latest, "new.txt").read_text() == "new\n"
+        assert _files(latest + "/") == _files(os.path.join(adir, "v1"))
+        assert "new.txt" in subprocess.run(ls, capture_output=True, text=True, check=True).stdout
+
+
+def test_random_reads_of_a_big_file_fetch_about_what_they_read(tmp_path: Path):
+    """Small reads at random offsets of a big file (what HDF5, LMDB or parquet readers do), cold:
+    the right bytes, and the daemon fetches from the store no more than twice the bytes read
+    (the kernel asks for whole pages), one ranged GET per read."""
+    import random
+
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 128 * MiB
+    with open(src / "table.h5", "wb") as fh:
+        for _ in range(size // (8 * MiB)):
+            fh.write(os.urandom(8 * MiB))
+    store = Store(str(tmp_path / "store"))
+    art = Artifact("tables", type="dataset")
+    art.add_dir(str(src))
+    store.log_artifact(art, project="p")
+    rng = random.Random(6)
+    with _mount(store.url, tmp_path, "-o", "no_passthrough") as m, open(src / "table.h5", "rb") as want:
+        path = m.path("p", "tables", "v0", "table.h5")
+        os.stat(path)  # the manifest: not part of the reads
+        before = m.stats()
+        fd = os.open(path, os.O_RDONLY)
+        read = 0
+        try:
+            for c in rng.sample(range(8, 128, 8), 15):  # reads 8 MiB apart or more: random to the reader
+                n = rng.choice([4096, 10_000, 64 << 10, 200_000])
+                off = c * MiB + rng.randrange(0, MiB - n)
+                assert os.pread(fd, n, off) == os.pread(want.fileno(), n, off), (off, n)
+                read += n
+        finally:
+            os.close(fd)
+        _released(m)
+        after = m.stats()
+        fetched = after["fetched_bytes"] - before["fetched_bytes"]
+        assert 0 < fetched <= 2 * read, (fetched, read)
+        assert after["backend"]["range"] - before["backend"]["range"] == 15

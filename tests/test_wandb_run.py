@@ -111,6 +111,8 @@ def test_a_training_script_with_config_log_and_summary(wb_env, tmp_path):
     assert summary["val_acc"] == 0.7 and summary["epoch"] == 2 and summary["_step"] == 8
     assert summary["best_accuracy"] == 0.7
     assert [r["val_acc"] for r in run.scan_history(keys=["val_acc"])] == [0.5, 0.6, 0.7]
+    df = run.history()  # a DataFrame, as W&B's (pandas is installed)
+    assert list(df["val_acc"].dropna()) == [0.5, 0.6, 0.7] and list(df["_step"]) == list(range(9))
     # the record holds the config; history and summary are the run's own objects
     store = artfs.Store()
     record = json.loads(store.backend.get(run_key("mnist", run_id)))

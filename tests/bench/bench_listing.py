@@ -3,8 +3,10 @@
 Not part of the test run. ``.venv/bin/python tests/bench/bench_listing.py [--files 100000]
 [--entries 1000000] [--reps 3] [--dir D]`` (as root, for FUSE). Prints:
 
-* ``find`` and ``ls -lR`` over a version of ``--files`` files, through the mount and over the same
-  tree on the local disk it was logged from, as seconds and as a ratio (mount / disk; 1.0 would
+* ``find`` and ``ls -lR`` over a version of ``--files`` files, through the mount (by ``v0/`` and by
+  ``latest/``, the alias symlink: ``--via``) and over the same tree on the local disk it was
+  logged from, with the requests per repeated pass that reached the daemon (READLINK of the
+  alias on every path walk unless the kernel caches symlinks), as seconds and as a ratio (mount / disk; 1.0 would
   be as fast as the disk). The first pass through the mount meets a cold kernel (no entries or
   attributes cached yet); the best of ``--reps`` passes is the steady state. The disk's tree is
   in the page and dentry caches from being written, so both sides are warm.
@@ -66,7 +68,7 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
-def bench_listing(n: int, reps: int, tmp: str) -> list[str]:
+def bench_listing(n: int, reps: int, tmp: str, vias: list[str]) -> list[str]:
     src = os.path.join(tmp, "tree")
     t0 = time.perf_counter()
     make_tree(src, n)
@@ -87,15 +89,26 @@ def bench_listing(n: int, reps: int, tmp: str) -> list[str]:
         lines.append(f"mount start -> mounted: {t_up:.2f} s; -> first listing of the version: "
                      f"{t_up + t_first:.2f} s (its manifest read and indexed: {t_first:.2f} s)")
         rows = []
-        for name, cmd in (("find", ["find"]), ("ls -lR", ["ls", "-lR"])):
-            first = run(cmd + [v0])
-            mnt = [run(cmd + [v0]) for _ in range(reps)]
-            disk = [run(cmd + [src]) for _ in range(reps)]
-            rows.append((name, first, min(mnt), min(disk)))
-        lines.append(f"{'':10} {'mount, first':>13} {'mount, best':>12} {'local disk':>11} {'ratio':>7}")
-        for name, first, best, disk in rows:
-            lines.append(f"{name:10} {first:12.2f}s {best:11.2f}s {disk:10.2f}s {best / disk:6.1f}x")
-        lines.append(f"  (mount/disk of the best of {reps}; {n} files in {n // 100 + n // 10_000 + 1} directories)")
+        for via in vias:
+            # through an alias symlink: every path walk passes it (the path training code uses)
+            top = v0 if via == "v0" else m.path("bench", "files", via) + "/"
+            for name, cmd in (("find", ["find"]), ("ls -lR", ["ls", "-lR"])):
+                first = run(cmd + [top])
+                s0 = m.stats()
+                mnt = [run(cmd + [top]) for _ in range(reps)]
+                s1 = m.stats()
+                disk = [run(cmd + [src]) for _ in range(reps)]
+                asked = {k: (s1.get(k, 0) - s0.get(k, 0)) // reps for k in ("lookups", "getattrs", "readlinks",
+                                                                              "readdirs")}
+                rows.append((f"{name} {via}/", first, min(mnt), min(disk), asked))
+        lines.append(f"{'':16} {'mount, first':>13} {'mount, best':>12} {'local disk':>11} {'ratio':>7}  "
+                     "requests per repeated pass")
+        for name, first, best, disk, asked in rows:
+            lines.append(f"{name:16} {first:12.2f}s {best:11.2f}s {disk:10.2f}s {best / disk:6.1f}x  "
+                         + ", ".join(f"{k} {v}" for k, v in asked.items()))
+        k = m.stats()["kernel"]
+        lines.append(f"  (mount/disk of the best of {reps}; {n} files in {n // 100 + n // 10_000 + 1} directories; "
+                     f"kernel: {k})")
     return lines
 
 
@@ -139,6 +152,9 @@ def main() -> None:
     p.add_argument("--files", type=int, default=100_000)
     p.add_argument("--entries", type=int, default=1_000_000)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--via", default="v0,latest",
+                   help="walk the version through these names of its artifact (default v0,latest: the version "
+                        "directory and the alias symlink every path walk then passes)")
     p.add_argument("--dir", default=None, help="work directory (default: a temp dir on /tmp's disk)")
     a = p.parse_args()
     print(f"# {datetime.date.today()}, {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, "
@@ -147,7 +163,7 @@ def main() -> None:
     try:
         out = []
         if a.files:
-            out += bench_listing(a.files, a.reps, tmp)
+            out += bench_listing(a.files, a.reps, tmp, [v for v in a.via.split(",") if v])
             shutil.rmtree(os.path.join(tmp, "tree"), ignore_errors=True)
         if a.entries:
             out += bench_memory(a.entries, tmp)

@@ -69,6 +69,7 @@ MiB = 1 << 20
 GB = 1e9
 READ_AHEAD_KB = 1024
 PROJECT, ARTIFACT, FILE = "bench", "big", "big.bin"
+MOUNT_ARGS: list[str] = []  # --no-passthrough: the cache section's mounts get -o no_passthrough
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def bench_cache(a: argparse.Namespace, base: str, table: Table) -> None:
         cache_dir = os.path.join(base, f"mcache{rep[0]}")
         read_all(store_file)
         os.sync()
-        with MountProcess(store.url, mnt, cache_dir=cache_dir) as m:
+        with MountProcess(store.url, mnt, cache_dir=cache_dir, args=MOUNT_ARGS) as m:
             path = m.path(PROJECT, rel)
             os.stat(path)  # lookups and the manifest: not part of the read
             t, n = read_all(path)
@@ -267,7 +268,8 @@ def bench_cache(a: argparse.Namespace, base: str, table: Table) -> None:
 
     # complete in the cache
     cache_dir = os.path.join(base, "mcache")
-    with MountProcess(store.url, mnt, cache_dir=cache_dir) as m:
+    with MountProcess(store.url, mnt, cache_dir=cache_dir, args=MOUNT_ARGS) as m:
+        table.note(f"cache section: kernel {m.stats()['kernel']}")
         path = m.path(PROJECT, rel)
         read_all(path)
         blob = Cache(cache_dir).path(digest)
@@ -642,7 +644,11 @@ def main() -> None:
     p.add_argument("--compare", default=None, metavar="TREE",
                    help="s3: also read through a mount running the artfs code of TREE (an A/B in one run)")
     p.add_argument("--skip", default="", help="s3: peers not to run (comma-separated: s3fs,rclone)")
+    p.add_argument("--no-passthrough", action="store_true",
+                   help="cache: mount with -o no_passthrough (the ordinary path: every read through the daemon, "
+                        "what a stock pyfuse3 or a kernel older than 6.9 gets)")
     a = p.parse_args()
+    MOUNT_ARGS[:] = ["-o", "no_passthrough"] if a.no_passthrough else []
     if os.geteuid() != 0:
         print("warning: not root: read_ahead_kb cannot be set; FUSE requests stay at 128 KiB", file=sys.stderr)
     table = Table()

@@ -1,6 +1,7 @@
 """The warm half of the small-file epoch, A/B: this checkout's daemon against another's, same run.
 
     python tests/bench/bench_warm.py [--files 2000] [--kib 100] [--workers 4] [--rounds 2] [--before TREE]
+    python tests/bench/bench_warm.py --no-passthrough      # this checkout, with and without passthrough
 
 N files of K KiB in one directory of an artfs version (a local store: a warm epoch never reaches
 the store), read whole in a random order split over W processes (as ``bench_epoch.py`` does),
@@ -9,7 +10,8 @@ with the mount's cache complete and the page cache, dentries and inodes dropped
 from another checkout (e.g. ``git archive`` of main into a directory, with its ``artfsd ->
 daemon`` link) in the same rounds: each daemon gets its own cache, filled by an unmeasured cold
 epoch of its own code (the cache's records are the code's), and each warm epoch is a new mount
-over that cache. Per epoch it prints what the kernel sent the daemon per file (from
+over that cache. ``--no-passthrough`` also runs this checkout's daemon with ``-o no_passthrough``
+(the ordinary path a stock pyfuse3 or a kernel older than 6.9 gets) in the same rounds. Per epoch it prints what the kernel sent the daemon per file (from
 ``user.artfs.stats``), where each reader's time went (``open()``, ``read()``, ``close()``) and the
 daemon's CPU per file: all threads, its event loop, and the kernel's part of the latter.
 
@@ -120,6 +122,9 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where the store, caches and mounts go (default: a temp dir)")
     ap.add_argument("--before", default=None, metavar="TREE",
                     help="also run the daemon from the checkout TREE in the same rounds (rows 'before')")
+    ap.add_argument("--no-passthrough", action="store_true",
+                    help="also run this checkout's daemon with -o no_passthrough in the same rounds (rows "
+                         "'no_passthrough')")
     ap.add_argument("--profile", default=None, metavar="DIR",
                     help="sample the daemon with py-spy during each warm epoch; collapsed stacks go to DIR")
     ap.add_argument("--spy-args", default="--gil", metavar="ARGS",
@@ -127,7 +132,8 @@ def main() -> None:
     a = ap.parse_args()
 
     base = tempfile.mkdtemp(prefix="artfs-warm-", dir=a.dir)
-    trees: dict[str, str | None] = {**({"before": a.before} if a.before else {}), "after": None}
+    trees: dict[str, str | None] = {**({"before": a.before} if a.before else {}), "after": None,
+                                    **({"no_passthrough": None} if a.no_passthrough else {})}
     table = Table()
     names = [f"{i:06d}.jpg" for i in range(a.files)]
     print(f"[warm] {a.files} files of {a.kib} KiB, {a.workers} readers, {a.rounds} rounds, daemons: "
@@ -157,7 +163,7 @@ def main() -> None:
 
         def mount(label: str) -> MountProcess:
             return MountProcess(store.url, mnt, cache_dir=os.path.join(base, f"cache-{label}"),
-                                env=env_of(trees[label]))
+                                env=env_of(trees[label]), args=["-o", "no_passthrough"] if label == "no_passthrough" else [])
 
         for label in trees:  # fill each daemon's cache with its own code, unmeasured
             with mount(label) as m:
