@@ -28,9 +28,8 @@ from ._lineage import parse_run_path
 from ._cache import default_cache_dir, parse_size
 from . import _xattrs
 from ._errors import ArtfsError, NotFound
+from ._mountconfig import DEFAULT_REFRESH, DEFAULT_TIMEOUT
 
-DEFAULT_REFRESH = 10.0
-DEFAULT_TIMEOUT = 30.0
 FSTYPE = "fuse.artfs"
 
 # options of mount(8)/fstab that are not artfs's business (mount.artfs drops them too)

@@ -30,6 +30,7 @@ from ._lineage import (
     write_record,
 )
 from ._manifest import gc_paused
+from ._mountconfig import MountConfig
 from ._mounts import (
     FSTYPE,
     add_mount_arguments,
@@ -63,6 +64,8 @@ __all__ = [
     # mounts: options shared with `artfs mount`, the mount table, pid and report files (artfs/_mounts.py)
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
     "results_path",
+    # one mount's configuration, built once from its options and passed down (artfs/_mountconfig.py)
+    "MountConfig",
     # why a mount failed, and which of its fast paths are off and why (artfs/_doctor.py: artfs doctor)
     "mount_failure_cause", "mount_note",
     # stores, and what they held at a time (artfs/_asof.py)
