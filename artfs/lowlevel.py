@@ -50,7 +50,7 @@ from .backends import default_store_url
 __all__ = [
     # drafts: the writable staging tree of an artifact (artfs/_draft/)
     "ROOT", "Attr", "Draft", "DraftBusy", "Drafts",
-    # cache blobs read lazily, chunk by chunk, verified when complete (artfs/_lazy.py, _cache.py)
+    # cache blobs read lazily, chunk by chunk, verified when complete (artfs/_lazy/, _cache.py)
     "LazyBlobs", "stamp_ok", "blob_key",
     # names, versions, references
     "check_alias", "check_name", "is_version", "parse_version", "is_pinned",
