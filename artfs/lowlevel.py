@@ -45,6 +45,7 @@ from ._names import check_alias, check_name, is_version, parse_version
 from ._refs import is_pinned
 from ._replay import run_view
 from ._run import RUN_ENV, new_run_id
+from ._umount import COMMITTING, FINISHED, UnmountReport
 from .backends import default_store_url
 
 __all__ = [
@@ -72,4 +73,6 @@ __all__ = [
     "default_store_url", "parse_time", "timeline",
     # the names of the mount's user.artfs.* attributes, shared with the command line (artfs/_xattrs.py)
     "xattrs",
+    # the report of a daemon's commits at unmount, which `artfs umount` reads (artfs/_umount.py)
+    "COMMITTING", "FINISHED", "UnmountReport",
 ]

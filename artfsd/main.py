@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -39,7 +38,8 @@ from artfs.lowlevel import FSTYPE, LazyBlobs, add_mount_arguments, apply_mount_o
 from artfs.lowlevel import default_log_path as _default_log_path
 from artfs.lowlevel import default_store_url, mount_failure_cause, mount_note, parse_run_path, parse_time
 from artfs.backends import open_backend
-from artfs.lowlevel import MountConfig, pidfile_path, results_path, run_view
+from artfs.lowlevel import COMMITTING, FINISHED, MountConfig, UnmountReport, pidfile_path, results_path
+from artfs.lowlevel import run_view
 
 
 from .drafts import DraftSpace
@@ -357,35 +357,36 @@ def serve(config: MountConfig, *, ready: Ready, log_path: str | None = None) -> 
 def _commit_at_unmount(drafts: DraftSpace, ops: Operations, results: str, mountpoint: str, store_url: str) -> None:
     """Commit every changed draft and report it in ``results`` for ``artfs umount`` (then exit).
 
-    The report is written twice: before the first commit starts, a ``"state": "committing"`` one
-    naming the drafts with changes, then the final one. A daemon that dies in between (SIGKILL,
-    OOM) leaves the first, so ``artfs umount`` can say which drafts were not committed and exit
-    non-zero instead of guessing.
+    The report (:class:`artfs.lowlevel.UnmountReport`) is written twice: before the first commit
+    starts, a ``"committing"`` one naming the drafts with changes, then the final one. A daemon
+    that dies in between (SIGKILL, OOM) leaves the first, so ``artfs umount`` can say which
+    drafts were not committed and exit non-zero instead of guessing.
     """
-    head = {"pid": os.getpid(), "mountpoint": mountpoint, "store": store_url}
+    pid = os.getpid()
     try:
         names = sorted({f"{s.project}/{s.artifact}" for s in drafts.slots if s.draft is not None and s.draft.dirty}
                        | {f"{p}/{a}" for p, a in drafts.pending()})
     except Exception as e:
         log.warning("cannot list the drafts with changes: %s", e)
         names = []
-    _write_report(results, {**head, "state": "committing", "drafts": names, "started": time.time()})
+    _write_report(results, UnmountReport(pid, mountpoint, store_url, COMMITTING, drafts=names, started=time.time()))
     try:
         report = drafts.finish(list(ops.files.values()))
     except Exception as e:
         log.exception("committing the drafts failed")
-        report = {"commits": [], "unchanged": [], "failed": [{"name": "*", "error": f"{type(e).__name__}: {e}"}]}
+        report = UnmountReport()
+        report.fail("*", f"{type(e).__name__}: {e}")
     ops.lineage.close()  # the commits' edges too, before `artfs umount` reads the report and returns
-    report.update(head, state="finished", finished=time.time())
-    _write_report(results, report)
+    _write_report(results, replace(report, pid=pid, mountpoint=mountpoint, store=store_url, state=FINISHED,
+                                           finished=time.time()))
 
 
-def _write_report(results: str, report: dict[str, Any]) -> None:
+def _write_report(results: str, report: UnmountReport) -> None:
     try:
         os.makedirs(os.path.dirname(results), exist_ok=True)
         tmp = f"{results}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
-            json.dump(report, f, indent=1)
+            f.write(report.to_json())
         os.replace(tmp, results)
     except OSError as e:
         log.error("cannot write the commit report %s: %s", results, e)

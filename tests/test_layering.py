@@ -27,6 +27,7 @@ LOWLEVEL = {
     "version_ref", "write_record", "run_view",
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
     "results_path", "MountConfig", "default_store_url", "parse_time", "timeline", "xattrs", "mount_failure_cause", "mount_note",
+    "COMMITTING", "FINISHED", "UnmountReport",
 }
 
 
