@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import xxhash
 
 from ._errors import ArtfsError, NotFound, PermissionDenied
-from ._layout import ROOT_INDEX, project_index_key
+from ._layout import ROOT_INDEX, collections_prefix, project_index_key
 from ._names import check_name
 from ._names import valid_name as _valid
 from .backends.local import LocalBackend
@@ -97,7 +97,8 @@ def list_projects(store: "Store") -> tuple[list[str], list[str]]:
 
     A project is readable when its artifacts can be listed and its ``index.json`` read (or is
     absent): some stores let anyone list a bucket but refuse to serve a private prefix's objects,
-    and a listing must show only what can be opened. Projects without artifacts are left out.
+    and a listing must show only what can be opened. Projects without artifacts (or registry
+    collections, artfs._registry) are left out.
     """
     visible: list[str] = []
     denied: list[str] = []
@@ -105,7 +106,7 @@ def list_projects(store: "Store") -> tuple[list[str], list[str]]:
         if not _valid(p):
             continue
         try:
-            if not store.artifacts(p):
+            if not store.artifacts(p) and not store.backend.list_dirs(collections_prefix(p)):
                 continue
             try:
                 store.backend.get(project_index_key(p))

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import _layout as L
-from ._errors import ArtfsError, InvalidName, NotFound
+from ._errors import ArtfsError, InvalidName, NotFound, PermissionDenied
 from ._index import update_index
 from ._names import check_alias, check_name
 from ._parallel import STORE_WORKERS, pmap
@@ -154,15 +154,23 @@ def _current(store: Store, project: str, artifact: str, alias: str) -> int | Non
 
 def _move(store: Store, project: str, artifact: str, alias: str, action: str, old: int | None, new: int | None,
           write: Callable[[], None], *, run: str | None = None, reason: str | None = None) -> None:
-    """Record the move, then make it; a move that fails takes its record back (best effort)."""
+    """Record the move, then make it; a move that fails takes its record back (best effort).
+
+    A store that lets a writer create the record but refuses the move and the record's removal
+    (a policy that grants exclusive creates only; moto lets an unsigned conditional PUT through
+    where it refuses a plain one) keeps a record of a move that did not happen, as a crash between
+    the two writes does. The refusal itself is what the caller reports; the stale record is logged
+    at info level (``--debug`` shows it), not as a second error line of a refused command.
+    """
     key = record(store, project, artifact, alias, action, old, new, run=run, reason=reason)
     try:
         write()
-    except BaseException:
+    except BaseException as failed:
         try:
             store.backend.delete(key)
         except ArtfsError as e:
-            log.warning("%s/%s:%s: the record of a failed move stays (%s)", project, artifact, alias, e)
+            level = logging.INFO if isinstance(failed, PermissionDenied) else logging.WARNING
+            log.log(level, "%s/%s:%s: the record of a failed move stays (%s)", project, artifact, alias, e)
         raise
 
 

@@ -17,9 +17,9 @@ import uuid
 import weakref
 from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 
-from . import data_types
+from ._artifact_extras import ArtifactExtras, check_tags
 from ._digest import digest_file
-from ._errors import ArtfsError, CorruptData, InvalidPath, SizeMismatch
+from ._errors import ArtfsError, CorruptData, InvalidName, InvalidPath, SizeMismatch
 from ._layout import blob_key
 from ._manifest import Entry, Manifest
 from ._names import check_alias, check_name, check_path, join_path
@@ -64,7 +64,7 @@ class ArtifactManifestEntry:
         return f"ArtifactManifestEntry({self.entry.path!r}, {self.entry.digest!r}, size={self.entry.size})"
 
 
-class Artifact:
+class Artifact(ArtifactExtras):
     """A version of a dataset or model, as in W&B: a draft to fill and log, or a logged version.
 
     ``Artifact(name, type=...)`` starts a draft: ``add_file``, ``add_dir``, ``new_file``,
@@ -76,8 +76,9 @@ class Artifact:
     """
 
     def __init__(self, name: str, type: str = "unspecified", description: str | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
+                 metadata: dict[str, Any] | None = None, incremental: bool = False, use_as: str | None = None) -> None:
         self._name = check_name(name, "artifact")
+        self._copies_init()
         self.type = check_name(type, "type") if type != "unspecified" else type
         self.description = description
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -93,6 +94,7 @@ class Artifact:
         self._manifest: Manifest | None = None
         self._saved_aliases: list[str] = []
         self.commit_result: CommitResult | None = None
+        self._source: tuple[str, str, int] | None = None  # a registry link: the version it names
 
     # -- identity ------------------------------------------------------------------------------
     @property
@@ -123,8 +125,10 @@ class Artifact:
         if not self.is_draft:
             raise ArtfsError(f"{self.qualified_name} is logged and immutable; start a new Artifact to change files")
 
-    def add_file(self, local_path: str, name: str | None = None, *, overwrite: bool = False) -> str:
-        """Add one local file as ``name`` (default: its base name); returns the entry path."""
+    def add_file(self, local_path: str, name: str | None = None, *, overwrite: bool = False, is_tmp: bool = False,
+                 skip_cache: bool = False, policy: str = "mutable") -> str:
+        """Add one local file as ``name`` (default: its base name); returns the entry path. W&B's
+        ``policy``/``skip_cache``/``is_tmp`` are accepted: the file is hashed now and read at log time."""
         self._need_draft()
         if not os.path.isfile(local_path):
             raise ArtfsError(f"{local_path}: not a file")
@@ -175,15 +179,7 @@ class Artifact:
             yield f
         self._files[path] = local
 
-    def add(self, obj: Any, name: str) -> str:
-        """Add a ``Table``/``PartitionedTable`` (:mod:`artfs.data_types`) as ``name.<type>.json``
-        (W&B's ``artifact.add(table, "parts/table_0")``); returns the entry path."""
-        path = data_types.file_name(obj, name)
-        with self.new_file(path, "w", encoding="utf-8") as f:
-            f.write(data_types.dumps(obj))
-        return path
-
-    def add_reference(self, uri: str, name: str | None = None, checksum: bool = True,
+    def add_reference(self, uri: "str | ArtifactManifestEntry", name: str | None = None, checksum: bool = True,
                       max_objects: int | None = None) -> list[Entry]:
         """Add the object(s) at ``uri`` by reference: the bytes stay where they are.
 
@@ -194,11 +190,14 @@ class Artifact:
         version id, generation, or a content digest) and later reads fail with ReferenceChanged
         rather than serve other bytes; without it only the URI is recorded. A prefix of more than
         ``max_objects`` (default 10000) objects is refused. Returns the entries added.
+        An entry of another logged artifact (``other.get_entry("x")``) adds that same file.
         """
+        if isinstance(uri, ArtifactManifestEntry):
+            return self._add_entry_of(uri, name)
         self._need_draft()
         entries = resolve_reference(uri, name=name, checksum=checksum, max_objects=max_objects)
         for e in entries:
-            if e.path in self._files or e.path in self._refs:
+            if e.path in self._files or e.path in self._refs or e.path in self._copies:
                 raise InvalidPath(f"{e.path!r} is already in the artifact")
         self._refs.update((e.path, e) for e in entries)
         return entries
@@ -215,6 +214,8 @@ class Artifact:
             return
         if path in self._refs:
             del self._refs[path]
+            return
+        if self._remove_copy(path):
             return
         prefix = path + "/"
         gone = [p for p in self._files if p.startswith(prefix)]
@@ -246,13 +247,19 @@ class Artifact:
         check_name(project, "project")
         aliases = [check_alias(a) for a in list(self.aliases) + aliases]
 
-        entries, sources = self._entries()
+        entries, files = self._entries()
+        copied, sources = self._copied(store, project)
+        entries += copied
+        sources.update(files)
         result = store.commit(project, self._name, type=self.type, entries=entries, sources=sources,
                               description=self.description, metadata=self.metadata, aliases=aliases,
                               progress=progress, run=run)
         if self._tmp_cleanup is not None:
             self._tmp_cleanup()  # removes the directory of new_file()'s files
             self._tmpdir = self._tmp_cleanup = None
+        if self._tags or self._ttl is not None:
+            store.set_info(project, self._name, result.version, description=self.description,
+                           metadata=self.metadata, tags=self._tags, ttl=self._ttl)
         logged = Artifact._logged(store, project, self._name, result.version)
         logged.commit_result = result
         return logged
@@ -263,6 +270,12 @@ class Artifact:
         m = store.manifest(project, artifact, n)
         info = store.info(project, artifact, n)
         self = cls(artifact, m.type, info.get("description"), info.get("metadata") or {})
+        try:
+            self._tags = check_tags(info.get("tags") or [])
+        except InvalidName:
+            raise CorruptData(f"{project}/{artifact}:v{n}: invalid tags in its info") from None
+        ttl = info.get("ttl")
+        self._ttl = float(ttl) if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > 0 else None
         self._store, self.project, self._version, self._manifest = store, project, n, m
         self.aliases = sorted(a for a, v in store.aliases(project, artifact).items() if v == n)
         self._saved_aliases = list(self.aliases)
@@ -353,7 +366,7 @@ class Artifact:
         checked: set[str] = set()  # directories under root known not to be symlinks
         made: set[str] = set()  # directories known to exist
         fetched = False
-        project = self.project or ""
+        project = self._coords()[0]  # a link's blobs are its source's
 
         def one(e: Entry) -> None:
             nonlocal fetched
@@ -448,12 +461,25 @@ class Artifact:
         if problems:
             raise CorruptData(f"{root} does not match {self.qualified_name}: " + "; ".join(sorted(problems)[:20]))
 
-    def save(self) -> None:
-        """Write description, metadata and alias changes of a logged version to the store."""
+    def save(self, project: str | None = None, settings: Any = None) -> None:
+        """Write description, metadata, tags, TTL and alias changes of a logged version to the store.
+
+        A draft is logged instead (as W&B does): by the current run, else by a run of job type
+        ``auto`` in ``project`` (default: the default project) made for it.
+        """
+        from ._run import save_draft, save_link
+
+        if self.is_draft:
+            save_draft(self, project)
+            return
+        if self._source is not None:
+            save_link(self)
+            return
         store, m = self._need_logged()
         project, art, n = self.project or "", self._name, self._version or 0
         new = [check_alias(a) for a in dict.fromkeys(self.aliases)]
-        store.set_info(project, art, n, description=self.description, metadata=self.metadata)
+        store.set_info(project, art, n, description=self.description, metadata=self.metadata, tags=self._tags,
+                       ttl=self._ttl)
         for a in new:
             # only aliases added since loading: re-writing an automatic ``latest`` would pin it here
             # and, racing a commit of v(N+1), keep pointing at vN after that commit
@@ -477,6 +503,35 @@ class Artifact:
                             new_name=other.qualified_name)
 
     # -- lineage (artfs._run) --------------------------------------------------------------------
+    def source_artifact(self) -> "Artifact":
+        """The version a link names (the artifact itself if it is no link)."""
+        if self._source is None:
+            return self
+        from ._run import source_of
+
+        return source_of(self)
+
+    def link(self, target_path: str, aliases: list[str] | None = None) -> "Artifact":
+        """Link this version into a registry collection (``"wandb-registry-model/bike-models"``) with
+        ``aliases`` there; a draft is logged first (``save()``). Returns the linked version."""
+        from ._run import link_to
+
+        return link_to(self, target_path, aliases)
+
+    def unlink(self) -> None:
+        """Remove a linked version from its collection (the source version stays)."""
+        if self._source is None:
+            raise ArtfsError(f"{self._name} is not a linked version; delete() deletes a version")
+        from ._run import unlink_version
+
+        unlink_version(self)
+
+    def linked_artifacts(self) -> list[str]:
+        """``registry/collection:vN`` of every collection that links this version."""
+        from ._run import links_of
+
+        return links_of(self)
+
     def logged_by(self) -> "Run | None":
         """The run that logged this version (None if it was logged outside any run)."""
         from ._run import logged_by
@@ -496,6 +551,9 @@ class Artifact:
         ``delete_aliases=True``, which removes them with it. The number is never reused.
         """
         store, _ = self._need_logged()
+        if self._source is not None:  # W&B: deleting a linked version removes the link only
+            self.unlink()
+            return
         store.delete_version(self.project or "", self._name, self._version or 0, delete_aliases=delete_aliases)
 
 

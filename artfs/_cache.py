@@ -512,11 +512,14 @@ class Cache:
                 nb += size
         return CacheInfo(self.root, blobs, nb, partial, npb, self.max_size)
 
-    def cleanup(self, target: int | str | None = None, *, keep: Callable[[str], bool] | None = None) -> tuple[int, int]:
+    def cleanup(self, target: int | str | None = None, *, keep: Callable[[str], bool] | None = None,
+                remove_temp: bool = False) -> tuple[int, int]:
         """Evict least recently used files until the cache holds at most ``target`` bytes.
 
         Returns (files removed, bytes freed). Blobs locked by a user (see :meth:`pinned`) and
-        those for which ``keep(path)`` is true are skipped. Stray temp files older than an hour go too.
+        those for which ``keep(path)`` is true are skipped. Stray temp files older than an hour go
+        too; with ``remove_temp`` (W&B's ``--remove-temp``) every temp file not written to for a
+        minute (a younger one may be a download in progress).
         """
         limit = parse_size(target) if target is not None else self.max_size
         removed = freed = 0
@@ -524,8 +527,11 @@ class Cache:
         tmpdir = os.path.join(self.root, "tmp")
         for e in os.scandir(tmpdir):
             with contextlib.suppress(OSError):
-                if e.stat().st_mtime < now - 3600:
+                if e.stat().st_mtime < now - (60 if remove_temp else 3600):
+                    st = e.stat()
                     os.unlink(e.path)
+                    if remove_temp:
+                        removed, freed = removed + 1, freed + st.st_size
         files = self._blobs()
         total = sum(s for _, s, _ in files)
         for _, size, p in sorted(files):

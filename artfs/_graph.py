@@ -3,7 +3,9 @@
 The graph is bipartite like W&B's: versions and runs. ``up`` follows a version to the run(s)
 that logged it and on to what those runs used; ``down`` follows a version to the runs that used
 it and on to what they logged. ``depth`` counts runs along a path. Each version's edges come from
-one listing of its keys (:mod:`artfs._lineage`), each run's from one listing too.
+one listing of its keys (:mod:`artfs._lineage`), each run's from one listing too. Downstream,
+a version also leads to the registry collections that link it (``linked``, :mod:`artfs._registry`):
+nodes of kind ``link``, named ``registry/collection:vM``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import ArtfsError, NotFound
 from ._lineage import parse_version_ref, read_record, run_edges, version_edges, version_exists, version_ref
+from ._registry import links_of_version
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -75,6 +78,9 @@ def lineage(store: "Store", ref: str, *, up: bool = True, down: bool = True, dep
                     edges.add((_version_node(store, g, p, a, m), rnode, "used"))
                     walk((p, a, m), d + 1, "up")
         else:
+            for lid in links_of_version(store, *v):
+                g.nodes.setdefault(lid, {"kind": "link"})
+                edges.add((vid, lid, "linked"))
             for rp, rid, _ in version_edges(store, v[0], v[1], v[2], "used"):
                 rnode = _run_node(store, g, rp, rid)
                 edges.add((vid, rnode, "used"))
@@ -95,6 +101,8 @@ def _label(g: Graph, nid: str) -> str:
     a = g.nodes[nid]
     if a["kind"] == "version":
         return nid + (" (deleted)" if a.get("deleted") else "")
+    if a["kind"] == "link":
+        return nid
     bits = [x for x in (a.get("job_type"), a.get("name")) if x]
     extra = f" ({', '.join(bits)})" if bits else ""
     if a.get("replay_of"):
@@ -118,7 +126,7 @@ def render_tree(g: Graph, *, up: bool = True, down: bool = True) -> str:
             return {"logger": "logged by", "contributor": "contributed to by", "matched": "also logged by",
                     "used": "used"}.get(k, k) if to_run or k != "used" else "used"
         return {"used": "used by", "logger": "logged", "contributor": "contributed to",
-                "matched": "logged (identical)"}.get(k, k)
+                "matched": "logged (identical)", "linked": "linked as"}.get(k, k)
 
     def tree(nid: str, prefix: str, upward: bool, path: set[str]) -> None:
         nxt = into.get(nid, []) if upward else out_of.get(nid, [])
@@ -148,7 +156,8 @@ def render_tree(g: Graph, *, up: bool = True, down: bool = True) -> str:
 
 
 #: how an edge is drawn in a picture (JSON keeps the role names)
-_PICTURE = {"used": "used", "logger": "logged", "contributor": "contributed", "matched": "logged again"}
+_PICTURE = {"used": "used", "logger": "logged", "contributor": "contributed", "matched": "logged again",
+            "linked": "linked as"}
 
 
 def _ident(g: Graph) -> dict[str, str]:
@@ -160,7 +169,9 @@ def render_dot(g: Graph) -> str:
     out = ["digraph lineage {", "  rankdir=LR;"]
     for nid, a in g.nodes.items():
         label = _label(g, nid).replace('"', '\\"')
-        if a["kind"] == "version":
+        if a["kind"] == "link":
+            out.append(f'  {ids[nid]} [shape=note, label="{label}"];')
+        elif a["kind"] == "version":
             style = ', style="dashed"' if a.get("deleted") else ""
             bold = ", penwidth=2" if nid == g.root else ""
             out.append(f'  {ids[nid]} [shape=box, label="{label}"{style}{bold}];')
@@ -178,7 +189,7 @@ def render_mermaid(g: Graph) -> str:
     out = ["flowchart LR"]
     for nid, a in g.nodes.items():
         label = _label(g, nid).replace('"', "#quot;")
-        out.append(f'  {ids[nid]}["{label}"]' if a["kind"] == "version" else f'  {ids[nid]}(["{label}"])')
+        out.append(f'  {ids[nid]}["{label}"]' if a["kind"] != "run" else f'  {ids[nid]}(["{label}"])')
     for src, dst, k in g.edges:
         arrow = "-.->" if k in ("contributor", "matched") else "-->"
         out.append(f"  {ids[src]} {arrow}|{_PICTURE.get(k, k)}| {ids[dst]}")

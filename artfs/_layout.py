@@ -24,7 +24,13 @@ Layout (``<N>`` a version number, ``<32 hex>`` the hex part of an ``xxh128:`` di
     <project>/aliases-log/<artifact>/<alias>/<time-ns>-<random>.json   one move of an alias, never rewritten
     <project>/runs/<run-id>/run.json                     a run's record, written only by its run
     <project>/runs/<run-id>/<kind>/<ap>/<artifact>/<N>   run -> version edge (kind: used, logged)
+    <project>/runs/<run-id>/history.jsonl                the run's logged metrics, one row a line (its run only)
+    <project>/runs/<run-id>/summary.json                 its summary, step, metric definitions, config (its run only)
+    <project>/runs/<run-id>/files/<path>                 files of the run: logged media (its run only)
     <ap>/lineage/<kind>/<artifact>/<N>/<rp>/<run-id>     the same edge, version side
+    <rp>/collections/<collection>/links/<N>.json         vN of a registry collection: the version it links
+    <rp>/collections/<collection>/aliases/<alias>        the link number an alias of the collection names
+    <ap>/lineage/linked/<artifact>/<N>/<rp>/<collection>/<M>   vN is linked as <rp>/<collection>:vM
 
 What each object means and which invariants hold between them is written where they are
 used: :mod:`artfs._store` (versions, aliases, intents, deletion), :mod:`artfs._aliaslog` (the
@@ -240,6 +246,20 @@ def run_key(project: str, run_id: str) -> str:
     return f"{project}/runs/{run_id}/run.json"
 
 
+def run_history_key(project: str, run_id: str) -> str:
+    """The run's metrics (``run.log``), JSON lines; rewritten whole by the run's one logging process."""
+    return f"{project}/runs/{run_id}/history.jsonl"
+
+
+def run_summary_key(project: str, run_id: str) -> str:
+    return f"{project}/runs/{run_id}/summary.json"
+
+
+def run_file_key(project: str, run_id: str, path: str) -> str:
+    """A file of the run (``media/images/...`` of a logged ``Image``); ``path`` checked by the caller."""
+    return f"{project}/runs/{run_id}/files/{path}"
+
+
 def run_edges_prefix(project: str, run_id: str, kind: str) -> str:
     return f"{project}/runs/{run_id}/{kind}/"
 
@@ -254,6 +274,35 @@ def version_edges_prefix(aproject: str, artifact: str, n: int, kind: str) -> str
 
 def version_edge_key(aproject: str, artifact: str, n: int, kind: str, project: str, run_id: str) -> str:
     return f"{aproject}/lineage/{kind}/{artifact}/{n}/{project}/{run_id}"
+
+
+# -- registry collections (artfs._registry) ---------------------------------------------------------
+def collections_prefix(project: str) -> str:
+    return f"{project}/collections/"
+
+
+def collection_links_prefix(project: str, collection: str) -> str:
+    return f"{project}/collections/{collection}/links/"
+
+
+def collection_link_key(project: str, collection: str, n: int) -> str:
+    return f"{project}/collections/{collection}/links/{n}.json"
+
+
+def collection_aliases_prefix(project: str, collection: str) -> str:
+    return f"{project}/collections/{collection}/aliases/"
+
+
+def collection_alias_key(project: str, collection: str, alias: str) -> str:
+    return f"{project}/collections/{collection}/aliases/{alias}"
+
+
+def version_links_prefix(aproject: str, artifact: str, n: int) -> str:
+    return f"{aproject}/lineage/linked/{artifact}/{n}/"
+
+
+def version_link_key(aproject: str, artifact: str, n: int, project: str, collection: str, m: int) -> str:
+    return f"{aproject}/lineage/linked/{artifact}/{n}/{project}/{collection}/{m}"
 
 
 # -- index documents (what a store that cannot list reads instead; written by artfs._index) ----------

@@ -198,3 +198,12 @@ def parse_spec(spec: str, *, default_project: str | None = None, need_ref: bool 
     if is_version(ref):
         return Spec(project, artifact, int(ref[1:]), None)
     return Spec(project, artifact, None, check_alias(ref))
+
+
+def make_artifact_name_safe(name: str) -> str:
+    """W&B's ``wandb.util.make_artifact_name_safe``: other characters become ``_``; names longer
+    than 128 keep their first and last 63 characters around ``..``."""
+    cleaned = re.sub(r"[^a-zA-Z0-9_\-.]", "_", name)
+    if len(cleaned) <= 128:
+        return cleaned
+    return re.sub(r"(^.{63}).*(.{63}$)", r"\g<1>..\g<2>", cleaned)

@@ -16,6 +16,7 @@ The Run class is meant to be extended: other modules add methods to it (e.g.
 
 from __future__ import annotations
 
+import atexit
 import getpass
 import os
 import secrets
@@ -28,6 +29,7 @@ from typing import Any
 
 from . import _aliaslog
 from ._artifact import Artifact
+from ._config import json_friendly, to_dict
 from ._errors import AlreadyExists, ArtfsError, InvalidName, NotFound
 from ._lineage import (
     RunRecord,
@@ -42,7 +44,10 @@ from ._lineage import (
     version_ref,
     write_record,
 )
-from ._names import check_name, parse_spec
+from ._history import read_summary_doc
+from ._names import Spec, check_name, parse_spec
+from . import _registry as registry
+from ._run_metrics import RunData
 from ._store import Store
 
 #: the environment variable that names the run a process belongs to (``project/run_id``)
@@ -88,8 +93,8 @@ def _strip_entity(name: str) -> str:
     return head + sep + ref
 
 
-class Run:
-    """One run: its record, and what it used and logged.
+class Run(RunData):
+    """One run: its record, what it used and logged, and (:class:`RunData`) its config and metrics.
 
     Live runs come from :func:`init`; runs read back (``Api().run``, ``Artifact.used_by``) load
     their record on first use of an attribute that needs it (``used_by`` of a version used by
@@ -135,11 +140,6 @@ class Run:
         return self.record.group
 
     @property
-    def config(self) -> dict[str, Any]:
-        """The run's configuration, as given to ``init(config=...)``."""
-        return self.record.config
-
-    @property
     def state(self) -> str:
         """``running``, ``finished`` or ``failed``."""
         return self.record.state
@@ -173,12 +173,16 @@ class Run:
             if not self._live:
                 return
             self._live = False
+        self._flush_data(final=True)
         if self._owner:
             self.close_record(exit_code if exit_code is not None else 0)
 
     def close_record(self, exit_code: int) -> None:
         """Write the final record; inputs and outputs are every edge of the run, whoever wrote it."""
         rec = self.record
+        doc = read_summary_doc(self.store, self.project, self.id)  # what a process that joined the run set
+        if doc and doc.get("config"):
+            rec.config.update(doc["config"])
         rec.state = "finished" if exit_code == 0 else "failed"
         rec.exit_status = exit_code
         rec.ended = now_iso()
@@ -234,14 +238,36 @@ class Run:
                 raise ArtfsError(f"{art.qualified_name} is in {art._store.url}, not in the run's store {self.store.url}")
         elif isinstance(artifact_or_name, str):
             spec = parse_spec(_strip_entity(artifact_or_name), default_project=self.project, need_ref=True)
-            project, artifact, n = self.store.resolve(spec)
-            art = Artifact._logged(self.store, project, artifact, n)
+            art = resolve_any(self.store, spec)
             if type is not None and art.type != type:
                 raise InvalidName(f"{art.qualified_name} has type {art.type!r}, not {type!r}")
         else:
             raise ArtfsError(f"use_artifact takes a name or an Artifact, not {artifact_or_name!r}")
-        self._edge("used", art.project or self.project, art._name, art._version or 0)
+        self._edge("used", *art._coords())  # a registry link: its source version is what was used
         return art
+
+    def link_artifact(self, artifact: "Artifact", target_path: str, aliases: list[str] | None = None) -> "Artifact":
+        """W&B's model registry: link a version into ``registry/collection`` with ``aliases`` there
+        (a draft is logged by this run first). Returns the linked version (``registry/coll:vN``)."""
+        self._need_live("link_artifact")
+        if artifact.is_draft:
+            self.log_artifact(artifact)
+        return link_to(artifact, target_path, aliases, run=self.path)
+
+    def link_model(self, path: str, registered_model_name: str, name: str | None = None,
+                   aliases: list[str] | None = None) -> "Artifact":
+        """W&B's ``link_model``: log the model at ``path`` (type ``model``) and link it into
+        ``model-registry/<registered_model_name>``."""
+        art = self.log_artifact(path, name=name, type="model")
+        return self.link_artifact(art, f"model-registry/{registered_model_name}", aliases)
+
+    def log_model(self, path: str, name: str | None = None, aliases: list[str] | None = None) -> "Artifact":
+        """W&B's ``log_model``: ``log_artifact`` of type ``model``."""
+        return self.log_artifact(path, name=name, type="model", aliases=aliases)
+
+    def use_model(self, name: str) -> str:
+        """W&B's ``use_model``: use the model version and return the directory it was downloaded to."""
+        return self.use_artifact(name).download()
 
     # -- the graph ---------------------------------------------------------------------------------
     def _artifacts(self, kind: str) -> list["Artifact"]:
@@ -279,7 +305,7 @@ def _become(art: "Artifact", logged: "Artifact") -> None:
 def logged_by(art: "Artifact") -> Run | None:
     """The run that created this version (its ``logger`` edge, else the run its manifest names)."""
     store, m = art._need_logged()
-    edges = version_edges(store, art.project or "", art._name, art._version or 0, "logged", roles=True)
+    edges = version_edges(store, *art._coords(), "logged", roles=True)
     for rp, rid, role in edges:
         if role == "logger":
             return Run(store, rp, rid)
@@ -295,15 +321,14 @@ def logged_by(art: "Artifact") -> Run | None:
 def contributors(art: "Artifact") -> list[Run]:
     """Runs that wrote into the draft this version came from, other than its logger."""
     store, _ = art._need_logged()
-    edges = version_edges(store, art.project or "", art._name, art._version or 0, "logged", roles=True)
+    edges = version_edges(store, *art._coords(), "logged", roles=True)
     return [Run(store, rp, rid) for rp, rid, role in edges if role == "contributor"]
 
 
 def used_by(art: "Artifact") -> list[Run]:
     """Runs that used this version: one listing of its edges (records are read when needed)."""
     store, _ = art._need_logged()
-    return [Run(store, rp, rid) for rp, rid, _ in version_edges(store, art.project or "", art._name,
-                                                                 art._version or 0, "used")]
+    return [Run(store, rp, rid) for rp, rid, _ in version_edges(store, *art._coords(), "used")]
 
 
 # -- the current run ---------------------------------------------------------------------------------
@@ -312,21 +337,31 @@ def current() -> Run | None:
 
 
 def init(project: str | None = None, job_type: str | None = None, group: str | None = None,
-         name: str | None = None, config: dict[str, Any] | None = None, id: str | None = None,
-         store: "Store | str | None" = None, resume: str | bool | None = None, **wandb_options: Any) -> Run:
+         name: str | None = None, config: Any = None, id: str | None = None,
+         store: "Store | str | None" = None, resume: str | bool | None = None,
+         config_exclude_keys: list[str] | None = None, config_include_keys: list[str] | None = None,
+         **wandb_options: Any) -> Run:
     """Start a run (W&B's ``wandb.init``); it becomes the current run until ``finish()``.
 
     Inside ``artfs run`` (``ARTFS_RUN_ID`` set) and with no other ``id``, the run of that command
     is joined. With an ``id`` whose record exists, that run is resumed (W&B's ``resume="allow"``).
     W&B options that have no meaning here (``entity``, ``tags``, ``notes``, ``reinit``, ``mode``,
-    ...) are accepted and ignored, so scripts port unchanged.
+    ...) are accepted and ignored, so scripts port unchanged. ``config`` is a dict, an
+    ``argparse.Namespace``, a ``SimpleNamespace`` or a YAML/JSON file name (see :mod:`artfs._config`).
+    A run not finished when the process exits is finished then (failed if an exception ended it).
     """
+    cfg = {k.strip("-"): json_friendly(v) for k, v in to_dict(config).items()}
+    if config_include_keys:
+        cfg = {k: v for k, v in cfg.items() if k in config_include_keys}
+    if config_exclude_keys:
+        cfg = {k: v for k, v in cfg.items() if k not in config_exclude_keys}
+    config = cfg
     st = _open_store(store)
     project = check_name(project or default_project(), "project")
     previous = _current
     if previous is not None:
         previous.finish()
-    owner = True
+    owner, resumed = True, False
     record: RunRecord | None = None
     env = os.environ.get(RUN_ENV)
     if id is None and env:
@@ -344,23 +379,43 @@ def init(project: str | None = None, job_type: str | None = None, group: str | N
             try:
                 record = read_record(st, project, id)  # resume
                 record.state, record.ended, record.exit_status = "running", None, None
+                record.config.update(config)
                 write_record(st, record)
+                resumed = True
             except NotFound:
                 record = None
     if record is None:
         if owner:
             return _make_current(start_run(st, project, name=name, job_type=job_type, group=group, config=config,
-                                           run_id=id))
+                                           run_id=id), resumed=False)
         record = RunRecord(id=id or new_run_id(), project=project, name=name, job_type=job_type, group=group,
-                           config=dict(config or {}), started=now_iso())
-    return _make_current(Run(st, project, record.id, record=record, live=True, owner=owner))
+                           config=dict(config), started=now_iso())
+    elif not owner and config:
+        record.config.update(config)
+    return _make_current(Run(st, project, record.id, record=record, live=True, owner=owner), resumed=resumed)
 
 
-def _make_current(run: Run) -> Run:
-    global _current
+def _make_current(run: Run, *, resumed: bool) -> Run:
+    global _current, _atexit_registered
+    run._start_data(resume=resumed)
+    run.resumed = resumed
     with _current_lock:
         _current = run
+        if not _atexit_registered:
+            atexit.register(_finish_at_exit)
+            _atexit_registered = True
     return run
+
+
+_atexit_registered = False
+
+
+def _finish_at_exit() -> None:
+    """W&B finishes the run when the script ends; an uncaught exception (``sys.last_value``,
+    set when the interpreter printed its traceback) marks it failed."""
+    run = _current
+    if run is not None:
+        run.finish(exit_code=1 if getattr(sys, "last_value", None) is not None else 0)
 
 
 def start_run(store: "Store", project: str, *, name: str | None = None, job_type: str | None = None,
@@ -373,7 +428,7 @@ def start_run(store: "Store", project: str, *, name: str | None = None, job_type
     """
     check_name(project, "project")
     rec = RunRecord(id=check_run_id(run_id) if run_id else new_run_id(), project=project, name=name,
-                    job_type=job_type, group=group, config=dict(config or {}),
+                    job_type=job_type, group=group, config=json_friendly(dict(config or {})),
                     command=list(sys.argv if command is None else command), cwd=os.getcwd(),
                     host=socket.gethostname(), user=_user(), pid=os.getpid() if pid is None else pid,
                     source=source, started=now_iso(), replay_of=replay_of)
@@ -413,6 +468,86 @@ def use_artifact(artifact_or_name: "Artifact | str", type: str | None = None,
                  aliases: list[str] | None = None) -> "Artifact":
     """``Run.use_artifact`` of the current run."""
     return _need_current("use_artifact").use_artifact(artifact_or_name, type, aliases)
+
+
+# -- the registry (artfs._registry) ----------------------------------------------------------------
+def resolve_any(store: "Store", spec: Spec) -> "Artifact":
+    """The version a spec names: an artifact's, else a registry collection's link."""
+    try:
+        return Artifact._logged(store, *store.resolve(spec))
+    except NotFound:
+        if spec.artifact not in registry.collections(store, spec.project):
+            raise
+    return registry.linked_artifact(store, registry.resolve(store, spec.project, spec.artifact, spec.version,
+                                                            spec.alias))
+
+
+def link_to(art: "Artifact", target_path: str, aliases: list[str] | None, run: str | None = None) -> "Artifact":
+    """``Artifact.link``: a draft is saved (logged) first; a link is linked as its source."""
+    if art.is_draft:
+        art.save()
+    store, _ = art._need_logged()
+    if run is None and _current is not None and _current.store.url == store.url:
+        run = _current.path
+    project, collection = registry.parse_target(target_path, art.project or default_project())
+    source = art._coords()
+    lk = registry.link(store, source, art.type, project, collection, list(aliases or []), run=run)
+    return registry.linked_artifact(store, lk)
+
+
+def _link_of(art: "Artifact") -> registry.Link:
+    store, _ = art._need_logged()
+    return registry.read_link(store, art.project or "", art._name, art._version or 0)
+
+
+def save_link(art: "Artifact") -> None:
+    """``save()`` of a linked version: aliases are the collection's, description and metadata the source's."""
+    store, _ = art._need_logged()
+    lk = _link_of(art)
+    src = source_of(art)
+    if (src.description, src.metadata, src.tags, src.ttl) != (art.description, art.metadata, art.tags, art.ttl):
+        src.description, src.metadata, src.tags, src.ttl = art.description, art.metadata, art.tags, art.ttl
+        src.save()
+    new = list(dict.fromkeys(art.aliases))
+    for a in new:
+        if a not in art._saved_aliases:
+            registry.set_alias(store, lk.project, lk.collection, a, lk.n)
+    for a in art._saved_aliases:
+        if a not in new and a != "latest":
+            registry.remove_alias(store, lk.project, lk.collection, a)
+    art.aliases = sorted(a for a, v in registry.aliases(store, lk.project, lk.collection).items() if v == lk.n)
+    art._saved_aliases = list(art.aliases)
+
+
+def source_of(art: "Artifact") -> "Artifact":
+    store, _ = art._need_logged()
+    return Artifact._logged(store, *art._coords())
+
+
+def unlink_version(art: "Artifact") -> None:
+    store, _ = art._need_logged()
+    registry.unlink(store, _link_of(art))
+
+
+def links_of(art: "Artifact") -> list[str]:
+    store, _ = art._need_logged()
+    return registry.links_of_version(store, *art._coords())
+
+
+def link_artifact(artifact: "Artifact", target_path: str, aliases: list[str] | None = None) -> "Artifact":
+    """``Run.link_artifact`` of the current run."""
+    return _need_current("link_artifact").link_artifact(artifact, target_path, aliases)
+
+
+def save_draft(art: "Artifact", project: str | None) -> None:
+    """``Artifact.save()`` of a draft (W&B): logged by the current run, else by a run of job type
+    ``auto`` made for it in ``project``."""
+    run = _current
+    if run is not None:
+        run.log_artifact(art)
+        return
+    with init(project=project, job_type="auto") as auto:
+        auto.log_artifact(art)
 
 
 def finish(exit_code: int | None = None) -> None:

@@ -108,11 +108,12 @@ class Store:
 
     # -- listing -------------------------------------------------------------------------------
     def projects(self) -> list[str]:
-        """Projects with artifacts; a project the store refuses to list is skipped (see artfs._access)."""
+        """Projects with artifacts (or registry collections); a project the store refuses to list is
+        skipped (see artfs._access)."""
         out = []
         for p in self.backend.list_dirs(""):
             try:
-                if _valid(p) and self.artifacts(p):
+                if _valid(p) and (self.artifacts(p) or self.backend.list_dirs(L.collections_prefix(p))):
                     out.append(p)
             except PermissionDenied:
                 continue
@@ -543,10 +544,20 @@ class Store:
             self.remove_alias(project, artifact, old)
         return n
 
-    def set_info(self, project: str, artifact: str, n: int, *, description: str | None, metadata: dict[str, Any]) -> None:
-        """Replace the description and metadata of vN (``Artifact.save`` does this); ``NotFound`` if no vN."""
+    def set_info(self, project: str, artifact: str, n: int, *, description: str | None, metadata: dict[str, Any],
+                 tags: list[str] | None = None, ttl: float | None | str = "keep") -> None:
+        """Replace the description, metadata, tags and TTL (seconds) of vN (``Artifact.save`` does this);
+        tags None and ttl ``"keep"`` keep what vN has (``artfs describe`` changes neither). ``NotFound`` if no vN."""
         self.manifest(project, artifact, n)  # must exist
-        doc = {"description": description, "metadata": metadata, "updated": _now()}
+        if tags is None or ttl == "keep":
+            old = self.info(project, artifact, n)
+            tags = old.get("tags") if tags is None else tags
+            ttl = old.get("ttl") if ttl == "keep" else ttl
+        doc: dict[str, Any] = {"description": description, "metadata": metadata, "updated": _now()}
+        if tags:
+            doc["tags"] = list(tags)
+        if ttl is not None:
+            doc["ttl"] = ttl
         self.backend.put(L.info_key(project, artifact, n), json.dumps(doc, ensure_ascii=False).encode())
 
     # -- deletion (see artfs._gc) ----------------------------------------------------------------

@@ -43,6 +43,7 @@ from ._mounts import (
 from . import _xattrs as xattrs
 from ._names import check_alias, check_name, is_version, parse_version
 from ._refs import is_pinned
+from ._registry import collection_symlinks, collections
 from ._replay import run_view
 from ._run import RUN_ENV, new_run_id
 from ._umount import COMMITTING, FINISHED, UnmountReport
@@ -59,6 +60,8 @@ __all__ = [
     "gc_paused", "bounded_json", "diff_entries",
     # what a caller may see of a store (artfs/_access.py)
     "list_projects",
+    # registry collections, as the mount shows them (artfs/_registry.py)
+    "collections", "collection_symlinks",
     # runs and lineage (artfs/_lineage.py, _run.py)
     "RUN_ENV", "RunRecord", "logger_of_version", "new_run_id", "now_iso", "parse_run_path", "record_edge",
     "version_ref", "write_record", "run_view",

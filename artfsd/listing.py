@@ -6,6 +6,7 @@
     MNT/<project>/                    ProjectDir   artifacts, re-listed when stale
     MNT/<project>/<artifact>/         ArtifactDir  vN directories, alias symlinks, draft/
     MNT/<project>/<artifact>/latest   AliasLink    -> vN
+    MNT/<registry>/<collection>/      CollectionDir  vN -> ../../<p>/<a>/vK, aliases -> vN (read-only)
 
 What these levels show changes while mounted (:mod:`artfsd.namespace` keeps it fresh), so the
 kernel gets one-second timeouts. On a writable mount they take a few file operations:
@@ -230,9 +231,9 @@ class ListingHandler(Handler):
                 raise pyfuse3.FUSEError(errno.ENOTEMPTY)
             self.ns.drop_local(sname)
             return None
-        assert isinstance(child, ArtifactDir) and self.drafts is not None
-        if sname not in self.ns.local.get(node.name, ()):
-            raise erofs()
+        if not isinstance(child, ArtifactDir) or sname not in self.ns.local.get(node.name, ()):
+            raise erofs()  # a collection (artfs unlink removes its links), or an artifact of the store
+        assert self.drafts is not None
         await self.ns.ensure_fresh(child)
         if any(isinstance(c, VersionDir) for c in child.children.values()):
             raise pyfuse3.FUSEError(errno.ENOTEMPTY)

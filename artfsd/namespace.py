@@ -60,11 +60,12 @@ import pyfuse3
 import trio
 
 from artfs import InvalidName, PermissionDenied, Store, StoreUnavailable
+from artfs.lowlevel import collection_symlinks, collections
 from artfs.lowlevel import MountConfig, check_alias, check_name, is_version, list_projects, parse_version, timeline
 
 from .errors import Timeout, errno_for
 # the node types live in nodes.py; ArtifactDir and DraftRoot are re-exported for drafts.py
-from .nodes import AliasLink, Inodes, ListingDir, Node, ProjectDir, RootDir, VersionDir, now
+from .nodes import AliasLink, CollectionDir, Inodes, ListingDir, Node, ProjectDir, RootDir, VersionDir, now
 from .nodes import ArtifactDir as ArtifactDir
 from .nodes import DraftRoot as DraftRoot
 from .tree import VersionTree
@@ -192,8 +193,12 @@ class Namespace:
                 self.denied_projects = set(denied)
                 self._apply_names(d, names, ProjectDir)
             elif isinstance(d, ProjectDir):
-                names = await self.run_sync(self.store.artifacts, d.name, what=f"list {d.name}")
-                self._apply_names(d, names, ArtifactDir)
+                names, colls = await self.run_sync(self._list_project, d.name, what=f"list {d.name}")
+                self._apply_names(d, names, ArtifactDir, colls=colls)
+            elif isinstance(d, CollectionDir):
+                links = await self.run_sync(collection_symlinks, self.store, d.project, d.name,
+                                            what=f"list {d.project}/{d.name}")
+                self._apply_collection(d, links)
             elif isinstance(d, ArtifactDir):
                 versions, aliases = await self.run_sync(self._list_artifact, d.project, d.name,
                                                         what=f"list {d.project}/{d.name}")
@@ -227,8 +232,30 @@ class Namespace:
             d.inflight = None
             ev.set()
 
+    def _list_project(self, project: str) -> tuple[list[str], list[str]]:
+        """Its artifacts, and the registry collections that are no artifact's name."""
+        names = self.store.artifacts(project)
+        return names, [c for c in collections(self.store, project) if c not in names]
+
+    def _apply_collection(self, d: CollectionDir, links: dict[str, str]) -> None:
+        new: dict[str, Node] = {}
+        for name, target in sorted(links.items()):
+            node = d.seen.get(name)
+            raw = target.encode()
+            if not isinstance(node, AliasLink) or node.raw != raw:
+                if node is not None:
+                    self._invalidate(d.ino, name.encode())
+                node = d.seen[name] = self.inodes.add(AliasLink(self.inodes.allocate(), d, name, 0, raw))
+            new[name] = node
+        for name in d.children:
+            if name not in new:
+                self._invalidate(d.ino, name.encode())
+        d.children = new
+
     def _list_offline(self, d: ListingDir) -> bool:
         """Never listed and the store is down: list the manifests cached locally (all readable)."""
+        if isinstance(d, CollectionDir):
+            return False  # links are not cached
         if self.as_of is not None or self.pinned is not None:
             return False  # which of them to show needs the store
         base = os.path.join(self.store.cache.root, "manifests", self.store.id)
@@ -276,15 +303,18 @@ class Namespace:
         versions = self.store.versions(project, artifact)
         return versions, self.store.aliases(project, artifact, versions=versions)
 
-    def _apply_names(self, d: ListingDir, names: list[str], cls: type[ListingDir]) -> None:
+    def _apply_names(self, d: ListingDir, names: list[str], cls: type[ListingDir],
+                     colls: tuple[str, ...] | list[str] = ()) -> None:
         local = self.local if isinstance(d, RootDir) else self.local.get(d.name, ()) if isinstance(d, ProjectDir) else ()
         if local:
             names = sorted(set(names).union(local))
+        kinds: dict[str, type[ListingDir]] = {c: CollectionDir for c in colls}
+        kinds.update((n, cls) for n in names)
         new: dict[str, Node] = {}
-        for name in names:
+        for name in sorted(kinds):
             node = d.seen.get(name)
-            if node is None:
-                node = d.seen[name] = self.inodes.add(cls(self.inodes.allocate(), d, name))
+            if node is None or type(node) is not kinds[name]:  # an artifact now, a collection before
+                node = d.seen[name] = self.inodes.add(kinds[name](self.inodes.allocate(), d, name))
             new[name] = node
         for name in d.children:
             if name not in new:
@@ -520,8 +550,8 @@ class Namespace:
 
 def _valid_child(d: ListingDir, name: str) -> bool:
     try:
-        if isinstance(d, ArtifactDir):
-            if name == "draft":
+        if isinstance(d, (ArtifactDir, CollectionDir)):
+            if name == "draft" and isinstance(d, ArtifactDir):
                 return True
             if is_version(name):
                 parse_version(name)

@@ -98,16 +98,31 @@ class DraftRoot(Node):
         self.slot = slot
 
 
-class AliasLink(Node):
-    __slots__ = ("target",)
+class CollectionDir(ListingDir):
+    """``MNT/<registry>/<collection>/``: a registry collection (artfs._registry), read-only; each
+    ``vN`` is a symlink to the linked version's directory, each alias a symlink to ``vN``."""
 
-    def __init__(self, ino: int, parent: ArtifactDir, name: str, target: int) -> None:
+    __slots__ = ()
+
+    @property
+    def project(self) -> str:
+        assert self.parent is not None
+        return self.parent.name
+
+
+class AliasLink(Node):
+    """A symlink: an alias (``latest -> v3``), or a collection's entry (``raw``, any target)."""
+
+    __slots__ = ("target", "raw")
+
+    def __init__(self, ino: int, parent: ListingDir, name: str, target: int, raw: bytes | None = None) -> None:
         super().__init__(ino, parent, name)
         self.target = target
+        self.raw = raw
 
     @property
     def link(self) -> bytes:
-        return f"v{self.target}".encode()
+        return self.raw if self.raw is not None else f"v{self.target}".encode()
 
 
 class VersionDir(Node):

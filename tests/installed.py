@@ -5,7 +5,8 @@ Built once per content of the package (a hash of what goes into it) and shared b
 processes of a run and by later runs: the first caller builds under an exclusive lock, the others
 wait for it and reuse the result. The venv is made by the system's Python (``/usr/bin/python3``
 where there is one: a Python under ``/root`` cannot be run by other uids), with artfs's runtime
-dependencies from the package index, so it holds stock pyfuse3, as ``pip install`` gives a user.
+dependencies from the package index (and the ``fsspec`` extra), so it holds stock pyfuse3, as
+``pip install 'artfs[fsspec]'`` gives a user.
 
 :func:`normal_host` makes this host "normal" for the length of a test (``/dev/fuse`` mode 0666,
 as udev sets it on desktops and servers; it is 0600 in this workplace) and restores it; every test
@@ -35,7 +36,7 @@ HOST_LOCK = "/tmp/artfs-tests-host.lock"
 
 
 def _key() -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(Path(__file__).read_bytes())  # how it is built is part of what it is
     for rel in _INPUTS:
         p = ROOT / rel
         if p.exists():
@@ -97,7 +98,7 @@ def installed() -> Installed:
         _run([sys.executable, "-m", "build", "-q", "-o", str(base / "dist"), str(src)])
         _run([system_python(), "-m", "venv", str(base / "venv")])
         wheel = next((base / "dist").glob("artfs-*.whl"))
-        _run([str(base / "venv" / "bin" / "pip"), "install", "-q", str(wheel)])
+        _run([str(base / "venv" / "bin" / "pip"), "install", "-q", f"{wheel}[fsspec]"])
         shutil.rmtree(src)
         for p in [base, *base.rglob("*")]:  # every uid may read and run it, none may change it
             if not p.is_symlink():

@@ -304,12 +304,12 @@ def test_missing_version_alias_artifact(cli: CLI, data: Path) -> None:
 def test_missing_dir(cli: CLI, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dir"
     assert cli.fails("put", "-n", "p/a", str(missing), code=1) == f"artfs: error: {missing}: No such file or directory"
-    f = tmp_path / "file"
-    f.write_text("x")
-    assert "Not a directory" in cli.fails("put", "-n", "p/a", str(f), code=1)
     (tmp_path / "empty").mkdir()
     assert "no files" in cli.fails("put", "-n", "p/a", str(tmp_path / "empty"), code=1)
     assert not cli.store.exists() or not any(cli.store.iterdir())
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert "neither a file nor a directory" in cli.fails("put", "-n", "p/a", str(fifo), code=1)
 
 
 def test_debug_shows_traceback(cli: CLI, data: Path) -> None:

@@ -74,6 +74,7 @@ artfs put -n p/data data                        # unchanged: no new version
 artfs ls p/data --json > ls.json
 artfs get p/data:latest --root out && cmp out/a.txt data/a.txt && cmp out/sub/b.txt data/sub/b.txt
 artfs warmup p/data:v0
+python -I -c 'import fsspec; assert fsspec.open("artfs://p/data/latest/sub/b.txt").open().read() == b"two\n"'
 mkdir -p mnt
 artfs mount mnt
 test "$(cat mnt/p/data/latest/a.txt)" = one

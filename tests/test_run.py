@@ -157,7 +157,7 @@ artifact_type, artifact_name = 'model', 'ckpt'
 for version in api.artifact_versions(artifact_type, artifact_name):
     if len(version.aliases) == 0:
         version.delete()
-assert [v.version for v in api.artifact_versions('model', 'ckpt')] == ["v1", "v2"]
+assert [v.version for v in api.artifact_versions('model', 'ckpt')] == ["v2", "v1"]  # newest first, as W&B
 print("OK")
 '''
 

@@ -51,7 +51,7 @@ def _artifact_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command's parser; the order here is the order ``artfs -h`` lists them in."""
-    from . import access, doctor, drafts, fusebuild, groups, history, maintenance, mount, replay, runs  # on use
+    from . import access, doctor, drafts, fusebuild, groups, history, maintenance, mount, registry, replay, runs  # on use
 
     common = argparse.ArgumentParser(add_help=False)
     global_options(common, suppress=True)
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance.register_warmup(sub, common)
     access.register(sub, common)
     runs.register(sub, common)
+    registry.register(sub, common)
     fusebuild.register(sub, common)
     doctor.register(sub, common)
     history.register(sub, common)

@@ -9,6 +9,7 @@ These (with ``gc`` and ``cache`` of :mod:`artfs.cli.maintenance`) are also regis
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
 import os
 from typing import Any
@@ -18,7 +19,9 @@ from .._aliaslog import iso_ns
 from .._asof import timeline
 from .._artifact import Artifact
 from .._errors import ArtfsError, NotFound
-from .._names import Spec, check_alias, check_name, check_path, parse_spec
+from .. import _registry as registry
+from .._names import Spec, check_alias, check_name, check_path, make_artifact_name_safe, parse_spec
+from .._run import default_project, resolve_any
 from .._store import HasAliases, Store
 from ..backends import default_store_url
 from . import groups, history
@@ -27,6 +30,7 @@ from .context import (
 )
 from .output import human_size, one_line, plural, table, uploaded, when
 from .references import add_reference_args, check_sources, fill
+from .registry import ls_collection, registry_docs
 
 
 def version_doc(store: Store, project: str, artifact: str, n: int, *, aliases: dict[str, int] | None = None,
@@ -48,8 +52,12 @@ def version_doc(store: Store, project: str, artifact: str, n: int, *, aliases: d
         "aliases": sorted(a for a, v in aliases.items() if v == n),
         "description": info.get("description"),
         "metadata": info.get("metadata") or {},
+        "tags": info.get("tags") or [],
+        "ttl_seconds": info.get("ttl"),
         "created": m.created,
     }
+    if files:  # show: the registry collections that link it (one listing)
+        doc["linked"] = registry.links_of_version(store, project, artifact, n)
     if files:
         doc["entries"] = [e.to_json() for e in m.entries]
     return doc
@@ -62,16 +70,18 @@ def cmd_put(ctx: Context) -> None:
         return groups.put_upsert(ctx)
     if getattr(a, "writer", None):
         raise UsageError("--writer goes with --upsert GROUP")
-    s = parse_spec(a.name)
+    s = put_spec(a)
     if s.version is not None:
         raise UsageError(f"-n {a.name}: versions are numbered by the store; give project/artifact")
     aliases = [check_alias(x) for x in dict.fromkeys((a.alias or []) + ([s.alias] if s.alias else []))]
     md = metadata(a.metadata, a.metadata_json)
     check_sources(a)
     art = Artifact(s.artifact, type=a.type or "unspecified", description=a.description, metadata=md)
-    added = fill(art, a)
-    total = sum(os.path.getsize(os.path.join(a.dir, *p.split("/"))) for p in added)
+    added = fill(art, a)  # before the store is opened (or created): bad input leaves nothing
+    total = sum(os.path.getsize(art._files[p]) for p in added)
     store = ctx.store
+    if a.type is None and s.artifact not in store.artifacts(s.project):
+        art.type = "dataset"  # W&B's CLI default for a new artifact; an existing one keeps its type
     with ctx.progress(total, "upload") as cb:
         # Store.log_artifact without the progress callback it does not take
         logged = art._log(store, s.project, aliases, progress=cb)
@@ -91,6 +101,16 @@ def cmd_put(ctx: Context) -> None:
     ctx.emit(doc, text)
 
 
+def put_spec(a: argparse.Namespace) -> Spec:
+    """``-n PROJECT/ARTIFACT``; without ``-n``, W&B's default: the file's or directory's name, in
+    the default project ($ARTFS_PROJECT, $WANDB_PROJECT, else uncategorized)."""
+    if a.name is not None:
+        return parse_spec(a.name)
+    if a.dir is None:
+        raise UsageError("put: DIR (or FILE) is required, or -n PROJECT/ARTIFACT with --reference")
+    return parse_spec(f"{default_project()}/{make_artifact_name_safe(os.path.basename(os.path.abspath(a.dir)))}")
+
+
 def cmd_get(ctx: Context) -> None:
     a = ctx.args
     s = spec(a.spec)
@@ -99,10 +119,12 @@ def cmd_get(ctx: Context) -> None:
     prefix = check_path(a.path.strip("/")) if a.path else None
     t = history.as_of(ctx)
     if t is None:
-        art = ctx.store.artifact(str(s))
+        art = resolve_any(ctx.store, s)  # a registry link too
     else:  # the version the spec named then (NotFound if it named none, or one deleted since)
         n = timeline(ctx.store, s.project, s.artifact).resolve(s, t)
         art = ctx.store.artifact(f"{s.project}/{s.artifact}:v{n}")
+    if a.type is not None and art.type != a.type:
+        raise NotFound(f"{art.qualified_name} has type {art.type!r}, not {a.type!r}")
     entries = art.manifest.entries
     if prefix is not None:
         entries = [e for e in entries if e.path == prefix or e.path.startswith(prefix + "/")]
@@ -142,7 +164,7 @@ def cmd_ls(ctx: Context) -> None:
         return _ls_as_of(ctx, project, s)
     if not target:
         # only what this caller may read: projects the store refuses are skipped
-        counts = [(p, len(store.artifacts(p))) for p in list_projects(store)[0]]
+        counts = [(p, len(store.artifacts(p)) + len(registry.collections(store, p))) for p in list_projects(store)[0]]
         if not counts and not ctx.json:
             ctx.note(f"no projects in {store.url}")
         ctx.emit([{"project": p, "artifacts": n} for p, n in counts],
@@ -150,7 +172,7 @@ def cmd_ls(ctx: Context) -> None:
         return
     if project is not None:
         names = store.artifacts(project)
-        if not names:
+        if not names and not registry.collections(store, project):
             raise NotFound(f"{project}: no such project in {store.url}{did_you_mean(project, store.projects())}")
         docs: list[dict[str, Any]] = []
         for name in names:
@@ -158,11 +180,16 @@ def cmd_ls(ctx: Context) -> None:
             kind = store.manifest(project, name, versions[-1]).type if versions else None
             latest = store.aliases(project, name, versions=versions).get("latest")
             docs.append({"artifact": name, "type": kind, "versions": len(versions), "latest": latest})
+        docs += registry_docs(store, project)
+        if ctx.args.type:
+            docs = [d for d in docs if d["type"] == ctx.args.type]
         ctx.emit(docs, table(("ARTIFACT", "TYPE", "VERSIONS", "LATEST"), [
             (d["artifact"], d["type"] or "-", d["versions"], "-" if d["latest"] is None else f"v{d['latest']}")
             for d in docs]))
         return
     assert s is not None
+    if s.artifact not in store.artifacts(s.project) and s.artifact in registry.collections(store, s.project):
+        return ls_collection(ctx, s.project, s.artifact)
     versions = store.versions(s.project, s.artifact)
     if not versions:
         store.resolve(Spec(s.project, s.artifact, None, "latest"))  # raises the precise NotFound
@@ -222,7 +249,15 @@ def _show_text(doc: dict[str, Any]) -> str:
         f"  aliases      {', '.join(doc['aliases']) or '-'}",
         f"  created      {when(doc['created'])}",
         f"  description  {doc['description'] if doc['description'] is not None else '-'}",
+        f"  tags         {', '.join(doc['tags']) or '-'}",
     ]
+    if doc.get("ttl_seconds"):
+        lines.append(f"  ttl          {_dt.timedelta(seconds=doc['ttl_seconds'])}")
+    if doc.get("link"):
+        lines[0] = f"{doc['link']['name']} (links {doc['name']})"
+        lines[5] = f"  aliases      {', '.join(doc['link']['aliases']) or '-'}"
+    for name in doc.get("linked") or []:
+        lines.append(f"  linked as    {name}")
     md = doc["metadata"]
     if md:
         lines.append("  metadata")
@@ -238,8 +273,12 @@ def _show_text(doc: dict[str, Any]) -> str:
 
 def cmd_show(ctx: Context) -> None:
     s = spec(ctx.args.spec)  # a malformed spec is a usage error (2) even where no store is
-    project, artifact, n = ctx.store.resolve(s)
-    doc = version_doc(ctx.store, project, artifact, n, files=ctx.args.files)
+    art = resolve_any(ctx.store, s)
+    doc = version_doc(ctx.store, *art._coords(), files=True)
+    if not ctx.args.files:
+        del doc["entries"]
+    if art.is_link:
+        doc["link"] = {"name": art.qualified_name, "aliases": art.aliases}
     ctx.emit(doc, _show_text(doc))
 
 
@@ -312,11 +351,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("put", parents=[common], help="log a directory as a new version",
                        description="Log DIR as the next version of an artifact. Only blobs the store lacks are "
                                    "uploaded; identical content creates no new version.")
-    p.add_argument("-n", "--name", required=True, metavar="PROJECT/ARTIFACT",
-                   help="the artifact to log a version of (created with its first version)")
+    p.add_argument("-n", "--name", metavar="PROJECT/ARTIFACT",
+                   help="the artifact to log a version of (created with its first version; default: DIR's or "
+                        "FILE's name, in $ARTFS_PROJECT or $WANDB_PROJECT, else 'uncategorized')")
     p.add_argument("-t", "--type", metavar="TYPE",
-                   help="dataset, model, ... (default: the artifact's existing type, or 'unspecified')")
-    p.add_argument("dir", metavar="DIR", nargs="?", help="the directory to log (optional with --reference)")
+                   help="dataset, model, ... (default: the artifact's existing type, or 'dataset' as W&B's CLI)")
+    p.add_argument("dir", metavar="DIR|FILE", nargs="?",
+                   help="the directory (its contents) or the one file to log (optional with --reference)")
     p.add_argument("-a", "--alias", action="append", metavar="ALIAS", help="alias for the version (repeatable)")
     p.add_argument("-d", "--description", help="a description of the new version")
     metadata_options(p)
@@ -329,6 +370,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                                    "there; every file is verified). Prints the directory.")
     p.add_argument("spec", metavar="PROJECT/ARTIFACT[:VERSION|:ALIAS]")
     p.add_argument("--root", metavar="DIR", help="target directory (default: ./artifacts/ARTIFACT:vN)")
+    p.add_argument("--type", metavar="TYPE", help="refuse (not found, exit 3) a version of another type")
     p.add_argument("--path", metavar="PREFIX", help="only this file or directory of the version")
     p.add_argument("--checkout", action="store_true", help="also remove files under DIR that are not in the version")
     p.add_argument("--allow-file", action="store_true",
@@ -342,6 +384,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("ls", parents=[common], help="list projects, artifacts or versions")
     p.add_argument("target", nargs="?", metavar="PROJECT[/ARTIFACT]")
+    p.add_argument("-t", "--type", metavar="TYPE", help="only artifacts of this type (with PROJECT)")
     history.as_of_option(p, "the project or artifact")
     json_option(p)
     p.set_defaults(func=cmd_ls)

@@ -26,6 +26,8 @@ from .references import check_sources, fill
 def put_upsert(ctx: Context) -> None:
     """``artfs put --upsert GROUP``: like put, but the files become a part of GROUP."""
     a = ctx.args
+    if a.name is None:
+        raise UsageError("put --upsert needs -n PROJECT/ARTIFACT")
     spec = parse_spec(a.name)
     if spec.version is not None or spec.alias is not None:
         raise UsageError(f"-n {a.name}: give project/artifact")

@@ -53,7 +53,7 @@ def cmd_cache_info(ctx: Context) -> None:
 
 def cmd_cache_cleanup(ctx: Context) -> None:
     target = size(ctx.args.size)
-    removed, freed = ctx.cache.cleanup(target)
+    removed, freed = ctx.cache.cleanup(target, remove_temp=ctx.args.remove_temp)
     d = _cache_doc(ctx.cache)
     text = (f"removed {plural(removed, 'file')} ({human_size(freed)}); the cache holds "
             f"{human_size(d['bytes'] + d['partial_bytes'])} in {d['path']}")
@@ -74,6 +74,9 @@ def register_gc_and_cache(sub: Any, common: argparse.ArgumentParser) -> None:
     q.set_defaults(func=cmd_cache_info)
     q = csub.add_parser("cleanup", parents=[common], help="evict least recently used blobs down to SIZE")
     q.add_argument("size", metavar="SIZE", help="e.g. 1GB, 500M, 0")
+    q.add_argument("--remove-temp", action="store_true",
+                   help="also remove every temp file not written to for a minute (W&B's flag; without it, "
+                        "those over an hour old)")
     json_option(q)
     q.set_defaults(func=cmd_cache_cleanup)
 

@@ -52,13 +52,17 @@ def check_sources(a: argparse.Namespace) -> None:
         raise UsageError("put: give a DIR to log, --reference URI, or both")
     if a.dir is not None and not os.path.exists(a.dir):
         raise FileNotFoundError(2, "No such file or directory", a.dir)
-    if a.dir is not None and not os.path.isdir(a.dir):
-        raise NotADirectoryError(20, "Not a directory", a.dir)
+    if a.dir is not None and not os.path.isdir(a.dir) and not os.path.isfile(a.dir):
+        raise ArtfsError(f"{a.dir}: neither a file nor a directory")
 
 
 def fill(art: Artifact, a: argparse.Namespace) -> list[str]:
-    """Add DIR's files (returned, as paths in the version) and then the references to ``art``."""
-    added = art.add_dir(a.dir) if a.dir is not None else []
+    """Add DIR's files (returned, as paths in the version) and then the references to ``art``;
+    a FILE is logged as one file at the version's root (W&B's ``wandb artifact put FILE``)."""
+    if a.dir is not None and os.path.isfile(a.dir):
+        added = [art.add_file(a.dir)]
+    else:
+        added = art.add_dir(a.dir) if a.dir is not None else []
     if not added and not a.references:
         raise ArtfsError(f"{a.dir}: no files to log")
     add_references_from_args(art, a)  # entries whose bytes stay where they are

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 from typing import Any
 
 from .._errors import ArtfsError
 from .._graph import lineage, render_dot, render_mermaid, render_tree
+from .._history import read_history, read_summary_doc
 from .._lineage import list_runs, parse_run_path, read_record, version_ref
 from .._names import check_name, parse_spec
 from .._run import RUN_ENV, Run, default_project, start_run
+from .._wandb_shim import make_shim
 from .context import Context, UsageError, json_option
 from .output import table, when
 
@@ -35,18 +38,27 @@ def cmd_run(ctx: Context) -> int:
     env = dict(os.environ, **{RUN_ENV: run.path, "ARTFS_PROJECT": project})
     if args.store:
         env["ARTFS_STORE"] = args.store
+    shim = None
+    if args.wandb or os.environ.get("ARTFS_WANDB", "") not in ("", "0"):
+        shim = make_shim()  # CMD's `import wandb` gets artfs; removed below
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
+        env["WANDB_PROJECT"] = project  # integrations pass it to wandb.init: the run is joined
     try:
-        proc = subprocess.Popen(cmd, env=env)
-    except OSError as e:  # like a shell: 127 for a command that cannot be started
-        run.close_record(127)
-        ctx.note(f"artfs: error: {cmd[0]}: {e.strerror or e}")
-        return 127
-    # Ctrl-C reaches CMD (same process group); we wait for it to end and record how it ended.
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        rc = proc.wait()
+        try:
+            proc = subprocess.Popen(cmd, env=env)
+        except OSError as e:  # like a shell: 127 for a command that cannot be started
+            run.close_record(127)
+            ctx.note(f"artfs: error: {cmd[0]}: {e.strerror or e}")
+            return 127
+        # Ctrl-C reaches CMD (same process group); we wait for it to end and record how it ended.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            rc = proc.wait()
+        finally:
+            signal.signal(signal.SIGINT, old)
     finally:
-        signal.signal(signal.SIGINT, old)
+        if shim is not None:
+            shutil.rmtree(shim, ignore_errors=True)
     code = rc if rc >= 0 else 128 - rc
     run.close_record(code)
     return code
@@ -85,6 +97,11 @@ def cmd_runs_show(ctx: Context) -> None:
     run = Run(ctx.store, project, rid, record=read_record(ctx.store, project, rid))
     doc = _run_doc(run, edges=True)
     rec = run.record
+    sdoc = read_summary_doc(ctx.store, project, rid)
+    doc["config"] = run.config
+    doc["summary"] = dict(sdoc.get("summary") or {}) if sdoc else {}
+    if ctx.json:
+        doc["history"] = read_history(ctx.store, project, rid)
     lines = [f"run       {run.path}" + (f" ({rec.name})" if rec.name else "")]
     for label, value in (("job type", rec.job_type), ("group", rec.group), ("source", rec.source),
                          ("command", " ".join(rec.command) if rec.command else None), ("cwd", rec.cwd),
@@ -93,14 +110,29 @@ def cmd_runs_show(ctx: Context) -> None:
                          ("exit", rec.exit_status), ("replays", rec.replay_of)):
         if value is not None and value != "":
             lines.append(f"{label:<9} {value}")
-    if rec.config:
-        lines.append(f"config    {rec.config}")
+    if doc["config"]:
+        lines.append(f"config    {doc['config']}")
+    if doc["summary"]:
+        lines.append("summary:")
+        for k, v in sorted(doc["summary"].items()):
+            if not k.startswith("_") or k == "_step":
+                lines.append(f"  {k:<24} {_short(v)}")
     for kind in ("used", "logged"):
         lines.append(f"{kind}:" if doc[kind] else f"{kind}:    nothing")
         for e in doc[kind]:
             role = f" [{e['role']}]" if e.get("role") and e["role"] != "logger" else ""
             lines.append(f"  {e['artifact']}{role}{' (deleted)' if e['deleted'] else ''}")
     ctx.emit(doc, "\n".join(lines))
+
+
+def _short(v: Any) -> str:
+    """A summary value on one line: media by what they are, numbers as logged."""
+    if isinstance(v, dict) and v.get("_type") == "table-file":
+        return f"table ({v.get('nrows')} rows) in {v.get('artifact_path')}"
+    if isinstance(v, dict) and v.get("_type") == "image-file":
+        return f"image {v.get('path')}"
+    text = repr(v) if isinstance(v, str) else str(v)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def cmd_lineage(ctx: Context) -> None:
@@ -133,6 +165,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="a display name")
     p.add_argument("--group", help="a group of runs")
     p.add_argument("--id", dest="run_id", help="the run id (default: a new random one)")
+    p.add_argument("--wandb", action="store_true",
+                   help="CMD's own 'import wandb' gets artfs (Lightning, Transformers, ... integrations): a shim "
+                        "package first on CMD's PYTHONPATH, nothing installed; also with ARTFS_WANDB=1")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     p.set_defaults(func=cmd_run)
 
@@ -142,9 +177,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     q.add_argument("project", metavar="PROJECT")
     json_option(q)
     q.set_defaults(func=cmd_runs_ls)
-    q = rsub.add_parser("show", parents=[common], help="one run: its record, what it used and logged")
+    q = rsub.add_parser("show", parents=[common], help="one run: its record, summary, what it used and logged")
     q.add_argument("run", metavar="PROJECT/RUN_ID")
-    json_option(q)
+    json_option(q, "the record, summary and every logged row (history) as JSON")
     q.set_defaults(func=cmd_runs_show)
 
     p = sub.add_parser("lineage", parents=[common], help="where a version came from and where it went",

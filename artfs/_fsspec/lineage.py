@@ -1,0 +1,212 @@
+"""Lineage of ``artfs://`` reads and transactions: which run used (or logged) which version.
+
+The run a process's opens are filed under, first that applies:
+
+1. the current run of ``artfs.init()`` in this process, if it uses the same store;
+2. ``ARTFS_RUN_ID=<project>/<id>`` in the environment (``artfs run`` sets it; its record is
+   written by ``artfs run``, this module writes edges only);
+3. an automatic run of the **process group**, as the mount makes one: a script and the processes
+   it starts (DataLoader or Dask workers) are one run, two commands started apart are two. Every
+   process of the group computes the same id (a hash of the host, the boot, the group id and its
+   leader's start time), so they agree on it without talking to each other; the first to open a
+   file creates the record (an exclusive create, ``source: fsspec``, the leader's command line)
+   and, when it exits, writes it finished with the inputs its edges list. The others only
+   write edges. A record finished by its creator while other processes of the group still read
+   misses their later inputs in its ``inputs`` list; the edges themselves (what ``artfs
+   lineage`` and ``used_by()`` read) are all there.
+
+What counts: opening a file of a version for reading, once per process, run and version (a path
+through an alias records the version it resolved to); listing, ``info`` and ``exists`` record
+nothing. A transaction's commit records its run as the logger of the version it created. Lineage
+never fails a read: an edge that cannot be written is logged as a warning and tried again on the
+next open of that version; a store that refuses lineage (read-only, or refusing this caller's
+writes) is not asked again by the process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import getpass
+import logging
+import os
+import socket
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+import xxhash
+
+from .._errors import AlreadyExists, ArtfsError, InvalidName, PermissionDenied
+from .._lineage import RunRecord, now_iso, parse_run_path, record_edge, run_edges, version_ref, write_record
+from .._run import RUN_ENV, current
+
+if TYPE_CHECKING:
+    from .._store import Store
+
+log = logging.getLogger("artfs.fsspec")
+
+_lock = threading.Lock()
+_recorded: set[tuple[str, str, str, str, str, int]] = set()  # (store, run, kind, p, a, n) written here
+_auto: dict[tuple[str, str, str], str] = {}  # (store, project, group id) -> run id whose record exists
+_refused: set[str] = set()  # stores that refused this process's lineage writes (not asked again)
+_owned: list[tuple["Store", RunRecord]] = []  # auto runs this process created: finished at exit
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(process group, start time in clock ticks) of ``pid``, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rfind(b")") + 2:].split()
+        return int(fields[2]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_group_of: tuple[int, int, tuple[str, int]] | None = None  # (pid, pgid, _group()): once per process
+
+
+def _group() -> tuple[str, int]:
+    """A key of this process's group that every member computes alike, and the group's leader."""
+    global _group_of
+    pid, pgid = os.getpid(), os.getpgrp()
+    known = _group_of
+    if known is not None and known[:2] == (pid, pgid):
+        return known[2]
+    st = _proc_stat(pgid)
+    start = st[1] if st is not None and st[0] == pgid else 0
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    out = (f"{socket.gethostname()}\0{boot}\0{pgid}\0{start}", pgid)
+    _group_of = (pid, pgid, out)
+    return out
+
+
+def _auto_id(key: str) -> str:
+    n = xxhash.xxh64_intdigest(key.encode())
+    out = ""
+    for _ in range(8):
+        n, r = divmod(n, 36)
+        out += _BASE36[r]
+    return out
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0")[:-1]][:64]
+    except OSError:
+        return list(sys.argv)
+
+
+def _auto_run(store: "Store", project: str) -> tuple[str, str]:
+    key, leader = _group()
+    with _lock:
+        rid = _auto.get((store.url, project, key))
+    if rid is not None:
+        return project, rid
+    rid = _auto_id(key)
+    try:
+        user: str | None = getpass.getuser()
+    except (KeyError, OSError):
+        user = None
+    try:
+        cwd: str | None = os.readlink(f"/proc/{leader}/cwd")
+    except OSError:
+        cwd = os.getcwd()
+    rec = RunRecord(id=rid, project=project, command=_cmdline(leader) or list(sys.argv), cwd=cwd,
+                    host=socket.gethostname(), user=user, pid=leader, source="fsspec", started=now_iso())
+    try:
+        write_record(store, rec, exclusive=True)
+        with _lock:
+            _owned.append((store, rec))
+    except AlreadyExists:  # another process of the group created it: join
+        pass
+    with _lock:
+        _auto[(store.url, project, key)] = rid
+    return project, rid
+
+
+def run_of(store: "Store", project: str) -> tuple[str, str]:
+    """(project, run id) that this process's reads of ``project`` are filed under."""
+    run = current()
+    if run is not None and run.store.url == store.url:
+        return run.project, run.id
+    env = os.environ.get(RUN_ENV)
+    if env:
+        try:
+            return parse_run_path(env)
+        except InvalidName:
+            log.warning("ignoring %s=%r (not PROJECT/RUN_ID)", RUN_ENV, env)
+    return _auto_run(store, project)
+
+
+def run_path(store: "Store", project: str) -> str | None:
+    """``project/run_id`` of this process's run (for a commit's manifest), or None if it cannot be had."""
+    try:
+        rp, rid = run_of(store, project)
+        return f"{rp}/{rid}"
+    except (ArtfsError, OSError) as e:
+        log.warning("lineage: no run for this process: %s", e)
+        return None
+
+
+def record(store: "Store", kind: str, project: str, artifact: str, n: int, *, role: str | None = None) -> str | None:
+    """File a ``used`` (or ``logged``) edge of vN under this process's run, once; its path, or None
+    if it could not be written (a warning says why: lineage never fails the read).
+
+    A store that cannot take lineage (read-only, as HTTPS stores are, or refusing this caller's
+    writes, as a public bucket refuses an anonymous reader) is not asked again by this process:
+    one warning, not a refused PUT per open.
+    """
+    if store.backend.read_only or store.url in _refused:
+        return None
+    try:
+        rp, rid = run_of(store, project)
+        key = (store.url, f"{rp}/{rid}", kind, project, artifact, n)
+        with _lock:
+            if key in _recorded:
+                return f"{rp}/{rid}"
+        record_edge(store, kind, rp, rid, project, artifact, n, role=role)
+        with _lock:
+            _recorded.add(key)
+        return f"{rp}/{rid}"
+    except PermissionDenied as e:
+        with _lock:
+            _refused.add(store.url)
+        log.warning("lineage: %s refuses this process's lineage (%s); reads go on without it", store.url, e)
+        return None
+    except (ArtfsError, OSError) as e:
+        log.warning("lineage: cannot record that this process %s %s: %s", kind, version_ref(project, artifact, n), e)
+        return None
+
+
+def _finish_owned() -> None:
+    """At exit: the automatic runs this process created, finished with every input their edges list."""
+    with _lock:
+        owned = list(_owned)
+        _owned.clear()
+    for store, rec in owned:
+        try:
+            rec.inputs = [version_ref(p, a, n) for p, a, n, _ in run_edges(store, rec.project, rec.id, "used")]
+            rec.outputs = [version_ref(p, a, n) for p, a, n, _ in run_edges(store, rec.project, rec.id, "logged")]
+            rec.state, rec.ended = "finished", now_iso()
+            write_record(store, rec)
+        except (ArtfsError, OSError) as e:
+            log.warning("lineage: cannot finish the record of run %s/%s: %s", rec.project, rec.id, e)
+
+
+def _after_fork() -> None:
+    """A forked child (a DataLoader worker) belongs to its parent's run but did not create its
+    record: the parent finishes it, not the child's exit."""
+    global _lock
+    _lock = threading.Lock()
+    _owned.clear()
+
+
+atexit.register(_finish_owned)
+os.register_at_fork(after_in_child=_after_fork)
