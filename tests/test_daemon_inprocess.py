@@ -4,13 +4,16 @@ Each part is driven as the daemon drives it, over a real local store written wit
 the index of a version's tree (``artfsd/tree.py``), the listings of the levels above versions
 (``artfsd/namespace.py`` through ``artfsd/listing.py``, as the router calls them, under trio), the
 per-inode bookkeeping of passthrough and cached opens (``artfsd/kernel.py``'s ``Backings``, as far
-as it goes without a FUSE session: ``backing_open`` needs one), and the whole fetch and directory
-prefetch of small files (``artfsd/prefetch.py``). ``pyfuse3.readdir_reply`` needs a kernel request,
-so listings collect their entries with a replacement, as in test_fs_handlers.py.
+as it goes without a FUSE session: ``backing_open`` needs one), the whole fetch and directory
+prefetch of small files (``artfsd/prefetch.py``), and the commit of every draft at unmount with the
+report ``artfs umount`` reads (``artfs/_umount.py``). ``pyfuse3.readdir_reply`` needs a kernel
+request, so listings collect their entries with a replacement, as in test_fs_handlers.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import threading
 import time
@@ -22,7 +25,7 @@ import pytest
 import trio
 
 from artfs import Artifact, Cache, CorruptData, Entry, Manifest, Store
-from artfs.lowlevel import LazyBlobs, MountConfig
+from artfs.lowlevel import COMMITTING, LazyBlobs, MountConfig, UnmountReport
 from artfsd.fs import Operations
 from artfsd.kernel import Backings
 from artfsd.prefetch import SmallBlobs, small_files_of
@@ -299,3 +302,36 @@ def test_reading_one_small_file_prefetches_its_directory_unless_turned_off(store
         assert len(cached) == (len(SMALL_FILES) if prefetch else 1)
 
     trio.run(main)
+
+
+# -- the commit at unmount and its report (artfsd/draft_commits.py, artfs/_umount.py) --------------------
+def test_the_commit_at_unmount_reports_each_draft_as_artfs_umount_reads_it(store: Store, tmp_path: Path) -> None:
+    ops = make_ops(store, tmp_path, read_only=False, staging=str(tmp_path / "staging"))
+
+    async def write() -> None:
+        await walk(ops, "cycling/bikes/latest")  # the namespace knows the artifact
+        draft = await walk(ops, "cycling/bikes/draft")
+        info, _ = await ops.create(draft.st_ino, b"notes.txt", 0o644, os.O_WRONLY | os.O_CREAT, CTX)
+        assert await ops.write(info.fh, 0, b"written in the mount\n") == 21
+        await ops.release(info.fh)
+        await ops.mkdir((await walk(ops, "cycling")).st_ino, b"trikes", 0o755, CTX)
+        await walk(ops, "cycling/trikes/draft")  # opened, nothing written: a new artifact nobody used
+
+    trio.run(write)
+    assert ops.drafts is not None
+    report = ops.drafts.finish(list(ops.files.values()))  # as artfsd.main does once unmounted
+    assert [c["name"] for c in report.commits] == ["cycling/bikes"] and report.failed == []
+    assert report.commits[0]["committed"] and report.commits[0]["version"] == 1
+    assert "notes.txt" in {e.path for e in store.artifact("cycling/bikes:v1").manifest.entries}
+    assert store.artifacts("cycling") == ["bikes"]  # the empty new artifact was dropped, not committed
+
+    path = tmp_path / "result.json"
+    done = dataclasses.replace(report, pid=123, mountpoint="/mnt/x", store=store.url, finished=1.0)
+    path.write_text(done.to_json())
+    read = UnmountReport.read(str(path))
+    assert read == done and read.to_dict() == json.loads(path.read_text())
+    assert UnmountReport.read(str(tmp_path / "none.json")) is None
+    path.write_text("[1, 2]")
+    assert UnmountReport.read(str(path)) is None
+    committing = UnmountReport(123, "/mnt/x", store.url, COMMITTING, drafts=["cycling/bikes"], started=1.0)
+    assert sorted(committing.to_dict()) == ["drafts", "mountpoint", "pid", "started", "state", "store"]
