@@ -2,7 +2,8 @@
 
 The options of a mount are defined once, here (:func:`add_mount_arguments`), because two
 programs parse them: ``artfs mount`` (which checks them and then execs the daemon) and the daemon
-itself (``python -m artfsd.main``, as the tests and systemd start it). The rest is the mount
+itself (``python -m artfsd.main``, as the tests and systemd start it), which turns them into one
+:class:`artfs._mountconfig.MountConfig` (the defaults live there). The rest is the mount
 table (:func:`find_mount`), where a mount's daemon leaves its pid and its commit report
 (:func:`pidfile_path`, :func:`results_path`), its log (:func:`default_log_path`), and the
 unmount that waits for the daemon (:func:`unmount`). The daemon reaches all of it through
@@ -28,9 +29,8 @@ from ._lineage import parse_run_path
 from ._cache import default_cache_dir, parse_size
 from . import _xattrs
 from ._errors import ArtfsError, NotFound
+from ._mountconfig import DEFAULT_REFRESH, DEFAULT_TIMEOUT
 
-DEFAULT_REFRESH = 10.0
-DEFAULT_TIMEOUT = 30.0
 FSTYPE = "fuse.artfs"
 
 # options of mount(8)/fstab that are not artfs's business (mount.artfs drops them too)

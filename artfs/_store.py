@@ -33,16 +33,12 @@ deletions running now, then uploads blobs and creates its manifest); the protoco
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import difflib
 import datetime as _dt
 import json
 import os
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -54,13 +50,13 @@ from . import _gc
 from . import _layout as L
 from ._artifact import Artifact
 from ._cache import Cache
-from ._digest import check_digest
 from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFound, PermissionDenied
 from ._gc import INTENT_GRACE as INTENT_GRACE, MARKER_STALE as MARKER_STALE, HasAliases as HasAliases  # re-exported
 from ._index import update_index
 from ._layout import blob_key
-from ._manifest import Entry, Manifest, _digests_ok, check_entries, gc_paused, version_digest
-from ._names import Spec, check_alias, check_name, check_paths, parse_spec
+from ._manifest import Entry, Manifest, check_entries, gc_paused, version_digest
+from ._memo import ManifestMemo, copy_manifest
+from ._names import Spec, check_alias, check_name, parse_spec
 from ._names import valid_name as _valid
 from ._parallel import STORE_WORKERS, pmap
 from ._results import CommitResult as CommitResult  # re-exported: artfs.CommitResult, artfs._store.CommitResult
@@ -70,10 +66,6 @@ if TYPE_CHECKING:
     from ._distributed import GroupInfo, PartResult
 
 _WORKERS = STORE_WORKERS
-#: parsed manifests a Store keeps in memory (they never change): at most this many, and at most
-#: ``_MEMO_ENTRIES`` entries in all (a manifest larger than that is not kept)
-_MEMO_MANIFESTS = 4
-_MEMO_ENTRIES = 4_000_000
 
 
 def _now() -> str:
@@ -95,8 +87,7 @@ class Store:
         self.url = self.backend.url
         self.cache = cache or Cache()
         self.id = xxhash.xxh64_hexdigest(self.url.encode())
-        self._memo: OrderedDict[tuple[str, str, int], Manifest] = OrderedDict()
-        self._memo_lock = threading.Lock()
+        self._memo = ManifestMemo()  # the last few parsed manifests (artfs._memo)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -209,49 +200,16 @@ class Store:
         times, and parsing a million entries takes seconds); each call returns its own copy
         (the entry list and the metadata), so a caller may change what it gets.
         """
-        key = (project, artifact, n)
-        with self._memo_lock:
-            m = self._memo.get(key)
-            if m is not None:
-                self._memo.move_to_end(key)
+        m = self._memo.get(project, artifact, n)
         if m is None:
             m = self._read_manifest(project, artifact, n)
-            self._remember(m)
-        return _copy_manifest(m)
-
-    def _remember(self, m: Manifest) -> None:
-        """Keep ``m`` (not to be changed any more) in the memo of parsed manifests."""
-        if len(m.entries) > _MEMO_ENTRIES:
-            return
-        with self._memo_lock:
-            self._memo[(m.project, m.artifact, m.version)] = m
-            self._memo.move_to_end((m.project, m.artifact, m.version))
-            total = sum(len(x.entries) for x in self._memo.values())
-            while len(self._memo) > _MEMO_MANIFESTS or total > _MEMO_ENTRIES:
-                _, old = self._memo.popitem(last=False)
-                total -= len(old.entries)
-
-    def _remember_written(self, m: Manifest) -> None:
-        """Keep the manifest a commit just wrote, when it is exactly what parsing its bytes would give
-        (plain entries with valid paths and digests, JSON metadata); else the next read parses it."""
-        es = m.entries
-        if not (set(map(type, map(_executable_of, es))) <= {bool} and set(map(type, map(_size_of, es))) <= {int}
-                and list(map(_ref_of, es)).count(None) == len(es)
-                and list(map(_ref_info_of, es)).count(None) == len(es)
-                and all(isinstance(x, (str, type(None))) for x in (m.description, m.run, m.commit_id))
-                and isinstance(m.type, str) and m.type and isinstance(m.created, str) and m.created
-                and (not es or _digests_ok(list(map(_digest_of, es))))):
-            return
-        try:
-            check_paths(list(map(_path_of, es)))
-            check_digest(m.digest)
-        except ArtfsError:
-            return
-        self._remember(dataclasses.replace(m, entries=list(es), metadata=json.loads(json.dumps(m.metadata))))
+            self._memo.remember(m)
+            m = copy_manifest(m)
+        return m
 
     def _forget(self, project: str, artifact: str, n: int) -> None:
-        with self._memo_lock:
-            self._memo.pop((project, artifact, n), None)
+        """Drop vN from the memo of parsed manifests (it was deleted: artfs._gc)."""
+        self._memo.forget(project, artifact, n)
 
     def _read_manifest(self, project: str, artifact: str, n: int) -> Manifest:
         cpath = self.cache.manifest_path(self.id, project, artifact, n)
@@ -434,7 +392,7 @@ class Store:
                     continue
                 break
             self.cache.write_small(self.cache.manifest_path(self.id, project, artifact, n), data)
-            self._remember_written(m)
+            self._memo.remember_written(m)
         finally:
             self.backend.delete(ikey)
         self.backend.put(L.digest_key(project, artifact, vdigest), str(n).encode())
@@ -592,15 +550,4 @@ class Store:
 
 
 _digest_of = attrgetter("digest")
-_path_of = attrgetter("path")
-_size_of = attrgetter("size")
-_executable_of = attrgetter("executable")
-_ref_of = attrgetter("ref")
-_ref_info_of = attrgetter("ref_info")
-
-
-def _copy_manifest(m: Manifest) -> Manifest:
-    """A copy of ``m`` that shares nothing mutable with it (entries are immutable tuples)."""
-    return dataclasses.replace(m, entries=list(m.entries), metadata=copy.deepcopy(m.metadata))
-
 

@@ -30,6 +30,7 @@ from ._lineage import (
     write_record,
 )
 from ._manifest import gc_paused
+from ._mountconfig import MountConfig
 from ._mounts import (
     FSTYPE,
     add_mount_arguments,
@@ -45,12 +46,13 @@ from ._refs import is_pinned
 from ._registry import collection_symlinks, collections
 from ._replay import run_view
 from ._run import RUN_ENV, new_run_id
+from ._umount import COMMITTING, FINISHED, UnmountReport
 from .backends import default_store_url
 
 __all__ = [
     # drafts: the writable staging tree of an artifact (artfs/_draft/)
     "ROOT", "Attr", "Draft", "DraftBusy", "Drafts",
-    # cache blobs read lazily, chunk by chunk, verified when complete (artfs/_lazy.py, _cache.py)
+    # cache blobs read lazily, chunk by chunk, verified when complete (artfs/_lazy/, _cache.py)
     "LazyBlobs", "stamp_ok", "blob_key",
     # names, versions, references
     "check_alias", "check_name", "is_version", "parse_version", "is_pinned",
@@ -66,10 +68,14 @@ __all__ = [
     # mounts: options shared with `artfs mount`, the mount table, pid and report files (artfs/_mounts.py)
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
     "results_path",
+    # one mount's configuration, built once from its options and passed down (artfs/_mountconfig.py)
+    "MountConfig",
     # why a mount failed, and which of its fast paths are off and why (artfs/_doctor.py: artfs doctor)
     "mount_failure_cause", "mount_note",
     # stores, and what they held at a time (artfs/_asof.py)
     "default_store_url", "parse_time", "timeline",
     # the names of the mount's user.artfs.* attributes, shared with the command line (artfs/_xattrs.py)
     "xattrs",
+    # the report of a daemon's commits at unmount, which `artfs umount` reads (artfs/_umount.py)
+    "COMMITTING", "FINISHED", "UnmountReport",
 ]

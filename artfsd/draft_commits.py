@@ -29,7 +29,7 @@ import pyfuse3
 import trio
 
 from artfs import InvalidName, PartResult
-from artfs.lowlevel import ROOT, Draft, DraftBusy
+from artfs.lowlevel import ROOT, Draft, DraftBusy, UnmountReport
 
 from . import attrs
 from .attrs import PREFIX as XATTR
@@ -182,10 +182,11 @@ class DraftCommits(SlotSpace):
             return None
         return json.dumps(slot.last_commit, sort_keys=True).encode()
 
-    def finish(self, handles: Iterable[Any] = ()) -> dict[str, Any]:
+    def finish(self, handles: Iterable[Any] = ()) -> UnmountReport:
         """At unmount (the kernel has let go): commit every draft that differs from its base.
 
-        Blocking; call after the FUSE loop has ended. Returns the report ``artfs umount`` prints.
+        Blocking; call after the FUSE loop has ended. Returns the report ``artfs umount`` prints
+        (its commits, unchanged drafts and failures; the daemon adds who and when).
         """
         for h in handles:  # nothing holds a file open any more
             if isinstance(h, DraftFile) and h.write and h.slot.draft is not None:
@@ -195,7 +196,7 @@ class DraftCommits(SlotSpace):
             for st in each.inodes.values():
                 st.close()
             each.inodes.clear()
-        report: dict[str, Any] = {"commits": [], "unchanged": [], "failed": []}
+        report = UnmountReport()
         opened = {(s.project, s.artifact): s for s in self.slots if s.draft is not None}
         try:
             refs = {(r.project, r.artifact): r for r in self.drafts.list()}
@@ -211,7 +212,7 @@ class DraftCommits(SlotSpace):
                 except DraftBusy:
                     continue  # another mount or an `artfs commit` has it: theirs to commit
                 except Exception as e:
-                    report["failed"].append({"name": "/".join(key), "error": str(e)})
+                    report.fail("/".join(key), str(e))
                     log.error("%s: cannot open the draft: %s", "/".join(key), e)
                     continue
             try:
@@ -223,13 +224,13 @@ class DraftCommits(SlotSpace):
                     slot.draft = None
         return report
 
-    def _finish_one(self, d: Draft, report: dict[str, Any], *, opened: bool) -> None:
+    def _finish_one(self, d: Draft, report: UnmountReport, *, opened: bool) -> None:
         name = f"{d.project}/{d.artifact}"
         if not d.dirty:
             if d.base_version is None and not d.readdir(ROOT, limit=1):
                 d.discard()  # a new artifact nothing was written into: nothing to keep
             elif opened:
-                report["unchanged"].append(name)
+                report.unchanged.append(name)
             return
         t0 = time.monotonic()
         log.info("%s: committing the draft", name)
@@ -239,16 +240,16 @@ class DraftCommits(SlotSpace):
             if self.lineage is not None and result is not None and not isinstance(result, PartResult):
                 self.lineage.committed(d.project, d.artifact, result.version, result.created)
         except Exception as e:
-            report["failed"].append({"name": name, "error": str(e)})
+            report.fail(name, str(e))
             log.error("%s", e)
             return
         doc = _result_doc(name, d, result, time.monotonic() - t0)
         if result is None:
-            report["unchanged"].append(name)
+            report.unchanged.append(name)
             if d.base_version is None and not d.readdir(ROOT, limit=1):
                 d.discard()
         else:
-            report["commits"].append(doc)
+            report.commits.append(doc)
         log.info("%s", _result_text(doc))
 
 

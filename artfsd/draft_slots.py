@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable
 import pyfuse3
 import trio
 
-from artfs.lowlevel import ROOT, Attr, Draft, Drafts
+from artfs.lowlevel import ROOT, Attr, Draft, Drafts, MountConfig
 
 from .nodes import ArtifactDir, DraftRoot
 
@@ -40,7 +40,6 @@ log = logging.getLogger("artfsd")
 DRAFT_BASE = 1 << 48  # first inode of the draft space
 DRAFT_SPAN = 1 << 36  # inodes per draft
 TIMEOUT = 1.0  # kernel cache timeout of draft entries and attributes
-BLKSIZE = 1 << 20
 READDIR_BATCH = 512
 
 
@@ -117,27 +116,28 @@ class DraftSlot:
 class SlotSpace:
     """Slots, inodes, threads and attributes of the drafts of a mount (:class:`artfsd.drafts.DraftSpace`)."""
 
-    #: see ``Operations.mode_clear`` (``--allow-group``)
-    mode_clear = 0
-
-    def __init__(self, store: Any, blobs: Any, *, mountpoint: str, staging: str | None = None,
-                 uid: int | None = None, gid: int | None = None, ref_reader: Callable[[], Any] | None = None,
-                 threads: int = 16, group: str | None = None) -> None:
+    def __init__(self, store: Any, blobs: Any, config: MountConfig, *, lineage: Any,
+                 on_commit: Callable[[DraftSlot], Awaitable[None]] | None,
+                 ref_reader: Callable[[], Any] | None) -> None:
+        """``lineage``: artfsd.lineage.Lineage, which names a commit's logger (the first writer
+        since the last commit); ``on_commit``: called after each commit through the mount."""
         self.store = store
-        self.group = group  # artfs mount --group: drafts are committed as parts of this group
+        self.config = config
+        self.group = config.group  # artfs mount --group: drafts are committed as parts of this group
         self.blobs = blobs
-        self.mountpoint = mountpoint
-        self.drafts = Drafts(store, root=staging)
-        self.uid = os.getuid() if uid is None else uid
-        self.gid = os.getgid() if gid is None else gid
+        self.mountpoint = config.mountpoint
+        self.drafts = Drafts(store, root=config.staging)
+        self.uid = os.getuid()
+        self.gid = os.getgid() if config.gid is None else config.gid
+        #: see ``Operations.mode_clear`` (``--allow-group``)
+        self.mode_clear = config.mode_clear
         self.ref_reader = ref_reader
-        self.threads = threads  # worker threads per draft
+        self.threads = config.draft_threads  # worker threads per draft
         self.commit_limiter = trio.CapacityLimiter(4)
         self.slots: list[DraftSlot] = []
         self.by_name: dict[tuple[str, str], DraftSlot] = {}
-        self.on_commit: Callable[[DraftSlot], Awaitable[None]] | None = None
-        #: artfsd.lineage.Lineage: names a commit's logger (the first writer since the last commit)
-        self.lineage: Any = None
+        self.on_commit = on_commit
+        self.lineage = lineage
         self._lock = threading.Lock()  # swaps of DraftInode.fd/blob between threads
         # draft_fd_writes: those of draft_writes whose bytes pyfuse3 wrote itself (write_fd)
         self.stats = {"draft_writes": 0, "draft_write_bytes": 0, "draft_fd_writes": 0, "commits": 0}
@@ -250,7 +250,7 @@ class SlotSpace:
         # members (and the owner) pass the kernel's default_permissions
         e.st_gid = self.gid if a.gid is None or self.mode_clear else a.gid
         e.st_size = a.size
-        e.st_blksize = BLKSIZE
+        e.st_blksize = self.config.blksize
         # a staged file: the blocks it really takes (sparse files are small); a base file: its size
         e.st_blocks = (a.size + 511) // 512 if a.blocks is None else a.blocks
         e.st_mtime_ns = a.mtime_ns

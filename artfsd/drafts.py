@@ -47,12 +47,12 @@ from .attrs import PREFIX as XATTR
 from .draft_commits import STATUS_MAX, DraftCommits, status_value
 from .draft_files import DraftFiles
 from .draft_slots import (
-    BLKSIZE, DRAFT_BASE, DRAFT_SPAN, READDIR_BATCH, TIMEOUT, DraftFile, DraftInode, DraftSlot, _fuse, _owner,
+    DRAFT_BASE, DRAFT_SPAN, READDIR_BATCH, TIMEOUT, DraftFile, DraftInode, DraftSlot, _fuse, _owner,
     is_draft_inode,
 )
 
 __all__ = [
-    "BLKSIZE", "DRAFT_BASE", "DRAFT_SPAN", "READDIR_BATCH", "STATUS_MAX", "TIMEOUT", "XATTR", "DraftFile",
+    "DRAFT_BASE", "DRAFT_SPAN", "READDIR_BATCH", "STATUS_MAX", "TIMEOUT", "XATTR", "DraftFile",
     "DraftInode", "DraftSlot", "DraftSpace", "is_draft_inode", "status_value",
 ]
 

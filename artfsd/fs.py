@@ -37,11 +37,12 @@ import pyfuse3
 import trio
 
 from artfs import RefReader, Store
+from artfs.lowlevel import MountConfig
 
 from .draftfs import DraftHandler
 from .drafts import DRAFT_BASE, DraftSpace
 from .errors import fuse_handler
-from .handler import BLKSIZE, Handler, Mount
+from .handler import Handler, Mount
 from .kernel import Backings, Features, probe
 from .lineage import Lineage
 from .listing import ListingHandler
@@ -49,7 +50,6 @@ from .namespace import Namespace
 from .nodes import AliasLink, DraftRoot, ListingDir, Node, VersionDir
 from .openfiles import OpenFile
 from .prefetch import SmallBlobs
-from .prefetch import enabled as prefetch_enabled
 from .versions import VersionHandler
 
 log = logging.getLogger("artfsd")
@@ -61,9 +61,6 @@ class Operations(pyfuse3.Operations):
     # are the limit either way: 0.5-0.7 vs 0.9 GiB/s), and a lazy unmount at SIGTERM would drop
     # dirty pages the daemon never saw. Without it every write() reaches the staged file first.
     enable_writeback_cache = False
-    # Asked for at init when pyfuse3 can (artfsd/kernel.py); the kernel's answer is in self.kernel.
-    enable_passthrough = True
-    passthrough_off = ""  # who turned it off ("-o no_passthrough"), for user.artfs.stats
     # opendir answered ENOSYS when pyfuse3 names the directory in readdir (artfsd/kernel.py)
     enable_no_opendir = True
     # A pyfuse3 with write_fd (artfs/_fusebuild/patches/) asks write_fd where each write's bytes go
@@ -74,46 +71,33 @@ class Operations(pyfuse3.Operations):
     # namespace invalidates a link's inode when its alias moves (artfsd/kernel.py).
     enable_cache_symlinks = True
 
-    def __init__(
-        self,
-        store: Store,
-        blobs: Any,
-        *,
-        refresh: float = 10.0,
-        timeout: float = 30.0,
-        read_threads: int = 64,
-        store_threads: int = 16,
-        uid: int | None = None,
-        gid: int | None = None,
-        refs: Any = None,
-        drafts: DraftSpace | None = None,
-        lineage: Lineage | None = None,
-    ) -> None:
+    def __init__(self, store: Store, blobs: Any, config: MountConfig, *, results: str | None = None) -> None:
+        """``results``: where the daemon reports its commits at unmount (``user.artfs.results``)."""
         super().__init__()
         self.store = store
+        self.config = config
         # which run opened which version, wrote which draft (artfsd.lineage); on unless --no-lineage
-        self.lineage = lineage if lineage is not None else Lineage(store)
+        self.lineage = Lineage(store, enabled=config.lineage)
         self.blobs = blobs
-        self.timeout = timeout
-        self.drafts = drafts  # None: a read-only mount
-        self.ns = Namespace(store, limiter=trio.CapacityLimiter(store_threads), refresh=refresh, timeout=timeout,
-                            drafts=drafts.node_for if drafts is not None else None)
-        self.mount = Mount(store, self.ns, self.lineage, uid=uid, gid=gid, timeout=timeout,
-                           writable=drafts is not None)
-        self.mount.entry_of = self.entry_of
-        if drafts is not None:
-            drafts.lineage = self.lineage
-            drafts.on_commit = self._committed
-            if drafts.ref_reader is None:
-                drafts.ref_reader = self._ref_reader
-        self._refs: Any = refs  # artfs.RefReader with the mount's file:// options
+        self.timeout = config.timeout
+        # Asked for at init when pyfuse3 can (artfsd/kernel.py); the kernel's answer is in self.kernel.
+        # passthrough of complete cache blobs, off with -o no_passthrough (or ARTFS_PASSTHROUGH=0):
+        # every read through the daemon
+        self.enable_passthrough = config.passthrough
+        self.passthrough_off = config.passthrough_off  # who turned it off, for user.artfs.stats
+        self._refs: RefReader | None = None  # the mount's file:// options, made on first use
+        self.drafts = None if config.read_only else DraftSpace(  # None: a read-only mount
+            store, blobs, config, lineage=self.lineage, on_commit=self._committed, ref_reader=self._ref_reader)
+        self.ns = Namespace(store, config, limiter=trio.CapacityLimiter(config.store_threads),
+                            drafts=self.drafts.node_for if self.drafts is not None else None)
+        self.mount = Mount(store, self.ns, self.lineage, config, entry_of=self.entry_of)
         self.kernel = Features()  # what the kernel agreed to: set by init()
-        self.small = SmallBlobs(store, timeout=timeout)  # artfsd/prefetch.py
+        self.small = SmallBlobs(store, timeout=config.timeout)  # artfsd/prefetch.py
         self.backings = Backings(enabled=False)
-        self.listing = ListingHandler(self.mount, drafts, stats=self.stats_doc)
-        self.versions = VersionHandler(self.mount, blobs, read_threads=read_threads, refs=self._ref_reader,
-                                       small=self.small, prefetch=prefetch_enabled(), backings=self.backings)
-        self.draft_handler = DraftHandler(self.mount, drafts)
+        self.listing = ListingHandler(self.mount, self.drafts, stats=self.stats_doc, results_path=results)
+        self.versions = VersionHandler(self.mount, blobs, refs=self._ref_reader, small=self.small,
+                                       backings=self.backings)
+        self.draft_handler = DraftHandler(self.mount, self.drafts)
         self._fh = itertools.count(1)
         self.files: dict[int, Any] = {}  # fh -> the handler's open file (OpenFile, DraftFile)
         self._file_handlers: dict[int, Handler] = {}
@@ -123,22 +107,13 @@ class Operations(pyfuse3.Operations):
     # -- what belongs to the whole mount ---------------------------------------------------------
     @property
     def mode_clear(self) -> int:
-        """Permission bits cleared from every mode shown (``--allow-group``: 0o007, so only the
-        owner and the group pass the kernel's checks under ``default_permissions``)."""
+        """Permission bits cleared from every mode shown (:attr:`MountConfig.mode_clear`)."""
         return self.mount.mode_clear
-
-    @mode_clear.setter
-    def mode_clear(self, bits: int) -> None:
-        self.mount.mode_clear = bits
 
     @property
     def results_path(self) -> str | None:
         """Where the daemon reports its commits at unmount (``user.artfs.results``)."""
         return self.listing.results_path
-
-    @results_path.setter
-    def results_path(self, path: str | None) -> None:
-        self.listing.results_path = path
 
     @property
     def stats(self) -> dict[str, int]:
@@ -159,8 +134,10 @@ class Operations(pyfuse3.Operations):
 
     def _ref_reader(self) -> Any:
         if self._refs is None:
-            # file:// references name files of whoever wrote the manifest: never opened here
-            self._refs = RefReader(allow_file=False)
+            # file:// references name files of whoever wrote the manifest: opened only with
+            # --allow-file/--file-root; s3:// ones within the mount's timeout
+            c = self.config
+            self._refs = RefReader(allow_file=c.allow_file, file_roots=c.file_roots, s3_timeout=c.store_timeout)
         return self._refs
 
     def close(self) -> None:
@@ -427,7 +404,7 @@ class Operations(pyfuse3.Operations):
     # -- the file system -------------------------------------------------------------------------
     async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
         s = pyfuse3.StatvfsData()
-        s.f_bsize = BLKSIZE
+        s.f_bsize = self.config.blksize
         s.f_frsize = 4096
         s.f_blocks = s.f_bfree = s.f_bavail = 0
         s.f_files = self.ns.inodes.next

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import pyfuse3
 
 from artfs import Store
+from artfs.lowlevel import MountConfig
 
 from .lineage import Lineage
 from .namespace import Namespace
@@ -35,7 +36,6 @@ from .nodes import Node
 
 IMMUTABLE = 24 * 3600.0  # kernel cache timeout for entries inside versions
 MUTABLE = 1.0  # ... for the levels above, which change while mounted
-BLKSIZE = 1 << 20  # preferred I/O size reported by stat: tools then read in 1 MiB requests
 
 
 def erofs() -> pyfuse3.FUSEError:
@@ -55,28 +55,30 @@ def fuse_text(name: bytes) -> str:
 
 
 class Mount:
-    """What every handler shares: the store, the namespace, owners and modes, counters, lineage.
+    """What every handler shares: the store, the namespace, the mount's configuration, owners and
+    modes, counters, lineage.
 
     ``entry_of`` gives the attributes of any node of the namespace without store I/O (the
-    router sets it: a listing shows versions and ``draft/`` beside projects and aliases).
+    router's: a listing shows versions and ``draft/`` beside projects and aliases).
     """
 
-    def __init__(self, store: Store, ns: Namespace, lineage: Lineage, *, uid: int | None, gid: int | None,
-                 timeout: float, writable: bool) -> None:
+    def __init__(self, store: Store, ns: Namespace, lineage: Lineage, config: MountConfig, *,
+                 entry_of: Callable[[Node], pyfuse3.EntryAttributes]) -> None:
         self.store = store
         self.ns = ns
         self.lineage = lineage
-        self.uid = os.getuid() if uid is None else uid
-        self.gid = os.getgid() if gid is None else gid
-        self.timeout = timeout
-        self.writable = writable  # False: --read-only (no drafts, no alias or version changes)
+        self.config = config
+        self.uid = os.getuid()
+        self.gid = os.getgid() if config.gid is None else config.gid
+        self.timeout = config.timeout
+        self.writable = not config.read_only  # False: --read-only (no drafts, no alias or version changes)
         #: permission bits cleared from every mode shown (``--allow-group``: 0o007)
-        self.mode_clear = 0
+        self.mode_clear = config.mode_clear
         self.stats = {"opens": 0, "reads": 0, "read_bytes": 0, "read_errors": 0, "readdirs": 0,
                       # requests that reach the daemon, counted by the router (artfsd.fs)
                       "lookups": 0, "getattrs": 0, "readlinks": 0, "releases": 0, "forgets": 0,
                       "opendir_enosys": 0}
-        self.entry_of: Callable[[Node], pyfuse3.EntryAttributes] = _unset
+        self.entry_of = entry_of
 
     def attr(self, ino: int, mode: int, size: int, nlink: int, mtime_ns: int, timeout: float,
              entry_timeout: float | None = None) -> pyfuse3.EntryAttributes:
@@ -88,7 +90,7 @@ class Mount:
         a.st_uid = self.uid
         a.st_gid = self.gid
         a.st_size = size
-        a.st_blksize = BLKSIZE
+        a.st_blksize = self.config.blksize
         a.st_blocks = (size + 511) // 512
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = mtime_ns
         a.attr_timeout = timeout
@@ -99,10 +101,6 @@ class Mount:
         """Directories that take changes on a writable mount show w for the owner (else the
         kernel's permission check refuses mkdir, symlink and setfattr before we see them)."""
         return stat.S_IFDIR | (0o755 if self.writable else 0o555)
-
-
-def _unset(node: Node) -> pyfuse3.EntryAttributes:
-    raise RuntimeError("Mount.entry_of is set by the router")
 
 
 class Handler:

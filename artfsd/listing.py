@@ -45,11 +45,12 @@ log = logging.getLogger("artfsd")
 class ListingHandler(Handler):
     """Inodes of :class:`ListingDir` and :class:`AliasLink` nodes (``Mount.ns.inodes.meta``)."""
 
-    def __init__(self, m: Mount, drafts: Any, *, stats: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, m: Mount, drafts: Any, *, stats: Callable[[], dict[str, Any]],
+                 results_path: str | None) -> None:
         self.m = m
         self.ns = m.ns
         self.drafts = drafts  # artfsd.drafts.DraftSpace, None on a read-only mount
-        self.results_path: str | None = None  # where the daemon reports its commits at unmount
+        self.results_path = results_path  # where the daemon reports its commits at unmount
         self.stats_doc = stats  # the mount's counters (user.artfs.stats): Operations.stats_doc
         # The kernel caches these listings too (artfsd/kernel.py, ``no_opendir``): getattr then
         # re-lists a stale directory, as opendir does otherwise, so that the mtime it reports

@@ -21,28 +21,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import signal
 import socket
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import pyfuse3
 import trio
 
-from artfs import ArtfsError, Cache, NotFound, PermissionDenied, RefReader, Store, StoreUnavailable
+from artfs import ArtfsError, Cache, NotFound, PermissionDenied, Store, StoreUnavailable
 from artfs.lowlevel import FSTYPE, LazyBlobs, add_mount_arguments, apply_mount_options, check_name, find_mount
 from artfs.lowlevel import default_log_path as _default_log_path
 from artfs.lowlevel import default_store_url, mount_failure_cause, mount_note, parse_run_path, parse_time
-from artfs.lowlevel import pidfile_path, results_path, run_view
+from artfs.backends import open_backend
+from artfs.lowlevel import COMMITTING, FINISHED, MountConfig, UnmountReport, pidfile_path, results_path
+from artfs.lowlevel import run_view
 
 
 from .drafts import DraftSpace
 from .fs import Operations
-from .lineage import Lineage
 
 log = logging.getLogger("artfsd")
 
@@ -246,81 +247,60 @@ def _size(path: str | None) -> int:
         return 0
 
 
-def serve(
-    store_url: str,
-    mountpoint: str,
-    *,
-    ready: Ready,
-    log_path: str | None = None,
-    read_only: bool = False,
-    cache_size: int | None = None,
-    cache_dir: str | None = None,
-    refresh: float = 10.0,
-    timeout: float = 30.0,
-    allow_other: bool = False,
-    allow_file: bool = False,
-    file_roots: list[str] | tuple[str, ...] = (),
-    allow_group: str | None = None,
-    debug: bool = False,
-    group: str | None = None,
-    lineage: bool = True,
-    passthrough: bool = True,
-    as_of: str | None = None,
-    replay_run: str | None = None,
-) -> int:
+def _complete(config: MountConfig, store: Store) -> MountConfig:
+    """``config`` with what opening the store tells: read-only for an https:// store and for the
+    past (--as-of, --run), the time and view shown, --allow-group's gid; errors for a store that
+    refuses us and for options that cannot go together."""
+    read_only = config.read_only
+    if store.backend.read_only and not read_only:  # an http(s):// store: mounted as --read-only
+        log.info("%s is a read-only store: mounting read-only", store.url)
+        read_only = True
+    as_of_ns = parse_time(config.as_of) if config.as_of else None
+    view = None
+    if config.replay_run is not None:  # what a run read: its versions, its aliases pinned (artfs._replay)
+        if as_of_ns is not None:
+            raise ArtfsError("--run pins the aliases where the run read them: it cannot take --as-of too")
+        view = run_view(store, *parse_run_path(config.replay_run))
+        for ref in view.missing:
+            log.warning("%s used %s, which has been deleted since: not shown", config.replay_run, ref)
+    if as_of_ns is not None or view is not None:  # the past is not written to
+        if config.group is not None:
+            raise ArtfsError("--as-of and --run show the store as it was: they cannot take --group")
+        read_only = True
+    _probe(store)
+    gid = _group_id(config.allow_group) if config.allow_group else None
+    if config.group is not None:
+        check_name(config.group, "group")
+        if read_only:
+            raise ArtfsError("--group commits drafts into a group: it needs a writable mount")
+    return replace(config, read_only=read_only, as_of_ns=as_of_ns,
+                   pinned=view.artifacts if view is not None else None,
+                   lineage=config.lineage and not store.backend.read_only,
+                   gid=gid)
+
+
+def serve(config: MountConfig, *, ready: Ready, log_path: str | None = None) -> int:
     """Mount and serve until unmounted; returns the exit code. Reports readiness through ``ready``."""
     where = f" (log: {log_path})" if log_path else ""
+    mountpoint = config.mountpoint
     try:
         _check_mountpoint(mountpoint)
+        cache = Cache(config.cache_dir, max_size=config.cache_size)
         # the S3 backend's own retry budget: a store that fails answers within the read timeout
-        os.environ.setdefault("ARTFS_S3_TIMEOUT", repr(float(timeout)))
-        cache = Cache(cache_dir, max_size=cache_size)
-        store = Store(store_url, cache=cache)
-        if store.backend.read_only and not read_only:  # an http(s):// store: mounted as --read-only
-            log.info("%s is a read-only store: mounting read-only", store.url)
-            read_only = True
-        as_of_ns = parse_time(as_of) if as_of else None
-        view = None
-        if replay_run is not None:  # what a run read: its versions, its aliases pinned (artfs._replay)
-            if as_of_ns is not None:
-                raise ArtfsError("--run pins the aliases where the run read them: it cannot take --as-of too")
-            view = run_view(store, *parse_run_path(replay_run))
-            for ref in view.missing:
-                log.warning("%s used %s, which has been deleted since: not shown", replay_run, ref)
-        if as_of_ns is not None or view is not None:  # the past is not written to
-            if group is not None:
-                raise ArtfsError("--as-of and --run show the store as it was: they cannot take --group")
-            read_only = True
-        _probe(store)
-        gid = _group_id(allow_group) if allow_group else None
-        blobs = LazyBlobs(store, timeout=timeout)
-        if group is not None:
-            check_name(group, "group")
-            if read_only:
-                raise ArtfsError("--group commits drafts into a group: it needs a writable mount")
-        drafts = None if read_only else DraftSpace(store, blobs, mountpoint=mountpoint, gid=gid, group=group)
-        ops = Operations(store, blobs, refresh=refresh, timeout=timeout, gid=gid,
-                         refs=RefReader(allow_file=allow_file, file_roots=file_roots), drafts=drafts,
-                         lineage=Lineage(store, enabled=lineage and not store.backend.read_only))
-        ops.ns.as_of = as_of_ns
-        ops.ns.pinned = view.artifacts if view is not None else None
-        # passthrough of complete cache blobs, when the kernel and pyfuse3 allow (artfsd/kernel.py);
-        # off with -o no_passthrough (or ARTFS_PASSTHROUGH=0): every read through the daemon
-        ops.passthrough_off = ("-o no_passthrough" if not passthrough
-                               else "ARTFS_PASSTHROUGH=0" if os.environ.get("ARTFS_PASSTHROUGH") == "0" else "")
-        ops.enable_passthrough = not ops.passthrough_off
-        if gid is not None:  # only the owner and the group's members pass default_permissions
-            ops.mode_clear = 0o007
-            if drafts is not None:
-                drafts.mode_clear = 0o007
-            allow_other = True
+        store = Store(config.store_url, cache=cache,
+                      backend=open_backend(config.store_url, s3_timeout=config.store_timeout))
+        config = _complete(config, store)
+        blobs = LazyBlobs(store, timeout=config.timeout)
+        ops = Operations(store, blobs, config, results=None if config.read_only else
+                         results_path(cache.root, mountpoint))
+        drafts = ops.drafts
         if drafts is not None:
             for project, artifact in drafts.pending():  # changes an earlier session left uncommitted
                 ops.ns.add_local(project, artifact)
         options = {"fsname=artfs", f"subtype={FSTYPE.split('.', 1)[1]}", "default_permissions"}
-        if allow_other:
+        if config.allow_other or config.gid is not None:  # --allow-group implies --allow-other
             options.add("allow_other")
-        if read_only:
+        if config.read_only:
             options.add("ro")
         logged = _size(log_path)
         try:
@@ -345,8 +325,6 @@ def serve(
     results = results_path(cache.root, mountpoint)
     with contextlib.suppress(OSError):
         os.unlink(results)  # an earlier session's report
-    if drafts is not None:
-        ops.results_path = results  # user.artfs.results: where `artfs umount` finds the report
     os.chdir("/")  # never keep a directory busy
     code = 0
     try:
@@ -379,59 +357,61 @@ def serve(
 def _commit_at_unmount(drafts: DraftSpace, ops: Operations, results: str, mountpoint: str, store_url: str) -> None:
     """Commit every changed draft and report it in ``results`` for ``artfs umount`` (then exit).
 
-    The report is written twice: before the first commit starts, a ``"state": "committing"`` one
-    naming the drafts with changes, then the final one. A daemon that dies in between (SIGKILL,
-    OOM) leaves the first, so ``artfs umount`` can say which drafts were not committed and exit
-    non-zero instead of guessing.
+    The report (:class:`artfs.lowlevel.UnmountReport`) is written twice: before the first commit
+    starts, a ``"committing"`` one naming the drafts with changes, then the final one. A daemon
+    that dies in between (SIGKILL, OOM) leaves the first, so ``artfs umount`` can say which
+    drafts were not committed and exit non-zero instead of guessing.
     """
-    head = {"pid": os.getpid(), "mountpoint": mountpoint, "store": store_url}
+    pid = os.getpid()
     try:
         names = sorted({f"{s.project}/{s.artifact}" for s in drafts.slots if s.draft is not None and s.draft.dirty}
                        | {f"{p}/{a}" for p, a in drafts.pending()})
     except Exception as e:
         log.warning("cannot list the drafts with changes: %s", e)
         names = []
-    _write_report(results, {**head, "state": "committing", "drafts": names, "started": time.time()})
+    _write_report(results, UnmountReport(pid, mountpoint, store_url, COMMITTING, drafts=names, started=time.time()))
     try:
         report = drafts.finish(list(ops.files.values()))
     except Exception as e:
         log.exception("committing the drafts failed")
-        report = {"commits": [], "unchanged": [], "failed": [{"name": "*", "error": f"{type(e).__name__}: {e}"}]}
+        report = UnmountReport()
+        report.fail("*", f"{type(e).__name__}: {e}")
     ops.lineage.close()  # the commits' edges too, before `artfs umount` reads the report and returns
-    report.update(head, state="finished", finished=time.time())
-    _write_report(results, report)
+    _write_report(results, replace(report, pid=pid, mountpoint=mountpoint, store=store_url, state=FINISHED,
+                                           finished=time.time()))
 
 
-def _write_report(results: str, report: dict[str, Any]) -> None:
+def _write_report(results: str, report: UnmountReport) -> None:
     try:
         os.makedirs(os.path.dirname(results), exist_ok=True)
         tmp = f"{results}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
-            json.dump(report, f, indent=1)
+            f.write(report.to_json())
         os.replace(tmp, results)
     except OSError as e:
         log.error("cannot write the commit report %s: %s", results, e)
 
 
-def run(store_url: str | None, mountpoint: str, *, foreground: bool = False, debug: bool = False,
-        log_file: str | None = None, **options: Any) -> int:
-    """Mount ``store_url`` at ``mountpoint``; in the background unless ``foreground``.
+def run(config: MountConfig) -> int:
+    """Mount ``config.store_url`` at ``config.mountpoint``; in the background unless ``config.foreground``.
 
     In the background this returns (in the calling process) only once the mount is ready: 0, or
     1 after printing the daemon's error.
     """
-    store_url = store_url or default_store_url()
+    store_url = config.store_url or default_store_url()
     if "://" not in store_url:
         store_url = os.path.abspath(os.path.expanduser(store_url))
-    mountpoint = os.path.abspath(mountpoint)
+    mountpoint = os.path.abspath(config.mountpoint)
+    config = replace(config, store_url=store_url, mountpoint=mountpoint)
     try:
         _check_mountpoint(mountpoint)
     except ArtfsError as e:
         print(f"artfs: error: {e}", file=sys.stderr)
         return 1
-    if foreground:
+    debug, log_file = config.debug, config.log_file
+    if config.foreground:
         _setup_logging(debug, log_file)
-        return serve(store_url, mountpoint, ready=Ready(None), log_path=log_file, debug=debug, **options)
+        return serve(config, ready=Ready(None), log_path=log_file)
 
     log_path = os.path.abspath(log_file or default_log_path(mountpoint))
     r, w = os.pipe()
@@ -473,7 +453,7 @@ def run(store_url: str | None, mountpoint: str, *, foreground: bool = False, deb
         except OSError as e:
             ready.fail(f"cannot write the log file {log_path}: {e.strerror}")
             os._exit(1)
-        code = serve(store_url, mountpoint, ready=ready, log_path=log_path, debug=debug, **options)
+        code = serve(config, ready=ready, log_path=log_path)
     except BaseException as e:  # never return into the caller's code in the child
         with contextlib.suppress(Exception):
             log.exception("the mount daemon failed")
@@ -492,17 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     except ArtfsError as e:
         print(f"artfs: error: {e}", file=sys.stderr)
         return 2
-    return run(
-        args.store_url, args.mountpoint, foreground=args.foreground, debug=args.debug, log_file=args.log_file,
-        read_only=args.read_only, cache_size=args.cache_size, cache_dir=args.cache_dir, refresh=args.refresh,
-        timeout=args.timeout, allow_other=args.allow_other, allow_file=args.allow_file, file_roots=args.file_roots,
-        allow_group=args.allow_group,
-        group=args.group,
-        lineage=not getattr(args, "no_lineage", False),
-        passthrough=not getattr(args, "no_passthrough", False),
-        as_of=args.as_of,
-        replay_run=args.replay_run,
-    )
+    return run(MountConfig.from_args(args))
 
 
 if __name__ == "__main__":

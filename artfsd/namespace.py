@@ -61,7 +61,7 @@ import trio
 
 from artfs import InvalidName, PermissionDenied, Store, StoreUnavailable
 from artfs.lowlevel import collection_symlinks, collections
-from artfs.lowlevel import check_alias, check_name, is_version, list_projects, parse_version, timeline
+from artfs.lowlevel import MountConfig, check_alias, check_name, is_version, list_projects, parse_version, timeline
 
 from .errors import Timeout, errno_for
 # the node types live in nodes.py; ArtifactDir and DraftRoot are re-exported for drafts.py
@@ -73,6 +73,8 @@ from .tree import VersionTree
 log = logging.getLogger("artfsd")
 
 ROOT_INODE = pyfuse3.ROOT_INODE
+STALE_WAIT = 2.0  # seconds a lookup waits for the refresh of a listing it knows (module docstring)
+TREE_BUDGET = 4_000_000  # entries of version trees kept loaded while unreferenced
 
 
 _now = now
@@ -95,23 +97,20 @@ class Namespace:
     def __init__(
         self,
         store: Store,
+        config: MountConfig,
         *,
         limiter: trio.CapacityLimiter,
-        refresh: float = 10.0,
-        timeout: float = 30.0,
-        stale_wait: float = 2.0,
-        tree_budget: int = 4_000_000,
         invalidate: Callable[[int, bytes], None] | None = None,
         invalidate_inode: Callable[[int], None] | None = None,
         drafts: Callable[[ArtifactDir], DraftRoot] | None = None,
     ) -> None:
         self.store = store
         self.limiter = limiter
-        self.refresh = refresh
-        self.timeout = timeout
-        self.stale_wait = min(stale_wait, timeout)
+        refresh = self.refresh = config.refresh
+        self.timeout = config.timeout
+        self.stale_wait = min(STALE_WAIT, config.timeout)
         self.miss_age = min(1.0, refresh)
-        self.tree_budget = tree_budget
+        self.tree_budget = TREE_BUDGET
         self.inodes = Inodes()
         self.root = RootDir(ROOT_INODE, None, "")
         self.inodes.add(self.root)
@@ -131,9 +130,9 @@ class Namespace:
         self.stats = {"refreshes": 0, "refresh_failures": 0, "trees_loaded": 0, "trees_unloaded": 0,
                       "alias_invalidations": 0}
         #: ``--as-of``: the time (ns) whose versions and aliases artifacts list (None: now)
-        self.as_of: int | None = None
+        self.as_of = config.as_of_ns
         #: ``--run``: the only artifacts shown, each with its versions and pinned aliases (None: all)
-        self.pinned: dict[tuple[str, str], tuple[list[int], dict[str, int]]] | None = None
+        self.pinned = config.pinned
 
     def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery

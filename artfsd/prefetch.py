@@ -29,7 +29,6 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-import os
 import threading
 from typing import Any
 
@@ -202,7 +201,3 @@ def small_files_of(tree: Any, d: int) -> list[tuple[str, int]]:
         if digest is not None and 0 < size <= SMALL:
             out.append((digest, size))
     return out
-
-
-def enabled() -> bool:
-    return os.environ.get("ARTFS_PREFETCH", "1") != "0"

@@ -65,15 +65,15 @@ class TreeDir:
 class VersionHandler(Handler):
     """Inodes of :class:`VersionDir` nodes and of the ranges their trees reserve."""
 
-    def __init__(self, m: Mount, blobs: Any, *, read_threads: int, refs: Callable[[], Any],
-                 small: SmallBlobs, prefetch: bool, backings: Backings) -> None:
+    def __init__(self, m: Mount, blobs: Any, *, refs: Callable[[], Any], small: SmallBlobs,
+                 backings: Backings) -> None:
         self.m = m
         self.ns = m.ns
         self.blobs = blobs  # artfs.lowlevel.LazyBlobs
-        self.read_limiter = trio.CapacityLimiter(read_threads)
+        self.read_limiter = trio.CapacityLimiter(m.config.read_threads)
         self.ref_reader = refs  # the mount's RefReader (its file:// options), made on first use
         self.small = small  # artfsd/prefetch.py
-        self.prefetch = prefetch
+        self.prefetch = m.config.prefetch  # ARTFS_PREFETCH=0: no background fetch of small files
         self.backings = backings  # passthrough registrations (artfsd/kernel.py)
         # files whose blob is complete open on the loop, no thread hop (artfsd/complete.py)
         self.complete = CompleteOpens(m.store.cache, blobs, small, timeout=m.timeout, limiter=self.read_limiter,

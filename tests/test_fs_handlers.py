@@ -22,10 +22,8 @@ import pytest
 import trio
 
 from artfs import Artifact, Cache, InvalidName, NotFound, Store
-from artfs.lowlevel import LazyBlobs
-from artfsd.drafts import DraftSpace
+from artfs.lowlevel import LazyBlobs, MountConfig
 from artfsd.fs import Operations
-from artfsd.lineage import Lineage
 
 WEIGHTS = os.urandom(300_000)
 FILES = {"README.md": b"# bikes\n", "images/0001.png": os.urandom(3000), "weights.bin": WEIGHTS}
@@ -58,14 +56,13 @@ def store(tmp_path: Path) -> Store:
     return s
 
 
-def make_ops(store: Store, tmp_path: Path, *, writable: bool = False) -> Operations:
-    """Operations as ``artfsd.main`` builds them, over the mount's own cache."""
+def make_ops(store: Store, tmp_path: Path, *, writable: bool = False, gid: int | None = None) -> Operations:
+    """Operations as ``artfsd.main`` builds them, over the mount's own cache (``gid``: as
+    ``--allow-group`` resolved)."""
     mstore = Store(store.url, cache=Cache(str(tmp_path / "mount-cache")))
-    blobs = LazyBlobs(mstore, timeout=10)
-    drafts = (DraftSpace(mstore, blobs, mountpoint=str(tmp_path / "mnt"), staging=str(tmp_path / "staging"))
-              if writable else None)
-    return Operations(mstore, blobs, refresh=0.0, timeout=10, drafts=drafts,
-                      lineage=Lineage(mstore, enabled=False))
+    config = MountConfig(store_url=store.url, mountpoint=str(tmp_path / "mnt"), read_only=not writable,
+                         staging=str(tmp_path / "staging"), refresh=0.0, timeout=10, lineage=False, gid=gid)
+    return Operations(mstore, LazyBlobs(mstore, timeout=config.timeout), config)
 
 
 def run(fn: Callable[[], Awaitable[Any]]) -> Any:
@@ -418,8 +415,7 @@ def test_routing_gives_each_inode_one_handler(store: Store, tmp_path: Path) -> N
 
 def test_allow_group_modes_reach_every_handler(store: Store, tmp_path: Path) -> None:
     async def main() -> None:
-        ops = make_ops(store, tmp_path, writable=True)
-        ops.mode_clear = 0o007  # what artfsd.main sets for --allow-group
+        ops = make_ops(store, tmp_path, writable=True, gid=os.getgid())  # what --allow-group gives
         for path in ["cycling", "cycling/bikes/latest", "cycling/bikes/v0", "cycling/bikes/v0/README.md"]:
             assert (await walk(ops, path)).st_mode & 0o007 == 0, path
         assert (await walk(ops, "cycling/bikes/v0")).st_mode & 0o070 == 0o050

@@ -26,7 +26,8 @@ LOWLEVEL = {
     "RUN_ENV", "RunRecord", "logger_of_version", "new_run_id", "now_iso", "parse_run_path", "record_edge",
     "version_ref", "write_record", "run_view",
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
-    "results_path", "default_store_url", "parse_time", "timeline", "xattrs", "mount_failure_cause", "mount_note",
+    "results_path", "MountConfig", "default_store_url", "parse_time", "timeline", "xattrs", "mount_failure_cause", "mount_note",
+    "COMMITTING", "FINISHED", "UnmountReport",
 }
 
 

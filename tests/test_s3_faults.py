@@ -294,7 +294,7 @@ def test_umount_with_a_stalled_store_ends_and_keeps_the_draft(proxy, bucket, tmp
     """``artfs umount`` of a mount whose store stalls mid-upload returns (it waited 5 minutes per
     attempt of the stalled part before), says the commit failed, and keeps the draft, which
     ``artfs commit`` turns into the version once the store answers again."""
-    from daemon.testing import MountProcess
+    from artfsd.testing import MountProcess
 
     url = f"s3://{bucket}/store"
     store = artfs.Store(url, cache=artfs.Cache(str(tmp_path / "cache-w")))
@@ -332,7 +332,7 @@ def test_mount_small_files_through_resets_and_errors(proxy, bucket, tmp_path):
     (503s, answers reset mid-body): a direct small GET that fails is finished by botocore's
     retries, for the directory's prefetch and for the reader's own open: every file reads back
     its bytes, each blob lands in the cache once."""
-    from daemon.testing import MountProcess
+    from artfsd.testing import MountProcess
 
     url = f"s3://{bucket}/store"
     store = artfs.Store(url, cache=artfs.Cache(str(tmp_path / "cache-w")))

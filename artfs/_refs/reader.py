@@ -32,14 +32,16 @@ class RefReader:
 
     ``allow_file``/``file_roots`` decide which ``file://`` references may be opened (none by
     default). ``timeout`` bounds each HTTP/GCS request (``ARTFS_HTTP_TIMEOUT``, default 15 s);
-    S3 uses the S3 backend's settings (``ARTFS_S3_TIMEOUT``, ``AWS_ENDPOINT_URL``, ...).
+    S3 uses the S3 backend's settings (``ARTFS_S3_TIMEOUT``, ``AWS_ENDPOINT_URL``, ...), its
+    budget ``s3_timeout`` when given (the mount's ``--timeout``).
     """
 
     def __init__(self, *, allow_file: bool = False, file_roots: list[str] | tuple[str, ...] = (),
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, s3_timeout: float | None = None) -> None:
         self.allow_file = allow_file
         self.file_roots = [os.path.realpath(os.path.expanduser(r)) for r in file_roots]
         self.timeout = timeout
+        self.s3_timeout = s3_timeout
         self._lock = threading.Lock()
         self._schemes: dict[str, Scheme] = {}
         self._shared: dict[str, Any] = {}

@@ -41,7 +41,7 @@ class S3Refs(Scheme):
             with self._lock:
                 b = self._s3.get(bucket)
                 if b is None:
-                    b = self._s3[bucket] = S3Backend(f"s3://{bucket}")
+                    b = self._s3[bucket] = S3Backend(f"s3://{bucket}", timeout=self.reader.s3_timeout)
         return b
 
     def close(self) -> None:

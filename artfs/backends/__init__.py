@@ -33,15 +33,18 @@ def default_store_url() -> str:
     return os.path.join(data, "artfs", "store")
 
 
-def open_backend(url: str | None = None) -> Backend:
-    """A backend for ``url``: a local path or ``file://``, ``s3://bucket[/prefix]``, ``http(s)://``."""
+def open_backend(url: str | None = None, *, s3_timeout: float | None = None) -> Backend:
+    """A backend for ``url``: a local path or ``file://``, ``s3://bucket[/prefix]``, ``http(s)://``.
+
+    ``s3_timeout``: the time budget of each request to an S3 store (None: ``$ARTFS_S3_TIMEOUT``,
+    else 15 s); the mount daemon passes its ``--timeout`` here."""
     url = url or default_store_url()
     # s3 and http are imported on use: http imports httpx, s3 is not needed by local stores
     # (startup time of `artfs --version` and of local-only use)
     if url.startswith("s3://"):
         from .s3 import S3Backend
 
-        return S3Backend(url)
+        return S3Backend(url, timeout=s3_timeout)
     if url.startswith(("http://", "https://")):
         from .http import HTTPBackend
 

@@ -40,11 +40,10 @@ may be used from many threads at once.
 
 The parts that stand on their own are in sibling modules (their names are re-exported here):
 :mod:`artfs.backends._s3retry` (the time budget of botocore's retries, broken bodies),
-:mod:`artfs.backends._s3direct` (the direct signed GET of small blobs), and
-:mod:`artfs.backends._s3errors` (botocore's exceptions as artfs errors). This module stays over
-600 lines because it is one class, :class:`S3Backend`, whose every method is one operation of
-the :class:`~artfs.backends.base.Backend` interface with its own budget and error handling;
-splitting the class would spread one request's handling over several files.
+:mod:`artfs.backends._s3direct` (the direct signed GET of small blobs),
+:mod:`artfs.backends._s3errors` (botocore's exceptions as artfs errors),
+:mod:`artfs.backends._s3client` (the boto3 client: endpoint, retries, signing), and
+:mod:`artfs.backends._s3bucket` (listing, the gc of unfinished uploads, creating the bucket).
 """
 
 from __future__ import annotations
@@ -59,6 +58,8 @@ from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
+from . import _s3bucket
+from ._s3client import make_client, no_sign_request_from_env
 from ._s3direct import _EMPTY_SHA256, _DirectGet
 from ._s3errors import _DENIED, _EXISTS, _NOT_FOUND, _is_botocore, _NoSuchBucket, artfs_error
 from ._s3retry import (DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, _attempt_timeout, _aws_retry_config, _BodyBroke,
@@ -144,45 +145,7 @@ class S3Backend(Backend):
         return c
 
     def _make_client(self) -> Any:
-        try:
-            import boto3
-            from botocore.config import Config
-        except ImportError as e:  # pragma: no cover - boto3 is a dependency
-            raise StoreUnavailable(f"{self.url}: the S3 backend needs boto3 ({e})") from None
-
-        endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-            "AWS_ENDPOINT_URL"
-        )
-        # custom endpoints (MinIO, moto, Ceph, ...) rarely resolve virtual-hosted bucket names
-        addressing = os.environ.get("ARTFS_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
-        mode, aws_attempts = _aws_retry_config()
-        mode = mode or "standard"
-        self.max_attempts = self._max_attempts_arg or aws_attempts or DEFAULT_MAX_ATTEMPTS
-        config = Config(
-            # total_max_attempts counts the first request, as AWS_MAX_ATTEMPTS does
-            retries={"mode": mode, "total_max_attempts": self.max_attempts},
-            # a large part or a slow CompleteMultipartUpload gets no longer: S3 keeps the
-            # connection busy (whitespace) while it completes, and a moving upload never times out
-            connect_timeout=self._socket_timeout,
-            read_timeout=self._socket_timeout,
-            max_pool_connections=32,
-            s3={"addressing_style": addressing},
-            **_unsigned_config(self.unsigned),
-        )
-        try:
-            # a private session: boto3's default session is not thread-safe to create clients from
-            session = boto3.session.Session()
-            region = session.region_name or ("us-east-1" if endpoint else None)
-            client = session.client(
-                "s3", endpoint_url=self.endpoint_url, region_name=region, config=config
-            )
-        except Exception as e:
-            raise self.artfs_error(e, "") from None
-        self._session = session
-        client.meta.events.register("before-call.s3", self._start_budget)
-        if mode in ("standard", "adaptive"):
-            _bound_retries(client, self._socket_timeout, self.max_attempts, max_backoff(self.timeout))
-        return client
+        return make_client(self)
 
     def _start_budget(self, context: dict[str, Any], **kwargs: Any) -> None:
         """``before-call`` hook: the deadline of this request (that of the enclosing operation of
@@ -565,99 +528,22 @@ class S3Backend(Backend):
 
     # -- listing ---------------------------------------------------------------------------------
 
-    def _list_prefix(self, prefix: str) -> str:
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        return self.prefix + prefix
-
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        full = self._list_prefix(prefix)
-        n = len(self.prefix)
-        try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=full
-            )
-            for page in pages:
-                for obj in page.get("Contents", ()):
-                    yield ObjectInfo(
-                        obj["Key"][n:], int(obj["Size"]), obj["LastModified"].timestamp()
-                    )
-        except Exception as e:
-            raise self.artfs_error(e, prefix) from None
+        return _s3bucket.list_objects(self, prefix)
 
     def list_dirs(self, prefix: str) -> builtins.list[str]:
-        full = self._list_prefix(prefix)
-        names = []
-        try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=full, Delimiter="/"
-            )
-            for page in pages:
-                for cp in page.get("CommonPrefixes", ()):
-                    name = cp["Prefix"][len(full) :].rstrip("/")
-                    if name:
-                        names.append(name)
-        except Exception as e:
-            raise self.artfs_error(e, prefix) from None
-        return sorted(names)
+        return _s3bucket.list_dirs(self, prefix)
 
     # -- misc ------------------------------------------------------------------------------------
 
     def gc_tmp(self, older_than: float) -> int:
-        """Abort the multipart uploads under the store's prefix started over ``older_than`` s ago.
-
-        A failed upload is aborted by the transfer manager at once; this removes what is left
-        when that abort could not reach the store or the process died (S3 keeps, and bills, the
-        parts of an unfinished upload forever). Younger uploads may belong to a commit running
-        now, so :meth:`artfs.Store.gc` passes its intent grace period. Returns how many.
-        """
-        kwargs = {"Prefix": self.prefix} if self.prefix else {}
-        now = time.time()
-        aborted = 0
-        try:
-            pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, **kwargs
-            )
-            for page in pages:
-                for up in page.get("Uploads", ()):
-                    if now - up["Initiated"].timestamp() < older_than:
-                        continue
-                    try:
-                        self.client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"]
-                        )
-                    except Exception as e:
-                        err = self.artfs_error(e, up["Key"])
-                        if type(err) is not NotFound:
-                            raise err from None
-                        continue  # NoSuchUpload: completed or aborted by someone else meanwhile
-                    aborted += 1
-        except Exception as e:
-            raise self.artfs_error(e, "") from None
-        return aborted
-
+        """Abort the multipart uploads under the store's prefix started over ``older_than`` s ago
+        (see :func:`artfs.backends._s3bucket.gc_tmp`); returns how many."""
+        return _s3bucket.gc_tmp(self, older_than)
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (for tests and demos)."""
-        c = self.client
-        try:
-            c.head_bucket(Bucket=self.bucket)
-            return
-        except Exception as e:
-            err = self.artfs_error(e, "")
-            if not isinstance(err, NotFound):
-                raise err from None
-        kwargs = {}
-        region = c.meta.region_name
-        if region and region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        try:
-            c.create_bucket(Bucket=self.bucket, **kwargs)
-        except Exception as e:
-            code = getattr(e, "response", {}).get("Error", {}).get("Code")
-            if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                return
-            raise self.artfs_error(e, "") from None
+        _s3bucket.ensure_bucket(self)
 
     def close(self) -> None:
         with self._client_lock:
@@ -670,16 +556,3 @@ class S3Backend(Backend):
                     c.close()
                 except Exception:
                     pass
-
-
-def no_sign_request_from_env() -> bool:
-    """Whether ``$ARTFS_NO_SIGN_REQUEST`` asks for unsigned requests (``1``, ``true``, ``yes``)."""
-    return os.environ.get("ARTFS_NO_SIGN_REQUEST", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _unsigned_config(unsigned: bool) -> dict[str, Any]:
-    if not unsigned:
-        return {}
-    from botocore import UNSIGNED
-
-    return {"signature_version": UNSIGNED}

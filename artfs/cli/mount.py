@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import os
 import shlex
 import sys
@@ -41,6 +40,7 @@ from typing import Any, Sequence
 from .. import _xattrs
 from .._cache import default_cache_dir
 from .._errors import ArtfsError, NotFound
+from .._umount import COMMITTING, UnmountReport
 from .._mounts import (
     DAEMON_BOOT, FSTYPE, GENERIC_MOUNT_OPTIONS, MountUsageError, add_mount_arguments, apply_mount_options,
     daemon_argv, find_mount, parse_seconds, results_path, unmount,
@@ -133,23 +133,19 @@ def report_unmount(ctx: Context, mountpoint: str, pid: int | None, report: str |
     or if the daemon died before reporting (its ``"state": "committing"`` report names the drafts
     it did not finish: they are kept, and the message says how to commit them).
     """
-    doc: dict[str, Any] | None = None
+    doc: UnmountReport | None = None
     for path in ([report] if report else []) + fallbacks:
-        try:
-            with open(path) as f:
-                d = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if isinstance(d, dict) and d.get("mountpoint") == mountpoint and (pid is None or d.get("pid") == pid):
+        d = UnmountReport.read(path)
+        if d is not None and d.mountpoint == mountpoint and (pid is None or d.pid == pid):
             doc = d
             break
-    if doc is None or doc.get("state") == "committing":
+    if doc is None or doc.state == COMMITTING:
         # The daemon died before it reported (SIGKILL, OOM, a crash): nothing it was to commit can be
         # counted as committed. Its first report, if any, names the drafts it was committing.
         if not report and doc is None:
             return 0  # a read-only mount (or a daemon that cannot say): nothing to commit
-        names = list(doc.get("drafts") or []) if doc is not None else []
-        store = doc.get("store") if doc is not None else None
+        names = list(doc.drafts) if doc is not None else []
+        store = doc.store if doc is not None else None
         opt = f" --store {shlex.quote(store)}" if store else ""
         failed = [{"name": n, "error": f"{n}: not committed: the mount daemon died while committing the drafts; "
                                       f"the draft is kept; commit it with `artfs commit{opt} {n}`"} for n in names]
@@ -163,11 +159,11 @@ def report_unmount(ctx: Context, mountpoint: str, pid: int | None, report: str |
                      "committed; they are kept: `artfs status` lists them and `artfs commit PROJECT/ARTIFACT` "
                      "commits one")
         return 1
-    lines = [commit_text(c) for c in doc.get("commits", [])]
-    ctx.emit(doc, "\n".join(lines) if lines else None)
-    for f in doc.get("failed", []):
+    lines = [commit_text(c) for c in doc.commits]
+    ctx.emit(doc.to_dict(), "\n".join(lines) if lines else None)
+    for f in doc.failed:
         ctx.note(f"artfs: error: {f.get('error') or f.get('name')}")
-    if doc.get("failed"):
+    if doc.failed:
         ctx.note("the drafts above are kept; `artfs status` lists them, and `artfs commit PROJECT/ARTIFACT` "
                  "commits one once the store can be reached (or mount and unmount again)")
         return 1

@@ -1,0 +1,67 @@
+"""The state every part of :class:`artfs._lazy.LazyBlobs` shares: its settings, the open entries,
+the worker pool, and the bookkeeping of entries and running work (the invariants are in the
+package's docstring, :mod:`artfs._lazy`).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from .._fetchpool import _Pool
+from .._mountconfig import DEFAULT_TIMEOUT
+from .._partial import _Entry
+
+if TYPE_CHECKING:
+    from .._store import Store
+
+
+class _Core:
+    """Settings, entries and the pool of a :class:`~artfs._lazy.LazyBlobs`; the release of entries."""
+
+    def __init__(self, store: "Store", *, chunk_size: int = 1 << 20, max_workers: int = 16,
+                 timeout: float = DEFAULT_TIMEOUT, readahead_max: int = 64 << 20, direct_max: int | None = None) -> None:
+        if chunk_size <= 0 or timeout <= 0:
+            raise ValueError("chunk_size and timeout must be positive")
+        self.store = store
+        self.chunk_size = int(chunk_size)
+        self.max_workers = max(1, int(max_workers))
+        self.timeout = float(timeout)
+        self.readahead_max = int(readahead_max)
+        # random reads up to this size are fetched exactly, not by chunks ("Random reads" above)
+        self.direct_max = self.chunk_size if direct_max is None else int(direct_max)
+        self.stats = {"fetched_bytes": 0, "direct_reads": 0}
+        self._stats_lock = threading.Lock()
+        self.prefetch_limit = max(2 * self.readahead_max, 2 * self.chunk_size)
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._pool = _Pool(self.max_workers)
+        self._busy = threading.Condition()
+        self._active = 0  # jobs and verifications not finished (for drain)
+        self._pf_bytes = 0  # read-ahead bytes queued or in flight
+        self._closed = False
+        # Blobs larger than half the cache's bound are streamed through a private window of a
+        # quarter of the bound (4 chunks to 2 read-ahead windows) instead of being cached whole:
+        # one big read must neither fail on a small cache disk nor push every other file out.
+        bound = getattr(store.cache, "max_size", None)
+        self.stream_over: int | None = bound // 2 if bound else None
+        self.stream_window = max(4 * self.chunk_size, min(bound // 4 if bound else 0, 2 * self.readahead_max))
+
+    def _release(self, e: _Entry) -> None:
+        with e.lock:
+            e.refs -= 1
+        self._maybe_free(e)
+
+    def _maybe_free(self, e: _Entry) -> None:
+        with self._lock:
+            with e.lock:
+                if e.refs > 0 or e.jobs > 0 or self._entries.get(e.digest) is not e:
+                    return
+                del self._entries[e.digest]
+                e.close_fds()
+
+    def _activity(self, delta: int) -> None:
+        with self._busy:
+            self._active += delta
+            if self._active == 0:
+                self._busy.notify_all()

@@ -1,0 +1,337 @@
+"""The daemon's parts in-process, without a kernel mount (beside tests/test_fs_handlers.py).
+
+Each part is driven as the daemon drives it, over a real local store written with the library:
+the index of a version's tree (``artfsd/tree.py``), the listings of the levels above versions
+(``artfsd/namespace.py`` through ``artfsd/listing.py``, as the router calls them, under trio), the
+per-inode bookkeeping of passthrough and cached opens (``artfsd/kernel.py``'s ``Backings``, as far
+as it goes without a FUSE session: ``backing_open`` needs one), the whole fetch and directory
+prefetch of small files (``artfsd/prefetch.py``), and the commit of every draft at unmount with the
+report ``artfs umount`` reads (``artfs/_umount.py``). ``pyfuse3.readdir_reply`` needs a kernel
+request, so listings collect their entries with a replacement, as in test_fs_handlers.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import pytest
+import trio
+
+from artfs import Artifact, Cache, CorruptData, Entry, Manifest, Store
+from artfs.lowlevel import COMMITTING, LazyBlobs, MountConfig, UnmountReport
+from artfsd.fs import Operations
+from artfsd.kernel import Backings
+from artfsd.prefetch import SmallBlobs, small_files_of
+from artfsd.tree import VersionTree
+
+
+class Ctx:
+    """What pyfuse3 passes as the request context."""
+
+    uid, gid, pid, umask = os.getuid(), os.getgid(), os.getpid(), 0o022
+
+
+CTX = Ctx()
+SMALL_FILES = {f"shard-{i:02d}.bin": os.urandom(1000 + i) for i in range(12)}
+
+
+def log_version(store: Store, tmp_path: Path, files: dict[str, bytes], *, name: str = "bikes",
+                project: str = "cycling", aliases: tuple[str, ...] = ()) -> str:
+    """Log a version of ``files``; its name (``v1``)."""
+    src = tmp_path / f"src-{time.monotonic_ns()}"
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    art = Artifact(name, type="dataset")
+    art.add_dir(str(src))
+    return str(store.log_artifact(art, project=project, aliases=aliases).version)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(str(tmp_path / "store"), cache=Cache(str(tmp_path / "writer-cache")))
+    log_version(s, tmp_path, {"README.md": b"# bikes\n", **{f"train/{k}": v for k, v in SMALL_FILES.items()}})
+    return s
+
+
+def make_ops(store: Store, tmp_path: Path, **config: Any) -> Operations:
+    """Operations as ``artfsd.main`` builds them, over the mount's own cache (refresh 0: every
+    access re-lists, so what the store changed shows at once)."""
+    mstore = Store(store.url, cache=Cache(str(tmp_path / "mount-cache")))
+    cfg = MountConfig(**{"store_url": store.url, "mountpoint": str(tmp_path / "mnt"), "read_only": True,
+                         "refresh": 0.0, "timeout": 10.0, "lineage": False, **config})
+    return Operations(mstore, LazyBlobs(mstore, timeout=cfg.timeout), cfg)
+
+
+@pytest.fixture
+def replies(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, Any, int]]:
+    got: list[tuple[bytes, Any, int]] = []
+
+    def readdir_reply(token: Any, name: bytes, attr: Any, next_id: int) -> bool:
+        got.append((name, attr, next_id))
+        return True
+
+    monkeypatch.setattr(pyfuse3, "readdir_reply", readdir_reply)
+    return got
+
+
+async def walk(ops: Operations, path: str) -> pyfuse3.EntryAttributes:
+    attr = await ops.getattr(pyfuse3.ROOT_INODE, CTX)
+    for part in filter(None, path.split("/")):
+        attr = await ops.lookup(attr.st_ino, part.encode(), CTX)
+    return attr
+
+
+async def names(ops: Operations, path: str, replies: list[Any]) -> list[str]:
+    replies.clear()
+    got = await ops.opendir((await walk(ops, path)).st_ino, CTX)
+    fh = got if isinstance(got, int) else got.fh
+    await ops.readdir(fh, 0, None)  # type: ignore[arg-type]
+    await ops.releasedir(fh)
+    return [n.decode() for n, _, _ in replies]
+
+
+async def cat(ops: Operations, path: str) -> bytes:
+    info = await ops.open((await walk(ops, path)).st_ino, os.O_RDONLY, CTX)
+    out = b""
+    try:
+        while chunk := await ops.read(info.fh, len(out), 1 << 20):
+            out += bytes(chunk)
+    finally:
+        await ops.release(info.fh)
+    return out
+
+
+# -- the tree of a version (artfsd/tree.py) ------------------------------------------------------------
+def _manifest(paths: dict[str, int]) -> Manifest:
+    entries = [Entry(p, f"xxh128:{i:032x}", size, executable=p.endswith(".sh"))
+               for i, (p, size) in enumerate(sorted(paths.items()))]
+    return Manifest(project="p", artifact="a", version=0, type="dataset", entries=entries,
+                    digest="xxh128:" + "0" * 32, created="2026-12-08T00:00:00Z")
+
+
+def test_a_version_tree_finds_every_path_and_lists_each_directory_in_name_order() -> None:
+    paths = {"b/z.txt": 3, "b/a.txt": 1, "b/c/deep.bin": 7, "run.sh": 5, "a.txt": 2, "é/ü.txt": 4, "b/c/e/f": 0}
+    m = _manifest(paths)
+    tree = VersionTree(m)
+
+    def find(path: str) -> int | None:
+        node: int | None = tree.root
+        for part in path.split("/"):
+            assert node is not None and tree.is_dir(node)
+            node = tree.lookup(tree.dir_of(node), part.encode())
+        return node
+
+    for j, e in enumerate(m.entries):
+        node = find(e.path)
+        assert node == j and not tree.is_dir(node)
+        assert tree.sizes[node] == e.size and tree.digest(node) == e.digest
+        assert tree.executable(node) == e.path.endswith(".sh")
+        assert tree.path(node) == e.path
+        assert tree.path(tree.dir_node(tree.file_dir(node))) == e.path.rpartition("/")[0]
+    assert find("b/nope") is None and find("b/c/e/g") is None and tree.lookup(0, b"B") is None
+    listing = {tree.path(tree.dir_node(d)): [tree.slot_name(i).decode() for i in tree.slots(d)]
+               for d in range(tree.ndirs)}
+    assert listing == {"": ["a.txt", "b", "run.sh", "é"], "b": ["a.txt", "c", "z.txt"], "b/c": ["deep.bin", "e"],
+                       "b/c/e": ["f"], "é": ["ü.txt"]}
+    assert tree.size == len(paths) + len(listing)  # one inode number per file and directory
+
+
+# -- listings above the versions (artfsd/namespace.py, listing.py) -----------------------------------
+def test_listings_follow_the_store_new_versions_aliases_and_projects(store: Store, tmp_path: Path,
+                                                                     replies: list[Any]) -> None:
+    async def main() -> None:
+        ops = make_ops(store, tmp_path)
+        assert await names(ops, "", replies) == ["cycling"]
+        assert await names(ops, "cycling/bikes", replies) == ["latest", "v0"]
+        n = log_version(store, tmp_path, {"README.md": b"# bikes, take 2\n"}, aliases=("best",))
+        log_version(store, tmp_path, {"x": b"x"}, project="running", name="shoes")
+        assert await names(ops, "cycling/bikes", replies) == ["best", "latest", "v0", n]
+        assert await ops.readlink((await walk(ops, "cycling/bikes/latest")).st_ino, CTX) == n.encode()
+        best = (await ops.readlink((await walk(ops, "cycling/bikes/best")).st_ino, CTX)).decode()
+        assert await cat(ops, f"cycling/bikes/{best}/README.md") == b"# bikes, take 2\n"  # as the kernel follows it
+        store.set_alias("cycling", "bikes", "best", 0)  # moved by someone else
+        assert await ops.readlink((await walk(ops, "cycling/bikes/best")).st_ino, CTX) == b"v0"
+        assert await names(ops, "", replies) == ["cycling", "running"]
+        assert ops.ns.stats["refreshes"] > 0
+
+    trio.run(main)
+
+
+def test_a_mount_as_of_a_time_lists_what_existed_then(store: Store, tmp_path: Path, replies: list[Any]) -> None:
+    then = time.time_ns()
+    time.sleep(0.01)  # the next version's creation time is after `then` on any clock resolution
+    log_version(store, tmp_path, {"README.md": b"later\n"})
+
+    async def main() -> None:
+        past = make_ops(store, tmp_path, as_of_ns=then)
+        assert await names(past, "cycling/bikes", replies) == ["latest", "v0"]
+        assert await past.readlink((await walk(past, "cycling/bikes/latest")).st_ino, CTX) == b"v0"
+        with pytest.raises(pyfuse3.FUSEError):  # not there then: not probed either
+            await walk(past, "cycling/bikes/v1")
+        now = make_ops(store, tmp_path / "now")
+        assert await names(now, "cycling/bikes", replies) == ["latest", "v0", "v1"]
+
+    trio.run(main)
+
+
+def test_a_read_only_mount_refuses_changes_a_writable_one_makes_them(store: Store, tmp_path: Path,
+                                                                     replies: list[Any]) -> None:
+    async def main() -> None:
+        ro = make_ops(store, tmp_path)
+        root = await walk(ro, "cycling")
+        with pytest.raises(pyfuse3.FUSEError) as e:
+            await ro.mkdir(root.st_ino, b"cars", 0o755, CTX)
+        assert e.value.errno == 30  # EROFS
+        assert ro.drafts is None and "draft" not in await names(ro, "cycling/bikes", replies)
+        rw = make_ops(store, tmp_path / "rw", read_only=False, staging=str(tmp_path / "staging"))
+        await rw.mkdir((await walk(rw, "cycling")).st_ino, b"cars", 0o755, CTX)
+        assert await names(rw, "cycling", replies) == ["bikes", "cars"]
+        assert "draft" in await names(rw, "cycling/bikes", replies)
+
+    trio.run(main)
+
+
+# -- passthrough and cached opens per inode (artfsd/kernel.py) ------------------------------------------
+def test_backings_keep_an_inode_in_one_mode_while_it_has_handles(tmp_path: Path) -> None:
+    b = Backings(enabled=True)
+    path = tmp_path / "blob"
+    path.write_bytes(b"x" * 10)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert b.open(7, -1) == 0  # no complete blob to pass through: a cached open
+        assert b.cached(7) and not b.in_passthrough(7)
+        # the kernel never mixes the modes on one inode: a later handle with a blob stays cached
+        # (asking for a backing file here would need a FUSE session)
+        assert b.open(7, fd) == 0 and b.cached(7)
+        b.release(7)
+        assert b.cached(7)  # one cached handle left
+        b.release(7)
+        assert not b.cached(7) and not b.in_passthrough(7) and len(b) == 0
+        b.release(7)  # a release too many is harmless
+    finally:
+        os.close(fd)
+    off = Backings(enabled=False)
+    assert off.open(3, fd) == 0 and off.cached(3) and off.stats["passthrough_opens"] == 0
+
+
+def test_without_passthrough_opens_of_a_version_file_are_cached_ones(store: Store, tmp_path: Path) -> None:
+    async def main() -> None:
+        ops = make_ops(store, tmp_path, passthrough_off="-o no_passthrough")
+        assert not ops.enable_passthrough
+        ino = (await walk(ops, "cycling/bikes/v0/README.md")).st_ino
+        info = await ops.open(ino, os.O_RDONLY, CTX)
+        assert bytes(await ops.read(info.fh, 0, 100)) == b"# bikes\n"
+        assert ops.backings.cached(ino) and len(ops.backings) == 0
+        await ops.release(info.fh)
+        assert not ops.backings.cached(ino)
+        assert ops.stats_doc()["passthrough_files"] == 0
+
+    trio.run(main)
+
+
+# -- small files fetched whole, and a directory's ahead of its reader (artfsd/prefetch.py) ----------------
+def _blobs(store: Store) -> list[tuple[str, int]]:
+    m = store.manifest("cycling", "bikes", 0)
+    return [(e.digest, e.size) for e in m.entries if e.path.startswith("train/") and e.digest]
+
+
+def test_a_small_blob_is_fetched_once_whole_and_verified(store: Store, tmp_path: Path) -> None:
+    mstore = Store(store.url, cache=Cache(str(tmp_path / "mount-cache")))
+    small = SmallBlobs(mstore, timeout=10.0)
+    (digest, size), *_ = _blobs(store)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(small.ensure("cycling", digest, size)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]  # one fetch; the others waited for it or found it
+    assert small.stats["small_fetches"] == 1 and mstore.cache.has(digest)
+    assert small.ensure("cycling", digest, size) is False  # cached: no store request
+    other, other_size = _blobs(store)[1]
+    with pytest.raises(CorruptData, match="manifest says"):  # a manifest that lies about the size
+        small.ensure("cycling", other, other_size + 100)
+    assert not mstore.cache.has(other)
+    with pytest.raises(CorruptData, match="missing"):
+        small.ensure("cycling", "xxh128:" + "ab" * 16, 10)
+    assert not mstore.cache.has("xxh128:" + "ab" * 16)
+
+
+def test_prefetch_fetches_a_directory_once_and_within_its_budget(store: Store, tmp_path: Path) -> None:
+    mstore = Store(store.url, cache=Cache(str(tmp_path / "mount-cache")))
+    small = SmallBlobs(mstore, timeout=10.0)
+    tree = VersionTree(store.manifest("cycling", "bikes", 0))
+    train = tree.dir_of(tree.lookup(0, b"train"))  # type: ignore[arg-type]
+    files = small_files_of(tree, train)
+    assert sorted(files) == sorted(_blobs(store))
+    assert small.want_prefetch(("cycling", "bikes", 0), train)
+    assert not small.want_prefetch(("cycling", "bikes", 0), train)  # once per directory
+    trio.run(small.prefetch_dir, "cycling", files)
+    assert small.stats["prefetched"] == len(SMALL_FILES) and small.stats["prefetch_errors"] == 0
+    assert all(mstore.cache.has(d) for d, _ in files)
+
+    tight = Store(store.url, cache=Cache(str(tmp_path / "tight-cache"), max_size=4 * 1024 * 4))
+    s2 = SmallBlobs(tight, timeout=10.0)
+    trio.run(s2.prefetch_dir, "cycling", files)  # a quarter of the bound: 4 KiB of the 12 KiB
+    fetched = sum(size for d, size in files if tight.cache.has(d))
+    assert 0 < fetched <= 4 * 1024 and s2.stats["prefetched"] < len(SMALL_FILES)
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_reading_one_small_file_prefetches_its_directory_unless_turned_off(store: Store, tmp_path: Path,
+                                                                          prefetch: bool) -> None:
+    async def main() -> None:
+        ops = make_ops(store, tmp_path, prefetch=prefetch)
+        async with trio.open_nursery() as nursery:
+            ops.start(nursery)
+            assert await cat(ops, "cycling/bikes/v0/train/shard-00.bin") == SMALL_FILES["shard-00.bin"]
+            with trio.fail_after(10):
+                while prefetch and ops.small.stats["prefetched"] < len(SMALL_FILES) - 1:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        cached = [d for d, _ in _blobs(store) if ops.store.cache.has(d)]
+        assert len(cached) == (len(SMALL_FILES) if prefetch else 1)
+
+    trio.run(main)
+
+
+# -- the commit at unmount and its report (artfsd/draft_commits.py, artfs/_umount.py) --------------------
+def test_the_commit_at_unmount_reports_each_draft_as_artfs_umount_reads_it(store: Store, tmp_path: Path) -> None:
+    ops = make_ops(store, tmp_path, read_only=False, staging=str(tmp_path / "staging"))
+
+    async def write() -> None:
+        await walk(ops, "cycling/bikes/latest")  # the namespace knows the artifact
+        draft = await walk(ops, "cycling/bikes/draft")
+        info, _ = await ops.create(draft.st_ino, b"notes.txt", 0o644, os.O_WRONLY | os.O_CREAT, CTX)
+        assert await ops.write(info.fh, 0, b"written in the mount\n") == 21
+        await ops.release(info.fh)
+        await ops.mkdir((await walk(ops, "cycling")).st_ino, b"trikes", 0o755, CTX)
+        await walk(ops, "cycling/trikes/draft")  # opened, nothing written: a new artifact nobody used
+
+    trio.run(write)
+    assert ops.drafts is not None
+    report = ops.drafts.finish(list(ops.files.values()))  # as artfsd.main does once unmounted
+    assert [c["name"] for c in report.commits] == ["cycling/bikes"] and report.failed == []
+    assert report.commits[0]["committed"] and report.commits[0]["version"] == 1
+    assert "notes.txt" in {e.path for e in store.artifact("cycling/bikes:v1").manifest.entries}
+    assert store.artifacts("cycling") == ["bikes"]  # the empty new artifact was dropped, not committed
+
+    path = tmp_path / "result.json"
+    done = dataclasses.replace(report, pid=123, mountpoint="/mnt/x", store=store.url, finished=1.0)
+    path.write_text(done.to_json())
+    read = UnmountReport.read(str(path))
+    assert read == done and read.to_dict() == json.loads(path.read_text())
+    assert UnmountReport.read(str(tmp_path / "none.json")) is None
+    path.write_text("[1, 2]")
+    assert UnmountReport.read(str(path)) is None
+    committing = UnmountReport(123, "/mnt/x", store.url, COMMITTING, drafts=["cycling/bikes"], started=1.0)
+    assert sorted(committing.to_dict()) == ["drafts", "mountpoint", "pid", "started", "state", "store"]
