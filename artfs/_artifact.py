@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
 from . import data_types
 from ._digest import digest_file
 from ._errors import ArtfsError, CorruptData, InvalidPath, SizeMismatch
+from ._hashes import HashRecord, hash_files
 from ._layout import blob_key
 from ._manifest import Entry, Manifest
 from ._names import check_alias, check_name, check_path, join_path
@@ -82,6 +83,8 @@ class Artifact:
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.aliases: list[str] = []
         self._files: dict[str, str] = {}  # entry path -> local file
+        self._roots: list[str] = []  # add_dir's directories (the hash record reads each one's rows at once)
+        self.hashed_files = 0  # files read to hash them at the last log (the others: from the hash record)
         self._refs: dict[str, Entry] = {}  # entry path -> reference entry (add_reference)
         self._tmpdir: str | None = None  # new_file()'s files; removed once logged, or with the draft
         self._tmp_cleanup: weakref.finalize[..., Any] | None = None
@@ -140,6 +143,7 @@ class Artifact:
             raise ArtfsError(f"{local_path}: not a directory")
         added = []
         root = os.path.abspath(local_path)
+        self._roots.append(root)
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")  # once per directory
@@ -225,17 +229,23 @@ class Artifact:
         for p in gone_refs:
             del self._refs[p]
 
-    def _entries(self) -> tuple[list[Entry], dict[str, str]]:
+    def _entries(self, record: HashRecord | None = None) -> tuple[list[Entry], dict[str, str]]:
         """This draft's entries (its files hashed, in parallel; references as they are) and the
-        local file of each blob (references have nothing to upload)."""
+        local file of each blob (references have nothing to upload).
 
-        def describe(item: tuple[str, str]) -> Entry:
-            path, local = item
-            st = os.stat(local)
-            digest, size = digest_file(local)
-            return Entry(path, digest, size, bool(st.st_mode & stat.S_IXUSR))
-
-        entries = pmap(describe, sorted(self._files.items()), _WORKERS)
+        ``record``: the local record of what was hashed (:mod:`artfs._hashes`): a file unchanged
+        since it was recorded is not read again. ``new_file()``'s files are hashed without it
+        (they are removed once logged). ``hashed_files`` counts the files read.
+        """
+        items = sorted(self._files.items())
+        tmp = self._tmpdir + os.sep if self._tmpdir else None
+        ours = list(dict.fromkeys(local for _, local in items if not (tmp and local.startswith(tmp))))
+        theirs = list(dict.fromkeys(local for _, local in items if tmp and local.startswith(tmp)))
+        got = dict(zip(ours, hash_files(record, ours, under=self._roots, workers=_WORKERS)))
+        got.update(zip(theirs, hash_files(None, theirs, workers=_WORKERS)))
+        self.hashed_files = sum(h.read for h in got.values())
+        entries = [Entry(path, h.digest, h.size, bool(h.mode & stat.S_IXUSR))
+                   for path, local in items for h in (got[local],)]
         sources = {e.digest: self._files[e.path] for e in entries if e.digest}
         return entries + list(self._refs.values()), sources
 
@@ -245,13 +255,14 @@ class Artifact:
         check_name(project, "project")
         aliases = [check_alias(a) for a in list(self.aliases) + aliases]
 
-        entries, sources = self._entries()
+        entries, sources = self._entries(store.cache.hash_record())
         result = store.commit(project, self._name, type=self.type, entries=entries, sources=sources,
                               description=self.description, metadata=self.metadata, aliases=aliases,
                               progress=progress, run=run)
         if self._tmp_cleanup is not None:
             self._tmp_cleanup()  # removes the directory of new_file()'s files
             self._tmpdir = self._tmp_cleanup = None
+        result.hashed_files = self.hashed_files
         logged = Artifact._logged(store, project, self._name, result.version)
         logged.commit_result = result
         return logged

@@ -7,6 +7,7 @@ Layout under ``$ARTFS_CACHE_DIR`` (default ``$XDG_CACHE_HOME/artfs``)::
     partial/<32>.map             its chunk map (one byte per chunk, 1 = present)
     manifests/<store>/<p>/<a>/<N>.json   manifests already read (immutable, so valid forever)
     tmp/                         files being written; renamed into place when complete
+    hashes.db                    the record of local files hashed (:mod:`artfs._hashes`): not blobs
 
 Invariants
 * A file under ``blobs/`` is complete and was verified against its digest before it was renamed
@@ -51,6 +52,7 @@ import xxhash
 from . import _xattrs
 from ._digest import cache_rel, digest_bytes, digest_file, read_buffer
 from ._errors import ArtfsError, CorruptData, SizeMismatch
+from ._hashes import HashRecord
 
 log = logging.getLogger("artfs.cache")
 
@@ -268,6 +270,10 @@ class Cache:
     def tmp_path(self) -> str:
         """A fresh name under the cache's ``tmp/`` (same file system, so it can be renamed into place)."""
         return os.path.join(self.root, "tmp", os.urandom(16).hex())  # as unique as a uuid4, cheaper
+
+    def hash_record(self) -> HashRecord:
+        """The record of what was hashed on this machine (``hashes.db``), for one put or download."""
+        return HashRecord(os.path.join(self.root, "hashes.db"))
 
     def has(self, digest: str) -> bool:
         """Whether the blob is in the cache."""

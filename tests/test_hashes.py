@@ -1,0 +1,248 @@
+"""The record of what was hashed (artfs/_hashes.py): a re-put reads exactly the files that changed.
+
+What a user checks: ``hashed_files`` of the commit result (``artfs put --json`` prints it) counts
+the files read, and the version logged holds the bytes on disk. Files are aged past the
+record's granularity before a put that should trust them (the racy-clean rule: a file changed
+within a tick of being read is never recorded), by waiting exactly as long as the rule asks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import artfs
+from artfs._digest import digest_bytes
+from artfs._hashes import HashRecord, granularity
+
+
+def age(root: Path) -> None:
+    """Wait until every file under ``root`` changed longer ago than the record's granularity."""
+    latest = 0
+    for p in root.rglob("*"):
+        st = p.stat()
+        latest = max(latest, max(st.st_mtime_ns, st.st_ctime_ns) + granularity(st))
+    while time.time_ns() <= latest:
+        time.sleep((latest - time.time_ns()) / 1e9 + 0.001)
+
+
+def make(root: Path, n: int = 20) -> Path:
+    for i in range(n):
+        p = root / f"d{i % 3}" / f"f{i:02d}.txt"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"file %02d\n" % i)
+    return root
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> artfs.Store:
+    return artfs.Store(str(tmp_path / "store"), cache=artfs.Cache(str(tmp_path / "cache")))
+
+
+def put(store: artfs.Store, src: Path) -> artfs.Artifact:
+    art = artfs.Artifact("data", type="dataset")
+    art.add_dir(str(src))
+    return store.log_artifact(art, project="p")
+
+
+def contents(store: artfs.Store, logged: artfs.Artifact) -> dict[str, str]:
+    return {e.path: e.digest for e in store.artifact(logged.qualified_name).files()}
+
+
+def on_disk(src: Path) -> dict[str, str]:
+    return {p.relative_to(src).as_posix(): digest_bytes(p.read_bytes()) for p in src.rglob("*") if p.is_file()}
+
+
+def test_a_re_put_reads_exactly_the_touched_changed_and_replaced_files(store: artfs.Store, tmp_path: Path) -> None:
+    src = make(tmp_path / "src")
+    age(src)
+    v0 = put(store, src)
+    assert v0.commit_result is not None and v0.commit_result.hashed_files == 20
+
+    again = put(store, src)
+    assert again.commit_result is not None
+    assert (again.commit_result.hashed_files, again.commit_result.created, again.version) == (0, False, "v0")
+
+    # touched: same bytes, new mtime -> read again, and the content matches v0
+    touched = src / "d0" / "f00.txt"
+    os.utime(touched, ns=(time.time_ns(), time.time_ns()))
+    age(src)
+    r = put(store, src).commit_result
+    assert r is not None and (r.hashed_files, r.created, r.version) == (1, False, 0)
+
+    # changed: same size, new bytes, the old mtime put back (only the ctime tells)
+    changed = src / "d1" / "f01.txt"
+    st = changed.stat()
+    changed.write_bytes(b"FILE 01\n")
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert changed.stat().st_mtime_ns == st.st_mtime_ns and changed.stat().st_size == st.st_size
+    # replaced: a new file (new inode) renamed over it, same size and mtime as the old one
+    replaced = src / "d2" / "f02.txt"
+    st = replaced.stat()
+    (tmp_path / "new").write_bytes(b"file 2x\n")
+    os.utime(tmp_path / "new", ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp_path / "new", replaced)
+    age(src)
+    v1 = put(store, src)
+    assert v1.commit_result is not None and v1.commit_result.hashed_files == 2
+    assert v1.version == "v1" and contents(store, v1) == on_disk(src)
+    assert contents(store, v1)["d1/f01.txt"] == digest_bytes(b"FILE 01\n")
+
+    r = put(store, src).commit_result  # and all of it is recorded again
+    assert r is not None and (r.hashed_files, r.version) == (0, 1)
+
+
+def test_two_files_swapped_by_rename_are_both_read(store: artfs.Store, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"aaaa")
+    (src / "b").write_bytes(b"bbbb")
+    age(src)
+    put(store, src)
+    os.rename(src / "a", src / "t")
+    os.rename(src / "b", src / "a")
+    os.rename(src / "t", src / "b")
+    v = put(store, src)
+    assert v.commit_result is not None and v.commit_result.hashed_files == 2
+    assert contents(store, v) == {"a": digest_bytes(b"bbbb"), "b": digest_bytes(b"aaaa")}
+
+
+def test_a_file_changed_just_before_the_put_is_not_recorded(store: artfs.Store, tmp_path: Path) -> None:
+    src = make(tmp_path / "src", 3)
+    age(src)
+    put(store, src)
+    fresh = src / "d0" / "f00.txt"
+    fresh.write_bytes(b"new 00\n")
+    # as if changed within the granularity of the next read (on a loaded machine a real write
+    # can age past 0.1 s before the put reads it): an mtime ahead of the clock is as recent
+    later = time.time_ns() + 3600 * 10**9
+    os.utime(fresh, ns=(later, later))
+    record = store.cache.hash_record()
+    r = put(store, src).commit_result
+    assert r is not None and r.hashed_files == 1
+    assert str(fresh) not in record.rows([str(fresh)])  # racy: hashed, not recorded
+    assert str(src / "d1" / "f01.txt") in record.rows([str(src / "d1" / "f01.txt")])
+    r = put(store, src).commit_result  # still racy: read again
+    assert r is not None and r.hashed_files == 1
+    os.utime(fresh, ns=(time.time_ns(), time.time_ns()))
+    age(src)
+    r = put(store, src).commit_result  # aged now: read once more and recorded
+    assert r is not None and r.hashed_files == 1
+    r = put(store, src).commit_result
+    assert r is not None and r.hashed_files == 0
+
+
+def test_rows_of_deleted_files_are_dropped(store: artfs.Store, tmp_path: Path) -> None:
+    src = make(tmp_path / "src", 4)
+    age(src)
+    put(store, src)
+    gone = src / "d0" / "f00.txt"
+    gone.unlink()
+    record = store.cache.hash_record()
+    assert str(gone) in record.rows([str(gone)])
+    v = put(store, src)
+    assert v.commit_result is not None and v.commit_result.hashed_files == 0
+    assert record.rows([str(gone)]) == {}
+    assert sorted(contents(store, v)) == sorted(on_disk(src))
+
+
+def test_add_file_uses_the_record_too(store: artfs.Store, tmp_path: Path) -> None:
+    f = tmp_path / "model.bin"
+    f.write_bytes(b"weights")
+    age(tmp_path)
+
+    def log() -> int:
+        art = artfs.Artifact("model", type="model")
+        art.add_file(str(f))
+        with art.new_file("notes.txt", "w") as n:  # new_file's temp files are never recorded
+            n.write("hi")
+        r = store.log_artifact(art, project="p").commit_result
+        assert r is not None
+        return r.hashed_files
+
+    assert log() == 2
+    assert log() == 1  # the note is a new temp file each time; the model is not read again
+
+
+@pytest.mark.parametrize("garbage", [b"this is not a database" * 100, b""])
+def test_a_corrupt_record_is_made_anew(store: artfs.Store, tmp_path: Path, garbage: bytes) -> None:
+    src = make(tmp_path / "src", 5)
+    age(src)
+    put(store, src)
+    db = Path(store.cache.root) / "hashes.db"
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    db.write_bytes(garbage)
+    v = put(store, src)  # no error: the record is a shortcut
+    assert v.commit_result is not None and v.commit_result.hashed_files == 5 and v.version == "v0"
+    r = put(store, src).commit_result
+    assert r is not None and r.hashed_files == 0
+
+
+def test_a_record_of_another_schema_or_with_bad_rows_is_not_trusted(store: artfs.Store, tmp_path: Path) -> None:
+    src = make(tmp_path / "src", 2)
+    age(src)
+    put(store, src)
+    db = str(Path(store.cache.root) / "hashes.db")
+    con = sqlite3.connect(db)
+    con.execute("UPDATE files SET digest = x'00'")  # a row whose digest is not 16 bytes
+    con.commit()
+    con.close()
+    v = put(store, src)
+    assert v.commit_result is not None and v.commit_result.hashed_files == 2
+    assert contents(store, v) == on_disk(src)
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA user_version = 99")
+    con.commit()
+    con.close()
+    r = put(store, src).commit_result
+    assert r is not None and r.hashed_files == 2
+
+
+def test_a_record_locked_by_a_writer_is_read_and_a_put_goes_on(store: artfs.Store, tmp_path: Path) -> None:
+    src = make(tmp_path / "src", 3)
+    age(src)
+    put(store, src)
+    holder = sqlite3.connect(str(Path(store.cache.root) / "hashes.db"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process in a long write
+    holder.execute("DELETE FROM files WHERE 0")
+    try:
+        (src / "d0" / "f00.txt").write_bytes(b"changed\n")
+        age(src)
+        v = put(store, src)  # reads the rows (WAL: readers never wait); cannot record, no error
+        assert v.commit_result is not None and v.commit_result.hashed_files == 1
+        assert contents(store, v) == on_disk(src)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    r = put(store, src).commit_result  # the changed file was not recorded: read once more
+    assert r is not None and r.hashed_files == 1
+    r = put(store, src).commit_result
+    assert r is not None and r.hashed_files == 0
+
+
+def test_cli_put_json_says_how_many_files_were_read(tmp_path: Path) -> None:
+    src = make(tmp_path / "src", 6)
+    age(src)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTFS_", "XDG_"))}
+    env.update(ARTFS_STORE=str(tmp_path / "store"), ARTFS_CACHE_DIR=str(tmp_path / "cache"),
+               HOME=str(tmp_path / "home"))
+
+    def cli_put() -> dict[str, object]:
+        p = subprocess.run([sys.executable, "-m", "artfs.cli", "put", "-n", "p/data", str(src), "--json"],
+                           env=env, capture_output=True, text=True, timeout=60, check=True)
+        doc: dict[str, object] = json.loads(p.stdout)
+        return doc
+
+    assert cli_put()["hashed_files"] == 6
+    (src / "d2" / "f05.txt").write_bytes(b"FILE 05\n")
+    age(src)
+    doc = cli_put()
+    assert (doc["hashed_files"], doc["version"], doc["uploaded_blobs"]) == (1, 1, 1)
