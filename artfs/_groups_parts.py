@@ -351,7 +351,7 @@ def artifact_entries(art: "Artifact", store: "Store") -> tuple[list[Entry], dict
     """The entries of a draft :class:`Artifact` (its files hashed, through the store's cache's
     record of what was hashed) and where each blob's bytes are."""
     art._need_draft()
-    entries, sources = art._entries(store.cache.hash_record())
+    entries, sources, _ = art._entries(store.cache.hash_record())
     return entries, dict(sources)
 
 

@@ -43,7 +43,7 @@ import os
 import sqlite3
 import stat
 import time
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import xxhash
 
@@ -61,20 +61,15 @@ _CHUNK = 20000  # rows per insert transaction: short, so other processes are not
 _FINE_NS = 100_000_000  # 0.1 s: many times a kernel tick (at most 10 ms on Linux)
 _COARSE_NS = 2_000_000_000  # file systems stamping whole seconds (FAT: even seconds)
 _MAX_READ = 4 << 20
+_FIRST_READ = 64 << 10
 
 
-class Stamp(NamedTuple):
-    """What identifies a file's bytes without reading them (``fstat``'s fields)."""
+#: what identifies a file's bytes without reading them: (dev, ino, size, mtime_ns, ctime_ns)
+Stamp = tuple[int, int, int, int, int]
 
-    dev: int
-    ino: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
 
-    @classmethod
-    def of(cls, st: os.stat_result) -> "Stamp":
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+def stamp_of(st: os.stat_result) -> Stamp:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def granularity(st: os.stat_result) -> int:
@@ -88,67 +83,84 @@ def granularity(st: os.stat_result) -> int:
     return _FINE_NS
 
 
-def digest_fd(fd: int, size_hint: int) -> tuple[str, int]:
-    """``xxh128:…`` and length of the open file ``fd`` read from its start.
+def digest_fd(fd: int, out: int = -1) -> tuple[str, int]:
+    """``xxh128:…`` and length of the open file ``fd`` read from its start; with ``out``, every
+    byte read is also written there (the bytes stored are exactly the bytes hashed).
 
-    One ``read`` of ``size_hint + 1`` bytes takes a small file whole; the read that returns
-    nothing confirms the end (a short read is the end of a local file, not of a FUSE one).
+    The first ``read`` of 64 KiB takes a small file whole, the one that returns nothing confirms
+    the end (a short read ends a local file, not always a FUSE one); larger files go by 4 MiB.
     """
     h = xxhash.xxh3_128()
     n = 0
-    want = max(1, min(_MAX_READ, size_hint + 1))
+    want = _FIRST_READ
     while True:
         b = os.read(fd, want)
         if not b:
             break
         h.update(b)
         n += len(b)
+        if out >= 0:
+            view = memoryview(b)
+            while view:
+                view = view[os.write(out, view):]
+        want = _MAX_READ
     return f"{ALGO}:{h.hexdigest()}", n
 
 
 class Hashed(NamedTuple):
-    """A file's digest, size and mode; ``read`` says whether its bytes were read for it."""
+    """A file's digest, size and mode; ``read``: its bytes were read for it (not found in the
+    record); ``staged``: the temp file holding the bytes read, when a stager was given."""
 
     digest: str
     size: int
     mode: int
     read: bool
+    staged: str | None = None
 
 
-def hash_path(path: str, known: dict[str, tuple[Stamp, str]] | None, fresh: list[tuple[str, Stamp, str]]) -> Hashed:
+Stager = Callable[[], tuple[str, int]]
+
+
+def hash_path(path: str, known: dict[str, tuple[Stamp, str]] | None, fresh: list[tuple[str, Stamp, str]],
+              stage: Stager | None = None) -> Hashed:
     """The digest of the file at ``path``: from ``known`` (rows of the record) when its row matches
-    the file's ``stat`` in every field, else read and hashed, and appended to ``fresh`` (rows to
-    record) when the read may be recorded (module docstring). ``OSError`` as ``open`` raises it.
+    the file's ``stat`` in every field, else read and hashed (and copied into a temp file from
+    ``stage`` as it is read), and appended to ``fresh`` (rows to record) when the read may be
+    recorded (module docstring). ``OSError`` as ``open`` raises it.
 
+    One ``fstat``, after the read, is enough to record it: a write during the read leaves a ctime
+    at least as late as the read's start (less a tick), which the racy rule refuses.
     Safe to call from many threads at once with the same ``fresh`` (``list.append`` is atomic).
     """
     row = known.get(path) if known else None
     if row is not None:
         st = os.stat(path)
-        if Stamp.of(st) == row[0] and stat.S_ISREG(st.st_mode):
+        if stamp_of(st) == row[0] and stat.S_ISREG(st.st_mode):
             return Hashed(row[1], st.st_size, st.st_mode, False)
     began = time.time_ns()
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    tmp = None
     try:
-        before = os.fstat(fd)
-        digest, n = digest_fd(fd, before.st_size)
+        out = -1
+        if stage is not None:
+            tmp, out = stage()
+        try:
+            digest, n = digest_fd(fd, out)
+        finally:
+            if out >= 0:
+                os.close(out)
         after = os.fstat(fd)
+    except BaseException:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
     finally:
         os.close(fd)
-    s = Stamp.of(after)
-    if (s == Stamp.of(before) and n == s.size and stat.S_ISREG(after.st_mode)
-            and max(s.mtime_ns, s.ctime_ns) + granularity(after) <= began):
+    s = stamp_of(after)
+    if n == s[2] and stat.S_ISREG(after.st_mode) and max(s[3], s[4]) + granularity(after) <= began:
         fresh.append((path, s, digest))
-    return Hashed(digest, n, after.st_mode, True)
-
-
-def _keep(out: dict[str, tuple[Stamp, str]], r: tuple[object, ...]) -> None:
-    """Add a row read back to ``out`` if it is well formed (a damaged or foreign row is skipped:
-    that file is read again, and its row written anew)."""
-    path, digest = r[0], r[6]
-    if (isinstance(path, str) and isinstance(digest, bytes) and len(digest) == 16
-            and all(type(x) is int for x in r[1:6])):
-        out[path] = (Stamp(*r[1:6]), f"{ALGO}:{digest.hex()}")  # type: ignore[arg-type]
+    return Hashed(digest, n, after.st_mode, True, tmp)
 
 
 class HashRecord:
@@ -227,19 +239,23 @@ class HashRecord:
         out: dict[str, tuple[Stamp, str]] = {}
         if con is None:
             return out
-        cols = "path, dev, ino, size, mtime_ns, ctime_ns, digest"
+        # only well-formed rows (a damaged or foreign one is skipped: that file is read again and
+        # its row written anew); the digest spelt by sqlite, not once per row in Python
+        cols = (f"path, dev, ino, size, mtime_ns, ctime_ns, '{ALGO}:' || lower(hex(digest)) FROM files WHERE "
+                "length(digest) = 16 AND typeof(digest) = 'blob' AND typeof(dev) = 'integer' AND "
+                "typeof(ino) = 'integer' AND typeof(size) = 'integer' AND typeof(mtime_ns) = 'integer' AND "
+                "typeof(ctime_ns) = 'integer' AND typeof(path) = 'text' AND")
         try:
             for d in under:
                 lo = d.rstrip("/") + "/"
                 hi = lo[:-1] + chr(ord("/") + 1)
-                for r in con.execute(f"SELECT {cols} FROM files WHERE path >= ? AND path < ?", (lo, hi)):
-                    _keep(out, r)
+                for r in con.execute(f"SELECT {cols} path >= ? AND path < ?", (lo, hi)):
+                    out[r[0]] = (r[1:6], r[6])
             rest = [p for p in paths if p not in out]
             for i in range(0, len(rest), 500):
                 chunk = rest[i:i + 500]
-                q = f"SELECT {cols} FROM files WHERE path IN ({','.join('?' * len(chunk))})"
-                for r in con.execute(q, chunk):
-                    _keep(out, r)
+                for r in con.execute(f"SELECT {cols} path IN ({','.join('?' * len(chunk))})", chunk):
+                    out[r[0]] = (r[1:6], r[6])
         except sqlite3.Error as e:
             self._failed(e)
             return {}
@@ -273,24 +289,41 @@ class HashRecord:
 
 
 def hash_files(record: HashRecord | None, paths: list[str], *, under: Iterable[str] = (),
-               workers: int = 8) -> list[Hashed]:
+               workers: int = 8, stage: Stager | None = None) -> list[Hashed]:
     """The digest of each file of ``paths`` (absolute), through ``record`` (None: read every one).
 
     ``under``: directories whose files are all among ``paths`` (an ``add_dir``'s roots): their
     rows are read in one range each, and rows below them of paths not given are dropped (files
-    gone since). Unchanged files cost a ``stat``; the others are read in ``workers`` threads.
+    gone since). Unchanged files cost a ``stat``; the others are read in ``workers`` threads
+    (and copied into temp files from ``stage`` as they are read: :attr:`Hashed.staged`; on an
+    error those made so far are removed).
     """
-    if record is None:
-        return pmap(lambda p: hash_path(p, None, []), paths, workers)
+    staged: list[str] = []
+
+    def one(p: str) -> Hashed:
+        h = hash_path(p, known, fresh, stage)
+        if h.staged is not None:
+            staged.append(h.staged)
+        return h
+
+    fresh: list[tuple[str, Stamp, str]] = []
+    known: dict[str, tuple[Stamp, str]] | None = None
     try:
+        if record is None:
+            return pmap(one, paths, workers)
         known = record.rows(paths, under=[os.path.abspath(d) for d in under])
-        fresh: list[tuple[str, Stamp, str]] = []
-        out = pmap(lambda p: hash_path(p, known, fresh), paths, workers)
+        out = pmap(one, paths, workers)
         # rows no longer true: of files gone, and of files read again but not recordable (racy)
         stale = set(known).difference(paths)
         stale.update(p for p, h in zip(paths, out) if h.read and p in known)
         stale.difference_update(p for p, _, _ in fresh)
         record.update(fresh, prune=stale)
         return out
+    except BaseException:
+        for t in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(t)
+        raise
     finally:
-        record.close()
+        if record is not None:
+            record.close()

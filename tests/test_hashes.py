@@ -246,3 +246,54 @@ def test_cli_put_json_says_how_many_files_were_read(tmp_path: Path) -> None:
     age(src)
     doc = cli_put()
     assert (doc["hashed_files"], doc["version"], doc["uploaded_blobs"]) == (1, 1, 1)
+
+
+# -- the local store's put: each file read once, copied as it is hashed --------------------------------------
+def test_a_put_leaves_no_staged_copies_behind(store: artfs.Store, tmp_path: Path) -> None:
+    src = make(tmp_path / "src", 8)
+    (src / "dup.txt").write_bytes(b"file 00\n")  # the same bytes as d0/f00.txt: one blob
+    put(store, src)
+    tmpdir = Path(store.backend.root) / ".tmp"  # type: ignore[attr-defined]
+    assert list(tmpdir.iterdir()) == []
+    for p in src.rglob("*.txt"):  # every file read again (new mtimes), every blob already stored
+        os.utime(p, ns=(time.time_ns(), time.time_ns()))
+    r = put(store, src).commit_result
+    assert r is not None and (r.hashed_files, r.created, r.uploaded_blobs) == (9, False, 0)
+    assert list(tmpdir.iterdir()) == []
+    with pytest.raises(artfs.InvalidName):  # a commit that fails after the files were staged
+        art = artfs.Artifact("data", type="model")  # the artifact is a dataset
+        (src / "new.txt").write_bytes(b"new")
+        art.add_dir(str(src))
+        store.log_artifact(art, project="p")
+    assert list(tmpdir.iterdir()) == []
+    v = store.artifact("p/data:latest")
+    v.verify(str(v.download(str(tmp_path / "out"))))  # every blob holds its bytes
+
+
+def test_the_blob_stored_holds_the_bytes_hashed(store: artfs.Store, tmp_path: Path) -> None:
+    """A file copied to the store as it is hashed: what the store holds under a digest is what
+    was hashed, read once (a file rewritten between a hash and a second read for the upload
+    would otherwise be stored under the digest of its old bytes)."""
+    src = make(tmp_path / "src", 4)
+    v = put(store, src)
+    blobs = Path(store.backend.root) / "p" / "blobs"  # type: ignore[attr-defined]
+    stored = {p.name: p.read_bytes() for p in blobs.rglob("*") if p.is_file()}
+    assert len(stored) == 4
+    assert all(digest_bytes(b) == "xxh128:" + name for name, b in stored.items())
+    assert sorted(contents(store, v).values()) == sorted("xxh128:" + n for n in stored)
+
+
+def test_many_blobs_from_recorded_files_go_to_a_new_store_in_one_batch(tmp_path: Path) -> None:
+    """Files known to the record are not read; a store lacking their blobs gets copies of them
+    (put_files: copied, synced as a batch, then renamed into place)."""
+    src = make(tmp_path / "src", 100)
+    age(src)
+    cache = artfs.Cache(str(tmp_path / "cache"))
+    put(artfs.Store(str(tmp_path / "one"), cache=cache), src)
+    other = artfs.Store(str(tmp_path / "two"), cache=cache)
+    v = put(other, src)
+    assert v.commit_result is not None
+    assert (v.commit_result.hashed_files, v.commit_result.uploaded_blobs) == (0, 100)
+    assert list((tmp_path / "two" / ".tmp").iterdir()) == []
+    assert contents(other, v) == on_disk(src)
+    v.verify(v.download(str(tmp_path / "out")))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from .._access import list_projects
@@ -66,7 +67,8 @@ def cmd_put(ctx: Context) -> None:
     check_sources(a)
     art = Artifact(s.artifact, type=a.type or "unspecified", description=a.description, metadata=md)
     added = fill(art, a)
-    total = sum(os.path.getsize(os.path.join(a.dir, *p.split("/"))) for p in added)
+    # the bar's total: a stat per file, paid only where a bar is drawn
+    total = sum(os.path.getsize(os.path.join(a.dir, *p.split("/"))) for p in added) if sys.stderr.isatty() else 0
     store = ctx.store
     with ctx.progress(total, "upload") as cb:
         # Store.log_artifact without the progress callback it does not take
