@@ -269,14 +269,14 @@ class HashRecord:
         con = self._connect()
         if con is None:
             return 0
-        rows = [(p, *s, bytes.fromhex(d.partition(":")[2])) for p, s, d in fresh]
-        gone = [(p,) for p in prune]
+        gone = list(prune)
         try:
-            for i in range(0, max(len(rows), len(gone)), _CHUNK):
+            for i in range(0, max(len(fresh), len(gone)), _CHUNK):  # rows spelt a chunk at a time
+                rows = [(p, *s, bytes.fromhex(d.partition(":")[2])) for p, s, d in fresh[i:i + _CHUNK]]
                 con.execute("BEGIN IMMEDIATE")
                 try:
-                    con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows[i:i + _CHUNK])
-                    con.executemany("DELETE FROM files WHERE path = ?", gone[i:i + _CHUNK])
+                    con.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                    con.executemany("DELETE FROM files WHERE path = ?", ((p,) for p in gone[i:i + _CHUNK]))
                     con.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
@@ -285,7 +285,7 @@ class HashRecord:
         except sqlite3.Error as e:
             self._failed(e)
             return 0
-        return len(rows)
+        return len(fresh)
 
 
 def hash_files(record: HashRecord | None, paths: list[str], *, under: Iterable[str] = (),
