@@ -378,7 +378,7 @@ class Artifact:
         try:
             with os.scandir(root) as it:
                 new_root = next(it, None) is None
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the latter: makedirs says it below
             new_root = True
         os.makedirs(root, exist_ok=True)
         reader = RefReader(allow_file=allow_file, file_roots=file_roots) if any(e.ref for e in entries) else None
