@@ -297,3 +297,27 @@ def test_many_blobs_from_recorded_files_go_to_a_new_store_in_one_batch(tmp_path:
     assert list((tmp_path / "two" / ".tmp").iterdir()) == []
     assert contents(other, v) == on_disk(src)
     v.verify(v.download(str(tmp_path / "out")))
+
+
+def test_processes_putting_at_once_share_the_record(tmp_path: Path) -> None:
+    trees = [make(tmp_path / f"src{i}", 30) for i in range(4)]
+    age(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTFS_", "XDG_"))}
+    env.update(ARTFS_STORE=str(tmp_path / "store"), ARTFS_CACHE_DIR=str(tmp_path / "cache"),
+               HOME=str(tmp_path / "home"))
+
+    def start(i: int) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "artfs.cli", "put", "-n", f"p/data{i}", str(trees[i]),
+                                 "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    for expect in (30, 0):  # all at once, twice: every row written by one is trusted by the next
+        procs = [start(i) for i in range(4)]
+        docs = []
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+            docs.append(json.loads(out))
+        assert [d["hashed_files"] for d in docs] == [expect] * 4
+    store = artfs.Store(str(tmp_path / "store"), cache=artfs.Cache(str(tmp_path / "cache")))
+    for i in range(4):
+        assert contents(store, store.artifact(f"p/data{i}:latest")) == on_disk(trees[i])
