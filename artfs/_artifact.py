@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from . import data_types
 from ._digest import digest_file
 from ._errors import ArtfsError, CorruptData, InvalidPath, SizeMismatch
-from ._hashes import HashRecord, Stamp, hash_files, hash_path
+from ._hashes import HashRecord, Stager, Stamp, hash_files, hash_path
 from ._place import place_blob, safe_target
 from ._layout import blob_key
 from ._manifest import Entry, Manifest
@@ -235,7 +235,12 @@ class Artifact:
         returned). One read per file instead of one to hash and one to upload, and the bytes
         stored are the bytes hashed even if the file changes meanwhile.
         """
-        stage = stage_in.stager(f"{project}/blobs") if stage_in is not None and stage_in.stages else None
+        stage: Stager | None = None
+        if stage_in is not None and stage_in.stages:
+            make = stage_in.stager(f"{project}/blobs")
+
+            def stage(digest: str | None) -> tuple[str, int]:  # beside its blob when the digest is known
+                return make(blob_key(project, digest) if digest else None)
         items = sorted(self._files.items())
         tmp = self._tmpdir + os.sep if self._tmpdir else None
         ours = list(dict.fromkeys(local for _, local in items if not (tmp and local.startswith(tmp))))

@@ -118,7 +118,57 @@ class Hashed(NamedTuple):
     staged: str | None = None
 
 
-Stager = Callable[[], tuple[str, int]]
+#: makes a temp file (path, open fd) for a copy; given the digest when it is known already
+Stager = Callable[[str | None], tuple[str, int]]
+
+
+def _hash_staging(fd: int, stage: Stager) -> tuple[str, int, str]:
+    """Digest and length of the open file ``fd``, its bytes copied into a file from ``stage``
+    (returned too). A small file (read whole by the first read) is hashed before its copy is
+    made, so the copy can be made beside its blob; a larger one is copied as it is read."""
+    first = os.read(fd, _FIRST_READ)
+    more = os.read(fd, _FIRST_READ) if first else b""
+    if not more:
+        digest = f"{ALGO}:{xxhash.xxh3_128_hexdigest(first)}"
+        tmp, out = stage(digest)
+        try:
+            _write_all(out, first)
+        except BaseException:
+            os.close(out)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        os.close(out)
+        return digest, len(first), tmp
+    tmp, out = stage(None)
+    try:
+        try:
+            h = xxhash.xxh3_128()
+            n = 0
+            for b in (first, more):
+                h.update(b)
+                _write_all(out, b)
+                n += len(b)
+            while True:
+                b = os.read(fd, _MAX_READ)
+                if not b:
+                    break
+                h.update(b)
+                _write_all(out, b)
+                n += len(b)
+        finally:
+            os.close(out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return f"{ALGO}:{h.hexdigest()}", n, tmp
+
+
+def _write_all(fd: int, b: bytes) -> None:
+    view = memoryview(b)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def hash_path(path: str, known: dict[str, tuple[Stamp, str]] | None, fresh: list[tuple[str, Stamp, str]],
@@ -141,14 +191,10 @@ def hash_path(path: str, known: dict[str, tuple[Stamp, str]] | None, fresh: list
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     tmp = None
     try:
-        out = -1
         if stage is not None:
-            tmp, out = stage()
-        try:
-            digest, n = digest_fd(fd, out)
-        finally:
-            if out >= 0:
-                os.close(out)
+            digest, n, tmp = _hash_staging(fd, stage)
+        else:
+            digest, n = digest_fd(fd)
         after = os.fstat(fd)
     except BaseException:
         if tmp is not None:

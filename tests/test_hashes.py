@@ -21,6 +21,7 @@ import pytest
 import artfs
 from artfs._digest import digest_bytes
 from artfs._hashes import HashRecord, granularity
+from artfs.backends.local import STAGE
 
 
 def age(root: Path) -> None:
@@ -253,19 +254,23 @@ def test_a_put_leaves_no_staged_copies_behind(store: artfs.Store, tmp_path: Path
     src = make(tmp_path / "src", 8)
     (src / "dup.txt").write_bytes(b"file 00\n")  # the same bytes as d0/f00.txt: one blob
     put(store, src)
-    tmpdir = Path(store.backend.root) / ".tmp"  # type: ignore[attr-defined]
-    assert list(tmpdir.iterdir()) == []
+    root = Path(store.backend.root)  # type: ignore[attr-defined]
+
+    def strays() -> list[str]:
+        return [str(p) for p in root.rglob("*") if p.is_file() and (".tmp" in p.parts or p.name.startswith(STAGE))]
+
+    assert strays() == []
     for p in src.rglob("*.txt"):  # every file read again (new mtimes), every blob already stored
         os.utime(p, ns=(time.time_ns(), time.time_ns()))
     r = put(store, src).commit_result
     assert r is not None and (r.hashed_files, r.created, r.uploaded_blobs) == (9, False, 0)
-    assert list(tmpdir.iterdir()) == []
+    assert strays() == []
     with pytest.raises(artfs.InvalidName):  # a commit that fails after the files were staged
         art = artfs.Artifact("data", type="model")  # the artifact is a dataset
         (src / "new.txt").write_bytes(b"new")
         art.add_dir(str(src))
         store.log_artifact(art, project="p")
-    assert list(tmpdir.iterdir()) == []
+    assert strays() == []
     v = store.artifact("p/data:latest")
     v.verify(str(v.download(str(tmp_path / "out"))))  # every blob holds its bytes
 
@@ -321,3 +326,18 @@ def test_processes_putting_at_once_share_the_record(tmp_path: Path) -> None:
     store = artfs.Store(str(tmp_path / "store"), cache=artfs.Cache(str(tmp_path / "cache")))
     for i in range(4):
         assert contents(store, store.artifact(f"p/data{i}:latest")) == on_disk(trees[i])
+
+
+def test_gc_removes_copies_a_crashed_put_staged_beside_their_blobs(store: artfs.Store, tmp_path: Path) -> None:
+    src = make(tmp_path / "src", 3)
+    v = put(store, src)
+    blob_dir = next(p for p in (Path(store.backend.root) / "p" / "blobs").rglob("*")  # type: ignore[attr-defined]
+                    if p.is_file()).parent
+    stale, young = blob_dir / f"{STAGE}1-x-1", blob_dir / f"{STAGE}1-x-2"
+    stale.write_bytes(b"half")
+    young.write_bytes(b"being written")
+    os.utime(stale, (1, 1))
+    r = store.gc("p")
+    assert not stale.exists() and young.exists()  # a young one may be a put running now
+    assert r["blobs_removed"] == 0 and contents(store, v) == on_disk(src)
+    v.verify(v.download(str(tmp_path / "out")))

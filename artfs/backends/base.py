@@ -122,12 +122,13 @@ class Backend(abc.ABC):
     #: whether :meth:`stager` gives temp files on the store's own disk (the local store)
     stages: bool = False
 
-    def stager(self, key: str) -> Callable[[], tuple[str, int]]:
+    def stager(self, key: str) -> Callable[[str | None], tuple[str, int]]:
         """A function making new temp files, open for writing, on the store's own disk, for bytes
-        that will become keys of the same project as ``key``: each call returns (path, fd). A
-        writer fills one while it hashes the bytes (one read of a source file, and the bytes stored
-        are the bytes hashed), then :meth:`place_staged` moves it under its key or the caller
-        unlinks it. Only where :attr:`stages`; ``NotImplementedError`` elsewhere."""
+        that will become keys of the same project as ``key``: each call returns (path, fd); given
+        the key the bytes will become (when the caller knows it already), the file is made beside
+        it. A writer fills one while it hashes the bytes (one read of a source file, and the bytes
+        stored are the bytes hashed), then :meth:`place_staged` moves it under its key or the
+        caller unlinks it. Only where :attr:`stages`; ``NotImplementedError`` elsewhere."""
         raise NotImplementedError(f"{self.url}: no staging")
 
     def sync_staged(self, tmps: builtins.list[str]) -> None:

@@ -27,6 +27,8 @@ from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, Sto
 from .base import Backend, ObjectInfo, pwrite_all
 
 TMP = ".tmp"
+#: the name of a copy staged beside the key it will become (a put's small files): never a key's
+STAGE = ".artfs-stage-"
 
 
 def _oserror(e: OSError, key: str) -> ArtfsError:
@@ -148,18 +150,27 @@ class LocalBackend(Backend):
             return None
         return (st.st_mode & 0o7777, st.st_gid) if st.st_mode & stat.S_ISGID else None
 
-    def _create_tmp(self, key: str, level: tuple[int, int] | None | bool = True) -> tuple[str, int]:
+    def _create_tmp(self, key: str, level: tuple[int, int] | None | bool = True,
+                    beside: str | None = None) -> tuple[str, int]:
         """Create and open a new temp file for ``key`` (making ``.tmp/`` only when it is missing),
         with the mode and group of ``key``'s project when its level is set (``level``: that
-        level if the caller read it already, True to read it)."""
+        level if the caller read it already, True to read it). ``beside``: in the directory of
+        that key instead (a name starting with ``STAGE``), so that placing it is a rename within
+        one directory."""
         for attempt in (1, 2):
-            tmp = self._tmp()
+            if beside is None:
+                tmp = self._tmp()
+            else:
+                tmp = os.path.join(os.path.dirname(self._path(beside)), f"{STAGE}{os.getpid()}-{_TMP_ID}-{next(_tmp_seq)}")
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             except FileNotFoundError:
                 if attempt == 2:
                     raise
-                os.makedirs(os.path.join(self.root, TMP), exist_ok=True)
+                if beside is None:
+                    os.makedirs(os.path.join(self.root, TMP), exist_ok=True)
+                else:
+                    self._makedirs(os.path.dirname(tmp), beside)
                 continue
             if level is True:
                 level = self._level(key)
@@ -294,14 +305,14 @@ class LocalBackend(Backend):
             _fsync_dir(os.path.dirname(dst))
         self.counter["put"] += 1
 
-    def stager(self, key: str) -> Callable[[], tuple[str, int]]:
+    def stager(self, key: str) -> Callable[[str | None], tuple[str, int]]:
         level = self._level(key)  # once for the whole put, not once per file
 
-        def stage() -> tuple[str, int]:
+        def stage(final: str | None = None) -> tuple[str, int]:
             try:
-                return self._create_tmp(key, level)
+                return self._create_tmp(key, level, final)
             except OSError as e:
-                raise _oserror(e, key) from None
+                raise _oserror(e, final or key) from None
 
         return stage
 
@@ -493,6 +504,8 @@ class LocalBackend(Backend):
             dirnames.sort()
             rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
             for fn in sorted(filenames):
+                if fn.startswith(STAGE):
+                    continue
                 try:
                     st = os.stat(os.path.join(dirpath, fn))
                 except FileNotFoundError:
@@ -518,14 +531,23 @@ class LocalBackend(Backend):
 
         d = os.path.join(self.root, TMP)
         n = 0
+        old: builtins.list[str] = []
         try:
-            for e in os.scandir(d):
-                if e.stat().st_mtime < time.time() - older_than:
-                    try:
-                        os.unlink(e.path)
-                    except (PermissionError, FileNotFoundError):
-                        continue  # another user's file in an open store's sticky .tmp/, or gone
-                    n += 1
+            old += [e.path for e in os.scandir(d) if e.stat().st_mtime < time.time() - older_than]
         except FileNotFoundError:
             pass
+        for dirpath, dirnames, filenames in os.walk(self.root):  # staged copies beside their keys
+            if dirpath == self.root and TMP in dirnames:
+                dirnames.remove(TMP)
+            for fn in filenames:
+                if fn.startswith(STAGE):
+                    with contextlib.suppress(FileNotFoundError):
+                        if os.stat(os.path.join(dirpath, fn)).st_mtime < time.time() - older_than:
+                            old.append(os.path.join(dirpath, fn))
+        for p in old:
+            try:
+                os.unlink(p)
+            except (PermissionError, FileNotFoundError):
+                continue  # another user's file in an open store's sticky .tmp/, or gone
+            n += 1
         return n
