@@ -8,26 +8,31 @@ logged with ``Store.log_artifact``, or a *logged version* returned by ``Store.ar
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
+import operator
 import os
 import shutil
 import stat
 import tempfile
 import uuid
 import weakref
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from ._artifact_extras import ArtifactExtras, check_tags
 from ._digest import digest_file
 from ._errors import ArtfsError, CorruptData, InvalidName, InvalidPath, SizeMismatch
+from ._hashes import HashRecord, Stager, Stamp, hash_files, hash_path
+from ._place import place_blob, safe_target
 from ._layout import blob_key
 from ._manifest import Entry, Manifest
-from ._names import check_alias, check_name, check_path, join_path
+from ._names import check_alias, check_name, check_path, check_paths
 from ._parallel import pmap
 from ._refs import RefReader, is_pinned, resolve_reference
 
 if TYPE_CHECKING:
     from ._diff import ArtifactDiff
+    from .backends.base import Backend
     from ._run import Run
     from ._results import CommitResult
     from ._store import Store
@@ -84,6 +89,8 @@ class Artifact(ArtifactExtras):
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.aliases: list[str] = []
         self._files: dict[str, str] = {}  # entry path -> local file
+        self._roots: list[str] = []  # add_dir's directories (the hash record reads each one's rows at once)
+        self.hashed_files = 0  # files read to hash them at the last log (the others: from the hash record)
         self._refs: dict[str, Entry] = {}  # entry path -> reference entry (add_reference)
         self._tmpdir: str | None = None  # new_file()'s files; removed once logged, or with the draft
         self._tmp_cleanup: weakref.finalize[..., Any] | None = None
@@ -143,24 +150,13 @@ class Artifact(ArtifactExtras):
         self._need_draft()
         if not os.path.isdir(local_path):
             raise ArtfsError(f"{local_path}: not a directory")
-        added = []
         root = os.path.abspath(local_path)
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")  # once per directory
-            prefix = "" if rel_dir == "." else rel_dir + "/"
-            for fn in sorted(filenames):
-                full = os.path.join(dirpath, fn)
-                if not os.path.isfile(full):  # dangling links, fifos, sockets
-                    continue
-                rel = prefix + fn
-                try:
-                    os.fsencode(rel).decode("utf-8")
-                except UnicodeDecodeError:
-                    raise InvalidPath(f"{full!r}: file name is not UTF-8") from None
-                path = join_path(name, rel)  # what add_file(full, path, overwrite=True) does
-                self._files[path] = full
-                added.append(path)
+        self._roots.append(root)
+        head = name.strip("/") + "/" if name else ""
+        found = [(head + rel, full) for full, rel in _walk_files(root)]
+        added = [p for p, _ in found]
+        check_paths(added)  # what add_file(full, path, overwrite=True) checks, in bulk
+        self._files.update(found)
         return added
 
     @contextlib.contextmanager
@@ -227,19 +223,47 @@ class Artifact(ArtifactExtras):
         for p in gone_refs:
             del self._refs[p]
 
-    def _entries(self) -> tuple[list[Entry], dict[str, str]]:
-        """This draft's entries (its files hashed, in parallel; references as they are) and the
-        local file of each blob (references have nothing to upload)."""
+    def _entries(self, record: HashRecord | None = None, *, stage_in: "Backend | None" = None, project: str = ""
+                 ) -> tuple[list[Entry], dict[str, str | Callable[[str], None]], list[str]]:
+        """This draft's entries (its files hashed, in parallel; references as they are), the
+        source of each blob (references have nothing to upload), and the temp files staged.
 
-        def describe(item: tuple[str, str]) -> Entry:
-            path, local = item
-            st = os.stat(local)
-            digest, size = digest_file(local)
-            return Entry(path, digest, size, bool(st.st_mode & stat.S_IXUSR))
+        ``record``: the local record of what was hashed (:mod:`artfs._hashes`): a file unchanged
+        since it was recorded is not read again. ``new_file()``'s files are hashed without it
+        (they are removed once logged). ``hashed_files`` counts the files read.
+        ``stage_in``: a store that stages (the local one, :meth:`~artfs.backends.base.Backend.stager`):
+        each file read is copied into a temp file on the store's disk as it is hashed, and that
+        file is its blob's source (the caller removes those the commit did not place: the list
+        returned). One read per file instead of one to hash and one to upload, and the bytes
+        stored are the bytes hashed even if the file changes meanwhile.
+        """
+        stage: Stager | None = None
+        if stage_in is not None and stage_in.stages:
+            make = stage_in.stager(f"{project}/blobs")
 
-        entries = pmap(describe, sorted(self._files.items()), _WORKERS)
-        sources = {e.digest: self._files[e.path] for e in entries if e.digest}
-        return entries + list(self._refs.values()), sources
+            def stage(digest: str | None) -> tuple[str, int]:  # beside its blob when the digest is known
+                return make(blob_key(project, digest) if digest else None)
+        items = sorted(self._files.items())
+        tmp = self._tmpdir + os.sep if self._tmpdir else None
+        ours = list(dict.fromkeys(local for _, local in items if not (tmp and local.startswith(tmp))))
+        theirs = list(dict.fromkeys(local for _, local in items if tmp and local.startswith(tmp)))
+        got = dict(zip(ours, hash_files(record, ours, under=self._roots, workers=_WORKERS, stage=stage)))
+        try:
+            got.update(zip(theirs, hash_files(None, theirs, workers=_WORKERS, stage=stage)))
+        except BaseException:
+            _unlink_all(h.staged for h in got.values())
+            raise
+        self.hashed_files = sum(h.read for h in got.values())
+        entries = [Entry(path, h.digest, h.size, bool(h.mode & stat.S_IXUSR))
+                   for path, local in items for h in (got[local],)]
+        sources: dict[str, str | Callable[[str], None]] = {}
+        for local, h in got.items():
+            if h.staged is not None and stage_in is not None:
+                if not callable(sources.get(h.digest)):  # one staged copy per blob
+                    sources[h.digest] = functools.partial(_place_staged, stage_in, h.staged)
+            else:
+                sources.setdefault(h.digest, local)
+        return entries + list(self._refs.values()), sources, [h.staged for h in got.values() if h.staged]
 
     def _log(self, store: "Store", project: str, aliases: list[str],
              progress: Callable[[int], None] | None = None, run: str | None = None) -> "Artifact":
@@ -247,16 +271,22 @@ class Artifact(ArtifactExtras):
         check_name(project, "project")
         aliases = [check_alias(a) for a in list(self.aliases) + aliases]
 
-        entries, files = self._entries()
-        copied, sources = self._copied(store, project)
+        entries, sources, staged = self._entries(store.cache.hash_record(), stage_in=store.backend, project=project)
+        copied, copy_sources = self._copied(store, project)  # entries of other artifacts (add_reference)
         entries += copied
-        sources.update(files)
-        result = store.commit(project, self._name, type=self.type, entries=entries, sources=sources,
-                              description=self.description, metadata=self.metadata, aliases=aliases,
-                              progress=progress, run=run)
+        copy_sources.update(sources)
+        try:
+            if staged:  # their bytes durable before a blob is named by one (the store syncs the names)
+                store.backend.sync_staged(staged)
+            result = store.commit(project, self._name, type=self.type, entries=entries, sources=copy_sources,
+                                  description=self.description, metadata=self.metadata, aliases=aliases,
+                                  progress=progress, run=run)
+        finally:
+            _unlink_all(staged)  # those not placed: blobs the store had, or a failed commit's
         if self._tmp_cleanup is not None:
             self._tmp_cleanup()  # removes the directory of new_file()'s files
             self._tmpdir = self._tmp_cleanup = None
+        result.hashed_files = self.hashed_files
         if self._tags or self._ttl is not None:
             store.set_info(project, self._name, result.version, description=self.description,
                            metadata=self.metadata, tags=self._tags, ttl=self._ttl)
@@ -334,8 +364,12 @@ class Artifact(ArtifactExtras):
                  allow_file: bool = False, file_roots: list[str] | tuple[str, ...] = ()) -> str:
         """Place the version's files (or those under ``path_prefix``) under ``root``; returns ``root``.
 
-        ``root`` defaults to ``./artifacts/<name>:vN``. Files already there and identical are kept;
-        every file is verified against its digest on the way (``CorruptData`` otherwise).
+        ``root`` defaults to ``./artifacts/<name>:vN``. Files already there and identical are kept
+        (read only if they changed since the local record of what was hashed last saw them);
+        every file is verified against its digest on the way (``CorruptData`` otherwise). Files
+        are placed by reflink where the file system has them, else copied; never hard-linked, so
+        writing into a downloaded file changes no cached or stored blob. From a local store they
+        are placed straight from its blobs (it is its own cache); from others through the cache.
         References are read from where they live, exactly as recorded (``ReferenceChanged``
         otherwise); ``file://`` references raise ``PermissionDenied`` unless ``allow_file`` or
         ``file_roots`` allow them. ``StoreUnavailable`` when the store cannot be reached.
@@ -360,6 +394,11 @@ class Artifact(ArtifactExtras):
         if path_prefix is not None:
             p = check_path(path_prefix)
             entries = [e for e in entries if e.path == p or (not exact and e.path.startswith(p + "/"))]
+        try:
+            with os.scandir(root) as it:
+                new_root = next(it, None) is None
+        except (FileNotFoundError, NotADirectoryError):  # the latter: makedirs says it below
+            new_root = True
         os.makedirs(root, exist_ok=True)
         reader = RefReader(allow_file=allow_file, file_roots=file_roots) if any(e.ref for e in entries) else None
 
@@ -367,10 +406,13 @@ class Artifact(ArtifactExtras):
         made: set[str] = set()  # directories known to exist
         fetched = False
         project = self._coords()[0]  # a link's blobs are its source's
+        record = store.cache.hash_record()  # files already there: read only if changed since recorded
+        known = record.rows(under=[root])
+        fresh: list[tuple[str, Stamp, str]] = []
 
         def one(e: Entry) -> None:
             nonlocal fetched
-            target = _safe_target(root, e.path, checked)
+            target = safe_target(root, e.path, checked)
             mode = 0o755 if e.executable else 0o644
             if reader is not None and e.ref is not None and e.digest is None:
                 _download_ref(reader, e, target, mode)  # no digest to cache it under
@@ -378,11 +420,11 @@ class Artifact(ArtifactExtras):
                     progress(e.size)
                 return
             try:
-                st = os.lstat(target)
+                st = os.lstat(target) if not new_root else None
             except FileNotFoundError:
                 st = None
             if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == e.size:
-                if digest_file(target)[0] == e.digest:
+                if hash_path(target, known, fresh).digest == e.digest:  # unchanged since recorded: not read
                     if (st.st_mode & 0o111 != 0) != e.executable:
                         os.chmod(target, mode)
                     if progress:
@@ -392,7 +434,9 @@ class Artifact(ArtifactExtras):
             if parent not in made:
                 os.makedirs(parent, exist_ok=True)
                 made.add(parent)
-            tmp = os.path.join(parent, f".artfs-tmp-{os.getpid()}-{_TMP_ID}-{next(_tmp_seq)}")
+            # into a root this download made (or found empty) each file is written in place, as
+            # cp does (removed if it fails verification); elsewhere beside it, then renamed over it
+            tmp = target if new_root else os.path.join(parent, f".artfs-tmp-{os.getpid()}-{_TMP_ID}-{next(_tmp_seq)}")
             digest = e.digest or ""
             if reader is not None and e.ref is not None:  # a reference with a digest
                 def fetch(t: str) -> object:
@@ -400,16 +444,21 @@ class Artifact(ArtifactExtras):
             else:
                 def fetch(t: str) -> object:
                     return store.backend.download_file(blob_key(project, digest), t)
+            blob = store.backend.local_path(blob_key(project, digest)) if e.ref is None else None
             try:
+                if blob is not None:  # a local store is its own cache: placed from its blob, verified
+                    place_blob(blob, tmp, digest, mode, e.size)
                 # from the cache (verified), or fetched into it and copied here in one pass
-                if store.cache.fetch_copy(digest, fetch, tmp, mode=mode, size=e.size):
+                elif store.cache.fetch_copy(digest, fetch, tmp, mode=mode, size=e.size):
                     fetched = True
-                os.replace(tmp, target)
-            except SizeMismatch as ex:
-                raise SizeMismatch(f"{self.qualified_name}: entry {e.path!r}: {ex}") from None
-            finally:
+                if tmp != target:
+                    os.replace(tmp, target)
+            except BaseException as ex:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+                if isinstance(ex, SizeMismatch):
+                    raise SizeMismatch(f"{self.qualified_name}: entry {e.path!r}: {ex}") from None
+                raise
             if progress:
                 progress(e.size)
 
@@ -418,6 +467,8 @@ class Artifact(ArtifactExtras):
         finally:
             if reader is not None:
                 reader.close()
+            record.update(fresh)
+            record.close()
         if fetched:  # only a download that grew the cache can have pushed it over its bound
             store.cache.cleanup()
         return root
@@ -557,6 +608,49 @@ class Artifact(ArtifactExtras):
         store.delete_version(self.project or "", self._name, self._version or 0, delete_aliases=delete_aliases)
 
 
+def _place_staged(backend: "Backend", tmp: str, key: str) -> None:
+    """A staged copy becomes the blob ``key`` (a blob source of :meth:`Store.commit`)."""
+    backend.place_staged(tmp, key)
+
+
+def _unlink_all(paths: "Iterable[str | None]") -> None:
+    for p in paths:
+        if p is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+
+_NAME = operator.attrgetter("name")
+
+
+def _walk_files(root: str) -> Iterator[tuple[str, str]]:
+    """(full path, path relative to ``root`` with ``/``) of every file below ``root``, sorted by
+    directory then name; as ``os.walk`` would give them (symlinks to files included, symlinked
+    directories not entered, dangling links, FIFOs and sockets left out) but without a ``stat``
+    per file: the directory listing's type says what a regular file is.
+    """
+    stack = [(root, "")]
+    while stack:
+        d, prefix = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                found = sorted(it, key=_NAME)
+        except OSError:
+            continue  # as os.walk: an unreadable directory is skipped
+        subdirs = []
+        for e in found:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    subdirs.append(e)
+                    continue
+                if not e.is_file():  # follows a symlink; a dangling one is not a file
+                    continue
+            except OSError:
+                continue
+            yield e.path, prefix + e.name  # names that are not UTF-8: refused by the caller's check_paths
+        stack.extend((e.path, prefix + e.name + "/") for e in reversed(subdirs))
+
+
 def _download_ref(reader: RefReader, e: Entry, target: str, mode: int) -> None:
     """Fetch a reference without a digest straight to ``target`` (via a temp name beside it)."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -568,24 +662,3 @@ def _download_ref(reader: RefReader, e: Entry, target: str, mode: int) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-
-
-def _safe_target(root: str, path: str, checked: set[str] | None = None) -> str:
-    """``root/path``, refusing a path that escapes ``root`` or passes through a symlink.
-
-    ``checked``: directories already found not to be symlinks (one download checks each once).
-    """
-    check_path(path)
-    target = os.path.join(root, *path.split("/"))
-    d = root
-    for part in path.split("/")[:-1]:
-        d = os.path.join(d, part)
-        if checked is not None and d in checked:
-            continue
-        if os.path.islink(d):
-            raise InvalidPath(f"{path!r}: {d} is a symlink; refusing to write through it")
-        if checked is not None:
-            checked.add(d)
-    if os.path.commonpath([root, os.path.abspath(target)]) != root:
-        raise InvalidPath(f"{path!r} escapes {root}")
-    return target

@@ -7,6 +7,7 @@ Layout under ``$ARTFS_CACHE_DIR`` (default ``$XDG_CACHE_HOME/artfs``)::
     partial/<32>.map             its chunk map (one byte per chunk, 1 = present)
     manifests/<store>/<p>/<a>/<N>.json   manifests already read (immutable, so valid forever)
     tmp/                         files being written; renamed into place when complete
+    hashes.db                    the record of local files hashed (:mod:`artfs._hashes`): not blobs
 
 Invariants
 * A file under ``blobs/`` is complete and was verified against its digest before it was renamed
@@ -51,6 +52,8 @@ import xxhash
 from . import _xattrs
 from ._digest import cache_rel, digest_bytes, digest_file, read_buffer
 from ._errors import ArtfsError, CorruptData, SizeMismatch
+from ._hashes import HashRecord
+from ._place import copy_hashing
 
 log = logging.getLogger("artfs.cache")
 
@@ -210,29 +213,13 @@ def touch_fd(fd: int) -> None:
 
 
 def _copy_hashing(fi: "io.FileIO", dst: str, digest: str, mode: int | None, size: int | None = None) -> bool:
-    """Copy the open file ``fi`` to a new ``dst`` while hashing it; whether it matches ``digest``.
+    """Copy the open file ``fi`` to a new ``dst`` (a reflink where it can: :mod:`artfs._place`)
+    while hashing it; whether it matches ``digest``.
 
     SizeMismatch if it matches ``digest`` but is not ``size`` bytes long (``dst`` is left for the
     caller to remove).
     """
-    h = xxhash.xxh3_128()
-    total = 0
-    buf = read_buffer(fi.fileno())
-    view = memoryview(buf)
-    with open(dst, "wb") as fo:
-        if mode is not None:
-            os.fchmod(fo.fileno(), mode)
-        while True:
-            n = fi.readinto(buf)
-            if not n:
-                break
-            h.update(view[:n])
-            fo.write(view[:n])
-            total += n
-    ok = f"xxh128:{h.hexdigest()}" == digest
-    if ok and size is not None and total != size:
-        raise SizeMismatch(f"the manifest says {size} bytes, but blob {digest} has {total}")
-    return ok
+    return copy_hashing(fi.fileno(), dst, digest, mode, size)
 
 
 @dataclass
@@ -268,6 +255,10 @@ class Cache:
     def tmp_path(self) -> str:
         """A fresh name under the cache's ``tmp/`` (same file system, so it can be renamed into place)."""
         return os.path.join(self.root, "tmp", os.urandom(16).hex())  # as unique as a uuid4, cheaper
+
+    def hash_record(self) -> HashRecord:
+        """The record of what was hashed on this machine (``hashes.db``), for one put or download."""
+        return HashRecord(os.path.join(self.root, "hashes.db"))
 
     def has(self, digest: str) -> bool:
         """Whether the blob is in the cache."""
@@ -412,8 +403,9 @@ class Cache:
         :class:`SizeMismatch` (the blob is kept: it matches its digest, the manifest is wrong).
         A blob that matched gets its verification record renewed if it was stale.
 
-        A reflink would skip the read, but then a corrupted cache file could be served; hashing
-        while copying costs one read of the blob, which is already in the page cache usually.
+        Placed by reflink where the file system has them (never a hard link: a write to ``dst``
+        must not reach the cache), and hashed either way: a corrupted cache file is never served;
+        hashing costs one read of the blob, which is already in the page cache usually.
         ``mode``: the permission bits of ``dst``. FileNotFoundError if the blob is not cached.
         """
         src = self.path(digest)

@@ -21,6 +21,9 @@ class CommitResult:
     uploaded_blobs: int = 0
     uploaded_bytes: int = 0
     aliases: list[str] = field(default_factory=list)
+    #: local files read to hash them (the others' digests came from the record of what was
+    #: hashed, :mod:`artfs._hashes`); set by ``Artifact`` logs, 0 for other commits
+    hashed_files: int = 0
 
     def __str__(self) -> str:
         what = "created" if self.created else "unchanged, matches"

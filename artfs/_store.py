@@ -266,25 +266,33 @@ class Store:
                       sources: Mapping[str, Callable[[str], None] | str], sizes: Mapping[str, int],
                       progress: Callable[[int], None] | None, workers: int = _WORKERS) -> int:
         """Upload the blobs ``missing`` of ``digests`` (a local path, or a function that writes the
-        key, per digest in ``sources``), several at once; ``progress`` first gets the bytes of
-        those already in the store. Returns the bytes uploaded (shared by commits and parts)."""
+        key, per digest in ``sources``), several at once, and make them durable; ``progress``
+        first gets the bytes of those already in the store. Returns the bytes uploaded (shared by
+        commits and parts)."""
         if progress:
             absent = set(missing)
             progress(sum(sizes[d] for d in digests if d not in absent))
 
-        def upload(d: str) -> int:
-            src = sources.get(d)
-            if src is None:
-                raise ArtfsError(f"no local source for blob {d}")
-            if isinstance(src, str):
-                self.backend.put_file(blob_key(project, d), src)
-            else:
-                src(blob_key(project, d))
+        def done(d: str) -> None:
             if progress:
                 progress(sizes.get(d, 0))
-            return sizes.get(d, 0)
 
-        return sum(pmap(upload, missing, workers))
+        def upload(d: str) -> None:
+            fn = sources[d]
+            assert not isinstance(fn, str)
+            fn(blob_key(project, d))
+            done(d)
+
+        unknown = [d for d in missing if d not in sources]
+        if unknown:
+            raise ArtfsError(f"no local source for blob {unknown[0]}")
+        files = [d for d in missing if isinstance(sources[d], str)]
+        self.backend.put_files([(blob_key(project, d), str(sources[d])) for d in files], workers,
+                               done=lambda i: done(files[i]))
+        pmap(upload, [d for d in missing if not isinstance(sources[d], str)], workers)
+        # durable before a manifest or a part names them (the local store syncs here, not per file)
+        self.backend.flush([blob_key(project, d) for d in missing])
+        return sum(sizes.get(d, 0) for d in missing)
 
     def commit(
         self,
@@ -455,17 +463,9 @@ class Store:
         return None
 
     def _missing_blobs(self, project: str, digests: list[str]) -> list[str]:
-        missing = []
-        for d in digests:  # on a local store: a stat each, faster than handing them to threads
-            path = self.backend.local_path(blob_key(project, d))
-            if path is None:
-                break
-            if not os.path.isfile(path):
-                missing.append(d)
-        else:
-            return missing
-        present = pmap(lambda d: self.backend.exists(blob_key(project, d)), digests, _WORKERS)
-        return [d for d, p in zip(digests, present) if not p]
+        keys = [blob_key(project, d) for d in digests]
+        gone = set(self.backend.missing(keys))
+        return [d for d, k in zip(digests, keys) if k in gone]
 
     def _wait_for_deletions(self, project: str, *, timeout: float = MARKER_STALE) -> None:
         """Wait until the deletions running now are done (see :func:`artfs._gc.wait_for_deletions`)."""

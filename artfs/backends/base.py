@@ -11,7 +11,7 @@ import builtins
 import os
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,32 @@ class Backend(abc.ABC):
     def put_file(self, key: str, path: str, *, exclusive: bool = False) -> None:
         """Upload a local file (multipart for large files where the store supports it)."""
 
+    def put_files(self, items: builtins.list[tuple[str, str]], workers: int,
+                  done: Callable[[int], None] | None = None) -> None:
+        """:meth:`put_file` for each (key, local path) of ``items``, ``workers`` at once;
+        ``done(i)`` after item i is stored. The local store makes them durable as a batch."""
+        from .._parallel import pmap
+
+        def one(i: int) -> None:
+            self.put_file(*items[i])
+            if done is not None:
+                done(i)
+
+        pmap(one, range(len(items)), workers)
+
     @abc.abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
         """Size and mtime of the key, or None if it does not exist."""
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
+
+    def missing(self, keys: builtins.list[str]) -> builtins.list[str]:
+        """The keys of ``keys`` that do not exist (a HEAD each, several at once, by default)."""
+        from .._parallel import STORE_WORKERS, pmap
+
+        present = pmap(self.exists, keys, STORE_WORKERS)
+        return [k for k, p in zip(keys, present) if not p]
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:
@@ -98,6 +118,34 @@ class Backend(abc.ABC):
         """The file of ``key`` on this machine (it may not exist) when the store is a local
         directory, so callers may ``stat`` it instead of sending a request; None for other stores."""
         return None
+
+    #: whether :meth:`stager` gives temp files on the store's own disk (the local store)
+    stages: bool = False
+
+    def stager(self, key: str) -> Callable[[str | None], tuple[str, int]]:
+        """A function making new temp files, open for writing, on the store's own disk, for bytes
+        that will become keys of the same project as ``key``: each call returns (path, fd); given
+        the key the bytes will become (when the caller knows it already), the file is made beside
+        it. A writer fills one while it hashes the bytes (one read of a source file, and the bytes
+        stored are the bytes hashed), then :meth:`place_staged` moves it under its key or the
+        caller unlinks it. Only where :attr:`stages`; ``NotImplementedError`` elsewhere."""
+        raise NotImplementedError(f"{self.url}: no staging")
+
+    def sync_staged(self, tmps: builtins.list[str]) -> None:
+        """Make the bytes of files from :meth:`stager` durable, before any is placed: a crash
+        after :meth:`place_staged` must not leave a key naming a file whose bytes were lost."""
+        raise NotImplementedError(f"{self.url}: no staging")
+
+    def place_staged(self, tmp: str, key: str) -> None:
+        """Move a file from :meth:`stager` (complete, closed, synced) under ``key``, replacing it."""
+        raise NotImplementedError(f"{self.url}: no staging")
+
+    def flush(self, keys: builtins.list[str]) -> None:
+        """Make the objects just written under ``keys`` durable before a manifest names them.
+
+        Nothing by default: a remote store has them once it acknowledged them. The local store
+        writes without ``fsync`` per file (many small files would pay one each) and syncs here.
+        """
 
     def gc_tmp(self, older_than: float) -> int:
         """Remove what crashed writers left outside the keys (temporary files, unfinished

@@ -21,12 +21,14 @@ import os
 import stat
 import threading
 import uuid
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
 from .base import Backend, ObjectInfo, pwrite_all
 
 TMP = ".tmp"
+#: the name of a copy staged beside the key it will become (a put's small files): never a key's
+STAGE = ".artfs-stage-"
 
 
 def _oserror(e: OSError, key: str) -> ArtfsError:
@@ -83,7 +85,43 @@ _TMP_ID = uuid.uuid4().hex[:12]
 _tmp_seq = itertools.count()
 
 
+def _fsync_dir(path: str) -> None:
+    """fsync a directory (the names in it durable); where directories cannot be opened, nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+#: more keys than this to look for: list their directories instead of a stat each
+_LIST_MIN = 2048
+#: more keys than this to flush: one ``syncfs`` of the store's file system instead of an fsync each
+_SYNCFS_MIN = 64
+
+
+def _syncfs(fd: int) -> None:
+    """``syncfs(2)`` (all dirty data and metadata of ``fd``'s file system, in one call), else ``sync``."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if libc.syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
 class LocalBackend(Backend):
+    stages = True
+
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
         self.url = "file://" + self.root
@@ -112,20 +150,31 @@ class LocalBackend(Backend):
             return None
         return (st.st_mode & 0o7777, st.st_gid) if st.st_mode & stat.S_ISGID else None
 
-    def _create_tmp(self, key: str) -> tuple[str, int]:
+    def _create_tmp(self, key: str, level: tuple[int, int] | None | bool = True,
+                    beside: str | None = None) -> tuple[str, int]:
         """Create and open a new temp file for ``key`` (making ``.tmp/`` only when it is missing),
-        with the mode and group of ``key``'s project when its level is set."""
+        with the mode and group of ``key``'s project when its level is set (``level``: that
+        level if the caller read it already, True to read it). ``beside``: in the directory of
+        that key instead (a name starting with ``STAGE``), so that placing it is a rename within
+        one directory."""
         for attempt in (1, 2):
-            tmp = self._tmp()
+            if beside is None:
+                tmp = self._tmp()
+            else:
+                tmp = os.path.join(os.path.dirname(self._path(beside)), f"{STAGE}{os.getpid()}-{_TMP_ID}-{next(_tmp_seq)}")
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             except FileNotFoundError:
                 if attempt == 2:
                     raise
-                os.makedirs(os.path.join(self.root, TMP), exist_ok=True)
+                if beside is None:
+                    os.makedirs(os.path.join(self.root, TMP), exist_ok=True)
+                else:
+                    self._makedirs(os.path.dirname(tmp), beside)
                 continue
-            level = self._level(key)
-            if level is not None:
+            if level is True:
+                level = self._level(key)
+            if isinstance(level, tuple):
                 mode, gid = level
                 with contextlib.suppress(PermissionError):  # a writer outside the group keeps its own
                     if os.fstat(fd).st_gid != gid:
@@ -252,7 +301,67 @@ class LocalBackend(Backend):
             if exclusive or not placed:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+        if exclusive:  # a version's manifest: its name is durable once this returns
+            _fsync_dir(os.path.dirname(dst))
         self.counter["put"] += 1
+
+    def stager(self, key: str) -> Callable[[str | None], tuple[str, int]]:
+        level = self._level(key)  # once for the whole put, not once per file
+
+        def stage(final: str | None = None) -> tuple[str, int]:
+            try:
+                return self._create_tmp(key, level, final)
+            except OSError as e:
+                raise _oserror(e, final or key) from None
+
+        return stage
+
+    def sync_staged(self, tmps: builtins.list[str]) -> None:
+        """fsync each, or for many one ``syncfs`` of the store's file system."""
+        try:
+            if len(tmps) > _SYNCFS_MIN:
+                self._syncfs()
+                return
+            for t in tmps:
+                fd = os.open(t, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as e:
+            raise _oserror(e, TMP) from None
+
+    def _syncfs(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _syncfs(fd)
+        finally:
+            os.close(fd)
+
+    def place_staged(self, tmp: str, key: str) -> None:
+        try:
+            self._place(tmp, key, False)
+        except OSError as e:
+            raise _oserror(e, key) from None
+
+    def flush(self, keys: builtins.list[str]) -> None:
+        """fsync each key and then each of their directories; for many keys one ``syncfs``."""
+        if not keys:
+            return
+        try:
+            if len(keys) > _SYNCFS_MIN:
+                self._syncfs()
+                return
+            for k in keys:
+                fd = os.open(self._path(k), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for d in sorted({os.path.dirname(self._path(k)) for k in keys}):
+                _fsync_dir(d)
+        except OSError as e:
+            raise _oserror(e, keys[0]) from None
 
     def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         try:
@@ -265,7 +374,54 @@ class LocalBackend(Backend):
         except OSError as e:
             raise _oserror(e, key) from None
 
-    def put_file(self, key: str, path: str, *, exclusive: bool = False) -> None:
+    def put_file(self, key: str, path: str, *, exclusive: bool = False, sync: bool = False) -> None:
+        """Copy ``path`` into ``.tmp/`` and rename it into place (``sync``: fsync'd before the rename,
+        as :meth:`put_files` does for one file; a lone ``put_file`` leaves syncing to :meth:`flush`)."""
+        tmp = self._copy_to_tmp(key, path, sync)
+        try:
+            self._place(tmp, key, exclusive)
+        except OSError as e:
+            raise _oserror(e, key) from None
+
+    def put_files(self, items: builtins.list[tuple[str, str]], workers: int,
+                  done: Callable[[int], None] | None = None) -> None:
+        """Copy every file into ``.tmp/``, sync them all (:meth:`sync_staged`), then rename each
+        into place: no key ever names a file whose bytes a crash could lose, for one sync of
+        the batch rather than an fsync per file. A failure removes the copies not yet placed."""
+        from .._parallel import pmap
+
+        if len(items) <= 1:
+            for i, (k, p) in enumerate(items):
+                self.put_file(k, p, sync=True)
+                if done is not None:
+                    done(i)
+            return
+        tmps: builtins.list[str | None] = [None] * len(items)
+
+        def copy(i: int) -> None:
+            key, path = items[i]
+            tmps[i] = self._copy_to_tmp(key, path)
+
+        def place(i: int) -> None:
+            tmp = tmps[i]
+            assert tmp is not None
+            self.place_staged(tmp, items[i][0])
+            tmps[i] = None
+            if done is not None:
+                done(i)
+
+        try:
+            pmap(copy, range(len(items)), workers)
+            self.sync_staged([t for t in tmps if t is not None])
+            pmap(place, range(len(items)), workers)
+        finally:
+            for t in tmps:
+                if t is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(t)
+
+    def _copy_to_tmp(self, key: str, path: str, sync: bool = False) -> str:
+        """A copy of the local file ``path`` in ``.tmp/`` (for ``key``); its path."""
         try:
             src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -277,13 +433,15 @@ class LocalBackend(Backend):
             try:
                 try:
                     _copy_fd(src, fd)
+                    if sync:
+                        os.fsync(fd)
                 finally:
                     os.close(fd)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-            self._place(tmp, key, exclusive)
+            return tmp
         except OSError as e:
             raise _oserror(e, key) from None
         finally:
@@ -299,6 +457,27 @@ class LocalBackend(Backend):
         if not os.path.isfile(self._path(key)):
             return None
         return ObjectInfo(key, st.st_size, st.st_mtime)
+
+    def missing(self, keys: builtins.list[str]) -> builtins.list[str]:
+        """A ``stat`` each, or for many keys one listing of each directory they fall in (blobs
+        spread over 256), which costs less than 100,000 ``stat`` calls."""
+        if len(keys) < _LIST_MIN:
+            return [k for k in keys if not os.path.isfile(self._path(k))]
+        by_dir: dict[str, builtins.list[str]] = {}
+        for k in keys:
+            d, _, name = k.rpartition("/")
+            by_dir.setdefault(d, []).append(name)
+        out = []
+        for d, names in by_dir.items():
+            try:
+                with os.scandir(self._path(d)) as it:
+                    present = {e.name for e in it if e.is_file()}
+            except (FileNotFoundError, NotADirectoryError):
+                present = set()
+            except OSError as e:
+                raise _oserror(e, d) from None
+            out += [f"{d}/{n}" if d else n for n in names if n not in present]
+        return out
 
     def delete(self, key: str) -> None:
         p = self._path(key)
@@ -325,6 +504,8 @@ class LocalBackend(Backend):
             dirnames.sort()
             rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
             for fn in sorted(filenames):
+                if fn.startswith(STAGE):
+                    continue
                 try:
                     st = os.stat(os.path.join(dirpath, fn))
                 except FileNotFoundError:
@@ -350,14 +531,23 @@ class LocalBackend(Backend):
 
         d = os.path.join(self.root, TMP)
         n = 0
+        old: builtins.list[str] = []
         try:
-            for e in os.scandir(d):
-                if e.stat().st_mtime < time.time() - older_than:
-                    try:
-                        os.unlink(e.path)
-                    except (PermissionError, FileNotFoundError):
-                        continue  # another user's file in an open store's sticky .tmp/, or gone
-                    n += 1
+            old += [e.path for e in os.scandir(d) if e.stat().st_mtime < time.time() - older_than]
         except FileNotFoundError:
             pass
+        for dirpath, dirnames, filenames in os.walk(self.root):  # staged copies beside their keys
+            if dirpath == self.root and TMP in dirnames:
+                dirnames.remove(TMP)
+            for fn in filenames:
+                if fn.startswith(STAGE):
+                    with contextlib.suppress(FileNotFoundError):
+                        if os.stat(os.path.join(dirpath, fn)).st_mtime < time.time() - older_than:
+                            old.append(os.path.join(dirpath, fn))
+        for p in old:
+            try:
+                os.unlink(p)
+            except (PermissionError, FileNotFoundError):
+                continue  # another user's file in an open store's sticky .tmp/, or gone
+            n += 1
         return n

@@ -12,6 +12,7 @@ import argparse
 import datetime as _dt
 import json
 import os
+import sys
 from typing import Any
 
 from .._access import list_projects
@@ -78,7 +79,8 @@ def cmd_put(ctx: Context) -> None:
     check_sources(a)
     art = Artifact(s.artifact, type=a.type or "unspecified", description=a.description, metadata=md)
     added = fill(art, a)  # before the store is opened (or created): bad input leaves nothing
-    total = sum(os.path.getsize(art._files[p]) for p in added)
+    # the bar's total: a stat per file, paid only where a bar is drawn
+    total = sum(os.path.getsize(art._files[p]) for p in added) if sys.stderr.isatty() else 0
     store = ctx.store
     if a.type is None and s.artifact not in store.artifacts(s.project):
         art.type = "dataset"  # W&B's CLI default for a new artifact; an existing one keeps its type

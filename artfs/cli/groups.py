@@ -38,7 +38,7 @@ def put_upsert(ctx: Context) -> None:
     art = Artifact(spec.artifact, type=a.type or "unspecified", description=a.description,
                    metadata=metadata(a.metadata, a.metadata_json))
     fill(art, a)
-    entries, sources = artifact_entries(art)
+    entries, sources = artifact_entries(art, ctx.store)
     total = sum(e.size for e in entries if e.ref is None)
     with ctx.progress(total, "upload") as cb:
         r = upsert(ctx.store, spec.project, spec.artifact, group, entries=entries, sources=sources,

@@ -10,6 +10,13 @@ Not part of the test run. ``.venv/bin/python tests/bench/bench_put_get.py [--sca
   is better). Every ``put`` goes to a new, empty store, every ``get`` to a new directory;
 * the digest's throughput (XXH3-128) beside MD5's (what W&B hashes with) and SHA-256's.
 
+``--many N`` instead times the case of issue 27: N files of a few bytes in ``--dirs`` (300)
+directories, through the CLI only: ``cp -r``, ``put`` into a new store, ``put`` again after one
+file changed (the record of what was hashed makes it read one file), ``get`` into a new
+directory, and ``get`` again over that directory (nothing to place; the files are read once, and
+recorded, so the next one reads none). Peak memory of each CLI step is printed too (from
+``wait4``'s rusage: the largest resident set of the step's process).
+
 Each figure is the best of ``--reps`` rounds (the machine may be shared); the rounds interleave
 the cases so that a slow moment hurts them alike. The page cache is warm for everyone (the source
 tree was just written), and ``sync`` runs before each timed step, so no step pays for writing
@@ -156,12 +163,80 @@ def bench_digest() -> list[tuple[str, float, float, float]]:
             ("digest sha256", t_s, len(buf) / t_s / 1e6, t_m / t_s)]
 
 
+def make_many(root: str, n: int, dirs: int) -> None:
+    for i in range(n):
+        d = os.path.join(root, f"d{i % dirs:04d}")
+        if i < dirs:
+            os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"f{i:07d}.txt"), "wb") as f:
+            f.write(b"file %d\n" % i)
+
+
+def timed_rss(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(seconds, peak resident MiB) of one process run to its end."""
+    os.sync()
+    t = time.perf_counter()
+    p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    dt = time.perf_counter() - t
+    if p.returncode:
+        raise SystemExit(f"{args[:4]} failed ({p.returncode}): {p.stderr.read().decode(errors='replace') if p.stderr else ''}")
+    return dt, ru.ru_maxrss / 1024
+
+
+def bench_many(n: int, dirs: int, work: str, reps: int) -> None:
+    src = os.path.join(work, "src")
+    make_many(src, n, dirs)
+    time.sleep(0.2)  # older than the record's granularity: the first put records every file
+    times: dict[str, list[tuple[float, float]]] = {}
+    artfs_cli = [sys.executable, "-m", "artfs.cli"]
+    for r in range(reps):
+        d = os.path.join(work, f"round{r}")
+        os.makedirs(d)
+        env = dict(os.environ, ARTFS_STORE=os.path.join(d, "store"), ARTFS_CACHE_DIR=os.path.join(d, "cache"))
+        times.setdefault("cp -r", []).append(timed_rss(["cp", "-r", src, os.path.join(d, "cp")]))
+        times.setdefault("put", []).append(timed_rss([*artfs_cli, "put", "-n", "bench/many", src], env))
+        one = os.path.join(src, "d0000", "f0000000.txt")
+        with open(one, "ab") as f:
+            f.write(b"%d" % r)
+        times.setdefault("put again, one file changed", []).append(
+            timed_rss([*artfs_cli, "put", "-n", "bench/many", src], env))
+        out = os.path.join(d, "get")
+        times.setdefault("get", []).append(timed_rss([*artfs_cli, "get", "bench/many", "--root", out], env))
+        if tree_summary(out) != tree_summary(src):
+            raise SystemExit(f"get placed {tree_summary(out)} (files, bytes), expected {tree_summary(src)}")
+        times.setdefault("get again over it (reads, records)", []).append(
+            timed_rss([*artfs_cli, "get", "bench/many", "--root", out], env))
+        times.setdefault("get again over it (recorded)", []).append(
+            timed_rss([*artfs_cli, "get", "bench/many", "--root", out], env))
+        shutil.rmtree(d)
+    t_cp = min(t for t, _ in times["cp -r"])
+    print(f"{n} files of a few bytes in {dirs} directories, local store, the CLI; best of {reps}")
+    print(f"{'step':40} {'seconds':>8} {'x cp -r':>8} {'peak MiB':>9}")
+    for name, ts in times.items():
+        t, rss = min(ts)
+        print(f"{name:40} {t:8.2f} {t / t_cp:8.2f} {rss:9.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the 1 GiB / 10,000-file sizes")
     ap.add_argument("--reps", type=int, default=3, help="rounds; each figure is the best one")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir on /tmp's disk)")
+    ap.add_argument("--many", type=int, default=0, metavar="N",
+                    help="only the case of N tiny files (issue 27): put, re-put, get against cp -r")
+    ap.add_argument("--dirs", type=int, default=300, help="directories of --many's files")
     a = ap.parse_args()
+    if a.many:
+        work = tempfile.mkdtemp(prefix="artfs-bench-", dir=a.dir)
+        try:
+            print(f"# {datetime.date.today()}, {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, "
+                  f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}")
+            bench_many(a.many, a.dirs, work, a.reps)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     print(f"# {datetime.date.today()}, {platform.node()}: {os.cpu_count()} cores, kernel {platform.release()}, "
           f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}; best of {a.reps}")
     work = tempfile.mkdtemp(prefix="artfs-bench-", dir=a.dir)
