@@ -7,7 +7,10 @@ store's blob nor the cache's, and both still verify; a corrupted blob is refused
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -69,17 +72,61 @@ def test_a_corrupted_blob_of_a_local_store_is_refused_and_not_placed(local_url: 
         assert [p.name for p in (tmp_path / root).rglob(".artfs-tmp-*")] == []
 
 
-def test_reflinks_where_the_file_system_has_them(tmp_path: Path) -> None:
-    """On a file system with reflinks (btrfs, XFS) the copy shares the blocks; elsewhere (ext4,
-    tmpfs) ``reflink`` says no and the bytes are copied. Either way the copy is a file of its own."""
-    a, b = tmp_path / "a", tmp_path / "b"
+@pytest.fixture
+def reflink_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a file system with reflinks: ``tmp_path`` where it has them, else (as root) a
+    small XFS image mounted on a loop device for the test, unmounted and removed after it."""
+    a, b = tmp_path / "probe-a", tmp_path / "probe-b"
+    a.write_bytes(b"p" * 4096)
+    with open(a, "rb") as fa, open(b, "wb") as fb:
+        if reflink(fa.fileno(), fb.fileno(), str(tmp_path)):
+            yield tmp_path
+            return
+    if os.geteuid() != 0 or shutil.which("mkfs.xfs") is None:
+        pytest.fail("needs a file system with reflinks: root and mkfs.xfs (xfsprogs) to make one")
+    image, mnt = tmp_path / "xfs.img", tmp_path / "xfs"
+    with open(image, "wb") as f:
+        f.truncate(320 << 20)  # XFS's smallest, sparse
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True, capture_output=True)
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True, capture_output=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_reflinks_where_the_file_system_has_them(reflink_dir: Path) -> None:
+    """On a file system with reflinks (btrfs, XFS) the copy shares the blocks and is still a file
+    of its own: a write to it leaves the original as it was."""
+    a, b = reflink_dir / "a", reflink_dir / "b"
     a.write_bytes(b"x" * 65536)
     with open(a, "rb") as fa, open(b, "wb") as fb:
-        shared = reflink(fa.fileno(), fb.fileno(), str(tmp_path))
+        assert reflink(fa.fileno(), fb.fileno(), str(reflink_dir))
     assert FICLONE == 0x40049409
-    if not shared:
-        pytest.skip(f"{tmp_path}: no reflinks on this file system; the copy path is what the other tests use")
     assert b.read_bytes() == a.read_bytes()
     with open(b, "r+b") as f:
         f.write(b"y")
     assert a.read_bytes() == b"x" * 65536
+    assert b.read_bytes() == b"y" + b"x" * 65535
+
+
+def test_a_download_onto_a_reflink_file_system_shares_blocks_and_stays_its_own(reflink_dir: Path) -> None:
+    """A local store and the download root on XFS: files are placed by reflink (``filefrag`` says
+    shared where it is installed), and writing into one leaves the store's blob verified."""
+    store = artfs.Store(str(reflink_dir / "store"), cache=artfs.Cache(str(reflink_dir / "cache")))
+    v = log(store, reflink_dir / "src")
+    out = reflink_dir / "out"
+    v.download(str(out))
+    assert (out / "sub" / "b.bin").read_bytes() == FILES["sub/b.bin"]
+    if shutil.which("filefrag"):
+        frag = subprocess.run(["filefrag", "-v", str(out / "sub" / "b.bin")], capture_output=True, text=True)
+        assert "shared" in frag.stdout, frag.stdout
+    with open(out / "sub" / "b.bin", "r+b") as f:
+        f.write(b"changed")
+    fresh = reflink_dir / "again"  # the store's blob is as it was: a new download verifies
+    store.artifact("p/data:v0").download(str(fresh))
+    assert (fresh / "sub" / "b.bin").read_bytes() == FILES["sub/b.bin"]
+    store.artifact("p/data:v0").verify(str(fresh))
