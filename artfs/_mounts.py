@@ -164,7 +164,8 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
         for opt in filter(None, (o.strip() for o in group.split(","))):
             key, sep, value = opt.partition("=")
             key = key.replace("-", "_")
-            if key in GENERIC_MOUNT_OPTIONS or key.startswith(("x_", "comment")) or opt.startswith("x-"):
+            generic = key in GENERIC_MOUNT_OPTIONS and not (key == "group" and sep and value)  # group=G is ours
+            if generic or key.startswith(("x_", "comment")) or opt.startswith("x-"):
                 continue
             if key in ("ro", "read_only"):
                 args.read_only = True

@@ -382,5 +382,8 @@ def test_mount_helper_arguments() -> None:
     assert mount_args(["s", "m", "-oro", "-n", "-v"]) == ["mount", "s", "m", "--read-only"]
     assert mount_args(["s", "m", "-f"]) is None  # mount -f: fake, do nothing
     assert mount_args(["s", "m", "-o", "no_passthrough"]) == ["mount", "s", "m", "--no-passthrough"]
+    # mount(8)'s bare "group" is ignored; group=G makes every draft a part of distributed version G
+    assert "--group" not in mount_args(["s", "m", "-o", "group"])
+    assert mount_args(["s", "m", "-o", "rw,group=nightly"])[-2:] == ["--group", "nightly"]
     with pytest.raises(UsageError):
         mount_args(["only-one"])
