@@ -50,7 +50,7 @@ was released; the backing fd holds a shared ``flock`` on the cache blob (like ev
 blob), so the cache's size bound never evicts a blob that backs an open file, and the kernel's
 own reference keeps the bytes even if the file is unlinked.
 
-Measured and left as it is (README, "Warm epochs"): a second open of an inode already in
+Measured and left as it is (docs/benchmarks.md, warm epochs): a second open of an inode already in
 passthrough checks its blob again (:mod:`artfsd.complete`) before sharing the backing id,
 because that check is what keeps a blob changed since the first open from being served to a new
 reader, and an epoch never opens one file twice at a time, so skipping it would save nothing

@@ -293,7 +293,7 @@ def test_new_versions_and_moved_aliases_still_appear(setup):
 
 
 def test_a_commit_while_a_draft_file_is_written_records_the_bytes_it_hashed(setup):
-    """Draft files are never opened in passthrough (README, Benchmarks: item 4 was measured and
+    """Draft files are never opened in passthrough (docs/benchmarks.md: item 4 was measured and
     not taken). A commit taken while a writer keeps writing the file must record a version whose
     bytes are the bytes its manifest names, and lose no write. A passthrough prototype failed
     this: the kernel wrote into the staged file between the hash and the upload, and the version's

@@ -185,7 +185,7 @@ class _DirectGet:
         signed ``GET`` with a ``Range`` header, its body read with ``readinto`` straight from the
         socket into one reused buffer (``PIECE`` bytes) and ``pwrite``-n from there, so no bytes
         object is made per piece and no botocore request path runs (measured on the cold 1 GiB
-        read from s3rver: see the README's figures).
+        read from s3rver: see docs/benchmarks.md).
 
         Returns ``(written, complete)``. ``complete`` only for a ``206`` whose ``Content-Range``
         starts at ``offset`` and ends within the range (a range crossing the end of the object is
