@@ -41,6 +41,12 @@ GENERIC_MOUNT_OPTIONS = frozenset({
 })
 
 
+def is_generic(key: str, value: str) -> bool:
+    """An option of mount(8) itself, which artfs ignores. ``group`` bare is mount(8)'s (members of
+    the device's group may mount); ``group=G`` is artfs's (drafts become parts of group G)."""
+    return key in GENERIC_MOUNT_OPTIONS and not (key == "group" and value)
+
+
 class MountUsageError(ArtfsError):
     """A mount command line that cannot work (unknown ``-o`` option, a non-empty mountpoint, ...)."""
 
@@ -164,8 +170,7 @@ def apply_mount_options(args: argparse.Namespace) -> argparse.Namespace:
         for opt in filter(None, (o.strip() for o in group.split(","))):
             key, sep, value = opt.partition("=")
             key = key.replace("-", "_")
-            generic = key in GENERIC_MOUNT_OPTIONS and not (key == "group" and sep and value)  # group=G is ours
-            if generic or key.startswith(("x_", "comment")) or opt.startswith("x-"):
+            if is_generic(key, value) or key.startswith(("x_", "comment")) or opt.startswith("x-"):
                 continue
             if key in ("ro", "read_only"):
                 args.read_only = True

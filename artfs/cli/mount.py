@@ -42,7 +42,7 @@ from .._cache import default_cache_dir
 from .._errors import ArtfsError, NotFound
 from .._umount import COMMITTING, UnmountReport
 from .._mounts import (
-    DAEMON_BOOT, FSTYPE, GENERIC_MOUNT_OPTIONS, MountUsageError, add_mount_arguments, apply_mount_options,
+    DAEMON_BOOT, FSTYPE, is_generic, MountUsageError, add_mount_arguments, apply_mount_options,
     daemon_argv, find_mount, parse_seconds, results_path, unmount,
 )
 from ..backends import default_store_url
@@ -199,7 +199,7 @@ def mount_args(argv: Sequence[str]) -> list[str] | None:
     own: list[str] = []
     for o in filter(None, (o.strip() for o in opts)):
         key, sep, value = o.partition("=")
-        if key in GENERIC_MOUNT_OPTIONS or key.startswith(("x-", "comment")):
+        if is_generic(key, value) or key.startswith(("x-", "comment")):
             continue
         if key == "ro":
             own.append("--read-only")
