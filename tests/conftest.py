@@ -80,3 +80,30 @@ def local_url(tmp_path):
 def backend_url(request):
     """A store URL for each backend; the S3 server only starts if an S3 case runs."""
     return request.getfixturevalue(f"{request.param}_url")
+
+
+def _wandb_env(url, tmp_path, monkeypatch):
+    """The environment of a W&B-style script: ``url`` the default store, a cache of the test's,
+    no run or project inherited, the test's directory as the working directory; the current run
+    (if the script left one) is finished afterwards."""
+    import artfs
+
+    monkeypatch.setenv("ARTFS_STORE", url)
+    monkeypatch.setenv("ARTFS_CACHE_DIR", str(tmp_path / "cache"))
+    for v in ("ARTFS_RUN_ID", "ARTFS_PROJECT", "WANDB_PROJECT"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield url
+    artfs.finish()
+
+
+@pytest.fixture
+def wb_env(backend_url, tmp_path, monkeypatch):
+    """A W&B-style script's environment on every backend (see :func:`_wandb_env`)."""
+    yield from _wandb_env(backend_url, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def local_env(local_url, tmp_path, monkeypatch):
+    """The same on a local store only."""
+    yield from _wandb_env(local_url, tmp_path, monkeypatch)

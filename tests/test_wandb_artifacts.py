@@ -22,26 +22,7 @@ from artfs import ArtfsError, InvalidName, NotFound
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
-def wb_env(backend_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("ARTFS_STORE", backend_url)
-    monkeypatch.setenv("ARTFS_CACHE_DIR", str(tmp_path / "cache"))
-    for v in ("ARTFS_RUN_ID", "ARTFS_PROJECT", "WANDB_PROJECT"):
-        monkeypatch.delenv(v, raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield backend_url
-    artfs.finish()
-
-
-@pytest.fixture
-def local_env(local_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("ARTFS_STORE", local_url)
-    monkeypatch.setenv("ARTFS_CACHE_DIR", str(tmp_path / "cache"))
-    for v in ("ARTFS_RUN_ID", "ARTFS_PROJECT", "WANDB_PROJECT"):
-        monkeypatch.delenv(v, raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield local_url
-    artfs.finish()
+# wb_env, local_env: tests/conftest.py
 
 
 def cli(*args: str, cwd=None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

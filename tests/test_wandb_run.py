@@ -24,26 +24,7 @@ from artfs._layout import run_history_key, run_key, run_summary_key
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
-def wb_env(backend_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("ARTFS_STORE", backend_url)
-    monkeypatch.setenv("ARTFS_CACHE_DIR", str(tmp_path / "cache"))
-    for v in ("ARTFS_RUN_ID", "ARTFS_PROJECT", "WANDB_PROJECT"):
-        monkeypatch.delenv(v, raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield backend_url
-    artfs.finish()
-
-
-@pytest.fixture
-def local_env(local_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("ARTFS_STORE", local_url)
-    monkeypatch.setenv("ARTFS_CACHE_DIR", str(tmp_path / "cache"))
-    for v in ("ARTFS_RUN_ID", "ARTFS_PROJECT", "WANDB_PROJECT"):
-        monkeypatch.delenv(v, raising=False)
-    monkeypatch.chdir(tmp_path)
-    yield local_url
-    artfs.finish()
+# wb_env, local_env: tests/conftest.py
 
 
 def run_script(code: str, cwd, *args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
