@@ -166,6 +166,8 @@ def main() -> None:
         changed = read_tree(data)
         out = artfs("put", "-n", NAME, data, "--description", "labels fixed")
         second = version_of(out)
+        say("   What changed between the two, from their manifests alone:")
+        artfs("diff", f"{NAME}:{first}", second)
 
         say("\n4. Name versions with aliases; 'latest' always follows the newest one.")
         artfs("alias", "set", f"{NAME}:{first}", "best")
