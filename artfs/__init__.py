@@ -129,8 +129,6 @@ def __getattr__(name: str) -> Any:
             except ModuleNotFoundError:
                 pass
         raise AttributeError(f"module 'artfs' has no attribute {name!r}")
-    if module == "_run":
-        importlib.import_module("._run_groups", __name__)  # adds Run.upsert_artifact / finish_artifact
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # once: later lookups are plain attribute reads
     return value

@@ -123,8 +123,8 @@ def delete_version(store: Store, project: str, artifact: str, n: int, *, delete_
         # the tombstone comes first: from now on no commit takes the number n again
         store.backend.put(L.deleted_key(project, artifact, n), json.dumps({"commit_id": m.commit_id, "created": m.created,
                                                                            "deleted": iso_ns(time.time_ns())}).encode())
-        store.backend.delete(store._vkey(project, artifact, n))
-        store._forget(project, artifact, n)
+        store.backend.delete(L.version_key(project, artifact, n))
+        store.forget_manifest(project, artifact, n)
         store.backend.delete(L.info_key(project, artifact, n))
         dkey = L.digest_key(project, artifact, m.digest)
         try:

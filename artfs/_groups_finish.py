@@ -288,7 +288,7 @@ def _protect(store: "Store", project: str, artifact: str, group: str, commit_id:
     store.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "group": group,
                                         "blobs": sorted(blobs)}).encode())
     try:
-        store._wait_for_deletions(project)
+        store.wait_for_deletions(project)
 
         def part_id(p: _Part) -> str | None:
             try:

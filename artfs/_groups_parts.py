@@ -279,10 +279,10 @@ def upsert(store: "Store", project: str, artifact: str, group: str, *, entries: 
     store.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "group": group,
                                         "blobs": digests}).encode())
     try:
-        store._wait_for_deletions(project)
-        missing = store._missing_blobs(project, digests)
+        store.wait_for_deletions(project)
+        missing = store.missing_blobs(project, digests)
         sizes = {e.digest: e.size for e in entries if e.digest}
-        up_bytes = store._upload_blobs(project, digests, missing, sources, sizes, progress, STORE_WORKERS)
+        up_bytes = store.upload_blobs(project, digests, missing, sources, sizes, progress, STORE_WORKERS)
         doc = {"format": FORMAT, "writer": writer, "part_id": part_id, "created": time.time(),
                "host": socket.gethostname(), "pid": os.getpid(), "type": type,
                "description": description, "metadata": dict(metadata or {}), "run": run,

@@ -47,6 +47,8 @@ from ._lineage import (
 from ._history import read_summary_doc
 from ._names import Spec, check_name, parse_spec
 from . import _registry as registry
+from ._run_groups import artifact_from, finish_version, group_of
+from ._distributed import upsert_artifact
 from ._run_metrics import RunData
 from ._store import Store
 
@@ -206,17 +208,41 @@ class Run(RunData):
         passed in becomes the logged version (``artifact.version`` is then ``"v3"``) and is returned.
         """
         self._need_live("log_artifact")
-        if isinstance(artifact_or_path, str):
-            p = artifact_or_path
-            art = Artifact(name or os.path.basename(os.path.abspath(p)).replace(" ", "_"), type or "unspecified")
-            (art.add_dir if os.path.isdir(p) else art.add_file)(p)
-        else:
-            art = artifact_or_path
+        art = artifact_from(artifact_or_path, name, type)
         logged = art._log(self.store, self.project, list(aliases or []), run=self.path)
         created = bool(logged.commit_result and logged.commit_result.created)
         self._edge("logged", self.project, art._name, logged._version or 0, "logger" if created else "matched")
         _become(art, logged)
         return art
+
+    # -- distributed writers (W&B's upsert/finish; the store side is artfs._run_groups) ---------
+    def upsert_artifact(self, artifact_or_path: "Artifact | str", name: str | None = None,
+                        type: str | None = None, aliases: list[str] | None = None,
+                        distributed_id: str | None = None) -> "Artifact":
+        """Add the artifact's files to the pending version ``distributed_id`` (default: the run's group).
+
+        Only blobs the store lacks are uploaded; the run's earlier part of that version, if any, is
+        replaced. ``aliases`` are given to the version when it is finished. Returns the artifact
+        (still a draft: the version exists once ``finish_artifact`` ran).
+        """
+        self._need_live("upsert_artifact")
+        artifact = artifact_from(artifact_or_path, name, type)
+        upsert_artifact(self.store, artifact, self.project, group_of(distributed_id, self.group, "upsert_artifact"),
+                        writer=self.id, run=self.path, aliases=aliases or [])
+        return artifact
+
+    def finish_artifact(self, artifact_or_path: "Artifact | str", name: str | None = None,
+                        type: str | None = None, aliases: list[str] | None = None,
+                        distributed_id: str | None = None) -> "Artifact":
+        """Make the pending version ``distributed_id`` (default: the run's group) from every part, plus
+        the artifact's own files, exactly once. The artifact becomes that version and is returned."""
+        self._need_live("finish_artifact")
+        artifact = artifact_from(artifact_or_path, name, type)
+        r, logged = finish_version(self.store, self.project, group_of(distributed_id, self.group, "finish_artifact"),
+                                   artifact, run=self.path, aliases=aliases or [])
+        self._edge("logged", self.project, artifact._name, r.version, "logger" if r.created else "matched")
+        _become(artifact, logged)
+        return artifact
 
     def use_artifact(self, artifact_or_name: "Artifact | str", type: str | None = None,
                      aliases: list[str] | None = None) -> "Artifact":

@@ -92,11 +92,6 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
-    # -- keys ----------------------------------------------------------------------------------
-    @staticmethod
-    def _vkey(project: str, artifact: str, n: int) -> str:
-        return L.version_key(project, artifact, n)
-
     # -- listing -------------------------------------------------------------------------------
     def projects(self) -> list[str]:
         """Projects with artifacts (or registry collections); a project the store refuses to list is
@@ -155,7 +150,7 @@ class Store:
         """
         s = parse_spec(spec, need_ref=True) if isinstance(spec, str) else spec
         if s.version is not None:
-            if not self.backend.exists(self._vkey(s.project, s.artifact, s.version)):
+            if not self.backend.exists(L.version_key(s.project, s.artifact, s.version)):
                 raise NotFound(f"{s}: no such version{self._hint(s)}")
             return s.project, s.artifact, s.version
         alias = s.alias or "latest"
@@ -207,8 +202,9 @@ class Store:
             m = copy_manifest(m)
         return m
 
-    def _forget(self, project: str, artifact: str, n: int) -> None:
-        """Drop vN from the memo of parsed manifests (it was deleted: artfs._gc)."""
+    def forget_manifest(self, project: str, artifact: str, n: int) -> None:
+        """Drop vN from this store's memo of parsed manifests: the deleter (artfs._gc) calls it
+        once vN's manifest is gone, so this process does not answer from a memo of it."""
         self._memo.forget(project, artifact, n)
 
     def _read_manifest(self, project: str, artifact: str, n: int) -> Manifest:
@@ -220,7 +216,7 @@ class Store:
             m = Manifest.from_bytes(data, where=where)
         except (FileNotFoundError, CorruptData):
             try:
-                data = self.backend.get(self._vkey(project, artifact, n))
+                data = self.backend.get(L.version_key(project, artifact, n))
             except NotFound:
                 raise NotFound(f"{where}: no such version") from None
             m = Manifest.from_bytes(data, where=where)
@@ -262,9 +258,9 @@ class Store:
         """
         return art._log(self, project, list(aliases), run=run)
 
-    def _upload_blobs(self, project: str, digests: list[str], missing: list[str],
-                      sources: Mapping[str, Callable[[str], None] | str], sizes: Mapping[str, int],
-                      progress: Callable[[int], None] | None, workers: int = _WORKERS) -> int:
+    def upload_blobs(self, project: str, digests: list[str], missing: list[str],
+                     sources: Mapping[str, Callable[[str], None] | str], sizes: Mapping[str, int],
+                     progress: Callable[[int], None] | None, workers: int = _WORKERS) -> int:
         """Upload the blobs ``missing`` of ``digests`` (a local path, or a function that writes the
         key, per digest in ``sources``), several at once, and make them durable; ``progress``
         first gets the bytes of those already in the store. Returns the bytes uploaded (shared by
@@ -367,17 +363,17 @@ class Store:
         self.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "blobs": [
             d for d in digests if d not in protected] if protected else digests}).encode())
         try:
-            self._wait_for_deletions(project)
+            self.wait_for_deletions(project)
             # Blobs of a manifest that still exists after our intent are present (see invariants).
             known: set[str] = set()
-            if base is not None and self.backend.exists(self._vkey(project, artifact, versions[-1])):
+            if base is not None and self.backend.exists(L.version_key(project, artifact, versions[-1])):
                 known = set(map(_digest_of, base.entries))
                 known.discard(None)
             known |= protected
-            missing = self._missing_blobs(project, [d for d in digests if d not in known])
+            missing = self.missing_blobs(project, [d for d in digests if d not in known])
             sizes = {e.digest: e.size for e in entries if e.digest}
 
-            up_bytes = self._upload_blobs(project, digests, missing, sources, sizes, progress)
+            up_bytes = self.upload_blobs(project, digests, missing, sources, sizes, progress)
 
             # A number is never handed out twice, not even after its version was deleted:
             # caches (ours and other machines') keep manifests forever, keyed by number.
@@ -389,13 +385,13 @@ class Store:
                 with gc_paused():
                     data = m.to_bytes()
                 try:
-                    self.backend.put(self._vkey(project, artifact, n), data, exclusive=True)
+                    self.backend.put(L.version_key(project, artifact, n), data, exclusive=True)
                 except AlreadyExists:
                     n = max(n + 1, self._next_version(project, artifact, self.versions(project, artifact)))
                     continue
                 if self._deleted_other(project, artifact, n, m):
                     # vN was created and deleted by others between our listing and our create
-                    self.backend.delete(self._vkey(project, artifact, n))
+                    self.backend.delete(L.version_key(project, artifact, n))
                     n = max(n + 1, self._next_version(project, artifact, self.versions(project, artifact)))
                     continue
                 break
@@ -462,12 +458,14 @@ class Store:
             return versions[-1]
         return None
 
-    def _missing_blobs(self, project: str, digests: list[str]) -> list[str]:
+    def missing_blobs(self, project: str, digests: list[str]) -> list[str]:
+        """The ``digests`` whose blobs are not in the store's ``project``, asked in one batch (a
+        commit and a distributed part upload only those: the seam they share)."""
         keys = [blob_key(project, d) for d in digests]
         gone = set(self.backend.missing(keys))
         return [d for d, k in zip(digests, keys) if k in gone]
 
-    def _wait_for_deletions(self, project: str, *, timeout: float = MARKER_STALE) -> None:
+    def wait_for_deletions(self, project: str, *, timeout: float = MARKER_STALE) -> None:
         """Wait until the deletions running now are done (see :func:`artfs._gc.wait_for_deletions`)."""
         _gc.wait_for_deletions(self, project, timeout=timeout)
 
