@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Hashable, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import xxhash
@@ -18,13 +18,29 @@ from .._errors import ArtfsError, InvalidPath, ReferenceChanged
 from .._manifest import Entry
 from .._names import check_path, join_path
 
-if TYPE_CHECKING:
-    from .reader import RefReader
-
 DEFAULT_MAX_OBJECTS = 10000
 SCHEMES = ("s3", "gs", "http", "https", "file")
 #: how much of an object is read or written at a time
 CHUNK = 4 << 20
+
+
+_T = TypeVar("_T")
+
+
+class Reader(Protocol):
+    """What a scheme needs of its reader (:class:`~artfs._refs.reader.RefReader` is the one):
+    declared here, so that this module does not import the reader module, which imports it."""
+
+    @property
+    def allow_file(self) -> bool: ...
+    @property
+    def file_roots(self) -> list[str]: ...
+    @property
+    def timeout(self) -> float | None: ...
+    @property
+    def s3_timeout(self) -> float | None: ...
+    def shared(self, name: str, make: Callable[[], _T]) -> _T: ...
+    def first_time(self, what: Hashable) -> bool: ...
 
 
 class Scheme(abc.ABC):
@@ -35,7 +51,7 @@ class Scheme(abc.ABC):
     already checked that ``entry`` is a reference and what can be answered without I/O.
     """
 
-    def __init__(self, reader: "RefReader") -> None:
+    def __init__(self, reader: Reader) -> None:
         self.reader = reader
 
     @abc.abstractmethod

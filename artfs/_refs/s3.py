@@ -13,23 +13,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from .._errors import ArtfsError, NotFound, StoreUnavailable
 from .._manifest import Entry
 from ..backends.s3 import S3Backend
 from .base import (
-    CHUNK, Scheme, changed, clean, entry_path, info_of, is_pinned, too_many, total_from_content_range, weak,
+    CHUNK, Reader, Scheme, changed, clean, entry_path, info_of, is_pinned, too_many, total_from_content_range, weak,
 )
-
-if TYPE_CHECKING:
-    from .reader import RefReader
 
 log = logging.getLogger("artfs.refs")
 
 
 class S3Refs(Scheme):
-    def __init__(self, reader: "RefReader") -> None:
+    def __init__(self, reader: Reader) -> None:
         super().__init__(reader)
         self._lock = threading.Lock()
         self._s3: dict[str, S3Backend] = {}

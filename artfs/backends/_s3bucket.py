@@ -6,22 +6,32 @@ level of "directories"), the gc of multipart uploads left unfinished, and creati
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Iterator
+from typing import Any, Iterator, Protocol
 
 from .._errors import NotFound
 from .base import ObjectInfo
 
-if TYPE_CHECKING:
-    from .s3 import S3Backend
+
+class Bucket(Protocol):
+    """What these functions need of the store (:class:`~artfs.backends.s3.S3Backend` is one): this
+    module does not import :mod:`artfs.backends.s3`, which calls it."""
+
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def client(self) -> Any: ...
+    def artfs_error(self, e: BaseException, key: str, *, exclusive: bool = False) -> BaseException: ...
 
 
-def _full_prefix(b: "S3Backend", prefix: str) -> str:
+def _full_prefix(b: Bucket, prefix: str) -> str:
     if prefix and not prefix.endswith("/"):
         prefix += "/"
     return b.prefix + prefix
 
 
-def list_objects(b: "S3Backend", prefix: str) -> Iterator[ObjectInfo]:
+def list_objects(b: Bucket, prefix: str) -> Iterator[ObjectInfo]:
     full = _full_prefix(b, prefix)
     n = len(b.prefix)
     try:
@@ -37,7 +47,7 @@ def list_objects(b: "S3Backend", prefix: str) -> Iterator[ObjectInfo]:
         raise b.artfs_error(e, prefix) from None
 
 
-def list_dirs(b: "S3Backend", prefix: str) -> list[str]:
+def list_dirs(b: Bucket, prefix: str) -> list[str]:
     full = _full_prefix(b, prefix)
     names = []
     try:
@@ -54,7 +64,7 @@ def list_dirs(b: "S3Backend", prefix: str) -> list[str]:
     return sorted(names)
 
 
-def gc_tmp(b: "S3Backend", older_than: float) -> int:
+def gc_tmp(b: Bucket, older_than: float) -> int:
     """Abort the multipart uploads under the store's prefix started over ``older_than`` s ago.
 
     A failed upload is aborted by the transfer manager at once; this removes what is left
@@ -88,7 +98,7 @@ def gc_tmp(b: "S3Backend", older_than: float) -> int:
     return aborted
 
 
-def ensure_bucket(b: "S3Backend") -> None:
+def ensure_bucket(b: Bucket) -> None:
     """Create the bucket if it does not exist (for tests and demos)."""
     c = b.client
     try:

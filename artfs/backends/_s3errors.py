@@ -6,12 +6,7 @@ One-line messages naming the key and the endpoint; see :func:`artfs_error`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
-
-if TYPE_CHECKING:
-    from .s3 import S3Backend
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchBucket", "NoSuchUpload"}
 _DENIED = {
@@ -32,8 +27,12 @@ _EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 class _NoSuchBucket(NotFound):
     """The bucket itself is missing (a NotFound to callers, but never "the key is absent")."""
 
-def artfs_error(b: "S3Backend", e: BaseException, key: str, *, exclusive: bool = False) -> BaseException:
-    """The artfs error for a boto3/botocore/s3transfer exception (others are returned as-is)."""
+def artfs_error(e: BaseException, key: str, *, url: str, bucket: str, timeout: float, where: str,
+                exclusive: bool = False) -> BaseException:
+    """The artfs error for a boto3/botocore/s3transfer exception (others are returned as-is).
+
+    The store is named by the values its messages need (``where``: the key or store and the
+    endpoint), not by the backend: this module does not import :mod:`artfs.backends.s3`."""
     if isinstance(e, ArtfsError):
         return e
     from botocore.exceptions import (
@@ -47,13 +46,12 @@ def artfs_error(b: "S3Backend", e: BaseException, key: str, *, exclusive: bool =
         ProfileNotFound,
     )
 
-    where = b._where(key) if key else f"{b.url} via {b._endpoint()}"
     # boto3's transfer wrappers hide the real error; unwrap it
     inner = getattr(e, "last_exception", None) or (
         e.__context__ if type(e).__name__ == "S3UploadFailedError" else None
     )
     if isinstance(inner, BaseException) and inner is not e:
-        return artfs_error(b, inner, key, exclusive=exclusive)
+        return artfs_error(inner, key, url=url, bucket=bucket, timeout=timeout, where=where, exclusive=exclusive)
 
     if isinstance(e, ClientError):
         err = e.response.get("Error", {})
@@ -64,29 +62,29 @@ def artfs_error(b: "S3Backend", e: BaseException, key: str, *, exclusive: bool =
             return AlreadyExists(f"{key}: already exists ({where})")
         if code == "NoSuchBucket":
             return _NoSuchBucket(
-                f"{key or b.url}: bucket {b.bucket!r} does not exist ({where})"
+                f"{key or url}: bucket {bucket!r} does not exist ({where})"
             )
         if code in _NOT_FOUND or status == 404:
             return NotFound(f"{key}: not found in the store ({where})")
         if code in _DENIED or status == 403:
-            return PermissionDenied(f"{key or b.url}: access denied: {msg} ({where})")
-        what = key or b.url
+            return PermissionDenied(f"{key or url}: access denied: {msg} ({where})")
+        what = key or url
         return StoreUnavailable(f"{what}: S3 error {code or status}: {msg} ({where})")
     if isinstance(e, (NoCredentialsError, PartialCredentialsError, ProfileNotFound)):
-        return PermissionDenied(f"{key or b.url}: no usable AWS credentials: {e} ({where})")
+        return PermissionDenied(f"{key or url}: no usable AWS credentials: {e} ({where})")
     if isinstance(e, CredentialRetrievalError):
-        return StoreUnavailable(f"{key or b.url}: cannot get AWS credentials: {e} ({where})")
+        return StoreUnavailable(f"{key or url}: cannot get AWS credentials: {e} ({where})")
     if isinstance(e, (BotoConnectionError, HTTPClientError)):
         return StoreUnavailable(
-            f"{key or b.url}: S3 endpoint unreachable (gave up after the "
-            f"{b.timeout:g} s budget, ARTFS_S3_TIMEOUT): {e} ({where})"
+            f"{key or url}: S3 endpoint unreachable (gave up after the "
+            f"{timeout:g} s budget, ARTFS_S3_TIMEOUT): {e} ({where})"
         )
     if isinstance(e, BotoCoreError):
-        return StoreUnavailable(f"{key or b.url}: {e} ({where})")
+        return StoreUnavailable(f"{key or url}: {e} ({where})")
     if isinstance(e, (ConnectionError, TimeoutError)):
-        return StoreUnavailable(f"{key or b.url}: {e} ({where})")
+        return StoreUnavailable(f"{key or url}: {e} ({where})")
     if _is_botocore(e):
-        return StoreUnavailable(f"{key or b.url}: {type(e).__name__}: {e} ({where})")
+        return StoreUnavailable(f"{key or url}: {type(e).__name__}: {e} ({where})")
     return e  # not a store failure (a bug, a bad argument): let it surface as it is
 
 

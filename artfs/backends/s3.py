@@ -59,7 +59,7 @@ from urllib.parse import urlparse
 
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
 from . import _s3bucket
-from ._s3client import make_client, no_sign_request_from_env
+from ._s3client import make_client, no_sign_request_from_env, retry_settings
 from ._s3direct import _EMPTY_SHA256, _DirectGet
 from ._s3errors import _DENIED, _EXISTS, _NOT_FOUND, _is_botocore, _NoSuchBucket, artfs_error
 from ._s3retry import (DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, _attempt_timeout, _aws_retry_config, _BodyBroke,
@@ -145,7 +145,13 @@ class S3Backend(Backend):
         return c
 
     def _make_client(self) -> Any:
-        return make_client(self)
+        # sets max_attempts from the AWS configuration, and keeps the session (its credentials)
+        mode, self.max_attempts = retry_settings(self._max_attempts_arg)
+        client, self._session = make_client(
+            url=self.url, endpoint_url=self.endpoint_url, mode=mode, max_attempts=self.max_attempts,
+            socket_timeout=self._socket_timeout, unsigned=self.unsigned, timeout=self.timeout,
+            start_budget=self._start_budget, error=self.artfs_error)
+        return client
 
     def _start_budget(self, context: dict[str, Any], **kwargs: Any) -> None:
         """``before-call`` hook: the deadline of this request (that of the enclosing operation of
@@ -202,7 +208,9 @@ class S3Backend(Backend):
 
     def artfs_error(self, e: BaseException, key: str, *, exclusive: bool = False) -> BaseException:
         """The artfs error for a boto3/botocore/s3transfer exception (others are returned as-is)."""
-        return artfs_error(self, e, key, exclusive=exclusive)
+        where = self._where(key) if key else f"{self.url} via {self._endpoint()}"
+        return artfs_error(e, key, url=self.url, bucket=self.bucket, timeout=self.timeout, where=where,
+                           exclusive=exclusive)
 
 
     # -- reading ---------------------------------------------------------------------------------
