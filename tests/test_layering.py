@@ -159,7 +159,7 @@ def test_the_key_pattern_finds_spelled_keys() -> None:
     assert hits == [1, 2, 3, 4]
 
 
-# -- no import cycle among the library's modules -------------------------------------------------------
+# -- no import cycle among the library's (and the daemon's) modules ---------------------------------------
 #: edges that point against the layers on purpose, each with its reason (checked to still exist,
 #: so that the list shrinks when the reason goes)
 _ALLOWED_EDGES = {
@@ -177,14 +177,15 @@ def _module_name(path: Path) -> str:
 
 def _import_graph(*, type_only: bool = False) -> dict[str, dict[str, list[int]]]:
     """module -> {imported artfs module: [lines]} from every ``import``/``from`` statement of the
-    module, at any depth (function-level ones too), except under ``if TYPE_CHECKING:`` (never run)
+    module of ``artfs`` or ``artfsd``, at any depth (function-level ones too), except under
+    ``if TYPE_CHECKING:`` (never run)
     unless ``type_only`` (then those count too: a type-only import is still a dependency).
 
     ``from . import x`` counts as an import of the submodule ``x`` when there is one. Importing a
     submodule also runs its package's ``__init__``; that implicit edge is not counted, so the
     ``artfs`` facade (which imports its modules lazily, on first use of a name) is no cycle.
     """
-    files = {_module_name(p): p for p in (ROOT / "artfs").rglob("*.py")}
+    files = {_module_name(p): p for p in [*(ROOT / "artfs").rglob("*.py"), *(ROOT / "artfsd").rglob("*.py")]}
     graph: dict[str, dict[str, list[int]]] = {}
 
     def skip(node: ast.AST) -> bool:
@@ -296,6 +297,7 @@ def test_the_cycle_check_finds_cycles() -> None:
     assert "artfs._store" not in graph["artfs._artifact"]  # under TYPE_CHECKING only
     assert "artfs._store" in _import_graph(type_only=True)["artfs._artifact"]  # ... which counts there
     assert "artfs.backends.base" in graph["artfs.backends.local"]  # relative: from .base import ...
+    assert "artfs.lowlevel" in graph["artfsd.tree"]  # the daemon's modules are in the graph too
 
 
 #: the core layer: names, digests, manifests, the key layout (README, "Code layout")
