@@ -210,6 +210,37 @@ def test_a_forked_child_leaves_the_run_to_the_process_that_created_it(tables: tu
     assert run["state"] == "finished"  # the parent did, at its exit
 
 
+def test_multiprocessing_workers_reads_are_in_the_lineage_and_the_process_sees_its_own(
+        tables: tuple[Store, dict[str, Any]], tmp_path: Path) -> None:
+    """Edges are written in the background: a DataLoader-like worker (``multiprocessing``, which
+    ends with ``os._exit``, skipping atexit) still leaves its edge, and a process that reads its
+    own lineage right after an open sees it."""
+    store, _ = tables
+    log_tables(store, tmp_path, version=1)
+    env = _env(tmp_path, store.url)
+    code = ("import multiprocessing, fsspec, artfs\n"
+            "def work(path):\n"
+            "    fsspec.filesystem('artfs').cat_file(path)\n"
+            "if __name__ == '__main__':\n"
+            "    ctx = multiprocessing.get_context('fork')\n"
+            "    ps = [ctx.Process(target=work, args=(p,)) for p in\n"
+            "          ('cycling/tables/v0/labels.csv', 'cycling/tables/v0/parts/part-1.parquet')]\n"
+            "    for p in ps: p.start()\n"
+            "    for p in ps: p.join()\n"
+            "    assert [p.exitcode for p in ps] == [0, 0]\n"
+            "    with fsspec.open('artfs://cycling/tables/v1/labels.csv') as f:\n"
+            "        f.read()\n"
+            "    [run] = artfs.Api().runs('cycling')  # this process's own edge, not yet written, waited for\n"
+            "    print(sorted(a.name for a in run.used_artifacts()))\n")
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[0] == "['tables:v0', 'tables:v1']"
+    tree = _artfs(env, "lineage", "cycling/tables:v0")
+    [run] = json.loads(_artfs(env, "runs", "ls", "cycling", "--json"))  # the workers and their parent: one run
+    assert f"used by run cycling/{run['id']}" in tree
+
+
 def test_a_read_inside_artfs_init_belongs_to_that_run(tables: tuple[Store, dict[str, Any]], tmp_path: Path) -> None:
     store, _ = tables
     env = _env(tmp_path, store.url)

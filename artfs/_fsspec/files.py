@@ -26,11 +26,12 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fsspec.spec import AbstractBufferedFile
 
-from .._cache import stamp_ok, touch_fd
+from .._cache import stamp_ok
 from .._errors import CorruptData, NotFound, PermissionDenied
 from .._layout import blob_key
 from .._refs import is_pinned
@@ -44,6 +45,10 @@ if TYPE_CHECKING:
 
 #: blobs up to this size are fetched whole in one request (the mount's daemon/prefetch.py SMALL)
 SMALL = 1 << 20
+#: a warm open renews the blob's atime (its recency for eviction) at most this often, in seconds
+#: (the mount's artfsd.complete.TOUCH_EVERY): a ``utime`` per open dirties the inode, which the
+#: file system then writes back, for every file of an epoch
+TOUCH_EVERY = 60.0
 
 
 class _Handle(Protocol):
@@ -118,7 +123,8 @@ def complete_fd(store: "Store", digest: str, size: int) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         st = os.fstat(fd)
         if st.st_size == size and os.path.samestat(st, os.stat(path)) and stamp_ok(fd, digest, st):
-            touch_fd(fd)  # recency for eviction (the atime)
+            if time.time() - st.st_atime > TOUCH_EVERY:  # recency for eviction; the mtime is the record's
+                os.utime(fd, ns=(time.time_ns(), st.st_mtime_ns))
             fd, ok = -1, fd
             return ok
     except OSError:
@@ -143,11 +149,12 @@ def fetch_small(store: "Store", project: str, digest: str, size: int) -> None:
 
 def open_entry(fs: Any, name: str, project: str, entry: "Entry", details: dict[str, Any], *,
                block_size: int | None = None, cache_type: str = "none",
-               cache_options: dict[str, Any] | None = None) -> Any:
-    """A file object reading ``entry`` of a version of ``project``, the cheapest way there is.
+               cache_options: dict[str, Any] | None = None) -> tuple[Any, bool]:
+    """A file object reading ``entry`` of a version of ``project``, the cheapest way there is, and
+    whether it was served from the cache as it was (False: bytes were or will be fetched).
 
     ``fs.blobs`` (the lazy reader) and ``fs.refs`` (references) are only touched when needed: a
-    warm epoch over complete blobs never starts either.
+    warm epoch over complete blobs never starts either, nor builds the store's client.
     """
     store: Store = fs.store
     kw: dict[str, Any] = {"block_size": block_size, "cache_type": cache_type, "cache_options": cache_options}
@@ -160,25 +167,27 @@ def open_entry(fs: Any, name: str, project: str, entry: "Entry", details: dict[s
                                    "storage options)") from None
         if not is_pinned(entry):
             size = refs.size(entry)
-            return LazyFile(fs, name, _RefHandle(refs, entry) if size else None, {**details, "size": size}, **kw)
+            return LazyFile(fs, name, _RefHandle(refs, entry) if size else None, {**details, "size": size}, **kw), True
         if not entry.size:
-            return LazyFile(fs, name, None, details, **kw)
+            return LazyFile(fs, name, None, details, **kw), True
         if entry.digest:
             fd = complete_fd(store, entry.digest, entry.size)
             if fd is not None:
-                return CachedFile(fs, name, fd, details)
-        return LazyFile(fs, name, fs.blobs.open_ref(project, entry, refs), details, **kw)
+                return CachedFile(fs, name, fd, details), True
+        return LazyFile(fs, name, fs.blobs.open_ref(project, entry, refs), details, **kw), False
     assert entry.digest is not None
     if not entry.size:
-        return LazyFile(fs, name, None, details, **kw)
+        return LazyFile(fs, name, None, details, **kw), True
     fd = complete_fd(store, entry.digest, entry.size)
-    if fd is None and entry.size <= SMALL:
+    if fd is not None:
+        return CachedFile(fs, name, fd, details), True
+    if entry.size <= SMALL:
         fetch_small(store, project, entry.digest, entry.size)
         fd = complete_fd(store, entry.digest, entry.size)
-    if fd is not None:
-        return CachedFile(fs, name, fd, details)
+        if fd is not None:
+            return CachedFile(fs, name, fd, details), False
     blobs: LazyBlobs = fs.blobs
-    return LazyFile(fs, name, blobs.open(project, entry.digest, entry.size), details, **kw)
+    return LazyFile(fs, name, blobs.open(project, entry.digest, entry.size), details, **kw), False
 
 
 class DraftFile(AbstractBufferedFile):  # type: ignore[misc]
