@@ -22,9 +22,6 @@ Invariants
   at finish, lists the run's inputs and outputs too.
 * Deleting a version removes none of this: the runs keep their edges and show the version as
   deleted (its manifest is gone, its ``deleted/<N>`` tombstone stays).
-* A process reads its own writes: a layer that writes edges in the background (the ``artfs://``
-  filesystem, :mod:`artfs._fsspec.lineage`) registers in :data:`PENDING` a callable that waits
-  for them, and every read here (:func:`settle`) calls it first.
 * Everything read back is validated like a manifest: names in keys are checked (a key that does
   not parse is ignored, it cannot name a path outside its prefix), a run record must be a JSON
   object of the expected format whose id and project match its key (CorruptData otherwise).
@@ -36,7 +33,7 @@ import datetime as _dt
 import json
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ._errors import CorruptData, InvalidName, NotFound
 from ._layout import run_edge_key, run_edges_prefix, run_key, run_prefix, runs_prefix, version_edge_key
@@ -179,16 +176,6 @@ def version_ref(project: str, artifact: str, n: int) -> str:
 
 
 # -- reading and writing ------------------------------------------------------------------------------
-#: callables that wait until this process's lineage written in the background is in the store
-PENDING: list[Callable[[], None]] = []
-
-
-def settle() -> None:
-    """Wait for this process's background lineage writes (see the invariants): called before every read."""
-    for wait in list(PENDING):
-        wait()
-
-
 def write_record(store: "Store", rec: RunRecord, *, exclusive: bool = False) -> None:
     store.backend.put(run_key(rec.project, rec.id), rec.to_bytes(), exclusive=exclusive)
 
@@ -196,7 +183,6 @@ def write_record(store: "Store", rec: RunRecord, *, exclusive: bool = False) -> 
 def read_record(store: "Store", project: str, run_id: str) -> RunRecord:
     check_name(project, "project")
     check_run_id(run_id)
-    settle()
     try:
         data = store.backend.get(run_key(project, run_id))
     except NotFound:
@@ -230,7 +216,6 @@ def version_edges(store: "Store", aproject: str, artifact: str, n: int, kind: st
                   *, roles: bool = False) -> list[tuple[str, str, str]]:
     """(run project, run id, role) of every edge of vN of ``kind``; keys that do not parse are ignored."""
     prefix = version_edges_prefix(aproject, artifact, n, kind)
-    settle()
     out = []
     for o in store.backend.list(prefix):
         parts = o.key[len(prefix):].split("/")
@@ -244,7 +229,6 @@ def run_edges(store: "Store", project: str, run_id: str, kind: str,
               *, roles: bool = False) -> list[tuple[str, str, int, str]]:
     """(artifact project, artifact, N, role) of every edge of a run of ``kind``."""
     prefix = run_edges_prefix(project, run_id, kind)
-    settle()
     out = []
     for o in store.backend.list(prefix):
         parts = o.key[len(prefix):].split("/")
@@ -271,7 +255,6 @@ def logger_of_version(store: "Store", aproject: str, artifact: str, n: int) -> s
 
 def list_runs(store: "Store", project: str) -> list[str]:
     check_name(project, "project")
-    settle()
     dirs = store.backend.list_dirs(runs_prefix(project))
     return sorted(r for r in dirs if _ok(None, r))
 

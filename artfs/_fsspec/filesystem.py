@@ -487,10 +487,12 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         return super().cat_file(path, start=start, end=end, **kwargs)  # type: ignore[no-any-return]
 
     def _used(self, w: Where, idx: VersionIndex) -> None:
-        """File this process's ``used`` edge of the version read (in the background, see lineage)."""
+        """File this process's ``used`` edge of the version read, before the read returns: a worker
+        that is killed (``Pool.terminate``, what ``with Pool()`` does) loses no edge. Once per
+        process, run and version (:mod:`.lineage`), so a warm epoch pays it once per worker."""
         if idx.version is not None and self.lineage:
             assert w.project is not None and w.artifact is not None
-            lineage.record_later(self.store, "used", w.project, w.artifact, idx.version)
+            lineage.record(self.store, "used", w.project, w.artifact, idx.version)
 
     def _fetching(self, size: int) -> None:
         """Keep the cache within its bound (``cache_size``, default: 10% of its disk), as the mount

@@ -17,16 +17,8 @@ The run a process's opens are filed under, first that applies:
 
 What counts: opening a file of a version for reading, once per process, run and version (a path
 through an alias records the version it resolved to); listing, ``info`` and ``exists`` record
-nothing. The open does not wait for its edge: it is queued for the process's lineage thread
-(:class:`_Writer`), so a warm epoch never waits for the store, nor for building its client. The
-queue is drained before the process ends normally (atexit, before the automatic run's record is
-finished) and when a ``multiprocessing`` worker (a DataLoader's) ends, whose ``os._exit`` skips
-atexit but not ``multiprocessing.util``'s finalizers; a process killed, or ended by a bare
-``os._exit``, may lose the edges still queued. Edges of an ``artfs.init()`` run of the same
-process are written at once (its ``finish`` lists them), and any lineage this process reads
-(``artfs.Api``, ``used_by``) waits for its queued edges first (``artfs._lineage.settle``). A
-transaction's commit records its run as the logger of the version it created. Lineage never fails
-a read: an edge that cannot be written is logged as a warning and tried again on the
+nothing. A transaction's commit records its run as the logger of the version it created. Lineage
+never fails a read: an edge that cannot be written is logged as a warning and tried again on the
 next open of that version; a store that refuses lineage (read-only, or refusing this caller's
 writes) is not asked again by the process.
 """
@@ -45,7 +37,7 @@ from typing import TYPE_CHECKING
 import xxhash
 
 from .._errors import AlreadyExists, ArtfsError, InvalidName, PermissionDenied
-from .._lineage import PENDING, RunRecord, now_iso, parse_run_path, record_edge, run_edges, version_ref, write_record
+from .._lineage import RunRecord, now_iso, parse_run_path, record_edge, run_edges, version_ref, write_record
 from .._run import RUN_ENV, current
 
 if TYPE_CHECKING:
@@ -193,86 +185,6 @@ def record(store: "Store", kind: str, project: str, artifact: str, n: int, *, ro
         return None
 
 
-def _marker(store: "Store") -> tuple[str, str] | None:
-    """Which run an edge written now would go to, cheaply (no request); None: the in-process run of
-    ``artfs.init()``, whose edges are written at once (its ``finish`` lists them)."""
-    run = current()
-    if run is not None and run.store.url == store.url:
-        return None
-    env = os.environ.get(RUN_ENV)
-    return ("env", env) if env else ("auto", f"{os.getpid()}:{os.getpgrp()}")
-
-
-_Key = tuple[str, tuple[str, str], str, str, str, int]  # (store, run marker, kind, project, artifact, n)
-
-
-class _Writer:
-    """This process's lineage writer: one daemon thread writing queued edges in order, so that an
-    open never waits for the store (nor for importing its client library: a warm epoch of a
-    DataLoader worker makes no request at all on its own thread). Drained by :func:`flush`: at
-    the interpreter's exit (atexit, before the automatic run is finished) and at a
-    ``multiprocessing`` worker's exit (its ``util`` finalizers run before its ``os._exit``)."""
-
-    def __init__(self) -> None:
-        import queue
-
-        self.q: "queue.Queue[tuple[Store, str, str, str, int, _Key]]" = queue.Queue()
-        self.queued: set[_Key] = set()
-        self.pid = os.getpid()
-        self.thread = threading.Thread(target=self._run, name="artfs-lineage", daemon=True)
-        self.thread.start()
-        try:
-            from multiprocessing import util
-
-            util.Finalize(None, flush, exitpriority=10)  # a multiprocessing worker's exit (it skips atexit)
-        except Exception:  # pragma: no cover - multiprocessing is part of the standard library
-            pass
-
-    def _run(self) -> None:
-        while True:
-            store, kind, p, a, n, key = self.q.get()
-            try:
-                if record(store, kind, p, a, n) is None and store.url not in _refused:
-                    with _lock:  # not written: tried again on the next open of that version
-                        self.queued.discard(key)
-            except BaseException as e:  # never let the thread die: lineage never fails a read
-                log.warning("lineage: %s", e)
-            finally:
-                self.q.task_done()
-
-
-_writer: _Writer | None = None
-
-
-def record_later(store: "Store", kind: str, project: str, artifact: str, n: int) -> None:
-    """:func:`record` the edge without waiting for it: queued for this process's lineage thread
-    (once per run and version), or written at once for the run of ``artfs.init()`` in this process."""
-    global _writer
-    if store.backend.read_only or store.url in _refused:
-        return
-    marker = _marker(store)
-    if marker is None:
-        record(store, kind, project, artifact, n)
-        return
-    key = (store.url, marker, kind, project, artifact, n)
-    with _lock:
-        if _writer is not None and key in _writer.queued:
-            return
-        if _writer is None or _writer.pid != os.getpid():
-            _writer = _Writer()
-        w = _writer
-        w.queued.add(key)
-    w.q.put((store, kind, project, artifact, n, key))
-
-
-def flush() -> None:
-    """Wait until every queued edge of this process was written (or failed with a warning)."""
-    w = _writer
-    if w is not None and w.pid == os.getpid() and w.thread.is_alive() \
-            and threading.current_thread() is not w.thread:  # (the writer itself reads no lineage)
-        w.q.join()
-
-
 def _finish_owned() -> None:
     """At exit: the automatic runs this process created, finished with every input their edges list."""
     with _lock:
@@ -291,15 +203,10 @@ def _finish_owned() -> None:
 def _after_fork() -> None:
     """A forked child (a DataLoader worker) belongs to its parent's run but did not create its
     record: the parent finishes it, not the child's exit."""
-    global _lock, _writer
+    global _lock
     _lock = threading.Lock()
-    _writer = None  # the parent's thread is not the child's; its queue is the parent's to write
     _owned.clear()
 
 
 atexit.register(_finish_owned)
-PENDING.append(flush)  # this process reads its own lineage (artfs._lineage.settle)
-atexit.register(flush)  # (atexit runs last-registered first: the edges, then the run's record)
-# before a fork, the queued edges are written: the child never inherits a writer caught mid-request
-# (nor mid-import of the store's client library, whose module locks would stay held in the child)
-os.register_at_fork(before=flush, after_in_child=_after_fork)
+os.register_at_fork(after_in_child=_after_fork)
