@@ -32,6 +32,7 @@ from fsspec.spec import AbstractFileSystem, make_instance
 
 from .._errors import NotFound, PermissionDenied
 from .._names import Spec, valid_name
+from .._partial import _pread_full
 from . import lineage
 from .drafts import ArtfsTransaction, StagedDraft, draft_base, finish_drafts
 from .files import DraftFile, complete_fd, open_entry
@@ -59,18 +60,7 @@ def _pread_range(fd: int, size: int, start: int | None, end: int | None) -> byte
     n = e - s if e >= s else size - s
     if n <= 0:
         return b""
-    data = os.pread(fd, n, s)
-    if len(data) < n:  # (a regular file answers whole; a short read is continued, not trusted)
-        parts = [data]
-        got = len(data)
-        while got < n:
-            more = os.pread(fd, n - got, s + got)
-            if not more:
-                break
-            parts.append(more)
-            got += len(more)
-        data = b"".join(parts)
-    return data
+    return _pread_full(fd, n, s)  # a short read is continued, not trusted
 
 
 @contextmanager
