@@ -43,7 +43,7 @@ from .draftfs import DraftHandler
 from .drafts import DRAFT_BASE, DraftSpace
 from .errors import fuse_handler
 from .handler import Handler, Mount
-from .kernel import Backings, Features, probe
+from .kernel import Backings, Features, SplicedReads, build_features, probe, splice_max_read, spliced_reads_wanted
 from .lineage import Lineage
 from .listing import ListingHandler
 from .namespace import Namespace
@@ -70,6 +70,9 @@ class Operations(pyfuse3.Operations):
     # The kernel keeps alias symlinks' targets (artfs/_fusebuild/patches/, symlink-cache); the
     # namespace invalidates a link's inode when its alias moves (artfsd/kernel.py).
     enable_cache_symlinks = True
+    # A pyfuse3 with the zero-copy-reads patch lets read() answer with a file range, which libfuse
+    # splices into the kernel (FUSE_CAP_SPLICE_WRITE): complete blobs (_read_complete_blob).
+    enable_splice_write = True
 
     def __init__(self, store: Store, blobs: Any, config: MountConfig, *, results: str | None = None) -> None:
         """``results``: where the daemon reports its commits at unmount (``user.artfs.results``)."""
@@ -94,6 +97,9 @@ class Operations(pyfuse3.Operations):
         self.kernel = Features()  # what the kernel agreed to: set by init()
         self.small = SmallBlobs(store, timeout=config.timeout)  # artfsd/prefetch.py
         self.backings = Backings(enabled=False)
+        self.spliced = SplicedReads(timeout=config.timeout, limiter=trio.CapacityLimiter(config.read_threads))
+        #: the max_read= mount option spliced reads need here (0: none; artfsd/kernel.py)
+        self.max_read = splice_max_read() if build_features().get("read_fd") and spliced_reads_wanted() else 0
         self.listing = ListingHandler(self.mount, self.drafts, stats=self.stats_doc, results_path=results)
         self.versions = VersionHandler(self.mount, blobs, refs=self._ref_reader, small=self.small,
                                        backings=self.backings)
@@ -122,8 +128,9 @@ class Operations(pyfuse3.Operations):
     def init(self) -> None:
         """Called by pyfuse3 once the kernel answered INIT: learn what it can do for us."""
         self.kernel = probe(want_passthrough=self.enable_passthrough, want_no_opendir=self.enable_no_opendir,
-                            off_by=self.passthrough_off)
+                            off_by=self.passthrough_off, want_spliced_reads=spliced_reads_wanted())
         self.backings.enabled = self.kernel.passthrough
+        self.spliced.enabled = self.kernel.spliced_reads
         self.listing.fresh_on_getattr = self.kernel.no_opendir
         for what, why in self.kernel.why_not.items():
             log.info("kernel %s: off (%s)", what, why)
@@ -179,6 +186,7 @@ class Operations(pyfuse3.Operations):
             **self.versions.complete.stats,
             "passthrough_files": len(self.backings),
             **self.backings.stats,
+            **self.spliced.stats,
             "loaded_entries": self.ns.loaded_entries,
             "uptime": round(time.time() - self.started, 3),
         }
@@ -305,7 +313,41 @@ class Operations(pyfuse3.Operations):
         f = self.files.get(fh)
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        if self.spliced.enabled and f.__class__ is OpenFile and f.fast >= 0:
+            return await self._read_complete_blob(fh, f, off, size)  # type: ignore[no-any-return]
         return await self._file_handlers[fh].read(f, off, size)  # raises FUSEError only
+
+    async def _read_complete_blob(self, fh: int, f: OpenFile, off: int, size: int) -> Any:
+        """A read of a complete, verified cache blob: the range ``(fd, offset, length)`` of its
+        cache file, which pyfuse3 (zero-copy-reads patch) has libfuse splice into the kernel.
+
+        The reply is sent on the event loop right after this returns: a range whose pages are
+        not in memory is read into the page cache in a worker thread first
+        (:class:`artfsd.kernel.SplicedReads`). Anything that fails there (or takes longer than
+        the mount's timeout) is left to the ordinary read, which reports it.
+        """
+        if off >= f.size or size <= 0:
+            return b""
+        length = min(size, f.size - off)
+        r = self.spliced
+        r.prune(self.files)
+        hint = r.ready(fh, f.fast, off, length, f.size)
+        if hint is not None:
+            r.stats["splice_fills"] += 1
+            filled = False
+            with trio.move_on_after(self.timeout):
+                try:
+                    await trio.to_thread.run_sync(r.fill, f.fast, off, length, hint, limiter=r.limiter,
+                                                  abandon_on_cancel=True)
+                    filled = True
+                except OSError as e:
+                    log.debug("spliced read of %s [%d:%d]: %s", f.what, off, off + length, e)
+            if not filled or f.fast < 0:  # failed, timed out, or the file was released meanwhile
+                return await self.versions.read(f, off, size)
+        self.stats["reads"] += 1
+        self.stats["read_bytes"] += length
+        r.stats["spliced_reads"] += 1
+        return (f.fast, off, length)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         f = self.files.get(fh)

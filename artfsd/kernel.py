@@ -28,6 +28,15 @@ Two FUSE features take whole classes of requests away from this (Python, one-thr
   saw the move completes, and its entry (:mod:`artfsd.namespace`), so a moved alias shows within
   the refresh interval, as without the cache.
 
+* **Spliced reads** (``FUSE_CAP_SPLICE_WRITE``, any kernel libfuse can splice to): a read the
+  daemon serves from a complete, verified cache blob (passthrough off or refused) is answered
+  with the file range ``(fd, offset, length)`` instead of bytes, and libfuse splices it from the
+  cache file's page cache into ``/dev/fuse`` (patches/pyfuse3-3.5.0-zero-copy-reads.patch): one
+  copy in the kernel instead of two through Python. The reply is sent on the event loop, so
+  :class:`SplicedReads` first makes sure the range is in memory (a worker thread reads it into
+  the page cache with ``sendfile`` to ``/dev/null``, no copy, and hints the next 64 MiB of a
+  sequential reader), and only then answers.
+
 These need a pyfuse3 that can ask for them: stock pyfuse3 3.5 cannot (``opendir`` returns only a
 handle, ``FileInfo`` has no backing id, ``init`` asks for no symlink cache). ``artfs build-fuse``
 builds pyfuse3 with ``artfs/_fusebuild/patches/pyfuse3-3.5.0-*.patch`` (kernel-cache,
@@ -82,11 +91,13 @@ class Features:
     no_opendir: bool = False  # opendir answered ENOSYS: every listing cached, readdir gets fh 0
     passthrough: bool = False
     cache_symlinks: bool = False  # the kernel keeps alias symlinks' targets (invalidated on a move)
+    spliced_reads: bool = False  # reads of complete blobs answered with a file range, spliced by libfuse
     why_not: dict[str, str] = field(default_factory=dict)
 
     def doc(self) -> dict[str, Any]:
         return {"cache_readdir": self.cache_readdir, "no_opendir": self.no_opendir,
                 "passthrough": self.passthrough, "cache_symlinks": self.cache_symlinks,
+                "spliced_reads": self.spliced_reads,
                 **({"unavailable": dict(self.why_not)} if self.why_not else {})}
 
 
@@ -98,10 +109,12 @@ def build_features() -> dict[str, bool]:
     return dict(probe_fn())
 
 
-def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True, off_by: str = "") -> Features:
+def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True, off_by: str = "",
+          want_spliced_reads: bool = True) -> Features:
     """What the running session can use (call after ``pyfuse3.init``, once the kernel answered).
 
     ``off_by``: what turned passthrough off when not ``want_passthrough`` (``-o no_passthrough``).
+    ``want_spliced_reads``: False with ``ARTFS_SPLICED_READS=0`` (every read through Python).
     """
     built = build_features()
     f = Features()
@@ -135,7 +148,55 @@ def probe(*, want_passthrough: bool = True, want_no_opendir: bool = True, off_by
         f.why_not["cache_symlinks"] = "pyfuse3 was built against libfuse < 3.10"
     else:
         f.why_not["cache_symlinks"] = "the kernel did not offer it (needs Linux >= 4.20)"
+    if not want_spliced_reads:
+        f.why_not["spliced_reads"] = "turned off (ARTFS_SPLICED_READS=0)"
+    elif not built.get("read_fd"):
+        f.why_not["spliced_reads"] = "pyfuse3 without the zero-copy-reads patch (run `artfs build-fuse`)"
+    elif not built.get("splice_write_enabled"):
+        f.why_not["spliced_reads"] = "the kernel did not offer splice (FUSE_CAP_SPLICE_WRITE)"
+    else:
+        f.spliced_reads = True
     return f
+
+
+#: a read request's largest size (max_pages = 256), and libfuse's room for its reply in the pipe
+MAX_REQUEST = 1 << 20
+_REPLY_EXTRA = 3 * 4096 + 16  # fuse_send_data_iov: pagesize * (header iov + buffer + 1) + the header
+
+
+def splice_max_read() -> int:
+    """The ``max_read=`` a mount needs so that libfuse can splice every read reply, 0 if none.
+
+    libfuse splices a reply through a pipe that holds it whole plus three pages; it grows its
+    pipe with ``F_SETPIPE_SZ``, which above ``fs.pipe-max-size`` (1 MiB by default) needs
+    CAP_SYS_RESOURCE, and copies every reply through a buffer of its own (slower than the
+    daemon's own path) when the pipe stays too small. Measured here the same way: a pipe is
+    grown to what a 1 MiB reply needs; if that is refused, reads are limited to what the
+    largest pipe allowed holds (1008 KiB with the default limit).
+    """
+    import fcntl
+
+    need = MAX_REQUEST + _REPLY_EXTRA
+    r, w = os.pipe()
+    try:
+        fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, need)
+        return 0
+    except OSError:
+        pass
+    finally:
+        os.close(r)
+        os.close(w)
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        limit = 1 << 20
+    return max(64 << 10, (limit - _REPLY_EXTRA) // 4096 * 4096)
+
+
+def spliced_reads_wanted() -> bool:
+    """``ARTFS_SPLICED_READS=0`` turns spliced reads off (to measure the path through Python)."""
+    return os.environ.get("ARTFS_SPLICED_READS", "1") != "0"
 
 
 @dataclass
@@ -207,3 +268,89 @@ class Backings:
 
     def __len__(self) -> int:
         return sum(1 for m in self._modes.values() if m.backing_id > 0)
+
+
+#: bytes of a complete cache blob hinted (POSIX_FADV_WILLNEED) ahead of a sequential reader
+SPLICE_READ_AHEAD = 64 << 20
+_PAGE = 4096
+
+
+class SplicedReads:
+    """Reads of complete, verified cache blobs answered with a file range that libfuse splices.
+
+    :meth:`ready` (on the loop) says whether a range can be answered at once: both its first and
+    its last page are in the page cache (``preadv(RWF_NOWAIT)`` of one byte each; read-ahead
+    fills a range in order, so a page missing between them is rare, and then the splice waits
+    for the disk on the loop, as a read of any local file would) and no read-ahead hint is due.
+    Otherwise :meth:`fill` (a worker thread) hints the cache file ahead of a sequential reader
+    and reads the range into the page cache without copying it (``sendfile`` to ``/dev/null``).
+    Per open file (by handle) it keeps where the furthest sequential read ended and how far the
+    file is hinted; a random read hints nothing. Entries of released handles are dropped
+    lazily (:meth:`prune`).
+
+    Invariant: a range is handed to pyfuse3 only from a descriptor of a complete, verified blob
+    (``OpenFile.fast``), which holds the blob's shared ``flock``: the bytes spliced are the ones
+    verified, and eviction cannot unlink the file while the handle is open.
+    """
+
+    def __init__(self, *, timeout: float, limiter: Any) -> None:
+        self.enabled = False  # set by Operations.init from the kernel's answer
+        self.timeout = timeout
+        self.limiter = limiter
+        self._ahead: dict[int, list[int]] = {}  # fh -> [end of the furthest sequential read, hinted up to]
+        self._byte = bytearray(1)
+        self._null = -1
+        self.stats = {"spliced_reads": 0, "splice_fills": 0}
+
+    def _resident(self, fd: int, off: int, length: int) -> bool:
+        b = [self._byte]
+        try:
+            if os.preadv(fd, b, off, os.RWF_NOWAIT) != 1:
+                return False
+            last = off + length - 1
+            return last // _PAGE == off // _PAGE or os.preadv(fd, b, last, os.RWF_NOWAIT) == 1
+        except OSError:  # EAGAIN: not in the page cache
+            return False
+
+    def _hint_due(self, fh: int, off: int, end: int, size: int) -> tuple[int, int]:
+        """The range to hint ahead of this read, or (0, 0); updates the handle's state."""
+        st = self._ahead.get(fh)
+        if st is None:
+            st = self._ahead[fh] = [0, 0]
+        if off == 0 or st[0] - (4 << 20) <= off <= st[0] + (4 << 20):
+            st[0] = max(st[0], end)
+        else:  # a random read: restart, hint nothing
+            st[0] = st[1] = end
+            return 0, 0
+        if st[1] - end >= SPLICE_READ_AHEAD // 2 or st[1] >= size:
+            return 0, 0
+        start, stop = max(st[1], end), min(size, end + SPLICE_READ_AHEAD)
+        st[1] = stop
+        return start, stop
+
+    def ready(self, fh: int, fd: int, off: int, length: int, size: int) -> tuple[int, int] | None:
+        """None: answer with the range now; else the hint (start, stop) for :meth:`fill`."""
+        hint = self._hint_due(fh, off, off + length, size)
+        if hint == (0, 0) and self._resident(fd, off, length):
+            return None
+        return hint
+
+    def fill(self, fd: int, off: int, length: int, hint: tuple[int, int]) -> None:
+        """Blocking (a worker thread): hint ahead, then have ``[off, off+length)`` in memory."""
+        start, stop = hint
+        if stop > start:
+            os.posix_fadvise(fd, start, stop - start, os.POSIX_FADV_WILLNEED)
+        if self._null < 0:
+            self._null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        done = 0
+        while done < length:
+            n = os.sendfile(self._null, fd, off + done, length - done)
+            if n <= 0:
+                raise OSError(f"the cache file ended at {off + done}")
+            done += n
+
+    def prune(self, open_handles: Any) -> None:
+        """Forget released handles (called now and then: handles are never reused)."""
+        if len(self._ahead) > 2 * len(open_handles) + 64:
+            for fh in [fh for fh in self._ahead if fh not in open_handles]:
+                del self._ahead[fh]
