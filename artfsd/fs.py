@@ -187,6 +187,7 @@ class Operations(pyfuse3.Operations):
             "passthrough_files": len(self.backings),
             **self.backings.stats,
             **self.spliced.stats,
+            "max_read": self.max_read,  # the mount's max_read= (0: the kernel's 1 MiB requests)
             "loaded_entries": self.ns.loaded_entries,
             "uptime": round(time.time() - self.started, 3),
         }
