@@ -38,9 +38,10 @@ Two FUSE features take whole classes of requests away from this (Python, one-thr
   sequential reader), and only then answers.
 
 These need a pyfuse3 that can ask for them: stock pyfuse3 3.5 cannot (``opendir`` returns only a
-handle, ``FileInfo`` has no backing id, ``init`` asks for no symlink cache). ``artfs build-fuse``
+handle, ``FileInfo`` has no backing id, ``init`` asks for no symlink cache, ``read`` must return
+bytes). ``artfs build-fuse``
 builds pyfuse3 with ``artfs/_fusebuild/patches/pyfuse3-3.5.0-*.patch`` (kernel-cache,
-readdir-inode, symlink-cache; against libfuse 3.17 built from Debian's source package when the
+readdir-inode, symlink-cache, zero-copy-reads; against libfuse 3.17 built from Debian's source package when the
 system's is older). ``-o no_passthrough`` turns passthrough off (``turned off (-o
 no_passthrough)`` in the stats), so the ordinary path can be tested and measured on a machine
 that has passthrough. Everything here degrades: with stock pyfuse3, an older
