@@ -13,6 +13,10 @@ passthrough and with ``-o no_passthrough``. Sections:
              builds the stock pyfuse3 (about a minute, once).
 ``blob``     a complete cached blob read with the page cache dropped vs the cache file, and a
              page-cache re-read vs a native re-read (bench_read.py ``--only cache``).
+``folios``   why a page-cache re-read through the mount is slower than a native one: the sizes
+             of the page-cache folios holding the file (``/proc/kpageflags``) through the mount,
+             in the cache file (ext4), in a tmpfs with 4 KiB pages and one with 2 MiB pages, and
+             the re-read speed of each (1 MiB reads, best of 7, no request reaches the daemon).
 ``listing``  second ``find`` and ``ls -lR`` through ``v0/`` and ``latest/`` vs local disk
              (bench_listing.py).
 ``warm``     the warm small-file epoch, caches dropped, vs local disk (bench_warm.py).
@@ -48,7 +52,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
 
 MiB = 1 << 20
-SECTIONS = ("setup", "blob", "listing", "warm", "s3", "random", "fsync")
+SECTIONS = ("setup", "blob", "folios", "listing", "warm", "s3", "random", "fsync")
 
 
 class Out:
@@ -109,6 +113,96 @@ def setup(out: Out) -> None:
     from stock_pyfuse3 import stock_pyfuse3_dir
 
     out(f"stock pyfuse3: {stock_pyfuse3_dir()}")
+
+
+# -- folios ----------------------------------------------------------------------------------------
+def folio_pages(path: str) -> tuple[int, int]:
+    """(pages of ``path`` in the page cache, how many of them are in folios larger than 4 KiB):
+    the file is mapped (``MAP_PRIVATE``, read faults map the page-cache folios) and each page's
+    flags read from ``/proc/kpageflags`` (root)."""
+    import ctypes
+    import mmap
+    import struct
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        mm = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        n = size // 4096
+        for i in range(n):
+            mm[i * 4096]
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+        present = large = 0
+        with open("/proc/self/pagemap", "rb") as pm, open("/proc/kpageflags", "rb") as kf:
+            for i in range(n):
+                pm.seek((addr // 4096 + i) * 8)
+                e = struct.unpack("Q", pm.read(8))[0]
+                if not e >> 63 & 1:
+                    continue
+                present += 1
+                kf.seek((e & ((1 << 55) - 1)) * 8)
+                flags = struct.unpack("Q", kf.read(8))[0]
+                large += bool(flags >> 15 & 1 or flags >> 16 & 1)  # compound head or tail
+        return present, large
+    finally:
+        os.close(fd)
+
+
+def reread_gbs(path: str, reps: int = 7) -> float:
+    buf = bytearray(MiB)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+        best = min(best, time.perf_counter() - t0)
+    return os.path.getsize(path) / best / 1e9
+
+
+def bench_folios(out: Out, a: argparse.Namespace, base: str) -> None:
+    from bench_read import write_random
+
+    from artfs import Artifact, Cache, Store
+    from artfsd.testing import MountProcess
+
+    size = a.blob_mb * MiB
+    src = os.path.join(base, "src")
+    os.makedirs(src)
+    write_random(os.path.join(src, "big.bin"), size)
+    store = Store(os.path.join(base, "store"))
+    art = Artifact("big", type="dataset")
+    art.add_dir(src)
+    store.log_artifact(art, project="bench")
+    digest = store.artifact("bench/big:v0").get_path("big.bin").digest
+    small, huge = os.path.join(base, "tmpfs-4k"), os.path.join(base, "tmpfs-2m")
+    mounted = []
+    try:
+        for d, opt in ((small, "huge=never"), (huge, "huge=always")):
+            os.makedirs(d)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", f"{opt},size={2 * a.blob_mb}m", "tmpfs", d], check=True)
+            mounted.append(d)
+            shutil.copy(os.path.join(src, "big.bin"), os.path.join(d, "big.bin"))
+        with MountProcess(store.url, os.path.join(base, "mnt"), cache_dir=os.path.join(base, "cache"),
+                          args=["-o", "no_passthrough"]) as m:
+            through = m.path("bench/big/v0/big.bin")
+            reread_gbs(through, 1)
+            blob = Cache(os.path.join(base, "cache")).path(digest)
+            reads = m.stats()["reads"]
+            files = {"through the mount (FUSE)": through, "the cache file (ext4)": blob,
+                     "tmpfs, 4 KiB pages": os.path.join(small, "big.bin"), "tmpfs huge=always": os.path.join(huge, "big.bin")}
+            speeds = {k: reread_gbs(p) for k, p in files.items()}
+            out(f"\n## folios: a {a.blob_mb} MiB file re-read from the page cache (load {os.getloadavg()[0]:.1f}); "
+                f"read requests reaching the daemon during the re-reads: {m.stats()['reads'] - reads}")
+            out("| file | pages in the page cache | in folios > 4 KiB | re-read | vs the cache file |")
+            out("| --- | --- | --- | --- | --- |")
+            for k, p in files.items():
+                present, large = folio_pages(p)
+                out(f"| {k} | {present:,} | {large:,} | {speeds[k]:.2f} GB/s | "
+                    f"{speeds[k] / speeds['the cache file (ext4)']:.2f} |")
+    finally:
+        for d in mounted:
+            subprocess.run(["umount", d], check=False)
 
 
 # -- random reads ----------------------------------------------------------------------------------
@@ -251,6 +345,12 @@ def main() -> None:
                     run_script(out, "patched -o no_passthrough", ["bench_read.py", "--only", "cache", "--size-mb",
                                                                  str(a.blob_mb), "--reps", reps, "--dir", a.dir,
                                                                  "--no-passthrough"])
+        elif section == "folios":
+            base = tempfile.mkdtemp(prefix="artfs-bench-folios-", dir=a.dir)
+            try:
+                bench_folios(out, a, base)
+            finally:
+                shutil.rmtree(base, ignore_errors=True)
         elif section == "listing":
             for build in builds:
                 run_script(out, build, ["bench_listing.py", "--files", str(a.files), "--entries", "0", "--reps", reps,
