@@ -43,7 +43,8 @@ from .draftfs import DraftHandler
 from .drafts import DRAFT_BASE, DraftSpace
 from .errors import fuse_handler
 from .handler import Handler, Mount
-from .kernel import Backings, Features, SplicedReads, build_features, probe, splice_max_read, spliced_reads_wanted
+from .kernel import (Backings, CompleteReads, Features, build_features, mapped_reads_wanted, probe, splice_max_read,
+                     spliced_reads_wanted)
 from .lineage import Lineage
 from .listing import ListingHandler
 from .namespace import Namespace
@@ -97,7 +98,7 @@ class Operations(pyfuse3.Operations):
         self.kernel = Features()  # what the kernel agreed to: set by init()
         self.small = SmallBlobs(store, timeout=config.timeout)  # artfsd/prefetch.py
         self.backings = Backings(enabled=False)
-        self.spliced = SplicedReads(timeout=config.timeout, limiter=trio.CapacityLimiter(config.read_threads))
+        self.complete_reads = CompleteReads(timeout=config.timeout, limiter=trio.CapacityLimiter(config.read_threads))
         #: the max_read= mount option spliced reads need here (0: none; artfsd/kernel.py)
         self.max_read = splice_max_read() if build_features().get("read_fd") and spliced_reads_wanted() else 0
         self.listing = ListingHandler(self.mount, self.drafts, stats=self.stats_doc, results_path=results)
@@ -130,7 +131,8 @@ class Operations(pyfuse3.Operations):
         self.kernel = probe(want_passthrough=self.enable_passthrough, want_no_opendir=self.enable_no_opendir,
                             off_by=self.passthrough_off, want_spliced_reads=spliced_reads_wanted())
         self.backings.enabled = self.kernel.passthrough
-        self.spliced.enabled = self.kernel.spliced_reads
+        self.complete_reads.mode = ("splice" if self.kernel.spliced_reads else
+                                    "map" if mapped_reads_wanted() else "")
         self.listing.fresh_on_getattr = self.kernel.no_opendir
         for what, why in self.kernel.why_not.items():
             log.info("kernel %s: off (%s)", what, why)
@@ -186,7 +188,7 @@ class Operations(pyfuse3.Operations):
             **self.versions.complete.stats,
             "passthrough_files": len(self.backings),
             **self.backings.stats,
-            **self.spliced.stats,
+            **self.complete_reads.stats,
             "max_read": self.max_read,  # the mount's max_read= (0: the kernel's 1 MiB requests)
             "loaded_entries": self.ns.loaded_entries,
             "uptime": round(time.time() - self.started, 3),
@@ -314,27 +316,28 @@ class Operations(pyfuse3.Operations):
         f = self.files.get(fh)
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        if self.spliced.enabled and f.__class__ is OpenFile and f.fast >= 0:
+        if f.__class__ is OpenFile and f.fast >= 0 and self.complete_reads.takes(f.size):
             return await self._read_complete_blob(fh, f, off, size)  # type: ignore[no-any-return]
         return await self._file_handlers[fh].read(f, off, size)  # raises FUSEError only
 
     async def _read_complete_blob(self, fh: int, f: OpenFile, off: int, size: int) -> Any:
-        """A read of a complete, verified cache blob: the range ``(fd, offset, length)`` of its
-        cache file, which pyfuse3 (zero-copy-reads patch) has libfuse splice into the kernel.
+        """A read of a complete, verified cache blob, with one copy (:class:`artfsd.kernel.CompleteReads`):
+        the range ``(fd, offset, length)`` of its cache file, which pyfuse3 (zero-copy-reads patch)
+        has libfuse splice into the kernel, or a view of the cache file mapped (stock pyfuse3).
 
         The reply is sent on the event loop right after this returns: a range whose pages are
-        not in memory is read into the page cache in a worker thread first
-        (:class:`artfsd.kernel.SplicedReads`). Anything that fails there (or takes longer than
-        the mount's timeout) is left to the ordinary read, which reports it.
+        not in memory is read into the page cache in a worker thread first. Anything that fails
+        there (or takes longer than the mount's timeout) is left to the ordinary read, which
+        reports it.
         """
         if off >= f.size or size <= 0:
             return b""
         length = min(size, f.size - off)
-        r = self.spliced
-        r.prune(self.files)
+        r = self.complete_reads
+        r.prune(self.files, self.stats["releases"])
         hint = r.ready(fh, f.fast, off, length, f.size)
         if hint is not None:
-            r.stats["splice_fills"] += 1
+            r.stats["complete_fills"] += 1
             filled = False
             with trio.move_on_after(self.timeout):
                 try:
@@ -347,8 +350,7 @@ class Operations(pyfuse3.Operations):
                 return await self.versions.read(f, off, size)
         self.stats["reads"] += 1
         self.stats["read_bytes"] += length
-        r.stats["spliced_reads"] += 1
-        return (f.fast, off, length)
+        return r.answer(fh, f.fast, off, length)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         f = self.files.get(fh)

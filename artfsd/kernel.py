@@ -75,6 +75,7 @@ queued without waiting for the fd to become readable); nothing here depends on t
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,6 +201,11 @@ def spliced_reads_wanted() -> bool:
     return os.environ.get("ARTFS_SPLICED_READS", "1") != "0"
 
 
+def mapped_reads_wanted() -> bool:
+    """``ARTFS_MAPPED_READS=0`` turns mapped reads off (to measure the path through Python)."""
+    return os.environ.get("ARTFS_MAPPED_READS", "1") != "0"
+
+
 @dataclass
 class _Mode:
     backing_id: int = 0  # > 0: the inode is in passthrough mode with this backing file
@@ -276,32 +282,48 @@ SPLICE_READ_AHEAD = 64 << 20
 _PAGE = 4096
 
 
-class SplicedReads:
-    """Reads of complete, verified cache blobs answered with a file range that libfuse splices.
+class CompleteReads:
+    """Reads of complete, verified cache blobs the daemon serves, with one copy instead of two.
 
-    :meth:`ready` (on the loop) says whether a range can be answered at once: both its first and
-    its last page are in the page cache (``preadv(RWF_NOWAIT)`` of one byte each; read-ahead
-    fills a range in order, so a page missing between them is rare, and then the splice waits
-    for the disk on the loop, as a read of any local file would) and no read-ahead hint is due.
-    Otherwise :meth:`fill` (a worker thread) hints the cache file ahead of a sequential reader
-    and reads the range into the page cache without copying it (``sendfile`` to ``/dev/null``).
-    Per open file (by handle) it keeps where the furthest sequential read ended and how far the
-    file is hinted; a random read hints nothing. Entries of released handles are dropped
-    lazily (:meth:`prune`).
+    Two ways, chosen at init (:attr:`mode`): ``splice`` (the zero-copy-reads patch, the kernel
+    granted splice): the answer is the cache file's range ``(fd, offset, length)``, which libfuse
+    splices from the page cache into ``/dev/fuse``; ``map`` (any pyfuse3, stock included): the
+    answer is a ``memoryview`` of the cache file mapped read-only, which pyfuse3 writes to
+    ``/dev/fuse`` straight from the page cache (the kernel's one copy; the pages are mapped by
+    fault-around, 16 at a time). ``map`` serves files larger than :data:`MAPPED_MIN` only: below,
+    a mapping costs more than the copy it saves (``mmap``/``munmap`` per file of an epoch).
 
-    Invariant: a range is handed to pyfuse3 only from a descriptor of a complete, verified blob
-    (``OpenFile.fast``), which holds the blob's shared ``flock``: the bytes spliced are the ones
-    verified, and eviction cannot unlink the file while the handle is open.
+    Both are answered on the event loop, so the range must be in memory first. :meth:`ready`
+    says whether it can be answered at once: both its first and its last page are in the page
+    cache (``preadv(RWF_NOWAIT)`` of one byte each; read-ahead fills a range in order, so a page
+    missing between them is rare, and then the reply waits for the disk on the loop, as a read
+    of any local file would) and no read-ahead hint is due. Otherwise :meth:`fill` (a worker
+    thread) hints the cache file ahead of a sequential reader and reads the range into the page
+    cache without copying it (``sendfile`` to ``/dev/null``). Per open file of more than
+    :data:`MAPPED_MIN` (by handle) it keeps where the furthest sequential read ended, how far the
+    file is hinted (a random read hints nothing) and its mapping; :meth:`prune` drops those of
+    released handles after each release.
+
+    Invariant: a range is answered only from a descriptor of a complete, verified blob
+    (``OpenFile.fast``), which holds the blob's shared ``flock``: the bytes sent are the ones
+    verified, and eviction cannot unlink the file while the handle is open (a mapping outlives
+    the descriptor only until the next :meth:`prune`; blobs are never truncated, so a mapped
+    page always exists).
     """
 
     def __init__(self, *, timeout: float, limiter: Any) -> None:
-        self.enabled = False  # set by Operations.init from the kernel's answer
+        self.mode = ""  # "", "splice" or "map": set by Operations.init from the kernel's answer
         self.timeout = timeout
         self.limiter = limiter
-        self._ahead: dict[int, list[int]] = {}  # fh -> [end of the furthest sequential read, hinted up to]
+        self._state: dict[int, _ReadState] = {}  # fh -> its sequential position, hints, mapping
+        self._releases = 0
         self._byte = bytearray(1)
         self._null = -1
-        self.stats = {"spliced_reads": 0, "splice_fills": 0}
+        self.stats = {"spliced_reads": 0, "mapped_reads": 0, "complete_fills": 0}
+
+    def takes(self, size: int) -> bool:
+        """Whether a read of a complete blob of ``size`` bytes is answered here."""
+        return self.mode == "splice" or (self.mode == "map" and size > MAPPED_MIN)
 
     def _resident(self, fd: int, off: int, length: int) -> bool:
         b = [self._byte]
@@ -313,25 +335,28 @@ class SplicedReads:
         except OSError:  # EAGAIN: not in the page cache
             return False
 
-    def _hint_due(self, fh: int, off: int, end: int, size: int) -> tuple[int, int]:
+    def _hint_due(self, st: _ReadState, off: int, end: int, size: int) -> tuple[int, int]:
         """The range to hint ahead of this read, or (0, 0); updates the handle's state."""
-        st = self._ahead.get(fh)
-        if st is None:
-            st = self._ahead[fh] = [0, 0]
-        if off == 0 or st[0] - (4 << 20) <= off <= st[0] + (4 << 20):
-            st[0] = max(st[0], end)
+        if off == 0 or st.end - (4 << 20) <= off <= st.end + (4 << 20):
+            st.end = max(st.end, end)
         else:  # a random read: restart, hint nothing
-            st[0] = st[1] = end
+            st.end = st.hinted = end
             return 0, 0
-        if st[1] - end >= SPLICE_READ_AHEAD // 2 or st[1] >= size:
+        if st.hinted - end >= SPLICE_READ_AHEAD // 2 or st.hinted >= size:
             return 0, 0
-        start, stop = max(st[1], end), min(size, end + SPLICE_READ_AHEAD)
-        st[1] = stop
+        start, stop = max(st.hinted, end), min(size, end + SPLICE_READ_AHEAD)
+        st.hinted = stop
         return start, stop
 
     def ready(self, fh: int, fd: int, off: int, length: int, size: int) -> tuple[int, int] | None:
-        """None: answer with the range now; else the hint (start, stop) for :meth:`fill`."""
-        hint = self._hint_due(fh, off, off + length, size)
+        """None: answer now (:meth:`answer`); else the hint (start, stop) for :meth:`fill` first.
+        A file of up to :data:`MAPPED_MIN` is hinted whole at its open (``OpenFile.will_need``)."""
+        hint = (0, 0)
+        if size > MAPPED_MIN:
+            st = self._state.get(fh)
+            if st is None:
+                st = self._state[fh] = _ReadState()
+            hint = self._hint_due(st, off, off + length, size)
         if hint == (0, 0) and self._resident(fd, off, length):
             return None
         return hint
@@ -350,8 +375,39 @@ class SplicedReads:
                 raise OSError(f"the cache file ended at {off + done}")
             done += n
 
-    def prune(self, open_handles: Any) -> None:
-        """Forget released handles (called now and then: handles are never reused)."""
-        if len(self._ahead) > 2 * len(open_handles) + 64:
-            for fh in [fh for fh in self._ahead if fh not in open_handles]:
-                del self._ahead[fh]
+    def answer(self, fh: int, fd: int, off: int, length: int) -> Any:
+        """What ``read`` returns for a range that is in memory (see the class docstring)."""
+        if self.mode == "splice":
+            self.stats["spliced_reads"] += 1
+            return (fd, off, length)
+        st = self._state[fh]  # takes(): map mode serves only files with state
+        if st.map is None:
+            st.map = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        self.stats["mapped_reads"] += 1
+        return memoryview(st.map)[off:off + length]
+
+    def prune(self, open_handles: Any, releases: int) -> None:
+        """After a release: forget the state (and unmap the mapping) of released handles."""
+        if releases == self._releases:
+            return
+        self._releases = releases
+        for fh in [fh for fh in self._state if fh not in open_handles]:
+            st = self._state.pop(fh)
+            if st.map is not None:
+                try:
+                    st.map.close()
+                except BufferError:  # a reply still holds a view: unmapped with the object
+                    pass
+
+
+#: files up to this size are read whole right after their open: no per-handle state, no mapping
+MAPPED_MIN = 1 << 20
+
+
+class _ReadState:
+    __slots__ = ("end", "hinted", "map")
+
+    def __init__(self) -> None:
+        self.end = 0  # end of the furthest sequential read
+        self.hinted = 0  # the cache file is hinted (WILLNEED) up to here
+        self.map: mmap.mmap | None = None
