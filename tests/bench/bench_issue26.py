@@ -13,6 +13,11 @@ passthrough and with ``-o no_passthrough``. Sections:
              builds the stock pyfuse3 (about a minute, once).
 ``blob``     a complete cached blob read with the page cache dropped vs the cache file, and a
              page-cache re-read vs a native re-read (bench_read.py ``--only cache``).
+``paths``    the same reads of a complete cached blob (pages dropped, and in memory) through every
+             way the daemon can serve them, mounted side by side over one cache and interleaved
+             in the same rounds: stock pyfuse3 through Python (``ARTFS_MAPPED_READS=0``) and from
+             a mapping; the patched build with ``-o no_passthrough`` through Python, from a
+             mapping (``ARTFS_SPLICED_READS=0``) and spliced; and with passthrough.
 ``folios``   why a page-cache re-read through the mount is slower than a native one: the sizes
              of the page-cache folios holding the file (``/proc/kpageflags``) through the mount,
              in the cache file (ext4), in a tmpfs with 4 KiB pages and one with 2 MiB pages, and
@@ -52,7 +57,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
 
 MiB = 1 << 20
-SECTIONS = ("setup", "blob", "folios", "listing", "warm", "s3", "random", "fsync")
+SECTIONS = ("setup", "blob", "paths", "folios", "listing", "warm", "s3", "random", "fsync")
 
 
 class Out:
@@ -113,6 +118,85 @@ def setup(out: Out) -> None:
     from stock_pyfuse3 import stock_pyfuse3_dir
 
     out(f"stock pyfuse3: {stock_pyfuse3_dir()}")
+
+
+# -- paths -----------------------------------------------------------------------------------------
+def bench_paths(out: Out, a: argparse.Namespace, base: str) -> None:
+    from bench_read import read_all, write_random
+
+    from artfs import Artifact, Cache, Store
+    from artfsd.testing import MountProcess
+
+    size = a.blob_mb * MiB
+    src = os.path.join(base, "src")
+    os.makedirs(src)
+    write_random(os.path.join(src, "big.bin"), size)
+    store = Store(os.path.join(base, "store"))
+    art = Artifact("big", type="dataset")
+    art.add_dir(src)
+    store.log_artifact(art, project="bench")
+    shutil.rmtree(src)
+    digest = store.artifact("bench/big:v0").get_path("big.bin").digest
+    cache_dir = os.path.join(base, "cache")
+    off = {"ARTFS_SPLICED_READS": "0", "ARTFS_MAPPED_READS": "0"}
+    variants = {  # name -> (build, extra environment, mount arguments)
+        "stock, through Python": ("stock", off, []),
+        "stock, mapped": ("stock", {}, []),
+        "no_passthrough, through Python": ("patched", off, ["-o", "no_passthrough"]),
+        "no_passthrough, mapped": ("patched", {"ARTFS_SPLICED_READS": "0"}, ["-o", "no_passthrough"]),
+        "no_passthrough, spliced": ("patched", {}, ["-o", "no_passthrough"]),
+        "passthrough": ("patched", {}, []),
+    }
+    if "stock" not in a.builds:
+        variants = {k: v for k, v in variants.items() if v[0] != "stock"}
+    with contextlib.ExitStack() as stack:
+        mounts = {}
+        for i, (name, (build, extra, args)) in enumerate(variants.items()):
+            env = build_env(build)
+            env.update(extra)
+            mounts[name] = stack.enter_context(MountProcess(store.url, os.path.join(base, f"mnt{i}"),
+                                                            cache_dir=cache_dir, env=env, args=args))
+        first = next(iter(mounts.values()))
+        read_all(first.path("bench/big/v0/big.bin"))
+        blob = Cache(cache_dir).path(digest)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(blob) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        paths = {name: m.path("bench/big/v0/big.bin") for name, m in mounts.items()}
+        paths["the cache file"] = blob
+
+        def drop(p: str) -> None:
+            fd = os.open(p, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+
+        best: dict[tuple[str, str], float] = {}
+        names = list(paths)
+        for r in range(a.rounds + 1):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                p = paths[name]
+                os.sync()
+                drop(blob)
+                drop(p)
+                t = read_all(p)[0]
+                best[("dropped", name)] = min(best.get(("dropped", name), float("inf")), t)
+                read_all(blob)
+                drop(p)
+                t = read_all(p)[0]
+                best[("memory", name)] = min(best.get(("memory", name), float("inf")), t)
+        out(f"\n## paths: a complete cached blob of {a.blob_mb} MiB read with 1 MiB reads, every path mounted side by side, "
+            f"{a.rounds + 1} interleaved rounds, best of each (load {os.getloadavg()[0]:.1f})")
+        out("| path | pages dropped | vs the cache file | cache file in memory (mount's pages dropped) | vs the cache file |")
+        out("| --- | --- | --- | --- | --- |")
+        for name in names:
+            d, m_ = best[("dropped", name)], best[("memory", name)]
+            out(f"| {name} | {size / d / 1e9:.2f} GB/s | {best[('dropped', 'the cache file')] / d:.2f} | "
+                f"{size / m_ / 1e9:.2f} GB/s | {best[('memory', 'the cache file')] / m_:.2f} |")
+        for name, m in mounts.items():
+            st = m.stats()
+            out(f"- {name}: max_read {st.get('max_read', 0)}, reads {st['reads']}, spliced {st.get('spliced_reads', 0)}, "
+                f"mapped {st.get('mapped_reads', 0)}, filled first {st.get('complete_fills', 0)}, "
+                f"passthrough opens {st.get('passthrough_opens', 0)}")
 
 
 # -- folios ----------------------------------------------------------------------------------------
@@ -345,6 +429,12 @@ def main() -> None:
                     run_script(out, "patched -o no_passthrough", ["bench_read.py", "--only", "cache", "--size-mb",
                                                                  str(a.blob_mb), "--reps", reps, "--dir", a.dir,
                                                                  "--no-passthrough"])
+        elif section == "paths":
+            base = tempfile.mkdtemp(prefix="artfs-bench-paths-", dir=a.dir)
+            try:
+                bench_paths(out, a, base)
+            finally:
+                shutil.rmtree(base, ignore_errors=True)
         elif section == "folios":
             base = tempfile.mkdtemp(prefix="artfs-bench-folios-", dir=a.dir)
             try:
