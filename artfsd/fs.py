@@ -43,8 +43,8 @@ from .draftfs import DraftHandler
 from .drafts import DRAFT_BASE, DraftSpace
 from .errors import fuse_handler
 from .handler import Handler, Mount
-from .kernel import (Backings, CompleteReads, Features, build_features, mapped_reads_wanted, probe, splice_max_read,
-                     spliced_reads_wanted)
+from .kernel import (Backings, CompleteReads, Features, build_features, mapped_reads_wanted, passthrough_likely, probe,
+                     splice_max_read, spliced_reads_wanted)
 from .lineage import Lineage
 from .listing import ListingHandler
 from .namespace import Namespace
@@ -99,8 +99,10 @@ class Operations(pyfuse3.Operations):
         self.small = SmallBlobs(store, timeout=config.timeout)  # artfsd/prefetch.py
         self.backings = Backings(enabled=False)
         self.complete_reads = CompleteReads(timeout=config.timeout, limiter=trio.CapacityLimiter(config.read_threads))
-        #: the max_read= mount option spliced reads need here (0: none; artfsd/kernel.py)
-        self.max_read = splice_max_read() if build_features().get("read_fd") and spliced_reads_wanted() else 0
+        #: the max_read= mount option spliced reads need here (0: none; artfsd/kernel.py); not where
+        #: passthrough will serve complete blobs, so reads that fetch keep their 1 MiB requests
+        self.max_read = (splice_max_read() if build_features().get("read_fd") and spliced_reads_wanted()
+                         and not passthrough_likely(config.passthrough) else 0)
         self.listing = ListingHandler(self.mount, self.drafts, stats=self.stats_doc, results_path=results)
         self.versions = VersionHandler(self.mount, blobs, refs=self._ref_reader, small=self.small,
                                        backings=self.backings)

@@ -196,6 +196,16 @@ def splice_max_read() -> int:
     return max(64 << 10, (limit - _REPLY_EXTRA) // 4096 * 4096)
 
 
+def passthrough_likely(wanted: bool) -> bool:
+    """Whether passthrough will be on, as far as can be told before ``init`` (asked for, a build
+    that can, Linux >= 6.9, root): then complete blobs never reach the daemon."""
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return False
+    return bool(wanted and build_features().get("passthrough") and os.geteuid() == 0 and (major, minor) >= (6, 9))
+
+
 def spliced_reads_wanted() -> bool:
     """``ARTFS_SPLICED_READS=0`` turns spliced reads off (to measure the path through Python)."""
     return os.environ.get("ARTFS_SPLICED_READS", "1") != "0"
