@@ -101,8 +101,8 @@ class Operations(pyfuse3.Operations):
         self.complete_reads = CompleteReads(timeout=config.timeout, limiter=trio.CapacityLimiter(config.read_threads))
         #: the max_read= mount option spliced reads need here (0: none; artfsd/kernel.py); not where
         #: passthrough will serve complete blobs, so reads that fetch keep their 1 MiB requests
-        self.max_read = (splice_max_read() if build_features().get("read_fd") and spliced_reads_wanted()
-                         and not passthrough_likely(config.passthrough) else 0)
+        self._splice_needs = splice_max_read() if build_features().get("read_fd") and spliced_reads_wanted() else 0
+        self.max_read = 0 if passthrough_likely(config.passthrough) else self._splice_needs
         self.listing = ListingHandler(self.mount, self.drafts, stats=self.stats_doc, results_path=results)
         self.versions = VersionHandler(self.mount, blobs, refs=self._ref_reader, small=self.small,
                                        backings=self.backings)
@@ -133,6 +133,12 @@ class Operations(pyfuse3.Operations):
         self.kernel = probe(want_passthrough=self.enable_passthrough, want_no_opendir=self.enable_no_opendir,
                             off_by=self.passthrough_off, want_spliced_reads=spliced_reads_wanted())
         self.backings.enabled = self.kernel.passthrough
+        if self.kernel.spliced_reads and self.max_read != self._splice_needs:
+            # passthrough was expected and did not come: 1 MiB replies do not fit libfuse's pipe,
+            # and libfuse would copy each through a buffer of its own (slower than a mapping)
+            self.kernel.spliced_reads = False
+            self.kernel.why_not["spliced_reads"] = ("replies of 1 MiB requests do not fit the pipe libfuse splices "
+                                                    "through (fs.pipe-max-size, no CAP_SYS_RESOURCE)")
         self.complete_reads.mode = ("splice" if self.kernel.spliced_reads else
                                     "map" if mapped_reads_wanted() else "")
         self.listing.fresh_on_getattr = self.kernel.no_opendir
@@ -336,7 +342,6 @@ class Operations(pyfuse3.Operations):
             return b""
         length = min(size, f.size - off)
         r = self.complete_reads
-        r.prune(self.files, self.stats["releases"])
         hint = r.ready(fh, f.fast, off, length, f.size)
         if hint is not None:
             r.stats["complete_fills"] += 1
@@ -377,6 +382,7 @@ class Operations(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         self.stats["releases"] += 1
+        self.complete_reads.forget(fh)  # its read state and mapping (artfsd/kernel.py)
         f = self.files.pop(fh, None)
         h = self._file_handlers.pop(fh, None)
         if f is not None and h is not None:

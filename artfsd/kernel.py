@@ -311,14 +311,14 @@ class CompleteReads:
     thread) hints the cache file ahead of a sequential reader and reads the range into the page
     cache without copying it (``sendfile`` to ``/dev/null``). Per open file of more than
     :data:`MAPPED_MIN` (by handle) it keeps where the furthest sequential read ended, how far the
-    file is hinted (a random read hints nothing) and its mapping; :meth:`prune` drops those of
-    released handles after each release.
+    file is hinted (a random read hints nothing) and its mapping; :meth:`forget` drops them at
+    the handle's release.
 
     Invariant: a range is answered only from a descriptor of a complete, verified blob
     (``OpenFile.fast``), which holds the blob's shared ``flock``: the bytes sent are the ones
-    verified, and eviction cannot unlink the file while the handle is open (a mapping outlives
-    the descriptor only until the next :meth:`prune`; blobs are never truncated, so a mapped
-    page always exists).
+    verified, and eviction cannot unlink the file while the handle is open. A mapping is made
+    from a descriptor of its own (mmap keeps one), which holds no lock, and is unmapped at the
+    release; blobs are never truncated, so a mapped page always exists.
     """
 
     def __init__(self, *, timeout: float, limiter: Any) -> None:
@@ -326,7 +326,6 @@ class CompleteReads:
         self.timeout = timeout
         self.limiter = limiter
         self._state: dict[int, _ReadState] = {}  # fh -> its sequential position, hints, mapping
-        self._releases = 0
         self._byte = bytearray(1)
         self._null = -1
         self.stats = {"spliced_reads": 0, "mapped_reads": 0, "complete_fills": 0}
@@ -392,22 +391,24 @@ class CompleteReads:
             return (fd, off, length)
         st = self._state[fh]  # takes(): map mode serves only files with state
         if st.map is None:
-            st.map = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+            # mmap keeps a dup of the descriptor it is given: map a descriptor of its own (the
+            # same inode, another open file), so that the mapping never holds the blob's flock
+            own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                st.map = mmap.mmap(own, 0, prot=mmap.PROT_READ)
+            finally:
+                os.close(own)
         self.stats["mapped_reads"] += 1
         return memoryview(st.map)[off:off + length]
 
-    def prune(self, open_handles: Any, releases: int) -> None:
-        """After a release: forget the state (and unmap the mapping) of released handles."""
-        if releases == self._releases:
-            return
-        self._releases = releases
-        for fh in [fh for fh in self._state if fh not in open_handles]:
-            st = self._state.pop(fh)
-            if st.map is not None:
-                try:
-                    st.map.close()
-                except BufferError:  # a reply still holds a view: unmapped with the object
-                    pass
+    def forget(self, fh: int) -> None:
+        """At the release of ``fh``: drop its state and unmap its mapping."""
+        st = self._state.pop(fh, None)
+        if st is not None and st.map is not None:
+            try:
+                st.map.close()
+            except BufferError:  # a reply still holds a view: unmapped with the last view
+                pass
 
 
 #: files up to this size are read whole right after their open: no per-handle state, no mapping
