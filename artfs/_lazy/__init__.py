@@ -124,7 +124,7 @@ are read ahead by the kernel at a sequential reader's request: each read hints t
 through the previous hint, so the disk streams instead of answering one request at a time.
 """
 
-from .blobs import LazyBlobs
+from .blobs import LazyBlobs, RefReads
 from .reads import BlobHandle
 
-__all__ = ["BlobHandle", "LazyBlobs"]
+__all__ = ["BlobHandle", "LazyBlobs", "RefReads"]
