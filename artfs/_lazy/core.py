@@ -38,8 +38,9 @@ class _Core:
         self.direct_max = self.chunk_size if direct_max is None else int(direct_max)
         # blobs up to this size are fetched whole in one GET when opened, never chunk by chunk
         self.small_max = int(small_max)
+        # joined_fetches: reads (and opens) that waited for a fetch already in flight, not their own
         self.stats = {"fetched_bytes": 0, "direct_reads": 0, "small_fetches": 0, "prefetched": 0,
-                      "prefetch_errors": 0}
+                      "prefetch_errors": 0, "joined_fetches": 0}
         self._stats_lock = threading.Lock()
         self.prefetch_limit = max(2 * self.readahead_max, 2 * self.chunk_size)
         self._lock = threading.Lock()

@@ -340,6 +340,7 @@ class _Reads(_Fetching):
         """
         deadline = time.monotonic() + self.timeout
         mine: set[_Job] = set()
+        joined: set[_Job] = set()  # fetches of others (a read-ahead, another reader) this read waits for
         retried: set[_Job] = set()
         first = True
         while True:
@@ -369,6 +370,9 @@ class _Reads(_Fetching):
                             job = self._new_job(e, i, i + 1, _DEMAND, 0)
                             mine.add(job)
                             submit.append(job)
+                        elif job not in mine and job not in joined:
+                            joined.add(job)
+                            self._count("joined_fetches")
                         if not waits or waits[-1] is not job:
                             waits.append(job)
                         i = e.present.find(0, i + 1, c1)

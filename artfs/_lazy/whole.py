@@ -56,6 +56,7 @@ class _Whole(_Reads):
         if not mine:
             if not wait:
                 return False
+            self._count("joined_fetches")
             job.done.wait(self.timeout)
             if cache.has(digest):
                 return False
@@ -84,9 +85,12 @@ class _Whole(_Reads):
                 job.finish(err)
 
     def flight(self, digest: str) -> _Job | None:
-        """The whole fetch of ``digest`` in flight here, if any: wait on it (``done``, or
-        :meth:`_Job.on_done` from a loop that must not block) rather than fetch it again."""
-        return self._flights.whole(digest)
+        """The whole fetch of ``digest`` in flight here, if any: the caller waits on it (``done``,
+        or :meth:`_Job.on_done` from a loop that must not block) rather than fetch it again."""
+        job = self._flights.whole(digest)
+        if job is not None:
+            self._count("joined_fetches")
+        return job
 
     def prefetch(self, project: str, files: Iterable[tuple[str, int]]) -> int:
         """Fetch ``files`` ((digest, size) of small blobs) the cache lacks, in the background.
