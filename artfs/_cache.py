@@ -15,6 +15,8 @@ Invariants
   never see half a file, and two processes fetching the same blob both end with the same bytes.
 * A blob that later fails verification (disk damage, a user writing through a copy) is removed
   and fetched again by whoever noticed; it is never served.
+* Whether a blob may be served without hashing it is answered in one place,
+  :meth:`Cache.open_verified` (:mod:`artfs._verified`, which holds the record's format too).
 * **What was verified is recorded on the blob**: the extended attribute ``user.artfs.verified``
   holds the digest, inode, size and mtime_ns as they were when its bytes were hashed (written
   before the blob is renamed into ``blobs/``), in 40 bytes (:func:`_stamp_value`). Whoever opens a blob to serve it without hashing it
