@@ -182,6 +182,19 @@ def test_a_partial_blob_reads_through_its_entry_and_becomes_complete(store: Stor
     trio.run(main)
 
 
+def test_a_cold_sequential_read_fetches_each_byte_once(store: Store, tmp_path: Path) -> None:
+    async def main() -> None:
+        ops = make_ops(store, tmp_path)
+        fh = await open_file(ops, "cycling/bikes/v0/big.bin")
+        assert await read_all(ops, fh, len(BIG), 128 << 10) == BIG  # the kernel's request size
+        await ops.release(fh)
+        assert ops.blobs.drain(10)
+        stats = ops.stats_doc()
+        assert stats["fetched_bytes"] == len(BIG) and stats["direct_reads"] == 0
+
+    trio.run(main)
+
+
 @pytest.mark.parametrize("path", ["big.bin", "train/shard-03.bin"])
 def test_a_blob_missing_from_the_store_gives_eio_and_names_it(store: Store, tmp_path: Path, path: str,
                                                               caplog: pytest.LogCaptureFixture) -> None:
