@@ -186,11 +186,10 @@ class _Entry:
         self.stream: _Stream | None = None
 
     # -- opening -------------------------------------------------------------------------------
-    def open_complete(self, fd: int = -1) -> bool:
-        """Use the complete, verified cache blob (``fd``: one the caller opened with
-        :meth:`Cache.open_verified` already); False if there is none to serve."""
-        if fd < 0 and self.verify:
-            fd = self.cache.open_verified(self.digest, self.size, rehash=True)
+    def open_complete(self) -> bool:
+        """Use the complete cache blob if it may be served (:meth:`Cache.open_verified`, which
+        hashes a blob whose record is stale and drops one that changed); False if there is none."""
+        fd = self.cache.open_verified(self.digest, self.size, rehash=True) if self.verify else -1
         if fd < 0:
             return False
         self.fd, self.complete = fd, True
@@ -212,10 +211,9 @@ class _Entry:
         self._load_map(fd, mfd, chunk_size)
         self.fd, self.map_fd, self.complete = fd, mfd, False
 
-    def open_any(self, chunk_size: int, complete_fd: int = -1) -> None:
-        """Open the complete blob if it is cached (``complete_fd``: already opened by the caller),
-        else its partial entry (created if needed)."""
-        if self.open_complete(complete_fd):
+    def open_any(self, chunk_size: int) -> None:
+        """Open the complete blob if it is cached, else its partial entry (created if needed)."""
+        if self.open_complete():
             return
         for _ in range(20):
             if self.stream is not None:
