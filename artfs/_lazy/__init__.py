@@ -107,7 +107,7 @@ Per handle: a read that starts at offset 0 or near the end of the previous reads
 MiB either way, so the kernel's slightly out-of-order parallel reads still count) is sequential.
 The window starts at one chunk and doubles each time a sequential read moves into a new chunk, up
 to ``readahead_max``; a random read resets it. Window chunks are fetched by a pool of
-``max_workers`` threads (demand reads before read-ahead) with range GETs of up to 16 MiB
+``max_workers`` threads (demand reads before read-ahead, read-ahead before the background prefetch of small blobs) with range GETs of up to 16 MiB
 (``MAX_REQUEST``), so one sequential reader keeps up to 4 requests in flight (see
 :mod:`artfs._fetchpool` for why not more). Read-ahead bytes queued or in flight are bounded
 globally (``2 * readahead_max``).
