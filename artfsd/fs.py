@@ -50,7 +50,6 @@ from .listing import ListingHandler
 from .namespace import Namespace
 from .nodes import AliasLink, DraftRoot, ListingDir, Node, VersionDir
 from .openfiles import OpenFile
-from .prefetch import SmallBlobs
 from .versions import VersionHandler
 
 log = logging.getLogger("artfsd")
@@ -96,7 +95,6 @@ class Operations(pyfuse3.Operations):
                             drafts=self.drafts.node_for if self.drafts is not None else None)
         self.mount = Mount(store, self.ns, self.lineage, config, entry_of=self.entry_of)
         self.kernel = Features()  # what the kernel agreed to: set by init()
-        self.small = SmallBlobs(store, timeout=config.timeout)  # artfsd/prefetch.py
         self.backings = Backings(enabled=False)
         self.complete_reads = CompleteReads(timeout=config.timeout, limiter=trio.CapacityLimiter(config.read_threads))
         #: the max_read= mount option spliced reads need here (0: none; artfsd/kernel.py); not where
@@ -104,8 +102,7 @@ class Operations(pyfuse3.Operations):
         self._splice_needs = splice_max_read() if build_features().get("read_fd") and spliced_reads_wanted() else 0
         self.max_read = 0 if passthrough_likely(config.passthrough) else self._splice_needs
         self.listing = ListingHandler(self.mount, self.drafts, stats=self.stats_doc, results_path=results)
-        self.versions = VersionHandler(self.mount, blobs, refs=self._ref_reader, small=self.small,
-                                       backings=self.backings)
+        self.versions = VersionHandler(self.mount, blobs, refs=self._ref_reader, backings=self.backings)
         self.draft_handler = DraftHandler(self.mount, self.drafts)
         self._fh = itertools.count(1)
         self.files: dict[int, Any] = {}  # fh -> the handler's open file (OpenFile, DraftFile)
@@ -170,7 +167,6 @@ class Operations(pyfuse3.Operations):
 
     def start(self, nursery: trio.Nursery) -> None:
         """Start background work (periodic refresh); call from inside the trio run."""
-        self.versions.nursery = nursery
         self.ns.start(nursery)
         if self.lineage.enabled:
             nursery.start_soon(self.lineage.run_background)
@@ -191,9 +187,9 @@ class Operations(pyfuse3.Operations):
             **(self.drafts.stats if self.drafts is not None else {}),
             "open_files": len(self.files),
             "kernel": self.kernel.doc(),
-            **self.small.stats,
-            **dict(getattr(self.blobs, "stats", {})),  # the lazy reader's: fetched_bytes, direct_reads
-            **self.versions.complete.stats,
+            # the lazy reader's: fetched_bytes, direct_reads, small_fetches, prefetched, prefetch_errors
+            **dict(getattr(self.blobs, "stats", {})),
+            **self.versions.files.stats,
             "passthrough_files": len(self.backings),
             **self.backings.stats,
             **self.complete_reads.stats,
@@ -324,11 +320,13 @@ class Operations(pyfuse3.Operations):
         f = self.files.get(fh)
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        if f.__class__ is OpenFile and f.fast >= 0 and self.complete_reads.takes(f.size):
-            return await self._read_complete_blob(fh, f, off, size)  # type: ignore[no-any-return]
+        if f.__class__ is OpenFile and f.handle is not None and self.complete_reads.takes(f.size):
+            fd = f.handle.fd  # >= 0: the blob is complete and verified (RefReads: -1)
+            if fd >= 0:
+                return await self._read_complete_blob(fh, f, fd, off, size)  # type: ignore[no-any-return]
         return await self._file_handlers[fh].read(f, off, size)  # raises FUSEError only
 
-    async def _read_complete_blob(self, fh: int, f: OpenFile, off: int, size: int) -> Any:
+    async def _read_complete_blob(self, fh: int, f: OpenFile, fd: int, off: int, size: int) -> Any:
         """A read of a complete, verified cache blob, with one copy (:class:`artfsd.kernel.CompleteReads`):
         the range ``(fd, offset, length)`` of its cache file, which pyfuse3 (zero-copy-reads patch)
         has libfuse splice into the kernel, or a view of the cache file mapped (stock pyfuse3).
@@ -342,22 +340,22 @@ class Operations(pyfuse3.Operations):
             return b""
         length = min(size, f.size - off)
         r = self.complete_reads
-        hint = r.ready(fh, f.fast, off, length, f.size)
+        hint = r.ready(fh, fd, off, length, f.size)
         if hint is not None:
             r.stats["complete_fills"] += 1
             filled = False
             with trio.move_on_after(self.timeout):
                 try:
-                    await trio.to_thread.run_sync(r.fill, f.fast, off, length, hint, limiter=r.limiter,
+                    await trio.to_thread.run_sync(r.fill, fd, off, length, hint, limiter=r.limiter,
                                                   abandon_on_cancel=True)
                     filled = True
                 except OSError as e:
                     log.debug("spliced read of %s [%d:%d]: %s", f.what, off, off + length, e)
-            if not filled or f.fast < 0:  # failed, timed out, or the file was released meanwhile
+            if not filled or f.handle is None or f.handle.fd != fd:  # failed, timed out, or released meanwhile
                 return await self.versions.read(f, off, size)
         self.stats["reads"] += 1
         self.stats["read_bytes"] += length
-        return r.answer(fh, f.fast, off, length)
+        return r.answer(fh, fd, off, length)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         f = self.files.get(fh)

@@ -314,8 +314,8 @@ class CompleteReads:
     file is hinted (a random read hints nothing) and its mapping; :meth:`forget` drops them at
     the handle's release.
 
-    Invariant: a range is answered only from a descriptor of a complete, verified blob
-    (``OpenFile.fast``), which holds the blob's shared ``flock``: the bytes sent are the ones
+    Invariant: a range is answered only from a descriptor of a complete, verified blob (the open
+    file's handle's ``fd``), which holds the blob's shared ``flock``: the bytes sent are the ones
     verified, and eviction cannot unlink the file while the handle is open. A mapping is made
     from a descriptor of its own (mmap keeps one), which holds no lock, and is unmapped at the
     release; blobs are never truncated, so a mapped page always exists.
@@ -359,7 +359,7 @@ class CompleteReads:
 
     def ready(self, fh: int, fd: int, off: int, length: int, size: int) -> tuple[int, int] | None:
         """None: answer now (:meth:`answer`); else the hint (start, stop) for :meth:`fill` first.
-        A file of up to :data:`MAPPED_MIN` is hinted whole at its open (``OpenFile.will_need``)."""
+        A file of up to :data:`MAPPED_MIN` is hinted whole at its open (the handle's ``will_need``)."""
         hint = (0, 0)
         if size > MAPPED_MIN:
             st = self._state.get(fh)
