@@ -6,6 +6,8 @@ Layout under ``$ARTFS_CACHE_DIR`` (default ``$XDG_CACHE_HOME/artfs``)::
     partial/<32>                 a sparse file being filled chunk by chunk (the mount's lazy reads)
     partial/<32>.map             its chunk map (one byte per chunk, 1 = present)
     manifests/<store>/<p>/<a>/<N>.json   manifests already read (immutable, so valid forever)
+    manifests/<store>/<p>/trees/xxh128/<2>/<32>   pieces of sharded manifests read (content-addressed,
+                                         checked against their digest at every read from here)
     tmp/                         files being written; renamed into place when complete
     hashes.db                    the record of local files hashed (:mod:`artfs._hashes`): not blobs
 
@@ -469,6 +471,12 @@ class Cache:
     def manifest_path(self, store_id: str, project: str, artifact: str, n: int) -> str:
         """Where the manifest of vN of a store is kept (manifests never change, so it stays valid)."""
         return os.path.join(self.root, "manifests", store_id, project, artifact, f"{n}.json")
+
+    def tree_path(self, store_id: str, project: str, digest: str) -> str:
+        """Where a piece of a sharded manifest is kept (named by its digest: never stale; an
+        artifact named ``trees`` keeps ``<N>.json`` files beside ``trees/xxh128/``, no clash)."""
+        hexpart = digest.split(":", 1)[1]
+        return os.path.join(self.root, "manifests", store_id, project, "trees", "xxh128", hexpart[:2], hexpart)
 
     def write_small(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically (through ``tmp/`` and a rename); ``OSError`` on failure."""

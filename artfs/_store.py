@@ -3,7 +3,9 @@
 Store layout (the same on a local disk, under an S3 prefix and behind a static HTTPS server)::
 
     <project>/blobs/xxh128/<2>/<32>                    file contents, immutable
-    <project>/artifacts/<artifact>/versions/<N>.json   manifest of vN, created exclusively, never changed
+    <project>/trees/xxh128/<2>/<32>                    a directory of a sharded manifest (artfs._pieces)
+    <project>/artifacts/<artifact>/versions/<N>.json   manifest of vN (format 1), or its head naming its
+                                                       root piece (format 2, sharded), created exclusively
     <project>/artifacts/<artifact>/info/<N>.json       mutable description/metadata of vN
     <project>/artifacts/<artifact>/aliases/<alias>     the version number an alias points to
     <project>/artifacts/<artifact>/digests/<32 hex>    version digest -> N (finds identical content)
@@ -15,8 +17,9 @@ Store layout (the same on a local disk, under an S3 prefix and behind a static H
 (the keys are spelled only in :mod:`artfs._layout`)
 
 Invariants
-* Every blob named by an existing manifest exists. A commit uploads its blobs before it creates
-  its manifest; deletion removes a manifest before any blob.
+* Every blob and piece named by an existing manifest exists. A commit uploads its blobs and
+  writes its pieces before it creates its manifest; deletion removes a manifest before any blob
+  or piece (:mod:`artfs._shards` says how a sharded commit is ordered).
 * ``versions/<N>.json`` is only ever created with an exclusive create; racing writers for the same
   N see AlreadyExists and take the next number, so no version is overwritten or lost.
 * A version number is never reused: deletion writes ``deleted/<N>`` before removing the manifest
@@ -56,6 +59,8 @@ from ._index import update_index
 from ._layout import blob_key
 from ._manifest import Entry, Manifest, check_entries, gc_paused, version_digest
 from ._memo import ManifestMemo, copy_manifest
+from ._pieces import Piece, head_bytes, parse_manifest, shard_min
+from ._shards import PieceReader, ShardedCommit
 from ._names import Spec, check_alias, check_name, parse_spec
 from ._names import valid_name as _valid
 from ._parallel import STORE_WORKERS, pmap
@@ -88,6 +93,7 @@ class Store:
         self.cache = cache or Cache()
         self.id = xxhash.xxh64_hexdigest(self.url.encode())
         self._memo = ManifestMemo()  # the last few parsed manifests (artfs._memo)
+        self._pieces = PieceReader(self)  # pieces of sharded manifests (artfs._shards)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -213,17 +219,21 @@ class Store:
         try:
             with open(cpath, "rb") as f:
                 data = f.read()
-            m = Manifest.from_bytes(data, where=where)
+            m = parse_manifest(data, where=where, read_piece=self._pieces.read)
         except (FileNotFoundError, CorruptData):
             try:
                 data = self.backend.get(L.version_key(project, artifact, n))
             except NotFound:
                 raise NotFound(f"{where}: no such version") from None
-            m = Manifest.from_bytes(data, where=where)
+            m = parse_manifest(data, where=where, read_piece=self._pieces.read)
             self.cache.write_small(cpath, data)
         if (m.project, m.artifact, m.version) != (project, artifact, n):
             raise CorruptData(f"{where}: manifest names {m.project}/{m.artifact}:v{m.version}")
         return m
+
+    def read_piece(self, project: str, digest: str, where: str) -> Piece:
+        """One piece of a sharded manifest of ``project``, checked (``where``: for error messages)."""
+        return self._pieces.read(project, digest, where)
 
     def info(self, project: str, artifact: str, n: int) -> dict[str, Any]:
         """Mutable description/metadata of vN (falls back to what the manifest recorded)."""
@@ -357,23 +367,44 @@ class Store:
 
         with gc_paused():
             digests = sorted({e.digest for e in entries if e.digest and e.ref is None})
+            sharded = ShardedCommit(self, project, entries, base) if len(entries) >= shard_min() else None
         commit_id = commit_id or uuid.uuid4().hex
         ikey = L.intent_key(project, commit_id)
         protected = set(known_blobs)  # kept alive by their owner (pending parts): not repeated in the intent
-        self.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "blobs": [
-            d for d in digests if d not in protected] if protected else digests}).encode())
+
+        def intent(blobs: list[str]) -> None:
+            doc: dict[str, Any] = {"created": time.time(), "artifact": artifact,
+                                   "blobs": [d for d in blobs if d not in protected] if protected else blobs}
+            if sharded is not None:
+                doc["trees"] = sharded.trees()
+            self.backend.put(ikey, json.dumps(doc).encode())
+
+        intent(sharded.new_blobs() if sharded is not None and sharded.knows_base else digests)
         try:
             self.wait_for_deletions(project)
             # Blobs of a manifest that still exists after our intent are present (see invariants).
             known: set[str] = set()
-            if base is not None and self.backend.exists(L.version_key(project, artifact, versions[-1])):
-                known = set(map(_digest_of, base.entries))
-                known.discard(None)
+            alive = base is not None and self.backend.exists(L.version_key(project, artifact, versions[-1]))
+            if sharded is not None and sharded.knows_base:
+                if not alive:  # the base was deleted meanwhile: know nothing (artfs._shards)
+                    sharded.forget_base()
+                    intent(digests)
+                    self.wait_for_deletions(project)
+                    to_check = digests
+                else:
+                    to_check = sharded.new_blobs()
+            else:
+                if alive and base is not None:
+                    known = set(map(_digest_of, base.entries))
+                    known.discard(None)
+                to_check = digests
             known |= protected
-            missing = self.missing_blobs(project, [d for d in digests if d not in known])
+            missing = self.missing_blobs(project, [d for d in to_check if d not in known])
             sizes = {e.digest: e.size for e in entries if e.digest}
 
             up_bytes = self.upload_blobs(project, digests, missing, sources, sizes, progress)
+            if sharded is not None:
+                sharded.write_pieces()  # after the blobs they name, before the head naming them
 
             # A number is never handed out twice, not even after its version was deleted:
             # caches (ours and other machines') keep manifests forever, keyed by number.
@@ -383,7 +414,7 @@ class Store:
                 m = Manifest(project, artifact, n, type, entries, vdigest, created,
                              description, dict(metadata or {}), run, commit_id)
                 with gc_paused():
-                    data = m.to_bytes()
+                    data = m.to_bytes() if sharded is None else head_bytes(m, sharded.root)
                 try:
                     self.backend.put(L.version_key(project, artifact, n), data, exclusive=True)
                 except AlreadyExists:
@@ -396,7 +427,7 @@ class Store:
                     continue
                 break
             self.cache.write_small(self.cache.manifest_path(self.id, project, artifact, n), data)
-            self._memo.remember_written(m)
+            self._memo.remember_written(m if sharded is None else sharded.lazy(m))
         finally:
             self.backend.delete(ikey)
         self.backend.put(L.digest_key(project, artifact, vdigest), str(n).encode())
