@@ -39,7 +39,7 @@ from ._pieces import DirPlan, Piece, SubDir, TreeEntries, TreePlan, parse_piece,
 if TYPE_CHECKING:
     from ._store import Store
 
-MEMO_WEIGHT = 1_000_000
+MEMO_WEIGHT = 200_000
 
 
 class PieceReader:

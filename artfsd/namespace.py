@@ -68,7 +68,7 @@ from .errors import Timeout, errno_for
 from .nodes import AliasLink, CollectionDir, Inodes, ListingDir, Node, ProjectDir, RootDir, VersionDir, now
 from .nodes import ArtifactDir as ArtifactDir
 from .nodes import DraftRoot as DraftRoot
-from .tree import VersionTree
+from .tree import LazyTree, VersionTree, tree_for
 
 log = logging.getLogger("artfsd")
 
@@ -459,7 +459,7 @@ class Namespace:
                         await self._refresh(node, ev)
 
     # -- versions ------------------------------------------------------------------------------
-    async def load(self, v: VersionDir) -> VersionTree:
+    async def load(self, v: VersionDir) -> VersionTree | LazyTree:
         """The index of ``v``, building it from the (locally cached) manifest if needed."""
         tree = v.tree
         if tree is not None:
@@ -495,9 +495,9 @@ class Namespace:
         nxt = self.inodes._starts[i + 1] if i + 1 < len(self.inodes._starts) else self.inodes.next
         return nxt - v.base
 
-    def _build(self, project: str, artifact: str, n: int) -> tuple[Any, VersionTree]:
+    def _build(self, project: str, artifact: str, n: int) -> tuple[Any, VersionTree | LazyTree]:
         m = self.store.manifest(project, artifact, n)
-        return m, VersionTree(m)
+        return m, tree_for(m)  # a sharded version: read piece by piece (artfsd/tree.py)
 
     def referenced(self, v: VersionDir, delta: int) -> None:
         """The kernel took (``delta`` > 0) or dropped references to inodes of ``v``'s tree."""

@@ -46,7 +46,7 @@ from .kernel import Backings
 from .nodes import VersionDir
 from .openfiles import OpenFile, RefHandle, open_reference
 from .prefetch import SMALL, SmallBlobs, small_files_of
-from .tree import VersionTree
+from .tree import Tree
 
 log = logging.getLogger("artfsd")
 
@@ -58,7 +58,7 @@ class TreeDir:
     """An open directory of a version tree."""
 
     vdir: VersionDir
-    tree: VersionTree
+    tree: Tree
     d: int
 
 
@@ -85,8 +85,12 @@ class VersionHandler(Handler):
         self._diffs: OrderedDict[tuple[tuple[str, str, int], int | None], bytes] = OrderedDict()
 
     # -- inodes and attributes --------------------------------------------------------------------
-    async def resolve(self, ino: int) -> tuple[VersionDir, VersionTree, int]:
-        """(vN, its tree, the node): ``vN/`` itself resolves to its tree's root (loading the index)."""
+    async def resolve(self, ino: int) -> tuple[VersionDir, Tree, int]:
+        """(vN, its tree, the node): ``vN/`` itself resolves to its tree's root (loading the index).
+
+        In the tree of a sharded version a directory's piece is read here, in a worker thread,
+        the first time the directory (or a node below it) is asked for: every other handler then
+        answers from memory."""
         meta = self.ns.inodes.meta.get(ino)
         if isinstance(meta, VersionDir):
             tree = await self.ns.load(meta)
@@ -98,19 +102,23 @@ class VersionHandler(Handler):
         node = ino - v.base
         if node < 0 or node >= tree.size or node == tree.root:
             raise enoent()
+        if not tree.loaded(node) or (tree.lazy and tree.is_dir(node) and not tree.loaded_dir(node)):
+            await self.ns.run_sync(tree.load_dir, node, what=f"load a directory of {v.spec}")
+            if not tree.loaded(node):
+                raise enoent()
         return v, tree, node
 
     @staticmethod
-    def ino(v: VersionDir, tree: VersionTree, node: int) -> int:
+    def ino(v: VersionDir, tree: Tree, node: int) -> int:
         return v.ino if node == tree.root else v.base + node
 
-    def tree_attr(self, v: VersionDir, tree: VersionTree, node: int) -> pyfuse3.EntryAttributes:
+    def tree_attr(self, v: VersionDir, tree: Tree, node: int) -> pyfuse3.EntryAttributes:
         ino = self.ino(v, tree, node)
         if tree.is_dir(node):
             d = tree.dir_of(node)
             # a writable mount lets setfattr through to vN/ itself (description, metadata, aliases)
             mode = 0o755 if node == tree.root and self.m.writable else 0o555
-            return self.m.attr(ino, stat.S_IFDIR | mode, 0, 2 + tree.dir_nsub[d], v.created_ns, IMMUTABLE,
+            return self.m.attr(ino, stat.S_IFDIR | mode, 0, tree.nlink(node), v.created_ns, IMMUTABLE,
                                self.ns.refresh if node == tree.root else None)
         mode = stat.S_IFREG | (0o555 if tree.executable(node) else 0o444)
         return self.m.attr(ino, mode, tree.sizes[node], 1, v.created_ns, IMMUTABLE)
@@ -185,21 +193,22 @@ class VersionHandler(Handler):
         digest = tree.digest(node)
         ref = tree.refs.get(node)
         store = self.m.store
+        of_tree: Any = tree  # an open file needs only the tree's path() (artfsd/openfiles.py), which both kinds have
 
         def open_blob() -> OpenFile:
             if ref is not None:  # bytes that stay elsewhere, read pinned to what was recorded
-                return open_reference(self.ref_reader(), self.blobs, store.cache, v, tree, node, ref)
+                return open_reference(self.ref_reader(), self.blobs, store.cache, v, of_tree, node, ref)
             assert digest is not None
             if size <= SMALL:  # fetched whole in one GET, verified, never chunk by chunk
                 self.small.ensure(v.key[0], digest, size)
             handle = self.blobs.open(v.key[0], digest, size)
-            f = OpenFile(v, tree, node, size, digest, handle, store.cache.path(digest))
+            f = OpenFile(v, of_tree, node, size, digest, handle, store.cache.path(digest))
             f.attach_complete()
             return f
 
         f: OpenFile | None = None
         if not size and ref is None:
-            f = OpenFile(v, tree, node, 0, digest, None, None)
+            f = OpenFile(v, of_tree, node, 0, digest, None, None)
         elif ref is None:
             f = await self.complete.open(v, tree, node, size, digest)  # None: the general path below
         if f is None:

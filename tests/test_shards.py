@@ -334,3 +334,49 @@ def test_lazy_entries_answer_len_and_size_without_reading_pieces(tmp_path):
     assert fresh._pieces.reads == 0
     t = tree_of(m)
     assert t is not None and [p for p, _ in t.walk()][0] == ""
+
+
+# -- the mount reads pieces lazily -----------------------------------------------------------------
+
+def _cached_pieces(cache_dir) -> int:
+    return sum(len(fs) for d, _, fs in os.walk(cache_dir) if os.sep + "trees" + os.sep in d + os.sep)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
+def test_the_mount_reads_a_sharded_version_piece_by_piece(tmp_path):
+    from artfsd.testing import MountProcess
+
+    store = make_store(tmp_path / "store", tmp_path)
+    files = {f"d{i:02d}/sub/f{j}.txt": f"{i}-{j}\n".encode() for i in range(30) for j in range(4)}
+    files["top.txt"] = b"top\n"
+    files["d07/run.sh"] = b"#!/bin/sh\n"
+    art = artfs.Artifact("ds", type="dataset")
+    for rel, data in files.items():
+        with art.new_file(rel, mode="wb") as f:
+            f.write(data)
+    store.log_artifact(art, project="proj")
+    log(store, dict(files, **{"d03/sub/f1.txt": b"changed\n"}))
+    mc = tmp_path / "mc"
+    with MountProcess(store.url, tmp_path / "mnt", cache_dir=mc) as m:
+        v0 = m.path("proj", "ds", "v0")
+        st = os.stat(os.path.join(v0, "d05", "sub", "f2.txt"))
+        assert st.st_size == len(b"5-2\n")
+        # the root, d05/ and d05/sub/: no other directory's piece was read
+        assert _cached_pieces(mc) == 3
+        assert sorted(os.listdir(v0)) == sorted({p.split("/")[0] for p in files})
+        got = {}
+        for d, _, fs in os.walk(v0):
+            for fn in fs:
+                p = os.path.join(d, fn)
+                got[os.path.relpath(p, v0)] = open(p, "rb").read()
+        assert got == files
+        ino = {os.stat(os.path.join(v0, p)).st_ino for p in files}
+        assert len(ino) == len(files)  # every file its own inode
+        assert os.getxattr(os.path.join(v0, "top.txt"), "user.artfs.digest").decode() == \
+            artfs.digest_bytes(b"top\n")
+        d = json.loads(os.getxattr(m.path("proj", "ds", "v1"), "user.artfs.diff_parent"))
+        assert [c["path"] for c in d["changes"]] == ["d03/sub/f1.txt"]
+        assert not os.path.exists(os.path.join(v0, "d05", "nope"))
+        with pytest.raises(NotADirectoryError):
+            os.listdir(os.path.join(v0, "top.txt"))
