@@ -293,24 +293,26 @@ def _bulk_entries(raw: list[Any]) -> list[Entry] | None:
     return entries
 
 
-def _entries_json(entries: list[Entry]) -> list[str]:
-    """``json.dumps(e.to_json(), ensure_ascii=False, separators=(",", ":"))`` of every entry.
+def _entries_json(entries: list[Entry], paths: list[str] | None = None) -> list[str]:
+    """``json.dumps(e.to_json(), ensure_ascii=False, separators=(",", ":"))`` of every entry
+    (``paths``: what to write as each entry's path instead of its own, as a piece does).
 
     Plain entries (a ``str`` path and digest, an ``int`` size, no reference) are formatted in bulk
     with the string encoder ``json.dumps`` uses; the others go through ``json.dumps``.
     """
-    paths = list(map(_path_of, entries))
+    if paths is None:
+        paths = list(map(_path_of, entries))
     digests = list(map(_digest_of, entries))
     sizes = list(map(_size_of, entries))
     refs = list(map(_ref_of, entries))
     if not (set(map(type, paths)) <= {str} and set(map(type, digests)) <= {str} and set(map(type, sizes)) <= {int}):
-        return [_entry_json(e) for e in entries]
+        return [_entry_json(e._replace(path=p)) for e, p in zip(entries, paths)]
     out = list(map(_PLAIN_ENTRY, map(_encode_str, paths), map(_encode_str, digests), map(int.__repr__, sizes),
                    map(_EXEC_JSON.__getitem__, map(bool, map(_executable_of, entries)))))
     if refs.count(None) != len(refs):
         for i, r in enumerate(refs):
             if r is not None:
-                out[i] = _entry_json(entries[i])
+                out[i] = _entry_json(entries[i]._replace(path=paths[i]))
     return out
 
 

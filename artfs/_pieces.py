@@ -43,7 +43,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from itertools import compress, count, pairwise, repeat, starmap
-from operator import attrgetter, ne
+from operator import attrgetter, getitem, itemgetter, ne
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import xxhash
@@ -115,6 +115,7 @@ _size_of = attrgetter("size")
 _count_of = attrgetter("nfiles")
 _dirs_of = attrgetter("ndirs")
 _name_of = attrgetter("name")
+_head = itemgetter(0)
 
 
 def _dir_key(d: SubDir) -> str:
@@ -125,11 +126,13 @@ def piece_digest(data: bytes) -> str:
     return f"xxh128:{xxhash.xxh3_128(data).hexdigest()}"
 
 
-def piece_bytes(files: Sequence[Entry], dirs: Sequence[SubDir]) -> bytes:
-    """The one way a piece is written (``files``: entries named by their name in the directory)."""
+def piece_bytes(files: Sequence[Entry], dirs: Sequence[SubDir], names: list[str] | None = None) -> bytes:
+    """The one way a piece is written (``files``: entries named by their name in the directory, or
+    by ``names`` when given)."""
     d = ",".join(json.dumps({"name": s.name, "tree": s.tree, "count": s.nfiles, "dirs": s.ndirs, "size": s.size},
                             ensure_ascii=False, separators=(",", ":")) for s in dirs)
-    return "".join(('{"format":2,"files":[', ",".join(_entries_json(list(files))), '],"dirs":[', d, "]}")).encode()
+    fs = ",".join(_entries_json(files if isinstance(files, list) else list(files), names))
+    return "".join(('{"format":2,"files":[', fs, '],"dirs":[', d, "]}")).encode()
 
 
 def parse_piece(data: bytes, digest: str, where: str) -> Piece:
@@ -221,17 +224,23 @@ class TreePlan:
     root: SubDir
     dirs: dict[str, DirPlan]  # by directory path ("" is the root)
 
+    def own(self, d: DirPlan) -> tuple[list[Entry], list[str]]:
+        """The entries of ``d``'s own files (full paths), and their names in ``d``."""
+        cut = len(d.path) + 1 if d.path else 0
+        es = self.entries[d.runs[0][0]:d.runs[0][1]] if len(d.runs) == 1 else \
+            [e for s, t in d.runs for e in self.entries[s:t]]
+        es = es if isinstance(es, list) else list(es)
+        paths = list(map(_path_of, es))
+        return es, (list(map(getitem, paths, repeat(slice(cut, None)))) if cut else paths)
+
     def files_of(self, d: DirPlan) -> list[Entry]:
         """The entries of ``d``'s own files, named by their names."""
-        cut = len(d.path) + 1 if d.path else 0
-        es = [e for s, t in d.runs for e in self.entries[s:t]]
-        if not cut:
-            return es
-        paths = [p[cut:] for p in map(_path_of, es)]
-        return [_new_entry((p, *e[1:])) for p, e in zip(paths, es)]
+        es, names = self.own(d)
+        return [_new_entry((p, *e[1:])) for p, e in zip(names, es)]
 
     def bytes_of(self, d: DirPlan) -> bytes:
-        return piece_bytes(self.files_of(d), d.dirs)
+        es, names = self.own(d)
+        return piece_bytes(es, d.dirs, names)
 
     def digests(self) -> list[str]:
         """Every piece of the version, once each."""
@@ -247,7 +256,7 @@ def plan_tree(entries: Sequence[Entry]) -> TreePlan:
     """
     n = len(entries)
     paths = list(map(_path_of, entries))
-    parents = map(_parent_of, paths)
+    parents = map(_head, map(str.rpartition, paths, repeat("/")))
     starts = [0, *compress(count(1), starmap(ne, pairwise(parents)))] if n else []
     plan = TreePlan(entries, SubDir("", "", 0, 0, 0), {})
     stack: list[tuple[str, list[tuple[int, int]], list[SubDir]]] = [("", [], [])]
@@ -256,8 +265,8 @@ def plan_tree(entries: Sequence[Entry]) -> TreePlan:
         path, runs, dirs = stack.pop()
         dirs.sort(key=_name_of)
         tmp = DirPlan(path, SubDir("", "", 0, 0, 0), runs, dirs, path.count("/") + 1 if path else 0)
-        files = plan.files_of(tmp)
-        data = piece_bytes(files, dirs)
+        files, names = plan.own(tmp)
+        data = piece_bytes(files, dirs, names)
         sub = SubDir(path.rpartition("/")[2], piece_digest(data), len(files) + sum(map(_count_of, dirs)),
                      len(dirs) + sum(map(_dirs_of, dirs)), sum(map(_size_of, files)) + sum(map(_size_of, dirs)))
         tmp.sub = sub

@@ -22,7 +22,7 @@ LOWLEVEL = {
     "ROOT", "Attr", "Draft", "DraftBusy", "Drafts",
     "LazyBlobs", "stamp_ok", "blob_key",
     "check_alias", "check_name", "is_version", "parse_version", "is_pinned",
-    "gc_paused", "bounded_json", "diff_entries", "list_projects", "collections", "collection_symlinks",
+    "gc_paused", "bounded_json", "diff_entries", "tree_of", "list_projects", "collections", "collection_symlinks",
     "RUN_ENV", "RunRecord", "logger_of_version", "new_run_id", "now_iso", "parse_run_path", "record_edge",
     "version_ref", "write_record", "run_view",
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
