@@ -468,27 +468,29 @@ class Namespace:
                 self._idle_trees[v] = None
             return tree
         async with v.loading:
-            if v.tree is None:
-                p, a, n = v.key
-                # parsing a manifest of millions of entries takes a while: CPU, not the store
-                m, tree = await self.run_sync(self._build, p, a, n, what=f"load {v.spec}",
-                                              limit=max(300.0, 4 * self.timeout))
-                v.created = m.created
-                v.created_ns = _ns(m.created, self.started_ns)
-                v.type = m.type
-                v.digest = m.digest
-                if v.info_at == -math.inf:
-                    v.description, v.metadata = m.description, dict(m.metadata)
-                if v.base == 0:
-                    v.base = self.inodes.reserve(v, tree.size)
-                elif tree.size > self._range(v):  # cannot happen: manifests never change
-                    raise RuntimeError(f"{v.spec}: manifest changed size")
-                v.tree = tree
-                self._loaded_entries += tree.nfiles
-                self.stats["trees_loaded"] += 1
-                self._idle_trees[v] = None
-                self._trim()
-            return v.tree
+            if v.tree is not None:  # loaded by another request while this one waited
+                return v.tree
+            built: VersionTree | LazyTree
+            p, a, n = v.key
+            # parsing a manifest of millions of entries takes a while: CPU, not the store
+            m, built = await self.run_sync(self._build, p, a, n, what=f"load {v.spec}",
+                                           limit=max(300.0, 4 * self.timeout))
+            v.created = m.created
+            v.created_ns = _ns(m.created, self.started_ns)
+            v.type = m.type
+            v.digest = m.digest
+            if v.info_at == -math.inf:
+                v.description, v.metadata = m.description, dict(m.metadata)
+            if v.base == 0:
+                v.base = self.inodes.reserve(v, built.size)
+            elif built.size > self._range(v):  # cannot happen: manifests never change
+                raise RuntimeError(f"{v.spec}: manifest changed size")
+            v.tree = built
+            self._loaded_entries += built.nfiles
+            self.stats["trees_loaded"] += 1
+            self._idle_trees[v] = None
+            self._trim()  # may unload it at once (over the budget, unreferenced): answer with it
+            return built
 
     def _range(self, v: VersionDir) -> int:
         i = self.inodes._owners.index(v)

@@ -16,7 +16,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from .tree import VersionTree
+from .tree import LazyTree, VersionTree
 
 ROOT_INODE = pyfuse3.ROOT_INODE
 
@@ -136,7 +136,7 @@ class VersionDir(Node):
     def __init__(self, ino: int, parent: ArtifactDir, n: int) -> None:
         super().__init__(ino, parent, f"v{n}")
         self.n = n
-        self.tree: VersionTree | None = None
+        self.tree: VersionTree | LazyTree | None = None
         self.base = 0  # first inode of the tree's range; 0 until first loaded
         self.loading: trio.Lock = trio.Lock()
         self.created = ""  # ISO 8601, as the manifest records it

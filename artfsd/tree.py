@@ -300,7 +300,6 @@ class LazyTree:
         t = tree_of(manifest)
         assert t is not None
         self._entries = t
-        self.nfiles = t.root.nfiles
         self.ndirs = t.root.ndirs + 1
         self.size = 1 + t.root.nfiles + t.root.ndirs
         self.root = 0
@@ -310,6 +309,9 @@ class LazyTree:
         self.loaded_entries = 0
         self._dirs[0] = _Dir(0, -1, "", t.root_piece())
         self.loaded_entries += len(self._dirs[0].names)
+        #: what the mount's budget of loaded trees counts (artfsd/namespace.py): the entries of the
+        #: root's piece, fixed once built (a VersionTree counts all its files)
+        self.nfiles = self.loaded_entries
 
     # -- loading ---------------------------------------------------------------------------------
     def loaded(self, node: int) -> bool:
