@@ -39,6 +39,7 @@ whatever the format, so identical content is recognised across formats.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 import xxhash
 
 from ._digest import check_digest
-from ._errors import ArtfsError, CorruptData, InvalidPath
+from ._errors import CorruptData, InvalidPath
 from ._manifest import (MAX_ENTRY_SIZE, Entry, LazyEntries, Manifest, _bulk_entries, _BULK_MIN, _entries_json,
                         _new_entry, check_entries)
 from ._names import check_name, check_path
@@ -362,7 +363,7 @@ class TreeEntries(LazyEntries):
         names = p.names
         for d in p.dirs_in_path_order():
             # a file sorts before the directory's entries when its name is below ``name + "/"``
-            k = _bisect_names(names, d.name + "/", i)
+            k = bisect.bisect_left(names, d.name + "/", i)
             yield from _prefixed(p.files[i:k], prefix)
             i = k
             yield from self.iter_under(prefix + d.name, d)
@@ -395,12 +396,6 @@ class TreeEntries(LazyEntries):
             acc = f"{acc}/{part}" if acc else part
             sd, p = nxt, self.piece(acc, nxt)
         return sd, p
-
-
-def _bisect_names(names: list[str], key: str, lo: int) -> int:
-    import bisect
-
-    return bisect.bisect_left(names, key, lo)
 
 
 def _prefixed(files: list[Entry], prefix: str) -> Iterator[Entry]:

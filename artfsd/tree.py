@@ -1,5 +1,10 @@
 """The read-only directory tree of one version, indexed compactly from its manifest.
 
+Two kinds: :class:`VersionTree`, the whole index of a format-1 manifest, built at once (below);
+and :class:`LazyTree`, the tree of a sharded version (artfs/_pieces.py), which reads one
+directory's piece at a time, when the directory is first asked for (its docstring says how its
+node ids are fixed up front). :func:`tree_for` picks one; the handlers use the same methods on both.
+
 A version is immutable, so its index is built once (on first access, in a worker thread) and
 never changes. Memory matters: a version may have millions of entries, so the index holds no
 Python object per entry, only a few large arrays (about 45 bytes per entry plus its name's
@@ -289,9 +294,11 @@ class LazyTree:
     both), so ``size`` (the inode range reserved) is the head's totals + 1 and a directory's ids
     are known once its parent is loaded. A node is located from the root down (bisecting each
     level's ids), loading what is missing on the way (:meth:`locate`). Memory is what has been
-    visited: a directory's names and attributes (about 100 B per entry loaded), nothing for the
-    rest. Directories report one link (``nlink`` 1, as file systems that do not count do), since
-    counting a directory's subdirectories would need its piece.
+    visited: a directory's names and attributes (arrays: under 100 B per entry loaded), nothing
+    for the rest. The tree is unloaded whole when idle, as a VersionTree is (artfsd/namespace.py
+    counts its root's entries against the budget). Directories report one link (``nlink`` 1, as
+    file systems that do not count do), since counting a directory's subdirectories would need
+    its piece.
     """
 
     lazy = True

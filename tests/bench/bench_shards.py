@@ -13,7 +13,9 @@ entries: a 10M-entry format-1 manifest is 450 MB, and its mounted index several 
 * ``diff 1 change``: a fresh ``Store`` diffs the two versions (what it read from the store);
 * ``mount first stat``: from a mounted (fresh cache) daemon, the first ``stat`` of a file of v1,
   and the daemon's resident memory after it;
-* ``ls``: then the listing of that file's directory, and of the version's root.
+* ``ls``: then the listing of that file's directory, and of the version's root;
+* with ``--find``: ``find`` over the whole version, and the daemon's memory per entry after it
+  (the kernel then holds an inode for every entry).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import datetime
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +49,7 @@ def keys_under(root: str) -> set[str]:
     return {os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs}
 
 
-def one_format(work: str, entries: list[Entry], blob: str, sharded: bool) -> dict[str, object]:
+def one_format(work: str, entries: list[Entry], blob: str, sharded: bool, find: bool) -> dict[str, object]:
     os.environ["ARTFS_SHARD_MIN"] = "1" if sharded else str(len(entries) + 1)
     tag = "sharded" if sharded else "flat"
     url = os.path.join(work, f"store-{tag}")
@@ -99,6 +102,13 @@ def one_format(work: str, entries: list[Entry], blob: str, sharded: bool) -> dic
         out["ls of the root"] = time.perf_counter() - t0
         assert len(top) == (len(entries) + 999) // 1000
         out["daemon RSS growth after ls (MB)"] = (rss(m.pid) - r0) / 1e6
+        if find:
+            t0 = time.perf_counter()
+            found = subprocess.run(["find", m.path("proj", "many", "v1"), "-type", "f"], check=True,
+                                   capture_output=True).stdout.count(b"\n")
+            out["find over the version"] = time.perf_counter() - t0
+            assert found == len(entries)
+            out["daemon RSS per entry after find (B)"] = (rss(m.pid) - r0) / len(entries)
     return out
 
 
@@ -107,6 +117,7 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--flat-max", type=int, default=1_000_000)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--find", action="store_true", help="also find over the mounted version, and memory after")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench-shards-", dir=a.dir)
     try:
@@ -118,9 +129,9 @@ def main() -> None:
         entries = [Entry(f"d{i // 1000:05d}/f{i % 1000:04d}.bin", d, 11) for i in range(a.entries)]
         print(f"{a.entries:,} entries made in {time.perf_counter() - t0:.1f} s; "
               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, load {os.getloadavg()[0]:.1f}")
-        results = {"sharded": one_format(work, entries, blob, True)}
+        results = {"sharded": one_format(work, entries, blob, True, a.find)}
         if a.entries <= a.flat_max:
-            results["flat"] = one_format(work, entries, blob, False)
+            results["flat"] = one_format(work, entries, blob, False, a.find)
         for step in results["sharded"]:
             row = [f"{step:32s}"]
             for tag in results:
