@@ -5,7 +5,9 @@ Layout under ``$ARTFS_CACHE_DIR`` (default ``$XDG_CACHE_HOME/artfs``)::
     blobs/xxh128/<2>/<32>        complete, verified contents (mode 0444)
     partial/<32>                 a sparse file being filled chunk by chunk (the mount's lazy reads)
     partial/<32>.map             its chunk map (one byte per chunk, 1 = present)
-    manifests/<store>/<p>/<a>/<N>.json   manifests already read (immutable, so valid forever)
+    manifests/<store>/<p>/<a>/<N>.json   manifests already read (immutable, so valid forever); format 1
+                                         only, whole (drafts read their base's bytes from here)
+    manifests/<store>/<p>/<a>/<N>.head.json   the head of a sharded version (format 2)
     manifests/<store>/<p>/trees/xxh128/<2>/<32>   pieces of sharded manifests read (content-addressed,
                                          checked against their digest at every read from here)
     tmp/                         files being written; renamed into place when complete
@@ -471,6 +473,11 @@ class Cache:
     def manifest_path(self, store_id: str, project: str, artifact: str, n: int) -> str:
         """Where the manifest of vN of a store is kept (manifests never change, so it stays valid)."""
         return os.path.join(self.root, "manifests", store_id, project, artifact, f"{n}.json")
+
+    def head_path(self, store_id: str, project: str, artifact: str, n: int) -> str:
+        """Where the head of a sharded vN is kept: never at :meth:`manifest_path`, whose bytes
+        readers take as a whole format-1 manifest."""
+        return os.path.join(self.root, "manifests", store_id, project, artifact, f"{n}.head.json")
 
     def tree_path(self, store_id: str, project: str, digest: str) -> str:
         """Where a piece of a sharded manifest is kept (named by its digest: never stale; an

@@ -214,22 +214,31 @@ class Store:
         self._memo.forget(project, artifact, n)
 
     def _read_manifest(self, project: str, artifact: str, n: int) -> Manifest:
-        cpath = self.cache.manifest_path(self.id, project, artifact, n)
         where = f"{project}/{artifact}:v{n}"
-        try:
-            with open(cpath, "rb") as f:
-                data = f.read()
-            m = parse_manifest(data, where=where, read_piece=self._pieces.read)
-        except (FileNotFoundError, CorruptData):
+        m: Manifest | None = None
+        for cpath in (self.cache.manifest_path(self.id, project, artifact, n),
+                      self.cache.head_path(self.id, project, artifact, n)):
+            try:
+                with open(cpath, "rb") as f:
+                    m = parse_manifest(f.read(), where=where, read_piece=self._pieces.read)
+                break
+            except (FileNotFoundError, CorruptData):
+                continue
+        if m is None:
             try:
                 data = self.backend.get(L.version_key(project, artifact, n))
             except NotFound:
                 raise NotFound(f"{where}: no such version") from None
             m = parse_manifest(data, where=where, read_piece=self._pieces.read)
-            self.cache.write_small(cpath, data)
+            self.cache.write_small(self._cached_manifest_path(m), data)
         if (m.project, m.artifact, m.version) != (project, artifact, n):
             raise CorruptData(f"{where}: manifest names {m.project}/{m.artifact}:v{m.version}")
         return m
+
+    def _cached_manifest_path(self, m: Manifest) -> str:
+        """Where the cache keeps ``m``'s bytes: a sharded version's head apart (artfs._cache)."""
+        path = self.cache.head_path if m.sharded else self.cache.manifest_path
+        return path(self.id, m.project, m.artifact, m.version)
 
     def read_piece(self, project: str, digest: str, where: str) -> Piece:
         """One piece of a sharded manifest of ``project``, checked (``where``: for error messages)."""
@@ -426,8 +435,10 @@ class Store:
                     n = max(n + 1, self._next_version(project, artifact, self.versions(project, artifact)))
                     continue
                 break
-            self.cache.write_small(self.cache.manifest_path(self.id, project, artifact, n), data)
-            self._memo.remember_written(m if sharded is None else sharded.lazy(m))
+            if sharded is not None:
+                m = sharded.lazy(m)
+            self.cache.write_small(self._cached_manifest_path(m), data)
+            self._memo.remember_written(m)
         finally:
             self.backend.delete(ikey)
         self.backend.put(L.digest_key(project, artifact, vdigest), str(n).encode())

@@ -175,6 +175,10 @@ def test_the_cache_keeps_pieces_and_a_damaged_copy_is_fetched_again(tmp_path):
     cached = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "reader" / "manifests") for f in fs
               if os.sep + "trees" + os.sep in os.path.join(d, f)]
     assert len(cached) == first == 6
+    # the head is kept apart: <N>.json in the cache is only ever a whole format-1 manifest (drafts
+    # read their base's bytes from there)
+    assert not os.path.exists(reader.cache.manifest_path(reader.id, "proj", "ds", 0))
+    assert json.load(open(reader.cache.head_path(reader.id, "proj", "ds", 0)))["format"] == 2
     with open(cached[0], "r+b") as f:  # one damaged cache copy
         f.write(b"X")
     again = make_store(url, tmp_path, "reader")  # same cache, new process memory
