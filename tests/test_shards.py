@@ -384,3 +384,77 @@ def test_the_mount_reads_a_sharded_version_piece_by_piece(tmp_path):
         assert not os.path.exists(os.path.join(v0, "d05", "nope"))
         with pytest.raises(NotADirectoryError):
             os.listdir(os.path.join(v0, "top.txt"))
+
+
+def test_a_lazy_tree_answers_as_the_whole_index_does(tmp_path):
+    """artfsd/tree.py: LazyTree (a sharded version, read a directory at a time) lists every
+    directory in the same name order with the same sizes, digests and executable bits as
+    VersionTree (the whole index of the same entries), and its node ids stay in its range."""
+    from artfsd.tree import LazyTree, VersionTree, tree_for
+
+    files = {"b/z.txt": b"zz", "b/a.txt": b"a", "b/c/deep.bin": b"deep!", "run.sh": b"#!", "a.txt": b"x",
+             "é/ü.txt": b"u", "b/c/e/f": b"", "a-b/c": b"c", "a.b": b"ab"}
+    store = make_store(tmp_path / "store", tmp_path)
+    art = artfs.Artifact("ds", type="dataset")
+    for rel, data in files.items():
+        with art.new_file(rel, mode="wb") as f:
+            f.write(data)
+    store.log_artifact(art, project="proj")
+    m = make_store(tmp_path / "store", tmp_path, "fresh").manifest("proj", "ds", 0)
+    lazy = tree_for(m)
+    whole = VersionTree(artfs._manifest.Manifest(m.project, m.artifact, 0, m.type, list(m.entries), m.digest,
+                                                 m.created))
+    assert isinstance(lazy, LazyTree) and lazy.size == len(files) + 6  # 9 files, 5 directories and the root
+
+    def listing(tree, node, path=""):
+        out = []
+        tree.load_dir(node)
+        for i in tree.slots(tree.dir_of(node)):
+            child, name = tree.slot_node(i), tree.slot_name(i).decode()
+            p = f"{path}/{name}" if path else name
+            assert 0 <= child < tree.size
+            if tree.is_dir(child):
+                out.append((p, "dir"))
+                out += listing(tree, child, p)
+            else:
+                out.append((p, tree.sizes[child], tree.digest(child), tree.executable(child), tree.path(child)))
+        return out
+
+    got = listing(lazy, lazy.root)
+    assert got == listing(whole, whole.root)
+    assert [x[0] for x in got if x[1] != "dir"] == sorted(files, key=lambda p: [c.encode() for c in p.split("/")])
+    ids = [lazy.lookup(lazy.dir_of(lazy.root), n.encode()) for n in ("a.txt", "b", "run.sh")]
+    assert len(set(ids)) == 3 and all(i is not None for i in ids)
+
+
+def test_the_mount_answers_with_a_tree_it_unloads_at_once(tmp_path):
+    """A version whose tree is over the mount's budget of loaded trees is unloaded as soon as it is
+    idle; a request is still answered with the tree it just loaded (it was EIO)."""
+    import trio
+
+    from artfs.lowlevel import LazyBlobs, MountConfig
+    from artfsd.fs import Operations
+
+    import pyfuse3
+
+    store = make_store(tmp_path / "store", tmp_path)
+    log(store, TREE)
+    mstore = Store(store.url, cache=Cache(str(tmp_path / "mount-cache")))
+    cfg = MountConfig(store_url=store.url, mountpoint=str(tmp_path / "mnt"), read_only=True, refresh=0.0,
+                      timeout=10.0, lineage=False)
+    ops = Operations(mstore, LazyBlobs(mstore, timeout=cfg.timeout), cfg)
+
+    class Ctx:
+        uid, gid, pid, umask = os.getuid(), os.getgid(), os.getpid(), 0o022
+
+    async def main():
+        ops.ns.tree_budget = 0
+        sizes = {}
+        for path, data in TREE.items():
+            attr = await ops.getattr(pyfuse3.ROOT_INODE, Ctx())
+            for part in ["proj", "ds", "v0", *path.split("/")]:
+                attr = await ops.lookup(attr.st_ino, part.encode(), Ctx())
+            sizes[path] = attr.st_size
+        return sizes
+
+    assert trio.run(main) == {p: len(d) for p, d in TREE.items()}
