@@ -153,6 +153,17 @@ _digest_of = attrgetter("digest")
 _executable_of = attrgetter("executable")
 
 
+def blob_digests(entries: list[Entry]) -> list[str]:
+    """The sorted digests of the entries' blobs (a reference keeps its bytes elsewhere), found in
+    C when there is no reference."""
+    if list(map(_ref_of, entries)).count(None) != len(entries):
+        return sorted({e.digest for e in entries if e.digest and e.ref is None})
+    out: set[str | None] = set(map(_digest_of, entries))
+    out.discard(None)
+    out.discard("")
+    return sorted(d for d in out if d is not None)
+
+
 def check_entries(entries: Iterable[Entry]) -> list[Entry]:
     """Sort entries; refuse duplicate paths and a path that is both a file and a directory."""
     out = sorted(entries, key=_path_of)

@@ -57,7 +57,7 @@ from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFou
 from ._gc import INTENT_GRACE as INTENT_GRACE, MARKER_STALE as MARKER_STALE, HasAliases as HasAliases  # re-exported
 from ._index import update_index
 from ._layout import blob_key
-from ._manifest import Entry, Manifest, check_entries, gc_paused, version_digest
+from ._manifest import Entry, Manifest, blob_digests, check_entries, gc_paused, version_digest
 from ._memo import ManifestMemo, copy_manifest
 from ._pieces import Piece, head_bytes, parse_manifest, shard_min
 from ._shards import PieceReader, ShardedCommit
@@ -375,7 +375,7 @@ class Store:
             return CommitResult(project, artifact, same, False, len(entries), aliases=aliases)
 
         with gc_paused():
-            digests = sorted({e.digest for e in entries if e.digest and e.ref is None})
+            digests = blob_digests(entries)
             sharded = ShardedCommit(self, project, entries, base) if len(entries) >= shard_min() else None
         commit_id = commit_id or uuid.uuid4().hex
         ikey = L.intent_key(project, commit_id)
@@ -409,7 +409,7 @@ class Store:
                 to_check = digests
             known |= protected
             missing = self.missing_blobs(project, [d for d in to_check if d not in known])
-            sizes = {e.digest: e.size for e in entries if e.digest}
+            sizes = dict(zip(map(_digest_of, entries), map(_size_of, entries)))  # a None key is never asked
 
             up_bytes = self.upload_blobs(project, digests, missing, sources, sizes, progress)
             if sharded is not None:
@@ -590,4 +590,5 @@ class Store:
 
 
 _digest_of = attrgetter("digest")
+_size_of = attrgetter("size")
 
