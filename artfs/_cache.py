@@ -8,7 +8,7 @@ Layout under ``$ARTFS_CACHE_DIR`` (default ``$XDG_CACHE_HOME/artfs``)::
     manifests/<store>/<p>/<a>/<N>.json   manifests already read (immutable, so valid forever); format 1
                                          only, whole (drafts read their base's bytes from here)
     manifests/<store>/<p>/<a>/<N>.head.json   the head of a sharded version (format 2)
-    manifests/<store>/<p>/trees/xxh128/<2>/<32>   pieces of sharded manifests read (content-addressed,
+    manifests/<store>/.trees/<p>/xxh128/<2>/<32>   pieces of sharded manifests read (content-addressed,
                                          checked against their digest at every read from here)
     tmp/                         files being written; renamed into place when complete
     hashes.db                    the record of local files hashed (:mod:`artfs._hashes`): not blobs
@@ -480,10 +480,11 @@ class Cache:
         return os.path.join(self.root, "manifests", store_id, project, artifact, f"{n}.head.json")
 
     def tree_path(self, store_id: str, project: str, digest: str) -> str:
-        """Where a piece of a sharded manifest is kept (named by its digest: never stale; an
-        artifact named ``trees`` keeps ``<N>.json`` files beside ``trees/xxh128/``, no clash)."""
+        """Where a piece of a sharded manifest is kept (named by its digest: never stale). Under
+        ``.trees``, which is no project name, so a listing of the cached projects and artifacts
+        (a mount's, with the store down) never takes it for one."""
         hexpart = digest.split(":", 1)[1]
-        return os.path.join(self.root, "manifests", store_id, project, "trees", "xxh128", hexpart[:2], hexpart)
+        return os.path.join(self.root, "manifests", store_id, ".trees", project, "xxh128", hexpart[:2], hexpart)
 
     def write_small(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically (through ``tmp/`` and a rename); ``OSError`` on failure."""

@@ -8,8 +8,9 @@ entries, plus the root piece and the totals) and one *piece* per directory::
 
 A piece is the JSON object ``{"format":2,"files":[...],"dirs":[...]}``: ``files`` are format-1
 entries whose ``path`` is one component (the file's name in this directory), sorted by name;
-``dirs`` are ``{"name","tree","count","dirs","size"}`` sorted by name: the subdirectory's piece
-digest and the totals of everything below it (files, directories, bytes). The bytes are written
+``dirs`` are ``{"name","tree","count","dirs","size","subdirs"}`` sorted by name: the subdirectory's
+piece digest, the totals of everything below it (files, directories, bytes) and how many
+subdirectories it has itself (for its link count, known without reading its piece). The bytes are written
 one way only (compact JSON, fields in this order, UTF-8), and a piece's key is the xxh128 of its
 bytes, so:
 
@@ -79,6 +80,7 @@ class SubDir(NamedTuple):
     nfiles: int  # files below it, at any depth ("count" in a piece)
     ndirs: int  # directories below it, at any depth, not counting itself ("dirs")
     size: int  # bytes of those files
+    nsub: int = 0  # its own subdirectories ("subdirs": a directory's link count is 2 + this)
 
 
 @dataclass
@@ -130,7 +132,8 @@ def piece_digest(data: bytes) -> str:
 def piece_bytes(files: Sequence[Entry], dirs: Sequence[SubDir], names: list[str] | None = None) -> bytes:
     """The one way a piece is written (``files``: entries named by their name in the directory, or
     by ``names`` when given)."""
-    d = ",".join(json.dumps({"name": s.name, "tree": s.tree, "count": s.nfiles, "dirs": s.ndirs, "size": s.size},
+    d = ",".join(json.dumps({"name": s.name, "tree": s.tree, "count": s.nfiles, "dirs": s.ndirs, "size": s.size,
+                             "subdirs": s.nsub},
                             ensure_ascii=False, separators=(",", ":")) for s in dirs)
     fs = ",".join(_entries_json(files if isinstance(files, list) else list(files), names))
     return "".join(('{"format":2,"files":[', fs, '],"dirs":[', d, "]}")).encode()
@@ -183,7 +186,14 @@ def _subdir(d: Any) -> SubDir:
     nfiles, ndirs, size = _totals(d, f"directory {name!r}")
     if nfiles == 0:
         raise CorruptData(f"directory {name!r}: holds no file")
-    return SubDir(name, check_digest(d.get("tree")), nfiles, ndirs, size)
+    return SubDir(name, check_digest(d.get("tree")), nfiles, ndirs, size, _nsub(d, ndirs, f"directory {name!r}"))
+
+
+def _nsub(d: dict[str, Any], ndirs: int, what: str) -> int:
+    x = d.get("subdirs")
+    if not isinstance(x, int) or isinstance(x, bool) or x < 0 or x > ndirs:
+        raise CorruptData(f"{what}: invalid subdirs {x!r}")
+    return x
 
 
 def _totals(d: dict[str, Any], what: str) -> tuple[int, int, int]:
@@ -200,9 +210,10 @@ def _totals(d: dict[str, Any], what: str) -> tuple[int, int, int]:
 
 def check_totals(sd: SubDir, p: Piece, what: str) -> None:
     """The totals a parent (or the head) records for a directory must be its piece's."""
-    if (sd.nfiles, sd.ndirs, sd.size) != (p.count, p.ndirs, p.size):
+    if (sd.nfiles, sd.ndirs, sd.size, sd.nsub) != (p.count, p.ndirs, p.size, len(p.dirs)):
         raise CorruptData(f"{what}: piece {p.digest} holds {p.count} files in {p.ndirs} directories "
-                          f"({p.size} bytes), its parent says {sd.nfiles} in {sd.ndirs} ({sd.size} bytes)")
+                          f"({p.size} bytes, {len(p.dirs)} its own), its parent says {sd.nfiles} in {sd.ndirs} "
+                          f"({sd.size} bytes, {sd.nsub} its own)")
 
 
 # -- building the pieces of a version ---------------------------------------------------------------
@@ -269,7 +280,8 @@ def plan_tree(entries: Sequence[Entry]) -> TreePlan:
         files, names = plan.own(tmp)
         data = piece_bytes(files, dirs, names)
         sub = SubDir(path.rpartition("/")[2], piece_digest(data), len(files) + sum(map(_count_of, dirs)),
-                     len(dirs) + sum(map(_dirs_of, dirs)), sum(map(_size_of, files)) + sum(map(_size_of, dirs)))
+                     len(dirs) + sum(map(_dirs_of, dirs)), sum(map(_size_of, files)) + sum(map(_size_of, dirs)),
+                     len(dirs))
         tmp.sub = sub
         plan.dirs[path] = tmp
         if stack:
@@ -418,7 +430,8 @@ def head_bytes(m: Manifest, root: SubDir) -> bytes:
     doc = {"format": FORMAT, "project": m.project, "artifact": m.artifact, "version": m.version, "type": m.type,
            "digest": m.digest, "created": m.created, "description": m.description, "metadata": m.metadata,
            "run": m.run, "commit_id": m.commit_id,
-           "root": {"tree": root.tree, "count": root.nfiles, "dirs": root.ndirs, "size": root.size}}
+           "root": {"tree": root.tree, "count": root.nfiles, "dirs": root.ndirs, "size": root.size,
+                    "subdirs": root.nsub}}
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -432,7 +445,8 @@ def parse_manifest(data: bytes, *, where: str, read_piece: ReadPiece | None) -> 
         project = check_name(doc.get("project"), "project")
         assert read_piece is not None
         load: Loader = lambda digest, what: read_piece(project, digest, what)  # noqa: E731
-        return TreeEntries(SubDir("", check_digest(r.get("tree")), nfiles, ndirs, size), load, where)
+        return TreeEntries(SubDir("", check_digest(r.get("tree")), nfiles, ndirs, size, _nsub(r, ndirs, f"{where}: the root")),
+                           load, where)
 
     return Manifest.from_bytes(data, where=where, tree=tree if read_piece is not None else None)
 

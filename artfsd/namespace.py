@@ -269,8 +269,8 @@ class Namespace:
             elif isinstance(d, ProjectDir):
                 self._apply_names(d, subdirs(os.path.join(base, d.name)), ArtifactDir)
             elif isinstance(d, ArtifactDir):
-                versions = sorted(int(e.name[:-5]) for e in os.scandir(os.path.join(base, d.project, d.name))
-                                  if e.name.endswith(".json") and e.name[:-5].isdigit())
+                versions = sorted({int(e.name.split(".")[0]) for e in os.scandir(os.path.join(base, d.project, d.name))
+                                   if e.name.split(".")[0].isdigit() and e.name.split(".", 1)[1] in ("json", "head.json")})
                 self._apply_artifact(d, versions, {"latest": versions[-1]} if versions else {})
         except FileNotFoundError:
             if not self._is_local(d):

@@ -296,9 +296,8 @@ class LazyTree:
     level's ids), loading what is missing on the way (:meth:`locate`). Memory is what has been
     visited: a directory's names and attributes (arrays: under 100 B per entry loaded), nothing
     for the rest. The tree is unloaded whole when idle, as a VersionTree is (artfsd/namespace.py
-    counts its root's entries against the budget). Directories report one link (``nlink`` 1, as
-    file systems that do not count do), since counting a directory's subdirectories would need
-    its piece.
+    counts its root's entries against the budget). A directory's link count (2 + its own
+    subdirectories) comes from its parent's piece, which records it.
     """
 
     lazy = True
@@ -402,7 +401,12 @@ class LazyTree:
         return max(self._dirs[d].parent, 0)
 
     def nlink(self, node: int) -> int:
-        return 1
+        """2 + the directory's own subdirectories (its parent's piece, or the head, records them)."""
+        if node == 0:
+            return 2 + self._entries.root.nsub
+        d = self.holder(node)
+        sd = d.subs.get(node) if d is not None else None
+        return 2 + (sd.nsub if sd is not None else 0)
 
     def slots(self, d: int) -> Sequence[int]:
         return self._dirs[d].ids

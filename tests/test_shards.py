@@ -173,7 +173,7 @@ def test_the_cache_keeps_pieces_and_a_damaged_copy_is_fetched_again(tmp_path):
     assert len(list(reader.manifest("proj", "ds", 0).entries)) == len(TREE)
     first = reader._pieces.reads
     cached = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "reader" / "manifests") for f in fs
-              if os.sep + "trees" + os.sep in os.path.join(d, f)]
+              if os.sep + ".trees" + os.sep in os.path.join(d, f)]
     assert len(cached) == first == 6
     # the head is kept apart: <N>.json in the cache is only ever a whole format-1 manifest (drafts
     # read their base's bytes from there)
@@ -285,7 +285,7 @@ def _plant(store, files, dirs):
 
 def _point_root_at(store, digest, count, size, ndirs=0):
     h = head(store, 0)
-    h["root"] = {"tree": digest, "count": count, "dirs": ndirs, "size": size}
+    h["root"] = {"tree": digest, "count": count, "dirs": ndirs, "size": size, "subdirs": ndirs}
     store.backend.delete("proj/artifacts/ds/versions/0.json")
     store.backend.put("proj/artifacts/ds/versions/0.json", json.dumps(h).encode())
 
@@ -308,7 +308,7 @@ def test_a_tampered_piece_is_refused_naming_it(tmp_path):
         ([{"path": "..", "digest": digest, "size": 1}], [], InvalidPath, r"piece xxh128:\w+: .*'\.\.'"),
         ([{"path": "a/../x", "digest": digest, "size": 1}], [], InvalidPath, r"piece xxh128:\w+"),
         ([{"path": "big", "digest": digest, "size": 1 << 60}], [], CorruptData, r"piece xxh128:\w+: .*impossible size"),
-        ([], [{"name": "..", "tree": digest, "count": 1, "dirs": 0, "size": 1}], InvalidPath, r"piece xxh128:\w+"),
+        ([], [{"name": "..", "tree": digest, "count": 1, "dirs": 0, "size": 1, "subdirs": 0}], InvalidPath, r"piece xxh128:\w+"),
     ]
     for i, (files, dirs, exc, pattern) in enumerate(cases):
         d = _plant(store, files, dirs)
@@ -318,7 +318,7 @@ def test_a_tampered_piece_is_refused_naming_it(tmp_path):
         assert d in str(e.value)
     # a parent that misstates its child's totals
     child = _plant(store, [{"path": "f", "digest": digest, "size": 5}], [])
-    top = _plant(store, [], [{"name": "sub", "tree": child, "count": 2, "dirs": 0, "size": 5}])
+    top = _plant(store, [], [{"name": "sub", "tree": child, "count": 2, "dirs": 0, "size": 5, "subdirs": 0}])
     _point_root_at(store, top, 2, 5, 1)
     with pytest.raises(CorruptData, match=rf"directory 'sub'.*piece {child} holds 1 files"):
         list(make_store(url, tmp_path, "r9").manifest("proj", "ds", 0).entries)
@@ -343,7 +343,7 @@ def test_lazy_entries_answer_len_and_size_without_reading_pieces(tmp_path):
 # -- the mount reads pieces lazily -----------------------------------------------------------------
 
 def _cached_pieces(cache_dir) -> int:
-    return sum(len(fs) for d, _, fs in os.walk(cache_dir) if os.sep + "trees" + os.sep in d + os.sep)
+    return sum(len(fs) for d, _, fs in os.walk(cache_dir) if os.sep + ".trees" + os.sep in d + os.sep)
 
 
 @pytest.mark.timeout(90)
@@ -414,13 +414,14 @@ def test_a_lazy_tree_answers_as_the_whole_index_does(tmp_path):
             p = f"{path}/{name}" if path else name
             assert 0 <= child < tree.size
             if tree.is_dir(child):
-                out.append((p, "dir"))
+                out.append((p, "dir", tree.nlink(child)))
                 out += listing(tree, child, p)
             else:
                 out.append((p, tree.sizes[child], tree.digest(child), tree.executable(child), tree.path(child)))
         return out
 
     got = listing(lazy, lazy.root)
+    assert lazy.nlink(lazy.root) == whole.nlink(whole.root) == 2 + 3  # a-b/, b/, é/
     assert got == listing(whole, whole.root)
     assert [x[0] for x in got if x[1] != "dir"] == sorted(files, key=lambda p: [c.encode() for c in p.split("/")])
     ids = [lazy.lookup(lazy.dir_of(lazy.root), n.encode()) for n in ("a.txt", "b", "run.sh")]
