@@ -12,7 +12,8 @@
                   itself is artfs._draft. Its layers: draft_slots.py (slots, inodes, threads,
                   attributes), draft_files.py (open files, reads, writes), draft_commits.py
                   (commits through user.artfs.commit and at unmount, user.artfs.* attributes)
-    tree.py       the compact, immutable index of one version's directory tree
+    tree.py       the compact, immutable index of one version's directory tree (LazyTree: a
+                  sharded version's, read one directory's piece at a time)
     errors.py     artfs errors -> errno, in one place
     kernel.py     passthrough and cached listings: what the kernel agreed to
     prefetch.py   small files fetched whole, and their siblings ahead of a reader
