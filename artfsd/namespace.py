@@ -491,9 +491,7 @@ class Namespace:
             return v.tree
 
     def _range(self, v: VersionDir) -> int:
-        i = self.inodes._owners.index(v)
-        nxt = self.inodes._starts[i + 1] if i + 1 < len(self.inodes._starts) else self.inodes.next
-        return nxt - v.base
+        return self.inodes.range_end(v) - v.base
 
     def _build(self, project: str, artifact: str, n: int) -> tuple[Any, VersionTree]:
         m = self.store.manifest(project, artifact, n)

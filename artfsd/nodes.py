@@ -191,6 +191,11 @@ class Inodes:
         self._owners.append(vdir)
         return base
 
+    def range_end(self, vdir: VersionDir) -> int:
+        """The first inode number after the range reserved for ``vdir``'s tree."""
+        i = self._owners.index(vdir)
+        return self._starts[i + 1] if i + 1 < len(self._starts) else self.next
+
     def tree_owner(self, ino: int) -> VersionDir | None:
         i = bisect.bisect_right(self._starts, ino) - 1
         if i < 0:
