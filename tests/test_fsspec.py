@@ -458,3 +458,39 @@ def test_a_transaction_killed_half_way_leaves_no_version_and_its_leftovers_go(wo
         assert len(os.listdir(staged)) == 1  # only this transaction's own
     assert os.listdir(staged) == []
     assert "half.txt" not in {e.path for e in store.manifest("cycling", "bike-dataset", 1).entries}
+
+
+def test_the_workers_of_a_job_write_its_record_and_edge_once_and_load_no_boto3(
+        s3_url: str, s3_server: str, tmp_path: Path) -> None:
+    """Four worker processes of one job (``multiprocessing`` spawned: one process group, fresh
+    interpreters) open files of one version through a warm cache: three plain signed PUTs in all
+    (the run's record, the edge's two sides, by whichever worker came first), no other request,
+    no worker loads boto3 or botocore, and ``used_by`` lists the job's run."""
+    from faultproxy import FaultProxy
+
+    store = Store(s3_url, cache=Cache(str(tmp_path / "writer-cache")))
+    log(store, tmp_path, FILES)
+    warm = new_fs(s3_url, tmp_path, lineage=False)
+    paths = [f"cycling/bike-dataset/v0/{p}" for p in sorted(FILES)]
+    for p in paths:
+        warm.cat_file(p)  # the cache complete: blobs and manifest
+    code = ("import multiprocessing, sys\n"
+            "def work(path):\n"
+            "    import fsspec\n"
+            f"    fs = fsspec.filesystem('artfs', store={s3_url!r}, cache_dir={str(tmp_path / 'cache')!r})\n"
+            "    fs.cat_file(path)\n"
+            "    return sorted(m for m in ('boto3', 'botocore') if m in sys.modules)\n"
+            "if __name__ == '__main__':\n"
+            "    with multiprocessing.get_context('spawn').Pool(4) as pool:\n"
+            "        print(pool.map(work, sys.argv[1:], chunksize=1))\n")
+    with FaultProxy(s3_server, seed=25) as proxy:
+        env = {k: v for k, v in os.environ.items() if k not in ("ARTFS_RUN_ID", "ARTFS_CACHE_DIR")}
+        env.update(ARTFS_S3_ENDPOINT=proxy.url, HOME=str(tmp_path / "home"))
+        (tmp_path / "job.py").write_text(code)  # a file: spawned workers import their function from it
+        p = subprocess.run([sys.executable, str(tmp_path / "job.py"), *paths[:4]], env=env, capture_output=True,
+                           text=True, timeout=120, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip() == str([[]] * 4)
+        assert [(s.method, s.action) for s in proxy.log] == [("PUT", "pass")] * 3
+    [run] = Store(s3_url, cache=Cache(str(tmp_path / "reader-cache"))).artifact("cycling/bike-dataset:v0").used_by()
+    assert run.project == "cycling"

@@ -231,6 +231,107 @@ def test_commit_whose_manifest_answer_is_lost_makes_one_version(proxy, bucket, t
 
 
 # --------------------------------------------------------------------------------------------
+# lineage's small PUTs: one plain signed PUT, botocore's path for anything else (same budget)
+# --------------------------------------------------------------------------------------------
+
+def test_a_small_put_needs_no_boto3_and_is_what_botocore_reads(proxy, bucket):
+    """``put_small`` (lineage's edges and run records) in a fresh process: the object is stored
+    with its bytes (a key that needs quoting too), a taken key is AlreadyExists for an exclusive
+    create, and neither boto3 nor botocore is imported for a successful one."""
+    code = ("import sys; from artfs.backends.s3 import S3Backend\n"
+            f"b = S3Backend('s3://{bucket}/store', endpoint_url={proxy.url!r}, timeout=10)\n"
+            "b.put_small('p/runs/r 1+x~/used/p/a/0', b'{}')\n"
+            "b.put_small('p/runs/r1/run.json', b'{\"id\": 1}', exclusive=True)\n"
+            "print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules), b.counter['put'])\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["[]", "2"]
+    assert [(s.method, s.action) for s in proxy.log] == [("PUT", "pass"), ("PUT", "pass")]
+    b = through(proxy, bucket, timeout=10)
+    assert b.get("p/runs/r 1+x~/used/p/a/0") == b"{}" and b.get("p/runs/r1/run.json") == b'{"id": 1}'
+    with pytest.raises(AlreadyExists):  # moto answers 412; botocore's path says so in artfs's terms
+        b.put_small("p/runs/r1/run.json", b"another", exclusive=True)
+    assert b.get("p/runs/r1/run.json") == b'{"id": 1}'
+
+
+def test_a_small_put_that_fails_is_finished_by_botocore_within_the_budget(proxy, bucket):
+    """A 503, a reset or a stall of the plain PUT: botocore's path stores the object within the
+    same budget (a stall waits one attempt's timeout, a third of the budget, as botocore's would)."""
+    b = through(proxy, bucket, timeout=6)
+    for action in ("error", "reset", "stall"):
+        proxy.clear()
+        proxy.configure(script={proxy.requests + 1: action})
+        b.put_small(f"edge-{action}", action.encode())
+        assert actions(proxy)[-2:] == [action, "pass"], actions(proxy)
+        assert b.get(f"edge-{action}") == action.encode()
+    proxy.release()
+
+
+def test_a_small_put_gives_up_within_the_budget(proxy, bucket):
+    """503s, resets or stalls forever, or a refused connection: StoreUnavailable within the
+    budget (the plain attempt's time counts against it), never a hang."""
+    budget = 4.0
+    b = through(proxy, bucket, timeout=budget)
+    for mode in ("error_from", "reset_from", "stall_from"):
+        proxy.clear()
+        proxy.configure(**{mode: proxy.requests + 1})
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            b.put_small("k", b"data")
+        assert time.monotonic() - start <= budget + 2.0, mode
+        assert len(actions(proxy)) >= 2, (mode, actions(proxy))  # the plain PUT and botocore's retries
+    proxy.clear()
+    proxy.release()
+    proxy.refuse()
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        b.put_small("k", b"data")
+    assert time.monotonic() - start <= budget + 2.0
+    proxy.accept()
+
+
+def test_a_small_exclusive_create_whose_answer_is_lost_is_a_success(proxy, bucket):
+    """The plain PUT reached the server and its answer was reset: botocore's create then finds the
+    key taken and reads it back: ours, so a success (a run record is never taken for another's)."""
+    b = through(proxy, bucket, timeout=10)
+    proxy.configure(script={1: "reset"})
+    b.put_small("run.json", b"mine", exclusive=True)
+    assert [(s.method, s.action) for s in proxy.log] == [("PUT", "reset"), ("PUT", "pass"), ("GET", "pass")]
+    assert b.get("run.json") == b"mine"
+
+
+@pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzEB0aDAbc/def+ghi="])
+def test_the_small_puts_signature_is_botocores(token):
+    """The plain PUT's SigV4 headers are exactly those botocore's S3 signer computes for the same
+    request (the body's SHA-256 signed), path-style and virtual-hosted."""
+    import datetime
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from botocore.utils import percent_encode
+
+    from artfs.backends._s3direct import _DirectPut
+
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    for scheme, host, path, region in [("http", "127.0.0.1:9000", "/bkt/", "us-east-1"),
+                                       ("https", "bkt.s3.eu-west-3.amazonaws.com", "/", "eu-west-3")]:
+        d = _DirectPut(scheme, host, path, (creds.access_key, creds.secret_key, token), region, 5.0)
+        for key, body in [("pre/runs/r1/used/p/a/3", b"{}"), ("pre/a b/+c~%", b'{"role": "logger"}')]:
+            quoted = path + percent_encode(key, safe="/~")
+            req = AWSRequest(method="PUT", url=f"{scheme}://{host}{quoted}", data=body)
+            req.context["payload_signing_enabled"] = True
+            S3SigV4Auth(creds, "s3", region).add_auth(req)
+            theirs = {k.lower(): req.headers[k] for k in ("Authorization", "X-Amz-Date", "X-Amz-Content-SHA256")}
+            if token:
+                theirs["x-amz-security-token"] = req.headers["X-Amz-Security-Token"]
+            when = datetime.datetime.strptime(theirs["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(
+                tzinfo=datetime.timezone.utc).timestamp()  # the same second as botocore's signature
+            mine = {k.lower(): v for k, v in d.headers("PUT", quoted, body, when).items()}
+            assert mine == theirs
+
+
+# --------------------------------------------------------------------------------------------
 # item 3: a stalled multipart upload
 # --------------------------------------------------------------------------------------------
 
