@@ -7,7 +7,7 @@
     versions.py   handler: vN/ and its files, read-only; openfiles.py  their open files
     draftfs.py    handler: draft/, an adapter over drafts.py
     attrs.py      every user.artfs.* attribute name and how its value is spelt
-    namespace.py  root/project/artifact levels, alias symlinks, refresh from the store, inode table
+    listings.py   Listings: root/project/artifact levels, alias symlinks, refresh from the store, inode table
     drafts.py     the writable draft/ of every artifact (DraftSpace) and its namespace; the draft
                   itself is artfs._draft. Its layers: draft_slots.py (slots, inodes, threads,
                   attributes), draft_files.py (open files, reads, writes), draft_commits.py

@@ -1,4 +1,4 @@
-"""The nodes above the version trees, and the inode table (the data of :mod:`artfsd.namespace`).
+"""The nodes above the version trees, and the inode table (the data of :mod:`artfsd.listings`).
 
 Node types: :class:`RootDir`, :class:`ProjectDir`, :class:`ArtifactDir` (listing directories),
 :class:`AliasLink`, :class:`VersionDir` (``vN``: the root of a version tree), :class:`DraftRoot`
