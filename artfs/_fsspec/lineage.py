@@ -110,12 +110,12 @@ def _boot_id() -> str:
         return ""
 
 
-_marks_of: dict[tuple[str, str, str], str | None] = {}  # (store, run project, run id) -> its marks' directory
+_marks_of: dict[tuple[str, str, str, str], str | None] = {}  # (cache, store, run project, run id) -> marks' dir
 
 
 def _marks(store: "Store", rp: str, rid: str) -> str | None:
     """The directory of the run's marks in the cache (made on first use), None where it cannot be."""
-    k = (store.url, rp, rid)
+    k = (store.cache.root, store.url, rp, rid)
     if k in _marks_of:
         return _marks_of[k]
     out: str | None = None

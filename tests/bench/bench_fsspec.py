@@ -130,7 +130,7 @@ def run_readers(py: str, kind: str, mode: str, args: dict[str, Any], shares: lis
     earlier one already written."""
     procs: list[subprocess.Popen[bytes]] = []
     for _ in shares:
-        group = {"process_group": procs[0].pid} if procs else {"start_new_session": True}
+        group = {"process_group": procs[0].pid if procs else 0}
         procs.append(subprocess.Popen([py, "-c", READER, kind, mode, json.dumps(args)], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **group))
     outs = []
