@@ -172,7 +172,8 @@ def _once(store: "Store", rp: str, rid: str, name: str, write: Callable[[], None
         write()
         return True
     try:
-        if _lock_within(fd, LOCK_WAIT) and os.path.exists(mark):
+        _lock_within(fd, LOCK_WAIT)
+        if os.path.exists(mark):
             return False
         write()  # under the lock, or (another process held it too long) beside it
         try:
