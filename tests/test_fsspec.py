@@ -463,9 +463,10 @@ def test_a_transaction_killed_half_way_leaves_no_version_and_its_leftovers_go(wo
 def test_the_workers_of_a_job_write_its_record_and_edge_once_and_load_no_boto3(
         s3_url: str, s3_server: str, tmp_path: Path) -> None:
     """Four worker processes of one job (``multiprocessing`` spawned: one process group, fresh
-    interpreters) open files of one version through a warm cache: three plain signed PUTs in all
-    (the run's record, the edge's two sides, by whichever worker came first), no other request,
-    no worker loads boto3 or botocore, and ``used_by`` lists the job's run."""
+    interpreters) open files of one version through a warm cache: the run's record and the edge's
+    two sides are written once, by whichever worker came first, and the record finished by it at
+    its exit with the input its marks list: four plain signed PUTs in all and no other request;
+    no worker loads boto3 or botocore, and ``used_by`` lists the job's run, finished."""
     from faultproxy import FaultProxy
 
     store = Store(s3_url, cache=Cache(str(tmp_path / "writer-cache")))
@@ -481,8 +482,10 @@ def test_the_workers_of_a_job_write_its_record_and_edge_once_and_load_no_boto3(
             "    fs.cat_file(path)\n"
             "    return sorted(m for m in ('boto3', 'botocore') if m in sys.modules)\n"
             "if __name__ == '__main__':\n"
-            "    with multiprocessing.get_context('spawn').Pool(4) as pool:\n"
-            "        print(pool.map(work, sys.argv[1:], chunksize=1))\n")
+            "    pool = multiprocessing.get_context('spawn').Pool(4)\n"
+            "    print(pool.map(work, sys.argv[1:], chunksize=1))\n"
+            "    pool.close()\n"
+            "    pool.join()  # the workers exit as they do at the end of an epoch: their exit handlers run\n")
     with FaultProxy(s3_server, seed=25) as proxy:
         env = {k: v for k, v in os.environ.items() if k not in ("ARTFS_RUN_ID", "ARTFS_CACHE_DIR")}
         env.update(ARTFS_S3_ENDPOINT=proxy.url, HOME=str(tmp_path / "home"))
@@ -491,6 +494,9 @@ def test_the_workers_of_a_job_write_its_record_and_edge_once_and_load_no_boto3(
                            text=True, timeout=120, cwd=tmp_path)
         assert p.returncode == 0, p.stderr
         assert p.stdout.strip() == str([[]] * 4)
-        assert [(s.method, s.action) for s in proxy.log] == [("PUT", "pass")] * 3
+        assert [(s.method, s.action) for s in proxy.log] == [("PUT", "pass")] * 4
+        puts = [s.target.split("/store/", 1)[1] for s in proxy.log]
     [run] = Store(s3_url, cache=Cache(str(tmp_path / "reader-cache"))).artifact("cycling/bike-dataset:v0").used_by()
-    assert run.project == "cycling"
+    assert puts == [f"cycling/runs/{run.id}/run.json", f"cycling/runs/{run.id}/used/cycling/bike-dataset/0",
+                    f"cycling/lineage/used/bike-dataset/0/cycling/{run.id}", f"cycling/runs/{run.id}/run.json"]
+    assert (run.project, run.state, run.record.inputs) == ("cycling", "finished", ["cycling/bike-dataset:v0"])

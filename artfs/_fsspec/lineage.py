@@ -32,7 +32,8 @@ the holder), writes the record or edge only if its mark is missing, and makes th
 store took it: so of a job's workers one creates the record and writes each
 edge, the others find the marks (a ``stat`` each) and make no request at all. A writer killed
 while it holds the lock releases it (the next process writes the edge itself); a mark is made
-only after the write succeeded. Marks of earlier boots are removed when a boot's directory is
+only after the write succeeded; the run's creator finishes its record at exit with the edges
+its marks list (no listing of the store). Marks of earlier boots are removed when a boot's directory is
 made (their runs' ids are of that boot). Where the cache cannot hold marks, every process writes
 its edges, as before. On S3 the writes are plain signed PUTs (``Backend.put_small``), so a worker
 never loads boto3 for its lineage. A transaction's commit records its run as the logger of the version it created. Lineage
@@ -185,6 +186,33 @@ def _once(store: "Store", rp: str, rid: str, name: str, write: Callable[[], None
         os.close(fd)  # releases the lock
 
 
+def _mark(store: "Store", rp: str, rid: str, name: str) -> None:
+    """Make the mark ``name`` of a run (an edge written without :func:`_once`), where marks can be."""
+    where = _marks(store, rp, rid)
+    if where is not None:
+        try:
+            os.close(os.open(os.path.join(where, name), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        except OSError:
+            pass
+
+
+def _marked(store: "Store", rp: str, rid: str) -> dict[str, list[str]] | None:
+    """kind -> the versions (``p/a:vN``, sorted) of the run's marked edges; None without marks."""
+    where = _marks(store, rp, rid)
+    if where is None:
+        return None
+    out: dict[str, list[tuple[str, str, int]]] = {}
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return None
+    for name in names:
+        parts = name.split(",")
+        if len(parts) == 4 and parts[3].isdigit():
+            out.setdefault(parts[0], []).append((parts[1], parts[2], int(parts[3])))
+    return {k: [version_ref(*v) for v in sorted(vs)] for k, vs in out.items()}
+
+
 def _auto_id(key: str) -> str:
     n = xxhash.xxh64_intdigest(key.encode())
     out = ""
@@ -281,6 +309,7 @@ def record(store: "Store", kind: str, project: str, artifact: str, n: int, *, ro
             _once(store, rp, rid, f"used,{project},{artifact},{n}", write)
         else:
             write()
+            _mark(store, rp, rid, f"{kind},{project},{artifact},{n}")
         with _lock:
             _recorded.add(key)
         return f"{rp}/{rid}"
@@ -295,14 +324,21 @@ def record(store: "Store", kind: str, project: str, artifact: str, n: int, *, ro
 
 
 def _finish_owned() -> None:
-    """At exit: the automatic runs this process created, finished with every input their edges list."""
+    """At exit: the automatic runs this process created, finished with the inputs and outputs
+    their processes on this host marked (the store's listing of their edges where there are no
+    marks); a process of the group with a cache of its own is missing from the lists, not from
+    the edges."""
     with _lock:
         owned = list(_owned)
         _owned.clear()
     for store, rec in owned:
         try:
-            rec.inputs = [version_ref(p, a, n) for p, a, n, _ in run_edges(store, rec.project, rec.id, "used")]
-            rec.outputs = [version_ref(p, a, n) for p, a, n, _ in run_edges(store, rec.project, rec.id, "logged")]
+            marked = _marked(store, rec.project, rec.id)
+            if marked is not None:  # what the run's processes here wrote: no listing (no boto3 at exit)
+                rec.inputs, rec.outputs = marked.get("used", []), marked.get("logged", [])
+            else:
+                rec.inputs = [version_ref(p, a, n) for p, a, n, _ in run_edges(store, rec.project, rec.id, "used")]
+                rec.outputs = [version_ref(p, a, n) for p, a, n, _ in run_edges(store, rec.project, rec.id, "logged")]
             rec.state, rec.ended = "finished", now_iso()
             write_record(store, rec)
         except (ArtfsError, OSError) as e:
