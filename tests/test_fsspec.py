@@ -500,3 +500,31 @@ def test_the_workers_of_a_job_write_its_record_and_edge_once_and_load_no_boto3(
     assert puts == [f"cycling/runs/{run.id}/run.json", f"cycling/runs/{run.id}/used/cycling/bike-dataset/0",
                     f"cycling/lineage/used/bike-dataset/0/cycling/{run.id}", f"cycling/runs/{run.id}/run.json"]
     assert (run.project, run.state, run.record.inputs) == ("cycling", "finished", ["cycling/bike-dataset:v0"])
+
+
+def test_a_runs_lock_held_too_long_is_written_beside_and_old_boots_marks_go(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process of the run that holds its lock (hung on a store that does not answer) delays the
+    others' first open by ``LOCK_WAIT`` at most: they then write beside it. A mark, once made, spares
+    the next write; marks of an earlier boot are removed when this boot's directory is made."""
+    import fcntl
+
+    from artfs._fsspec import lineage
+
+    store = Store(str(tmp_path / "store"), cache=Cache(str(tmp_path / "cache")))
+    old = tmp_path / "cache" / "edges" / "earlier-boot" / "s" / "cycling" / "r0"
+    old.mkdir(parents=True)
+    monkeypatch.setattr(lineage, "LOCK_WAIT", 0.05)
+    where = lineage._marks(store, "cycling", "run1")
+    assert where is not None and not old.exists() and os.path.isdir(where)
+    held = os.open(os.path.join(where, "lock"), os.O_RDWR | os.O_CREAT)  # its own open file: a lock of its own
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        calls: list[int] = []
+        assert lineage._once(store, "cycling", "run1", "used,cycling,a,0", lambda: calls.append(1)) is True
+        assert calls == [1]
+    finally:
+        os.close(held)
+    assert lineage._once(store, "cycling", "run1", "used,cycling,a,0", lambda: calls.append(2)) is False
+    assert calls == [1]
+    assert lineage._marked(store, "cycling", "run1") == {"used": ["cycling/a:v0"]}
