@@ -300,6 +300,46 @@ def test_a_small_exclusive_create_whose_answer_is_lost_is_a_success(proxy, bucke
     assert b.get("run.json") == b"mine"
 
 
+def test_the_small_put_stands_aside_where_only_botocore_can_tell(tmp_path, monkeypatch):
+    """Set up from the environment alone where that says what botocore would do (the endpoint and
+    its addressing, AWS S3 in the environment's region, the environment's credentials); else
+    None, and botocore writes: no credentials there, a proxy, a configuration file naming an
+    endpoint or a region botocore would read."""
+    from artfs.backends._s3direct import direct_put_for
+
+    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "ARTFS_S3_ADDRESSING_STYLE",
+              "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKID")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+
+    def where(bucket="bkt", endpoint=None, unsigned=False):
+        d = direct_put_for(bucket=bucket, endpoint_url=endpoint, unsigned=unsigned, attempt_timeout=5.0)
+        return None if d is None else (d.scheme, d.host, d.path, d.region, d.creds)
+
+    assert where() == ("https", "bkt.s3.eu-west-3.amazonaws.com", "/", "eu-west-3", ("AKID", "secret", None))
+    assert where("my.dotted.bucket")[1:3] == ("s3.eu-west-3.amazonaws.com", "/my.dotted.bucket/")
+    assert where(endpoint="http://127.0.0.1:9000")[:3] == ("http", "127.0.0.1:9000", "/bkt/")
+    monkeypatch.setenv("ARTFS_S3_ADDRESSING_STYLE", "virtual")
+    assert where(endpoint="https://minio.lan")[1:3] == ("bkt.minio.lan", "/")
+    monkeypatch.delenv("ARTFS_S3_ADDRESSING_STYLE")
+    assert where(unsigned=True)[4] is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert where() is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    (tmp_path / "config").write_text("[default]\nendpoint_url = http://elsewhere:9000\n")
+    assert where() is None
+    (tmp_path / "config").write_text("[default]\nregion = eu-west-1\n")
+    assert where() is not None  # the environment's region is botocore's too
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    assert where() is None  # the profile's region: botocore reads it
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    (tmp_path / "config").unlink()
+    assert where(endpoint="http://127.0.0.1:9000") is None  # credentials from files or roles: botocore's chain
+
+
 @pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzEB0aDAbc/def+ghi="])
 def test_the_small_puts_signature_is_botocores(token):
     """The plain PUT's SigV4 headers are exactly those botocore's S3 signer computes for the same
