@@ -267,6 +267,16 @@ def test_a_small_put_that_fails_is_finished_by_botocore_within_the_budget(proxy,
     proxy.release()
 
 
+def test_a_small_put_refused_for_its_shape_leaves_it_to_botocore(proxy, bucket):
+    """A 403 (a signature the server does not take, say) of the plain PUT: botocore's path writes
+    (its own answer decides: here the proxy let it through), and the plain path is off for the store."""
+    b = through(proxy, bucket, timeout=6)
+    proxy.configure(script={1: "error"}, status=403)
+    b.put_small("edge", b"{}")
+    assert actions(proxy) == ["error", "pass"] and b.get("edge") == b"{}"
+    assert b._writer is False  # botocore's path alone from now on
+
+
 def test_a_small_put_gives_up_within_the_budget(proxy, bucket):
     """503s, resets or stalls forever, or a refused connection: StoreUnavailable within the
     budget (the plain attempt's time counts against it), never a hang."""

@@ -495,6 +495,8 @@ class S3Backend(Backend):
         if status == 200:
             self._count("put")
             return
+        if 300 <= status < 500 and status not in (404, 409, 412, 429):  # this request's shape is wrong here
+            self._writer = False  # (a redirect, a refused signature): botocore's path from now on
         self._deadline.at = deadline  # botocore's retries share the deadline (see _start_budget)
         try:
             self.put(key, data, exclusive=exclusive)
