@@ -258,7 +258,7 @@ class Store:
     def artifact(self, spec: str) -> "Artifact":
         """A logged version: ``store.artifact("cycling/bike-dataset:latest")``."""
         project, artifact, n = self.resolve(spec)
-        return Artifact._logged(self, project, artifact, n)
+        return Artifact.of_version(self, project, artifact, n)
 
     def artifact_versions(self, name: str) -> list["Artifact"]:
         """Every version of ``project/artifact`` as a logged :class:`Artifact`, oldest first ([] if none).
@@ -266,7 +266,7 @@ class Store:
         Raises ``InvalidName`` for a malformed name.
         """
         s = parse_spec(name)
-        return [Artifact._logged(self, s.project, s.artifact, n) for n in self.versions(s.project, s.artifact)]
+        return [Artifact.of_version(self, s.project, s.artifact, n) for n in self.versions(s.project, s.artifact)]
 
     # -- writing -------------------------------------------------------------------------------
     def log_artifact(self, art: "Artifact", project: str, *, aliases: Iterable[str] = (),
@@ -275,7 +275,7 @@ class Store:
 
         ``run`` (``project/run_id``) is recorded in the manifest as the run that logged it.
         """
-        return art._log(self, project, list(aliases), run=run)
+        return art.log_to(self, project, list(aliases), run=run)
 
     def upload_blobs(self, project: str, digests: list[str], missing: list[str],
                      sources: Mapping[str, Callable[[str], None] | str], sizes: Mapping[str, int],
@@ -575,7 +575,7 @@ class Store:
     def finish_artifact(self, art: "Artifact", project: str, group: str, *, aliases: Iterable[str] = ()) -> "Artifact":
         """Merge every part of ``group`` (and ``art``'s own files) into the next version, exactly once."""
         r = _distributed.finish_artifact(self, art, project, group, aliases=aliases)
-        logged = Artifact._logged(self, project, r.artifact, r.version)
+        logged = Artifact.of_version(self, project, r.artifact, r.version)
         logged.commit_result = r
         return logged
 

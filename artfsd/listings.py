@@ -1,4 +1,5 @@
-"""The levels above the version trees: the mount root, projects, artifacts, versions, aliases.
+"""The listings above the version trees (:class:`Listings`): the mount root, projects, artifacts,
+versions, aliases, kept fresh from the store.
 
 What lives here changes while mounted (another process or machine logs a version or moves an
 alias), so each listing directory remembers when it was last listed and is listed again in a
@@ -21,7 +22,7 @@ longer than the refresh interval. An alias keeps its inode when it moves, and th
 cache its target (``FUSE_CACHE_SYMLINKS``, :mod:`artfsd.kernel`) and attributes: a move also
 invalidates the link's inode (page and attributes, ``invalidate_inode``), in a worker thread,
 and the refresh that saw the move completes (and a lookup waiting for it answers) only after
-the kernel dropped them. So alias nodes get long kernel timeouts (:attr:`Namespace.keep_fresh`),
+the kernel dropped them. So alias nodes get long kernel timeouts (:attr:`Listings.keep_fresh`),
 as long as the background refresh keeps their artifact listed: handing an alias's attributes
 to the kernel counts as a use of its artifact (``used_at``), and the refresh loop lists every
 artifact used within ``keep_fresh``, so no alias the kernel may still trust goes unwatched.
@@ -90,8 +91,8 @@ def _ns(created: str, default: int) -> int:
         return default
 
 
-# -- the namespace -------------------------------------------------------------------------------
-class Namespace:
+# -- the listings --------------------------------------------------------------------------------
+class Listings:
     """Everything above the version trees, kept fresh from the store."""
 
     def __init__(
@@ -493,9 +494,7 @@ class Namespace:
             return built
 
     def _range(self, v: VersionDir) -> int:
-        i = self.inodes._owners.index(v)
-        nxt = self.inodes._starts[i + 1] if i + 1 < len(self.inodes._starts) else self.inodes.next
-        return nxt - v.base
+        return self.inodes.range_end(v) - v.base
 
     def _build(self, project: str, artifact: str, n: int) -> tuple[Any, VersionTree | LazyTree]:
         m = self.store.manifest(project, artifact, n)
