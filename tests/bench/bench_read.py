@@ -476,12 +476,18 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
         counters = ""
         rep = [0]
         cpu: dict[str, list[tuple[float, float, float]]] = {"": [], a.compare or "": []}  # (s, daemon, s3rver)
+        peer_cpu: dict[str, list[tuple[float, float, float]]] = {}  # kind: (s, client CPU s, s3rver CPU s)
 
         def boto() -> float:
             os.sync()
+            assert server.proc is not None
+            c0 = os.times(), cpu_seconds(server.proc.pid)
             t0 = time.perf_counter()
             client.download_file(bucket, key, out)  # TransferConfig(): 8 MiB parts, 10 threads
             t = time.perf_counter() - t0
+            c1 = os.times()  # this process's own CPU: boto3 runs in it
+            peer_cpu.setdefault("boto3", []).append(
+                (t, c1.user + c1.system - c0[0].user - c0[0].system, cpu_seconds(server.proc.pid) - c0[1]))
             assert os.path.getsize(out) == size
             os.unlink(out)
             return t
@@ -530,9 +536,13 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
                         path = os.path.join(pm.mnt, root_key)
                         wait_for(lambda: os.path.exists(path), 30, f"{root_key} to show up in the {kind} mount")
                         os.sync()
+                        assert pm.proc is not None and server.proc is not None
+                        c0 = cpu_seconds(pm.proc.pid), cpu_seconds(server.proc.pid)
                         t, n = read_all(path)
                         if n != size:
                             raise RuntimeError(f"read {n} bytes of {size}")
+                        peer_cpu.setdefault(kind, []).append(
+                            (t, cpu_seconds(pm.proc.pid) - c0[0], cpu_seconds(server.proc.pid) - c0[1]))
                         return t
                 except Exception as e:
                     failed[kind] = f"{type(e).__name__}: {e}"
@@ -547,6 +557,9 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
             if runs:  # where the time of a cold read goes: the daemon's CPU, the server's
                 table.note(f"artfs{' running ' + code if code else ''} per run (s, daemon CPU s, s3rver CPU s): "
                            + ", ".join(f"{t:.2f} / {d:.2f} / {v:.2f}" for t, d, v in runs))
+        for kind, runs in peer_cpu.items():  # the same for boto3 (this process) and each peer mount
+            table.note(f"{kind} per run (s, {'client' if kind == 'boto3' else kind} CPU s, s3rver CPU s): "
+                       + ", ".join(f"{t:.2f} / {d:.2f} / {v:.2f}" for t, d, v in runs))
         if a.compare:
             table.add(f"cold read from S3 (s3rver): artfs mount running {a.compare} vs boto3",
                       size / best["artfs@compare"] / GB, ref, ref_name="boto3 download_file")
