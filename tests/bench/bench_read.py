@@ -27,7 +27,9 @@ Sections (``--only``):
            itself; s3fs and rclone keep the kernel's 128 (rclone reads ten times slower with
            1024: the kernel's parallel read-ahead requests arrive out of order and it re-opens
            its stream). Each is mounted afresh for every run (a cold kernel page cache) and
-           unmounted after.
+           unmounted after. Every run notes the CPU (user + system, all threads) that the
+           reader spent during the read (the artfs daemon, also up to its blob's verification;
+           the s3fs or rclone process; boto3's own process) and that s3rver spent serving it.
 ``ttfb``   Time to the first byte of a 10 GiB file (``--big-gb``), cold: a fresh mount and an
            empty cache, then ``open`` + ``read(4096)`` at offset 0 (and at the middle), vs the
            same on the store file with its pages dropped. The 10 GiB blob is a sparse file of
