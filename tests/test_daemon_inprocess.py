@@ -320,8 +320,8 @@ def test_the_commit_at_unmount_reports_each_draft_as_artfs_umount_reads_it(store
     trio.run(write)
     assert ops.drafts is not None
     report = ops.drafts.finish(list(ops.files.values()))  # as artfsd.main does once unmounted
-    assert [c["name"] for c in report.commits] == ["cycling/bikes"] and report.failed == []
-    assert report.commits[0]["committed"] and report.commits[0]["version"] == 1
+    assert [c.name for c in report.commits] == ["cycling/bikes"] and report.failed == []
+    assert report.commits[0].committed and report.commits[0].version == 1
     assert "notes.txt" in {e.path for e in store.artifact("cycling/bikes:v1").manifest.entries}
     assert store.artifacts("cycling") == ["bikes"]  # the empty new artifact was dropped, not committed
 

@@ -19,7 +19,7 @@ import artfs.lowlevel
 ROOT = Path(__file__).resolve().parent.parent
 
 LOWLEVEL = {
-    "ROOT", "Attr", "Draft", "DraftBusy", "Drafts",
+    "ROOT", "Attr", "Draft", "DraftBusy", "Drafts", "commit_draft",
     "LazyBlobs", "stamp_ok", "blob_key",
     "check_alias", "check_name", "is_version", "parse_version", "is_pinned",
     "gc_paused", "bounded_json", "diff_entries", "list_projects", "collections", "collection_symlinks",
@@ -27,7 +27,7 @@ LOWLEVEL = {
     "version_ref", "write_record", "run_view",
     "FSTYPE", "add_mount_arguments", "apply_mount_options", "default_log_path", "find_mount", "pidfile_path",
     "results_path", "MountConfig", "default_store_url", "parse_time", "timeline", "xattrs", "mount_failure_cause", "mount_note",
-    "COMMITTING", "FINISHED", "UnmountReport",
+    "COMMITTING", "FINISHED", "DraftCommit", "UnmountReport",
 }
 
 
