@@ -107,6 +107,23 @@ class DraftCommit:
 
 
 @dataclass
+class Failure:
+    """A draft not committed at unmount, and why."""
+
+    name: str  #: PROJECT/ARTIFACT, or ``*``: the commit of every draft failed
+    error: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, d: object) -> "Failure | None":
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+            return None
+        return cls(d["name"], str(d.get("error") or ""))
+
+
+@dataclass
 class UnmountReport:
     """One unmount report (see the module docstring)."""
 
@@ -118,22 +135,23 @@ class UnmountReport:
     commits: list[DraftCommit] = field(default_factory=list)
     #: drafts that equal their base
     unchanged: list[str] = field(default_factory=list)
-    #: ``{"name": PROJECT/ARTIFACT (or "*"), "error": message}`` of each draft not committed
-    failed: list[dict[str, str]] = field(default_factory=list)
+    #: each draft not committed
+    failed: list[Failure] = field(default_factory=list)
     #: committing: the drafts with changes, which the daemon is about to commit
     drafts: list[str] = field(default_factory=list)
     started: float | None = None  # committing: when (time.time())
     finished: float | None = None  # finished: when
 
     def fail(self, name: str, error: str) -> None:
-        self.failed.append({"name": name, "error": error})
+        self.failed.append(Failure(name, error))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of the report's state (the keys of each state, in this order)."""
         head = {"pid": self.pid, "mountpoint": self.mountpoint, "store": self.store, "state": self.state}
         if self.state == COMMITTING:
             return {**head, "drafts": list(self.drafts), "started": self.started}
-        return {"commits": [c.to_dict() for c in self.commits], "unchanged": list(self.unchanged), "failed": list(self.failed),
+        return {"commits": [c.to_dict() for c in self.commits], "unchanged": list(self.unchanged),
+                "failed": [f.to_dict() for f in self.failed],
                 **head, "finished": self.finished}
 
     def to_json(self) -> str:
@@ -148,7 +166,8 @@ class UnmountReport:
             return cls(pid=d.get("pid") or 0, mountpoint=d.get("mountpoint") or "", store=d.get("store") or "",
                        state=d.get("state") or FINISHED,
                        commits=[c for c in map(DraftCommit.from_dict, d.get("commits") or []) if c is not None],
-                       unchanged=list(d.get("unchanged") or []), failed=list(d.get("failed") or []),
+                       unchanged=list(d.get("unchanged") or []),
+                       failed=[f for f in map(Failure.from_dict, d.get("failed") or []) if f is not None],
                        drafts=list(d.get("drafts") or []), started=d.get("started"), finished=d.get("finished"))
         except TypeError:  # a list field that is not a list
             return None

@@ -516,3 +516,8 @@ def test_a_commit_result_reads_back_as_it_was_written() -> None:
         assert DraftCommit.from_dict(json.loads(c.to_json())) == c
     assert DraftCommit.from_dict([1]) is None and DraftCommit.from_dict({"ok": True}) is None
     assert DraftCommit.from_dict({"name": "p/a", "files": "many"}) is None
+    report = UnmountReport(1, "/mnt/x", "file:///s", commits=[cases[0]], unchanged=["p/b"])
+    report.fail("p/c", "store down")
+    doc = json.loads(report.to_json())
+    assert doc["failed"] == [{"name": "p/c", "error": "store down"}] and doc["commits"] == [cases[0].to_dict()]
+    assert UnmountReport.from_dict(doc) == report
