@@ -2,7 +2,7 @@
 commit finishes it.
 
 Each step is a method of :class:`Commit` (the part a :class:`artfs._draft.Draft` holds as
-``commits``; :meth:`Draft.commit` calls it), so that what a step does, and where a crash can fall
+``commits``; :meth:`Draft.commit` calls it; the sweep is its :class:`DraftDB`'s), so that what a step does, and where a crash can fall
 between two of them, can be read (and tested: ``tests/crashpoints.py`` stops a process at these
 boundaries) one by one::
 
@@ -17,7 +17,7 @@ boundaries) one by one::
                         carrying commit_id
     4 _reset_to_version base := the new version, staged files become base nodes, commit_id :=
                         NULL, description/metadata/aliases cleared          (one transaction)
-    5 _sweep            delete the staged files no node references any more
+    5 DraftDB.sweep     delete the staged files no node references any more
 
 What a crash (SIGKILL) at each point leaves, and how it is recovered
     before 2        a dirty draft, maybe with digests cached: commit again.
