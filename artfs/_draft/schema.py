@@ -266,6 +266,9 @@ class DraftDB:
         self._dirty = False
         self.gen = 0  # counts namespace changes: a commit compares it to see what changed meanwhile
         self.committing: set[str] = set()  # staged files a running commit reads: deleted after it
+        #: transactions committed so far: an fsync checkpoints the journal only if one committed
+        #: since the last fsync's checkpoint (:meth:`Staging.fsync`)
+        self.txs = 0
         self._con: sqlite3.Connection | None = None
         self.acols = _ACOLS
 
@@ -328,6 +331,7 @@ class DraftDB:
                     con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+            self.txs += 1
         except sqlite3.OperationalError as e:
             if con.in_transaction:  # a failed COMMIT may leave the transaction open
                 with contextlib.suppress(sqlite3.Error):

@@ -38,6 +38,7 @@ class Staging:
     def __init__(self, db: DraftDB, namespace: Namespace) -> None:
         self.db = db
         self.namespace = namespace
+        self._durable = -1  # DraftDB.txs when an fsync last made the namespace durable
 
     # -- content -------------------------------------------------------------------------------
     def _file(self, ino: int) -> _Node:
@@ -221,16 +222,31 @@ class Staging:
                 os.truncate(p, size)
 
     def fsync(self, ino: int | None = None, datasync: bool = False) -> None:
-        """Make a file's bytes and the namespace durable against power loss, not just a crash."""
+        """Make a file's bytes and the namespace durable against power loss, not just a crash.
+
+        The file is flushed without the draft's lock (other requests go on meanwhile). The
+        namespace (the ``files/`` directory and the journal, with a full checkpoint) only when a
+        transaction committed since the last fsync made it durable: a program that writes and
+        fsyncs a file again and again changes no row after its first write (measured in
+        docs/fast-paths.md, "Draft writes with fsync"). Every change of ``files/`` comes with a
+        transaction (a staged file is created before the transaction that references it, and
+        deleted after the one that drops it: a deletion lost to power loss is an unreferenced
+        file, which the next open sweeps)."""
+        fd = -1
         with self.db.lock:
+            txs = self.db.txs
             if ino is not None:
                 n = self.db.node(ino)
                 if n.kind == "f" and n.fid is not None:
                     fd = os.open(self.db.fpath(n.fid), os.O_RDONLY | os.O_CLOEXEC)
-                    try:
-                        (os.fdatasync if datasync else os.fsync)(fd)
-                    finally:
-                        os.close(fd)
+        if fd >= 0:
+            try:
+                (os.fdatasync if datasync else os.fsync)(fd)
+            finally:
+                os.close(fd)
+        if txs == self._durable:
+            return
+        with self.db.lock:
             dfd = os.open(self.db.files, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.fsync(dfd)
@@ -238,4 +254,4 @@ class Staging:
                 os.close(dfd)
             if not self.db.readonly:
                 self.db.con().execute("PRAGMA wal_checkpoint(FULL)")
-
+            self._durable = max(self._durable, txs)
