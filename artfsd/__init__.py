@@ -9,9 +9,10 @@
     attrs.py      every user.artfs.* attribute name and how its value is spelt
     namespace.py  root/project/artifact levels, alias symlinks, refresh from the store, inode table
     drafts.py     the writable draft/ of every artifact (DraftSpace) and its namespace; the draft
-                  itself is artfs._draft. Its layers: draft_slots.py (slots, inodes, threads,
-                  attributes), draft_files.py (open files, reads, writes), draft_commits.py
-                  (commits through user.artfs.commit and at unmount, user.artfs.* attributes)
+                  itself is artfs._draft. The parts it holds: draft_slots.py (slots, inodes,
+                  threads, attributes), draft_files.py (open files, reads, writes),
+                  draft_commits.py (commits through user.artfs.commit and at unmount,
+                  user.artfs.* attributes)
     tree.py       the compact, immutable index of one version's directory tree
     errors.py     artfs errors -> errno, in one place
     kernel.py     passthrough and cached listings: what the kernel agreed to
