@@ -43,21 +43,6 @@ class _Empty:
         pass
 
 
-class _RefReads:
-    """Reads of a reference of the base version, straight from where it lives."""
-
-    def __init__(self, reader: Any, entry: Any) -> None:
-        self.reader = reader
-        self.entry = entry
-
-    def read(self, off: int, length: int) -> bytes:
-        data: bytes = self.reader.read_range(self.entry, off, length)
-        return data
-
-    def close(self) -> None:
-        pass
-
-
 class DraftFiles:
     """Open files of the drafts (module docstring)."""
 
@@ -142,7 +127,7 @@ class DraftFiles:
             pinned = bool(is_pinned(entry))
             if open_ref is not None and pinned and entry.size:
                 return open_ref(slot.project, entry, reader)
-            return _RefReads(reader, entry)
+            return self.space.blobs.open_unpinned(reader, entry)
         if not entry.size:
             return _Empty()
         return self.space.blobs.open(slot.project, entry.digest, entry.size)

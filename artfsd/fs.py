@@ -49,7 +49,6 @@ from .listing import ListingHandler
 from .namespace import Namespace
 from .nodes import AliasLink, DraftRoot, ListingDir, Node, VersionDir
 from .openfiles import OpenFile
-from .prefetch import SmallBlobs
 from .versions import VersionHandler
 
 log = logging.getLogger("artfsd")
@@ -92,11 +91,9 @@ class Operations(pyfuse3.Operations):
                             drafts=self.drafts.node_for if self.drafts is not None else None)
         self.mount = Mount(store, self.ns, self.lineage, config, entry_of=self.entry_of)
         self.kernel = Features()  # what the kernel agreed to: set by init()
-        self.small = SmallBlobs(store, timeout=config.timeout)  # artfsd/prefetch.py
         self.backings = Backings(enabled=False)
         self.listing = ListingHandler(self.mount, self.drafts, stats=self.stats_doc, results_path=results)
-        self.versions = VersionHandler(self.mount, blobs, refs=self._ref_reader, small=self.small,
-                                       backings=self.backings)
+        self.versions = VersionHandler(self.mount, blobs, refs=self._ref_reader, backings=self.backings)
         self.draft_handler = DraftHandler(self.mount, self.drafts)
         self._fh = itertools.count(1)
         self.files: dict[int, Any] = {}  # fh -> the handler's open file (OpenFile, DraftFile)
@@ -153,7 +150,6 @@ class Operations(pyfuse3.Operations):
 
     def start(self, nursery: trio.Nursery) -> None:
         """Start background work (periodic refresh); call from inside the trio run."""
-        self.versions.nursery = nursery
         self.ns.start(nursery)
         if self.lineage.enabled:
             nursery.start_soon(self.lineage.run_background)
@@ -174,9 +170,9 @@ class Operations(pyfuse3.Operations):
             **(self.drafts.stats if self.drafts is not None else {}),
             "open_files": len(self.files),
             "kernel": self.kernel.doc(),
-            **self.small.stats,
-            **dict(getattr(self.blobs, "stats", {})),  # the lazy reader's: fetched_bytes, direct_reads
-            **self.versions.complete.stats,
+            # the lazy reader's: fetched_bytes, direct_reads, small_fetches, prefetched, prefetch_errors
+            **dict(getattr(self.blobs, "stats", {})),
+            **self.versions.files.stats,
             "passthrough_files": len(self.backings),
             **self.backings.stats,
             "loaded_entries": self.ns.loaded_entries,

@@ -4,13 +4,14 @@ Each part is driven as the daemon drives it, over a real local store written wit
 the index of a version's tree (``artfsd/tree.py``), the listings of the levels above versions
 (``artfsd/namespace.py`` through ``artfsd/listing.py``, as the router calls them, under trio), the
 per-inode bookkeeping of passthrough and cached opens (``artfsd/kernel.py``'s ``Backings``, as far
-as it goes without a FUSE session: ``backing_open`` needs one), the whole fetch and directory
-prefetch of small files (``artfsd/prefetch.py``), and the commit of every draft at unmount with the
-report ``artfs umount`` reads (``artfs/_umount.py``), and the draft handler (``artfsd/draftfs.py``
-over ``artfsd/drafts.py``): writing, renaming and unlinking in a draft, its commit through
-``setxattr user.artfs.commit`` (in the foreground, in the background, failing, as a group's part),
-the typed result ``user.artfs.last_commit`` carries, and the drafts dropped at unmount. ``pyfuse3.readdir_reply`` needs a kernel
-request, so listings collect their entries with a replacement, as in test_fs_handlers.py.
+as it goes without a FUSE session: ``backing_open`` needs one), the commit of every draft at
+unmount with the report ``artfs umount`` reads (``artfs/_umount.py``), and the draft handler
+(``artfsd/draftfs.py`` over ``artfsd/drafts.py``): writing, renaming and unlinking in a draft, its
+commit through ``setxattr user.artfs.commit`` (in the foreground, in the background, failing, as a
+group's part), the typed result ``user.artfs.last_commit`` carries, and the drafts dropped at
+unmount. ``pyfuse3.readdir_reply`` needs a kernel request, so listings collect their entries with a replacement, as in test_fs_handlers.py. The
+read side (open, read and release of version files, small files, prefetch, the fetches in flight)
+is tests/test_daemon_reads.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import dataclasses
 import errno
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,11 @@ import pyfuse3
 import pytest
 import trio
 
-from artfs import Artifact, Cache, CorruptData, Entry, Manifest, Store
+from artfs import Artifact, Cache, Entry, Manifest, Store
 from artfs.lowlevel import COMMITTING, DraftCommit, LazyBlobs, MountConfig, UnmountReport
 from artfsd.draftfs import DraftHandler
 from artfsd.fs import Operations
 from artfsd.kernel import Backings
-from artfsd.prefetch import SmallBlobs, small_files_of
 from artfsd.tree import VersionTree
 
 
@@ -238,73 +237,6 @@ def test_without_passthrough_opens_of_a_version_file_are_cached_ones(store: Stor
         await ops.release(info.fh)
         assert not ops.backings.cached(ino)
         assert ops.stats_doc()["passthrough_files"] == 0
-
-    trio.run(main)
-
-
-# -- small files fetched whole, and a directory's ahead of its reader (artfsd/prefetch.py) ----------------
-def _blobs(store: Store) -> list[tuple[str, int]]:
-    m = store.manifest("cycling", "bikes", 0)
-    return [(e.digest, e.size) for e in m.entries if e.path.startswith("train/") and e.digest]
-
-
-def test_a_small_blob_is_fetched_once_whole_and_verified(store: Store, tmp_path: Path) -> None:
-    mstore = Store(store.url, cache=Cache(str(tmp_path / "mount-cache")))
-    small = SmallBlobs(mstore, timeout=10.0)
-    (digest, size), *_ = _blobs(store)
-    results: list[bool] = []
-    threads = [threading.Thread(target=lambda: results.append(small.ensure("cycling", digest, size)))
-               for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(results) == [False] * 7 + [True]  # one fetch; the others waited for it or found it
-    assert small.stats["small_fetches"] == 1 and mstore.cache.has(digest)
-    assert small.ensure("cycling", digest, size) is False  # cached: no store request
-    other, other_size = _blobs(store)[1]
-    with pytest.raises(CorruptData, match="manifest says"):  # a manifest that lies about the size
-        small.ensure("cycling", other, other_size + 100)
-    assert not mstore.cache.has(other)
-    with pytest.raises(CorruptData, match="missing"):
-        small.ensure("cycling", "xxh128:" + "ab" * 16, 10)
-    assert not mstore.cache.has("xxh128:" + "ab" * 16)
-
-
-def test_prefetch_fetches_a_directory_once_and_within_its_budget(store: Store, tmp_path: Path) -> None:
-    mstore = Store(store.url, cache=Cache(str(tmp_path / "mount-cache")))
-    small = SmallBlobs(mstore, timeout=10.0)
-    tree = VersionTree(store.manifest("cycling", "bikes", 0))
-    train = tree.dir_of(tree.lookup(0, b"train"))  # type: ignore[arg-type]
-    files = small_files_of(tree, train)
-    assert sorted(files) == sorted(_blobs(store))
-    assert small.want_prefetch(("cycling", "bikes", 0), train)
-    assert not small.want_prefetch(("cycling", "bikes", 0), train)  # once per directory
-    trio.run(small.prefetch_dir, "cycling", files)
-    assert small.stats["prefetched"] == len(SMALL_FILES) and small.stats["prefetch_errors"] == 0
-    assert all(mstore.cache.has(d) for d, _ in files)
-
-    tight = Store(store.url, cache=Cache(str(tmp_path / "tight-cache"), max_size=4 * 1024 * 4))
-    s2 = SmallBlobs(tight, timeout=10.0)
-    trio.run(s2.prefetch_dir, "cycling", files)  # a quarter of the bound: 4 KiB of the 12 KiB
-    fetched = sum(size for d, size in files if tight.cache.has(d))
-    assert 0 < fetched <= 4 * 1024 and s2.stats["prefetched"] < len(SMALL_FILES)
-
-
-@pytest.mark.parametrize("prefetch", [True, False])
-def test_reading_one_small_file_prefetches_its_directory_unless_turned_off(store: Store, tmp_path: Path,
-                                                                          prefetch: bool) -> None:
-    async def main() -> None:
-        ops = make_ops(store, tmp_path, prefetch=prefetch)
-        async with trio.open_nursery() as nursery:
-            ops.start(nursery)
-            assert await cat(ops, "cycling/bikes/v0/train/shard-00.bin") == SMALL_FILES["shard-00.bin"]
-            with trio.fail_after(10):
-                while prefetch and ops.small.stats["prefetched"] < len(SMALL_FILES) - 1:
-                    await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
-        cached = [d for d, _ in _blobs(store) if ops.store.cache.has(d)]
-        assert len(cached) == (len(SMALL_FILES) if prefetch else 1)
 
     trio.run(main)
 

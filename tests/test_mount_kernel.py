@@ -549,3 +549,33 @@ def test_random_reads_of_a_big_file_fetch_about_what_they_read(tmp_path: Path):
         fetched = after["fetched_bytes"] - before["fetched_bytes"]
         assert 0 < fetched <= 2 * read, (fetched, read)
         assert after["backend"]["range"] - before["backend"]["range"] == 15
+
+
+def test_a_cold_sequential_read_of_a_big_file_fetches_each_byte_once(tmp_path: Path):
+    """A big file read from start to end through the mount, cold (the kernel's read-ahead requests
+    in parallel and out of order, the daemon's own read-ahead growing ahead of them): the right
+    bytes, and exactly the file's size fetched from the store (user.artfs.stats fetched_bytes):
+    no byte twice, none beyond the end."""
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 96 * MiB + 12345
+    with open(src / "model.ckpt", "wb") as fh:
+        fh.write(os.urandom(size))
+    store = Store(str(tmp_path / "store"))
+    art = Artifact("models", type="model")
+    art.add_dir(str(src))
+    store.log_artifact(art, project="p")
+    with _mount(store.url, tmp_path) as m, open(src / "model.ckpt", "rb") as want:
+        path = m.path("p", "models", "v0", "model.ckpt")
+        os.stat(path)
+        before = m.stats()
+        with open(path, "rb", buffering=0) as f:
+            off = 0
+            while chunk := f.read(1 << 20):
+                assert chunk == want.read(len(chunk)), off
+                off += len(chunk)
+        assert off == size
+        _released(m)
+        after = m.stats()
+        assert after["fetched_bytes"] - before["fetched_bytes"] == size
+        assert after["direct_reads"] == before["direct_reads"]

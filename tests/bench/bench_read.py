@@ -210,6 +210,13 @@ def log_big_file(store: Store, src_dir: str) -> tuple[str, str]:
     return os.path.join(ARTIFACT, "v0", FILE), logged.get_path(FILE).digest
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def daemon_counters(m: MountProcess) -> str:
     s = m.stats()
     return f"{s['backend'].get('range', 0)} range GETs, {s['reads']} read requests"
@@ -468,6 +475,7 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
         mnt = os.path.join(base, "mnt")
         counters = ""
         rep = [0]
+        cpu: dict[str, list[tuple[float, float, float]]] = {"": [], a.compare or "": []}  # (s, daemon, s3rver)
 
         def boto() -> float:
             os.sync()
@@ -495,8 +503,11 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
                     os.chdir(cwd)
                 path = m.path(PROJECT, rel)
                 os.stat(path)
+                assert m.proc is not None and server.proc is not None
+                cpu0 = cpu_seconds(m.proc.pid), cpu_seconds(server.proc.pid)
                 t, n = read_all(path)
                 assert n == size, n
+                cpu[code or ""].append((t, cpu_seconds(m.proc.pid) - cpu0[0], cpu_seconds(server.proc.pid) - cpu0[1]))
                 if code is None:
                     counters = daemon_counters(m)
                 blob = Cache(cache_dir).path(digest)
@@ -532,6 +543,10 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
         table.add("cold read from S3 (s3rver): artfs mount vs boto3", size / best["artfs"] / GB, ref, aim="1.0",
                   ref_name="boto3 download_file")
         table.note(f"artfs from s3rver: {counters} per run")
+        for code, runs in cpu.items():
+            if runs:  # where the time of a cold read goes: the daemon's CPU, the server's
+                table.note(f"artfs{' running ' + code if code else ''} per run (s, daemon CPU s, s3rver CPU s): "
+                           + ", ".join(f"{t:.2f} / {d:.2f} / {v:.2f}" for t, d, v in runs))
         if a.compare:
             table.add(f"cold read from S3 (s3rver): artfs mount running {a.compare} vs boto3",
                       size / best["artfs@compare"] / GB, ref, ref_name="boto3 download_file")
