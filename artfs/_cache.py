@@ -5,7 +5,11 @@ Layout under ``$ARTFS_CACHE_DIR`` (default ``$XDG_CACHE_HOME/artfs``)::
     blobs/xxh128/<2>/<32>        complete, verified contents (mode 0444)
     partial/<32>                 a sparse file being filled chunk by chunk (the mount's lazy reads)
     partial/<32>.map             its chunk map (one byte per chunk, 1 = present)
-    manifests/<store>/<p>/<a>/<N>.json   manifests already read (immutable, so valid forever)
+    manifests/<store>/<p>/<a>/<N>.json   manifests already read (immutable, so valid forever); format 1
+                                         only, whole (drafts read their base's bytes from here)
+    manifests/<store>/<p>/<a>/<N>.head.json   the head of a sharded version (format 2)
+    manifests/<store>/.trees/<p>/xxh128/<2>/<32>   pieces of sharded manifests read (content-addressed,
+                                         checked against their digest at every read from here)
     tmp/                         files being written; renamed into place when complete
     hashes.db                    the record of local files hashed (:mod:`artfs._hashes`): not blobs
 
@@ -372,6 +376,18 @@ class Cache:
     def manifest_path(self, store_id: str, project: str, artifact: str, n: int) -> str:
         """Where the manifest of vN of a store is kept (manifests never change, so it stays valid)."""
         return os.path.join(self.root, "manifests", store_id, project, artifact, f"{n}.json")
+
+    def head_path(self, store_id: str, project: str, artifact: str, n: int) -> str:
+        """Where the head of a sharded vN is kept: never at :meth:`manifest_path`, whose bytes
+        readers take as a whole format-1 manifest."""
+        return os.path.join(self.root, "manifests", store_id, project, artifact, f"{n}.head.json")
+
+    def tree_path(self, store_id: str, project: str, digest: str) -> str:
+        """Where a piece of a sharded manifest is kept (named by its digest: never stale). Under
+        ``.trees``, which is no project name, so a listing of the cached projects and artifacts
+        (a mount's, with the store down) never takes it for one."""
+        hexpart = digest.split(":", 1)[1]
+        return os.path.join(self.root, "manifests", store_id, ".trees", project, "xxh128", hexpart[:2], hexpart)
 
     def write_small(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically (through ``tmp/`` and a rename); ``OSError`` on failure."""

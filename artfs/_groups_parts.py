@@ -342,7 +342,7 @@ def upsert_artifact(store: "Store", art: "Artifact", project: str, group: str, *
                     aliases: Iterable[str] = ()) -> PartResult:
     """Upsert the files an :class:`Artifact` holds (``add_file``/``add_dir``/``new_file``/references)."""
     entries, sources = artifact_entries(art, store)
-    return upsert(store, project, art._name, group, entries=entries, sources=sources, writer=writer,
+    return upsert(store, project, art.name, group, entries=entries, sources=sources, writer=writer,
                   type=art.type, description=art.description, metadata=art.metadata, progress=progress, run=run,
                   aliases=list(art.aliases) + list(aliases))
 
@@ -350,6 +350,4 @@ def upsert_artifact(store: "Store", art: "Artifact", project: str, group: str, *
 def artifact_entries(art: "Artifact", store: "Store") -> tuple[list[Entry], dict[str, Callable[[str], None] | str]]:
     """The entries of a draft :class:`Artifact` (its files hashed, through the store's cache's
     record of what was hashed) and where each blob's bytes are."""
-    art._need_draft()
-    entries, sources, _ = art._entries(store.cache.hash_record())
-    return entries, dict(sources)
+    return art.draft_entries(store.cache.hash_record())

@@ -30,6 +30,7 @@ from ._lineage import (
     write_record,
 )
 from ._manifest import gc_paused
+from ._pieces import tree_of
 from ._mountconfig import MountConfig
 from ._mounts import (
     FSTYPE,
@@ -57,7 +58,7 @@ __all__ = [
     # names, versions, references
     "check_alias", "check_name", "is_version", "parse_version", "is_pinned",
     # manifests, and what changed between two (artfs/_diff.py)
-    "gc_paused", "bounded_json", "diff_entries",
+    "gc_paused", "bounded_json", "diff_entries", "tree_of",
     # what a caller may see of a store (artfs/_access.py)
     "list_projects",
     # registry collections, as the mount shows them (artfs/_registry.py)

@@ -11,8 +11,8 @@
 
 Every request about an inode goes to the handler :meth:`Operations.route` names; that method is
 the one place that knows how the inode numbers are laid out (drafts from
-:data:`artfsd.drafts.DRAFT_BASE` up, below that the nodes of the namespace and the contiguous
-ranges version trees reserve, :mod:`artfsd.namespace`). A request about two directories
+:data:`artfsd.drafts.DRAFT_BASE` up, below that the nodes of the listings and the contiguous
+ranges version trees reserve, :mod:`artfsd.listings`). A request about two directories
 (``rename``) needs both in one handler: across drafts and anything else it is EXDEV (``mv``
 copies), across the read-only levels EROFS. The handlers share one protocol
 (:class:`artfsd.handler.Handler`) and the router owns the file and directory handle numbers.
@@ -46,7 +46,7 @@ from .handler import Handler, Mount
 from .kernel import Backings, Features, probe
 from .lineage import Lineage
 from .listing import ListingHandler
-from .namespace import Namespace
+from .listings import Listings
 from .nodes import AliasLink, DraftRoot, ListingDir, Node, VersionDir
 from .openfiles import OpenFile
 from .versions import VersionHandler
@@ -67,7 +67,7 @@ class Operations(pyfuse3.Operations):
     # stock pyfuse3 ignores this and calls write.
     enable_write_fd = True
     # The kernel keeps alias symlinks' targets (artfs/_fusebuild/patches/, symlink-cache); the
-    # namespace invalidates a link's inode when its alias moves (artfsd/kernel.py).
+    # listings invalidate a link's inode when its alias moves (artfsd/kernel.py).
     enable_cache_symlinks = True
 
     def __init__(self, store: Store, blobs: Any, config: MountConfig, *, results: str | None = None) -> None:
@@ -87,7 +87,7 @@ class Operations(pyfuse3.Operations):
         self._refs: RefReader | None = None  # the mount's file:// options, made on first use
         self.drafts = None if config.read_only else DraftSpace(  # None: a read-only mount
             store, blobs, config, lineage=self.lineage, on_commit=self._committed, ref_reader=self._ref_reader)
-        self.ns = Namespace(store, config, limiter=trio.CapacityLimiter(config.store_threads),
+        self.ns = Listings(store, config, limiter=trio.CapacityLimiter(config.store_threads),
                             drafts=self.drafts.node_for if self.drafts is not None else None)
         self.mount = Mount(store, self.ns, self.lineage, config, entry_of=self.entry_of)
         self.kernel = Features()  # what the kernel agreed to: set by init()
@@ -190,7 +190,7 @@ class Operations(pyfuse3.Operations):
         return self.listing
 
     def entry_of(self, node: Node) -> pyfuse3.EntryAttributes:
-        """Attributes of a node of the namespace without store I/O, from the handler it belongs to."""
+        """Attributes of a node of the listings without store I/O, from the handler it belongs to."""
         if isinstance(node, VersionDir):
             return self.versions.entry(node)
         if isinstance(node, DraftRoot):

@@ -24,8 +24,8 @@ Two FUSE features take whole classes of requests away from this (Python, one-thr
 * **Cached symlinks** (``FUSE_CACHE_SYMLINKS``, Linux >= 4.20, libfuse >= 3.10): the kernel keeps
   an alias symlink's target (``latest -> v3``) in its page cache, so a path walk through
   ``MNT/p/a/latest/...`` sends no READLINK. The target changes when the alias moves: the
-  namespace then invalidates the link's inode (its page and attributes) before the refresh that
-  saw the move completes, and its entry (:mod:`artfsd.namespace`), so a moved alias shows within
+  listings then invalidate the link's inode (its page and attributes) before the refresh that
+  saw the move completes, and its entry (:mod:`artfsd.listings`), so a moved alias shows within
   the refresh interval, as without the cache.
 
 These need a pyfuse3 that can ask for them: stock pyfuse3 3.5 cannot (``opendir`` returns only a

@@ -43,7 +43,7 @@ from .handler import IMMUTABLE, Handler, Mount, enoent, erofs, fuse_text
 from .kernel import Backings
 from .nodes import VersionDir
 from .openfiles import VersionFiles
-from .tree import VersionTree
+from .tree import Tree
 
 log = logging.getLogger("artfsd")
 
@@ -53,7 +53,7 @@ class TreeDir:
     """An open directory of a version tree."""
 
     vdir: VersionDir
-    tree: VersionTree
+    tree: Tree
     d: int
 
 
@@ -70,8 +70,12 @@ class VersionHandler(Handler):
         self._diffs: OrderedDict[tuple[tuple[str, str, int], int | None], bytes] = OrderedDict()
 
     # -- inodes and attributes --------------------------------------------------------------------
-    async def resolve(self, ino: int) -> tuple[VersionDir, VersionTree, int]:
-        """(vN, its tree, the node): ``vN/`` itself resolves to its tree's root (loading the index)."""
+    async def resolve(self, ino: int) -> tuple[VersionDir, Tree, int]:
+        """(vN, its tree, the node): ``vN/`` itself resolves to its tree's root (loading the index).
+
+        In the tree of a sharded version a directory's piece is read here, in a worker thread,
+        the first time the directory (or a node below it) is asked for: every other handler then
+        answers from memory."""
         meta = self.ns.inodes.meta.get(ino)
         if isinstance(meta, VersionDir):
             tree = await self.ns.load(meta)
@@ -83,19 +87,23 @@ class VersionHandler(Handler):
         node = ino - v.base
         if node < 0 or node >= tree.size or node == tree.root:
             raise enoent()
+        if not tree.loaded(node) or (tree.lazy and tree.is_dir(node) and not tree.loaded_dir(node)):
+            await self.ns.run_sync(tree.load_dir, node, what=f"load a directory of {v.spec}")
+            if not tree.loaded(node):
+                raise enoent()
         return v, tree, node
 
     @staticmethod
-    def ino(v: VersionDir, tree: VersionTree, node: int) -> int:
+    def ino(v: VersionDir, tree: Tree, node: int) -> int:
         return v.ino if node == tree.root else v.base + node
 
-    def tree_attr(self, v: VersionDir, tree: VersionTree, node: int) -> pyfuse3.EntryAttributes:
+    def tree_attr(self, v: VersionDir, tree: Tree, node: int) -> pyfuse3.EntryAttributes:
         ino = self.ino(v, tree, node)
         if tree.is_dir(node):
             d = tree.dir_of(node)
             # a writable mount lets setfattr through to vN/ itself (description, metadata, aliases)
             mode = 0o755 if node == tree.root and self.m.writable else 0o555
-            return self.m.attr(ino, stat.S_IFDIR | mode, 0, 2 + tree.dir_nsub[d], v.created_ns, IMMUTABLE,
+            return self.m.attr(ino, stat.S_IFDIR | mode, 0, tree.nlink(node), v.created_ns, IMMUTABLE,
                                self.ns.refresh if node == tree.root else None)
         mode = stat.S_IFREG | (0o555 if tree.executable(node) else 0o444)
         return self.m.attr(ino, mode, tree.sizes[node], 1, v.created_ns, IMMUTABLE)
@@ -166,7 +174,8 @@ class VersionHandler(Handler):
         v, tree, node = await self.resolve(inode)
         if tree.is_dir(node):
             raise pyfuse3.FUSEError(errno.EISDIR if node == tree.root else errno.EINVAL)
-        return await self.files.open(v, tree, node, inode, ctx, fh)
+        of_tree: Any = tree  # artfsd/openfiles.py takes either kind of tree (it asks sizes, digest, refs, path)
+        return await self.files.open(v, of_tree, node, inode, ctx, fh)
 
     async def read(self, file: Any, off: int, size: int) -> bytes:
         return await self.files.read(file, off, size)

@@ -2,7 +2,7 @@
 
 Each part is driven as the daemon drives it, over a real local store written with the library:
 the index of a version's tree (``artfsd/tree.py``), the listings of the levels above versions
-(``artfsd/namespace.py`` through ``artfsd/listing.py``, as the router calls them, under trio), the
+(``artfsd/listings.py`` through ``artfsd/listing.py``, as the router calls them, under trio), the
 per-inode bookkeeping of passthrough and cached opens (``artfsd/kernel.py``'s ``Backings``, as far
 as it goes without a FUSE session: ``backing_open`` needs one), the commit of every draft at
 unmount with the report ``artfs umount`` reads (``artfs/_umount.py``), and the draft handler
@@ -148,7 +148,7 @@ def test_a_version_tree_finds_every_path_and_lists_each_directory_in_name_order(
     assert tree.size == len(paths) + len(listing)  # one inode number per file and directory
 
 
-# -- listings above the versions (artfsd/namespace.py, listing.py) -----------------------------------
+# -- listings above the versions (artfsd/listings.py, listing.py) -----------------------------------
 def test_listings_follow_the_store_new_versions_aliases_and_projects(store: Store, tmp_path: Path,
                                                                      replies: list[Any]) -> None:
     async def main() -> None:
@@ -246,7 +246,7 @@ def test_the_commit_at_unmount_reports_each_draft_as_artfs_umount_reads_it(store
     ops = make_ops(store, tmp_path, read_only=False, staging=str(tmp_path / "staging"))
 
     async def write() -> None:
-        await walk(ops, "cycling/bikes/latest")  # the namespace knows the artifact
+        await walk(ops, "cycling/bikes/latest")  # the listings know the artifact
         draft = await walk(ops, "cycling/bikes/draft")
         info, _ = await ops.create(draft.st_ino, b"notes.txt", 0o644, os.O_WRONLY | os.O_CREAT, CTX)
         assert await ops.write(info.fh, 0, b"written in the mount\n") == 21
