@@ -18,8 +18,10 @@ names that exist: :func:`artfs._gc.live_sets`); a one-file change to 10M entries
 of a few KB per directory level, not one of every digest. If the base's manifest is gone after
 the intent (deleted meanwhile), nothing is known: the intent is written again with every blob,
 deletions are waited for again, and every piece and blob is checked. Pieces the store lacks are
-written after the blobs, children before parents, made durable, and only then is the head created
-(exclusively), so no head ever names a piece that is not there.
+written after the blobs, all at once and durable as a batch (:meth:`Backend.put_many`: on the
+local store one sync of their bytes before any is renamed under its key, then one of their names,
+not an fsync per piece), and only then is the head created (exclusively), so no head ever names
+a piece that is not there.
 """
 
 from __future__ import annotations
@@ -94,9 +96,12 @@ class PieceReader:
                 self._weight -= old.weight()
 
 
-def put_piece(store: "Store", project: str, digest: str, data: bytes) -> None:
-    """Write one piece (a crash point of the sharded commit: tests/crashpoints.py)."""
-    store.backend.put(L.tree_key(project, digest), data)
+def put_pieces(store: "Store", project: str, items: list[tuple[str, bytes]]) -> None:
+    """Write pieces ((digest, bytes) each), durable as a batch (:meth:`Backend.put_many`): a
+    crash point of the sharded commit (tests/crashpoints.py), after which no head exists yet."""
+    from ._parallel import STORE_WORKERS
+
+    store.backend.put_many([(L.tree_key(project, d), data) for d, data in items], STORE_WORKERS)
 
 
 class ShardedCommit:
@@ -171,12 +176,9 @@ class ShardedCommit:
         keys = {L.tree_key(project, t): t for t in todo}
         missing = store.backend.missing(list(keys))
         order = sorted((todo[keys[k]] for k in missing), key=lambda d: -d.depth)
-        written = []
-        for d in order:
-            data = self.plan.bytes_of(d)
-            put_piece(store, project, d.sub.tree, data)
-            written.append(L.tree_key(project, d.sub.tree))
+        items = [(d.sub.tree, self.plan.bytes_of(d)) for d in order]
+        put_pieces(store, project, items)
+        for t, data in items:
             with contextlib.suppress(OSError):
-                store.cache.write_small(store.cache.tree_path(store.id, project, d.sub.tree), data)
-        store.backend.flush(written)
-        return len(written)
+                store.cache.write_small(store.cache.tree_path(store.id, project, t), data)
+        return len(items)
