@@ -10,9 +10,10 @@
     attrs.py      every user.artfs.* attribute name and how its value is spelt
     listings.py   Listings: root/project/artifact levels, alias symlinks, refresh from the store, inode table
     drafts.py     the writable draft/ of every artifact (DraftSpace) and its namespace; the draft
-                  itself is artfs._draft. Its layers: draft_slots.py (slots, inodes, threads,
-                  attributes), draft_files.py (open files, reads, writes), draft_commits.py
-                  (commits through user.artfs.commit and at unmount, user.artfs.* attributes)
+                  itself is artfs._draft. The parts it holds: draft_slots.py (slots, inodes,
+                  threads, attributes), draft_files.py (open files, reads, writes),
+                  draft_commits.py (commits through user.artfs.commit and at unmount,
+                  user.artfs.* attributes)
     tree.py       the compact, immutable index of one version's directory tree (LazyTree: a
                   sharded version's, read one directory's piece at a time)
     errors.py     artfs errors -> errno, in one place

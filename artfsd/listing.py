@@ -240,7 +240,7 @@ class ListingHandler(Handler):
         if child.draft is not None:
             slot = child.draft.slot
             d = await self.drafts.draft(slot)
-            if slot.inodes or await trio.to_thread.run_sync(lambda: bool(d.readdir(1, limit=1))):
+            if slot.inodes or await trio.to_thread.run_sync(lambda: bool(d.namespace.readdir(1, limit=1))):
                 raise pyfuse3.FUSEError(errno.ENOTEMPTY)
             slot.draft = None
             await trio.to_thread.run_sync(d.discard)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fsspec.spec import AbstractBufferedFile
 
 from .._errors import PermissionDenied
+from .._partial import _pread_full
 from .._refs import is_pinned
 
 if TYPE_CHECKING:
@@ -174,3 +175,14 @@ class DraftFile(AbstractBufferedFile):  # type: ignore[misc]
             out.close()
             self.closed = True
         self._draft.unstage_temp(self._tmp)
+
+
+def pread_range(fd: int, size: int, start: int | None, end: int | None) -> bytes:
+    """Bytes ``start:end`` of a file of ``size`` bytes, with fsspec's ``cat_file`` meaning of
+    negative and missing bounds (an end before the start reads to the end of the file)."""
+    s = 0 if start is None else (start if start >= 0 else max(0, size + start))
+    e = size if end is None else min(size, end if end >= 0 else size + end)
+    n = e - s if e >= s else size - s
+    if n <= 0:
+        return b""
+    return _pread_full(fd, n, s)  # a short read is continued, not trusted
