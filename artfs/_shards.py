@@ -18,7 +18,7 @@ names that exist: :func:`artfs._gc.live_sets`); a one-file change to 10M entries
 of a few KB per directory level, not one of every digest. If the base's manifest is gone after
 the intent (deleted meanwhile), nothing is known: the intent is written again with every blob,
 deletions are waited for again, and every piece and blob is checked. Pieces the store lacks are
-written after the blobs, all at once and durable as a batch (:meth:`Backend.put_many`: on the
+written after the blobs, all at once and durable as a batch (:func:`put_pieces`: on the
 local store one sync of their bytes before any is renamed under its key, then one of their names,
 not an fsync per piece), and only then is the head created (exclusively), so no head ever names
 a piece that is not there.
@@ -97,11 +97,36 @@ class PieceReader:
 
 
 def put_pieces(store: "Store", project: str, items: list[tuple[str, bytes]]) -> None:
-    """Write pieces ((digest, bytes) each), durable as a batch (:meth:`Backend.put_many`): a
-    crash point of the sharded commit (tests/crashpoints.py), after which no head exists yet."""
-    from ._parallel import STORE_WORKERS
+    """Write pieces ((digest, bytes) each), durable as a batch: where the store stages (the local
+    store) each is written to a temp file without an fsync, all are synced at once
+    (:meth:`Backend.sync_staged`: one ``syncfs`` for many), only then placed under their keys, and
+    their names synced (:meth:`Backend.flush`). A crash point of the sharded commit
+    (tests/crashpoints.py), after which no head exists yet."""
+    from ._parallel import STORE_WORKERS, pmap
 
-    store.backend.put_many([(L.tree_key(project, d), data) for d, data in items], STORE_WORKERS)
+    backend = store.backend
+    keys = [L.tree_key(project, d) for d, _ in items]
+    if not backend.stages or len(items) <= 1:
+        pmap(lambda i: backend.put(keys[i], items[i][1]), range(len(items)), STORE_WORKERS)
+        backend.flush(keys)
+        return
+    stage = backend.stager(keys[0])
+    tmps: list[str] = []
+    try:
+        for _, data in items:
+            tmp, fd = stage(None)
+            tmps.append(tmp)
+            with open(fd, "wb") as f:
+                f.write(data)
+        backend.sync_staged(tmps)
+        while tmps:
+            backend.place_staged(tmps[-1], keys[len(tmps) - 1])
+            tmps.pop()
+    finally:
+        for t in tmps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(t)
+    backend.flush(keys)
 
 
 class ShardedCommit:

@@ -86,14 +86,6 @@ class Backend(abc.ABC):
 
         pmap(one, range(len(items)), workers)
 
-    def put_many(self, items: builtins.list[tuple[str, bytes]], workers: int) -> None:
-        """:meth:`put` of each (key, bytes) of ``items``, ``workers`` at once, durable when this
-        returns (no :meth:`flush` needed). The local store syncs them as a batch, before any is
-        renamed under its key, and then their names; a failure may leave some keys written."""
-        from .._parallel import pmap
-
-        pmap(lambda kv: self.put(*kv), items, workers)
-
     @abc.abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
         """Size and mtime of the key, or None if it does not exist."""

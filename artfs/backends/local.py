@@ -374,56 +374,6 @@ class LocalBackend(Backend):
         except OSError as e:
             raise _oserror(e, key) from None
 
-    def put_many(self, items: builtins.list[tuple[str, bytes]], workers: int) -> None:
-        """Write each into ``.tmp/`` (no fsync), sync them all (:meth:`sync_staged`: one
-        ``syncfs`` for more than :data:`_SYNCFS_MIN`), rename each into place, then make the names
-        durable (one ``syncfs``, or an fsync of each directory): a sharded commit's pieces cost
-        one or two syncs, not one each, and no key ever names bytes a crash could lose. A failure
-        removes the copies not yet placed."""
-        from .._parallel import pmap
-
-        if len(items) <= 1:
-            for k, data in items:
-                self.put(k, data)
-                _fsync_dir(os.path.dirname(self._path(k)))
-            return
-        level = self._level(items[0][0])  # one project per batch (a commit's pieces)
-        tmps: builtins.list[str | None] = [None] * len(items)
-
-        def write(i: int) -> None:
-            key, data = items[i]
-            try:
-                tmp, fd = self._create_tmp(key, level)
-                tmps[i] = tmp
-                with open(fd, "wb") as f:
-                    f.write(data)
-            except OSError as e:
-                raise _oserror(e, key) from None
-
-        def place(i: int) -> None:
-            tmp = tmps[i]
-            assert tmp is not None
-            self.place_staged(tmp, items[i][0])
-            tmps[i] = None
-
-        try:
-            pmap(write, range(len(items)), workers)
-            self.sync_staged([t for t in tmps if t is not None])
-            pmap(place, range(len(items)), workers)
-        finally:
-            for t in tmps:
-                if t is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(t)
-        try:
-            if len(items) > _SYNCFS_MIN:
-                self._syncfs()
-            else:
-                for d in sorted({os.path.dirname(self._path(k)) for k, _ in items}):
-                    _fsync_dir(d)
-        except OSError as e:
-            raise _oserror(e, items[0][0]) from None
-
     def put_file(self, key: str, path: str, *, exclusive: bool = False, sync: bool = False) -> None:
         """Copy ``path`` into ``.tmp/`` and rename it into place (``sync``: fsync'd before the rename,
         as :meth:`put_files` does for one file; a lone ``put_file`` leaves syncing to :meth:`flush`)."""
