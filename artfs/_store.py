@@ -39,6 +39,7 @@ import json
 import os
 import time
 import uuid
+from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -273,21 +274,24 @@ class Store:
             if progress:
                 progress(sizes.get(d, 0))
 
-        def upload(d: str) -> None:
-            fn = sources[d]
-            assert not isinstance(fn, str)
-            fn(blob_key(project, d))
-            done(d)
-
-        unknown = [d for d in missing if d not in sources]
+        got = [sources.get(d) for d in missing]  # one question per blob (a source may be built on demand)
+        unknown = [d for d, src in zip(missing, got) if src is None]
         if unknown:
             raise ArtfsError(f"no local source for blob {unknown[0]}")
-        files = [d for d in missing if isinstance(sources[d], str)]
-        self.backend.put_files([(blob_key(project, d), str(sources[d])) for d in files], workers,
-                               done=lambda i: done(files[i]))
-        pmap(upload, [d for d in missing if not isinstance(sources[d], str)], workers)
+        files = [(d, src) for d, src in zip(missing, got) if isinstance(src, str)]
+        calls = [(d, src) for d, src in zip(missing, got) if src is not None and not isinstance(src, str)]
+        del got
+
+        keys = dict(zip(missing, map(blob_key, repeat(project), missing)))
+
+        def upload(item: tuple[str, Callable[[str], None]]) -> None:
+            item[1](keys[item[0]])
+            done(item[0])
+
+        self.backend.put_files([(keys[d], src) for d, src in files], workers, done=lambda i: done(files[i][0]))
+        pmap(upload, calls, workers)
         # durable before a manifest or a part names them (the local store syncs here, not per file)
-        self.backend.flush([blob_key(project, d) for d in missing])
+        self.backend.flush(list(keys.values()))
         return sum(sizes.get(d, 0) for d in missing)
 
     def commit(

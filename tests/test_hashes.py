@@ -193,12 +193,18 @@ def test_a_record_of_another_schema_or_with_bad_rows_is_not_trusted(store: artfs
     put(store, src)
     db = str(Path(store.cache.root) / "hashes.db")
     con = sqlite3.connect(db)
-    con.execute("UPDATE files SET digest = x'00'")  # a row whose digest is not 16 bytes
+    con.execute("UPDATE dirs SET stamps = x'00'")  # a directory's row that does not decode
     con.commit()
     con.close()
     v = put(store, src)
     assert v.commit_result is not None and v.commit_result.hashed_files == 2
     assert contents(store, v) == on_disk(src)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE dirs SET names = 'text, not a blob'")
+    con.commit()
+    con.close()
+    r = put(store, src).commit_result
+    assert r is not None and r.hashed_files == 2
     con = sqlite3.connect(db)
     con.execute("PRAGMA user_version = 99")
     con.commit()
@@ -213,7 +219,7 @@ def test_a_record_locked_by_a_writer_is_read_and_a_put_goes_on(store: artfs.Stor
     put(store, src)
     holder = sqlite3.connect(str(Path(store.cache.root) / "hashes.db"), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process in a long write
-    holder.execute("DELETE FROM files WHERE 0")
+    holder.execute("DELETE FROM dirs WHERE 0")
     try:
         (src / "d0" / "f00.txt").write_bytes(b"changed\n")
         age(src)
