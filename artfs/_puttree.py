@@ -145,10 +145,9 @@ def hash_files(record: HashRecord | None, paths: Sequence[str], *, whole: Iterab
     pending_n = 0
     lock = threading.Lock()
     roots = [os.path.abspath(w).rstrip("/") for w in whole]
-    whole_dirs = [r for r in roots]
 
     def is_whole(d: str) -> bool:
-        return any(d == r or d.startswith(r + "/") for r in whole_dirs)
+        return any(d == r or d.startswith(r + "/") for r in roots)
 
     def start(d: str) -> _Dir:
         with lock:
@@ -163,9 +162,11 @@ def hash_files(record: HashRecord | None, paths: Sequence[str], *, whole: Iterab
         nonlocal pending_n
         with lock:
             st.left -= 1
-            if st.left or record is None:
+            if st.left:
                 return
             del dirs[d]
+            if record is None:
+                return
             if is_whole(d):
                 rows = st.new
             else:

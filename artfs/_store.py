@@ -39,7 +39,6 @@ import json
 import os
 import time
 import uuid
-from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -282,16 +281,16 @@ class Store:
         calls = [(d, src) for d, src in zip(missing, got) if src is not None and not isinstance(src, str)]
         del got
 
-        keys = dict(zip(missing, map(blob_key, repeat(project), missing)))
-
         def upload(item: tuple[str, Callable[[str], None]]) -> None:
-            item[1](keys[item[0]])
+            item[1](blob_key(project, item[0]))
             done(item[0])
 
-        self.backend.put_files([(keys[d], src) for d, src in files], workers, done=lambda i: done(files[i][0]))
+        self.backend.put_files([(blob_key(project, d), src) for d, src in files], workers,
+                               done=lambda i: done(files[i][0]))
         pmap(upload, calls, workers)
+        del calls
         # durable before a manifest or a part names them (the local store syncs here, not per file)
-        self.backend.flush(list(keys.values()))
+        self.backend.flush([blob_key(project, d) for d in missing])
         return sum(sizes.get(d, 0) for d in missing)
 
     def commit(
