@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def _order(arts: list["Artifact"], order: str | None) -> list["Artifact"]:
     """Newest first (what W&B's server returns); ``order="+createdAt"`` (or ``"+"``) oldest first."""
     oldest_first = bool(order) and str(order).startswith("+")
-    return sorted(arts, key=lambda a: a._version or 0, reverse=not oldest_first)
+    return sorted(arts, key=lambda a: a.coords()[2], reverse=not oldest_first)
 
 
 class ArtifactCollection:
@@ -149,7 +149,7 @@ class Api:
         else:
             t = ns_of(as_of) if isinstance(as_of, _dt.datetime) else parse_time(as_of)
             n = timeline(self.store, spec.project, spec.artifact).resolve(spec, t)
-            art = Artifact._logged(self.store, spec.project, spec.artifact, n)
+            art = Artifact.of_version(self.store, spec.project, spec.artifact, n)
         if type is not None and art.type != type:
             raise NotFound(f"{spec}: has type {art.type!r}, not {type!r}")
         return art
@@ -178,7 +178,7 @@ class Api:
                 raise NotFound(f"{spec.project}/{spec.artifact}: no such artifact in {st.url}")
             for n in versions:
                 try:
-                    out.append(Artifact._logged(st, spec.project, spec.artifact, n))
+                    out.append(Artifact.of_version(st, spec.project, spec.artifact, n))
                 except NotFound:  # deleted meanwhile
                     continue
         for art in out:

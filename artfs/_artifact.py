@@ -276,8 +276,22 @@ class Artifact(ArtifactExtras):
 
         return entries + list(self._refs.values()), Sources(parts, staging, project), leftover
 
-    def _log(self, store: "Store", project: str, aliases: list[str],
-             progress: Callable[[int], None] | None = None, run: str | None = None) -> "Artifact":
+    def draft_entries(self, record: HashRecord | None = None) -> tuple[list[Entry], dict[str, str | Callable[[str], None]]]:
+        """The entries of this draft, its files hashed now (through ``record``), and where each blob's
+        bytes are: what a distributed writer's part holds (``artfs._groups_parts``)."""
+        self._need_draft()
+        entries, sources, _ = self._entries(record)
+        return entries, dict(sources)
+
+    def draft_files(self) -> dict[str, str]:
+        """The local files added to this draft: entry path -> local path (read at log time)."""
+        return dict(self._files)
+
+    def log_to(self, store: "Store", project: str, aliases: list[str],
+               progress: Callable[[int], None] | None = None, run: str | None = None) -> "Artifact":
+        """Commit this draft to ``store`` as a version of ``project`` (or match identical content):
+        the seam of ``Store.log_artifact``, ``Run.log_artifact`` and ``artfs put`` (which passes
+        ``progress``). Returns the logged version as a new Artifact, with ``commit_result`` set."""
         self._need_draft()
         check_name(project, "project")
         aliases = [check_alias(a) for a in list(self.aliases) + aliases]
@@ -302,13 +316,15 @@ class Artifact(ArtifactExtras):
         if self._tags or self._ttl is not None:
             store.set_info(project, self._name, result.version, description=self.description,
                            metadata=self.metadata, tags=self._tags, ttl=self._ttl)
-        logged = Artifact._logged(store, project, self._name, result.version)
+        logged = Artifact.of_version(store, project, self._name, result.version)
         logged.commit_result = result
         return logged
 
     # -- logged versions -----------------------------------------------------------------------
     @classmethod
-    def _logged(cls, store: "Store", project: str, artifact: str, n: int) -> "Artifact":
+    def of_version(cls, store: "Store", project: str, artifact: str, n: int) -> "Artifact":
+        """The logged version ``project/artifact:vN`` of ``store`` (its manifest, info and aliases
+        read now): what ``Store.artifact`` and the run and registry modules return."""
         m = store.manifest(project, artifact, n)
         info = store.info(project, artifact, n)
         self = cls(artifact, m.type, info.get("description"), info.get("metadata") or {})
@@ -323,7 +339,8 @@ class Artifact(ArtifactExtras):
         self._saved_aliases = list(self.aliases)
         return self
 
-    def _need_logged(self) -> tuple["Store", Manifest]:
+    def logged_in(self) -> tuple["Store", Manifest]:
+        """The store and manifest of a logged version; ``ArtfsError`` for a draft."""
         if self._store is None or self._manifest is None:
             raise ArtfsError(f"{self.name} is not logged yet; use store.log_artifact(artifact, project=...)")
         return self._store, self._manifest
@@ -331,7 +348,7 @@ class Artifact(ArtifactExtras):
     @property
     def manifest(self) -> Manifest:
         """The logged version's manifest (every entry); ``ArtfsError`` for a draft."""
-        return self._need_logged()[1]
+        return self.logged_in()[1]
 
     @property
     def digest(self) -> str:
@@ -400,7 +417,7 @@ class Artifact(ArtifactExtras):
         (PermissionDenied) unless ``allow_file`` or ``file_roots`` allow them: a manifest must not
         make this machine copy its own files. Returns ``root``.
         """
-        store, m = self._need_logged()
+        store, m = self.logged_in()
         root = os.path.abspath(root or self._default_root())
         entries = m.entries
         if path_prefix is not None:
@@ -417,7 +434,7 @@ class Artifact(ArtifactExtras):
         checked: set[str] = set()  # directories under root known not to be symlinks
         made: set[str] = set()  # directories known to exist
         fetched = False
-        project = self._coords()[0]  # a link's blobs are its source's
+        project = self.source_coords()[0]  # a link's blobs are its source's
         record = store.cache.hash_record()  # files already there: read only if changed since recorded
         view = RecordView(record) if not new_root else None
 
@@ -536,9 +553,10 @@ class Artifact(ArtifactExtras):
             save_draft(self, project)
             return
         if self._source is not None:
-            save_link(self)
+            self.aliases = save_link(self, self._saved_aliases)
+            self._saved_aliases = list(self.aliases)
             return
-        store, m = self._need_logged()
+        store, m = self.logged_in()
         project, art, n = self.project or "", self._name, self._version or 0
         new = [check_alias(a) for a in dict.fromkeys(self.aliases)]
         store.set_info(project, art, n, description=self.description, metadata=self.metadata, tags=self._tags,
@@ -560,8 +578,8 @@ class Artifact(ArtifactExtras):
         file is read). ``ArtfsError`` if either is not logged."""
         from ._diff import diff_entries
 
-        _, mine = self._need_logged()
-        _, theirs = other._need_logged()
+        _, mine = self.logged_in()
+        _, theirs = other.logged_in()
         return diff_entries(mine.entries, theirs.entries, old_name=self.qualified_name,
                             new_name=other.qualified_name)
 
@@ -613,7 +631,7 @@ class Artifact(ArtifactExtras):
         A version that has aliases (other than ``latest``) is kept and ``ArtfsError`` raised unless
         ``delete_aliases=True``, which removes them with it. The number is never reused.
         """
-        store, _ = self._need_logged()
+        store, _ = self.logged_in()
         if self._source is not None:  # W&B: deleting a linked version removes the link only
             self.unlink()
             return

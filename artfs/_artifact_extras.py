@@ -80,6 +80,7 @@ class ArtifactExtras:
     _tags: list[str]
     _ttl: float | None
     _source: tuple[str, str, int] | None
+    _saved_aliases: list[str]
     aliases: list[str]
 
     if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class ArtifactExtras:
 
         def _need_draft(self) -> None: ...
 
-        def _need_logged(self) -> tuple["Store", Manifest]: ...
+        def logged_in(self) -> tuple["Store", Manifest]: ...
 
         def new_file(self, name: str, mode: str = "x", encoding: str | None = None) -> ContextManager[IO[Any]]: ...
 
@@ -122,7 +123,7 @@ class ArtifactExtras:
         """Whether the version's TTL has passed (artfs records a TTL; it deletes nothing by itself)."""
         if self._ttl is None or self.is_draft:
             return False
-        created = _dt.datetime.fromisoformat(self._need_logged()[1].created.replace("Z", "+00:00"))
+        created = _dt.datetime.fromisoformat(self.logged_in()[1].created.replace("Z", "+00:00"))
         return _dt.datetime.now(_dt.timezone.utc) > created + _dt.timedelta(seconds=self._ttl)
 
     def _copies_init(self) -> None:
@@ -141,7 +142,19 @@ class ArtifactExtras:
         """True for a version read through a registry collection (``registry/collection:vN``)."""
         return self._source is not None
 
-    def _coords(self) -> tuple[str, str, int]:
+    def coords(self) -> tuple[str, str, int]:
+        """(project, artifact, N) of this version as it is named (a link's: its collection and number)."""
+        return self.project or "", self._name, self._version or 0
+
+    def as_link(self, project: str, collection: str, n: int, aliases: list[str]) -> None:
+        """Make this logged version the link ``project/collection:vN`` with the collection's
+        ``aliases`` (the registry builds links this way: :func:`artfs._registry.linked_artifact`)."""
+        self._source = self.source_coords()
+        self.project, self._name, self._version = project, collection, n
+        self.aliases = sorted(aliases)
+        self._saved_aliases = list(self.aliases)
+
+    def source_coords(self) -> tuple[str, str, int]:
         """(project, artifact, N) of the version whose files these are (a link's source)."""
         if self._source is not None:
             return self._source
@@ -150,12 +163,12 @@ class ArtifactExtras:
     @property
     def source_project(self) -> str | None:
         """The project of the version a link names (the artifact's own project if it is no link)."""
-        return self._coords()[0] if not self.is_draft else None
+        return self.source_coords()[0] if not self.is_draft else None
 
     @property
     def source_name(self) -> str | None:
         """``artifact:vN`` of the version a link names (the artifact's own name if it is no link)."""
-        return None if self.is_draft else f"{self._coords()[1]}:v{self._coords()[2]}"
+        return None if self.is_draft else f"{self.source_coords()[1]}:v{self.source_coords()[2]}"
 
     @property
     def source_qualified_name(self) -> str | None:
@@ -165,7 +178,7 @@ class ArtifactExtras:
     @property
     def source_version(self) -> str | None:
         """``vN`` of the version a link names."""
-        return None if self.is_draft else f"v{self._coords()[2]}"
+        return None if self.is_draft else f"v{self.source_coords()[2]}"
 
     # -- objects -----------------------------------------------------------------------------------
     def add(self, obj: Any, name: str, overwrite: bool = False) -> str:
@@ -194,7 +207,7 @@ class ArtifactExtras:
     def get(self, name: str) -> Any:
         """The Table, Image or PartitionedTable added as ``name`` (W&B's ``artifact.get``), read
         from the logged version; None when the version has no such object."""
-        _, m = self._need_logged()
+        _, m = self.logged_in()
         paths = {e.path for e in m.entries}
         found = next((c for c in ([name] if name.endswith(".json") else [name + s for s in data_types.SUFFIXES])
                       if c in paths), None)
@@ -218,7 +231,7 @@ class ArtifactExtras:
         """``add_reference(other.get_entry(p))``: the same file under ``name`` (default: its path)."""
         self._need_draft()
         src = entry._artifact
-        src_store, _ = src._need_logged()
+        src_store, _ = src.logged_in()
         e: Entry = entry.entry
         path = check_path(name if name is not None else e.path)
         if path in self._files or path in self._refs or path in self._copies:

@@ -5,7 +5,11 @@ Layout under ``$ARTFS_CACHE_DIR`` (default ``$XDG_CACHE_HOME/artfs``)::
     blobs/xxh128/<2>/<32>        complete, verified contents (mode 0444)
     partial/<32>                 a sparse file being filled chunk by chunk (the mount's lazy reads)
     partial/<32>.map             its chunk map (one byte per chunk, 1 = present)
-    manifests/<store>/<p>/<a>/<N>.json   manifests already read (immutable, so valid forever)
+    manifests/<store>/<p>/<a>/<N>.json   manifests already read (immutable, so valid forever); format 1
+                                         only, whole (drafts read their base's bytes from here)
+    manifests/<store>/<p>/<a>/<N>.head.json   the head of a sharded version (format 2)
+    manifests/<store>/.trees/<p>/xxh128/<2>/<32>   pieces of sharded manifests read (content-addressed,
+                                         checked against their digest at every read from here)
     tmp/                         files being written; renamed into place when complete
     hashes.db                    the record of local files hashed (:mod:`artfs._hashes`): not blobs
 
@@ -15,6 +19,8 @@ Invariants
   never see half a file, and two processes fetching the same blob both end with the same bytes.
 * A blob that later fails verification (disk damage, a user writing through a copy) is removed
   and fetched again by whoever noticed; it is never served.
+* Whether a blob may be served without hashing it is answered in one place,
+  :meth:`Cache.open_verified` (:mod:`artfs._verified`, which holds the record's format too).
 * **What was verified is recorded on the blob**: the extended attribute ``user.artfs.verified``
   holds the digest, inode, size and mtime_ns as they were when its bytes were hashed (written
   before the blob is renamed into ``blobs/``), in 40 bytes (:func:`_stamp_value`). Whoever opens a blob to serve it without hashing it
@@ -42,22 +48,20 @@ import logging
 import os
 import re
 import shutil
-import struct
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import xxhash
-
-from . import _xattrs
-from ._digest import cache_rel, digest_bytes, digest_file, read_buffer
+from ._digest import cache_rel, digest_bytes, digest_file
 from ._errors import ArtfsError, CorruptData, SizeMismatch
 from ._hashes import HashRecord
 from ._place import copy_hashing
+from ._verified import STAMP_XATTR, check_blob, hash_fd, open_verified, stamp, stamp_ok, touch_fd
+
+__all__ = ["STAMP_XATTR", "Cache", "CacheInfo", "check_blob", "hash_fd", "stamp", "stamp_ok", "touch_fd"]
 
 log = logging.getLogger("artfs.cache")
 
-STAMP_XATTR = _xattrs.full(_xattrs.VERIFIED)  # on cache blobs, not in the mount
 
 
 # -- the local user's own directories ------------------------------------------------------------------
@@ -110,108 +114,6 @@ def default_cache_size(root: str) -> int:
     return st.f_blocks * st.f_frsize // 10
 
 
-_STAMP = struct.Struct("<QQq")
-
-
-def _stamp_value(digest: str, st: os.stat_result) -> bytes:
-    """The verification record: the digest's 16 bytes, then inode, size and mtime_ns (64-bit,
-    little-endian): 40 bytes.
-
-    Short enough to live inside the inode on ext4 (with 256-byte inodes, a value of up to 56 bytes
-    fits beside this name). The earlier text form (``<digest> <inode> <size> <mtime_ns>``, 70-80
-    bytes) did not: each blob got a 4 KiB attribute block of its own, allocated (and written) at
-    insert, freed at eviction, and read from the disk, apart from the inode, by every open of a
-    blob whose metadata is not in memory. A record in the old form no longer matches: that blob
-    is hashed once more when it is next served unhashed, and recorded anew.
-    """
-    return bytes.fromhex(digest.partition(":")[2]) + _STAMP.pack(st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def stamp(fd: int, digest: str) -> bool:
-    """Record on the open file ``fd`` that its bytes, as they are now, match ``digest``.
-
-    Call it right after hashing, before the file is renamed into ``blobs/``. Returns False if the
-    record cannot be written (a file system without user xattrs, a read-only file of another
-    user): that blob is then hashed again whenever it is opened to be served unhashed.
-    """
-    try:
-        os.setxattr(fd, STAMP_XATTR, _stamp_value(digest, os.fstat(fd)))
-        return True
-    except PermissionError:  # user xattrs need write permission: a 0444 blob of ours
-        try:
-            mode = os.fstat(fd).st_mode & 0o7777
-            os.fchmod(fd, mode | 0o200)
-            try:
-                os.setxattr(fd, STAMP_XATTR, _stamp_value(digest, os.fstat(fd)))
-            finally:
-                os.fchmod(fd, mode)
-            return True
-        except OSError:
-            return False
-    except OSError:
-        return False
-
-
-def stamp_ok(fd: int, digest: str, st: os.stat_result | None = None) -> bool:
-    """Whether ``fd`` is unchanged since it was verified against ``digest`` (no hashing).
-
-    ``st``: an ``fstat`` of ``fd`` the caller just took (saves one; the mount's warm open).
-    """
-    try:
-        rec = os.getxattr(fd, STAMP_XATTR)
-    except OSError:
-        return False
-    return rec == _stamp_value(digest, os.fstat(fd) if st is None else st)
-
-
-def hash_fd(fd: int) -> tuple[str, int]:
-    """The digest of the whole open file ``fd`` and its length (one reused buffer)."""
-    h = xxhash.xxh3_128()
-    buf = read_buffer(fd)
-    view = memoryview(buf)
-    off = 0
-    while True:
-        n = os.preadv(fd, [view], off)
-        if not n:
-            break
-        h.update(view[:n])
-        off += n
-    return f"xxh128:{h.hexdigest()}", off
-
-
-def check_blob(fd: int, path: str, digest: str, size: int) -> bool:
-    """Whether the blob open as ``fd`` (at ``path`` in ``blobs/``) may be served without hashing.
-
-    True when its verification record matches its ``fstat`` (cheap) or, failing that, when hashing
-    it again gives ``digest`` and ``size`` (the record is renewed: a blob whose mtime was merely
-    touched, or one cached before records existed, is hashed once). Otherwise the blob is unlinked
-    (if ``path`` still names it), one warning is logged, and False says "fetch it again".
-    """
-    if os.fstat(fd).st_size == size and stamp_ok(fd, digest):
-        return True
-    before = os.fstat(fd)
-    got, n = hash_fd(fd)
-    if got == digest and n == size:
-        after = os.fstat(fd)
-        if (before.st_mtime_ns, before.st_size) == (after.st_mtime_ns, after.st_size):
-            stamp(fd, digest)  # else written to while hashed: no record, hashed again next time
-        return True
-    log.warning("cache blob %s changed on disk after it was verified (%d bytes, digest %s); "
-                "dropped it, it will be fetched again", digest, n, got)
-    try:
-        if os.path.samestat(os.stat(path), os.fstat(fd)):
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-    return False
-
-
-def touch_fd(fd: int) -> None:
-    """Mark an open cache file as used (its atime; the mtime belongs to the verification record)."""
-    with contextlib.suppress(OSError):
-        os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))
-
-
 def _copy_hashing(fi: "io.FileIO", dst: str, digest: str, mode: int | None, size: int | None = None) -> bool:
     """Copy the open file ``fi`` to a new ``dst`` (a reflink where it can: :mod:`artfs._place`)
     while hashing it; whether it matches ``digest``.
@@ -259,6 +161,11 @@ class Cache:
     def hash_record(self) -> HashRecord:
         """The record of what was hashed on this machine (``hashes.db``), for one put or download."""
         return HashRecord(os.path.join(self.root, "hashes.db"))
+
+    def open_verified(self, digest: str, size: int, *, rehash: bool = False) -> int:
+        """A read-only descriptor of the complete blob ``digest`` if it may be served as it is, else
+        -1: the one answer to "is it complete and verified?" (:func:`artfs._verified.open_verified`)."""
+        return open_verified(self.path(digest), digest, size, rehash=rehash)
 
     def has(self, digest: str) -> bool:
         """Whether the blob is in the cache."""
@@ -469,6 +376,18 @@ class Cache:
     def manifest_path(self, store_id: str, project: str, artifact: str, n: int) -> str:
         """Where the manifest of vN of a store is kept (manifests never change, so it stays valid)."""
         return os.path.join(self.root, "manifests", store_id, project, artifact, f"{n}.json")
+
+    def head_path(self, store_id: str, project: str, artifact: str, n: int) -> str:
+        """Where the head of a sharded vN is kept: never at :meth:`manifest_path`, whose bytes
+        readers take as a whole format-1 manifest."""
+        return os.path.join(self.root, "manifests", store_id, project, artifact, f"{n}.head.json")
+
+    def tree_path(self, store_id: str, project: str, digest: str) -> str:
+        """Where a piece of a sharded manifest is kept (named by its digest: never stale). Under
+        ``.trees``, which is no project name, so a listing of the cached projects and artifacts
+        (a mount's, with the store down) never takes it for one."""
+        hexpart = digest.split(":", 1)[1]
+        return os.path.join(self.root, "manifests", store_id, ".trees", project, "xxh128", hexpart[:2], hexpart)
 
     def write_small(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` atomically (through ``tmp/`` and a rename); ``OSError`` on failure."""

@@ -18,6 +18,11 @@ What a change is, for one path:
   identifies the object: ETag, version id, generation, checksum). A moved file whose executable
   bit changed too has the aspect ``executable``.
 
+Two sharded versions (:mod:`artfs._pieces`) are compared piece by piece from the root: a
+directory whose piece is the same in both is skipped without being read, so a one-file change
+in 10M entries reads the pieces on that file's path and nothing else. The counts and sizes come
+from the heads. Any other pair (format 1, or one of each) is compared as two lists.
+
 Fields of ``ref_info`` that say when an object was seen, not which it is, are no change (the
 version digest ignores them too). A copy (new path, same content, old path kept) is ``added``.
 """
@@ -30,7 +35,8 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Sequence
 
-from ._manifest import REF_IDENTITY, Entry, gc_paused
+from ._manifest import REF_IDENTITY, Entry, LazyEntries, gc_paused
+from ._pieces import SubDir, TreeEntries, _prefixed
 
 #: statuses, in the order a ``--stat`` lists them
 STATUSES = ("added", "removed", "changed", "moved")
@@ -291,8 +297,49 @@ def diff_entries(old: Sequence[Entry], new: Sequence[Entry], *, old_name: str = 
         return _diff(old, new, old_name, new_name)
 
 
+def _walk_trees(old: TreeEntries, new: TreeEntries) -> tuple[list[Entry], list[Entry], list[tuple[Entry, Entry]]]:
+    """:func:`_walk` of two sharded versions, reading only the pieces that differ."""
+    gone: list[Entry] = []
+    came: list[Entry] = []
+    both: list[tuple[Entry, Entry]] = []
+
+    def rec(path: str, a: SubDir, b: SubDir) -> None:
+        if a.tree == b.tree:
+            return
+        pa, pb = old.piece(path, a), new.piece(path, b)
+        prefix = f"{path}/" if path else ""
+        g, c, bo = _walk(list(_prefixed(pa.files, prefix)), list(_prefixed(pb.files, prefix)))
+        gone.extend(g)
+        came.extend(c)
+        both.extend(bo)
+        da = {d.name: d for d in pa.dirs}
+        db = {d.name: d for d in pb.dirs}
+        for name in sorted(da.keys() | db.keys()):
+            x, y = da.get(name), db.get(name)
+            if x is not None and y is not None:
+                rec(prefix + name, x, y)
+            elif x is not None:
+                gone.extend(old.iter_under(prefix + name, x))
+            elif y is not None:
+                came.extend(new.iter_under(prefix + name, y))
+
+    rec("", old.root, new.root)
+    gone.sort(key=_path_of)
+    came.sort(key=_path_of)
+    both.sort(key=lambda t: t[0].path)
+    return gone, came, both
+
+
+def _total(es: Sequence[Entry]) -> int:
+    return es.total_size if isinstance(es, LazyEntries) else sum(map(_size_of, es))
+
+
 def _diff(old: Sequence[Entry], new: Sequence[Entry], old_name: str, new_name: str) -> ArtifactDiff:
-    gone, came, both = _walk(old, new)
+    if isinstance(old, TreeEntries) and isinstance(new, TreeEntries):
+        gone, came, both = _walk_trees(old, new)
+    else:
+        gone, came, both = _walk(old if isinstance(old, list) else list(old),
+                                 new if isinstance(new, list) else list(new))
     changes: list[FileChange] = []
     for x, y in both:
         aspects = _aspects(x, y)
@@ -304,11 +351,11 @@ def _diff(old: Sequence[Entry], new: Sequence[Entry], old_name: str, new_name: s
     changes += [FileChange("removed", x, None) for x in removed]
     changes += [FileChange("added", None, y) for y in added]
     changes.sort(key=lambda c: c.path)
-    return ArtifactDiff(old_name, new_name, changes, len(old), len(new), sum(map(_size_of, old)),
-                        sum(map(_size_of, new)))
+    return ArtifactDiff(old_name, new_name, changes, len(old), len(new), _total(old), _total(new))
 
 
 _size_of = attrgetter("size")
+_path_of = attrgetter("path")
 
 
 def bounded_json(d: ArtifactDiff, max_bytes: int, **extra: Any) -> bytes:

@@ -9,8 +9,8 @@ The code is in three modules, one per responsibility; this module re-exports the
 callers and :mod:`artfs._store` import from here):
 
 * :mod:`artfs._groups_parts` -- the store layout of a group, parts (their format, reading and
-  checking them), ``upsert`` (its steps 0-6 and what a killed writer leaves), the mount's
-  drafts as parts (``upsert_draft``);
+  checking them), ``upsert`` (its steps 0-6 and what a killed writer leaves); the mount's
+  drafts become parts through it (:meth:`artfs._draft.commit.Commit.part`);
 * :mod:`artfs._groups_finish` -- ``finish``: claims, heartbeat, takeover of a dead finisher,
   merging, protecting the merged blobs, exactly-once commit;
 * :mod:`artfs._groups_status` -- the groups as a whole: ``groups`` (``artfs status``),
@@ -25,7 +25,7 @@ from __future__ import annotations
 from ._groups_parts import (_after_upsert, artifact_entries, _check, _claims, default_writer, FORMAT, _G,
                             GROUP_GRACE, GroupFinished, GroupInfo, _parse_part, _Part, _part_bytes, PartInfo,
                             PartResult, PartsConflict, _POLL, _PROCESS_WRITER, _read_json, _read_parts,
-                            _refuse_finished, upsert, upsert_artifact, upsert_draft, _valid_alias, _valid_name,
+                            _refuse_finished, upsert, upsert_artifact, _valid_alias, _valid_name,
                             WAIT_TIMEOUT, _WORKERS)
 from ._groups_finish import (CLAIM_STALE, _commit_claim, _content, _contributors, finish, finish_artifact,
                              _finished_result, HEARTBEAT, _Heartbeat, _landed, merge, _merged_type, _PART_ID,
@@ -60,7 +60,6 @@ __all__ = [
     "_claims",
     "upsert_artifact",
     "artifact_entries",
-    "upsert_draft",
     "HEARTBEAT",
     "CLAIM_STALE",
     "merge",

@@ -6,6 +6,9 @@
 Invariants (with the store's, see :mod:`artfs._store`)
 * Every blob named by an existing manifest exists: deletion removes a manifest before any blob,
   and removes only blobs no manifest, no young intent and no pending distributed part names.
+* Every piece (:mod:`artfs._pieces`) reachable from an existing manifest exists: deletion and gc
+  remove only pieces no manifest reaches and no young intent names (an intent's ``trees``; the
+  blobs named by those of its pieces that exist are live too, :mod:`artfs._shards`).
 * A version number is never reused: deletion writes ``deleted/<N>`` before removing the manifest.
 
 Commit versus deletion (no locks, only ordering; needs list-after-write consistency, which local
@@ -34,7 +37,9 @@ from ._distributed import gc_groups, pending_blobs
 from ._errors import ArtfsError, CorruptData, InvalidName, NotFound, StoreUnavailable
 from ._index import update_index
 from ._layout import blob_key
+from ._manifest import Manifest
 from ._names import check_name
+from ._pieces import tree_of
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -85,7 +90,13 @@ def _marker(store: Store, project: str) -> str:
 
 def live_blobs(store: Store, project: str) -> set[str]:
     """Digests named by any manifest or by a young intent of ``project``."""
+    return live_sets(store, project)[0]
+
+
+def live_sets(store: Store, project: str) -> tuple[set[str], set[str]]:
+    """(blob digests, piece digests) that any manifest or young intent of ``project`` needs."""
     live: set[str] = set()
+    trees: set[str] = set()
     now = time.time()
     for o in store.backend.list(L.intents_prefix(project)):
         if now - o.mtime > INTENT_GRACE:
@@ -93,17 +104,37 @@ def live_blobs(store: Store, project: str) -> set[str]:
         try:
             doc = json.loads(store.backend.get(o.key))
             live.update(d for d in doc.get("blobs", []) if isinstance(d, str))
-        except (NotFound, ValueError):
+            named = [d for d in doc.get("trees", []) if isinstance(d, str)]
+        except (NotFound, ValueError, AttributeError):
             continue
+        for t in named:
+            trees.add(t)  # kept even if not written yet: it may be being written now
+            try:  # the blobs of the pieces a commit in flight reuses or wrote already
+                p = store.read_piece(project, t, f"intent {o.key}")
+            except ArtfsError:  # not written yet: the blobs it will name are in the intent's own list
+                continue
+            live.update(e.digest for e in p.files if e.digest)
+    seen: set[str] = set()
     for a in store.artifacts(project):
         for n in store.versions(project, a):
             try:
-                live.update(e.digest for e in store.manifest(project, a, n).entries if e.digest)
+                _add_version(store.manifest(project, a, n), live, trees, seen)
             except NotFound:
                 continue
     # after the intents: an upsert drops its intent only once its part is written
     live |= pending_blobs(store, project)
-    return live
+    return live, trees
+
+
+def _add_version(m: Manifest, blobs: set[str], trees: set[str], seen: set[str]) -> None:
+    """Add what ``m`` needs; pieces in ``seen`` (walked for another version) are not read again."""
+    t = tree_of(m)
+    if t is None:
+        blobs.update(e.digest for e in m.entries if e.digest)
+        return
+    for _, p in t.walk(seen):
+        trees.add(p.digest)
+        blobs.update(e.digest for e in p.files if e.digest)
 
 
 def delete_version(store: Store, project: str, artifact: str, n: int, *, delete_aliases: bool = False) -> list[str]:
@@ -132,9 +163,14 @@ def delete_version(store: Store, project: str, artifact: str, n: int, *, delete_
                 store.backend.delete(dkey)
         except NotFound:
             pass
-        live = live_blobs(store, project)
-        for d in {e.digest for e in m.entries if e.digest and e.ref is None} - live:
+        live, live_trees = live_sets(store, project)
+        mine: set[str] = set()
+        mine_trees: set[str] = set()
+        _add_version(m, mine, mine_trees, set())
+        for d in mine - live:  # a blob only a reference's digest names is unused too
             store.backend.delete(blob_key(project, d))
+        for t in mine_trees - live_trees:
+            store.backend.delete(L.tree_key(project, t))
     finally:
         store.backend.delete(marker)
     update_index(store, project, artifact)
@@ -145,10 +181,10 @@ def gc(store: Store, project: str, *, dry_run: bool = False) -> dict[str, int]:
     """Remove blobs no version and no young intent needs, and stale intents/markers/temp files."""
     check_name(project, "project")
     marker = _marker(store, project)
-    removed = freed = stale = 0
+    removed = freed = stale = trees_removed = 0
     try:
         groups = gc_groups(store, project, dry_run=dry_run)  # abandoned groups first: their blobs go too
-        live = live_blobs(store, project)
+        live, live_trees = live_sets(store, project)
         now = time.time()
         for o in store.backend.list(L.blobs_prefix(project)):
             parts = o.key.split("/")
@@ -160,6 +196,12 @@ def gc(store: Store, project: str, *, dry_run: bool = False) -> dict[str, int]:
             if d not in live:
                 removed += 1
                 freed += o.size
+                if not dry_run:
+                    store.backend.delete(o.key)
+        for o in store.backend.list(L.trees_prefix(project)):
+            t = L.digest_of_tree_key(project, o.key)
+            if t is not None and t not in live_trees:
+                trees_removed += 1
                 if not dry_run:
                     store.backend.delete(o.key)
         for o in list(store.backend.list(L.intents_prefix(project))):
@@ -176,4 +218,5 @@ def gc(store: Store, project: str, *, dry_run: bool = False) -> dict[str, int]:
             stale += store.backend.gc_tmp(INTENT_GRACE)
     finally:
         store.backend.delete(marker)
-    return {"blobs_removed": removed, "bytes_freed": freed, "stale_removed": stale, "groups_removed": groups}
+    return {"blobs_removed": removed, "bytes_freed": freed, "stale_removed": stale, "groups_removed": groups,
+            "pieces_removed": trees_removed}

@@ -383,7 +383,7 @@ def finish_artifact(store: "Store", art: "Artifact", project: str, group: str, *
                     timeout: float = WAIT_TIMEOUT, run: str | None = None) -> "CommitResult":
     """Finish ``group`` of ``art``'s artifact, adding the files ``art`` holds itself."""
     entries, sources = artifact_entries(art, store)
-    return finish(store, project, art._name, group, type=art.type, entries=entries, sources=sources,
+    return finish(store, project, art.name, group, type=art.type, entries=entries, sources=sources,
                   description=art.description, metadata=art.metadata or None,
                   aliases=list(dict.fromkeys(list(art.aliases) + list(aliases))), progress=progress, timeout=timeout,
                   run=run)

@@ -342,7 +342,7 @@ def upsert_artifact(store: "Store", art: "Artifact", project: str, group: str, *
                     aliases: Iterable[str] = ()) -> PartResult:
     """Upsert the files an :class:`Artifact` holds (``add_file``/``add_dir``/``new_file``/references)."""
     entries, sources = artifact_entries(art, store)
-    return upsert(store, project, art._name, group, entries=entries, sources=sources, writer=writer,
+    return upsert(store, project, art.name, group, entries=entries, sources=sources, writer=writer,
                   type=art.type, description=art.description, metadata=art.metadata, progress=progress, run=run,
                   aliases=list(art.aliases) + list(aliases))
 
@@ -350,52 +350,4 @@ def upsert_artifact(store: "Store", art: "Artifact", project: str, group: str, *
 def artifact_entries(art: "Artifact", store: "Store") -> tuple[list[Entry], dict[str, Callable[[str], None] | str]]:
     """The entries of a draft :class:`Artifact` (its files hashed, through the store's cache's
     record of what was hashed) and where each blob's bytes are."""
-    art._need_draft()
-    entries, sources, _ = art._entries(store.cache.hash_record())
-    return entries, dict(sources)
-
-
-# -- drafts (the mount's draft/ as a part) ------------------------------------------------------------------
-def upsert_draft(draft: Any, store: "Store", group: str, *, description: str | None = None,
-                 metadata: dict[str, Any] | None = None, type: str | None = None,
-                 progress: Callable[[int], None] | None = None, keep: bool = False) -> PartResult | None:
-    """Record a draft's files as its part of ``group`` instead of committing a version.
-
-    ``artfs mount --group GROUP`` commits drafts this way. The draft's writer id is recorded in
-    the draft (``meta.group``/``meta.group_writer``, one transaction) before anything is
-    uploaded, so a retry after a crash replaces the same part rather than adding a second one;
-    any later commit of that draft goes to the same group (a draft is never both a version and a
-    part). The part holds every file of the draft, its base version's files included (the draft
-    is a copy-on-write view of ``latest``). Unless ``keep`` (a commit through a running mount),
-    the draft is discarded once its part is recorded: its files are in the group now, and the
-    next mount starts a fresh draft from ``latest``. Returns None, writing nothing, when the
-    draft equals its base and no part was recorded from it yet.
-    """
-    if draft.readonly:
-        raise ArtfsError("cannot commit a draft opened read-only")
-    with draft._gate.exclusive(), draft._lock:
-        project, artifact = draft.project, draft.artifact
-        if store.id != draft.store_id:
-            raise ArtfsError(f"{draft.path} is a draft of {draft.store_url}, not of {store.url}")
-        entries, sources, problems, _ = draft._snapshot(hash=True)
-        if problems:
-            raise InvalidPath(draft._problems_message(problems))
-        recorded = draft._meta("group") == group and draft._meta("group_writer")
-        if not recorded and version_digest(check_entries(entries)) == draft._meta("base_digest"):
-            return None
-        writer = recorded or f"draft-{uuid.uuid4().hex[:16]}"
-        if not recorded:
-            with draft._tx() as con:
-                draft._set(con, group=group, group_writer=writer)
-        meta = draft.pending()
-        try:
-            result = upsert(store, project, artifact, group, entries=entries, sources=sources, writer=writer,
-                            type=type or meta["type"] or "unspecified",
-                            description=description if description is not None else meta["description"],
-                            metadata=metadata if metadata is not None else (meta["metadata"] or {}),
-                            progress=progress)
-        except (ArtfsError, OSError) as e:
-            raise draft._failed(e) from e
-    if not keep:
-        draft.discard()
-    return result
+    return art.draft_entries(store.cache.hash_record())

@@ -10,6 +10,7 @@ Layout (``<N>`` a version number, ``<32 hex>`` the hex part of an ``xxh128:`` di
     index.json                                           projects (read by HTTPS stores, artfs._index)
     <project>/index.json                                 its artifacts                  (artfs._index)
     <project>/blobs/xxh128/<2 hex>/<32 hex>              file contents, immutable
+    <project>/trees/xxh128/<2 hex>/<32 hex>              one directory of a sharded manifest (artfs._pieces), immutable
     <project>/artifacts/<artifact>/versions/<N>.json     manifest of vN, created exclusively, never changed
     <project>/artifacts/<artifact>/info/<N>.json         mutable description/metadata of vN
     <project>/artifacts/<artifact>/aliases/<alias>       the version number an alias points to
@@ -55,7 +56,7 @@ import logging
 from typing import Any
 
 from ._digest import ALGO, check_digest
-from ._errors import InvalidName
+from ._errors import CorruptData, InvalidName
 from ._names import check_alias, check_name
 
 log = logging.getLogger("artfs.index")
@@ -79,6 +80,31 @@ def blob_key(project: str, digest: str) -> str:
     check_digest(digest)
     hexpart = digest.split(":", 1)[1]
     return f"{project}/blobs/{ALGO}/{hexpart[:2]}/{hexpart}"
+
+
+# -- pieces of sharded manifests (artfs._pieces) -------------------------------------------------
+def trees_prefix(project: str) -> str:
+    return f"{project}/trees/"
+
+
+def tree_key(project: str, digest: str) -> str:
+    """Store key of a manifest piece: ``<project>/trees/xxh128/<2 hex>/<32 hex>``."""
+    check_digest(digest)
+    hexpart = digest.split(":", 1)[1]
+    return f"{project}/trees/{ALGO}/{hexpart[:2]}/{hexpart}"
+
+
+def digest_of_tree_key(project: str, key: str) -> str | None:
+    """The digest a key under :func:`trees_prefix` names, or None for anything else."""
+    parts = key[len(trees_prefix(project)):].split("/")
+    if not key.startswith(trees_prefix(project)) or len(parts) != 3 or parts[0] != ALGO:
+        return None
+    d = f"{ALGO}:{parts[2]}"
+    try:
+        check_digest(d)
+    except CorruptData:
+        return None
+    return d if parts[1] == parts[2][:2] else None
 
 
 # -- artifacts and versions ---------------------------------------------------------------------

@@ -177,7 +177,10 @@ def version_ref(project: str, artifact: str, n: int) -> str:
 
 # -- reading and writing ------------------------------------------------------------------------------
 def write_record(store: "Store", rec: RunRecord, *, exclusive: bool = False) -> None:
-    store.backend.put(run_key(rec.project, rec.id), rec.to_bytes(), exclusive=exclusive)
+    """Write a run record (``exclusive``: create it, AlreadyExists if it is there). Records and
+    edges go through ``put_small``: on S3 a plain signed PUT, so a worker process that only
+    records what it reads never loads boto3."""
+    store.backend.put_small(run_key(rec.project, rec.id), rec.to_bytes(), exclusive=exclusive)
 
 
 def read_record(store: "Store", project: str, run_id: str) -> RunRecord:
@@ -195,8 +198,8 @@ def record_edge(store: "Store", kind: str, project: str, run_id: str, aproject: 
     """Write one edge, run side then artifact side (see the module's invariants)."""
     assert kind in ("used", "logged")
     body = json.dumps({"role": role} if role else {}).encode()
-    store.backend.put(run_edge_key(project, run_id, kind, aproject, artifact, n), body)
-    store.backend.put(version_edge_key(aproject, artifact, n, kind, project, run_id), body)
+    store.backend.put_small(run_edge_key(project, run_id, kind, aproject, artifact, n), body)
+    store.backend.put_small(version_edge_key(aproject, artifact, n, kind, project, run_id), body)
 
 
 def _role(store: "Store", key: str) -> str:

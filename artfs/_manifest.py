@@ -4,6 +4,10 @@ A manifest is written once as ``<project>/artifacts/<artifact>/versions/<N>.json
 changed. Its entries are sorted by path. The *version digest* hashes ``(path, digest, executable,
 reference)`` of every entry, so logging identical content again is recognised and creates nothing.
 
+A version of many entries is stored sharded by directory instead (format 2, :mod:`artfs._pieces`):
+its ``entries`` are then a :class:`LazyEntries`, read piece by piece as they are needed, behind the
+same sequence API (``len`` costs nothing, iterating holds one directory at a time).
+
 Everything read back from a store is validated as untrusted input: a tampered manifest with
 ``../x`` or an absolute path raises :class:`InvalidPath` instead of escaping a download root or
 a mount.
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice, repeat
 from operator import attrgetter, itemgetter, lt
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import xxhash
 
@@ -147,6 +151,17 @@ _PLAIN_REC = "[{}, {}, {}, null]".format
 _JSON_BOOL = {True: "true", False: "false"}
 _digest_of = attrgetter("digest")
 _executable_of = attrgetter("executable")
+
+
+def blob_digests(entries: list[Entry]) -> list[str]:
+    """The sorted digests of the entries' blobs (a reference keeps its bytes elsewhere), found in
+    C when there is no reference."""
+    if list(map(_ref_of, entries)).count(None) != len(entries):
+        return sorted({e.digest for e in entries if e.digest and e.ref is None})
+    out: set[str | None] = set(map(_digest_of, entries))
+    out.discard(None)
+    out.discard("")
+    return sorted(d for d in out if d is not None)
 
 
 def check_entries(entries: Iterable[Entry]) -> list[Entry]:
@@ -289,24 +304,26 @@ def _bulk_entries(raw: list[Any]) -> list[Entry] | None:
     return entries
 
 
-def _entries_json(entries: list[Entry]) -> list[str]:
-    """``json.dumps(e.to_json(), ensure_ascii=False, separators=(",", ":"))`` of every entry.
+def _entries_json(entries: list[Entry], paths: list[str] | None = None) -> list[str]:
+    """``json.dumps(e.to_json(), ensure_ascii=False, separators=(",", ":"))`` of every entry
+    (``paths``: what to write as each entry's path instead of its own, as a piece does).
 
     Plain entries (a ``str`` path and digest, an ``int`` size, no reference) are formatted in bulk
     with the string encoder ``json.dumps`` uses; the others go through ``json.dumps``.
     """
-    paths = list(map(_path_of, entries))
+    if paths is None:
+        paths = list(map(_path_of, entries))
     digests = list(map(_digest_of, entries))
     sizes = list(map(_size_of, entries))
     refs = list(map(_ref_of, entries))
     if not (set(map(type, paths)) <= {str} and set(map(type, digests)) <= {str} and set(map(type, sizes)) <= {int}):
-        return [_entry_json(e) for e in entries]
+        return [_entry_json(e._replace(path=p)) for e, p in zip(entries, paths)]
     out = list(map(_PLAIN_ENTRY, map(_encode_str, paths), map(_encode_str, digests), map(int.__repr__, sizes),
                    map(_EXEC_JSON.__getitem__, map(bool, map(_executable_of, entries)))))
     if refs.count(None) != len(refs):
         for i, r in enumerate(refs):
             if r is not None:
-                out[i] = _entry_json(entries[i])
+                out[i] = _entry_json(entries[i]._replace(path=paths[i]))
     return out
 
 
@@ -349,6 +366,15 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
+class LazyEntries(Sequence[Entry]):
+    """The entries of a version that are not all in memory (a sharded one: :class:`artfs._pieces.TreeEntries`)."""
+
+    @property
+    def total_size(self) -> int:
+        """Total bytes of the entries, known without reading them."""
+        raise NotImplementedError
+
+
 @dataclass
 class Manifest:
     """What a version is: its entries (sorted by path), type, version digest, creation time, and the
@@ -359,7 +385,7 @@ class Manifest:
     artifact: str
     version: int
     type: str
-    entries: list[Entry]
+    entries: Sequence[Entry]  # a list, or LazyEntries for a sharded version
     digest: str
     created: str
     description: str | None = None
@@ -370,10 +396,18 @@ class Manifest:
     @property
     def size(self) -> int:
         """Total bytes of the entries."""
+        if isinstance(self.entries, LazyEntries):
+            return self.entries.total_size
         return sum(e.size for e in self.entries)
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the version is stored as pieces (format 2), its entries read as needed."""
+        return isinstance(self.entries, LazyEntries)
+
     def to_bytes(self) -> bytes:
-        """The manifest as stored (JSON, UTF-8)."""
+        """The manifest in format 1, every entry in it (JSON, UTF-8): how a small version is stored,
+        and a whole copy of any version (a draft keeps its base's this way)."""
         doc = {
             "format": FORMAT,
             "project": self.project,
@@ -390,31 +424,43 @@ class Manifest:
         }
         head = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
         assert head.endswith('"entries":[]}')
-        return "".join((head[:-2], ",".join(_entries_json(self.entries)), "]}")).encode("utf-8")
+        return "".join((head[:-2], ",".join(_entries_json(self.entries if isinstance(self.entries, list) else list(self.entries))), "]}")).encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, where: str = "manifest") -> "Manifest":
-        """Parse and validate a manifest read from a store (untrusted input)."""
+    def from_bytes(cls, data: bytes, *, where: str = "manifest",
+                   tree: Callable[[dict[str, Any]], Sequence[Entry]] | None = None) -> "Manifest":
+        """Parse and validate a manifest read from a store (untrusted input).
+
+        ``tree`` reads a format-2 head (a sharded version, :func:`artfs._pieces.parse_manifest`
+        passes it): given the head's document, it returns the lazy entries; without it a
+        format-2 manifest is an unknown format."""
         with gc_paused():
-            return cls._from_bytes(data, where)
+            return cls._from_bytes(data, where, tree)
 
     @classmethod
-    def _from_bytes(cls, data: bytes, where: str) -> "Manifest":
+    def _from_bytes(cls, data: bytes, where: str,
+                    tree: Callable[[dict[str, Any]], Sequence[Entry]] | None = None) -> "Manifest":
         try:
             doc = json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
             raise CorruptData(f"{where}: not valid JSON ({e})") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        sharded = isinstance(doc, dict) and doc.get("format") == 2 and tree is not None
+        if not isinstance(doc, dict) or (doc.get("format") != FORMAT and not sharded):
             raise CorruptData(f"{where}: unknown manifest format")
         try:
-            raw_entries = doc.get("entries", [])
-            if not isinstance(raw_entries, list):
-                raise CorruptData(f"{where}: entries is not a list")
-            entries = _bulk_entries(raw_entries) if len(raw_entries) >= _BULK_MIN else None
-            if entries is None:
-                entries = check_entries(Entry.from_json(d) for d in raw_entries)
-            del raw_entries
-            doc.pop("entries", None)  # the JSON objects go now, their strings live on
+            entries: Sequence[Entry] | None
+            if sharded:
+                assert tree is not None
+                entries = tree(doc)
+            else:
+                raw_entries = doc.get("entries", [])
+                if not isinstance(raw_entries, list):
+                    raise CorruptData(f"{where}: entries is not a list")
+                entries = _bulk_entries(raw_entries) if len(raw_entries) >= _BULK_MIN else None
+                if entries is None:
+                    entries = check_entries(Entry.from_json(d) for d in raw_entries)
+                del raw_entries
+                doc.pop("entries", None)  # the JSON objects go now, their strings live on
             version = doc["version"]
             if not isinstance(version, int) or isinstance(version, bool) or version < 0:
                 raise CorruptData(f"{where}: invalid version {version!r}")

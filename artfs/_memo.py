@@ -19,7 +19,7 @@ from operator import attrgetter
 
 from ._digest import check_digest
 from ._errors import ArtfsError
-from ._manifest import Manifest, _digests_ok
+from ._manifest import LazyEntries, Manifest, _digests_ok
 from ._names import check_paths
 
 MEMO_MANIFESTS = 4
@@ -52,20 +52,23 @@ class ManifestMemo:
 
     def remember(self, m: Manifest) -> None:
         """Keep ``m`` (not to be changed any more)."""
-        if len(m.entries) > MEMO_ENTRIES:
+        if _weight(m) > MEMO_ENTRIES:
             return
         with self._lock:
             self._memo[(m.project, m.artifact, m.version)] = m
             self._memo.move_to_end((m.project, m.artifact, m.version))
-            total = sum(len(x.entries) for x in self._memo.values())
+            total = sum(map(_weight, self._memo.values()))
             while len(self._memo) > MEMO_MANIFESTS or total > MEMO_ENTRIES:
                 _, old = self._memo.popitem(last=False)
-                total -= len(old.entries)
+                total -= _weight(old)
 
     def remember_written(self, m: Manifest) -> None:
         """Keep the manifest a commit just wrote, when it is exactly what parsing its bytes would give
         (plain entries with valid paths and digests, JSON metadata); else the next read parses it."""
         es = m.entries
+        if isinstance(es, LazyEntries):
+            self.remember(m)
+            return
         if not (set(map(type, map(_executable_of, es))) <= {bool} and set(map(type, map(_size_of, es))) <= {int}
                 and list(map(_ref_of, es)).count(None) == len(es)
                 and list(map(_ref_info_of, es)).count(None) == len(es)
@@ -86,5 +89,12 @@ class ManifestMemo:
 
 
 def copy_manifest(m: Manifest) -> Manifest:
-    """A copy of ``m`` that shares nothing mutable with it (entries are immutable tuples)."""
-    return dataclasses.replace(m, entries=list(m.entries), metadata=copy.deepcopy(m.metadata))
+    """A copy of ``m`` that shares nothing mutable with it (entries are immutable tuples; the lazy
+    entries of a sharded version are immutable as a whole, so copies share them)."""
+    es = m.entries if isinstance(m.entries, LazyEntries) else list(m.entries)
+    return dataclasses.replace(m, entries=es, metadata=copy.deepcopy(m.metadata))
+
+
+def _weight(m: Manifest) -> int:
+    """Entries a kept manifest holds in memory (a sharded one's pieces are kept elsewhere: 0)."""
+    return 0 if isinstance(m.entries, LazyEntries) else len(m.entries)

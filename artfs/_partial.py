@@ -43,13 +43,17 @@ import logging
 import os
 import struct
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ._cache import check_blob, touch_fd
 from ._digest import cache_rel, finish, hasher
 from ._errors import ArtfsError
-from ._fetchpool import _Job
 from ._layout import blob_key
+from ._verified import _open_locked, _same, _unlink_if_same
+
+if TYPE_CHECKING:
+    from ._cache import Cache
+
+__all__ = ["_Entry", "_Stream", "_open_locked", "_same", "_unlink_if_same"]
 
 log = logging.getLogger("artfs.lazy")
 
@@ -79,45 +83,6 @@ def _pwrite_full(fd: int, data: bytes | memoryview, off: int) -> None:
         n = os.pwrite(fd, view, off)
         view = view[n:]
         off += n
-
-
-def _same(path: str, fd: int) -> bool:
-    try:
-        return os.path.samestat(os.stat(path), os.fstat(fd))
-    except FileNotFoundError:
-        return False
-
-
-def _unlink_if_same(path: str, fd: int) -> None:
-    """Unlink ``path`` if it still names the file open as ``fd`` (not a successor)."""
-    if _same(path, fd):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def _open_locked(path: str, flags: int, mode: int = 0o644) -> int:
-    """Open ``path`` and take a shared flock on it; -1 if it does not exist (without O_CREAT).
-
-    Eviction may unlink a file between our open and our lock; then the path names another inode
-    (or none) and we try again, so the returned fd is locked *and* still the file at ``path``.
-    """
-    for _ in range(10):
-        try:
-            fd = os.open(path, flags | os.O_CLOEXEC, mode)
-        except FileNotFoundError:
-            if flags & os.O_CREAT:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                continue
-            return -1
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            if _same(path, fd):
-                return fd
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-    raise ArtfsError(f"{path}: keeps being replaced while opening it")
 
 
 _libc: "ctypes.CDLL | None" = None
@@ -191,13 +156,14 @@ class _Entry:
     fetch: Callable[[int, int], bytes] | None = None  # instead of the store's get_range(key, ...)
     verify = True  # False: no digest to check; a fully fetched entry stays a partial entry
 
-    def __init__(self, project: str, digest: str, size: int, cache_root: str, blob_path: str) -> None:
+    def __init__(self, project: str, digest: str, size: int, cache: "Cache") -> None:
         self.project, self.digest, self.size = project, digest, size
-        self.cache_root = cache_root
+        self.cache = cache
+        self.cache_root = cache.root
         self.key = blob_key(project, digest)
-        self.blob_path = blob_path
+        self.blob_path = cache.path(digest)
         hexpart = cache_rel(digest).rsplit("/", 1)[1]
-        self.partial_path = os.path.join(cache_root, "partial", hexpart)
+        self.partial_path = os.path.join(self.cache_root, "partial", hexpart)
         self.map_path = self.partial_path + ".map"
         self.lock = threading.Lock()
         self.refs = 0  # open handles
@@ -213,25 +179,19 @@ class _Entry:
         self.present = bytearray()
         self.npresent = 0
         self.finalize_due = False  # set under lock by refresh(); the reader starts verification
-        self.inflight: dict[int, _Job] = {}
+        # (the fetches in flight are in LazyBlobs' one registry, artfs._fetchpool._InFlight,
+        # under (digest, gen, chunk): a new generation finds none of the old one's)
         self.touched: dict[int, int] = {}  # chunk -> bytes of it served by random reads (LazyBlobs._read_direct)
         # a streamed entry (a blob larger than the cache allows, see _Stream): None otherwise
         self.stream: _Stream | None = None
 
     # -- opening -------------------------------------------------------------------------------
     def open_complete(self) -> bool:
-        fd = _open_locked(self.blob_path, os.O_RDONLY)
+        """Use the complete cache blob if it may be served (:meth:`Cache.open_verified`, which
+        hashes a blob whose record is stale and drops one that changed); False if there is none."""
+        fd = self.cache.open_verified(self.digest, self.size, rehash=True) if self.verify else -1
         if fd < 0:
             return False
-        if os.fstat(fd).st_size != self.size:
-            log.warning("cached blob %s has the wrong size; dropping it", self.digest)
-            _unlink_if_same(self.blob_path, fd)
-            os.close(fd)
-            return False
-        if not self.verify or not check_blob(fd, self.blob_path, self.digest, self.size):
-            os.close(fd)  # changed since it was verified: dropped (and logged), fetched again
-            return False
-        touch_fd(fd)  # recency for LRU eviction
         self.fd, self.complete = fd, True
         return True
 
@@ -253,12 +213,9 @@ class _Entry:
 
     def open_any(self, chunk_size: int) -> None:
         """Open the complete blob if it is cached, else its partial entry (created if needed)."""
-        retried = False
+        if self.open_complete():
+            return
         for _ in range(20):
-            if self.open_complete():
-                if retried:
-                    self._remove_orphan()
-                return
             if self.stream is not None:
                 self.open_private(chunk_size)
                 return
@@ -280,7 +237,9 @@ class _Entry:
             # verified into blobs/, dropped or evicted while we opened it: look again
             os.close(fd)
             os.close(mfd)
-            retried = True
+            if self.open_complete():
+                self._remove_orphan()
+                return
         raise ArtfsError(f"{self.partial_path}: keeps being replaced while opening it")
 
     def _load_map(self, fd: int, mfd: int, chunk_size: int) -> None:
@@ -348,6 +307,23 @@ class _Entry:
                 and self.stream is None):
             # the last chunks came from another process: no fetch of ours will start verification
             self.finalizing = self.finalize_due = True
+
+    def restart(self, chunk_size: int) -> None:
+        """Start afresh (under ``self.lock``) after what was fetched failed verification: new
+        files (a new private pair for a streamed entry), a new generation, so every handle open on
+        the old one gets CorruptData once and no fetch of the old one is found any more. The old
+        descriptors stay open until the entry is freed: a reader may still be using them."""
+        old = (self.fd, self.map_fd)
+        self.fd = self.map_fd = -1
+        try:
+            if self.stream is not None:
+                self.stream = _Stream(self.stream.window)
+                self.open_private(chunk_size)
+            else:
+                self.open_any(chunk_size)
+        finally:
+            self.old_fds.extend(old)
+            self.gen += 1
 
     def close_fds(self) -> None:
         for fd in (self.fd, self.map_fd, *self.old_fds):

@@ -242,9 +242,7 @@ def collection_symlinks(store: "Store", project: str, collection: str) -> dict[s
 def linked_artifact(store: "Store", lk: Link) -> "Artifact":
     """The linked version as an Artifact named after the collection (``registry/coll:vN``) whose
     files are the source version's (read from the source project)."""
-    art = Artifact._logged(store, *lk.source)
-    art._source = lk.source
-    art.project, art._name, art._version = lk.project, lk.collection, lk.n
-    art.aliases = sorted(a for a, v in aliases(store, lk.project, lk.collection).items() if v == lk.n)
-    art._saved_aliases = list(art.aliases)
+    art = Artifact.of_version(store, *lk.source)
+    art.as_link(lk.project, lk.collection, lk.n, [a for a, v in aliases(store, lk.project, lk.collection).items()
+                                                  if v == lk.n])
     return art

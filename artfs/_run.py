@@ -209,9 +209,9 @@ class Run(RunData):
         """
         self._need_live("log_artifact")
         art = artifact_from(artifact_or_path, name, type)
-        logged = art._log(self.store, self.project, list(aliases or []), run=self.path)
+        logged = art.log_to(self.store, self.project, list(aliases or []), run=self.path)
         created = bool(logged.commit_result and logged.commit_result.created)
-        self._edge("logged", self.project, art._name, logged._version or 0, "logger" if created else "matched")
+        self._edge("logged", *logged.coords(), "logger" if created else "matched")
         _become(art, logged)
         return art
 
@@ -240,7 +240,7 @@ class Run(RunData):
         artifact = artifact_from(artifact_or_path, name, type)
         r, logged = finish_version(self.store, self.project, group_of(distributed_id, self.group, "finish_artifact"),
                                    artifact, run=self.path, aliases=aliases or [])
-        self._edge("logged", self.project, artifact._name, r.version, "logger" if r.created else "matched")
+        self._edge("logged", *logged.coords(), "logger" if r.created else "matched")
         _become(artifact, logged)
         return artifact
 
@@ -256,12 +256,13 @@ class Run(RunData):
         if isinstance(artifact_or_name, Artifact):
             art = artifact_or_name
             if art.is_draft:
-                logged = art._log(self.store, self.project, list(aliases or []), run=self.path)
+                logged = art.log_to(self.store, self.project, list(aliases or []), run=self.path)
                 if logged.commit_result and logged.commit_result.created:
-                    self._edge("logged", self.project, art._name, logged._version or 0, "logger")
+                    self._edge("logged", *logged.coords(), "logger")
                 _become(art, logged)
-            if art._store is not None and art._store.url != self.store.url:
-                raise ArtfsError(f"{art.qualified_name} is in {art._store.url}, not in the run's store {self.store.url}")
+            store, _ = art.logged_in()
+            if store.url != self.store.url:
+                raise ArtfsError(f"{art.qualified_name} is in {store.url}, not in the run's store {self.store.url}")
         elif isinstance(artifact_or_name, str):
             spec = parse_spec(_strip_entity(artifact_or_name), default_project=self.project, need_ref=True)
             art = resolve_any(self.store, spec)
@@ -269,7 +270,7 @@ class Run(RunData):
                 raise InvalidName(f"{art.qualified_name} has type {art.type!r}, not {type!r}")
         else:
             raise ArtfsError(f"use_artifact takes a name or an Artifact, not {artifact_or_name!r}")
-        self._edge("used", *art._coords())  # a registry link: its source version is what was used
+        self._edge("used", *art.source_coords())  # a registry link: its source version is what was used
         return art
 
     def link_artifact(self, artifact: "Artifact", target_path: str, aliases: list[str] | None = None) -> "Artifact":
@@ -302,7 +303,7 @@ class Run(RunData):
             if not version_exists(self.store, p, a, n):  # the cache may still hold its manifest
                 continue
             try:
-                out.append(Artifact._logged(self.store, p, a, n))
+                out.append(Artifact.of_version(self.store, p, a, n))
             except NotFound:  # deleted since: lineage keeps the edge, see lineage_of()
                 continue
         return out
@@ -330,8 +331,8 @@ def _become(art: "Artifact", logged: "Artifact") -> None:
 # -- the version side --------------------------------------------------------------------------------
 def logged_by(art: "Artifact") -> Run | None:
     """The run that created this version (its ``logger`` edge, else the run its manifest names)."""
-    store, m = art._need_logged()
-    edges = version_edges(store, *art._coords(), "logged", roles=True)
+    store, m = art.logged_in()
+    edges = version_edges(store, *art.source_coords(), "logged", roles=True)
     for rp, rid, role in edges:
         if role == "logger":
             return Run(store, rp, rid)
@@ -346,15 +347,15 @@ def logged_by(art: "Artifact") -> Run | None:
 
 def contributors(art: "Artifact") -> list[Run]:
     """Runs that wrote into the draft this version came from, other than its logger."""
-    store, _ = art._need_logged()
-    edges = version_edges(store, *art._coords(), "logged", roles=True)
+    store, _ = art.logged_in()
+    edges = version_edges(store, *art.source_coords(), "logged", roles=True)
     return [Run(store, rp, rid) for rp, rid, role in edges if role == "contributor"]
 
 
 def used_by(art: "Artifact") -> list[Run]:
     """Runs that used this version: one listing of its edges (records are read when needed)."""
-    store, _ = art._need_logged()
-    return [Run(store, rp, rid) for rp, rid, _ in version_edges(store, *art._coords(), "used")]
+    store, _ = art.logged_in()
+    return [Run(store, rp, rid) for rp, rid, _ in version_edges(store, *art.source_coords(), "used")]
 
 
 # -- the current run ---------------------------------------------------------------------------------
@@ -500,7 +501,7 @@ def use_artifact(artifact_or_name: "Artifact | str", type: str | None = None,
 def resolve_any(store: "Store", spec: Spec) -> "Artifact":
     """The version a spec names: an artifact's, else a registry collection's link."""
     try:
-        return Artifact._logged(store, *store.resolve(spec))
+        return Artifact.of_version(store, *store.resolve(spec))
     except NotFound:
         if spec.artifact not in registry.collections(store, spec.project):
             raise
@@ -512,23 +513,24 @@ def link_to(art: "Artifact", target_path: str, aliases: list[str] | None, run: s
     """``Artifact.link``: a draft is saved (logged) first; a link is linked as its source."""
     if art.is_draft:
         art.save()
-    store, _ = art._need_logged()
+    store, _ = art.logged_in()
     if run is None and _current is not None and _current.store.url == store.url:
         run = _current.path
     project, collection = registry.parse_target(target_path, art.project or default_project())
-    source = art._coords()
+    source = art.source_coords()
     lk = registry.link(store, source, art.type, project, collection, list(aliases or []), run=run)
     return registry.linked_artifact(store, lk)
 
 
 def _link_of(art: "Artifact") -> registry.Link:
-    store, _ = art._need_logged()
-    return registry.read_link(store, art.project or "", art._name, art._version or 0)
+    store, _ = art.logged_in()
+    return registry.read_link(store, *art.coords())
 
 
-def save_link(art: "Artifact") -> None:
-    """``save()`` of a linked version: aliases are the collection's, description and metadata the source's."""
-    store, _ = art._need_logged()
+def save_link(art: "Artifact", saved: list[str]) -> list[str]:
+    """``save()`` of a linked version: aliases are the collection's (``saved``: those it had when
+    loaded or last saved), description and metadata the source's. Returns the link's aliases now."""
+    store, _ = art.logged_in()
     lk = _link_of(art)
     src = source_of(art)
     if (src.description, src.metadata, src.tags, src.ttl) != (art.description, art.metadata, art.tags, art.ttl):
@@ -536,28 +538,27 @@ def save_link(art: "Artifact") -> None:
         src.save()
     new = list(dict.fromkeys(art.aliases))
     for a in new:
-        if a not in art._saved_aliases:
+        if a not in saved:
             registry.set_alias(store, lk.project, lk.collection, a, lk.n)
-    for a in art._saved_aliases:
+    for a in saved:
         if a not in new and a != "latest":
             registry.remove_alias(store, lk.project, lk.collection, a)
-    art.aliases = sorted(a for a, v in registry.aliases(store, lk.project, lk.collection).items() if v == lk.n)
-    art._saved_aliases = list(art.aliases)
+    return sorted(a for a, v in registry.aliases(store, lk.project, lk.collection).items() if v == lk.n)
 
 
 def source_of(art: "Artifact") -> "Artifact":
-    store, _ = art._need_logged()
-    return Artifact._logged(store, *art._coords())
+    store, _ = art.logged_in()
+    return Artifact.of_version(store, *art.source_coords())
 
 
 def unlink_version(art: "Artifact") -> None:
-    store, _ = art._need_logged()
+    store, _ = art.logged_in()
     registry.unlink(store, _link_of(art))
 
 
 def links_of(art: "Artifact") -> list[str]:
-    store, _ = art._need_logged()
-    return registry.links_of_version(store, *art._coords())
+    store, _ = art.logged_in()
+    return registry.links_of_version(store, *art.source_coords())
 
 
 def link_artifact(artifact: "Artifact", target_path: str, aliases: list[str] | None = None) -> "Artifact":

@@ -46,6 +46,6 @@ def finish_version(store: "Store", project: str, group: str, artifact: "Artifact
                    aliases: list[str]) -> "tuple[CommitResult, Artifact]":
     """Finish the pending version; returns its commit result and the logged version it made."""
     r = finish(store, artifact, project, group, aliases=aliases, run=run)
-    logged = Artifact._logged(store, project, r.artifact, r.version)
+    logged = Artifact.of_version(store, project, r.artifact, r.version)
     logged.commit_result = r
     return r, logged

@@ -212,7 +212,7 @@ class RunData:
                     p = os.path.join(dirpath, fn)
                     if os.path.isfile(p) and _call(include_fn, p, root) and not _call(exclude_fn, p, root):
                         art.add_file(p, name=os.path.relpath(p, root).replace(os.sep, "/"))
-        if not art._files:
+        if not art.draft_files():
             termwarn("No relevant files were detected in the specified directory. No code will be logged to your run.")
             return None
         self.log_artifact(art)

@@ -3,7 +3,9 @@
 Store layout (the same on a local disk, under an S3 prefix and behind a static HTTPS server)::
 
     <project>/blobs/xxh128/<2>/<32>                    file contents, immutable
-    <project>/artifacts/<artifact>/versions/<N>.json   manifest of vN, created exclusively, never changed
+    <project>/trees/xxh128/<2>/<32>                    a directory of a sharded manifest (artfs._pieces)
+    <project>/artifacts/<artifact>/versions/<N>.json   manifest of vN (format 1), or its head naming its
+                                                       root piece (format 2, sharded), created exclusively
     <project>/artifacts/<artifact>/info/<N>.json       mutable description/metadata of vN
     <project>/artifacts/<artifact>/aliases/<alias>     the version number an alias points to
     <project>/artifacts/<artifact>/digests/<32 hex>    version digest -> N (finds identical content)
@@ -15,8 +17,9 @@ Store layout (the same on a local disk, under an S3 prefix and behind a static H
 (the keys are spelled only in :mod:`artfs._layout`)
 
 Invariants
-* Every blob named by an existing manifest exists. A commit uploads its blobs before it creates
-  its manifest; deletion removes a manifest before any blob.
+* Every blob and piece named by an existing manifest exists. A commit uploads its blobs and
+  writes its pieces before it creates its manifest; deletion removes a manifest before any blob
+  or piece (:mod:`artfs._shards` says how a sharded commit is ordered).
 * ``versions/<N>.json`` is only ever created with an exclusive create; racing writers for the same
   N see AlreadyExists and take the next number, so no version is overwritten or lost.
 * A version number is never reused: deletion writes ``deleted/<N>`` before removing the manifest
@@ -54,8 +57,10 @@ from ._errors import AlreadyExists, ArtfsError, CorruptData, InvalidName, NotFou
 from ._gc import INTENT_GRACE as INTENT_GRACE, MARKER_STALE as MARKER_STALE, HasAliases as HasAliases  # re-exported
 from ._index import update_index
 from ._layout import blob_key
-from ._manifest import Entry, Manifest, check_entries, gc_paused, version_digest
+from ._manifest import Entry, Manifest, blob_digests, check_entries, gc_paused, version_digest
 from ._memo import ManifestMemo, copy_manifest
+from ._pieces import Piece, head_bytes, parse_manifest, shard_min
+from ._shards import PieceReader, ShardedCommit
 from ._names import Spec, check_alias, check_name, parse_spec
 from ._names import valid_name as _valid
 from ._parallel import STORE_WORKERS, pmap
@@ -88,6 +93,7 @@ class Store:
         self.cache = cache or Cache()
         self.id = xxhash.xxh64_hexdigest(self.url.encode())
         self._memo = ManifestMemo()  # the last few parsed manifests (artfs._memo)
+        self._pieces = PieceReader(self)  # pieces of sharded manifests (artfs._shards)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -208,22 +214,35 @@ class Store:
         self._memo.forget(project, artifact, n)
 
     def _read_manifest(self, project: str, artifact: str, n: int) -> Manifest:
-        cpath = self.cache.manifest_path(self.id, project, artifact, n)
         where = f"{project}/{artifact}:v{n}"
-        try:
-            with open(cpath, "rb") as f:
-                data = f.read()
-            m = Manifest.from_bytes(data, where=where)
-        except (FileNotFoundError, CorruptData):
+        m: Manifest | None = None
+        for cpath in (self.cache.manifest_path(self.id, project, artifact, n),
+                      self.cache.head_path(self.id, project, artifact, n)):
+            try:
+                with open(cpath, "rb") as f:
+                    m = parse_manifest(f.read(), where=where, read_piece=self._pieces.read)
+                break
+            except (FileNotFoundError, CorruptData):
+                continue
+        if m is None:
             try:
                 data = self.backend.get(L.version_key(project, artifact, n))
             except NotFound:
                 raise NotFound(f"{where}: no such version") from None
-            m = Manifest.from_bytes(data, where=where)
-            self.cache.write_small(cpath, data)
+            m = parse_manifest(data, where=where, read_piece=self._pieces.read)
+            self.cache.write_small(self._cached_manifest_path(m), data)
         if (m.project, m.artifact, m.version) != (project, artifact, n):
             raise CorruptData(f"{where}: manifest names {m.project}/{m.artifact}:v{m.version}")
         return m
+
+    def _cached_manifest_path(self, m: Manifest) -> str:
+        """Where the cache keeps ``m``'s bytes: a sharded version's head apart (artfs._cache)."""
+        path = self.cache.head_path if m.sharded else self.cache.manifest_path
+        return path(self.id, m.project, m.artifact, m.version)
+
+    def read_piece(self, project: str, digest: str, where: str) -> Piece:
+        """One piece of a sharded manifest of ``project``, checked (``where``: for error messages)."""
+        return self._pieces.read(project, digest, where)
 
     def info(self, project: str, artifact: str, n: int) -> dict[str, Any]:
         """Mutable description/metadata of vN (falls back to what the manifest recorded)."""
@@ -239,7 +258,7 @@ class Store:
     def artifact(self, spec: str) -> "Artifact":
         """A logged version: ``store.artifact("cycling/bike-dataset:latest")``."""
         project, artifact, n = self.resolve(spec)
-        return Artifact._logged(self, project, artifact, n)
+        return Artifact.of_version(self, project, artifact, n)
 
     def artifact_versions(self, name: str) -> list["Artifact"]:
         """Every version of ``project/artifact`` as a logged :class:`Artifact`, oldest first ([] if none).
@@ -247,7 +266,7 @@ class Store:
         Raises ``InvalidName`` for a malformed name.
         """
         s = parse_spec(name)
-        return [Artifact._logged(self, s.project, s.artifact, n) for n in self.versions(s.project, s.artifact)]
+        return [Artifact.of_version(self, s.project, s.artifact, n) for n in self.versions(s.project, s.artifact)]
 
     # -- writing -------------------------------------------------------------------------------
     def log_artifact(self, art: "Artifact", project: str, *, aliases: Iterable[str] = (),
@@ -256,7 +275,7 @@ class Store:
 
         ``run`` (``project/run_id``) is recorded in the manifest as the run that logged it.
         """
-        return art._log(self, project, list(aliases), run=run)
+        return art.log_to(self, project, list(aliases), run=run)
 
     def upload_blobs(self, project: str, digests: list[str], missing: list[str],
                      sources: Mapping[str, Callable[[str], None] | str], sizes: Mapping[str, int],
@@ -359,24 +378,45 @@ class Store:
             return CommitResult(project, artifact, same, False, len(entries), aliases=aliases)
 
         with gc_paused():
-            digests = sorted({e.digest for e in entries if e.digest and e.ref is None})
+            digests = blob_digests(entries)
+            sharded = ShardedCommit(self, project, entries, base) if len(entries) >= shard_min() else None
         commit_id = commit_id or uuid.uuid4().hex
         ikey = L.intent_key(project, commit_id)
         protected = set(known_blobs)  # kept alive by their owner (pending parts): not repeated in the intent
-        self.backend.put(ikey, json.dumps({"created": time.time(), "artifact": artifact, "blobs": [
-            d for d in digests if d not in protected] if protected else digests}).encode())
+
+        def intent(blobs: list[str]) -> None:
+            doc: dict[str, Any] = {"created": time.time(), "artifact": artifact,
+                                   "blobs": [d for d in blobs if d not in protected] if protected else blobs}
+            if sharded is not None:
+                doc["trees"] = sharded.trees()
+            self.backend.put(ikey, json.dumps(doc).encode())
+
+        intent(sharded.new_blobs() if sharded is not None and sharded.knows_base else digests)
         try:
             self.wait_for_deletions(project)
             # Blobs of a manifest that still exists after our intent are present (see invariants).
             known: set[str] = set()
-            if base is not None and self.backend.exists(L.version_key(project, artifact, versions[-1])):
-                known = set(map(_digest_of, base.entries))
-                known.discard(None)
+            alive = base is not None and self.backend.exists(L.version_key(project, artifact, versions[-1]))
+            if sharded is not None and sharded.knows_base:
+                if not alive:  # the base was deleted meanwhile: know nothing (artfs._shards)
+                    sharded.forget_base()
+                    intent(digests)
+                    self.wait_for_deletions(project)
+                    to_check = digests
+                else:
+                    to_check = sharded.new_blobs()
+            else:
+                if alive and base is not None:
+                    known = set(map(_digest_of, base.entries))
+                    known.discard(None)
+                to_check = digests
             known |= protected
-            missing = self.missing_blobs(project, [d for d in digests if d not in known])
-            sizes = {e.digest: e.size for e in entries if e.digest}
+            missing = self.missing_blobs(project, [d for d in to_check if d not in known])
+            sizes = dict(zip(map(_digest_of, entries), map(_size_of, entries)))  # a None key is never asked
 
             up_bytes = self.upload_blobs(project, digests, missing, sources, sizes, progress)
+            if sharded is not None:
+                sharded.write_pieces()  # after the blobs they name, before the head naming them
 
             # A number is never handed out twice, not even after its version was deleted:
             # caches (ours and other machines') keep manifests forever, keyed by number.
@@ -386,7 +426,7 @@ class Store:
                 m = Manifest(project, artifact, n, type, entries, vdigest, created,
                              description, dict(metadata or {}), run, commit_id)
                 with gc_paused():
-                    data = m.to_bytes()
+                    data = m.to_bytes() if sharded is None else head_bytes(m, sharded.root)
                 try:
                     self.backend.put(L.version_key(project, artifact, n), data, exclusive=True)
                 except AlreadyExists:
@@ -398,7 +438,9 @@ class Store:
                     n = max(n + 1, self._next_version(project, artifact, self.versions(project, artifact)))
                     continue
                 break
-            self.cache.write_small(self.cache.manifest_path(self.id, project, artifact, n), data)
+            if sharded is not None:
+                m = sharded.lazy(m)
+            self.cache.write_small(self._cached_manifest_path(m), data)
             self._memo.remember_written(m)
         finally:
             self.backend.delete(ikey)
@@ -536,7 +578,7 @@ class Store:
     def finish_artifact(self, art: "Artifact", project: str, group: str, *, aliases: Iterable[str] = ()) -> "Artifact":
         """Merge every part of ``group`` (and ``art``'s own files) into the next version, exactly once."""
         r = _distributed.finish_artifact(self, art, project, group, aliases=aliases)
-        logged = Artifact._logged(self, project, r.artifact, r.version)
+        logged = Artifact.of_version(self, project, r.artifact, r.version)
         logged.commit_result = r
         return logged
 
@@ -551,4 +593,5 @@ class Store:
 
 
 _digest_of = attrgetter("digest")
+_size_of = attrgetter("size")
 

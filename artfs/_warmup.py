@@ -55,7 +55,7 @@ def warmup(artifact: Any, paths: Iterable[str] = (), *, threads: int = DEFAULT_T
     Raises what a download raises (StoreUnavailable, CorruptData, ReferenceChanged, ...); blobs
     fetched before the error stay cached. ``progress`` gets the bytes of each blob as it is done.
     """
-    store, manifest = artifact._need_logged()
+    store, manifest = artifact.logged_in()
     cache = store.cache
     project = artifact.project or ""
     entries = select(manifest.entries, paths)

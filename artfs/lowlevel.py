@@ -17,7 +17,7 @@ from ._asof import parse_time, timeline
 from ._cache import stamp_ok
 from ._diff import bounded_json, diff_entries
 from ._doctor import mount_failure_cause, mount_note
-from ._draft import ROOT, Attr, Draft, DraftBusy, Drafts
+from ._draft import ROOT, Attr, Draft, DraftBusy, Drafts, commit_draft
 from ._layout import blob_key
 from ._lazy import LazyBlobs
 from ._lineage import (
@@ -30,6 +30,7 @@ from ._lineage import (
     write_record,
 )
 from ._manifest import gc_paused
+from ._pieces import tree_of
 from ._mountconfig import MountConfig
 from ._mounts import (
     FSTYPE,
@@ -46,18 +47,18 @@ from ._refs import is_pinned
 from ._registry import collection_symlinks, collections
 from ._replay import run_view
 from ._run import RUN_ENV, new_run_id
-from ._umount import COMMITTING, FINISHED, UnmountReport
+from ._umount import COMMITTING, FINISHED, DraftCommit, UnmountReport
 from .backends import default_store_url
 
 __all__ = [
     # drafts: the writable staging tree of an artifact (artfs/_draft/)
-    "ROOT", "Attr", "Draft", "DraftBusy", "Drafts",
+    "ROOT", "Attr", "Draft", "DraftBusy", "Drafts", "commit_draft",
     # cache blobs read lazily, chunk by chunk, verified when complete (artfs/_lazy/, _cache.py)
     "LazyBlobs", "stamp_ok", "blob_key",
     # names, versions, references
     "check_alias", "check_name", "is_version", "parse_version", "is_pinned",
     # manifests, and what changed between two (artfs/_diff.py)
-    "gc_paused", "bounded_json", "diff_entries",
+    "gc_paused", "bounded_json", "diff_entries", "tree_of",
     # what a caller may see of a store (artfs/_access.py)
     "list_projects",
     # registry collections, as the mount shows them (artfs/_registry.py)
@@ -76,6 +77,7 @@ __all__ = [
     "default_store_url", "parse_time", "timeline",
     # the names of the mount's user.artfs.* attributes, shared with the command line (artfs/_xattrs.py)
     "xattrs",
-    # the report of a daemon's commits at unmount, which `artfs umount` reads (artfs/_umount.py)
-    "COMMITTING", "FINISHED", "UnmountReport",
+    # the result of a commit of a draft and the report of a daemon's commits at unmount, which
+    # `artfs commit` and `artfs umount` read (artfs/_umount.py)
+    "COMMITTING", "FINISHED", "DraftCommit", "UnmountReport",
 ]

@@ -1,5 +1,6 @@
-"""Commits of drafts and the ``user.artfs.*`` attributes of ``draft/`` (a mixin of
-:class:`artfsd.drafts.DraftSpace`).
+"""Commits of drafts and the ``user.artfs.*`` attributes of ``draft/`` (:class:`DraftCommits`,
+the part ``commits`` of :class:`artfsd.drafts.DraftSpace`, over its
+:class:`artfsd.draft_slots.SlotSpace`).
 
 Commit
     ``setxattr user.artfs.commit`` on ``draft/`` commits in a worker thread while the request
@@ -10,7 +11,11 @@ Commit
     (:meth:`DraftCommits.finish`, after the kernel has let go of the mount) every draft that
     differs from its base is committed: those opened in this session and those an earlier one
     left in staging (a SIGKILL, a store that was down). A draft equal to its base makes no
-    version; a new artifact's draft that stayed empty is removed. What a crash at each step of a
+    version; a new artifact's draft that stayed empty is removed. Both commit through
+    :meth:`DraftCommits.commit_one`, which calls the library's one commit
+    (:func:`artfs.lowlevel.commit_draft`: a version, or a part of the mount's ``--group``) and
+    records the lineage; its result (:class:`artfs.lowlevel.DraftCommit`) is what
+    ``user.artfs.last_commit`` and the unmount report carry. What a crash at each step of a
     commit leaves, and how the next commit finishes it exactly once, is the draft library's
     business (:mod:`artfs._draft.commit`).
 """
@@ -28,20 +33,23 @@ from typing import Any, Iterable
 import pyfuse3
 import trio
 
-from artfs import InvalidName, PartResult
-from artfs.lowlevel import ROOT, Draft, DraftBusy, UnmountReport
+from artfs import InvalidName
+from artfs.lowlevel import ROOT, Draft, DraftBusy, DraftCommit, UnmountReport, commit_draft
 
 from . import attrs
 from .attrs import PREFIX as XATTR
 from .draft_slots import DraftFile, DraftSlot, SlotSpace, _fuse, log
 
 
-class DraftCommits(SlotSpace):
+class DraftCommits:
     """Extended attributes and commits of the drafts (module docstring)."""
+
+    def __init__(self, space: SlotSpace) -> None:
+        self.space = space
 
     # -- extended attributes -------------------------------------------------------------------------
     async def xattrs(self, slot: DraftSlot, dino: int) -> dict[str, bytes]:
-        d = await self.draft(slot)
+        d = await self.space.draft(slot)
 
         def work() -> dict[str, bytes]:
             out: dict[str, bytes] = {}
@@ -54,14 +62,14 @@ class DraftCommits(SlotSpace):
                 out[attrs.ALIASES] = ",".join(p["aliases"] or []).encode()
                 base = d.base_version
                 out[attrs.BASE] = b"" if base is None else f"v{base}".encode()
-                if self.group is not None:
-                    out[attrs.GROUP] = self.group.encode()
+                if self.space.group is not None:
+                    out[attrs.GROUP] = self.space.group.encode()
                 out[attrs.STATUS] = status_value(d.status(hash=False).to_json())
                 if slot.last_commit is not None:
-                    out[attrs.LAST_COMMIT] = json.dumps(slot.last_commit, sort_keys=True).encode()
+                    out[attrs.LAST_COMMIT] = slot.last_commit.to_json().encode()
                 return out
             try:
-                entry = d.base_entry(dino)
+                entry = d.namespace.base_entry(dino)
             except OSError:
                 return out
             if entry is not None:
@@ -72,7 +80,7 @@ class DraftCommits(SlotSpace):
                     out[attrs.REF] = entry.ref.encode()
             return out
 
-        got: dict[str, bytes] = await self._run(slot, work)
+        got: dict[str, bytes] = await self.space.run(slot, work)
         return attrs.qualify(got)
 
     async def setxattr(self, slot: DraftSlot, dino: int, name: str, value: bytes) -> None:
@@ -85,28 +93,28 @@ class DraftCommits(SlotSpace):
             raise _fuse(errno.EINVAL) from None
         if key == attrs.COMMIT:
             request = _commit_request(text)
-            if request.get("wait") is False and self._nursery is not None:
+            if request.get("wait") is False and self.space.nursery is not None:
                 # Answer now and commit in the background: the kernel holds draft/'s inode lock
                 # for as long as a setxattr runs, which would block every lookup and listing of
                 # draft/ for the whole commit. The caller polls user.artfs.last_commit for its id.
-                slot.last_commit = {"name": slot.name, "ok": None, "running": True, "id": request.get("id")}
-                self._nursery.start_soon(self._commit_quietly, slot, request)
+                slot.last_commit = DraftCommit.running(slot.name, request.get("id"))
+                self.space.nursery.start_soon(self._commit_quietly, slot, request)
                 return
             await self.commit(slot, request)
             return
-        d = await self.draft(slot)
+        d = await self.space.draft(slot)
         try:
             if key == attrs.DESCRIPTION:
-                await self._run(slot, d.set_description, text or None)
+                await self.space.run(slot, d.set_description, text or None)
             elif key == attrs.TYPE:
-                await self._run(slot, d.set_type, text.strip() or "unspecified")
+                await self.space.run(slot, d.set_type, text.strip() or "unspecified")
             elif key == attrs.METADATA:
                 md = json.loads(text) if text.strip() else {}
                 if not isinstance(md, dict):
                     raise ValueError("metadata must be a JSON object")
-                await self._run(slot, d.set_metadata, md)
+                await self.space.run(slot, d.set_metadata, md)
             elif key == attrs.ALIASES:
-                await self._run(slot, d.set_aliases, [a for a in re.split(r"[,\s]+", text) if a])
+                await self.space.run(slot, d.set_aliases, [a for a in re.split(r"[,\s]+", text) if a])
             elif key in (attrs.BASE, attrs.STATUS, attrs.LAST_COMMIT):
                 raise _fuse(errno.EPERM)
             else:
@@ -118,40 +126,47 @@ class DraftCommits(SlotSpace):
     async def removexattr(self, slot: DraftSlot, dino: int, name: str) -> None:
         if dino != ROOT or not name.startswith(XATTR):
             raise _fuse(pyfuse3.ENOATTR)
-        d = await self.draft(slot)
+        d = await self.space.draft(slot)
         key = name[len(XATTR):]
         if key == attrs.DESCRIPTION:
-            await self._run(slot, d.set_description, None)
+            await self.space.run(slot, d.set_description, None)
         elif key == attrs.METADATA:
-            await self._run(slot, d.set_metadata, {})
+            await self.space.run(slot, d.set_metadata, {})
         elif key == attrs.ALIASES:
-            await self._run(slot, d.set_aliases, [])
+            await self.space.run(slot, d.set_aliases, [])
         elif key == attrs.TYPE:
-            await self._run(slot, d.set_type, "unspecified")
+            await self.space.run(slot, d.set_type, "unspecified")
         else:
             raise _fuse(pyfuse3.ENOATTR)
 
     # -- commits ---------------------------------------------------------------------------------------
-    async def commit(self, slot: DraftSlot, request: dict[str, Any]) -> dict[str, Any]:
+    def commit_one(self, d: Draft, *, keep: bool, id: str | None = None, **request: Any) -> DraftCommit:
+        """Commit ``d`` (blocking: a worker thread, or after the FUSE loop ended) with the logger
+        the lineage names, and tell the lineage what it made. The one commit of a request and of
+        the unmount. ``request``: description, metadata, type, aliases overriding the draft's."""
+        lineage = self.space.lineage
+        run = lineage.logger_of(d.project, d.artifact) if lineage is not None else None
+        result = commit_draft(d, self.space.store, group=self.space.group, keep=keep, run=run, id=id, **request)
+        if lineage is not None and result.committed and result.group is None and result.version is not None:
+            lineage.committed(d.project, d.artifact, result.version, result.created)
+        log.info("%s", _result_text(result))
+        return result
+
+    async def commit(self, slot: DraftSlot, request: dict[str, Any]) -> DraftCommit:
         """Commit the slot's draft now (``user.artfs.commit``); the result is also ``last_commit``."""
-        d = await self.draft(slot)
-        if slot._committing is None:
-            slot._committing = trio.Lock()
-        async with slot._committing:
+        d = await self.space.draft(slot)
+        if slot.committing is None:
+            slot.committing = trio.Lock()
+        async with slot.committing:
             slot.busy = True
             idle = slot.idle = trio.Event()
-            t0 = time.monotonic()
             try:
                 kw = {k: request[k] for k in ("description", "metadata", "type", "aliases") if request.get(k) is not None}
-                if self.lineage is not None:
-                    kw["run"] = self.lineage.logger_of(slot.project, slot.artifact)
-                result = await trio.to_thread.run_sync(
-                    functools.partial(d.commit, self.store, group=self.group, keep=True, **kw),
-                    limiter=self.commit_limiter)
-                if self.lineage is not None and result is not None and not isinstance(result, PartResult):
-                    self.lineage.committed(slot.project, slot.artifact, result.version, result.created)
+                result: DraftCommit = await trio.to_thread.run_sync(
+                    functools.partial(self.commit_one, d, keep=True, id=request.get("id"), **kw),
+                    limiter=self.space.commit_limiter)
             except Exception as e:
-                slot.last_commit = {"name": slot.name, "ok": False, "error": str(e), "id": request.get("id")}
+                slot.last_commit = DraftCommit.failure(slot.name, str(e), request.get("id"))
                 log.error("%s", e)
                 raise
             finally:
@@ -159,28 +174,25 @@ class DraftCommits(SlotSpace):
                 idle.set()
                 for st in slot.inodes.values():
                     st.marked = False  # a commit hashes: the next write must announce itself again
-            doc = _result_doc(slot.name, d, result, time.monotonic() - t0)
-            doc["id"] = request.get("id")
-            slot.last_commit = doc
-            self.stats["commits"] += 1
-            log.info("%s", _result_text(doc))
-        if self.on_commit is not None:
-            await self.on_commit(slot)
-        return doc
+            slot.last_commit = result
+            self.space.stats["commits"] += 1
+        if self.space.on_commit is not None:
+            await self.space.on_commit(slot)
+        return result
 
     async def _commit_quietly(self, slot: DraftSlot, request: dict[str, Any]) -> None:
         """A commit requested with ``"wait": false``: its result (or error) is ``last_commit``."""
         try:
             await self.commit(slot, request)
         except Exception as e:  # logged by commit(); make sure the caller's id gets an answer
-            if slot.last_commit is None or slot.last_commit.get("ok") is not False:
-                slot.last_commit = {"name": slot.name, "ok": False, "error": str(e), "id": request.get("id")}
+            if slot.last_commit is None or slot.last_commit.ok is not False:
+                slot.last_commit = DraftCommit.failure(slot.name, str(e), request.get("id"))
 
     def last_commit_xattr(self, slot: DraftSlot, dino: int) -> bytes | None:
         """``user.artfs.last_commit`` of ``draft/`` without opening or reading the draft."""
         if dino != ROOT or slot.last_commit is None:
             return None
-        return json.dumps(slot.last_commit, sort_keys=True).encode()
+        return slot.last_commit.to_json().encode()
 
     def finish(self, handles: Iterable[Any] = ()) -> UnmountReport:
         """At unmount (the kernel has let go): commit every draft that differs from its base.
@@ -188,27 +200,28 @@ class DraftCommits(SlotSpace):
         Blocking; call after the FUSE loop has ended. Returns the report ``artfs umount`` prints
         (its commits, unchanged drafts and failures; the daemon adds who and when).
         """
+        space = self.space
         for h in handles:  # nothing holds a file open any more
             if isinstance(h, DraftFile) and h.write and h.slot.draft is not None:
                 with contextlib.suppress(Exception):
-                    h.slot.draft.release(h.dino)
-        for each in self.slots:
+                    h.slot.draft.staging.release(h.dino)
+        for each in space.slots:
             for st in each.inodes.values():
                 st.close()
             each.inodes.clear()
         report = UnmountReport()
-        opened = {(s.project, s.artifact): s for s in self.slots if s.draft is not None}
+        opened = {(s.project, s.artifact): s for s in space.slots if s.draft is not None}
         try:
-            refs = {(r.project, r.artifact): r for r in self.drafts.list()}
+            refs = {(r.project, r.artifact): r for r in space.drafts.list()}
         except OSError as e:
-            log.error("cannot list the drafts in %s: %s", self.drafts.root, e)
+            log.error("cannot list the drafts in %s: %s", space.drafts.root, e)
             refs = {}
         for key in sorted(set(opened) | set(refs)):
             slot: DraftSlot | None = opened.get(key)
             d = slot.draft if slot is not None else None
             if d is None:
                 try:
-                    d = Draft.open(refs[key].path, owner=self.owner)
+                    d = Draft.open(refs[key].path, owner=space.owner)
                 except DraftBusy:
                     continue  # another mount or an `artfs commit` has it: theirs to commit
                 except Exception as e:
@@ -225,32 +238,25 @@ class DraftCommits(SlotSpace):
         return report
 
     def _finish_one(self, d: Draft, report: UnmountReport, *, opened: bool) -> None:
+        """Commit one draft at unmount, if it changed; a new artifact's draft left empty is dropped."""
         name = f"{d.project}/{d.artifact}"
-        if not d.dirty:
-            if d.base_version is None and not d.readdir(ROOT, limit=1):
-                d.discard()  # a new artifact nothing was written into: nothing to keep
-            elif opened:
+        result: DraftCommit | None = None
+        if d.dirty:
+            log.info("%s: committing the draft", name)
+            try:
+                result = self.commit_one(d, keep=False)
+            except Exception as e:
+                report.fail(name, str(e))
+                log.error("%s", e)
+                return
+            if result.committed:
+                report.commits.append(result)
+                return
+            report.unchanged.append(name)  # dirty, yet equal to its base by content
+        elif opened:
+            if d.base_version is not None or d.namespace.readdir(ROOT, limit=1):
                 report.unchanged.append(name)
-            return
-        t0 = time.monotonic()
-        log.info("%s: committing the draft", name)
-        try:
-            run = self.lineage.logger_of(d.project, d.artifact) if self.lineage is not None else None
-            result = d.commit(self.store, run=run, group=self.group)
-            if self.lineage is not None and result is not None and not isinstance(result, PartResult):
-                self.lineage.committed(d.project, d.artifact, result.version, result.created)
-        except Exception as e:
-            report.fail(name, str(e))
-            log.error("%s", e)
-            return
-        doc = _result_doc(name, d, result, time.monotonic() - t0)
-        if result is None:
-            report.unchanged.append(name)
-            if d.base_version is None and not d.readdir(ROOT, limit=1):
-                d.discard()
-        else:
-            report.commits.append(doc)
-        log.info("%s", _result_text(doc))
+        d.discard_if_empty()  # a new artifact nothing was written into: nothing to keep
 
 
 #: the longest ``user.artfs.status`` value: the kernel refuses values over 64 KiB (E2BIG)
@@ -294,28 +300,15 @@ def _commit_request(text: str) -> dict[str, Any]:
     return doc
 
 
-def _result_doc(name: str, d: Draft, result: Any, seconds: float) -> dict[str, Any]:
-    if isinstance(result, PartResult):  # artfs mount --group: a part, not a version
-        return {"name": name, "ok": True, "committed": True, "version": None, "created": False,
-                "group": result.group, "writer": result.writer, "files": result.files,
-                "uploaded_blobs": result.uploaded_blobs, "uploaded_bytes": result.uploaded_bytes, "aliases": [],
-                "seconds": round(seconds, 3)}
-    if result is None:
-        return {"name": name, "ok": True, "committed": False, "version": d.base_version, "created": False,
-                "seconds": round(seconds, 3)}
-    return {"name": name, "ok": True, "committed": True, "version": result.version, "created": result.created,
-            "files": result.files, "uploaded_blobs": result.uploaded_blobs, "uploaded_bytes": result.uploaded_bytes,
-            "aliases": list(result.aliases), "seconds": round(seconds, 3)}
-
-
-def _result_text(doc: dict[str, Any]) -> str:
-    if doc.get("group"):
-        return (f"{doc['name']}: recorded as a part of group {doc['group']} ({doc['files']} files, "
-                f"{doc['uploaded_blobs']} new blobs, {doc['uploaded_bytes']} bytes uploaded, {doc['seconds']:.2f} s)")
-    if not doc.get("committed"):
-        base = doc.get("version")
-        return f"{doc['name']}: nothing to commit (the draft equals {'v%s' % base if base is not None else 'nothing'})"
-    if not doc.get("created"):
-        return f"{doc['name']}:v{doc['version']} matched: already in the store (identical content, or an interrupted commit)"
-    return (f"{doc['name']}:v{doc['version']} created ({doc['files']} files, {doc['uploaded_blobs']} new blobs, "
-            f"{doc['uploaded_bytes']} bytes uploaded, {doc['seconds']:.2f} s)")
+def _result_text(r: DraftCommit) -> str:
+    """The log line of a commit."""
+    if r.group is not None:
+        return (f"{r.name}: recorded as a part of group {r.group} ({r.files} files, "
+                f"{r.uploaded_blobs} new blobs, {r.uploaded_bytes} bytes uploaded, {r.seconds:.2f} s)")
+    if not r.committed:
+        base = r.version
+        return f"{r.name}: nothing to commit (the draft equals {'v%s' % base if base is not None else 'nothing'})"
+    if not r.created:
+        return f"{r.name}:v{r.version} matched: already in the store (identical content, or an interrupted commit)"
+    return (f"{r.name}:v{r.version} created ({r.files} files, {r.uploaded_blobs} new blobs, "
+            f"{r.uploaded_bytes} bytes uploaded, {r.seconds:.2f} s)")

@@ -1,5 +1,6 @@
 """Open files of drafts: opening (a copy-up for writing), reads, writes, fsync and release
-(a mixin of :class:`artfsd.drafts.DraftSpace`).
+(:class:`DraftFiles`, the part ``files`` of :class:`artfsd.drafts.DraftSpace`, over its
+:class:`artfsd.draft_slots.SlotSpace`).
 
 Open files (:class:`DraftInode`: one per inode with open handles, shared by all of them)
     Once the node is staged, an fd (``O_RDWR``) on its staged file; before that, a lazy reader of
@@ -42,31 +43,20 @@ class _Empty:
         pass
 
 
-class _RefReads:
-    """Reads of a reference of the base version, straight from where it lives."""
-
-    def __init__(self, reader: Any, entry: Any) -> None:
-        self.reader = reader
-        self.entry = entry
-
-    def read(self, off: int, length: int) -> bytes:
-        data: bytes = self.reader.read_range(self.entry, off, length)
-        return data
-
-    def close(self) -> None:
-        pass
-
-
-class DraftFiles(SlotSpace):
+class DraftFiles:
     """Open files of the drafts (module docstring)."""
 
+    def __init__(self, space: SlotSpace) -> None:
+        self.space = space
+        self._writing: Any = None  # the write gate held between write_fd and write_fd_done
+
     # -- files -------------------------------------------------------------------------------------
-    def _restage(self, d: Draft, dino: int, st: DraftInode) -> None:
+    def restage(self, d: Draft, dino: int, st: DraftInode) -> None:
         """Point the shared fd at the node's staged file if it changed (thread)."""
-        path = d.staged_path(dino)
+        path = d.namespace.staged_path(dino)
         if path is None:
             return
-        with self._lock:
+        with self.space.fd_lock:
             if st.path == path and st.fd >= 0:
                 return
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -75,30 +65,30 @@ class DraftFiles(SlotSpace):
             st.fd, st.path = fd, path
 
     def _open_write(self, d: Draft, dino: int, st: DraftInode, truncate: bool) -> None:
-        path = d.open_for_write(dino, truncate=truncate)
+        path = d.staging.open_for_write(dino, truncate=truncate)
         try:
-            with self._lock:
+            with self.space.fd_lock:
                 if st.path != path or st.fd < 0:
                     fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
                     if st.fd >= 0:
                         st.old.append(st.fd)
                     st.fd, st.path = fd, path
         except BaseException:
-            d.release(dino)
+            d.staging.release(dino)
             raise
 
     def _open_write_staged(self, d: Draft, dino: int, st: DraftInode, truncate: bool) -> bool:
-        if not truncate and d.staged_path(dino) is None:
+        if not truncate and d.namespace.staged_path(dino) is None:
             return False
         self._open_write(d, dino, st, truncate)
         return True
 
     def _open_read_staged(self, d: Draft, dino: int, st: DraftInode) -> bool:
-        path = d.staged_path(dino)
+        path = d.namespace.staged_path(dino)
         if path is None:
             return False
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        with self._lock:
+        with self.space.fd_lock:
             if st.fd < 0 and st.blob is None:
                 st.fd, st.path, fd = fd, path, -1
         if fd >= 0:
@@ -106,20 +96,20 @@ class DraftFiles(SlotSpace):
         return True
 
     def _open_read(self, slot: DraftSlot, d: Draft, dino: int, st: DraftInode) -> None:
-        path = d.staged_path(dino)
+        path = d.namespace.staged_path(dino)
         if path is not None:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            with self._lock:
+            with self.space.fd_lock:
                 if st.fd < 0:
                     st.fd, st.path, fd = fd, path, -1
             if fd >= 0:
                 os.close(fd)
             return
-        entry = d.base_entry(dino)
+        entry = d.namespace.base_entry(dino)
         if entry is None:
             raise OSError(errno.EINVAL, "not a regular file")
         blob = self._open_base(slot, entry)
-        with self._lock:
+        with self.space.fd_lock:
             if st.blob is None and st.fd < 0:
                 st.blob, st.size, blob = blob, entry.size, None
         if blob is not None:
@@ -127,23 +117,23 @@ class DraftFiles(SlotSpace):
 
     def _open_base(self, slot: DraftSlot, entry: Any) -> Any:
         if entry.ref is not None:
-            reader = self.ref_reader() if self.ref_reader is not None else None
+            reader = self.space.ref_reader() if self.space.ref_reader is not None else None
             if reader is None:
                 raise OSError(errno.EIO, "no reference reader")
             check = getattr(reader, "check_allowed", None)
             if check is not None:
                 check(entry)
-            open_ref = getattr(self.blobs, "open_ref", None)
+            open_ref = getattr(self.space.blobs, "open_ref", None)
             pinned = bool(is_pinned(entry))
             if open_ref is not None and pinned and entry.size:
                 return open_ref(slot.project, entry, reader)
-            return _RefReads(reader, entry)
+            return self.space.blobs.open_unpinned(reader, entry)
         if not entry.size:
             return _Empty()
-        return self.blobs.open(slot.project, entry.digest, entry.size)
+        return self.space.blobs.open(slot.project, entry.digest, entry.size)
 
     async def open(self, slot: DraftSlot, dino: int, flags: int) -> DraftFile:
-        d = await self.draft(slot)
+        d = await self.space.draft(slot)
         write = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         st = slot.inodes.get(dino)
         if st is None:
@@ -153,11 +143,11 @@ class DraftFiles(SlotSpace):
         try:
             if write:
                 # a staged file (or one emptied by O_TRUNC) opens at once; a base file is copied up first
-                if not await self._quick(slot, self._open_write_staged, d, dino, st, truncate):
-                    await self._run(slot, self._open_write, d, dino, st, truncate)
+                if not await self.space.quick(slot, self._open_write_staged, d, dino, st, truncate):
+                    await self.space.run(slot, self._open_write, d, dino, st, truncate)
             elif st.fd < 0 and st.blob is None:
-                if not await self._quick(slot, self._open_read_staged, d, dino, st):
-                    await self._run(slot, self._open_read, slot, d, dino, st)
+                if not await self.space.quick(slot, self._open_read_staged, d, dino, st):
+                    await self.space.run(slot, self._open_read, slot, d, dino, st)
         except BaseException:
             await self._drop(slot, dino, st)
             raise
@@ -165,18 +155,18 @@ class DraftFiles(SlotSpace):
 
     async def create(self, slot: DraftSlot, dparent: int, name: bytes, mode: int,
                      ctx: Any = None) -> tuple[DraftFile, pyfuse3.EntryAttributes]:
-        d = await self.draft(slot)
+        d = await self.space.draft(slot)
 
         def work() -> tuple[int, DraftInode, Attr]:
-            ino = d.create(dparent, name, mode & 0o7777, **_owner(ctx))
+            ino = d.namespace.create(dparent, name, mode & 0o7777, **_owner(ctx))
             st = DraftInode()
             self._open_write(d, ino, st, False)
-            return ino, st, d.getattr(ino)
+            return ino, st, d.namespace.getattr(ino)
 
-        ino, st, a = await self._quick(slot, work)
+        ino, st, a = await self.space.quick(slot, work)
         st.nopen = 1
         slot.inodes[ino] = st
-        return DraftFile(slot, ino, st, True), self.entry(slot, a)
+        return DraftFile(slot, ino, st, True), self.space.entry(slot, a)
 
     async def read(self, h: DraftFile, off: int, size: int) -> bytes:
         st = h.state
@@ -188,12 +178,12 @@ class DraftFiles(SlotSpace):
                     return buf  # type: ignore[return-value]  # pyfuse3 takes any buffer
             except OSError:
                 pass
-            data: bytes = await self._run(h.slot, os.pread, fd, size, off)
+            data: bytes = await self.space.run(h.slot, os.pread, fd, size, off)
             return data
         if st.blob is not None:
             if off >= st.size:
                 return b""
-            data = await self._run(h.slot, st.blob.read, off, min(size, st.size - off))
+            data = await self.space.run(h.slot, st.blob.read, off, min(size, st.size - off))
             return data
         raise _fuse(errno.EBADF)
 
@@ -202,8 +192,8 @@ class DraftFiles(SlotSpace):
         d = slot.draft
         if st.fd < 0 or d is None:
             raise _fuse(errno.EBADF)
-        self.stats["draft_writes"] += 1
-        self.stats["draft_write_bytes"] += len(buf)
+        self.space.stats["draft_writes"] += 1
+        self.space.stats["draft_write_bytes"] += len(buf)
         while slot.busy and slot.idle is not None:  # a commit reads the staged bytes: wait here, not
             await slot.idle.wait()  # in a worker thread, so the threads stay free for other requests
         try:
@@ -219,13 +209,13 @@ class DraftFiles(SlotSpace):
             # On the loop: the digest is invalid already and no commit can hold the gate, so
             # neither the draft's lock nor its gate is waited for (see the module docstring).
             try:
-                with d.writing(h.dino):
+                with d.staging.writing(h.dino):
                     return os.pwrite(st.fd, buf, off)
             except OSError as e:
                 if e.errno != errno.ENOENT:
                     raise
                 return os.pwrite(st.fd, buf, off)  # unlinked while open: the bytes go nowhere
-        n: int = await self._quick(slot, self._write, d, h, off, buf)
+        n: int = await self.space.quick(slot, self._write, d, h, off, buf)
         return n
 
     def write_fd(self, h: DraftFile, off: int, size: int) -> int:
@@ -243,7 +233,7 @@ class DraftFiles(SlotSpace):
         d = slot.draft
         if not st.marked or slot.busy or st.fd < 0 or d is None or self._writing is not None:
             return -1
-        gate = d.writing(h.dino)
+        gate = d.staging.writing(h.dino)
         try:
             gate.__enter__()  # never waits: only a commit takes the gate exclusively, and it sets busy first
         except OSError:
@@ -257,21 +247,21 @@ class DraftFiles(SlotSpace):
         gate, self._writing = self._writing, None
         if gate is not None:
             gate.__exit__(None, None, None)
-        self.stats["draft_writes"] += 1
+        self.space.stats["draft_writes"] += 1
         d = h.slot.draft
         if result < 0:
             if -result == errno.ENOSPC and d is not None:
                 raise d.disk_full()  # ENOSPC, and the log line names the staging disk
             raise OSError(-result, os.strerror(-result))
-        self.stats["draft_write_bytes"] += result
-        self.stats["draft_fd_writes"] += 1
+        self.space.stats["draft_write_bytes"] += result
+        self.space.stats["draft_fd_writes"] += 1
         return result
 
     @staticmethod
     def _write(d: Draft, h: DraftFile, off: int, buf: bytes) -> int:
         st = h.state
         try:
-            with d.writing(h.dino):
+            with d.staging.writing(h.dino):
                 n = os.pwrite(st.fd, buf, off)
         except OSError as e:
             if e.errno != errno.ENOENT:
@@ -287,23 +277,23 @@ class DraftFiles(SlotSpace):
 
         def work() -> None:
             try:
-                d.fsync(h.dino, datasync)
+                d.staging.fsync(h.dino, datasync)
             except OSError as e:
                 if e.errno != errno.ENOENT or h.state.fd < 0:
                     raise
                 os.fsync(h.state.fd)
 
-        await self._run(h.slot, work)
+        await self.space.run(h.slot, work)
 
     async def fsyncdir(self, slot: DraftSlot) -> None:
-        d = await self.draft(slot)
-        await self._run(slot, d.fsync)
+        d = await self.space.draft(slot)
+        await self.space.run(slot, d.staging.fsync)
 
     async def release(self, h: DraftFile) -> None:
         d = h.slot.draft
         if h.write and d is not None:
             try:
-                await self._quick(h.slot, d.release, h.dino)
+                await self.space.quick(h.slot, d.staging.release, h.dino)
             except Exception as e:
                 log.warning("%s: release of inode %d: %s", h.slot.name, h.dino, e)
         await self._drop(h.slot, h.dino, h.state)
@@ -317,4 +307,4 @@ class DraftFiles(SlotSpace):
         if st.blob is None:
             st.close()  # closing fds of local files
         else:
-            await self._run(slot, st.close)
+            await self.space.run(slot, st.close)

@@ -1,5 +1,6 @@
 """The draft space's bookkeeping: slots (one per artifact), the inode numbering, open-file state,
-worker threads, and the attributes the kernel sees (the base of :class:`artfsd.drafts.DraftSpace`).
+worker threads, and the attributes the kernel sees (:class:`SlotSpace`, the part of
+:class:`artfsd.drafts.DraftSpace` its other parts, ``DraftFiles`` and ``DraftCommits``, are built on).
 
 Slots and opening
     Every artifact the mount lists gets a :class:`DraftSlot` (no I/O). Its draft is opened on the
@@ -12,8 +13,8 @@ Inodes
     read side (which counts up from 2), so one comparison tells the two apart and no table is
     needed in either direction.
 
-Threads: see :mod:`artfsd.drafts` (``_quick`` runs a short draft method on the loop when the
-draft's lock is free and no commit runs; ``_run`` sends anything else to the draft's own threads).
+Threads: see :mod:`artfsd.drafts` (``quick`` runs a short draft method on the loop when the
+draft's lock is free and no commit runs; ``run`` sends anything else to the draft's own threads).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Awaitable, Callable
 import pyfuse3
 import trio
 
-from artfs.lowlevel import ROOT, Attr, Draft, Drafts, MountConfig
+from artfs.lowlevel import ROOT, Attr, Draft, DraftCommit, Drafts, MountConfig
 
 from .nodes import ArtifactDir, DraftRoot
 
@@ -104,9 +105,9 @@ class DraftSlot:
         self.busy = False  # a commit runs: every draft call goes to a worker thread
         self.idle: trio.Event | None = None  # set when the running commit ends (writes wait for it)
         self.limiter: trio.CapacityLimiter | None = None  # this draft's worker threads
-        self.last_commit: dict[str, Any] | None = None
-        self._opening: trio.Lock | None = None
-        self._committing: trio.Lock | None = None
+        self.last_commit: DraftCommit | None = None  # user.artfs.last_commit
+        self.opening: trio.Lock | None = None  # held while the draft is opened
+        self.committing: trio.Lock | None = None  # held while a commit runs
 
     @property
     def name(self) -> str:
@@ -114,7 +115,8 @@ class DraftSlot:
 
 
 class SlotSpace:
-    """Slots, inodes, threads and attributes of the drafts of a mount (:class:`artfsd.drafts.DraftSpace`)."""
+    """Slots, inodes, threads and attributes of the drafts of a mount (a part of
+    :class:`artfsd.drafts.DraftSpace`, shared by its other parts)."""
 
     def __init__(self, store: Any, blobs: Any, config: MountConfig, *, lineage: Any,
                  on_commit: Callable[[DraftSlot], Awaitable[None]] | None,
@@ -138,11 +140,10 @@ class SlotSpace:
         self.by_name: dict[tuple[str, str], DraftSlot] = {}
         self.on_commit = on_commit
         self.lineage = lineage
-        self._lock = threading.Lock()  # swaps of DraftInode.fd/blob between threads
+        self.fd_lock = threading.Lock()  # swaps of DraftInode.fd/blob between threads
         # draft_fd_writes: those of draft_writes whose bytes pyfuse3 wrote itself (write_fd)
         self.stats = {"draft_writes": 0, "draft_write_bytes": 0, "draft_fd_writes": 0, "commits": 0}
-        self._nursery: trio.Nursery | None = None
-        self._writing: Any = None  # the write gate held between DraftFiles.write_fd and write_fd_done
+        self.nursery: trio.Nursery | None = None  # where background commits run (``start``)
 
     @property
     def owner(self) -> dict[str, Any]:
@@ -183,17 +184,17 @@ class SlotSpace:
         d = slot.draft
         if d is not None:
             return d
-        if slot._opening is None:
-            slot._opening = trio.Lock()
-        async with slot._opening:
+        if slot.opening is None:
+            slot.opening = trio.Lock()
+        async with slot.opening:
             if slot.draft is None:
-                slot.draft = await self._run(slot, self._open, slot)
+                slot.draft = await self.run(slot, self._open, slot)
         return slot.draft
 
     def _open(self, slot: DraftSlot) -> Draft:
         d = self.drafts.open(slot.project, slot.artifact, owner=self.owner)
         try:
-            d.checkpoint(automatic=False)  # the loop runs transactions: no fsync inside them
+            d.staging.checkpoint(automatic=False)  # the loop runs transactions: no fsync inside them
         except BaseException:
             d.close()
             raise
@@ -202,25 +203,25 @@ class SlotSpace:
                  ", with changes" if d.dirty else "", d.path)
         return d
 
-    async def _run(self, slot: DraftSlot, fn: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, slot: DraftSlot, fn: Callable[..., Any], *args: Any) -> Any:
         """In a worker thread; each draft has its own threads, so requests waiting for one draft's
         commit never take the threads another draft needs."""
         if slot.limiter is None:
             slot.limiter = trio.CapacityLimiter(self.threads)
         return await trio.to_thread.run_sync(fn, *args, limiter=slot.limiter)
 
-    async def _quick(self, slot: DraftSlot, fn: Callable[..., Any], *args: Any) -> Any:
+    async def quick(self, slot: DraftSlot, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a short draft method right here if the draft's lock is free and no commit runs,
         else in a worker thread (see the module docstring)."""
         d = slot.draft
         if d is not None and not slot.busy:
-            with d.unless_busy() as free:
+            with d.staging.unless_busy() as free:
                 if free:
                     return fn(*args)
-        return await self._run(slot, fn, *args)
+        return await self.run(slot, fn, *args)
 
     def start(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
+        self.nursery = nursery
         nursery.start_soon(self._checkpoints)
 
     async def _checkpoints(self, every: float = 5.0) -> None:
@@ -231,7 +232,7 @@ class SlotSpace:
                 d = slot.draft
                 if d is not None and not slot.busy:
                     try:
-                        await self._run(slot, d.checkpoint)
+                        await self.run(slot, d.staging.checkpoint)
                     except Exception as e:
                         log.warning("%s: checkpoint of the draft's journal: %s", slot.name, e)
 
@@ -266,7 +267,7 @@ class SlotSpace:
         return e
 
     @staticmethod
-    def _orphan(dino: int, st: DraftInode) -> Attr:
+    def orphan(dino: int, st: DraftInode) -> Attr:
         """Attributes of a file unlinked while open (link count 0): what it had, times and size
         from its fd."""
         a = st.gone or Attr(dino, "file", stat.S_IFREG | 0o644, st.size, time.time_ns())
@@ -276,13 +277,13 @@ class SlotSpace:
                                        ctime_ns=max(s.st_ctime_ns, a.ctime_ns or 0), blocks=s.st_blocks, nlink=0)
         return dataclasses.replace(a, nlink=0)
 
-    def _going(self, slot: DraftSlot, d: Draft, dparent: int, name: bytes) -> None:
+    def going(self, slot: DraftSlot, d: Draft, dparent: int, name: bytes) -> None:
         """Before an unlink or a rename over ``name``: if that file is open, keep its attributes
         for fstat (its node goes; its fd stays). Runs in the same call as the removal."""
         if not slot.inodes:
             return
         try:
-            a = d.lookup(dparent, name)
+            a = d.namespace.lookup(dparent, name)
         except OSError:
             return
         st = slot.inodes.get(a.ino)

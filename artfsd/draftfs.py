@@ -1,7 +1,8 @@
 """The draft handler: ``MNT/<project>/<artifact>/draft/`` and everything below it.
 
 A thin adapter: it finds the :class:`artfsd.drafts.DraftSlot` and draft inode of a kernel inode
-(``DraftSpace.find``) and calls :class:`artfsd.drafts.DraftSpace`, which maps requests onto the
+(``DraftSpace.find``) and calls :class:`artfsd.drafts.DraftSpace` (the namespace) and its parts
+``files`` (open files) and ``commits`` (``user.artfs.*``, commits), which map requests onto the
 artifact's :class:`artfs.lowlevel.Draft`. What it adds is what only the router's view has: the
 lineage of writers (which process wrote which draft), file handle numbers, ``..`` of ``draft/``
 (its artifact, a node of the listing handler), and the errno of a failed read or write.
@@ -69,7 +70,7 @@ class DraftHandler(Handler):
         await self.ds.readdir(slot, dino, start_id, token)
 
     async def fsyncdir(self, dir: Any, datasync: bool) -> None:
-        await self.ds.fsyncdir(dir[0])
+        await self.ds.files.fsyncdir(dir[0])
 
     async def fsync_all(self, datasync: bool) -> None:
         """``fsyncdir`` of a directory the router cannot name (no opendir): every open draft."""
@@ -77,12 +78,12 @@ class DraftHandler(Handler):
             return
         for slot in list(self.drafts.slots):
             if slot.draft is not None:
-                await self.ds.fsyncdir(slot)
+                await self.ds.files.fsyncdir(slot)
 
     # -- files -----------------------------------------------------------------------------------
     async def open(self, inode: int, flags: int, ctx: Any, fh: int) -> tuple[Any, pyfuse3.FileInfo]:
         slot, dino = self._find(inode)
-        df = await self.ds.open(slot, dino, flags)
+        df = await self.ds.files.open(slot, dino, flags)
         if ctx is not None and (flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC):
             self._wrote(ctx, slot)
         self.m.stats["opens"] += 1
@@ -92,7 +93,7 @@ class DraftHandler(Handler):
     async def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Any,
                      fh: int) -> tuple[Any, pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         slot, dino = self._find(parent)
-        df, entry = await self.ds.create(slot, dino, name, mode, ctx)
+        df, entry = await self.ds.files.create(slot, dino, name, mode, ctx)
         self._wrote(ctx, slot)
         self.m.stats["opens"] += 1
         return df, pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False), entry
@@ -100,56 +101,56 @@ class DraftHandler(Handler):
     async def read(self, file: Any, off: int, size: int) -> bytes:
         f: DraftFile = file
         try:
-            return await self.ds.read(f, off, size)
+            return await self.ds.files.read(f, off, size)
         except Exception as e:
             raise pyfuse3.FUSEError(errno_for(e, f"read {f.slot.name}/draft inode {f.dino}")) from None
 
     async def write(self, file: Any, off: int, buf: bytes) -> int:
         f: DraftFile = file
         try:
-            return await self.ds.write(f, off, buf)
+            return await self.ds.files.write(f, off, buf)
         except pyfuse3.FUSEError:
             raise
         except Exception as e:
             raise pyfuse3.FUSEError(errno_for(e, f"write {f.slot.name}/draft inode {f.dino}")) from None
 
     def write_fd(self, file: Any, off: int, size: int) -> int:
-        return self.ds.write_fd(file, off, size)
+        return self.ds.files.write_fd(file, off, size)
 
     def write_fd_done(self, file: Any, off: int, result: int) -> int:
         f: DraftFile = file
         try:
-            return self.ds.write_fd_done(f, off, result)
+            return self.ds.files.write_fd_done(f, off, result)
         except Exception as e:
             raise pyfuse3.FUSEError(errno_for(e, f"write {f.slot.name}/draft inode {f.dino}")) from None
 
     async def release(self, file: Any) -> None:
         f: DraftFile = file
         try:
-            await self.ds.release(f)
+            await self.ds.files.release(f)
         except Exception as e:
             errno_for(e, f"close {f.slot.name}/draft inode {f.dino}")
 
     async def fsync(self, file: Any, datasync: bool) -> None:
-        await self.ds.fsync(file, datasync)
+        await self.ds.files.fsync(file, datasync)
 
     # -- extended attributes ---------------------------------------------------------------------
     async def getxattr(self, inode: int, name: str) -> bytes | None:
         slot, dino = self._find(inode)
         if name == attrs.full(attrs.LAST_COMMIT):  # polled by `artfs commit`: cheap
-            return self.ds.last_commit_xattr(slot, dino)
-        return (await self.ds.xattrs(slot, dino)).get(name)
+            return self.ds.commits.last_commit_xattr(slot, dino)
+        return (await self.ds.commits.xattrs(slot, dino)).get(name)
 
     async def xattrs(self, inode: int) -> dict[str, bytes]:
-        return await self.ds.xattrs(*self._find(inode))
+        return await self.ds.commits.xattrs(*self._find(inode))
 
     async def setxattr(self, inode: int, name: str, value: bytes, ctx: Any) -> None:
         slot, dino = self._find(inode)
-        await self.ds.setxattr(slot, dino, name, value)
+        await self.ds.commits.setxattr(slot, dino, name, value)
 
     async def removexattr(self, inode: int, name: str, ctx: Any) -> None:
         slot, dino = self._find(inode)
-        await self.ds.removexattr(slot, dino, name)
+        await self.ds.commits.removexattr(slot, dino, name)
 
     # -- changes ---------------------------------------------------------------------------------
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:

@@ -11,8 +11,8 @@
 
 Every request about an inode goes to the handler :meth:`Operations.route` names; that method is
 the one place that knows how the inode numbers are laid out (drafts from
-:data:`artfsd.drafts.DRAFT_BASE` up, below that the nodes of the namespace and the contiguous
-ranges version trees reserve, :mod:`artfsd.namespace`). A request about two directories
+:data:`artfsd.drafts.DRAFT_BASE` up, below that the nodes of the listings and the contiguous
+ranges version trees reserve, :mod:`artfsd.listings`). A request about two directories
 (``rename``) needs both in one handler: across drafts and anything else it is EXDEV (``mv``
 copies), across the read-only levels EROFS. The handlers share one protocol
 (:class:`artfsd.handler.Handler`) and the router owns the file and directory handle numbers.
@@ -43,13 +43,13 @@ from .draftfs import DraftHandler
 from .drafts import DRAFT_BASE, DraftSpace
 from .errors import fuse_handler
 from .handler import Handler, Mount
-from .kernel import Backings, Features, probe
+from .kernel import (Backings, CompleteReads, Features, build_features, mapped_reads_wanted, passthrough_likely, probe,
+                     splice_max_read, spliced_reads_wanted)
 from .lineage import Lineage
 from .listing import ListingHandler
-from .namespace import Namespace
+from .listings import Listings
 from .nodes import AliasLink, DraftRoot, ListingDir, Node, VersionDir
 from .openfiles import OpenFile
-from .prefetch import SmallBlobs
 from .versions import VersionHandler
 
 log = logging.getLogger("artfsd")
@@ -68,8 +68,11 @@ class Operations(pyfuse3.Operations):
     # stock pyfuse3 ignores this and calls write.
     enable_write_fd = True
     # The kernel keeps alias symlinks' targets (artfs/_fusebuild/patches/, symlink-cache); the
-    # namespace invalidates a link's inode when its alias moves (artfsd/kernel.py).
+    # listings invalidate a link's inode when its alias moves (artfsd/kernel.py).
     enable_cache_symlinks = True
+    # A pyfuse3 with the zero-copy-reads patch lets read() answer with a file range, which libfuse
+    # splices into the kernel (FUSE_CAP_SPLICE_WRITE): complete blobs (_read_complete_blob).
+    enable_splice_write = True
 
     def __init__(self, store: Store, blobs: Any, config: MountConfig, *, results: str | None = None) -> None:
         """``results``: where the daemon reports its commits at unmount (``user.artfs.results``)."""
@@ -88,15 +91,18 @@ class Operations(pyfuse3.Operations):
         self._refs: RefReader | None = None  # the mount's file:// options, made on first use
         self.drafts = None if config.read_only else DraftSpace(  # None: a read-only mount
             store, blobs, config, lineage=self.lineage, on_commit=self._committed, ref_reader=self._ref_reader)
-        self.ns = Namespace(store, config, limiter=trio.CapacityLimiter(config.store_threads),
+        self.ns = Listings(store, config, limiter=trio.CapacityLimiter(config.store_threads),
                             drafts=self.drafts.node_for if self.drafts is not None else None)
         self.mount = Mount(store, self.ns, self.lineage, config, entry_of=self.entry_of)
         self.kernel = Features()  # what the kernel agreed to: set by init()
-        self.small = SmallBlobs(store, timeout=config.timeout)  # artfsd/prefetch.py
         self.backings = Backings(enabled=False)
+        self.complete_reads = CompleteReads(timeout=config.timeout, limiter=trio.CapacityLimiter(config.read_threads))
+        #: the max_read= mount option spliced reads need here (0: none; artfsd/kernel.py); not where
+        #: passthrough will serve complete blobs, so reads that fetch keep their 1 MiB requests
+        self._splice_needs = splice_max_read() if build_features().get("read_fd") and spliced_reads_wanted() else 0
+        self.max_read = 0 if passthrough_likely(config.passthrough) else self._splice_needs
         self.listing = ListingHandler(self.mount, self.drafts, stats=self.stats_doc, results_path=results)
-        self.versions = VersionHandler(self.mount, blobs, refs=self._ref_reader, small=self.small,
-                                       backings=self.backings)
+        self.versions = VersionHandler(self.mount, blobs, refs=self._ref_reader, backings=self.backings)
         self.draft_handler = DraftHandler(self.mount, self.drafts)
         self._fh = itertools.count(1)
         self.files: dict[int, Any] = {}  # fh -> the handler's open file (OpenFile, DraftFile)
@@ -122,8 +128,16 @@ class Operations(pyfuse3.Operations):
     def init(self) -> None:
         """Called by pyfuse3 once the kernel answered INIT: learn what it can do for us."""
         self.kernel = probe(want_passthrough=self.enable_passthrough, want_no_opendir=self.enable_no_opendir,
-                            off_by=self.passthrough_off)
+                            off_by=self.passthrough_off, want_spliced_reads=spliced_reads_wanted())
         self.backings.enabled = self.kernel.passthrough
+        if self.kernel.spliced_reads and self.max_read != self._splice_needs:
+            # passthrough was expected and did not come: 1 MiB replies do not fit libfuse's pipe,
+            # and libfuse would copy each through a buffer of its own (slower than a mapping)
+            self.kernel.spliced_reads = False
+            self.kernel.why_not["spliced_reads"] = ("replies of 1 MiB requests do not fit the pipe libfuse splices "
+                                                    "through (fs.pipe-max-size, no CAP_SYS_RESOURCE)")
+        self.complete_reads.mode = ("splice" if self.kernel.spliced_reads else
+                                    "map" if mapped_reads_wanted() else "")
         self.listing.fresh_on_getattr = self.kernel.no_opendir
         for what, why in self.kernel.why_not.items():
             log.info("kernel %s: off (%s)", what, why)
@@ -153,7 +167,6 @@ class Operations(pyfuse3.Operations):
 
     def start(self, nursery: trio.Nursery) -> None:
         """Start background work (periodic refresh); call from inside the trio run."""
-        self.versions.nursery = nursery
         self.ns.start(nursery)
         if self.lineage.enabled:
             nursery.start_soon(self.lineage.run_background)
@@ -174,11 +187,13 @@ class Operations(pyfuse3.Operations):
             **(self.drafts.stats if self.drafts is not None else {}),
             "open_files": len(self.files),
             "kernel": self.kernel.doc(),
-            **self.small.stats,
-            **dict(getattr(self.blobs, "stats", {})),  # the lazy reader's: fetched_bytes, direct_reads
-            **self.versions.complete.stats,
+            # the lazy reader's: fetched_bytes, direct_reads, small_fetches, prefetched, prefetch_errors
+            **dict(getattr(self.blobs, "stats", {})),
+            **self.versions.files.stats,
             "passthrough_files": len(self.backings),
             **self.backings.stats,
+            **self.complete_reads.stats,
+            "max_read": self.max_read,  # the mount's max_read= (0: the kernel's 1 MiB requests)
             "loaded_entries": self.ns.loaded_entries,
             "uptime": round(time.time() - self.started, 3),
         }
@@ -194,7 +209,7 @@ class Operations(pyfuse3.Operations):
         return self.listing
 
     def entry_of(self, node: Node) -> pyfuse3.EntryAttributes:
-        """Attributes of a node of the namespace without store I/O, from the handler it belongs to."""
+        """Attributes of a node of the listings without store I/O, from the handler it belongs to."""
         if isinstance(node, VersionDir):
             return self.versions.entry(node)
         if isinstance(node, DraftRoot):
@@ -305,7 +320,42 @@ class Operations(pyfuse3.Operations):
         f = self.files.get(fh)
         if f is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        if f.__class__ is OpenFile and f.handle is not None and self.complete_reads.takes(f.size):
+            fd = f.handle.fd  # >= 0: the blob is complete and verified (RefReads: -1)
+            if fd >= 0:
+                return await self._read_complete_blob(fh, f, fd, off, size)  # type: ignore[no-any-return]
         return await self._file_handlers[fh].read(f, off, size)  # raises FUSEError only
+
+    async def _read_complete_blob(self, fh: int, f: OpenFile, fd: int, off: int, size: int) -> Any:
+        """A read of a complete, verified cache blob, with one copy (:class:`artfsd.kernel.CompleteReads`):
+        the range ``(fd, offset, length)`` of its cache file, which pyfuse3 (zero-copy-reads patch)
+        has libfuse splice into the kernel, or a view of the cache file mapped (stock pyfuse3).
+
+        The reply is sent on the event loop right after this returns: a range whose pages are
+        not in memory is read into the page cache in a worker thread first. Anything that fails
+        there (or takes longer than the mount's timeout) is left to the ordinary read, which
+        reports it.
+        """
+        if off >= f.size or size <= 0:
+            return b""
+        length = min(size, f.size - off)
+        r = self.complete_reads
+        hint = r.ready(fh, fd, off, length, f.size)
+        if hint is not None:
+            r.stats["complete_fills"] += 1
+            filled = False
+            with trio.move_on_after(self.timeout):
+                try:
+                    await trio.to_thread.run_sync(r.fill, fd, off, length, hint, limiter=r.limiter,
+                                                  abandon_on_cancel=True)
+                    filled = True
+                except OSError as e:
+                    log.debug("spliced read of %s [%d:%d]: %s", f.what, off, off + length, e)
+            if not filled or f.handle is None or f.handle.fd != fd:  # failed, timed out, or released meanwhile
+                return await self.versions.read(f, off, size)
+        self.stats["reads"] += 1
+        self.stats["read_bytes"] += length
+        return r.answer(fh, fd, off, length)
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         f = self.files.get(fh)
@@ -330,6 +380,7 @@ class Operations(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         self.stats["releases"] += 1
+        self.complete_reads.forget(fh)  # its read state and mapping (artfsd/kernel.py)
         f = self.files.pop(fh, None)
         h = self._file_handlers.pop(fh, None)
         if f is not None and h is not None:

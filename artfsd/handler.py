@@ -31,7 +31,7 @@ from artfs import Store
 from artfs.lowlevel import MountConfig
 
 from .lineage import Lineage
-from .namespace import Namespace
+from .listings import Listings
 from .nodes import Node
 
 IMMUTABLE = 24 * 3600.0  # kernel cache timeout for entries inside versions
@@ -55,14 +55,14 @@ def fuse_text(name: bytes) -> str:
 
 
 class Mount:
-    """What every handler shares: the store, the namespace, the mount's configuration, owners and
+    """What every handler shares: the store, the listings (``ns``), the mount's configuration, owners and
     modes, counters, lineage.
 
-    ``entry_of`` gives the attributes of any node of the namespace without store I/O (the
+    ``entry_of`` gives the attributes of any node of the listings without store I/O (the
     router's: a listing shows versions and ``draft/`` beside projects and aliases).
     """
 
-    def __init__(self, store: Store, ns: Namespace, lineage: Lineage, config: MountConfig, *,
+    def __init__(self, store: Store, ns: Listings, lineage: Lineage, config: MountConfig, *,
                  entry_of: Callable[[Node], pyfuse3.EntryAttributes]) -> None:
         self.store = store
         self.ns = ns

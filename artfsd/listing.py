@@ -8,7 +8,7 @@
     MNT/<project>/<artifact>/latest   AliasLink    -> vN
     MNT/<registry>/<collection>/      CollectionDir  vN -> ../../<p>/<a>/vK, aliases -> vN (read-only)
 
-What these levels show changes while mounted (:mod:`artfsd.namespace` keeps it fresh), so the
+What these levels show changes while mounted (:mod:`artfsd.listings` keeps it fresh), so the
 kernel gets one-second timeouts. On a writable mount they take a few file operations:
 
     mkdir MNT/<project>, mkdir MNT/<project>/<artifact>   start a project / an artifact (local until committed)
@@ -69,7 +69,7 @@ class ListingHandler(Handler):
         t = self.ns.started_ns
         if isinstance(node, AliasLink):
             # Long timeouts: a move invalidates the link in the kernel, and handing it out keeps
-            # its artifact refreshed while the kernel may trust it (artfsd.namespace).
+            # its artifact refreshed while the kernel may trust it (artfsd.listings).
             if node.parent is not None:
                 node.parent.used_at = now()
             keep = self.ns.keep_fresh
@@ -240,7 +240,7 @@ class ListingHandler(Handler):
         if child.draft is not None:
             slot = child.draft.slot
             d = await self.drafts.draft(slot)
-            if slot.inodes or await trio.to_thread.run_sync(lambda: bool(d.readdir(1, limit=1))):
+            if slot.inodes or await trio.to_thread.run_sync(lambda: bool(d.namespace.readdir(1, limit=1))):
                 raise pyfuse3.FUSEError(errno.ENOTEMPTY)
             slot.draft = None
             await trio.to_thread.run_sync(d.discard)

@@ -234,7 +234,8 @@ async def _serve(ops: Operations, cache: Cache, blobs: LazyBlobs, store: Store, 
         nursery.start_soon(_watch_signals)
         nursery.start_soon(_cache_janitor, cache, blobs, store)
         ops.start(nursery)
-        await trio.to_thread.run_sync(set_read_ahead, mountpoint)
+        # read-ahead windows of whole requests when max_read is below 1 MiB
+        await trio.to_thread.run_sync(set_read_ahead, mountpoint, ops.max_read // 1024 or READ_AHEAD_KB)
         ready.ok(mountpoint, _fast_path_note(ops))
         log.info("mounted %s at %s (pid %d)", store.url, mountpoint, os.getpid())
 
@@ -302,6 +303,8 @@ def serve(config: MountConfig, *, ready: Ready, log_path: str | None = None) -> 
             options.add("allow_other")
         if config.read_only:
             options.add("ro")
+        if ops.max_read:  # read replies small enough to be spliced (artfsd/kernel.py)
+            options.add(f"max_read={ops.max_read}")
         logged = _size(log_path)
         try:
             pyfuse3.init(ops, mountpoint, options)

@@ -1,4 +1,4 @@
-"""The nodes above the version trees, and the inode table (the data of :mod:`artfsd.namespace`).
+"""The nodes above the version trees, and the inode table (the data of :mod:`artfsd.listings`).
 
 Node types: :class:`RootDir`, :class:`ProjectDir`, :class:`ArtifactDir` (listing directories),
 :class:`AliasLink`, :class:`VersionDir` (``vN``: the root of a version tree), :class:`DraftRoot`
@@ -16,7 +16,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from .tree import VersionTree
+from .tree import LazyTree, VersionTree
 
 ROOT_INODE = pyfuse3.ROOT_INODE
 
@@ -136,7 +136,7 @@ class VersionDir(Node):
     def __init__(self, ino: int, parent: ArtifactDir, n: int) -> None:
         super().__init__(ino, parent, f"v{n}")
         self.n = n
-        self.tree: VersionTree | None = None
+        self.tree: VersionTree | LazyTree | None = None
         self.base = 0  # first inode of the tree's range; 0 until first loaded
         self.loading: trio.Lock = trio.Lock()
         self.created = ""  # ISO 8601, as the manifest records it
@@ -190,6 +190,11 @@ class Inodes:
         self._starts.append(base)
         self._owners.append(vdir)
         return base
+
+    def range_end(self, vdir: VersionDir) -> int:
+        """The first inode number after the range reserved for ``vdir``'s tree."""
+        i = self._owners.index(vdir)
+        return self._starts[i + 1] if i + 1 < len(self._starts) else self.next
 
     def tree_owner(self, ino: int) -> VersionDir | None:
         i = bisect.bisect_right(self._starts, ino) - 1

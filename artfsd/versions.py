@@ -11,13 +11,14 @@ capacity limiters, each bounded by the mount's ``--timeout``. The one exception 
 complete cache blob whose pages are in the page cache: ``preadv(RWF_NOWAIT)`` serves it on the
 loop (it cannot block), because the thread hop costs more than the copy (measured: 128 KiB
 requests 0.36 -> 0.77 GB/s); so do the open and release of a file whose blob is complete and
-verified in the cache (:mod:`artfsd.complete`: a few metadata system calls). Reference entries read like blobs, through the lazy reader and the
+verified in the cache (:mod:`artfsd.openfiles`: a few metadata system calls). Reference entries read like blobs, through the lazy reader and the
 cache, each fetch pinned to what was recorded (:func:`artfsd.openfiles.open_reference`). A
 complete, verified blob can back the file in the kernel instead (passthrough, artfsd/kernel.py):
 reads and mmap then never reach the daemon.
 
 The open/read/release of version files are :meth:`VersionHandler.open`, :meth:`read` and
-:meth:`release`, and nothing else: a faster way to serve complete blobs belongs there.
+:meth:`release`, served by :class:`artfsd.openfiles.VersionFiles`, and nothing else: a faster way
+to serve complete blobs belongs there.
 """
 
 from __future__ import annotations
@@ -27,30 +28,24 @@ import logging
 import math
 import os
 import stat
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import pyfuse3
-import trio
 
 from artfs import ArtfsError
 from artfs.lowlevel import bounded_json, check_alias, diff_entries, logger_of_version
 
 from . import attrs
-from .complete import CompleteOpens
-from .errors import Timeout, errno_for
+from .errors import Timeout
 from .handler import IMMUTABLE, Handler, Mount, enoent, erofs, fuse_text
 from .kernel import Backings
 from .nodes import VersionDir
-from .openfiles import OpenFile, RefHandle, open_reference
-from .prefetch import SMALL, SmallBlobs, small_files_of
-from .tree import VersionTree
+from .openfiles import VersionFiles
+from .tree import Tree
 
 log = logging.getLogger("artfsd")
-
-RETRY_AFTER = 0.5  # seconds during which a read of bytes that just failed fails again at once
 
 
 @dataclass
@@ -58,35 +53,29 @@ class TreeDir:
     """An open directory of a version tree."""
 
     vdir: VersionDir
-    tree: VersionTree
+    tree: Tree
     d: int
 
 
 class VersionHandler(Handler):
     """Inodes of :class:`VersionDir` nodes and of the ranges their trees reserve."""
 
-    def __init__(self, m: Mount, blobs: Any, *, refs: Callable[[], Any], small: SmallBlobs,
-                 backings: Backings) -> None:
+    def __init__(self, m: Mount, blobs: Any, *, refs: Callable[[], Any], backings: Backings) -> None:
         self.m = m
         self.ns = m.ns
-        self.blobs = blobs  # artfs.lowlevel.LazyBlobs
-        self.read_limiter = trio.CapacityLimiter(m.config.read_threads)
-        self.ref_reader = refs  # the mount's RefReader (its file:// options), made on first use
-        self.small = small  # artfsd/prefetch.py
-        self.prefetch = m.config.prefetch  # ARTFS_PREFETCH=0: no background fetch of small files
-        self.backings = backings  # passthrough registrations (artfsd/kernel.py)
-        # files whose blob is complete open on the loop, no thread hop (artfsd/complete.py)
-        self.complete = CompleteOpens(m.store.cache, blobs, small, timeout=m.timeout, limiter=self.read_limiter,
-                                      file_type=OpenFile)
-        self.nursery: trio.Nursery | None = None  # for prefetches: set when the mount starts
-        self._buf = bytearray(0)
+        # the open, read and release of its files, one lazy-reader handle each (artfsd/openfiles.py)
+        self.files = VersionFiles(m, blobs, refs=refs, backings=backings)
         self._logged_by: dict[tuple[str, str, int], str] = {}
         #: ``diff_parent`` values by (vN, the version it was compared with): a few, the last asked
         self._diffs: OrderedDict[tuple[tuple[str, str, int], int | None], bytes] = OrderedDict()
 
     # -- inodes and attributes --------------------------------------------------------------------
-    async def resolve(self, ino: int) -> tuple[VersionDir, VersionTree, int]:
-        """(vN, its tree, the node): ``vN/`` itself resolves to its tree's root (loading the index)."""
+    async def resolve(self, ino: int) -> tuple[VersionDir, Tree, int]:
+        """(vN, its tree, the node): ``vN/`` itself resolves to its tree's root (loading the index).
+
+        In the tree of a sharded version a directory's piece is read here, in a worker thread,
+        the first time the directory (or a node below it) is asked for: every other handler then
+        answers from memory."""
         meta = self.ns.inodes.meta.get(ino)
         if isinstance(meta, VersionDir):
             tree = await self.ns.load(meta)
@@ -98,19 +87,23 @@ class VersionHandler(Handler):
         node = ino - v.base
         if node < 0 or node >= tree.size or node == tree.root:
             raise enoent()
+        if not tree.loaded(node) or (tree.lazy and tree.is_dir(node) and not tree.loaded_dir(node)):
+            await self.ns.run_sync(tree.load_dir, node, what=f"load a directory of {v.spec}")
+            if not tree.loaded(node):
+                raise enoent()
         return v, tree, node
 
     @staticmethod
-    def ino(v: VersionDir, tree: VersionTree, node: int) -> int:
+    def ino(v: VersionDir, tree: Tree, node: int) -> int:
         return v.ino if node == tree.root else v.base + node
 
-    def tree_attr(self, v: VersionDir, tree: VersionTree, node: int) -> pyfuse3.EntryAttributes:
+    def tree_attr(self, v: VersionDir, tree: Tree, node: int) -> pyfuse3.EntryAttributes:
         ino = self.ino(v, tree, node)
         if tree.is_dir(node):
             d = tree.dir_of(node)
             # a writable mount lets setfattr through to vN/ itself (description, metadata, aliases)
             mode = 0o755 if node == tree.root and self.m.writable else 0o555
-            return self.m.attr(ino, stat.S_IFDIR | mode, 0, 2 + tree.dir_nsub[d], v.created_ns, IMMUTABLE,
+            return self.m.attr(ino, stat.S_IFDIR | mode, 0, tree.nlink(node), v.created_ns, IMMUTABLE,
                                self.ns.refresh if node == tree.root else None)
         mode = stat.S_IFREG | (0o555 if tree.executable(node) else 0o444)
         return self.m.attr(ino, mode, tree.sizes[node], 1, v.created_ns, IMMUTABLE)
@@ -174,109 +167,21 @@ class VersionHandler(Handler):
         if given:
             self.ns.referenced(v, given)
 
-    # -- files: open, read, release of version files -------------------------------------------------
+    # -- files: open, read, release of version files (artfsd/openfiles.py) ---------------------------
     async def open(self, inode: int, flags: int, ctx: Any, fh: int) -> tuple[Any, pyfuse3.FileInfo]:
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             raise erofs()
         v, tree, node = await self.resolve(inode)
         if tree.is_dir(node):
             raise pyfuse3.FUSEError(errno.EISDIR if node == tree.root else errno.EINVAL)
-        size = tree.sizes[node]
-        digest = tree.digest(node)
-        ref = tree.refs.get(node)
-        store = self.m.store
-
-        def open_blob() -> OpenFile:
-            if ref is not None:  # bytes that stay elsewhere, read pinned to what was recorded
-                return open_reference(self.ref_reader(), self.blobs, store.cache, v, tree, node, ref)
-            assert digest is not None
-            if size <= SMALL:  # fetched whole in one GET, verified, never chunk by chunk
-                self.small.ensure(v.key[0], digest, size)
-            handle = self.blobs.open(v.key[0], digest, size)
-            f = OpenFile(v, tree, node, size, digest, handle, store.cache.path(digest))
-            f.attach_complete()
-            return f
-
-        f: OpenFile | None = None
-        if not size and ref is None:
-            f = OpenFile(v, tree, node, 0, digest, None, None)
-        elif ref is None:
-            f = await self.complete.open(v, tree, node, size, digest)  # None: the general path below
-        if f is None:
-            with trio.move_on_after(self.m.timeout + 1.0):
-                f = await trio.to_thread.run_sync(open_blob, limiter=self.read_limiter, abandon_on_cancel=True)
-        if f is None:
-            raise Timeout(f"open {v.spec}/{tree.path(node)}: the cache did not answer within {self.m.timeout:g} s")
-        if self.prefetch and not f.warm and ref is None and 0 < size <= SMALL and self.nursery is not None:
-            # a small file of this directory was not in the cache: fetch its small siblings ahead
-            # of the reader (not on a hit: an epoch over a warm cache would have the prefetch stat
-            # every sibling's blob in threads, beside the loop, for nothing)
-            d = tree.file_dir(node)
-            if self.small.want_prefetch(v.key, d):
-                self.nursery.start_soon(self.small.prefetch_dir, v.key[0], small_files_of(tree, d))
-        self.ns.opened(v, +1)
-        self.m.stats["opens"] += 1
-        if ctx is not None:  # once per open, never per read: a dict and a set lookup once known
-            self.m.lineage.opened(ctx.pid, v.key)
-        if isinstance(f.handle, RefHandle):  # an unpinned reference: whatever is there now
-            return f, pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
-        if f.handle is not None:
-            # A complete, verified blob backs the file in the kernel (artfsd/kernel.py): reads
-            # and mmap never reach the daemon. Otherwise (or when this inode has cached handles
-            # open) the chunked path of read().
-            f.inode = inode
-            bid = self.backings.open(inode, f.fast)
-            if bid:  # the kernel accepts no other open flag with passthrough (FOPEN_PASSTHROUGH_MASK)
-                return f, pyfuse3.FileInfo(fh=fh, keep_cache=False, backing_id=bid)  # type: ignore[call-arg,unused-ignore]
-            if size <= SMALL:  # read whole right after the open: have the disk start now
-                f.will_need()
-        return f, pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        of_tree: Any = tree  # artfsd/openfiles.py takes either kind of tree (it asks sizes, digest, refs, path)
+        return await self.files.open(v, of_tree, node, inode, ctx, fh)
 
     async def read(self, file: Any, off: int, size: int) -> bytes:
-        f: OpenFile = file
-        if off >= f.size or size <= 0 or f.handle is None:
-            return b""
-        length = min(size, f.size - off)
-        stats = self.m.stats
-        stats["reads"] += 1
-        if f.failed is not None:
-            # When a read-ahead request fails, the kernel retries the first page at once with a
-            # request of its own; failing that retry fast keeps the caller's wait within --timeout.
-            when, start, end, code = f.failed
-            if time.monotonic() - when < RETRY_AFTER and start <= off < end:
-                stats["read_errors"] += 1
-                raise pyfuse3.FUSEError(code)
-        if len(self._buf) < length:
-            self._buf = bytearray(length)
-        # One buffer serves every fast read: pyfuse3 copies it into its reply before any other
-        # task runs (there is no checkpoint between this return and the reply).
-        fast = f.read_nowait(off, length, self._buf)
-        if fast is not None:
-            stats["read_bytes"] += length
-            return fast  # type: ignore[return-value,unused-ignore]  # pyfuse3 takes any buffer
-        try:
-            with trio.move_on_after(self.m.timeout + 5.0):
-                data: bytes = await trio.to_thread.run_sync(f.read_blocking, off, length,
-                                                            limiter=self.read_limiter, abandon_on_cancel=True)
-                stats["read_bytes"] += len(data)
-                return data
-            raise Timeout(f"the store did not deliver the bytes within {self.m.timeout:g} s")
-        except Exception as e:
-            stats["read_errors"] += 1
-            code = errno_for(e, f"read {f.what} [{off}:{off + length}]")
-            f.failed = (time.monotonic(), off, off + length, code)
-            raise pyfuse3.FUSEError(code) from None
+        return await self.files.read(file, off, size)
 
     async def release(self, file: Any) -> None:
-        f: OpenFile = file
-        self.ns.opened(f.vdir, -1)
-        if f.inode:
-            self.backings.release(f.inode)
-        if f.handle is not None:
-            try:
-                await self.complete.close(f)  # on the loop unless the lazy reader may block
-            except Exception as e:
-                errno_for(e, f"close {f.what}")
+        await self.files.release(file)
 
     # -- extended attributes ---------------------------------------------------------------------
     async def xattrs(self, inode: int) -> dict[str, bytes]:

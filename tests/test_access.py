@@ -357,8 +357,8 @@ REFUSED_DRAFT = textwrap.dedent("""
     store_dir, home = sys.argv[1], sys.argv[2]
     store = Store(store_dir, cache=Cache(os.path.join(home, "cache")))
     d = Drafts(store, root=os.path.join(home, "staging")).open("pub", "ds")
-    ino = d.create(ROOT, "mine.txt")
-    d.pwrite(ino, b"kept for a retry", 0)
+    ino = d.namespace.create(ROOT, "mine.txt")
+    d.staging.pwrite(ino, b"kept for a retry", 0)
     try:
         d.commit(store)
     except PermissionDenied as e:

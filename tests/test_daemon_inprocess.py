@@ -2,20 +2,24 @@
 
 Each part is driven as the daemon drives it, over a real local store written with the library:
 the index of a version's tree (``artfsd/tree.py``), the listings of the levels above versions
-(``artfsd/namespace.py`` through ``artfsd/listing.py``, as the router calls them, under trio), the
+(``artfsd/listings.py`` through ``artfsd/listing.py``, as the router calls them, under trio), the
 per-inode bookkeeping of passthrough and cached opens (``artfsd/kernel.py``'s ``Backings``, as far
-as it goes without a FUSE session: ``backing_open`` needs one), the whole fetch and directory
-prefetch of small files (``artfsd/prefetch.py``), and the commit of every draft at unmount with the
-report ``artfs umount`` reads (``artfs/_umount.py``). ``pyfuse3.readdir_reply`` needs a kernel
-request, so listings collect their entries with a replacement, as in test_fs_handlers.py.
+as it goes without a FUSE session: ``backing_open`` needs one), the commit of every draft at
+unmount with the report ``artfs umount`` reads (``artfs/_umount.py``), and the draft handler
+(``artfsd/draftfs.py`` over ``artfsd/drafts.py``): writing, renaming and unlinking in a draft, its
+commit through ``setxattr user.artfs.commit`` (in the foreground, in the background, failing, as a
+group's part), the typed result ``user.artfs.last_commit`` carries, and the drafts dropped at
+unmount. ``pyfuse3.readdir_reply`` needs a kernel request, so listings collect their entries with a replacement, as in test_fs_handlers.py. The
+read side (open, read and release of version files, small files, prefetch, the fetches in flight)
+is tests/test_daemon_reads.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +28,11 @@ import pyfuse3
 import pytest
 import trio
 
-from artfs import Artifact, Cache, CorruptData, Entry, Manifest, Store
-from artfs.lowlevel import COMMITTING, LazyBlobs, MountConfig, UnmountReport
+from artfs import Artifact, Cache, Entry, Manifest, Store
+from artfs.lowlevel import COMMITTING, DraftCommit, LazyBlobs, MountConfig, UnmountReport
+from artfsd.draftfs import DraftHandler
 from artfsd.fs import Operations
 from artfsd.kernel import Backings
-from artfsd.prefetch import SmallBlobs, small_files_of
 from artfsd.tree import VersionTree
 
 
@@ -144,7 +148,7 @@ def test_a_version_tree_finds_every_path_and_lists_each_directory_in_name_order(
     assert tree.size == len(paths) + len(listing)  # one inode number per file and directory
 
 
-# -- listings above the versions (artfsd/namespace.py, listing.py) -----------------------------------
+# -- listings above the versions (artfsd/listings.py, listing.py) -----------------------------------
 def test_listings_follow_the_store_new_versions_aliases_and_projects(store: Store, tmp_path: Path,
                                                                      replies: list[Any]) -> None:
     async def main() -> None:
@@ -237,79 +241,12 @@ def test_without_passthrough_opens_of_a_version_file_are_cached_ones(store: Stor
     trio.run(main)
 
 
-# -- small files fetched whole, and a directory's ahead of its reader (artfsd/prefetch.py) ----------------
-def _blobs(store: Store) -> list[tuple[str, int]]:
-    m = store.manifest("cycling", "bikes", 0)
-    return [(e.digest, e.size) for e in m.entries if e.path.startswith("train/") and e.digest]
-
-
-def test_a_small_blob_is_fetched_once_whole_and_verified(store: Store, tmp_path: Path) -> None:
-    mstore = Store(store.url, cache=Cache(str(tmp_path / "mount-cache")))
-    small = SmallBlobs(mstore, timeout=10.0)
-    (digest, size), *_ = _blobs(store)
-    results: list[bool] = []
-    threads = [threading.Thread(target=lambda: results.append(small.ensure("cycling", digest, size)))
-               for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sorted(results) == [False] * 7 + [True]  # one fetch; the others waited for it or found it
-    assert small.stats["small_fetches"] == 1 and mstore.cache.has(digest)
-    assert small.ensure("cycling", digest, size) is False  # cached: no store request
-    other, other_size = _blobs(store)[1]
-    with pytest.raises(CorruptData, match="manifest says"):  # a manifest that lies about the size
-        small.ensure("cycling", other, other_size + 100)
-    assert not mstore.cache.has(other)
-    with pytest.raises(CorruptData, match="missing"):
-        small.ensure("cycling", "xxh128:" + "ab" * 16, 10)
-    assert not mstore.cache.has("xxh128:" + "ab" * 16)
-
-
-def test_prefetch_fetches_a_directory_once_and_within_its_budget(store: Store, tmp_path: Path) -> None:
-    mstore = Store(store.url, cache=Cache(str(tmp_path / "mount-cache")))
-    small = SmallBlobs(mstore, timeout=10.0)
-    tree = VersionTree(store.manifest("cycling", "bikes", 0))
-    train = tree.dir_of(tree.lookup(0, b"train"))  # type: ignore[arg-type]
-    files = small_files_of(tree, train)
-    assert sorted(files) == sorted(_blobs(store))
-    assert small.want_prefetch(("cycling", "bikes", 0), train)
-    assert not small.want_prefetch(("cycling", "bikes", 0), train)  # once per directory
-    trio.run(small.prefetch_dir, "cycling", files)
-    assert small.stats["prefetched"] == len(SMALL_FILES) and small.stats["prefetch_errors"] == 0
-    assert all(mstore.cache.has(d) for d, _ in files)
-
-    tight = Store(store.url, cache=Cache(str(tmp_path / "tight-cache"), max_size=4 * 1024 * 4))
-    s2 = SmallBlobs(tight, timeout=10.0)
-    trio.run(s2.prefetch_dir, "cycling", files)  # a quarter of the bound: 4 KiB of the 12 KiB
-    fetched = sum(size for d, size in files if tight.cache.has(d))
-    assert 0 < fetched <= 4 * 1024 and s2.stats["prefetched"] < len(SMALL_FILES)
-
-
-@pytest.mark.parametrize("prefetch", [True, False])
-def test_reading_one_small_file_prefetches_its_directory_unless_turned_off(store: Store, tmp_path: Path,
-                                                                          prefetch: bool) -> None:
-    async def main() -> None:
-        ops = make_ops(store, tmp_path, prefetch=prefetch)
-        async with trio.open_nursery() as nursery:
-            ops.start(nursery)
-            assert await cat(ops, "cycling/bikes/v0/train/shard-00.bin") == SMALL_FILES["shard-00.bin"]
-            with trio.fail_after(10):
-                while prefetch and ops.small.stats["prefetched"] < len(SMALL_FILES) - 1:
-                    await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
-        cached = [d for d, _ in _blobs(store) if ops.store.cache.has(d)]
-        assert len(cached) == (len(SMALL_FILES) if prefetch else 1)
-
-    trio.run(main)
-
-
 # -- the commit at unmount and its report (artfsd/draft_commits.py, artfs/_umount.py) --------------------
 def test_the_commit_at_unmount_reports_each_draft_as_artfs_umount_reads_it(store: Store, tmp_path: Path) -> None:
     ops = make_ops(store, tmp_path, read_only=False, staging=str(tmp_path / "staging"))
 
     async def write() -> None:
-        await walk(ops, "cycling/bikes/latest")  # the namespace knows the artifact
+        await walk(ops, "cycling/bikes/latest")  # the listings know the artifact
         draft = await walk(ops, "cycling/bikes/draft")
         info, _ = await ops.create(draft.st_ino, b"notes.txt", 0o644, os.O_WRONLY | os.O_CREAT, CTX)
         assert await ops.write(info.fh, 0, b"written in the mount\n") == 21
@@ -320,8 +257,8 @@ def test_the_commit_at_unmount_reports_each_draft_as_artfs_umount_reads_it(store
     trio.run(write)
     assert ops.drafts is not None
     report = ops.drafts.finish(list(ops.files.values()))  # as artfsd.main does once unmounted
-    assert [c["name"] for c in report.commits] == ["cycling/bikes"] and report.failed == []
-    assert report.commits[0]["committed"] and report.commits[0]["version"] == 1
+    assert [c.name for c in report.commits] == ["cycling/bikes"] and report.failed == []
+    assert report.commits[0].committed and report.commits[0].version == 1
     assert "notes.txt" in {e.path for e in store.artifact("cycling/bikes:v1").manifest.entries}
     assert store.artifacts("cycling") == ["bikes"]  # the empty new artifact was dropped, not committed
 
@@ -335,3 +272,184 @@ def test_the_commit_at_unmount_reports_each_draft_as_artfs_umount_reads_it(store
     assert UnmountReport.read(str(path)) is None
     committing = UnmountReport(123, "/mnt/x", store.url, COMMITTING, drafts=["cycling/bikes"], started=1.0)
     assert sorted(committing.to_dict()) == ["drafts", "mountpoint", "pid", "started", "state", "store"]
+
+
+# -- the draft handler (artfsd/draftfs.py over artfsd/drafts.py) ----------------------------------------
+class Files:
+    """The handler's file handles, numbered as the router numbers them."""
+
+    def __init__(self) -> None:
+        self.next = 1000
+
+    def fh(self) -> int:
+        self.next += 1
+        return self.next
+
+
+async def write_file(h: DraftHandler, parent: int, name: bytes, data: bytes, files: Files) -> int:
+    df, _, entry = await h.create(parent, name, 0o644, os.O_WRONLY | os.O_CREAT, CTX, files.fh())
+    try:
+        assert await h.write(df, 0, data) == len(data)
+    finally:
+        await h.release(df)
+    return int(entry.st_ino)
+
+
+async def read_file(h: DraftHandler, ino: int, files: Files) -> bytes:
+    df, _ = await h.open(ino, os.O_RDONLY, CTX, files.fh())
+    try:
+        return bytes(await h.read(df, 0, 1 << 20))
+    finally:
+        await h.release(df)
+
+
+async def last_commit(h: DraftHandler, draft: int) -> DraftCommit:
+    got = DraftCommit.from_dict(json.loads(await h.getxattr(draft, "user.artfs.last_commit") or b"null"))
+    assert got is not None
+    return got
+
+
+def draft_ops(store: Store, tmp_path: Path, **config: Any) -> Operations:
+    return make_ops(store, tmp_path, read_only=False, staging=str(tmp_path / "staging"), **config)
+
+
+def test_the_draft_handler_writes_renames_unlinks_and_commits_through_setxattr(store: Store, tmp_path: Path) -> None:
+    ops, files = draft_ops(store, tmp_path), Files()
+    h = ops.draft_handler
+
+    async def main() -> DraftCommit:
+        await walk(ops, "cycling/bikes/latest")  # the namespace knows the artifact
+        draft = (await walk(ops, "cycling/bikes/draft")).st_ino
+        ino = await write_file(h, draft, b"a.txt", b"written by the handler\n", files)
+        sub = (await h.mkdir(draft, b"sub", 0o755, CTX)).st_ino
+        await h.rename(draft, b"a.txt", sub, b"b.txt", 0, CTX)
+        await write_file(h, draft, b"scratch.tmp", b"gone before the commit", files)
+        await h.unlink(draft, b"scratch.tmp", CTX)
+        await h.unlink(draft, b"README.md", CTX)  # a file of the base version
+        assert (await h.lookup(sub, b"b.txt", CTX)).st_ino == ino  # a rename keeps the inode
+        assert await read_file(h, ino, files) == b"written by the handler\n"
+        with pytest.raises(pyfuse3.FUSEError) as e:  # the router turns the draft's OSError into its errno
+            await ops.lookup(draft, b"scratch.tmp", CTX)
+        assert e.value.errno == errno.ENOENT
+        status = json.loads(await h.getxattr(draft, "user.artfs.status") or b"{}")
+        assert (status["added"], status["removed"]) == (["sub/b.txt"], ["README.md"])
+        request = {"id": "req-1", "description": "by the handler", "aliases": ["best"]}
+        await h.setxattr(draft, "user.artfs.commit", json.dumps(request).encode(), CTX)
+        result = await last_commit(h, draft)
+        after = json.loads(await h.getxattr(draft, "user.artfs.status") or b"{}")
+        assert after["differs"] is False and after["base_version"] == 1  # the draft now shows v1
+        return result
+
+    result = trio.run(main)
+    assert (result.name, result.ok, result.committed, result.version, result.created) == (
+        "cycling/bikes", True, True, 1, True)
+    assert result.id == "req-1" and "best" in result.aliases and result.files == 1 + len(SMALL_FILES)
+    assert result.uploaded_blobs == 1 and result.uploaded_bytes == len(b"written by the handler\n")
+    v1 = store.artifact("cycling/bikes:v1")
+    assert v1.description == "by the handler"
+    assert sorted(e.path for e in v1.manifest.entries) == ["sub/b.txt", *sorted(f"train/{k}" for k in SMALL_FILES)]
+    assert store.artifact("cycling/bikes:best").version == "v1"
+
+
+def test_a_draft_equal_to_its_base_commits_nothing_and_an_emptied_new_artifact_is_dropped(
+        store: Store, tmp_path: Path) -> None:
+    ops, files = draft_ops(store, tmp_path), Files()
+    h = ops.draft_handler
+
+    async def main() -> DraftCommit:
+        await walk(ops, "cycling/bikes/latest")
+        draft = (await walk(ops, "cycling/bikes/draft")).st_ino
+        await h.unlink(draft, b"README.md", CTX)
+        await write_file(h, draft, b"README.md", b"# bikes\n", files)  # the same bytes again
+        await h.setxattr(draft, "user.artfs.commit", b"1", CTX)
+        result = await last_commit(h, draft)
+        await ops.mkdir((await walk(ops, "cycling")).st_ino, b"trikes", 0o755, CTX)
+        trikes = (await walk(ops, "cycling/trikes/draft")).st_ino
+        await write_file(h, trikes, b"tmp", b"x", files)
+        await h.unlink(trikes, b"tmp", CTX)  # written to, then emptied: changed, yet holds nothing
+        return result
+
+    result = trio.run(main)
+    assert (result.ok, result.committed, result.version, result.created) == (True, False, 0, False)
+    assert result.to_dict()["version"] == 0 and "files" not in result.to_dict()
+    assert store.versions("cycling", "bikes") == [0]
+    assert ops.drafts is not None
+    report = ops.drafts.finish(list(ops.files.values()))
+    assert report.commits == [] and report.failed == []
+    assert sorted(report.unchanged) == ["cycling/bikes", "cycling/trikes"]
+    assert store.artifacts("cycling") == ["bikes"]  # the emptied new artifact made no version ...
+    assert [r.artifact for r in ops.drafts.drafts.list()] == ["bikes"]  # ... and its draft is gone
+
+
+def test_a_commit_that_cannot_succeed_is_a_typed_failure_and_a_background_one_reports_when_done(
+        store: Store, tmp_path: Path) -> None:
+    ops, files = draft_ops(store, tmp_path), Files()
+    h = ops.draft_handler
+
+    async def main() -> tuple[DraftCommit, DraftCommit, list[DraftCommit]]:
+        async with trio.open_nursery() as nursery:
+            ops.start(nursery)
+            await walk(ops, "cycling/bikes/latest")
+            draft = (await walk(ops, "cycling/bikes/draft")).st_ino
+            await h.symlink(draft, b"dangling", b"nowhere", CTX)
+            with pytest.raises(pyfuse3.FUSEError):  # through the router, as the kernel calls it
+                await ops.setxattr(draft, b"user.artfs.commit", b'{"id": "bad"}', CTX)
+            failed = await last_commit(h, draft)
+            await h.unlink(draft, b"dangling", CTX)
+            await write_file(h, draft, b"late.txt", b"committed in the background\n", files)
+            await h.setxattr(draft, "user.artfs.commit", b'{"id": "bg", "wait": false}', CTX)
+            seen = [await last_commit(h, draft)]  # answered at once
+            with trio.fail_after(30):  # a hang guard, not a threshold
+                while seen[-1].ok is None:
+                    await trio.sleep(0.01)
+                    seen.append(await last_commit(h, draft))
+            with pytest.raises(pyfuse3.FUSEError) as e:  # what the request says must be JSON
+                await h.setxattr(draft, "user.artfs.commit", b"{not json", CTX)
+            assert e.value.errno == errno.EINVAL
+            nursery.cancel_scope.cancel()
+        return failed, seen[0], seen
+
+    failed, first, seen = trio.run(main)
+    assert (failed.ok, failed.id) == (False, "bad") and "dangling" in (failed.error or "")
+    assert failed.to_dict() == {"name": "cycling/bikes", "ok": False, "error": failed.error, "id": "bad"}
+    assert first.to_dict() == {"name": "cycling/bikes", "ok": None, "running": True, "id": "bg"}
+    done = seen[-1]
+    assert (done.ok, done.committed, done.version, done.id) == (True, True, 1, "bg")
+    assert "late.txt" in {e.path for e in store.artifact("cycling/bikes:v1").manifest.entries}
+
+
+def test_a_draft_of_a_group_is_committed_as_a_part(store: Store, tmp_path: Path) -> None:
+    ops, files = draft_ops(store, tmp_path, group="nightly"), Files()
+    h = ops.draft_handler
+
+    async def main() -> DraftCommit:
+        await walk(ops, "cycling/bikes/latest")
+        draft = (await walk(ops, "cycling/bikes/draft")).st_ino
+        assert await h.getxattr(draft, "user.artfs.group") == b"nightly"
+        await write_file(h, draft, b"part.txt", b"one writer's part\n", files)
+        await h.setxattr(draft, "user.artfs.commit", b'{"id": "p"}', CTX)
+        return await last_commit(h, draft)
+
+    result = trio.run(main)
+    assert (result.ok, result.committed, result.version, result.group) == (True, True, None, "nightly")
+    assert (result.writer or "").startswith("draft-") and result.files == 2 + len(SMALL_FILES)
+    assert store.versions("cycling", "bikes") == [0]  # a part, not a version (``artfs finish`` makes it)
+    [group] = store.groups("cycling", "bikes")
+    assert group.group == "nightly" and [p.writer for p in group.parts] == [result.writer]
+
+
+def test_a_commit_result_reads_back_as_it_was_written() -> None:
+    cases = [DraftCommit("p/a", committed=True, version=3, created=True, files=2, uploaded_blobs=1,
+                         uploaded_bytes=9, aliases=["best"], seconds=0.5, id="x"),
+             DraftCommit("p/a", committed=False, version=2, seconds=0.1),
+             DraftCommit("p/a", committed=True, files=4, group="g", writer="w", seconds=1.0),
+             DraftCommit.failure("p/a", "store down", "y"), DraftCommit.running("p/a", "z")]
+    for c in cases:
+        assert DraftCommit.from_dict(json.loads(c.to_json())) == c
+    assert DraftCommit.from_dict([1]) is None and DraftCommit.from_dict({"ok": True}) is None
+    assert DraftCommit.from_dict({"name": "p/a", "files": "many"}) is None
+    report = UnmountReport(1, "/mnt/x", "file:///s", commits=[cases[0]], unchanged=["p/b"])
+    report.fail("p/c", "store down")
+    doc = json.loads(report.to_json())
+    assert doc["failed"] == [{"name": "p/c", "error": "store down"}] and doc["commits"] == [cases[0].to_dict()]
+    assert UnmountReport.from_dict(doc) == report

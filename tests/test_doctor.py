@@ -222,9 +222,8 @@ class OtherUid:
 
 
 @pytest.fixture
-def other_uid() -> Iterator[OtherUid]:
-    """uid 65534 with a home of its own, while /dev/fuse is closed to other users (0600, as in
-    many containers; under the host lock, so no other test opens it meanwhile)."""
+def nobody() -> Iterator[OtherUid]:
+    """uid 65534 with a home of its own (under /tmp, removed after the test), running the installed artfs."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run commands as another uid")
     inst = installed()
@@ -233,10 +232,17 @@ def other_uid() -> Iterator[OtherUid]:
         root.chmod(0o755)
         (root / "home").mkdir()
         os.chown(root / "home", NOBODY, NOBODY)
-        with devfuse_mode(0o600):
-            yield OtherUid(inst, root / "home")
+        yield OtherUid(inst, root / "home")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def other_uid(nobody: OtherUid) -> Iterator[OtherUid]:
+    """:func:`nobody` while /dev/fuse is closed to other users (0600, as in many containers; under
+    the host lock, so no other test opens it meanwhile)."""
+    with devfuse_mode(0o600):
+        yield nobody
 
 
 def test_doctor_as_a_uid_that_cannot_open_dev_fuse_fails_and_names_the_fix(other_uid: OtherUid) -> None:
@@ -285,44 +291,34 @@ def test_mount_as_a_uid_that_cannot_open_dev_fuse_names_the_cause(other_uid: Oth
             _fusermount(str(mnt), "-uz")
 
 
-def test_an_ordinary_user_on_a_normal_host_is_told_a_mount_works_and_what_is_slower() -> None:
+def test_an_ordinary_user_on_a_normal_host_is_told_a_mount_works_and_what_is_slower(nobody: OtherUid) -> None:
     """/dev/fuse 0666 and a setuid fusermount3 (tests/installed.py's normal host), not root: the
     doctor passes, and the mount names the fast paths it runs without."""
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run commands as another uid")
-    inst = installed()
-    root = Path(tempfile.mkdtemp(prefix="artfs-doctor-", dir="/tmp"))
-    try:
-        root.chmod(0o755)
-        (root / "home").mkdir()
-        os.chown(root / "home", NOBODY, NOBODY)
-        user = OtherUid(inst, root / "home")
-        mnt = user.home / "mnt"
-        user.run("mkdir", str(mnt))
-        with normal_host():
-            p = user.run("artfs", "doctor", "--json")
-            by = {c["check"]: c for c in json.loads(p.stdout)}
-            well_formed(by, p.returncode)
-            assert p.returncode == 0, by
-            assert by["fuse-device"]["verdict"] == "ok"
-            via = by["mount-permission"]["detail"]
-            assert via.startswith("through ") and via.endswith("(setuid root)"), via
-            assert by["passthrough"]["verdict"] == "warn"  # no CAP_SYS_ADMIN (and a pip-installed pyfuse3)
-            try:
-                p = user.run("artfs", "mount", str(mnt))
-                assert p.returncode == 0, p.stderr
-                note = p.stderr.splitlines()
-                assert len(note) == 2 and note[0].startswith("created the store "), p.stderr
-                assert note[1].startswith("artfs: ") and "passthrough" in note[1] and " off: " in note[1]
-                listed = user.run("ls", "-A", str(mnt))  # root may not look in: no allow_other
-                assert listed.returncode == 0 and listed.stdout == "", listed.stderr
-                p = user.run("artfs", "umount", str(mnt))
-                assert p.returncode == 0, p.stderr
-            finally:
-                if is_mounted(mnt):
-                    _fusermount(str(mnt), "-uz")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    user = nobody
+    mnt = user.home / "mnt"
+    user.run("mkdir", str(mnt))
+    with normal_host():
+        p = user.run("artfs", "doctor", "--json")
+        by = {c["check"]: c for c in json.loads(p.stdout)}
+        well_formed(by, p.returncode)
+        assert p.returncode == 0, by
+        assert by["fuse-device"]["verdict"] == "ok"
+        via = by["mount-permission"]["detail"]
+        assert via.startswith("through ") and via.endswith("(setuid root)"), via
+        assert by["passthrough"]["verdict"] == "warn"  # no CAP_SYS_ADMIN (and a pip-installed pyfuse3)
+        try:
+            p = user.run("artfs", "mount", str(mnt))
+            assert p.returncode == 0, p.stderr
+            note = p.stderr.splitlines()
+            assert len(note) == 2 and note[0].startswith("created the store "), p.stderr
+            assert note[1].startswith("artfs: ") and "passthrough" in note[1] and " off: " in note[1]
+            listed = user.run("ls", "-A", str(mnt))  # root may not look in: no allow_other
+            assert listed.returncode == 0 and listed.stdout == "", listed.stderr
+            p = user.run("artfs", "umount", str(mnt))
+            assert p.returncode == 0, p.stderr
+        finally:
+            if is_mounted(mnt):
+                _fusermount(str(mnt), "-uz")
 
 
 # -- root without CAP_SYS_ADMIN (a container without it): not even fusermount3 can mount --------------

@@ -87,16 +87,16 @@ def walk_draft(d: Draft, store: Store, project: str = "p") -> dict[str, tuple]:
     out: dict[str, tuple] = {}
 
     def content(ino: int) -> bytes:
-        sp = d.staged_path(ino)
+        sp = d.namespace.staged_path(ino)
         if sp is not None:
             with open(sp, "rb") as f:
                 return f.read()
-        e = d.base_entry(ino)
+        e = d.namespace.base_entry(ino)
         with open(store.fetch_blob(project, e.digest), "rb") as f:
             return f.read()
 
     def walk(ino: int, prefix: str) -> None:
-        for name, a in d.readdir(ino):
+        for name, a in d.namespace.readdir(ino):
             path = prefix + name
             if a.kind == "dir":
                 out[path] = ("d",)
@@ -106,7 +106,7 @@ def walk_draft(d: Draft, store: Store, project: str = "p") -> dict[str, tuple]:
                 assert a.size == len(data), path
                 out[path] = ("f", data, a.executable)
             else:
-                out[path] = ("l", d.readlink(a.ino))
+                out[path] = ("l", d.namespace.readlink(a.ino))
 
     walk(ROOT, "")
     return out
@@ -128,14 +128,14 @@ def resolve(d: Draft, path: str) -> int:
     """Inode of ``path``, failing the way the kernel's path walk does (ENOENT / ENOTDIR)."""
     ino = ROOT
     for part in path.split("/"):
-        ino = d.lookup(ino, part).ino
+        ino = d.namespace.lookup(ino, part).ino
     return ino
 
 
 def parent_of(d: Draft, path: str) -> tuple[int, str]:
     head, _, name = path.rpartition("/")
     ino = resolve(d, head) if head else ROOT
-    if d.getattr(ino).kind != "dir":
+    if d.namespace.getattr(ino).kind != "dir":
         raise OSError(errno.ENOTDIR, "not a directory")
     return ino, name
 
@@ -233,7 +233,7 @@ class DraftVersusDirectory(RuleBasedStateMachine):
 
         def draft():
             parent, name = parent_of(self.draft, path)
-            self.draft.create(parent, name, mode)
+            self.draft.namespace.create(parent, name, mode)
 
         self.both(real, draft)
 
@@ -251,18 +251,18 @@ class DraftVersusDirectory(RuleBasedStateMachine):
 
         def draft():
             ino = resolve(self.draft, path)
-            if self.draft.getattr(ino).kind == "dir":
+            if self.draft.namespace.getattr(ino).kind == "dir":
                 raise OSError(errno.EISDIR, "is a directory")  # open(2) on a directory for writing
-            p = self.draft.open_for_write(ino, truncate=trunc)
+            p = self.draft.staging.open_for_write(ino, truncate=trunc)
             try:
                 fd = os.open(p, os.O_WRONLY)
                 try:
-                    with self.draft.writing(ino):
+                    with self.draft.staging.writing(ino):
                         os.pwrite(fd, data_, offset)
                 finally:
                     os.close(fd)
             finally:
-                self.draft.release(ino)
+                self.draft.staging.release(ino)
 
         self.both(real, draft)
 
@@ -270,7 +270,7 @@ class DraftVersusDirectory(RuleBasedStateMachine):
     def truncate(self, data, size):
         path = self.pick(data, "f")
         self.both(lambda: os.truncate(self.r(path), size),
-                  lambda: self.draft.truncate(resolve(self.draft, path), size))
+                  lambda: self.draft.staging.truncate(resolve(self.draft, path), size))
 
     @rule(data=st.data(), flags=st.sampled_from([0, 0, 0, RENAME_NOREPLACE, RENAME_EXCHANGE]))
     def rename(self, data, flags):
@@ -280,7 +280,7 @@ class DraftVersusDirectory(RuleBasedStateMachine):
         def draft():
             op, on = parent_of(self.draft, src)
             np, nn = parent_of(self.draft, dst)
-            self.draft.rename(op, on, np, nn, flags)
+            self.draft.namespace.rename(op, on, np, nn, flags)
 
         real = (lambda: os.rename(self.r(src), self.r(dst))) if not flags else (
             lambda: renameat2(self.r(src), self.r(dst), flags))
@@ -289,17 +289,17 @@ class DraftVersusDirectory(RuleBasedStateMachine):
     @rule(data=st.data())
     def unlink(self, data):
         path = self.pick(data)
-        self.both(lambda: os.unlink(self.r(path)), lambda: self.draft.unlink(*parent_of(self.draft, path)))
+        self.both(lambda: os.unlink(self.r(path)), lambda: self.draft.namespace.unlink(*parent_of(self.draft, path)))
 
     @rule(data=st.data())
     def mkdir(self, data):
         path = self.pick(data, "new")
-        self.both(lambda: os.mkdir(self.r(path)), lambda: self.draft.mkdir(*parent_of(self.draft, path)))
+        self.both(lambda: os.mkdir(self.r(path)), lambda: self.draft.namespace.mkdir(*parent_of(self.draft, path)))
 
     @rule(data=st.data())
     def rmdir(self, data):
         path = self.pick(data, "d")
-        self.both(lambda: os.rmdir(self.r(path)), lambda: self.draft.rmdir(*parent_of(self.draft, path)))
+        self.both(lambda: os.rmdir(self.r(path)), lambda: self.draft.namespace.rmdir(*parent_of(self.draft, path)))
 
     @rule(data=st.data(), exe=st.booleans())
     def chmod(self, data, exe):
@@ -307,7 +307,7 @@ class DraftVersusDirectory(RuleBasedStateMachine):
         if not os.path.isfile(self.r(path)):
             return
         mode = 0o755 if exe else 0o644
-        self.both(lambda: os.chmod(self.r(path), mode), lambda: self.draft.chmod(resolve(self.draft, path), mode))
+        self.both(lambda: os.chmod(self.r(path), mode), lambda: self.draft.namespace.chmod(resolve(self.draft, path), mode))
 
     @rule()
     def reopen(self):
@@ -339,7 +339,7 @@ class DraftVersusDirectory(RuleBasedStateMachine):
 
     @invariant()
     def staging_holds_only_staged_files(self):
-        staged = [r[0] for r in self.draft._q("SELECT fid FROM nodes WHERE fid IS NOT NULL")]
+        staged = [r[0] for r in self.draft.db.q("SELECT fid FROM nodes WHERE fid IS NOT NULL")]
         assert staged_files(self.draft) == sorted(staged)
 
 
@@ -367,25 +367,25 @@ def test_copy_up_only_on_write(env):
 
     d = drafts.open("p", "art", fetch=fetch)
     # reading the namespace, renaming, chmod and unlink never copy anything
-    assert sorted(n for n, _ in d.readdir(ROOT)) == ["a", "d", "x"]
-    d.rename(ROOT, "a", resolve(d, "d"), "a2")
-    d.chmod(resolve(d, "x"), 0o644)
-    d.unlink(resolve(d, "d"), "b")
-    d.truncate(resolve(d, "d/a2"), 5)  # same size: nothing to do
+    assert sorted(n for n, _ in d.namespace.readdir(ROOT)) == ["a", "d", "x"]
+    d.namespace.rename(ROOT, "a", resolve(d, "d"), "a2")
+    d.namespace.chmod(resolve(d, "x"), 0o644)
+    d.namespace.unlink(resolve(d, "d"), "b")
+    d.staging.truncate(resolve(d, "d/a2"), 5)  # same size: nothing to do
     assert staged_files(d) == [] and calls == []
     # O_TRUNC and truncate(0) need no copy of the old bytes
-    p = d.open_for_write(resolve(d, "x"), truncate=True)
-    d.release(resolve(d, "x"))
+    p = d.staging.open_for_write(resolve(d, "x"), truncate=True)
+    d.staging.release(resolve(d, "x"))
     assert os.path.getsize(p) == 0 and calls == []
-    d.truncate(resolve(d, "d/e/c"), 0)  # already empty: stays a base file
+    d.staging.truncate(resolve(d, "d/e/c"), 0)  # already empty: stays a base file
     assert len(staged_files(d)) == 1
     # a write copies the base bytes up first
     ino = resolve(d, "d/a2")
-    d.pwrite(ino, b"A", 0)
+    d.staging.pwrite(ino, b"A", 0)
     assert calls == ["d/a2"] and len(staged_files(d)) == 2
-    with open(d.staged_path(ino), "rb") as f:
+    with open(d.namespace.staged_path(ino), "rb") as f:
         assert f.read() == b"Alpha"
-    assert d.base_entry(resolve(d, "d/e/c")) is not None  # untouched base file: not staged
+    assert d.namespace.base_entry(resolve(d, "d/e/c")) is not None  # untouched base file: not staged
     st_ = d.status()
     assert sorted(st_.changed) == ["x"] and st_.added == ["d/a2"] and sorted(st_.removed) == ["a", "d/b"]
     r = d.commit(store, description="edited")
@@ -401,21 +401,21 @@ def test_equal_to_base_commits_nothing(env):
     log(store, BASE)
     d = drafts.open("p", "art")
     # the same bytes written again
-    d.pwrite(resolve(d, "a"), b"alpha", 0)
+    d.staging.pwrite(resolve(d, "a"), b"alpha", 0)
     assert len(staged_files(d)) == 1
     # a change reverted
     ino = resolve(d, "d/b")
-    d.truncate(ino, 3)
-    d.pwrite(ino, b"a" + b"beta" * 99, 3)
+    d.staging.truncate(ino, 3)
+    d.staging.pwrite(ino, b"a" + b"beta" * 99, 3)
     # renamed away and back, a file created and removed, exec bit off and on
-    d.rename(ROOT, "x", ROOT, "y")
-    d.rename(ROOT, "y", ROOT, "x")
-    d.chmod(resolve(d, "x"), 0o644)
-    d.chmod(resolve(d, "x"), 0o755)
-    d.unlink(ROOT, "a")
-    d.pwrite(d.create(ROOT, "a"), b"alpha", 0)
-    t = d.create(ROOT, "tmp")
-    d.unlink(ROOT, "t" + "mp")
+    d.namespace.rename(ROOT, "x", ROOT, "y")
+    d.namespace.rename(ROOT, "y", ROOT, "x")
+    d.namespace.chmod(resolve(d, "x"), 0o644)
+    d.namespace.chmod(resolve(d, "x"), 0o755)
+    d.namespace.unlink(ROOT, "a")
+    d.staging.pwrite(d.namespace.create(ROOT, "a"), b"alpha", 0)
+    t = d.namespace.create(ROOT, "tmp")
+    d.namespace.unlink(ROOT, "t" + "mp")
     assert not d.status().differs
     assert d.commit(store) is None
     assert store.versions("p", "art") == [0]
@@ -434,12 +434,12 @@ def walk_real_from(files):
 def test_new_artifact(env):
     store, drafts, _ = env
     d = drafts.open("p", "fresh")
-    assert d.base_version is None and d.readdir(ROOT) == []
+    assert d.base_version is None and d.namespace.readdir(ROOT) == []
     assert d.commit(store) is None  # nothing in it: no version
-    d.mkdir(ROOT, "empty")
+    d.namespace.mkdir(ROOT, "empty")
     assert d.commit(store) is None  # empty directories are not part of a version
-    sub = d.mkdir(ROOT, "m")
-    d.pwrite(d.create(sub, "w.bin", 0o755), b"weights", 0)
+    sub = d.namespace.mkdir(ROOT, "m")
+    d.staging.pwrite(d.namespace.create(sub, "w.bin", 0o755), b"weights", 0)
     d.set_type("model")
     d.set_description("first")
     d.set_metadata({"acc": 0.9})
@@ -451,7 +451,7 @@ def test_new_artifact(env):
     assert [(e.path, e.executable) for e in m.entries] == [("m/w.bin", True)]
     assert store.aliases("p", "fresh") == {"best": 0, "prod": 0, "latest": 0}
     assert d.pending() == {"description": None, "type": "model", "metadata": {}, "aliases": []}
-    assert sorted(n for n, _ in d.readdir(ROOT)) == ["empty", "m"]  # the draft keeps the empty dir
+    assert sorted(n for n, _ in d.namespace.readdir(ROOT)) == ["empty", "m"]  # the draft keeps the empty dir
 
 
 def test_errors(env):
@@ -466,44 +466,44 @@ def test_errors(env):
             fn(*args)
         assert e.value.errno == code, (fn.__name__, args, e.value)
 
-    err(errno.ENOENT, d.lookup, ROOT, "nope")
-    err(errno.ENOTDIR, d.lookup, a, "x")
-    err(errno.EEXIST, d.create, ROOT, "a")
-    err(errno.EEXIST, d.mkdir, ROOT, "d")
-    err(errno.EISDIR, d.unlink, ROOT, "d")
-    err(errno.ENOTDIR, d.rmdir, ROOT, "a")
-    err(errno.ENOTEMPTY, d.rmdir, ROOT, "d")
-    err(errno.EINVAL, d.rename, ROOT, "d", resolve(d, "d/e"), "d2")
-    err(errno.ENOTEMPTY, d.rename, resolve(d, "d/e"), "c", ROOT, "d")
-    err(errno.EISDIR, d.rename, ROOT, "a", ROOT, "d")
-    err(errno.ENOTDIR, d.rename, ROOT, "d", ROOT, "a")
-    err(errno.EEXIST, d.rename, ROOT, "a", ROOT, "x", RENAME_NOREPLACE)
-    err(errno.ENOENT, d.rename, ROOT, "a", ROOT, "zz", RENAME_EXCHANGE)
-    err(errno.EINVAL, d.rename, ROOT, "a", ROOT, "x", RENAME_NOREPLACE | RENAME_EXCHANGE)
-    err(errno.EISDIR, d.open_for_write, dd)
-    err(errno.EISDIR, d.truncate, dd, 0)
-    err(errno.EINVAL, d.truncate, a, -1)
-    err(errno.EINVAL, d.readlink, a)
-    err(errno.ENOENT, d.getattr, 99999)
+    err(errno.ENOENT, d.namespace.lookup, ROOT, "nope")
+    err(errno.ENOTDIR, d.namespace.lookup, a, "x")
+    err(errno.EEXIST, d.namespace.create, ROOT, "a")
+    err(errno.EEXIST, d.namespace.mkdir, ROOT, "d")
+    err(errno.EISDIR, d.namespace.unlink, ROOT, "d")
+    err(errno.ENOTDIR, d.namespace.rmdir, ROOT, "a")
+    err(errno.ENOTEMPTY, d.namespace.rmdir, ROOT, "d")
+    err(errno.EINVAL, d.namespace.rename, ROOT, "d", resolve(d, "d/e"), "d2")
+    err(errno.ENOTEMPTY, d.namespace.rename, resolve(d, "d/e"), "c", ROOT, "d")
+    err(errno.EISDIR, d.namespace.rename, ROOT, "a", ROOT, "d")
+    err(errno.ENOTDIR, d.namespace.rename, ROOT, "d", ROOT, "a")
+    err(errno.EEXIST, d.namespace.rename, ROOT, "a", ROOT, "x", RENAME_NOREPLACE)
+    err(errno.ENOENT, d.namespace.rename, ROOT, "a", ROOT, "zz", RENAME_EXCHANGE)
+    err(errno.EINVAL, d.namespace.rename, ROOT, "a", ROOT, "x", RENAME_NOREPLACE | RENAME_EXCHANGE)
+    err(errno.EISDIR, d.staging.open_for_write, dd)
+    err(errno.EISDIR, d.staging.truncate, dd, 0)
+    err(errno.EINVAL, d.staging.truncate, a, -1)
+    err(errno.EINVAL, d.namespace.readlink, a)
+    err(errno.ENOENT, d.namespace.getattr, 99999)
     for bad in ("", ".", "..", "a/b", "x\x00y", b"\xff"):
         with pytest.raises(InvalidPath):
-            d.create(ROOT, bad)
+            d.namespace.create(ROOT, bad)
         with pytest.raises(InvalidPath):
-            d.mkdir(ROOT, bad)
+            d.namespace.mkdir(ROOT, bad)
     # a component over NAME_MAX (255 bytes) is ENAMETOOLONG everywhere, as on a local disk
     long = "n" * 256
-    for fn, args in ((d.create, (ROOT, long)), (d.mkdir, (ROOT, long)), (d.symlink, (ROOT, long, "a")),
-                     (d.lookup, (ROOT, long)), (d.unlink, (ROOT, long)), (d.rmdir, (ROOT, long)),
-                     (d.rename, (ROOT, "a", ROOT, long)), (d.rename, (ROOT, long, ROOT, "zz"))):
+    for fn, args in ((d.namespace.create, (ROOT, long)), (d.namespace.mkdir, (ROOT, long)), (d.namespace.symlink, (ROOT, long, "a")),
+                     (d.namespace.lookup, (ROOT, long)), (d.namespace.unlink, (ROOT, long)), (d.namespace.rmdir, (ROOT, long)),
+                     (d.namespace.rename, (ROOT, "a", ROOT, long)), (d.namespace.rename, (ROOT, long, ROOT, "zz"))):
         err(errno.ENAMETOOLONG, fn, *args)
-    assert d.getattr(d.create(ROOT, "é" * 127)).kind == "file"  # 254 bytes: fine
+    assert d.namespace.getattr(d.namespace.create(ROOT, "é" * 127)).kind == "file"  # 254 bytes: fine
     with pytest.raises(InvalidPath):
-        d.rename(ROOT, "a", ROOT, "..")
-    err(errno.ENOENT, d.lookup, ROOT, "..")  # a name that cannot exist is simply not there
+        d.namespace.rename(ROOT, "a", ROOT, "..")
+    err(errno.ENOENT, d.namespace.lookup, ROOT, "..")  # a name that cannot exist is simply not there
     # exchange swaps a file and a directory
-    d.rename(ROOT, "a", ROOT, "d", RENAME_EXCHANGE)
-    assert d.lookup(ROOT, "a").kind == "dir" and d.lookup(ROOT, "d").ino == a
-    assert d.lookup(ROOT, "a").ino == dd
+    d.namespace.rename(ROOT, "a", ROOT, "d", RENAME_EXCHANGE)
+    assert d.namespace.lookup(ROOT, "a").kind == "dir" and d.namespace.lookup(ROOT, "d").ino == a
+    assert d.namespace.lookup(ROOT, "a").ino == dd
 
 
 def test_inodes_are_stable(env):
@@ -511,20 +511,20 @@ def test_inodes_are_stable(env):
     log(store, BASE)
     d = drafts.open("p", "art")
     a = resolve(d, "a")
-    d.rename(ROOT, "a", resolve(d, "d/e"), "moved")
+    d.namespace.rename(ROOT, "a", resolve(d, "d/e"), "moved")
     assert resolve(d, "d/e/moved") == a
-    n = d.create(ROOT, "new")
-    d.unlink(ROOT, "new")
-    n2 = d.create(ROOT, "new")
+    n = d.namespace.create(ROOT, "new")
+    d.namespace.unlink(ROOT, "new")
+    n2 = d.namespace.create(ROOT, "new")
     assert n2 > n  # never reused
     d.close()
     d = drafts.open("p", "art")
     assert resolve(d, "d/e/moved") == a and resolve(d, "new") == n2
-    attrs = d.readdir(ROOT)
+    attrs = d.namespace.readdir(ROOT)
     assert [a.ino for _, a in attrs] == sorted(a.ino for _, a in attrs)
     # readdir continues after a cookie even when entries before it went away
     first = attrs[0][1].ino
-    rest = d.readdir(ROOT, after=first)
+    rest = d.namespace.readdir(ROOT, after=first)
     assert [x for x, _ in rest] == [x for x, _ in attrs[1:]]
 
 
@@ -533,28 +533,28 @@ def test_symlinks(env):
     log(store, BASE)
     d = drafts.open("p", "art")
     dd = resolve(d, "d")
-    d.symlink(ROOT, "la", "a")
-    d.symlink(dd, "up", "../x")
-    d.symlink(ROOT, "ld", "d/e")
-    assert d.readlink(resolve(d, "la")) == "a" and d.getattr(resolve(d, "la")).size == 1
+    d.namespace.symlink(ROOT, "la", "a")
+    d.namespace.symlink(dd, "up", "../x")
+    d.namespace.symlink(ROOT, "ld", "d/e")
+    assert d.namespace.readlink(resolve(d, "la")) == "a" and d.namespace.getattr(resolve(d, "la")).size == 1
     st_ = d.status()
     assert sorted(st_.added) == ["d/up", "la", "ld/c"] and not st_.problems
     for name, target in [("abs", "/etc/passwd"), ("out", "../../x"), ("dangling", "nope"), ("loop", "."),
                          ("self", "self")]:
-        d.symlink(ROOT, name, target)
+        d.namespace.symlink(ROOT, name, target)
     st_ = d.status()
     assert len(st_.problems) == 5, st_.problems
     with pytest.raises(InvalidPath, match="absolute.*|.*replace these symlinks"):
         d.commit(store)
     assert store.versions("p", "art") == [0]
     for name in ("abs", "out", "dangling", "loop", "self"):
-        d.unlink(ROOT, name)
+        d.namespace.unlink(ROOT, name)
     r = d.commit(store)
     got = read_version(store, "p", "art", r.version)
     assert got["la"] == got["a"] and got["d/up"] == got["x"] == (b"#!/bin/sh\n", True)
     assert got["ld/c"] == (b"", False)
     # the draft keeps its symlinks, and is equal to the version it made
-    assert d.readlink(resolve(d, "la")) == "a" and not d.status().differs
+    assert d.namespace.readlink(resolve(d, "la")) == "a" and not d.status().differs
     assert d.commit(store) is None
 
 
@@ -574,18 +574,18 @@ def test_status_reports_written_files(env):
     store, drafts, _ = env
     log(store, BASE)
     d = drafts.open("p", "art")
-    d.pwrite(d.create(ROOT, "new"), b"12345", 0)
-    d.pwrite(resolve(d, "a"), b"ALPHA", 0)
-    d.unlink(resolve(d, "d"), "b")
+    d.staging.pwrite(d.namespace.create(ROOT, "new"), b"12345", 0)
+    d.staging.pwrite(resolve(d, "a"), b"ALPHA", 0)
+    d.namespace.unlink(resolve(d, "d"), "b")
     st_ = d.status()
     assert (st_.added, st_.changed, st_.removed) == (["new"], ["a"], ["d/b"])
     assert (st_.added_bytes, st_.changed_bytes, st_.removed_bytes) == (5, 5, 400)
     assert "1 added" in st_.summary() and json.dumps(st_.to_json())
     # mtime/size unchanged but a write was announced: the cached digest is not trusted
     ino = resolve(d, "new")
-    p = d.staged_path(ino)
+    p = d.namespace.staged_path(ino)
     mt = os.stat(p).st_mtime_ns
-    d.mark_modified(ino)
+    d.staging.mark_modified(ino)
     with open(p, "r+b") as f:
         f.write(b"54321")
     os.utime(p, ns=(mt, mt))
@@ -599,8 +599,8 @@ def test_refresh_moves_a_clean_draft_to_latest(env):
     d.close()
     log(store, {"only": b"v1"})
     d = drafts.open("p", "art")
-    assert d.base_version == 1 and [n for n, _ in d.readdir(ROOT)] == ["only"]
-    d.pwrite(resolve(d, "only"), b"!", 2)
+    assert d.base_version == 1 and [n for n, _ in d.namespace.readdir(ROOT)] == ["only"]
+    d.staging.pwrite(resolve(d, "only"), b"!", 2)
     d.close()
     log(store, {"other": b"v2"})
     d = drafts.open("p", "art")  # dirty: it keeps its base; the commit records what the user made
@@ -615,7 +615,7 @@ def test_two_drafts_commit_at_once(env, tmp_path):
     drafts = [Drafts(make_store(tmp), root=str(tmp_path / f"staging{i}")) for i in range(2)]
     ds = [dr.open("p", "art") for dr in drafts]
     for i, d in enumerate(ds):
-        d.pwrite(d.create(ROOT, f"mine{i}"), b"x" * (i + 1), 0)
+        d.staging.pwrite(d.namespace.create(ROOT, f"mine{i}"), b"x" * (i + 1), 0)
     barrier = threading.Barrier(2)
     results: list = [None, None]
 
@@ -639,8 +639,8 @@ def test_writes_during_commits(env):
     store, drafts, _ = env
     log(store, BASE)
     d = drafts.open("p", "art")
-    ino = d.create(ROOT, "hot")
-    path = d.open_for_write(ino)  # held open for the whole test, like a FUSE write handle
+    ino = d.namespace.create(ROOT, "hot")
+    path = d.staging.open_for_write(ino)  # held open for the whole test, like a FUSE write handle
     fd = os.open(path, os.O_WRONLY)
     stop = threading.Event()
     written = [0]
@@ -649,7 +649,7 @@ def test_writes_during_commits(env):
         i = 0
         while not stop.is_set():
             i += 1
-            with d.writing(ino):
+            with d.staging.writing(ino):
                 os.pwrite(fd, os.urandom(4096) * (1 + i % 64), (i % 7) * 1000)
             written[0] += 1
 
@@ -657,11 +657,11 @@ def test_writes_during_commits(env):
         i = 0
         while not stop.is_set():
             i += 1
-            n = d.create(ROOT, f"tmp{i}")
-            d.pwrite(n, b"%d" % i, 0)
-            d.rename(ROOT, f"tmp{i}", resolve(d, "d"), f"t{i}")
+            n = d.namespace.create(ROOT, f"tmp{i}")
+            d.staging.pwrite(n, b"%d" % i, 0)
+            d.namespace.rename(ROOT, f"tmp{i}", resolve(d, "d"), f"t{i}")
             if i % 3:
-                d.unlink(resolve(d, "d"), f"t{i}")
+                d.namespace.unlink(resolve(d, "d"), f"t{i}")
 
     threads = [threading.Thread(target=writer), threading.Thread(target=namespace)]
     for t in threads:
@@ -681,17 +681,17 @@ def test_writes_during_commits(env):
     assert written[0] > 0
     for n in versions:
         read_version(store, "p", "art", n)  # every blob verified against its digest on the way
-    assert d.staged_path(ino) == path  # still open for writing: it stayed staged
-    d.release(ino)
+    assert d.namespace.staged_path(ino) == path  # still open for writing: it stayed staged
+    d.staging.release(ino)
     d.commit(store)
-    assert d.staged_path(ino) is None and not d.dirty
+    assert d.namespace.staged_path(ino) is None and not d.dirty
 
 
 def test_store_down_local(env, tmp_path):
     store, drafts, tmp = env
     log(store, BASE)
     d = drafts.open("p", "art")
-    d.pwrite(d.create(ROOT, "precious"), b"do not lose me", 0)
+    d.staging.pwrite(d.namespace.create(ROOT, "precious"), b"do not lose me", 0)
     before = walk_draft(d, store)
     root = str(tmp_path / "store")
     os.rename(root, root + ".away")
@@ -715,7 +715,7 @@ def test_store_down_s3(s3_url, tmp_path):
     log(store, BASE)
     drafts = Drafts(store, root=str(tmp_path / "staging"))
     d = drafts.open("p", "art")
-    d.pwrite(d.create(ROOT, "precious"), b"do not lose me", 0)
+    d.staging.pwrite(d.namespace.create(ROOT, "precious"), b"do not lose me", 0)
     dead = Store(backend=S3Backend(s3_url, endpoint_url=f"http://127.0.0.1:{free_port()}", timeout=1), cache=cache)
     assert dead.id == store.id
     t = time.monotonic()
@@ -740,29 +740,29 @@ CHILD = textwrap.dedent("""
     d = Drafts(store, root=os.path.join(tmp, "staging")).open("p", "art")
 
     def write(ino, data, off=0, trunc=False):
-        p = d.open_for_write(ino, truncate=trunc)
+        p = d.staging.open_for_write(ino, truncate=trunc)
         fd = os.open(p, os.O_WRONLY)
-        with d.writing(ino):
+        with d.staging.writing(ino):
             os.pwrite(fd, data, off)
         os.close(fd)
-        d.release(ino)
+        d.staging.release(ino)
 
     if what == "edit":
         for i in range(20):
-            write(d.create(ROOT, f"f{i:02d}"), os.urandom(1000) * (i + 1) if i % 2 else b"file %d" % i)
-        write(d.lookup(ROOT, "a").ino, b"ALPHA")
-        d.rename(ROOT, "x", d.lookup(ROOT, "d").ino, "x-moved")
-        d.unlink(d.lookup(ROOT, "d").ino, "b")
-        d.mkdir(ROOT, "newdir")
+            write(d.namespace.create(ROOT, f"f{i:02d}"), os.urandom(1000) * (i + 1) if i % 2 else b"file %d" % i)
+        write(d.namespace.lookup(ROOT, "a").ino, b"ALPHA")
+        d.namespace.rename(ROOT, "x", d.namespace.lookup(ROOT, "d").ino, "x-moved")
+        d.namespace.unlink(d.namespace.lookup(ROOT, "d").ino, "b")
+        d.namespace.mkdir(ROOT, "newdir")
         # a file still open for writing when the process dies: what was written survives too
-        ino = d.create(ROOT, "open-at-crash")
-        fd = os.open(d.open_for_write(ino), os.O_WRONLY)
-        with d.writing(ino):
+        ino = d.namespace.create(ROOT, "open-at-crash")
+        fd = os.open(d.staging.open_for_write(ino), os.O_WRONLY)
+        with d.staging.writing(ino):
             os.pwrite(fd, b"written, never closed", 0)
         print("ready", flush=True)
         time.sleep(600)
     elif what == "commit":
-        write(d.create(ROOT, sys.argv[3]), sys.argv[3].encode())
+        write(d.namespace.create(ROOT, sys.argv[3]), sys.argv[3].encode())
         d.commit(store, description="from the child")
         print("committed", flush=True)
 """)
@@ -858,7 +858,7 @@ def test_sigkill_after_store_commit_then_more_edits(env):
     drafts.open("p", "art").close()
     kill(run_child(tmp, "commit", "one", pause="after-store-commit"))
     d = drafts.open("p", "art")
-    d.pwrite(d.create(ROOT, "two"), b"two", 0)  # changed after the crash: a second, real version
+    d.staging.pwrite(d.namespace.create(ROOT, "two"), b"two", 0)  # changed after the crash: a second, real version
     r = d.commit(store)
     assert (r.version, r.created) == (2, True)
     assert store.versions("p", "art") == [0, 1, 2]
@@ -883,8 +883,8 @@ def test_large_base_is_materialised_quickly(env):
                      artifact="big", base=m)
     took = time.monotonic() - t
     assert took < 10, took
-    assert len(d.readdir(resolve(d, "d049"))) == 1000
-    assert d.base_entry(resolve(d, "d049/f049999.png")).digest == entries[-1].digest
+    assert len(d.namespace.readdir(resolve(d, "d049"))) == 1000
+    assert d.namespace.base_entry(resolve(d, "d049/f049999.png")).digest == entries[-1].digest
     assert not d.status(hash=False).differs
     d.close()
 
@@ -915,8 +915,8 @@ def test_cli_status_and_commit(env, cli, tmp_path):
     log(store, BASE)
     assert cli("status") == (0, "no drafts with changes to commit\n", "")
     d = drafts.open("p", "art")
-    d.pwrite(d.create(ROOT, "new"), b"12345", 0)
-    d.unlink(ROOT, "a")
+    d.staging.pwrite(d.namespace.create(ROOT, "new"), b"12345", 0)
+    d.namespace.unlink(ROOT, "a")
     d.set_description("from the draft")
     d.close()
     code, out, _ = cli("status")
@@ -946,7 +946,7 @@ def test_cli_commit_refuses_a_draft_a_mount_holds(env, cli):
     store, drafts, _ = env
     log(store, BASE)
     d = drafts.open("p", "art", owner={"what": "artfs mount", "mountpoint": "/mnt/x"})
-    d.pwrite(d.create(ROOT, "new"), b"1", 0)
+    d.staging.pwrite(d.namespace.create(ROOT, "new"), b"1", 0)
     code, _, err = cli("commit", "p/art")
     assert code == 8
     assert "held by the mount at /mnt/x" in err and "artfs commit /mnt/x/p/art/draft" in err
@@ -960,7 +960,7 @@ def test_cli_commit_by_draft_path_when_not_mounted(env, cli, tmp_path):
     store, drafts, _ = env
     log(store, BASE)
     d = drafts.open("p", "art")
-    d.pwrite(d.create(ROOT, "new"), b"1", 0)
+    d.staging.pwrite(d.namespace.create(ROOT, "new"), b"1", 0)
     d.close()
     code, out, err = cli("commit", str(tmp_path / "mnt" / "p" / "art" / "draft"))
     assert code == 0, err

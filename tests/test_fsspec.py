@@ -458,3 +458,73 @@ def test_a_transaction_killed_half_way_leaves_no_version_and_its_leftovers_go(wo
         assert len(os.listdir(staged)) == 1  # only this transaction's own
     assert os.listdir(staged) == []
     assert "half.txt" not in {e.path for e in store.manifest("cycling", "bike-dataset", 1).entries}
+
+
+def test_the_workers_of_a_job_write_its_record_and_edge_once_and_load_no_boto3(
+        s3_url: str, s3_server: str, tmp_path: Path) -> None:
+    """Four worker processes of one job (``multiprocessing`` spawned: one process group, fresh
+    interpreters) open files of one version through a warm cache: the run's record and the edge's
+    two sides are written once, by whichever worker came first, and the record finished by it at
+    its exit with the input its marks list: four plain signed PUTs in all and no other request;
+    no worker loads boto3 or botocore, and ``used_by`` lists the job's run, finished."""
+    from faultproxy import FaultProxy
+
+    store = Store(s3_url, cache=Cache(str(tmp_path / "writer-cache")))
+    log(store, tmp_path, FILES)
+    warm = new_fs(s3_url, tmp_path, lineage=False)
+    paths = [f"cycling/bike-dataset/v0/{p}" for p in sorted(FILES)]
+    for p in paths:
+        warm.cat_file(p)  # the cache complete: blobs and manifest
+    code = ("import multiprocessing, sys\n"
+            "def work(path):\n"
+            "    import fsspec\n"
+            f"    fs = fsspec.filesystem('artfs', store={s3_url!r}, cache_dir={str(tmp_path / 'cache')!r})\n"
+            "    fs.cat_file(path)\n"
+            "    return sorted(m for m in ('boto3', 'botocore') if m in sys.modules)\n"
+            "if __name__ == '__main__':\n"
+            "    pool = multiprocessing.get_context('spawn').Pool(4)\n"
+            "    print(pool.map(work, sys.argv[1:], chunksize=1))\n"
+            "    pool.close()\n"
+            "    pool.join()  # the workers exit as they do at the end of an epoch: their exit handlers run\n")
+    with FaultProxy(s3_server, seed=25) as proxy:
+        env = {k: v for k, v in os.environ.items() if k not in ("ARTFS_RUN_ID", "ARTFS_CACHE_DIR")}
+        env.update(ARTFS_S3_ENDPOINT=proxy.url, HOME=str(tmp_path / "home"))
+        (tmp_path / "job.py").write_text(code)  # a file: spawned workers import their function from it
+        p = subprocess.run([sys.executable, str(tmp_path / "job.py"), *paths[:4]], env=env, capture_output=True,
+                           text=True, timeout=120, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip() == str([[]] * 4)
+        assert [(s.method, s.action) for s in proxy.log] == [("PUT", "pass")] * 4
+        puts = [s.target.split("/store/", 1)[1] for s in proxy.log]
+    [run] = Store(s3_url, cache=Cache(str(tmp_path / "reader-cache"))).artifact("cycling/bike-dataset:v0").used_by()
+    assert puts == [f"cycling/runs/{run.id}/run.json", f"cycling/runs/{run.id}/used/cycling/bike-dataset/0",
+                    f"cycling/lineage/used/bike-dataset/0/cycling/{run.id}", f"cycling/runs/{run.id}/run.json"]
+    assert (run.project, run.state, run.record.inputs) == ("cycling", "finished", ["cycling/bike-dataset:v0"])
+
+
+def test_a_runs_lock_held_too_long_is_written_beside_and_old_boots_marks_go(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process of the run that holds its lock (hung on a store that does not answer) delays the
+    others' first open by ``LOCK_WAIT`` at most: they then write beside it. A mark, once made, spares
+    the next write; marks of an earlier boot are removed when this boot's directory is made."""
+    import fcntl
+
+    from artfs._fsspec import lineage
+
+    store = Store(str(tmp_path / "store"), cache=Cache(str(tmp_path / "cache")))
+    old = tmp_path / "cache" / "edges" / "earlier-boot" / "s" / "cycling" / "r0"
+    old.mkdir(parents=True)
+    monkeypatch.setattr(lineage, "LOCK_WAIT", 0.05)
+    where = lineage._marks(store, "cycling", "run1")
+    assert where is not None and not old.exists() and os.path.isdir(where)
+    held = os.open(os.path.join(where, "lock"), os.O_RDWR | os.O_CREAT)  # its own open file: a lock of its own
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        calls: list[int] = []
+        assert lineage._once(store, "cycling", "run1", "used,cycling,a,0", lambda: calls.append(1)) is True
+        assert calls == [1]
+    finally:
+        os.close(held)
+    assert lineage._once(store, "cycling", "run1", "used,cycling,a,0", lambda: calls.append(2)) is False
+    assert calls == [1]
+    assert lineage._marked(store, "cycling", "run1") == {"used": ["cycling/a:v0"]}

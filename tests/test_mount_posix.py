@@ -376,7 +376,7 @@ def test_a_draft_of_schema_1_is_migrated(world: World) -> None:
     con.commit()
     con.close()
     with Draft.open(str(db.parent), readonly=True) as old:  # a look (artfs status) needs no migration
-        a = old.getattr(old.resolve("old"))
+        a = old.namespace.getattr(old.namespace.resolve("old"))
         assert a.uid is None and a.ctime_ns is None and a.mtime_ns == 5 * 10**18 and a.nlink == 2
     with world.mount() as m:
         d = m.path("proj", "data", "draft")

@@ -231,6 +231,157 @@ def test_commit_whose_manifest_answer_is_lost_makes_one_version(proxy, bucket, t
 
 
 # --------------------------------------------------------------------------------------------
+# lineage's small PUTs: one plain signed PUT, botocore's path for anything else (same budget)
+# --------------------------------------------------------------------------------------------
+
+def test_a_small_put_needs_no_boto3_and_is_what_botocore_reads(proxy, bucket):
+    """``put_small`` (lineage's edges and run records) in a fresh process: the object is stored
+    with its bytes (a key that needs quoting too), a taken key is AlreadyExists for an exclusive
+    create, and neither boto3 nor botocore is imported for a successful one."""
+    code = ("import sys; from artfs.backends.s3 import S3Backend\n"
+            f"b = S3Backend('s3://{bucket}/store', endpoint_url={proxy.url!r}, timeout=10)\n"
+            "b.put_small('p/runs/r 1+x~/used/p/a/0', b'{}')\n"
+            "b.put_small('p/runs/r1/run.json', b'{\"id\": 1}', exclusive=True)\n"
+            "print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules), b.counter['put'])\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["[]", "2"]
+    assert [(s.method, s.action) for s in proxy.log] == [("PUT", "pass"), ("PUT", "pass")]
+    b = through(proxy, bucket, timeout=10)
+    assert b.get("p/runs/r 1+x~/used/p/a/0") == b"{}" and b.get("p/runs/r1/run.json") == b'{"id": 1}'
+    with pytest.raises(AlreadyExists):  # moto answers 412; botocore's path says so in artfs's terms
+        b.put_small("p/runs/r1/run.json", b"another", exclusive=True)
+    assert b.get("p/runs/r1/run.json") == b'{"id": 1}'
+
+
+def test_a_small_put_that_fails_is_finished_by_botocore_within_the_budget(proxy, bucket):
+    """A 503, a reset or a stall of the plain PUT: botocore's path stores the object within the
+    same budget (a stall waits one attempt's timeout, a third of the budget, as botocore's would)."""
+    b = through(proxy, bucket, timeout=6)
+    for action in ("error", "reset", "stall"):
+        proxy.clear()
+        proxy.configure(script={proxy.requests + 1: action})
+        b.put_small(f"edge-{action}", action.encode())
+        assert actions(proxy)[-2:] == [action, "pass"], actions(proxy)
+        assert b.get(f"edge-{action}") == action.encode()
+    proxy.release()
+
+
+def test_a_small_put_refused_for_its_shape_leaves_it_to_botocore(proxy, bucket):
+    """A 403 (a signature the server does not take, say) of the plain PUT: botocore's path writes
+    (its own answer decides: here the proxy let it through), and the plain path is off for the store."""
+    b = through(proxy, bucket, timeout=6)
+    proxy.configure(script={1: "error"}, status=403)
+    b.put_small("edge", b"{}")
+    assert actions(proxy) == ["error", "pass"] and b.get("edge") == b"{}"
+    assert b._writer is False  # botocore's path alone from now on
+
+
+def test_a_small_put_gives_up_within_the_budget(proxy, bucket):
+    """503s, resets or stalls forever, or a refused connection: StoreUnavailable within the
+    budget (the plain attempt's time counts against it), never a hang."""
+    budget = 4.0
+    b = through(proxy, bucket, timeout=budget)
+    for mode in ("error_from", "reset_from", "stall_from"):
+        proxy.clear()
+        proxy.configure(**{mode: proxy.requests + 1})
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            b.put_small("k", b"data")
+        assert time.monotonic() - start <= budget + 2.0, mode
+        assert len(actions(proxy)) >= 2, (mode, actions(proxy))  # the plain PUT and botocore's retries
+    proxy.clear()
+    proxy.release()
+    proxy.refuse()
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        b.put_small("k", b"data")
+    assert time.monotonic() - start <= budget + 2.0
+    proxy.accept()
+
+
+def test_a_small_exclusive_create_whose_answer_is_lost_is_a_success(proxy, bucket):
+    """The plain PUT reached the server and its answer was reset: botocore's create then finds the
+    key taken and reads it back: ours, so a success (a run record is never taken for another's)."""
+    b = through(proxy, bucket, timeout=10)
+    proxy.configure(script={1: "reset"})
+    b.put_small("run.json", b"mine", exclusive=True)
+    assert [(s.method, s.action) for s in proxy.log] == [("PUT", "reset"), ("PUT", "pass"), ("GET", "pass")]
+    assert b.get("run.json") == b"mine"
+
+
+def test_the_small_put_stands_aside_where_only_botocore_can_tell(tmp_path, monkeypatch):
+    """Set up from the environment alone where that says what botocore would do (the endpoint and
+    its addressing, AWS S3 in the environment's region, the environment's credentials); else
+    None, and botocore writes: no credentials there, a proxy, a configuration file naming an
+    endpoint or a region botocore would read."""
+    from artfs.backends._s3direct import direct_put_for
+
+    for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN", "ARTFS_S3_ADDRESSING_STYLE",
+              "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKID")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+
+    def where(bucket="bkt", endpoint=None, unsigned=False):
+        d = direct_put_for(bucket=bucket, endpoint_url=endpoint, unsigned=unsigned, attempt_timeout=5.0)
+        return None if d is None else (d.scheme, d.host, d.path, d.region, d.creds)
+
+    assert where() == ("https", "bkt.s3.eu-west-3.amazonaws.com", "/", "eu-west-3", ("AKID", "secret", None))
+    assert where("my.dotted.bucket")[1:3] == ("s3.eu-west-3.amazonaws.com", "/my.dotted.bucket/")
+    assert where(endpoint="http://127.0.0.1:9000")[:3] == ("http", "127.0.0.1:9000", "/bkt/")
+    monkeypatch.setenv("ARTFS_S3_ADDRESSING_STYLE", "virtual")
+    assert where(endpoint="https://minio.lan")[1:3] == ("bkt.minio.lan", "/")
+    monkeypatch.delenv("ARTFS_S3_ADDRESSING_STYLE")
+    assert where(unsigned=True)[4] is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert where() is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    (tmp_path / "config").write_text("[default]\nendpoint_url = http://elsewhere:9000\n")
+    assert where() is None
+    (tmp_path / "config").write_text("[default]\nregion = eu-west-1\n")
+    assert where() is not None  # the environment's region is botocore's too
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    assert where() is None  # the profile's region: botocore reads it
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    (tmp_path / "config").unlink()
+    assert where(endpoint="http://127.0.0.1:9000") is None  # credentials from files or roles: botocore's chain
+
+
+@pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzEB0aDAbc/def+ghi="])
+def test_the_small_puts_signature_is_botocores(token):
+    """The plain PUT's SigV4 headers are exactly those botocore's S3 signer computes for the same
+    request (the body's SHA-256 signed), path-style and virtual-hosted."""
+    import datetime
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from botocore.utils import percent_encode
+
+    from artfs.backends._s3direct import _DirectPut
+
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    for scheme, host, path, region in [("http", "127.0.0.1:9000", "/bkt/", "us-east-1"),
+                                       ("https", "bkt.s3.eu-west-3.amazonaws.com", "/", "eu-west-3")]:
+        d = _DirectPut(scheme, host, path, (creds.access_key, creds.secret_key, token), region, 5.0)
+        for key, body in [("pre/runs/r1/used/p/a/3", b"{}"), ("pre/a b/+c~%", b'{"role": "logger"}')]:
+            quoted = path + percent_encode(key, safe="/~")
+            req = AWSRequest(method="PUT", url=f"{scheme}://{host}{quoted}", data=body)
+            req.context["payload_signing_enabled"] = True
+            S3SigV4Auth(creds, "s3", region).add_auth(req)
+            theirs = {k.lower(): req.headers[k] for k in ("Authorization", "X-Amz-Date", "X-Amz-Content-SHA256")}
+            if token:
+                theirs["x-amz-security-token"] = req.headers["X-Amz-Security-Token"]
+            when = datetime.datetime.strptime(theirs["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(
+                tzinfo=datetime.timezone.utc).timestamp()  # the same second as botocore's signature
+            mine = {k.lower(): v for k, v in d.headers("PUT", quoted, body, when).items()}
+            assert mine == theirs
+
+
+# --------------------------------------------------------------------------------------------
 # item 3: a stalled multipart upload
 # --------------------------------------------------------------------------------------------
 

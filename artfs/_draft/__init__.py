@@ -6,15 +6,22 @@ nothing for a new artifact). This package owns its on-disk state and every opera
 has no FUSE dependency: the daemon is a thin adapter over :class:`Draft`, and ``artfs commit``
 commits a draft when no daemon runs. Everything other modules use is imported from here.
 
-:class:`Draft` is one object built from layers, each a module that knows only those below it:
+:class:`Draft` holds its parts (one object each, all over the same :class:`DraftDB`), each a
+module that knows only those above it in this list:
 
-    schema.py     DraftDB: draft.db's tables, columns and states, schema migration, transactions,
-                  the reserve for a full disk, the sweep of unreferenced staged files
-    namespace.py  Namespace: lookup/readdir/mkdir/rename/... (POSIX rules, errnos), Attr
-    staging.py    Staging: staged files (copy-up, the write gate, truncate, fsync)
-    snapshot.py   Snapshot: what the draft holds, symlinks resolved; status and DraftStatus
-    commit.py     Commit: the exactly-once commit, step by step, and what a crash at each leaves
-    draft.py      Draft: opening (lock, owner), creating, discarding; the next version's description
+    schema.py     DraftDB (``draft.db``): draft.db's tables, columns and states, schema migration,
+                  transactions, the reserve for a full disk, the sweep of unreferenced staged files
+    namespace.py  Namespace (``draft.namespace``): lookup/readdir/mkdir/rename/... (POSIX rules,
+                  errnos), Attr
+    staging.py    Staging (``draft.staging``): staged files (copy-up, the write gate, truncate, fsync)
+    snapshot.py   Snapshot (``draft.snapshot``): what the draft holds, symlinks resolved; status
+                  and DraftStatus
+    commit.py     Commit (``draft.commits``): the exactly-once commit, step by step, and what a
+                  crash at each leaves; a draft as a part of a group; the rebase of a clean draft
+    draft.py      Draft: opening (lock, owner), creating, discarding; the next version's
+                  description; ``commit``; and :func:`commit_draft`, the one commit every caller
+                  that reports one uses (the mount's ``user.artfs.commit``, its unmount,
+                  ``artfs commit``), with its typed result :class:`artfs._umount.DraftCommit`
     drafts.py     Drafts, DraftRef, list_drafts: the drafts of a store in a staging directory
 
 Layout (never in the cache: a draft is user data)::
@@ -38,24 +45,26 @@ commit finishes it exactly once in :mod:`artfs._draft.commit`; the lock and the 
 
 What the FUSE adapter does (draft inodes are per draft; map them into the daemon's inode space)
     lookup/getattr/readdir/mkdir/rmdir/unlink/rename/symlink/readlink/chmod/utimens/statfs:
-        call the method of the same name; ``readdir(ino, after=cookie)`` pages by inode number.
-    create: ``create()`` then ``open_for_write(ino)``; open for writing:
-        ``open_for_write(ino, truncate=O_TRUNC)``; keep an fd on the returned path;
-        ``release(ino)`` when the handle is released (a file with an open write handle stays
-        staged across a commit, so its fd stays valid).
-    write: ``with draft.writing(ino): os.pwrite(fd, data, offset)``.
-    read: staged -> ``staged_path(ino)``; base -> ``base_entry(ino)`` (digest/reference) through
-        the cache, like a version's file.
-    setattr size: ``truncate(ino, size)``; fsync/fsyncdir: ``fsync(ino, datasync)``.
+        call the method of the same name of ``draft.namespace``; ``readdir(ino, after=cookie)``
+        pages by inode number.
+    create: ``namespace.create()`` then ``staging.open_for_write(ino)``; open for writing:
+        ``staging.open_for_write(ino, truncate=O_TRUNC)``; keep an fd on the returned path;
+        ``staging.release(ino)`` when the handle is released (a file with an open write handle
+        stays staged across a commit, so its fd stays valid).
+    write: ``with draft.staging.writing(ino): os.pwrite(fd, data, offset)``.
+    read: staged -> ``namespace.staged_path(ino)``; base -> ``namespace.base_entry(ino)``
+        (digest/reference) through the cache, like a version's file.
+    setattr size: ``staging.truncate(ino, size)``; fsync/fsyncdir: ``staging.fsync(ino, datasync)``.
     errors: OSError carries the errno to pass on; InvalidPath (a name a version cannot hold)
         -> EINVAL; DraftBusy only at open. Hard links are not supported (EPERM).
     xattrs user.artfs.description/type/metadata/aliases on draft/: ``set_description`` etc.
-    unmount: ``commit(store)``; on error log it and keep the draft (``artfs commit`` later).
+    commit (a request, unmount): ``commit_draft(draft, store, name=...)``; on error log it and
+        keep the draft (``artfs commit`` later).
 """
 
 from __future__ import annotations
 
-from .draft import Draft, DraftBusy
+from .draft import Draft, DraftBusy, commit_draft
 from .drafts import DraftRef, Drafts, default_staging_root, list_drafts, store_fetch
 from .namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Attr
 from .schema import ROOT, Fetch, read_owner
@@ -63,6 +72,6 @@ from .snapshot import DraftStatus
 
 __all__ = [
     "Attr", "Draft", "DraftBusy", "DraftRef", "DraftStatus", "Drafts", "Fetch", "RENAME_EXCHANGE",
-    "RENAME_NOREPLACE", "ROOT", "default_staging_root", "list_drafts", "read_owner",
+    "RENAME_NOREPLACE", "ROOT", "commit_draft", "default_staging_root", "list_drafts", "read_owner",
     "store_fetch",
 ]

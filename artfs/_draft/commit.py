@@ -1,7 +1,8 @@
 """The exactly-once commit of a draft: its steps, what a crash at each leaves, and how the next
 commit finishes it.
 
-Each step is a method of :class:`Commit`, so that what a step does, and where a crash can fall
+Each step is a method of :class:`Commit` (the part a :class:`artfs._draft.Draft` holds as
+``commits``; :meth:`Draft.commit` calls it; the sweep is its :class:`DraftDB`'s), so that what a step does, and where a crash can fall
 between two of them, can be read (and tested: ``tests/crashpoints.py`` stops a process at these
 boundaries) one by one::
 
@@ -16,7 +17,7 @@ boundaries) one by one::
                         carrying commit_id
     4 _reset_to_version base := the new version, staged files become base nodes, commit_id :=
                         NULL, description/metadata/aliases cleared          (one transaction)
-    5 _sweep            delete the staged files no node references any more
+    5 DraftDB.sweep     delete the staged files no node references any more
 
 What a crash (SIGKILL) at each point leaves, and how it is recovered
     before 2        a dirty draft, maybe with digests cached: commit again.
@@ -41,8 +42,8 @@ hashed are the bytes uploaded); the lock only to read the namespace (step 0) and
 results, so lookups, reads, even creating or renaming files are answered meanwhile. What changes
 meanwhile goes to the next version: the commit counts changes (``_gen``), and if any happened the
 draft stays dirty after it; a staged file becomes a base node only if the new version holds its
-bytes. A staged file unlinked during a commit is deleted after it (``_committing``: the upload
-reads it).
+bytes. A staged file unlinked during a commit is deleted after it (``DraftDB.committing``: the
+upload reads it).
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .._digest import digest_file
-from .._distributed import upsert_draft
+from .._distributed import upsert
 from .._errors import ArtfsError, InvalidPath, StoreUnavailable
 from .._manifest import Entry, Manifest, check_entries, version_digest
 from .._names import check_alias
-from .schema import ROOT, _Base, _Node
+from .schema import ROOT, DraftDB, _Base, _Node
 from .snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -66,77 +67,116 @@ if TYPE_CHECKING:
     from .._store import Store
 
 
-class Commit(Snapshot):
-    """The commit protocol (module docstring) and the rebase of a clean draft."""
+class Commit:
+    """The commit protocol (module docstring), a draft's part as a group's part, and the rebase
+    of a clean draft: ``draft.commits``."""
+
+    def __init__(self, db: DraftDB, snapshot: Snapshot) -> None:
+        self.db = db
+        self.snapshot = snapshot
 
     # -- commit --------------------------------------------------------------------------------
     def commit(self, store: "Store", *, description: str | None = None, metadata: dict[str, Any] | None = None,
                type: str | None = None, aliases: Iterable[str] = (), run: str | None = None,
-               progress: Callable[[int], None] | None = None, group: str | None = None,
-               keep: bool = False) -> "CommitResult | PartResult | None":
+               progress: Callable[[int], None] | None = None) -> "CommitResult | None":
         """Commit the draft as the next version; None if it equals its base (nothing is created).
 
         Exactly once across crashes (see the module docstring). Arguments override what was set
-        with :meth:`set_description` etc. On failure the draft is kept and the error says how to
-        retry.
-
-        ``group`` (or a group an earlier commit of this draft recorded): record the draft as a
-        part of that pending group instead (:func:`artfs._distributed.upsert_draft`; ``keep``
-        keeps the draft afterwards, else it is discarded).
+        with :meth:`Draft.set_description` etc. On failure the draft is kept and the error says
+        how to retry. :meth:`Draft.commit` sends a draft of a group to :meth:`part` instead.
         """
-        if self.readonly:
+        if self.db.readonly:
             raise ArtfsError("cannot commit a draft opened read-only")
-        group = group or self._meta("group")
-        if group is not None:
-            return upsert_draft(self, store, group, description=description, metadata=metadata, type=type,
-                                progress=progress, keep=keep)
         extra_aliases = [check_alias(a) for a in aliases]
         # The gate is held for the whole commit: no byte of a staged file changes (writes and
         # truncates wait), so the bytes hashed are the bytes uploaded. The lock is held only to
         # read the namespace (step 0) and to record results: lookups, stat, readdir, reads, even
         # creating or renaming files are answered meanwhile (what changes goes to the next version).
-        with self._gate.exclusive():
+        with self.db.gate.exclusive():
             deferred: list[tuple[str, _Node]] = []
-            with self._lock:
-                project, artifact = self.project, self.artifact
-                if store.id != self.store_id:
-                    raise ArtfsError(f"{self.path} is a draft of {self.store_url}, not of {store.url}")
-                entries, sources, problems, _ = self._snapshot(hash=False, defer=deferred)
+            with self.db.lock:
+                project, artifact = self.db.project, self.db.artifact
+                self._check_store(store)
+                entries, sources, problems, _ = self.snapshot.take(hash=False, defer=deferred)
                 if problems:  # before hashing anything: the commit cannot succeed
-                    raise InvalidPath(self._problems_message(problems))
-                gen = self._gen
-                self._committing = {n.fid for n in self._staged_nodes() if n.fid}
+                    raise InvalidPath(self.snapshot.problems_message(problems))
+                gen = self.db.gen
+                self.db.committing = {n.fid for n in self.db.staged_nodes() if n.fid}
             try:
                 return self._commit(store, project, artifact, entries, sources, deferred, gen, extra_aliases,
                                     description=description, metadata=metadata, type=type, run=run,
                                     progress=progress)
             finally:
-                self._committing = set()
+                self.db.committing = set()
+
+    def _check_store(self, store: "Store") -> None:
+        if store.id != self.db.store_id:
+            raise ArtfsError(f"{self.db.path} is a draft of {self.db.store_url}, not of {store.url}")
+
+    def part(self, store: "Store", group: str, *, description: str | None = None,
+             metadata: dict[str, Any] | None = None, type: str | None = None,
+             progress: Callable[[int], None] | None = None) -> "PartResult | None":
+        """Record the draft's files as its part of ``group`` instead of committing a version.
+
+        ``artfs mount --group GROUP`` commits drafts this way (:func:`artfs._distributed.upsert`
+        does the store's side). The draft's writer id is recorded in the draft
+        (``meta.group``/``meta.group_writer``, one transaction) before anything is uploaded, so a
+        retry after a crash replaces the same part rather than adding a second one; any later
+        commit of that draft goes to the same group (a draft is never both a version and a part).
+        The part holds every file of the draft, its base version's files included (the draft is a
+        copy-on-write view of ``latest``). Returns None, writing nothing, when the draft equals its
+        base and no part was recorded from it yet. Discarding the draft afterwards is the caller's
+        (:meth:`Draft.commit`).
+        """
+        if self.db.readonly:
+            raise ArtfsError("cannot commit a draft opened read-only")
+        with self.db.gate.exclusive(), self.db.lock:
+            project, artifact = self.db.project, self.db.artifact
+            self._check_store(store)
+            entries, sources, problems, _ = self.snapshot.take(hash=True)
+            if problems:
+                raise InvalidPath(self.snapshot.problems_message(problems))
+            recorded = self.db.meta("group") == group and self.db.meta("group_writer")
+            if not recorded and version_digest(check_entries(entries)) == self.db.meta("base_digest"):
+                return None
+            writer = recorded or f"draft-{uuid.uuid4().hex[:16]}"
+            if not recorded:
+                with self.db.tx() as con:
+                    self.db.set_meta(con, group=group, group_writer=writer)
+            meta = {k: self.db.meta(k) for k in ("description", "metadata", "type")}
+            try:
+                return upsert(store, project, artifact, group, entries=entries, sources=sources, writer=writer,
+                              type=type or meta["type"] or "unspecified",
+                              description=description if description is not None else meta["description"],
+                              metadata=metadata if metadata is not None else (meta["metadata"] or {}),
+                              progress=progress)
+            except (ArtfsError, OSError) as e:
+                raise self.failed(e) from e
 
     def _hash_deferred(self, deferred: list[tuple[str, _Node]], entries: list[Entry],
                        sources: dict[str, Callable[[str], None] | str]) -> None:
-        """Hash the staged files :meth:`_snapshot` deferred (without the lock; the caller holds the
+        """Hash the staged files :meth:`Snapshot.take` deferred (without the lock; the caller holds the
         gate) and add their entries; the digests are stored as the snapshot would have."""
         hashed: dict[int, tuple[str, int]] = {}
         updates: list[tuple[str, int, int, int, str]] = []
         for path, n in deferred:
             got = hashed.get(n.ino)
             if got is None:
-                p = self._fpath(n.fid or "")
+                p = self.db.fpath(n.fid or "")
                 st = os.stat(p)  # the file stays (deletion waits for the commit) and cannot change
                 got = hashed[n.ino] = digest_file(p)
                 after = os.stat(p)
                 if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
                     updates.append((got[0], got[1], after.st_mtime_ns, n.ino, n.fid or ""))
             digest, size = got
-            sources[digest] = self._fpath(n.fid or "")
+            sources[digest] = self.db.fpath(n.fid or "")
             entries.append(Entry(path, digest, size, bool(n.mode & stat.S_IXUSR)))
         entries.sort(key=lambda e: e.path)
         if updates:
-            with self._lock, self._tx() as con:  # only where the node still has that staged file
+            with self.db.lock, self.db.tx() as con:  # only where the node still has that staged file
                 con.executemany("UPDATE nodes SET digest = ?, size = ?, hmtime = ? WHERE ino = ? AND fid = ?", updates)
                 for u in updates:
-                    self._invalid.discard(u[3])
+                    self.db.invalid.discard(u[3])
 
     def _commit(self, store: "Store", project: str, artifact: str, entries: list[Entry],
                 sources: dict[str, Callable[[str], None] | str], deferred: list[tuple[str, _Node]], gen: int,
@@ -149,25 +189,25 @@ class Commit(Snapshot):
             digests = {e.digest for e in entries if e.digest}
             pending = self._settle_pending(store, project, artifact, vdigest)
             if pending is None:
-                base_digest = self._meta("base_digest")
+                base_digest = self.db.meta("base_digest")
                 if vdigest == base_digest or (base_digest is None and not entries):
-                    with self._lock:
-                        self._unstage(committed=digests, changed=self._gen != gen)
+                    with self.db.lock:
+                        self._unstage(committed=digests, changed=self.db.gen != gen)
                     return None
                 pending = self._record_commit_id(vdigest)  # step 2
             result = self._store_commit(  # step 3
                 store, project, artifact, entries, sources, pending, vdigest, extra_aliases,
                 description=description, metadata=metadata, type=type, run=run, progress=progress)
         except (ArtfsError, OSError) as e:
-            raise self._failed(e) from e
+            raise self.failed(e) from e
         try:  # in the local cache already: Store.commit wrote or read it
             base = _committed(store, project, artifact, result.version, vdigest)
         except (ArtfsError, OSError) as e:
-            raise self._failed(e) from e
-        with self._lock:
-            self._committing = set()
-            self._reset_to_version(base, committed=digests, changed=self._gen != gen)  # step 4
-            self._sweep()  # step 5
+            raise self.failed(e) from e
+        with self.db.lock:
+            self.db.committing = set()
+            self._reset_to_version(base, committed=digests, changed=self.db.gen != gen)  # step 4
+            self.db.sweep()  # step 5
         return result
 
     def _settle_pending(self, store: "Store", project: str, artifact: str, vdigest: str) -> str | None:
@@ -176,23 +216,23 @@ class Commit(Snapshot):
         A pending id recorded for other content (the draft changed after a crash) is dropped; if
         that attempt created a version, the version becomes the draft's base first (one
         transaction), so the new content is committed on top of it."""
-        pending: str | None = self._meta("commit_id")
-        if pending is None or self._meta("commit_vdigest") == vdigest:
+        pending: str | None = self.db.meta("commit_id")
+        if pending is None or self.db.meta("commit_vdigest") == vdigest:
             return pending
-        done = store.find_commit(project, artifact, pending, after=self.base_version)
+        done = store.find_commit(project, artifact, pending, after=self.db.base_version)
         landed = store.manifest(project, artifact, done) if done is not None else None
-        with self._lock, self._tx() as con:
+        with self.db.lock, self.db.tx() as con:
             if landed is not None:
-                self._set_base(con, landed)
-            self._set(con, commit_id=None, commit_vdigest=None)
+                self.db.set_base(con, landed)
+            self.db.set_meta(con, commit_id=None, commit_vdigest=None)
         return None
 
     def _record_commit_id(self, vdigest: str) -> str:
         """Step 2: a new commit id and the content it commits, in one transaction; from here on the
         draft is *pending* and every retry passes this id to the store."""
         pending = uuid.uuid4().hex
-        with self._lock, self._tx() as con:
-            self._set(con, commit_id=pending, commit_vdigest=vdigest)
+        with self.db.lock, self.db.tx() as con:
+            self.db.set_meta(con, commit_id=pending, commit_vdigest=vdigest)
         return pending
 
     def _store_commit(self, store: "Store", project: str, artifact: str, entries: list[Entry],
@@ -201,20 +241,20 @@ class Commit(Snapshot):
                       type: str | None, run: str | None, progress: Callable[[int], None] | None) -> "CommitResult":
         """Step 3: :meth:`Store.commit` under ``commit_id`` on top of the base version: it finds the
         version an earlier attempt with this id created (``created=False``) or creates one."""
-        meta = {k: self._meta(k) for k in ("description", "metadata", "type", "aliases")}
+        meta = {k: self.db.meta(k) for k in ("description", "metadata", "type", "aliases")}
         al = list(dict.fromkeys(list(meta["aliases"] or []) + extra_aliases))
         return store.commit(
             project, artifact, type=type or meta["type"] or "unspecified", entries=entries,
             sources=sources,
             description=description if description is not None else meta["description"],
             metadata=metadata if metadata is not None else (meta["metadata"] or {}),
-            aliases=al, run=run, progress=progress, commit_id=commit_id, base_version=self.base_version,
+            aliases=al, run=run, progress=progress, commit_id=commit_id, base_version=self.db.base_version,
             vdigest=vdigest)
 
-    def _failed(self, e: BaseException) -> ArtfsError:
-        how = (f"the draft is kept; retry with `artfs commit {self.project}/{self.artifact}` "
-               f"(or `artfs commit MNT/{self.project}/{self.artifact}/draft` while mounted, or unmount again)")
-        msg = f"{self.project}/{self.artifact}: commit failed: {e}; {how}"
+    def failed(self, e: BaseException) -> ArtfsError:
+        how = (f"the draft is kept; retry with `artfs commit {self.db.project}/{self.db.artifact}` "
+               f"(or `artfs commit MNT/{self.db.project}/{self.db.artifact}/draft` while mounted, or unmount again)")
+        msg = f"{self.db.project}/{self.db.artifact}: commit failed: {e}; {how}"
         if isinstance(e, ArtfsError):
             try:
                 err = type(e)(msg)
@@ -233,7 +273,7 @@ class Commit(Snapshot):
     def _unstage(self, *, committed: set[str], changed: bool) -> None:
         """The draft equals its base: its staged copies are dropped (the base has those bytes)."""
         self._reset(None, committed=committed, changed=changed)
-        self._sweep()
+        self.db.sweep()
 
     def _reset(self, base: "Manifest | _Base | None", *, committed: set[str] | None, changed: bool) -> None:
         """After a commit (or finding the draft equal to its base): staged files become base nodes.
@@ -243,49 +283,49 @@ class Commit(Snapshot):
         created while the commit ran). ``changed``: the namespace changed while the commit ran,
         so the draft stays dirty (those changes are the next version's). The caller holds the lock.
         """
-        staged = self._staged_nodes()
+        staged = self.db.staged_nodes()
         updates = []
         for n in staged:
-            if n.ino in self._open or n.digest is None or n.ino in self._invalid:
+            if n.ino in self.db.writers or n.digest is None or n.ino in self.db.invalid:
                 continue
             if committed is not None and n.digest not in committed:
                 continue
             try:
-                fst = os.stat(self._fpath(n.fid or ""))
+                fst = os.stat(self.db.fpath(n.fid or ""))
             except FileNotFoundError:
                 continue
             # the row takes over the staged file's times (a ctime never goes back)
             updates.append((fst.st_mtime_ns, fst.st_atime_ns, fst.st_ctime_ns, n.ino))
-        links_or_empty = self._q(
+        links_or_empty = self.db.q(
             "SELECT 1 FROM nodes d WHERE d.kind NOT IN ('f', 'd') OR (d.kind = 'd' AND d.ino != 1 AND NOT EXISTS "
             "(SELECT 1 FROM nodes c WHERE c.parent = d.ino)) LIMIT 1")
-        with self._tx() as con:
+        with self.db.tx() as con:
             con.executemany("UPDATE nodes SET fid = NULL, hmtime = NULL, mtime = ?, atime = ?, "
                             "ctime = max(coalesce(ctime, 0), ?) WHERE ino = ?", updates)
             if base is not None:  # a commit: the version is the new base; its description is used up
-                self._set_base(con, base)
-                self._set(con, commit_id=None, commit_vdigest=None, description=None, metadata={}, aliases=[])
+                self.db.set_base(con, base)
+                self.db.set_meta(con, commit_id=None, commit_vdigest=None, description=None, metadata={}, aliases=[])
             # Clean again unless something a version does not hold is left (symlinks, empty
             # directories) or a file stays staged because a write handle is open.
-            self._set(con, dirty=bool(links_or_empty) or len(updates) < len(staged) or changed)
-        self._dirty = bool(self._meta("dirty"))
+            self.db.set_meta(con, dirty=bool(links_or_empty) or len(updates) < len(staged) or changed)
+        self.db.reload_dirty()
 
     def refresh(self, latest: Manifest | None) -> bool:
         """Rebase a *clean* draft onto ``latest`` (the artifact's current latest); True if it moved.
 
         A dirty draft keeps its base: the commit records whatever the user made of it.
         """
-        with self._gate.exclusive(), self._lock:
-            if self._meta("dirty", False) or self._meta("commit_id") is not None:
+        with self.db.gate.exclusive(), self.db.lock:
+            if self.db.meta("dirty", False) or self.db.meta("commit_id") is not None:
                 return False
-            if latest is None or latest.version == self.base_version:
+            if latest is None or latest.version == self.db.base_version:
                 return False
-            with self._tx() as con:
+            with self.db.tx() as con:
                 con.execute("DELETE FROM nodes WHERE ino != ?", (ROOT,))
-                self._set_base(con, latest)
-                self._materialise(con, latest)
-            self._invalid.clear()
-            self._sweep()
+                self.db.set_base(con, latest)
+                self.db.materialise(con, latest)
+            self.db.invalid.clear()
+            self.db.sweep()
             return True
 
 

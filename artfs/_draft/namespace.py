@@ -10,7 +10,7 @@ are kept for the draft's life, but a version keeps only a file's executable bit 
 Staged files (``files/<fid>``) appear here only where a namespace operation creates one (an
 empty ``create``) or frees one (``unlink``, ``rename`` over a staged file): the file is deleted
 after the transaction that dropped its node committed, unless a running commit reads it
-(``_committing``: deleted by the sweep after it). Writing, copy-up and truncation are in
+(``DraftDB.committing``: deleted by the sweep after it). Writing, copy-up and truncation are in
 :mod:`artfs._draft.staging`.
 """
 
@@ -83,14 +83,17 @@ class Attr:
         return self.kind == "file" and bool(self.mode & stat.S_IXUSR)
 
 
-class Namespace(DraftDB):
-    """Reading and changing a draft's tree (see the module docstring)."""
+class Namespace:
+    """Reading and changing a draft's tree (see the module docstring): ``draft.namespace``."""
+
+    def __init__(self, db: DraftDB) -> None:
+        self.db = db
 
     # -- reading the namespace -----------------------------------------------------------------
     def _attr(self, n: _Node) -> Attr:
         if n.kind == "f" and n.fid is not None:
             try:
-                st = os.stat(self._fpath(n.fid))
+                st = os.stat(self.db.fpath(n.fid))
             except FileNotFoundError:
                 raise _oserr(errno.EIO, f"staged file {n.fid} of inode {n.ino} is missing") from None
             # writes, truncates and utimens move the staged file's times; chmod/chown/rename the row's
@@ -101,23 +104,23 @@ class Namespace(DraftDB):
         mode = 0o777 if n.kind == "l" else n.mode
         nlink = 1
         if n.kind == "d":  # "." and the entry in its parent, plus each subdirectory's ".."
-            nlink = 2 + self._c().execute("SELECT count(*) FROM nodes WHERE parent = ? AND kind = 'd'",
+            nlink = 2 + self.db.con().execute("SELECT count(*) FROM nodes WHERE parent = ? AND kind = 'd'",
                                           (n.ino,)).fetchone()[0]
         return Attr(n.ino, _KIND[n.kind], _IFMT[n.kind] | mode, size, n.mtime, False, n.uid, n.gid,
                     n.atime, n.ctime, nlink, None, n.rdev or 0)
 
     def getattr(self, ino: int) -> Attr:
-        with self._lock:
-            return self._attr(self._node(ino))
+        with self.db.lock:
+            return self._attr(self.db.node(ino))
 
     def lookup(self, parent: int, name: str | bytes) -> Attr:
         try:
             nm = _name(name)
         except InvalidPath:
             raise _oserr(errno.ENOENT) from None
-        with self._lock:
-            self._dir(parent)
-            n = self._child(parent, nm)
+        with self.db.lock:
+            self.db.directory(parent)
+            n = self.db.child(parent, nm)
             if n is None:
                 raise _oserr(errno.ENOENT, nm)
             return self._attr(n)
@@ -128,43 +131,43 @@ class Namespace(DraftDB):
         Pass the last inode returned as ``after`` to continue: entries stay in place while others
         are added or removed (a good readdir cookie).
         """
-        with self._lock:
-            self._dir(ino)
-            sql = f"SELECT {self._acols} FROM nodes WHERE parent = ? AND ino > ? ORDER BY ino"
+        with self.db.lock:
+            self.db.directory(ino)
+            sql = f"SELECT {self.db.acols} FROM nodes WHERE parent = ? AND ino > ? ORDER BY ino"
             args: list[Any] = [ino, after]
             if limit is not None:
                 sql += " LIMIT ?"
                 args.append(limit)
-            return [(r[2], self._attr(_Node(*r))) for r in self._q(sql, args)]
+            return [(r[2], self._attr(_Node(*r))) for r in self.db.q(sql, args)]
 
     def readlink(self, ino: int) -> str:
-        with self._lock:
-            n = self._node(ino)
+        with self.db.lock:
+            n = self.db.node(ino)
             if n.kind != "l":
                 raise _oserr(errno.EINVAL)
             return n.target or ""
 
     def parent(self, ino: int) -> int:
-        with self._lock:
-            return self._node(ino).parent if ino != ROOT else ROOT
+        with self.db.lock:
+            return self.db.node(ino).parent if ino != ROOT else ROOT
 
     def path_of(self, ino: int) -> str:
         """The node's path inside the draft ('' for the root)."""
-        with self._lock:
+        with self.db.lock:
             parts = []
             while ino != ROOT:
-                n = self._node(ino)
+                n = self.db.node(ino)
                 parts.append(n.name)
                 ino = n.parent
             return "/".join(reversed(parts))
 
     def resolve(self, path: str) -> int:
         """Inode of ``path`` (relative to the draft root; '' is the root), not following symlinks."""
-        with self._lock:
+        with self.db.lock:
             ino = ROOT
             for part in [p for p in path.split("/") if p]:
-                self._dir(ino)
-                n = self._child(ino, part)
+                self.db.directory(ino)
+                n = self.db.child(ino, part)
                 if n is None:
                     raise _oserr(errno.ENOENT, path)
                 ino = n.ino
@@ -172,23 +175,23 @@ class Namespace(DraftDB):
 
     def base_entry(self, ino: int) -> Entry | None:
         """The base version's entry a base file node shows (None for staged files and non-files)."""
-        with self._lock:
-            n = self._node(ino)
+        with self.db.lock:
+            n = self.db.node(ino)
             if n.kind != "f" or n.fid is not None:
                 return None
-            return self._entry_of(n, self.path_of(ino))
+            return self.db.entry_of(n, self.path_of(ino))
 
     def staged_path(self, ino: int) -> str | None:
         """Where a staged file's bytes are (None: a base file, read it from the store/cache)."""
-        with self._lock:
-            n = self._node(ino)
+        with self.db.lock:
+            n = self.db.node(ino)
             if n.kind == "d":
                 raise _oserr(errno.EISDIR)
-            return self._fpath(n.fid) if n.kind == "f" and n.fid else None
+            return self.db.fpath(n.fid) if n.kind == "f" and n.fid else None
 
     def statfs(self) -> os.statvfs_result:
         """Numbers of the disk holding the staging directory (what a draft can still grow by)."""
-        return os.statvfs(self.path)
+        return os.statvfs(self.db.path)
 
     # -- changing the namespace ----------------------------------------------------------------
     def _new_node(self, con: sqlite3.Connection, parent: int, name: str, kind: str, mode: int, *,
@@ -199,7 +202,7 @@ class Namespace(DraftDB):
         does: in a set-group-ID directory the group is the directory's, and a new directory
         inherits the bit (stripping it from files of other groups is the kernel's job)."""
         now = time.time_ns()
-        p = self._node(parent)
+        p = self.db.node(parent)
         if p.mode & stat.S_ISGID:
             gid = p.gid
             if kind == "d":
@@ -209,7 +212,7 @@ class Namespace(DraftDB):
             "atime, ctime, rdev) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
             (parent, name, kind, mode & 0o7777, now, fid, digest, hmtime, target, uid, gid, now, now, rdev))
         self._touch(con, now, parent)
-        self._mark_dirty(con)
+        self.db.mark_dirty(con)
         return int(cur.lastrowid or 0)
 
     @staticmethod
@@ -219,8 +222,8 @@ class Namespace(DraftDB):
 
     def _check_new(self, parent: int, name: str | bytes) -> str:
         nm = _name(name)
-        self._dir(parent)
-        if self._child(parent, nm) is not None:
+        self.db.directory(parent)
+        if self.db.child(parent, nm) is not None:
             raise _oserr(errno.EEXIST, nm)
         return nm
 
@@ -229,29 +232,29 @@ class Namespace(DraftDB):
         """A new empty file (staged); returns its inode. Open it with :meth:`open_for_write`.
 
         ``uid``/``gid``: who creates it (a mount passes the caller's; None: the draft's owner)."""
-        with self._lock:
+        with self.db.lock:
             nm = self._check_new(parent, name)
             fid = uuid.uuid4().hex
-            p = self._fpath(fid)
+            p = self.db.fpath(fid)
             os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
             hm = os.stat(p).st_mtime_ns
             try:
-                with self._tx() as con:
+                with self.db.tx() as con:
                     ino = self._new_node(con, parent, nm, "f", mode, fid=fid, digest=EMPTY_DIGEST, hmtime=hm,
                                          uid=uid, gid=gid)
             except BaseException:
                 os.unlink(p)
                 raise
-            self._after_tx()
+            self.db.after_tx()
             return ino
 
     def mkdir(self, parent: int, name: str | bytes, mode: int = 0o755, *, uid: int | None = None,
               gid: int | None = None) -> int:
-        with self._lock:
+        with self.db.lock:
             nm = self._check_new(parent, name)
-            with self._tx() as con:
+            with self.db.tx() as con:
                 ino = self._new_node(con, parent, nm, "d", mode, uid=uid, gid=gid)
-            self._after_tx()
+            self.db.after_tx()
             return ino
 
     def mknod(self, parent: int, name: str | bytes, mode: int, rdev: int = 0, *, uid: int | None = None,
@@ -261,14 +264,14 @@ class Namespace(DraftDB):
         kind = SPECIAL.get(stat.S_IFMT(mode))
         if kind is None:
             raise _oserr(errno.EINVAL, f"mknod of type {stat.S_IFMT(mode):#o}")
-        with self._lock:
+        with self.db.lock:
             nm = self._check_new(parent, name)
-            with self._tx() as con:
+            with self.db.tx() as con:
                 ino = self._new_node(con, parent, nm, kind, mode, uid=uid, gid=gid,
                                      rdev=rdev if kind in ("b", "c") else None)
-                if self._meta("format") == 1:
-                    self._set(con, format=2)
-            self._after_tx()
+                if self.db.meta("format") == 1:
+                    self.db.set_meta(con, format=2)
+            self.db.after_tx()
             return ino
 
     def symlink(self, parent: int, name: str | bytes, target: str | bytes, *, uid: int | None = None,
@@ -280,11 +283,11 @@ class Namespace(DraftDB):
                 raise InvalidPath(f"symlink target {target!r} is not UTF-8") from None
         if not target or "\x00" in target or len(target.encode()) > MAX_SYMLINK:
             raise InvalidPath(f"invalid symlink target {target!r}")
-        with self._lock:
+        with self.db.lock:
             nm = self._check_new(parent, name)
-            with self._tx() as con:
+            with self.db.tx() as con:
                 ino = self._new_node(con, parent, nm, "l", 0o777, target=target, uid=uid, gid=gid)
-            self._after_tx()
+            self.db.after_tx()
             return ino
 
     def _existing(self, parent: int, name: str | bytes) -> _Node:
@@ -292,8 +295,8 @@ class Namespace(DraftDB):
             nm = _name(name)
         except InvalidPath:
             raise _oserr(errno.ENOENT) from None
-        self._dir(parent)
-        n = self._child(parent, nm)
+        self.db.directory(parent)
+        n = self.db.child(parent, nm)
         if n is None:
             raise _oserr(errno.ENOENT, nm)
         return n
@@ -301,17 +304,17 @@ class Namespace(DraftDB):
     def _drop(self, con: sqlite3.Connection, n: _Node) -> str | None:
         """Delete node ``n``; returns the staged file to delete once the transaction committed."""
         con.execute("DELETE FROM nodes WHERE ino = ?", (n.ino,))
-        self._invalid.discard(n.ino)
+        self.db.invalid.discard(n.ino)
         return n.fid
 
     def _unlink_files(self, fids: Iterable[str | None]) -> None:
         for fid in fids:
-            if fid and fid not in self._committing:  # else a running commit reads it: swept after it
+            if fid and fid not in self.db.committing:  # else a running commit reads it: swept after it
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._fpath(fid))
+                    os.unlink(self.db.fpath(fid))
 
     def unlink(self, parent: int, name: str | bytes) -> None:
-        with self._lock:
+        with self.db.lock:
             n = self._existing(parent, name)
             if n.kind == "d":
                 raise _oserr(errno.EISDIR, n.name)
@@ -319,30 +322,30 @@ class Namespace(DraftDB):
             def body(con: sqlite3.Connection) -> str | None:
                 fid = self._drop(con, n)
                 self._touch(con, time.time_ns(), parent)
-                self._mark_dirty(con)
+                self.db.mark_dirty(con)
                 return fid
 
-            fid = self._freeing_tx(body)
-            self._after_tx()
+            fid = self.db.freeing_tx(body)
+            self.db.after_tx()
             self._unlink_files([fid])
             if fid:
-                self._make_reserve()  # room again (if the file freed enough)
+                self.db.make_reserve()  # room again (if the file freed enough)
 
     def rmdir(self, parent: int, name: str | bytes) -> None:
-        with self._lock:
+        with self.db.lock:
             n = self._existing(parent, name)
             if n.kind != "d":
                 raise _oserr(errno.ENOTDIR, n.name)
-            if self._q("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (n.ino,)):
+            if self.db.q("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (n.ino,)):
                 raise _oserr(errno.ENOTEMPTY, n.name)
 
             def body(con: sqlite3.Connection) -> None:
                 self._drop(con, n)
                 self._touch(con, time.time_ns(), parent)
-                self._mark_dirty(con)
+                self.db.mark_dirty(con)
 
-            self._freeing_tx(body)
-            self._after_tx()
+            self.db.freeing_tx(body)
+            self.db.after_tx()
 
     def _is_ancestor(self, anc: int, ino: int) -> bool:
         """Whether directory ``anc`` is ``ino`` or one of its ancestors."""
@@ -351,7 +354,7 @@ class Namespace(DraftDB):
                 return True
             if ino == ROOT:
                 return False
-            ino = self._node(ino).parent
+            ino = self.db.node(ino).parent
 
     def rename(self, old_parent: int, old_name: str | bytes, new_parent: int, new_name: str | bytes,
                flags: int = 0) -> None:
@@ -363,11 +366,11 @@ class Namespace(DraftDB):
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
             raise _oserr(errno.EINVAL, f"rename flags {flags:#x}")
         exchange = bool(flags & RENAME_EXCHANGE)
-        with self._lock:
-            self._dir(new_parent)
+        with self.db.lock:
+            self.db.directory(new_parent)
             src = self._existing(old_parent, old_name)
             nm = _name(new_name)
-            dst = self._child(new_parent, nm)
+            dst = self.db.child(new_parent, nm)
             if dst is not None and flags & RENAME_NOREPLACE:
                 raise _oserr(errno.EEXIST, nm)
             if dst is None and exchange:
@@ -381,50 +384,50 @@ class Namespace(DraftDB):
             now = time.time_ns()
             if exchange:
                 assert dst is not None
-                with self._tx() as con:
+                with self.db.tx() as con:
                     # swap through a temporary name: (parent, name) is unique
                     con.execute("UPDATE nodes SET parent = -1, name = ? WHERE ino = ?", (f"\0{src.ino}", src.ino))
                     con.execute("UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", (src.parent, src.name, dst.ino))
                     con.execute("UPDATE nodes SET parent = ?, name = ? WHERE ino = ?", (dst.parent, dst.name, src.ino))
                     self._touch(con, now, old_parent, new_parent)
                     con.execute("UPDATE nodes SET ctime = ? WHERE ino IN (?, ?)", (now, src.ino, dst.ino))
-                    self._mark_dirty(con)
-                self._after_tx()
+                    self.db.mark_dirty(con)
+                self.db.after_tx()
                 return
             if dst is not None:
                 if src.kind == "d" and dst.kind != "d":
                     raise _oserr(errno.ENOTDIR, nm)
                 if src.kind != "d" and dst.kind == "d":
                     raise _oserr(errno.EISDIR, nm)
-                if dst.kind == "d" and self._q("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (dst.ino,)):
+                if dst.kind == "d" and self.db.q("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (dst.ino,)):
                     raise _oserr(errno.ENOTEMPTY, nm)
             fid = None
-            with self._tx() as con:
+            with self.db.tx() as con:
                 if dst is not None:
                     fid = self._drop(con, dst)
                 con.execute("UPDATE nodes SET parent = ?, name = ?, ctime = ? WHERE ino = ?",
                             (new_parent, nm, now, src.ino))
                 self._touch(con, now, old_parent, new_parent)
-                self._mark_dirty(con)
-            self._after_tx()
+                self.db.mark_dirty(con)
+            self.db.after_tx()
             self._unlink_files([fid])
 
     def chmod(self, ino: int, mode: int) -> None:
         """Permission bits; a file's executable bit (``S_IXUSR``) is kept in the version.
 
         Sets the ctime, as every successful chmod does (even to the same bits)."""
-        with self._lock:
-            n = self._node(ino)
+        with self.db.lock:
+            n = self.db.node(ino)
             if n.kind == "l":
                 return  # Linux ignores the mode of symlinks
             if (n.mode & 0o7777) == (mode & 0o7777) and self._staged_ctime_now(n):
                 return  # the same bits (cp -a, tar x): only the ctime moves, without a transaction
-            with self._tx() as con:
+            with self.db.tx() as con:
                 con.execute("UPDATE nodes SET mode = ?, ctime = ? WHERE ino = ?", (mode & 0o7777, time.time_ns(), ino))
                 if n.kind == "f" and bool(n.mode & stat.S_IXUSR) != bool(mode & stat.S_IXUSR):
-                    self._mark_dirty(con)
+                    self.db.mark_dirty(con)
             if n.kind == "f" and bool(n.mode & stat.S_IXUSR) != bool(mode & stat.S_IXUSR):
-                self._after_tx()
+                self.db.after_tx()
 
     def _staged_ctime_now(self, n: _Node) -> bool:
         """Move a staged file's ctime to now through its staged file (a chmod to the same bits),
@@ -432,7 +435,7 @@ class Namespace(DraftDB):
         newer (the file's clock is the kernel's coarse one): then the caller writes the row."""
         if n.kind != "f" or n.fid is None:
             return False
-        p = self._fpath(n.fid)
+        p = self.db.fpath(n.fid)
         os.chmod(p, 0o600)
         return os.stat(p).st_ctime_ns > (n.ctime or 0)
 
@@ -441,11 +444,11 @@ class Namespace(DraftDB):
 
         Who may chown what, and clearing set-user/group-ID bits, is the kernel's business (the
         mount uses ``default_permissions`` and sends the new mode with the chown)."""
-        with self._lock:
-            n = self._node(ino)
+        with self.db.lock:
+            n = self.db.node(ino)
             if (uid is None or uid == n.uid) and (gid is None or gid == n.gid) and self._staged_ctime_now(n):
                 return  # the same owner (tar x as root): only the ctime moves, without a transaction
-            with self._tx() as con:
+            with self.db.tx() as con:
                 con.execute("UPDATE nodes SET uid = ?, gid = ?, ctime = ? WHERE ino = ?",
                             (n.uid if uid is None else uid, n.gid if gid is None else gid, time.time_ns(), ino))
 
@@ -455,21 +458,21 @@ class Namespace(DraftDB):
         A version records neither: they live in the draft (a staged file's in its staged file)."""
         if atime_ns is None and mtime_ns is None:
             return
-        with self._lock:
-            n = self._node(ino)
+        with self.db.lock:
+            n = self.db.node(ino)
             now = time.time_ns()
             if n.kind == "f" and n.fid is not None:
-                p = self._fpath(n.fid)
+                p = self.db.fpath(n.fid)
                 st = os.stat(p)
-                valid = self._digest_valid(n, st)
+                valid = self.db.digest_valid(n, st)
                 os.utime(p, ns=(st.st_atime_ns if atime_ns is None else atime_ns,
                                 st.st_mtime_ns if mtime_ns is None else mtime_ns))  # its ctime: now
                 if valid:  # the bytes did not change: keep the cached digest valid
-                    with self._tx() as con:
+                    with self.db.tx() as con:
                         con.execute("UPDATE nodes SET hmtime = ? WHERE ino = ?", (os.stat(p).st_mtime_ns, ino))
                 return
             old_atime = n.mtime if n.atime is None else n.atime
-            with self._tx() as con:
+            with self.db.tx() as con:
                 con.execute("UPDATE nodes SET atime = ?, mtime = ?, ctime = ? WHERE ino = ?",
                             (old_atime if atime_ns is None else atime_ns, n.mtime if mtime_ns is None else mtime_ns,
                              now, ino))

@@ -1,12 +1,13 @@
 """A draft's database (``draft.db``): its tables, their columns, the states they encode, the
 schema's versions and their migration, and the transactions every other part of a draft runs.
 
-:class:`DraftDB` is the bottom of the :class:`artfs._draft.Draft` class stack (``schema`` <-
-``namespace`` <- ``staging`` <- ``snapshot`` <- ``commit`` <- ``draft``): it holds a draft's
-in-memory state and the one sqlite connection, and knows nothing of POSIX rules or commits.
+:class:`DraftDB` is what the parts of a :class:`artfs._draft.Draft` share (the draft holds one
+of each: ``namespace``, ``staging``, ``snapshot``, ``commits``, each built on this one): a
+draft's in-memory state and the one sqlite connection. It knows nothing of POSIX rules or commits;
+its methods are public to those parts (this module is private to the package).
 
 ``draft.db`` is sqlite3 in WAL mode with ``synchronous=NORMAL``: a committed transaction survives
-a SIGKILL of the process (:meth:`Draft.fsync` also checkpoints it, for power loss).
+a SIGKILL of the process (:meth:`Staging.fsync` also checkpoints it, for power loss).
 
 Table ``meta`` (``key TEXT PRIMARY KEY, value TEXT``: each value is JSON)
     format          1, or 2 once the draft holds a FIFO, socket or device (:data:`FORMATS`)
@@ -20,7 +21,7 @@ Table ``meta`` (``key TEXT PRIMARY KEY, value TEXT``: each value is JSON)
     commit_id, commit_vdigest    the pending commit (see :mod:`artfs._draft.commit`)
     description, type, metadata, aliases        what the next version will get
     group, group_writer    set once the draft was recorded as a part of a group of distributed
-                    writers (:func:`artfs._distributed.upsert_draft`); later commits go there too
+                    writers (:meth:`artfs._draft.commit.Commit.part`); later commits go there too
 
 Table ``nodes`` (one row per node of the tree)
     ino         INTEGER PRIMARY KEY AUTOINCREMENT: stable for the node's lifetime (renames and
@@ -45,9 +46,9 @@ States of a file node
               ``ref``), read from the store/cache. Nothing is copied into staging.
     staged    ``fid`` set: the content is ``files/<fid>``. ``digest``/``size``/``hmtime`` cache
               its digest, valid only while the file's size and mtime_ns still equal
-              ``size``/``hmtime`` and no write was announced since (:meth:`Draft.writing` /
-              :meth:`Draft.mark_modified` set ``digest`` to NULL *before* the caller writes;
-              :meth:`DraftDB._digest_valid` is the test).
+              ``size``/``hmtime`` and no write was announced since (:meth:`Staging.writing` /
+              :meth:`Staging.mark_modified` set ``digest`` to NULL *before* the caller writes;
+              :meth:`DraftDB.digest_valid` is the test).
 
     create ----------------------------------------> staged (empty, digest of b"")
     base --open_for_write--------------------------> staged (copy-up: base bytes, digest still valid)
@@ -80,7 +81,7 @@ Schema versions of ``nodes`` (the ``format`` key stays 1: a newer artfs reads bo
 What a crash leaves (the database side; the commit's steps are in :mod:`artfs._draft.commit`)
     Every namespace operation is one transaction. A staged file created for it (create, O_TRUNC,
     copy-up: ``files/<fid>`` or ``.tmp``) whose transaction did not commit, or one whose node a
-    committed transaction removed (unlink, rename over it), is unreferenced: :meth:`DraftDB._sweep`
+    committed transaction removed (unlink, rename over it), is unreferenced: :meth:`DraftDB.sweep`
     deletes it at the next open. A draft killed while being created lacks ``meta.ready`` and is
     refused (remove it and start again); the base is materialised in the transaction that sets it.
 
@@ -89,11 +90,11 @@ Full disk
     (:meth:`DraftDB.disk_full`; sqlite says only "database or disk is full", which the mount would
     turn into EIO), and rolls back. Deletions must work on a full disk, since they are how a user
     gets room back: ``reserve`` (:data:`RESERVE` bytes beside draft.db) is released when a deletion
-    finds the disk full and the transaction is retried (:meth:`DraftDB._freeing_tx`), and allocated
+    finds the disk full and the transaction is retried (:meth:`DraftDB.freeing_tx`), and allocated
     again once an unlink freed a staged file's space (and at open).
 
-Threads: one lock (``_lock``, re-entrant) guards the connection (``check_same_thread=False``);
-writes through file descriptors do not take it but pass ``_gate`` (:class:`_Gate`), which commit
+Threads: one lock (``lock``, re-entrant) guards the connection (``check_same_thread=False``);
+writes through file descriptors do not take it but pass ``gate`` (:class:`_Gate`), which commit
 and hashing take exclusively, so the bytes hashed are the bytes uploaded.
 """
 
@@ -175,7 +176,7 @@ _POSIX_COLUMNS = ("uid", "gid", "atime", "ctime", "rdev")
 NAME_MAX = 255
 
 # Every column, the states the rows encode and the schema versions (1: the columns up to
-# ``target``; 2: + uid, gid, atime, ctime, rdev, migrated by :meth:`DraftDB._connect`) are
+# ``target``; 2: + uid, gid, atime, ctime, rdev, migrated by :meth:`DraftDB.connect`) are
 # described in the module docstring.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -249,27 +250,45 @@ class _Gate:
 class DraftDB:
     """A draft's state in this process and its database; see the module docstring.
 
-    Opening (the lock file, the owner, which database to open) is :class:`artfs._draft.Draft`'s.
+    Opening (the lock file, the owner, which database to open) is :class:`artfs._draft.Draft`'s,
+    which hands the connection over with :meth:`attach` and takes it back with :meth:`detach`.
     """
 
     def __init__(self, path: str, *, fetch: Fetch | None, readonly: bool) -> None:
         self.path = os.path.abspath(path)
         self.fetch = fetch
         self.readonly = readonly
-        self._files = os.path.join(self.path, "files")
-        self._lock = threading.RLock()
-        self._gate = _Gate()
-        self._invalid: set[int] = set()  # inos whose digest is known to be NULL in the db
-        self._open: dict[int, int] = {}  # ino -> write handles the caller holds (open_for_write/release)
+        self.files = os.path.join(self.path, "files")
+        self.lock = threading.RLock()
+        self.gate = _Gate()
+        self.invalid: set[int] = set()  # inos whose digest is known to be NULL in the db
+        self.writers: dict[int, int] = {}  # ino -> write handles the caller holds (open_for_write/release)
         self._dirty = False
-        self._gen = 0  # counts namespace changes: a commit compares it to see what changed meanwhile
-        self._committing: set[str] = set()  # staged files a running commit reads: deleted after it
-        self._lockfd: int | None = None
+        self.gen = 0  # counts namespace changes: a commit compares it to see what changed meanwhile
+        self.committing: set[str] = set()  # staged files a running commit reads: deleted after it
+        #: transactions committed so far: an fsync checkpoints the journal only if one committed
+        #: since the last fsync's checkpoint (:meth:`Staging.fsync`)
+        self.txs = 0
         self._con: sqlite3.Connection | None = None
-        self._acols = _ACOLS
+        self.acols = _ACOLS
+
+    def attach(self, con: sqlite3.Connection, *, acols: str = _ACOLS) -> None:
+        """Use ``con`` (from :meth:`connect`); ``acols``: what attribute reads select."""
+        self._con = con
+        self.acols = acols
+
+    def detach(self) -> None:
+        """Close the connection (the draft is closed); the caller holds the lock."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def reload_dirty(self) -> None:
+        """``meta.dirty`` was written (a reset, the open): the in-process copy follows it."""
+        self._dirty = bool(self.meta("dirty", False))
 
     @staticmethod
-    def _connect(db: str, *, readonly: bool) -> sqlite3.Connection:
+    def connect(db: str, *, readonly: bool) -> sqlite3.Connection:
         if readonly:
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None,
                                   check_same_thread=False, timeout=30)
@@ -287,22 +306,22 @@ class DraftDB:
         return con
 
     # -- sqlite plumbing ------------------------------------------------------------------------
-    def _c(self) -> sqlite3.Connection:
+    def con(self) -> sqlite3.Connection:
         if self._con is None:
             raise ArtfsError(f"{self.path}: the draft is closed")
         return self._con
 
-    def _q(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._c().execute(sql, tuple(args)).fetchall()
+    def q(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        with self.lock:
+            return self.con().execute(sql, tuple(args)).fetchall()
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> Iterator[sqlite3.Connection]:
         """One transaction; a full disk raises OSError(ENOSPC) naming it (sqlite says only
         'database or disk is full', which the mount would turn into EIO)."""
         if self.readonly:
             raise _oserr(errno.EROFS, "draft opened read-only")
-        con = self._c()
+        con = self.con()
         try:
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -312,6 +331,7 @@ class DraftDB:
                     con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+            self.txs += 1
         except sqlite3.OperationalError as e:
             if con.in_transaction:  # a failed COMMIT may leave the transaction open
                 with contextlib.suppress(sqlite3.Error):
@@ -335,7 +355,7 @@ class DraftDB:
                                      f"{self.path}) is full{free}; delete files from the draft or free space there")
 
     # -- the reserve: room for the journal to record deletions on a full disk -------------------
-    def _make_reserve(self) -> None:
+    def make_reserve(self) -> None:
         """Keep ``reserve`` (:data:`RESERVE` bytes, allocated) beside draft.db; best effort."""
         p = os.path.join(self.path, "reserve")
         try:
@@ -366,77 +386,77 @@ class DraftDB:
             return False
         return True
 
-    def _freeing_tx(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
+    def freeing_tx(self, body: Callable[[sqlite3.Connection], Any]) -> Any:
         """A transaction that frees space (a deletion): on a full disk, spend the reserve and retry."""
         try:
-            with self._tx() as con:
+            with self.tx() as con:
                 return body(con)
         except OSError as e:
             if e.errno != errno.ENOSPC or not self._release_reserve():
                 raise
-        with self._tx() as con:
+        with self.tx() as con:
             return body(con)
 
-    def _meta(self, key: str, default: Any = None) -> Any:
-        with self._lock:
-            row = self._c().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    def meta(self, key: str, default: Any = None) -> Any:
+        with self.lock:
+            row = self.con().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
     @staticmethod
-    def _set(con: sqlite3.Connection, **kv: Any) -> None:
+    def set_meta(con: sqlite3.Connection, **kv: Any) -> None:
         con.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                         [(k, json.dumps(v)) for k, v in kv.items()])
 
-    def _mark_dirty(self, con: sqlite3.Connection) -> None:
-        self._gen += 1
+    def mark_dirty(self, con: sqlite3.Connection) -> None:
+        self.gen += 1
         if not self._dirty:
-            self._set(con, dirty=True)
+            self.set_meta(con, dirty=True)
 
-    def _after_tx(self) -> None:
+    def after_tx(self) -> None:
         """A transaction that marked the draft dirty committed (``_dirty`` mirrors ``meta.dirty``)."""
         self._dirty = True
 
-    def _node(self, ino: int) -> _Node:
-        row = self._c().execute(f"SELECT {self._acols} FROM nodes WHERE ino = ?", (ino,)).fetchone()
+    def node(self, ino: int) -> _Node:
+        row = self.con().execute(f"SELECT {self.acols} FROM nodes WHERE ino = ?", (ino,)).fetchone()
         if row is None:
             raise _oserr(errno.ENOENT, f"inode {ino}")
         return _Node(*row)
 
-    def _child(self, parent: int, name: str) -> _Node | None:
-        row = self._c().execute(f"SELECT {self._acols} FROM nodes WHERE parent = ? AND name = ?",
+    def child(self, parent: int, name: str) -> _Node | None:
+        row = self.con().execute(f"SELECT {self.acols} FROM nodes WHERE parent = ? AND name = ?",
                                 (parent, name)).fetchone()
         return None if row is None else _Node(*row)
 
-    def _dir(self, ino: int) -> _Node:
-        n = self._node(ino)
+    def directory(self, ino: int) -> _Node:
+        n = self.node(ino)
         if n.kind != "d":
             raise _oserr(errno.ENOTDIR)
         return n
 
-    def _fpath(self, fid: str) -> str:
-        return os.path.join(self._files, fid)
+    def fpath(self, fid: str) -> str:
+        return os.path.join(self.files, fid)
 
     # -- creation, reset, recovery ---------------------------------------------------------------
-    def _initialise(self, init: dict[str, Any]) -> None:
+    def initialise(self, init: dict[str, Any]) -> None:
         base: Manifest | None = init["base"]
         now = time.time_ns()
-        with self._tx() as con:
+        with self.tx() as con:
             con.execute("DELETE FROM nodes")
             con.execute("DELETE FROM meta")
             con.execute("DELETE FROM sqlite_sequence WHERE name = 'nodes'")
             con.execute("INSERT INTO nodes (ino, parent, name, kind, mode, mtime) VALUES (?, 0, '', 'd', ?, ?)",
                         (ROOT, 0o755, now))
-            self._set(con, format=FORMAT, store_url=init["store_url"], store_id=init["store_id"],
+            self.set_meta(con, format=FORMAT, store_url=init["store_url"], store_id=init["store_id"],
                       project=init["project"], artifact=init["artifact"], type=init["type"],
                       description=None, metadata={}, aliases=[], commit_id=None, commit_vdigest=None,
                       created=now, dirty=False)
-            self._set_base(con, base)
-            self._materialise(con, base)
-            self._set(con, ready=True)
-        for fn in os.listdir(self._files):
-            os.unlink(self._fpath(fn))
+            self.set_base(con, base)
+            self.materialise(con, base)
+            self.set_meta(con, ready=True)
+        for fn in os.listdir(self.files):
+            os.unlink(self.fpath(fn))
 
-    def _set_base(self, con: sqlite3.Connection, base: "Manifest | _Base | None") -> None:
+    def set_base(self, con: sqlite3.Connection, base: "Manifest | _Base | None") -> None:
         """Record ``base`` as the base version (its manifest is kept beside draft.db)."""
         if base is not None:
             p = os.path.join(self.path, f"base-v{base.version}.json")
@@ -447,9 +467,9 @@ class DraftDB:
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, p)
-        self._set(con, base_version=base.version if base else None, base_digest=base.digest if base else None)
+        self.set_meta(con, base_version=base.version if base else None, base_digest=base.digest if base else None)
 
-    def _materialise(self, con: sqlite3.Connection, base: Manifest | None) -> None:
+    def materialise(self, con: sqlite3.Connection, base: Manifest | None) -> None:
         """Insert a base node for every entry of ``base`` (one executemany; indexes built after)."""
         con.execute("DROP INDEX IF EXISTS nodes_name")
         con.execute("DROP INDEX IF EXISTS nodes_parent")
@@ -484,70 +504,70 @@ class DraftDB:
         for stmt in filter(None, (s.strip() for s in _INDEXES.split(";"))):
             con.execute(stmt)
 
-    def _sweep(self, *, tmp: bool = False) -> None:
+    def sweep(self, *, tmp: bool = False) -> None:
         """Delete staged files no node references (left by a crash, or by commit's step 5).
 
         ``<fid>.tmp`` files only with ``tmp`` (at open): otherwise one may be a copy-up that
         another thread is writing without the lock (a commit ends while a file is copied up)."""
-        live = {r[0] for r in self._q("SELECT fid FROM nodes WHERE fid IS NOT NULL")}
-        live |= {self._fid_open(i) for i in self._open}
-        for fn in os.listdir(self._files):
+        live = {r[0] for r in self.q("SELECT fid FROM nodes WHERE fid IS NOT NULL")}
+        live |= {self._fid_open(i) for i in self.writers}
+        for fn in os.listdir(self.files):
             if fn not in live and (tmp or not fn.endswith(".tmp")):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._fpath(fn))
-        keep = f"base-v{self._meta('base_version')}.json"
+                    os.unlink(self.fpath(fn))
+        keep = f"base-v{self.meta('base_version')}.json"
         for fn in os.listdir(self.path):
             if fn.startswith("base-v") and fn != keep:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.path, fn))
 
     def _fid_open(self, ino: int) -> str | None:
-        row = self._c().execute("SELECT fid FROM nodes WHERE ino = ?", (ino,)).fetchone()
+        row = self.con().execute("SELECT fid FROM nodes WHERE ino = ?", (ino,)).fetchone()
         return row[0] if row else None
 
     # -- identity ------------------------------------------------------------------------------
     @property
     def project(self) -> str:
-        return str(self._meta("project"))
+        return str(self.meta("project"))
 
     @property
     def artifact(self) -> str:
-        return str(self._meta("artifact"))
+        return str(self.meta("artifact"))
 
     @property
     def store_url(self) -> str:
-        return str(self._meta("store_url"))
+        return str(self.meta("store_url"))
 
     @property
     def store_id(self) -> str:
-        return str(self._meta("store_id"))
+        return str(self.meta("store_id"))
 
     @property
     def base_version(self) -> int | None:
-        with self._lock:
-            v = self._meta("base_version")
+        with self.lock:
+            v = self.meta("base_version")
             return None if v is None else int(v)
 
     @property
     def dirty(self) -> bool:
-        with self._lock:
-            return bool(self._meta("dirty", False))
-    def _staged_nodes(self) -> list[_Node]:
-        return [_Node(*r) for r in self._q(f"SELECT {_COLS} FROM nodes WHERE fid IS NOT NULL")]
+        with self.lock:
+            return bool(self.meta("dirty", False))
+    def staged_nodes(self) -> list[_Node]:
+        return [_Node(*r) for r in self.q(f"SELECT {_COLS} FROM nodes WHERE fid IS NOT NULL")]
 
-    def _digest_valid(self, n: _Node, st: os.stat_result) -> bool:
-        return (n.digest is not None and n.ino not in self._invalid and st.st_size == n.size
+    def digest_valid(self, n: _Node, st: os.stat_result) -> bool:
+        return (n.digest is not None and n.ino not in self.invalid and st.st_size == n.size
                 and st.st_mtime_ns == n.hmtime)
 
     @staticmethod
-    def _entry_of(n: _Node, path: str) -> Entry:
+    def entry_of(n: _Node, path: str) -> Entry:
         # tuple.__new__ directly: a snapshot builds one per base file (NamedTuple.__new__ is Python)
         return _new_entry((path, n.digest, n.size, bool(n.mode & stat.S_IXUSR), n.ref,
                            json.loads(n.ref_info) if n.ref_info else None))
 
 
 class _Base(NamedTuple):
-    """What a draft keeps of its base version: enough for :meth:`Draft._set_base`."""
+    """What a draft keeps of its base version: enough for :meth:`DraftDB.set_base`."""
 
     version: int
     digest: str

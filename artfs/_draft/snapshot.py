@@ -28,8 +28,7 @@ from .._digest import digest_file
 from .._errors import InvalidPath
 from .._manifest import Entry, Manifest, gc_paused
 from .._units import human_size
-from .schema import _COLS, ROOT, _node_of_row, _Node, read_owner
-from .staging import Staging
+from .schema import _COLS, ROOT, DraftDB, _node_of_row, _Node, read_owner
 
 _MAX_HOPS = 40
 
@@ -86,15 +85,18 @@ class _Problem(Exception):
     pass
 
 
-class Snapshot(Staging):
-    """The files a draft holds now, and how they differ from its base."""
+class Snapshot:
+    """The files a draft holds now, and how they differ from its base: ``draft.snapshot``."""
+
+    def __init__(self, db: DraftDB) -> None:
+        self.db = db
 
     def base_manifest(self) -> Manifest | None:
-        v = self.base_version
+        v = self.db.base_version
         if v is None:
             return None
-        with open(os.path.join(self.path, f"base-v{v}.json"), "rb") as f:
-            return Manifest.from_bytes(f.read(), where=f"{self.path} base v{v}")
+        with open(os.path.join(self.db.path, f"base-v{v}.json"), "rb") as f:
+            return Manifest.from_bytes(f.read(), where=f"{self.db.path} base v{v}")
 
     def _base_files(self) -> dict[str, tuple[str | None, bool, str | None, int]]:
         """path -> (digest, executable, ref, size) of the base version, read fast.
@@ -102,25 +104,25 @@ class Snapshot(Staging):
         base-v<N>.json was written by this module from a manifest already validated when it was
         read from the store, so it is not validated a second time (1M entries: seconds saved).
         """
-        v = self.base_version
+        v = self.db.base_version
         if v is None:
             return {}
-        with open(os.path.join(self.path, f"base-v{v}.json"), "rb") as f:
+        with open(os.path.join(self.db.path, f"base-v{v}.json"), "rb") as f:
             doc = json.load(f)
         return {d["path"]: (d.get("digest"), bool(d.get("executable", False)), d.get("ref"), d.get("size") or 0)
                 for d in doc["entries"]}
 
     @gc_paused()  # it builds a few objects per node of maybe millions, none in a cycle
-    def _snapshot(self, *, hash: bool, defer: list[tuple[str, _Node]] | None = None) -> tuple[
+    def take(self, *, hash: bool, defer: list[tuple[str, _Node]] | None = None) -> tuple[
             list[Entry], dict[str, Callable[[str], None] | str], list[str], list[tuple[str, int]]]:
         """(entries, {digest: staged path}, problems, unhashed (path, size)) of the draft as it is now.
 
         Staged files whose cached digest is invalid are hashed when ``hash``; the digests are
         stored (unless read-only). The caller holds the lock and, when hashing, the gate. With
         ``defer`` (and not ``hash``) such files are listed there as (path, node) instead, for the
-        caller to hash without the lock (:meth:`commit`).
+        caller to hash without the lock (:meth:`Commit.commit`).
         """
-        rows = list(map(_node_of_row, self._q(f"SELECT {_COLS} FROM nodes")))
+        rows = list(map(_node_of_row, self.db.q(f"SELECT {_COLS} FROM nodes")))
         children: dict[int, dict[str, _Node]] = {}
         for r in rows:
             if r.ino != ROOT:
@@ -133,13 +135,13 @@ class Snapshot(Staging):
 
         def file_entry(n: _Node, path: str) -> Entry | None:
             if n.fid is None:
-                return self._entry_of(n, path)
-            p = self._fpath(n.fid)
+                return self.db.entry_of(n, path)
+            p = self.db.fpath(n.fid)
             if n.ino in known:
                 digest, size = known[n.ino]
             else:
                 st = os.stat(p)
-                if self._digest_valid(n, st):
+                if self.db.digest_valid(n, st):
                     digest, size = n.digest, n.size
                 elif hash:
                     digest, size = digest_file(p)
@@ -228,35 +230,35 @@ class Snapshot(Staging):
                 problems.append(f"symlink {path!r} -> {link.target!r} {e}")
             except RecursionError:
                 problems.append(f"symlink {path!r} -> {link.target!r} loops")
-        if updates and not self.readonly:
-            with self._tx() as con:
+        if updates and not self.db.readonly:
+            with self.db.tx() as con:
                 con.executemany("UPDATE nodes SET digest = ?, size = ?, hmtime = ? WHERE ino = ?", updates)
             for u in updates:
-                self._invalid.discard(u[3])
+                self.db.invalid.discard(u[3])
         entries.sort(key=lambda e: e.path)
         return entries, sources, problems, unhashed
 
     def entries(self) -> list[Entry]:
         """The files the next version would hold (hashing staged files as needed)."""
-        with self._gate.exclusive(), self._lock:
-            entries, _, problems, _ = self._snapshot(hash=True)
+        with self.db.gate.exclusive(), self.db.lock:
+            entries, _, problems, _ = self.take(hash=True)
             if problems:
-                raise InvalidPath(self._problems_message(problems))
+                raise InvalidPath(self.problems_message(problems))
             return entries
 
     def status(self, *, hash: bool = True) -> DraftStatus:
         """What differs from the base version: added/changed/removed files and their bytes."""
         with contextlib.ExitStack() as stack:
             if hash:
-                stack.enter_context(self._gate.exclusive())
-            stack.enter_context(self._lock)
-            entries, _, problems, unhashed = self._snapshot(hash=hash)
+                stack.enter_context(self.db.gate.exclusive())
+            stack.enter_context(self.db.lock)
+            entries, _, problems, unhashed = self.take(hash=hash)
             old = self._base_files()
-            base_version = self.base_version
-            meta = {k: self._meta(k) for k in ("project", "artifact", "store_url", "description", "type",
+            base_version = self.db.base_version
+            meta = {k: self.db.meta(k) for k in ("project", "artifact", "store_url", "description", "type",
                                                 "metadata", "aliases", "commit_id")}
         st = DraftStatus(meta["project"], meta["artifact"], meta["store_url"], base_version,
-                         self.path, problems=problems,
+                         self.db.path, problems=problems,
                          commit_pending=meta["commit_id"] is not None, description=meta["description"],
                          type=meta["type"] or "unspecified", metadata=meta["metadata"] or {},
                          aliases=meta["aliases"] or [])
@@ -277,12 +279,12 @@ class Snapshot(Staging):
         st.added.sort()
         st.removed = sorted(old)
         st.removed_bytes = sum(b[3] for b in old.values())
-        if self.readonly:
-            st.busy = read_owner(self.path) or None
+        if self.db.readonly:
+            st.busy = read_owner(self.db.path) or None
         return st
 
-    def _problems_message(self, problems: list[str]) -> str:
+    def problems_message(self, problems: list[str]) -> str:
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-        return (f"{self.project}/{self.artifact}: cannot commit the draft: " + "; ".join(problems[:10]) + more
+        return (f"{self.db.project}/{self.db.artifact}: cannot commit the draft: " + "; ".join(problems[:10]) + more
                 + ". A version holds only files: replace these symlinks by files or remove them, then commit"
                 " again; the draft is kept as it is.")

@@ -6,7 +6,7 @@ file when O_TRUNC makes the copy pointless) in one transaction, and the caller t
 file in place with ``pwrite``. The node's states and their transitions are drawn in
 :mod:`artfs._draft.schema`.
 
-The write gate (``_gate``): every write passes it shared (:meth:`Staging.writing`), announcing
+The write gate (``DraftDB.gate``): every write passes it shared (:meth:`Staging.writing`), announcing
 itself first (:meth:`Staging.mark_modified` sets the cached digest to NULL *before* the bytes
 change), and commit and hashing take it exclusively, so the bytes hashed are the bytes uploaded.
 Truncating a staged file passes the gate too.
@@ -29,15 +29,20 @@ from typing import Iterator
 
 from .._errors import ArtfsError, CorruptData
 from .namespace import Namespace
-from .schema import _SQLITE_FULL, EMPTY_DIGEST, Fetch, _Node, _oserr
+from .schema import _SQLITE_FULL, EMPTY_DIGEST, DraftDB, Fetch, _Node, _oserr
 
 
-class Staging(Namespace):
-    """Content of a draft's files: copy-up, the write gate, truncation, fsync."""
+class Staging:
+    """Content of a draft's files: copy-up, the write gate, truncation, fsync: ``draft.staging``."""
+
+    def __init__(self, db: DraftDB, namespace: Namespace) -> None:
+        self.db = db
+        self.namespace = namespace
+        self._durable = -1  # DraftDB.txs when an fsync last made the namespace durable
 
     # -- content -------------------------------------------------------------------------------
     def _file(self, ino: int) -> _Node:
-        n = self._node(ino)
+        n = self.db.node(ino)
         if n.kind == "d":
             raise _oserr(errno.EISDIR)
         if n.kind != "f":
@@ -47,29 +52,29 @@ class Staging(Namespace):
     def _stage(self, n: _Node, *, empty: bool, fetch: Fetch | None) -> str:
         """Give base file ``n`` a staged copy (its bytes, or empty); returns the staged path."""
         fid = uuid.uuid4().hex
-        p = self._fpath(fid)
+        p = self.db.fpath(fid)
         if empty:
             os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
             digest: str | None = EMPTY_DIGEST
             size = 0
         else:
-            fetch = fetch or self.fetch
+            fetch = fetch or self.db.fetch
             if fetch is None:
-                raise ArtfsError(f"{self.path}: cannot copy up {n.name!r}: no fetch function to read the base version")
-            entry = self._entry_of(n, self.path_of(n.ino))
+                raise ArtfsError(f"{self.db.path}: cannot copy up {n.name!r}: no fetch function to read the base version")
+            entry = self.db.entry_of(n, self.namespace.path_of(n.ino))
             tmp = p + ".tmp"
             # The network/disk copy runs without the draft lock; the node is re-checked afterwards.
-            self._lock.release()
+            self.db.lock.release()
             try:
                 fetch(entry, tmp)
             except BaseException as e:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-                    raise self.disk_full() from e
+                    raise self.db.disk_full() from e
                 raise
             finally:
-                self._lock.acquire()
+                self.db.lock.acquire()
             got = os.stat(tmp).st_size
             if n.ref is None and got != n.size:
                 os.unlink(tmp)
@@ -79,25 +84,25 @@ class Staging(Namespace):
             os.rename(tmp, p)
             digest, size = (n.digest, n.size) if n.ref is None else (None, got)
             try:
-                now = self._node(n.ino)
+                now = self.db.node(n.ino)
             except OSError:
                 os.unlink(p)
                 raise
             if now.fid is not None or now.digest != n.digest:  # another thread staged it meanwhile
                 os.unlink(p)
-                return self._fpath(now.fid) if now.fid else self._stage(now, empty=False, fetch=fetch)
+                return self.db.fpath(now.fid) if now.fid else self._stage(now, empty=False, fetch=fetch)
         hm = os.stat(p).st_mtime_ns
         try:
-            with self._tx() as con:
+            with self.db.tx() as con:
                 con.execute("UPDATE nodes SET fid = ?, digest = ?, size = ?, hmtime = ?, ref = NULL, ref_info = NULL "
                             "WHERE ino = ?", (fid, digest, size, hm, n.ino))
-                self._mark_dirty(con)
+                self.db.mark_dirty(con)
         except BaseException:
             os.unlink(p)
             raise
-        self._after_tx()
+        self.db.after_tx()
         if digest is None:
-            self._invalid.add(n.ino)
+            self.db.invalid.add(n.ino)
         return p
 
     def open_for_write(self, ino: int, *, truncate: bool = False, fetch: Fetch | None = None) -> str:
@@ -107,43 +112,43 @@ class Staging(Namespace):
         (O_TRUNC) makes the copy pointless. Call :meth:`release` when the handle is closed, and
         write through :meth:`writing` (or call :meth:`mark_modified` before every write).
         """
-        with self._gate.shared() if truncate else contextlib.nullcontext(), self._lock:
+        with self.db.gate.shared() if truncate else contextlib.nullcontext(), self.db.lock:
             n = self._file(ino)
             if n.fid is None:
                 p = self._stage(n, empty=truncate, fetch=fetch)
             else:
-                p = self._fpath(n.fid)
+                p = self.db.fpath(n.fid)
                 if truncate and os.stat(p).st_size:
                     self._invalidate(ino)
                     os.truncate(p, 0)
-            self._open[ino] = self._open.get(ino, 0) + 1
+            self.db.writers[ino] = self.db.writers.get(ino, 0) + 1
             return p
 
     def release(self, ino: int) -> None:
         """A write handle from :meth:`open_for_write` was closed."""
-        with self._lock:
-            left = self._open.get(ino, 0) - 1
+        with self.db.lock:
+            left = self.db.writers.get(ino, 0) - 1
             if left > 0:
-                self._open[ino] = left
+                self.db.writers[ino] = left
             else:
-                self._open.pop(ino, None)
+                self.db.writers.pop(ino, None)
 
     def _invalidate(self, ino: int) -> None:
-        with self._tx() as con:
+        with self.db.tx() as con:
             con.execute("UPDATE nodes SET digest = NULL WHERE ino = ?", (ino,))
-            self._mark_dirty(con)
-        self._after_tx()
-        self._invalid.add(ino)
+            self.db.mark_dirty(con)
+        self.db.after_tx()
+        self.db.invalid.add(ino)
 
     def mark_modified(self, ino: int) -> None:
         """Announce a write to a staged file *before* it happens: its cached digest becomes invalid.
 
         Cheap when already invalid (no database write), so it can be called on every write.
         """
-        if ino in self._invalid:
+        if ino in self.db.invalid:
             return
-        with self._lock:
-            if ino not in self._invalid:
+        with self.db.lock:
+            if ino not in self.db.invalid:
                 n = self._file(ino)
                 if n.fid is None:
                     raise ArtfsError(f"inode {ino} is not staged: call open_for_write first")
@@ -156,33 +161,33 @@ class Staging(Namespace):
         commits when the journal has grown: a caller that must not wait (the mount's event loop)
         runs short transactions itself and calls this from a worker thread every few seconds.
         Durability does not depend on it: a committed transaction in the journal survives a crash."""
-        with self._lock:
-            con = self._c()
+        with self.db.lock:
+            con = self.db.con()
             if automatic is not None:
                 con.execute(f"PRAGMA wal_autocheckpoint={1000 if automatic else 0}")
             try:
                 con.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.OperationalError as e:
                 if getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL:
-                    raise self.disk_full() from e
+                    raise self.db.disk_full() from e
                 raise
 
     @contextlib.contextmanager
     def unless_busy(self) -> Iterator[bool]:
-        """``with draft.unless_busy() as free:`` whether the draft's lock was free; if so this thread
+        """``with draft.staging.unless_busy() as free:`` whether the draft's lock was free; if so this thread
         holds it for the block, so a caller that must never wait (an event loop) can run a short
         method at once, and hands it to a worker thread otherwise (a commit holds the lock)."""
-        free = self._lock.acquire(blocking=False)
+        free = self.db.lock.acquire(blocking=False)
         try:
             yield free
         finally:
             if free:
-                self._lock.release()
+                self.db.lock.release()
 
     @contextlib.contextmanager
     def writing(self, ino: int) -> Iterator[None]:
-        """``with draft.writing(ino): os.pwrite(fd, data, offset)``: a write a commit cannot overlap."""
-        with self._gate.shared():
+        """``with draft.staging.writing(ino): os.pwrite(fd, data, offset)``: a write a commit cannot overlap."""
+        with self.db.gate.shared():
             self.mark_modified(ino)
             yield
 
@@ -202,7 +207,7 @@ class Staging(Namespace):
     def truncate(self, ino: int, size: int, *, fetch: Fetch | None = None) -> None:
         if size < 0:
             raise _oserr(errno.EINVAL)
-        with self._gate.shared(), self._lock:  # changes bytes a running commit may be reading: waits for it
+        with self.db.gate.shared(), self.db.lock:  # changes bytes a running commit may be reading: waits for it
             n = self._file(ino)
             if n.fid is None:
                 if size == n.size and n.ref is None:
@@ -211,28 +216,42 @@ class Staging(Namespace):
                 if size == 0:
                     return
             else:
-                p = self._fpath(n.fid)
+                p = self.db.fpath(n.fid)
             if os.stat(p).st_size != size or n.fid is None:
                 self._invalidate(ino)
                 os.truncate(p, size)
 
     def fsync(self, ino: int | None = None, datasync: bool = False) -> None:
-        """Make a file's bytes and the namespace durable against power loss, not just a crash."""
-        with self._lock:
+        """Make a file's bytes and the namespace durable against power loss, not just a crash.
+
+        The file is flushed without the draft's lock (other requests go on meanwhile). The
+        namespace (the ``files/`` directory and the journal, with a full checkpoint) only when a
+        transaction committed since the last fsync made it durable: a program that writes and
+        fsyncs a file again and again changes no row after its first write (measured in
+        docs/fast-paths.md, "Draft writes with fsync"). Every change of ``files/`` comes with a
+        transaction (a staged file is created before the transaction that references it, and
+        deleted after the one that drops it: a deletion lost to power loss is an unreferenced
+        file, which the next open sweeps)."""
+        fd = -1
+        with self.db.lock:
+            txs = self.db.txs
             if ino is not None:
-                n = self._node(ino)
+                n = self.db.node(ino)
                 if n.kind == "f" and n.fid is not None:
-                    fd = os.open(self._fpath(n.fid), os.O_RDONLY | os.O_CLOEXEC)
-                    try:
-                        (os.fdatasync if datasync else os.fsync)(fd)
-                    finally:
-                        os.close(fd)
-            dfd = os.open(self._files, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    fd = os.open(self.db.fpath(n.fid), os.O_RDONLY | os.O_CLOEXEC)
+        if fd >= 0:
+            try:
+                (os.fdatasync if datasync else os.fsync)(fd)
+            finally:
+                os.close(fd)
+        if txs == self._durable:
+            return
+        with self.db.lock:
+            dfd = os.open(self.db.files, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
-            if not self.readonly:
-                self._c().execute("PRAGMA wal_checkpoint(FULL)")
-
-    # -- what the draft holds ------------------------------------------------------------------
+            if not self.db.readonly:
+                self.db.con().execute("PRAGMA wal_checkpoint(FULL)")
+            self._durable = max(self._durable, txs)

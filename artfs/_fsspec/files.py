@@ -3,13 +3,13 @@
 Reading an entry, cheapest first (the same order as the mount's ``open``):
 
 * a blob complete and verified in the cache opens as **the cache file itself**
-  (:class:`CachedFile`, a plain buffered file over it: no copy, ``fileno()`` can be mmapped). As
-  in ``artfsd.openfiles.OpenFile.attach_complete`` it is used only if, once opened and locked
-  (a shared ``flock``: eviction skips it while it is open), its size and its verification record
-  (:func:`artfs._cache.stamp_ok`) still match; otherwise the lazy reader, which hashes it again
-  or drops it, serves the reads;
-* a blob of at most :data:`SMALL` bytes missing from the cache is fetched whole in one request,
-  verified into the cache, and then opened as above (as the mount fetches small files);
+  (:class:`CachedFile`, a plain buffered file over it: no copy, ``fileno()`` can be mmapped), as
+  :meth:`artfs._cache.Cache.open_verified` answers it (once opened and locked, a shared ``flock``
+  that eviction respects, its size and its verification record still match; otherwise the lazy
+  reader, which hashes it again or drops it, serves the reads);
+* a small blob missing from the cache (``LazyBlobs.small_max``) is fetched whole in one request by
+  the lazy reader (``LazyBlobs.fetch_whole``, verified into the cache, as for the mount), and
+  then opened as above;
 * anything else reads through :class:`artfs._lazy.LazyBlobs` (:class:`LazyFile`): chunks fetched on
   demand into the shared cache with read-ahead for sequential readers, verified when complete,
   so a ``seek`` to the end of a 10 GiB file fetches a chunk or two, not the file;
@@ -23,17 +23,13 @@ which joins the draft when the file is closed (see :mod:`artfs._fsspec.drafts`).
 
 from __future__ import annotations
 
-import fcntl
 import io
-import os
-import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fsspec.spec import AbstractBufferedFile
 
-from .._cache import stamp_ok
-from .._errors import CorruptData, NotFound, PermissionDenied
-from .._layout import blob_key
+from .._errors import PermissionDenied
+from .._partial import _pread_full
 from .._refs import is_pinned
 
 if TYPE_CHECKING:
@@ -42,14 +38,6 @@ if TYPE_CHECKING:
     from .._refs import RefReader
     from .._store import Store
     from .drafts import StagedDraft
-
-#: blobs up to this size are fetched whole in one request (the mount's daemon/prefetch.py SMALL)
-SMALL = 1 << 20
-#: a warm open renews the blob's atime (its recency for eviction) at most this often, in seconds
-#: (the mount's artfsd.complete.TOUCH_EVERY): a ``utime`` per open dirties the inode, which the
-#: file system then writes back, for every file of an epoch
-TOUCH_EVERY = 60.0
-
 
 class _Handle(Protocol):
     def read(self, offset: int, length: int) -> bytes: ...
@@ -99,52 +87,10 @@ class CachedFile(io.BufferedReader):
         return f"artfs://{self.path}"
 
 
-class _RefHandle:
-    """An unpinned reference (``checksum=False``): whatever is there now, never cached."""
-
-    def __init__(self, reader: "RefReader", entry: "Entry") -> None:
-        self.reader, self.entry = reader, entry
-
-    def read(self, offset: int, length: int) -> bytes:
-        return self.reader.read_range(self.entry, offset, length)
-
-    def close(self) -> None:
-        pass
-
-
 def complete_fd(store: "Store", digest: str, size: int) -> int | None:
-    """An fd on the complete cache blob if it is there, locked, and still the bytes that were verified."""
-    path = store.cache.path(digest)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        st = os.fstat(fd)
-        if st.st_size == size and os.path.samestat(st, os.stat(path)) and stamp_ok(fd, digest, st):
-            if time.time() - st.st_atime > TOUCH_EVERY:  # recency for eviction; the mtime is the record's
-                os.utime(fd, ns=(time.time_ns(), st.st_mtime_ns))
-            fd, ok = -1, fd
-            return ok
-    except OSError:
-        pass
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    return None
-
-
-def fetch_small(store: "Store", project: str, digest: str, size: int) -> None:
-    """Fetch a small blob whole into the cache (verified before it appears under its name)."""
-    try:
-        data = store.backend.get_blob(blob_key(project, digest))
-    except NotFound:  # listed in a manifest, gone from the store: corrupt, not "no such file"
-        raise CorruptData(f"blob {digest} (project {project}) is missing from {store.url} although a "
-                          "version lists it") from None
-    if len(data) != size:
-        raise CorruptData(f"{digest}: the store has {len(data)} bytes, the manifest says {size}")
-    store.cache.insert_bytes(digest, data)
+    """An fd on the complete cache blob if it may be served as it is (:meth:`Cache.open_verified`)."""
+    fd = store.cache.open_verified(digest, size)
+    return fd if fd >= 0 else None
 
 
 def open_entry(fs: Any, name: str, project: str, entry: "Entry", details: dict[str, Any], *,
@@ -167,7 +113,9 @@ def open_entry(fs: Any, name: str, project: str, entry: "Entry", details: dict[s
                                    "storage options)") from None
         if not is_pinned(entry):
             size = refs.size(entry)
-            return LazyFile(fs, name, _RefHandle(refs, entry) if size else None, {**details, "size": size}, **kw), True
+            from .._lazy import RefReads  # an unpinned reference: whatever is there now, never cached
+
+            return LazyFile(fs, name, RefReads(refs, entry) if size else None, {**details, "size": size}, **kw), True
         if not entry.size:
             return LazyFile(fs, name, None, details, **kw), True
         if entry.digest:
@@ -181,12 +129,12 @@ def open_entry(fs: Any, name: str, project: str, entry: "Entry", details: dict[s
     fd = complete_fd(store, entry.digest, entry.size)
     if fd is not None:
         return CachedFile(fs, name, fd, details), True
-    if entry.size <= SMALL:
-        fetch_small(store, project, entry.digest, entry.size)
+    blobs: LazyBlobs = fs.blobs
+    if entry.size <= blobs.small_max:  # fetched whole in one GET (verified), then served as above
+        blobs.fetch_whole(project, entry.digest, entry.size)
         fd = complete_fd(store, entry.digest, entry.size)
         if fd is not None:
             return CachedFile(fs, name, fd, details), False
-    blobs: LazyBlobs = fs.blobs
     return LazyFile(fs, name, blobs.open(project, entry.digest, entry.size), details, **kw), False
 
 
@@ -227,3 +175,14 @@ class DraftFile(AbstractBufferedFile):  # type: ignore[misc]
             out.close()
             self.closed = True
         self._draft.unstage_temp(self._tmp)
+
+
+def pread_range(fd: int, size: int, start: int | None, end: int | None) -> bytes:
+    """Bytes ``start:end`` of a file of ``size`` bytes, with fsspec's ``cat_file`` meaning of
+    negative and missing bounds (an end before the start reads to the end of the file)."""
+    s = 0 if start is None else (start if start >= 0 else max(0, size + start))
+    e = size if end is None else min(size, end if end >= 0 else size + end)
+    n = e - s if e >= s else size - s
+    if n <= 0:
+        return b""
+    return _pread_full(fd, n, s)  # a short read is continued, not trusted

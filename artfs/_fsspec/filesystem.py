@@ -25,18 +25,16 @@ import socket
 import threading
 import weakref
 from collections import OrderedDict
-from contextlib import contextmanager
 from typing import Any, Iterator
 
 from fsspec.spec import AbstractFileSystem, make_instance
 
 from .._errors import NotFound, PermissionDenied
 from .._names import Spec, valid_name
-from .._partial import _pread_full
 from . import lineage
 from .drafts import ArtfsTransaction, StagedDraft, draft_base, finish_drafts
-from .files import DraftFile, complete_fd, open_entry
-from .paths import DRAFT, PROTOCOL, Where, parse, strip
+from .files import DraftFile, complete_fd, open_entry, pread_range
+from .paths import DRAFT, PROTOCOL, Where, fs_errors, parse, refuse_write, strip
 from .tree import VersionIndex
 
 _INDEXES = 8  # version indexes kept per instance (a version's manifest stays in the cache anyway)
@@ -50,26 +48,6 @@ def _reset_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-def _pread_range(fd: int, size: int, start: int | None, end: int | None) -> bytes:
-    """Bytes ``start:end`` of a file of ``size`` bytes, with fsspec's ``cat_file`` meaning of
-    negative and missing bounds (an end before the start reads to the end of the file)."""
-    s = 0 if start is None else (start if start >= 0 else max(0, size + start))
-    e = size if end is None else min(size, end if end >= 0 else size + end)
-    n = e - s if e >= s else size - s
-    if n <= 0:
-        return b""
-    return _pread_full(fd, n, s)  # a short read is continued, not trusted
-
-
-@contextmanager
-def _fs_errors(name: str) -> Iterator[None]:
-    """artfs's NotFound as fsspec's FileNotFoundError (the message keeps artfs's "did you mean")."""
-    try:
-        yield
-    except NotFound as e:
-        raise FileNotFoundError(f"artfs://{name}: {e}") from None
 
 
 class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
@@ -211,7 +189,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         w = self._where(path)
         if w.level != "version":
             raise ValueError(f"artfs://{w.name} names no version")
-        with _fs_errors(w.name):
+        with fs_errors(w.name):
             return self._index(w).ref
 
     def _resolve(self, w: Where) -> int:
@@ -308,7 +286,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         """The entries of a directory (or ``[info]`` of a file), names without the protocol."""
         w = self._where(path)
-        with _fs_errors(w.name):
+        with fs_errors(w.name):
             out = self._ls(w)
         return out if detail else [o["name"] for o in out]
 
@@ -332,7 +310,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         """What a path is: ``type``, ``size``, and for files ``digest`` (``xxh128:...``), ``version`` (``p/a:vN``)."""
         w = self._where(path)
-        with _fs_errors(w.name):
+        with fs_errors(w.name):
             return self._info(w)
 
     def _info(self, w: Where) -> dict[str, Any]:
@@ -379,7 +357,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
             return super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs)
         if maxdepth is not None and maxdepth < 1:
             raise ValueError("maxdepth must be at least 1")
-        with _fs_errors(w.name):
+        with fs_errors(w.name):
             idx = self._tree(w)
         rel = w.path
         kind = idx.kind(rel)
@@ -428,7 +406,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         w = self._where(path)
         if mode != "rb":
             return self._open_write(w, mode, block_size, autocommit)
-        with _fs_errors(w.name):
+        with fs_errors(w.name):
             if w.level not in ("version", "draft"):
                 self._info(w)
                 raise IsADirectoryError(f"artfs://{w.name} is a directory")
@@ -462,14 +440,14 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         without a file object: a warm epoch of small files pays a handful of system calls per file."""
         w = self._where(path)
         if w.level == "version" and w.path and not kwargs:
-            with _fs_errors(w.name):
+            with fs_errors(w.name):
                 idx = self._index(w)
             entry = idx.files.get(w.path)
             if entry is not None and entry.ref is None and entry.digest is not None and entry.size:
                 fd = complete_fd(self.store, entry.digest, entry.size)
                 if fd is not None:
                     try:
-                        data = _pread_range(fd, entry.size, start, end)
+                        data = pread_range(fd, entry.size, start, end)
                     finally:
                         os.close(fd)
                     self._used(w, idx)
@@ -499,15 +477,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
 
     # -- writing --------------------------------------------------------------------------------------
     def _refuse_write(self, w: Where) -> None:
-        if w.level == "version":
-            raise PermissionDenied(f"artfs://{w.name}: {w.what} is read-only (versions never change); write "
-                                   f"into artfs://{w.project}/{w.artifact}/{DRAFT}/... inside `with fs.transaction:`")
-        if w.level != "draft" or not w.path:
-            raise PermissionDenied(f"artfs://{w.name}: only files under PROJECT/ARTIFACT/{DRAFT}/ can be written")
-        if not self._intrans:
-            raise PermissionDenied(
-                f"artfs://{w.name}: writes become a new version only inside a transaction: "
-                f"`with fs.transaction: ...` (fs = fsspec.filesystem('artfs')); the version is created when it ends")
+        refuse_write(w, self._intrans)
 
     def _open_write(self, w: Where, mode: str, block_size: int | None, autocommit: bool) -> Any:
         if mode not in ("wb", "xb"):
@@ -575,7 +545,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
     def rm_file(self, path: str) -> None:
         w = self._where(path)
         self._refuse_write(w)
-        with _fs_errors(w.name):
+        with fs_errors(w.name):
             if not self._draft(w).remove(w.path):
                 raise NotFound(f"{w.project}/{w.artifact}:{DRAFT} has no file {w.path!r}")
 
@@ -595,7 +565,7 @@ class ArtfsFileSystem(AbstractFileSystem):  # type: ignore[misc]
         """Copy a file into a draft; one of the same project is added by its digest (no bytes copied)."""
         src, dst = self._where(path1), self._where(path2)
         self._refuse_write(dst)
-        with _fs_errors(src.name):
+        with fs_errors(src.name):
             if src.level in ("version", "draft") and src.project == dst.project:
                 idx = self._tree(src)
                 if src.path in idx.files:

@@ -17,9 +17,11 @@ fsspec's ``glob`` matches the names it lists against the caller's pattern.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
-from .._errors import InvalidName, InvalidPath
+from .._errors import InvalidName, InvalidPath, NotFound, PermissionDenied
 from .._names import check_alias, check_name, check_path, is_version
 
 DRAFT = "draft"
@@ -120,3 +122,25 @@ def parse(path: str) -> Where:
     if entry:
         check_path(entry)
     return Where(project, artifact, ref, entry, bool(colon))
+
+
+@contextmanager
+def fs_errors(name: str) -> Iterator[None]:
+    """artfs's NotFound as fsspec's FileNotFoundError (the message keeps artfs's "did you mean")."""
+    try:
+        yield
+    except NotFound as e:
+        raise FileNotFoundError(f"artfs://{name}: {e}") from None
+
+
+def refuse_write(w: Where, in_transaction: bool) -> None:
+    """PermissionDenied unless ``w`` is a file under a draft and a transaction is open."""
+    if w.level == "version":
+        raise PermissionDenied(f"artfs://{w.name}: {w.what} is read-only (versions never change); write "
+                               f"into artfs://{w.project}/{w.artifact}/{DRAFT}/... inside `with fs.transaction:`")
+    if w.level != "draft" or not w.path:
+        raise PermissionDenied(f"artfs://{w.name}: only files under PROJECT/ARTIFACT/{DRAFT}/ can be written")
+    if not in_transaction:
+        raise PermissionDenied(
+            f"artfs://{w.name}: writes become a new version only inside a transaction: "
+            f"`with fs.transaction: ...` (fs = fsspec.filesystem('artfs')); the version is created when it ends")

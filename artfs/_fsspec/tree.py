@@ -89,4 +89,4 @@ class VersionIndex:
             created = _dt.datetime.fromisoformat(m.created).timestamp()
         except (TypeError, ValueError):
             created = 0.0
-        return cls(m.project, m.artifact, m.version, m.entries, digest=m.digest, type=m.type, created=created)
+        return cls(m.project, m.artifact, m.version, list(m.entries), digest=m.digest, type=m.type, created=created)

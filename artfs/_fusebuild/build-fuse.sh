@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # artfs's fast FUSE build: pyfuse3 3.5.0 with the patches beside this script (patches/, applied in
-# name order: cached directory listings, FUSE passthrough, the inode in readdir, cached symlinks),
+# name order: cached directory listings, FUSE passthrough, the inode in readdir, cached symlinks,
+# read replies from a file descriptor),
 # built against libfuse >= 3.17, installed into the Python environment of $ARTFS_PYTHON (what `artfs build-fuse`
 # runs in; .ci/setup passes .venv's). When the system's libfuse is older (Debian 12 and Ubuntu
 # 24.04 ship 3.14), libfuse 3.17 is built from Debian's source package into

@@ -1,21 +1,33 @@
 """Lazy, chunked, verified reads of store blobs through the shared cache (used by the mount).
 
-(STEP 1 DONE, STEP 2 DONE: step 1, the minimal version, was delivered first; this is step 2:
-shared chunk fetches, read-ahead, timeouts, background verification.)
-
 The package, one module per part, each a layer over the ones before it (:class:`LazyBlobs`
 and :class:`BlobHandle` are one state machine over each entry's lock, so the invariants below
 hold across all of them):
 
-* ``core``    the settings, the open entries, the worker pool, releasing entries;
+* ``core``    the settings, the open entries, the registry of fetches in flight, the worker pool;
 * ``stream``  streamed entries (their window, hashing in order, eviction);
-* ``verify``  verification of complete entries, re-verification of stale complete blobs;
+* ``verify``  verification of complete entries;
 * ``fetch``   fetch jobs of chunks on the pool;
 * ``reads``   :class:`BlobHandle` and the read policy: waiting for chunks, read-ahead, random reads;
-* ``blobs``   :class:`LazyBlobs`, the public face (open, what is open, close).
+* ``whole``   small blobs fetched whole (one GET) and the background prefetch of many;
+* ``blobs``   :class:`LazyBlobs`, the public face (open, what is open, close), and
+  :class:`RefReads`, the reader of an unpinned reference with a handle's face.
 
 The parts with their own state are beside the package: the partial file and map
-(:mod:`artfs._partial`) and the fetch jobs and pool (:mod:`artfs._fetchpool`).
+(:mod:`artfs._partial`), the fetch jobs, their one registry and the pool (:mod:`artfs._fetchpool`),
+and the answer to "is this cache blob complete and verified?" (:meth:`artfs._cache.Cache.open_verified`,
+:mod:`artfs._verified`), which every open here asks and nothing here answers on its own.
+
+One reader, one handle per open file
+------------------------------------
+Every fetch into the cache of a process goes through its :class:`LazyBlobs`: chunks (on demand
+and read ahead), small blobs whole (``whole``: at most ``small_max`` bytes, 1 MiB, in one GET at
+open), and a directory's prefetch. Every fetch in flight is in one registry
+(:class:`artfs._fetchpool._InFlight`), keyed by what it fetches, so whoever needs it waits for it
+(``joined_fetches`` in ``stats``). An open file is one :class:`BlobHandle` with one descriptor of
+the blob: its own for a complete, verified blob (no entry: opened, read and closed without any
+lock of the reader, so the mount does it on its event loop: :meth:`LazyBlobs.open_complete`), or
+the blob's shared entry (one descriptor for every handle of it) while chunks arrive.
 
 :class:`LazyBlobs` serves ``read(offset, length)`` of a blob without downloading all of it:
 reading the first KiB of a 10 GiB checkpoint fetches one or two chunks, a sequential reader gets a
@@ -53,8 +65,9 @@ Invariants
   partial file or complete blob (cleanup skips files it cannot lock exclusively), and
   :meth:`LazyBlobs.open_digests` lists them for ``Cache.cleanup(keep=…)``. An fd is only used after
   checking, once locked, that the path still names the same inode.
-* **Within a process, each chunk is fetched once**: a missing chunk gets one in-flight fetch job
-  that every reader of that chunk waits on (a per-chunk event, not a global lock). **Across
+* **Within a process, each chunk and each small blob is fetched once at a time**: a missing
+  chunk gets one fetch job in the registry that every reader of that chunk waits on (a per-job
+  event, not a global lock); a small blob's whole fetch likewise. **Across
   processes** (two mounts, a mount and a CLI) on one cache, chunks marked in the map by another
   process are picked up (the map is re-read for a chunk before fetching it); two processes may
   occasionally both fetch one chunk, writing identical bytes, which is harmless.
@@ -68,8 +81,10 @@ Invariants
 Complete blobs opened again
 ---------------------------
 A complete blob is served without hashing it if its verification record (``user.artfs.verified``,
-see :mod:`artfs._cache`) matches its ``fstat``; otherwise :meth:`LazyBlobs.open` hashes it again
-before taking any lock (kept, re-recorded) or drops it with a warning (then fetched again).
+see :mod:`artfs._verified`) matches its ``fstat``; otherwise :meth:`LazyBlobs.open` has it hashed
+again (:meth:`Cache.open_verified` with ``rehash``) before taking any lock of its own: kept and
+re-recorded, or dropped with a warning and fetched again. A handle whose own descriptor fails a
+read switches to the blob's entry, which checks the blob again the same way.
 
 Streamed entries (blobs larger than the cache allows)
 -----------------------------------------------------
@@ -92,7 +107,7 @@ Per handle: a read that starts at offset 0 or near the end of the previous reads
 MiB either way, so the kernel's slightly out-of-order parallel reads still count) is sequential.
 The window starts at one chunk and doubles each time a sequential read moves into a new chunk, up
 to ``readahead_max``; a random read resets it. Window chunks are fetched by a pool of
-``max_workers`` threads (demand reads before read-ahead) with range GETs of up to 16 MiB
+``max_workers`` threads (demand reads before read-ahead, read-ahead before the background prefetch of small blobs) with range GETs of up to 16 MiB
 (``MAX_REQUEST``), so one sequential reader keeps up to 4 requests in flight (see
 :mod:`artfs._fetchpool` for why not more). Read-ahead bytes queued or in flight are bounded
 globally (``2 * readahead_max``).
@@ -124,7 +139,7 @@ are read ahead by the kernel at a sequential reader's request: each read hints t
 through the previous hint, so the disk streams instead of answering one request at a time.
 """
 
-from .blobs import LazyBlobs
+from .blobs import LazyBlobs, RefReads
 from .reads import BlobHandle
 
-__all__ = ["BlobHandle", "LazyBlobs"]
+__all__ = ["BlobHandle", "LazyBlobs", "RefReads"]

@@ -7,61 +7,86 @@ import os
 from typing import TYPE_CHECKING, Callable
 
 from .._digest import check_digest
-from .._errors import ArtfsError, CorruptData
-from .._partial import _Entry, _Stream
+from .._errors import ArtfsError
 from .._refs import RefReader, is_pinned, ref_key
 
-from .reads import BlobHandle, _Reads
+from .reads import BlobHandle
+from .whole import _Whole
 
 if TYPE_CHECKING:
     from .._manifest import Entry
 
 
-class LazyBlobs(_Reads):
+class RefReads:
+    """An open unpinned reference (``checksum=False``): whatever is there now, read straight from
+    where it lives, never cached (the mount opens it with ``direct_io``). The face of a
+    :class:`BlobHandle`, without a descriptor."""
+
+    uncached = True
+    fd = -1
+    blocking_close = False
+
+    def __init__(self, reader: RefReader, entry: "Entry") -> None:
+        self.reader = reader
+        self.entry = entry
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.reader.read_range(self.entry, offset, length)
+
+    def readinto_nowait(self, offset: int, buf: memoryview) -> int | None:
+        return None  # every read asks where it lives (in a worker thread)
+
+    def will_need(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class LazyBlobs(_Whole):
     """Chunked, lazily filled reads of store blobs through the shared cache.
 
     Built in layers, one module each (:mod:`artfs._lazy`): the shared state (``core``), streamed
     entries (``stream``), verification (``verify``), fetch jobs (``fetch``), reads and their
-    policy (``reads``), and this public face.
+    policy (``reads``), whole fetches of small blobs and their prefetch (``whole``), and this
+    public face.
     """
 
     def open(self, project: str, digest: str, size: int, *,
              fetch: Callable[[int, int], bytes] | None = None, verify: bool = True) -> BlobHandle:
         """A handle on the blob ``digest`` of ``project`` with ``size`` bytes (from the manifest).
 
-        Does no store I/O: a blob or chunks already cached are readable with the store down.
+        A blob complete and verified in the cache (:meth:`Cache.open_verified`, hashed again if
+        its record is stale) gets a handle of its own descriptor; a small one missing from the
+        cache is fetched whole first (:meth:`fetch_whole`, the only store I/O an open does); any
+        other shares the blob's entry and fetches chunks as they are read, so a blob or chunks
+        already cached are readable with the store down.
         """
         check_digest(digest)
         if size < 0:
             raise ArtfsError(f"{digest}: negative size {size}")
-        cache = self.store.cache
-        if verify and digest not in self._entries:
-            self._precheck(cache.path(digest), digest, size)
-        start_verify = None
-        with self._lock:
-            e = self._entries.get(digest)
-            if e is None:
-                e = _Entry(project, digest, size, cache.root, cache.path(digest))
-                e.fetch, e.verify = fetch, verify
-                if self.stream_over is not None and size > self.stream_over:
-                    e.stream = _Stream(self.stream_window)
-                try:
-                    e.open_any(self.chunk_size)
-                except OSError as ex:
-                    e.close_fds()
-                    raise ArtfsError(f"opening the cache entry of {digest}: {ex}") from None
-                self._entries[digest] = e
-                if not e.complete and e.npresent == e.nchunks and e.verify and e.stream is None:
-                    e.finalizing = True  # every chunk arrived earlier, verification never ran
-                    start_verify = e
-            elif e.size != size:
-                raise CorruptData(f"{digest} opened with size {size}, but already open with size {e.size}")
-            with e.lock:
-                e.refs += 1
-                h = BlobHandle(self, e)
-        if start_verify is not None:
-            self._start_finalize(start_verify)
-        return h
+        if verify:
+            cache = self.store.cache
+            fd = cache.open_verified(digest, size, rehash=True)
+            if fd < 0 and fetch is None and 0 < size <= self.small_max:
+                self.fetch_whole(project, digest, size)
+                fd = cache.open_verified(digest, size, rehash=True)
+            if fd >= 0:
+                self._hold(digest, +1)
+                return BlobHandle(self, project, digest, size, fd=fd)
+        e = self._acquire(project, digest, size, fetch=fetch, verify=verify)
+        return BlobHandle(self, project, digest, size, entry=e)
+
+    def open_complete(self, project: str, digest: str, size: int) -> BlobHandle | None:
+        """A handle of the blob if it is complete and verified in the cache, else None (take
+        :meth:`open`). Never blocks and reads metadata only (:meth:`Cache.open_verified` without
+        rehashing): for the mount's event loop. Its reads and its close never block either,
+        but for a read that must wait for the disk."""
+        fd = self.store.cache.open_verified(digest, size)
+        if fd < 0:
+            return None
+        self._hold(digest, +1)
+        return BlobHandle(self, project, digest, size, fd=fd)
 
     def open_ref(self, project: str, entry: "Entry", reader: "RefReader") -> BlobHandle:
         """A handle on a pinned reference entry, read through the cache like a blob.
@@ -83,6 +108,11 @@ class LazyBlobs(_Reads):
             return self.open(project, entry.digest, entry.size, fetch=fetch)
         return self.open(project, f"xxh128:{ref_key(entry)}", entry.size, fetch=fetch, verify=False)
 
+    @staticmethod
+    def open_unpinned(reader: "RefReader", entry: "Entry") -> RefReads:
+        """The reader of an unpinned reference entry (``checksum=False``): never cached."""
+        return RefReads(reader, entry)
+
     def is_complete(self, digest: str) -> bool:
         """True if a verified copy of the blob is in the cache."""
         check_digest(digest)
@@ -90,24 +120,26 @@ class LazyBlobs(_Reads):
 
     def open_digests(self) -> set[str]:
         """Digests with open handles (for ``Cache.cleanup(keep=…)``)."""
+        with self._held_lock:
+            held = set(self._held)
         with self._lock:
-            return {d for d, e in self._entries.items() if e.refs > 0}
+            return held | {d for d, e in self._entries.items() if e.refs > 0}
 
     def keep_path(self, path: str) -> bool:
         """A ``keep=`` predicate for :meth:`Cache.cleanup`: is this cache file in use here?"""
         name = os.path.basename(path)
         if name.endswith(".map"):
             name = name[:-4]
-        with self._lock:
-            return any(e.refs > 0 and e.digest.endswith(name) for e in self._entries.values())
+        return any(d.endswith(name) for d in self.open_digests())
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait until no fetch or verification is running; False on timeout."""
+        """Wait until no fetch, prefetch or verification is running; False on timeout."""
         with self._busy:
             return self._busy.wait_for(lambda: self._active == 0, timeout)
 
     def close(self) -> None:
-        """Stop the workers (queued read-ahead is dropped). Open handles of complete blobs stay readable."""
+        """Stop the workers (queued read-ahead and prefetch are dropped). Open handles of complete
+        blobs stay readable."""
         self._closed = True
         self._pool.close()
 

@@ -1,14 +1,15 @@
 """The state every part of :class:`artfs._lazy.LazyBlobs` shares: its settings, the open entries,
-the worker pool, and the bookkeeping of entries and running work (the invariants are in the
+the one registry of fetches in flight, the worker pool, and the bookkeeping of entries and running work (the invariants are in the
 package's docstring, :mod:`artfs._lazy`).
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import TYPE_CHECKING
 
-from .._fetchpool import _Pool
+from .._fetchpool import _InFlight, _Pool
 from .._mountconfig import DEFAULT_TIMEOUT
 from .._partial import _Entry
 
@@ -16,11 +17,16 @@ if TYPE_CHECKING:
     from .._store import Store
 
 
+#: blobs up to this size are fetched whole in one request when opened (``LazyBlobs(small_max=...)``)
+SMALL = 1 << 20
+
+
 class _Core:
     """Settings, entries and the pool of a :class:`~artfs._lazy.LazyBlobs`; the release of entries."""
 
     def __init__(self, store: "Store", *, chunk_size: int = 1 << 20, max_workers: int = 16,
-                 timeout: float = DEFAULT_TIMEOUT, readahead_max: int = 64 << 20, direct_max: int | None = None) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, readahead_max: int = 64 << 20, direct_max: int | None = None,
+                 small_max: int = SMALL) -> None:
         if chunk_size <= 0 or timeout <= 0:
             raise ValueError("chunk_size and timeout must be positive")
         self.store = store
@@ -30,11 +36,20 @@ class _Core:
         self.readahead_max = int(readahead_max)
         # random reads up to this size are fetched exactly, not by chunks ("Random reads" above)
         self.direct_max = self.chunk_size if direct_max is None else int(direct_max)
-        self.stats = {"fetched_bytes": 0, "direct_reads": 0}
+        # blobs up to this size are fetched whole in one GET when opened, never chunk by chunk
+        self.small_max = int(small_max)
+        # joined_fetches: reads (and opens) that waited for a fetch already in flight, not their own
+        self.stats = {"fetched_bytes": 0, "direct_reads": 0, "small_fetches": 0, "prefetched": 0,
+                      "prefetch_errors": 0, "joined_fetches": 0}
         self._stats_lock = threading.Lock()
         self.prefetch_limit = max(2 * self.readahead_max, 2 * self.chunk_size)
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
+        # handles of complete blobs, which have no entry (BlobHandle's own descriptor), by digest:
+        # only for open_digests; its own lock, never held across I/O (taken on the mount's loop)
+        self._held: collections.Counter[str] = collections.Counter()
+        self._held_lock = threading.Lock()
+        self._flights = _InFlight()  # every fetch into the cache in flight (artfs._fetchpool)
         self._pool = _Pool(self.max_workers)
         self._busy = threading.Condition()
         self._active = 0  # jobs and verifications not finished (for drain)
@@ -59,6 +74,16 @@ class _Core:
                     return
                 del self._entries[e.digest]
                 e.close_fds()
+
+    def _count(self, what: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[what] += n
+
+    def _hold(self, digest: str, delta: int) -> None:
+        with self._held_lock:
+            self._held[digest] += delta
+            if self._held[digest] <= 0:
+                del self._held[digest]
 
     def _activity(self, delta: int) -> None:
         with self._busy:

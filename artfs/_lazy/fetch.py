@@ -19,13 +19,12 @@ log = logging.getLogger("artfs.lazy")
 
 
 class _Fetching(_Streaming, _Verifying):
-    """Chunks fetched into an entry by jobs on the pool; one job in flight per chunk."""
+    """Chunks fetched into an entry by jobs on the pool; one job in flight per chunk (the registry)."""
 
     def _new_job(self, e: _Entry, c0: int, c1: int, prio: int, reserved: int) -> _Job:
         """Register a fetch of chunks ``[c0, c1)`` (caller holds ``e.lock``)."""
         job = _Job(c0, c1, prio, e.gen, e.fd, e.map_fd, reserved)
-        for i in range(c0, c1):
-            e.inflight[i] = job
+        self._flights.add(e.digest, e.gen, job)
         e.jobs += 1
         return job
 
@@ -68,8 +67,7 @@ class _Fetching(_Streaming, _Verifying):
                 raise ArtfsError(f"fetching {e.digest} (project {e.project}) from {self.store.url} into the cache: {ex}") from None
             except Exception as ex:  # a backend bug or library error: still an artfs error
                 raise StoreUnavailable(f"fetching {e.digest} (project {e.project}) from {self.store.url}: {ex!r}") from None
-            with self._stats_lock:
-                self.stats["fetched_bytes"] += got
+            self._count("fetched_bytes", got)
             if got != n:
                 raise CorruptData(
                     f"the store returned {got} bytes of {e.digest} at offset {off}, expected {n}"
@@ -109,12 +107,9 @@ class _Fetching(_Streaming, _Verifying):
 
     def _finish_job(self, e: _Entry, job: _Job, err: BaseException | None, verify: bool) -> None:
         with e.lock:
-            for i in range(job.c0, job.c1):
-                if e.inflight.get(i) is job:
-                    del e.inflight[i]
-            job.error = err
+            self._flights.remove(e.digest, job.gen, job)
             e.jobs -= 1
-        job.done.set()
+        job.finish(err)
         if job.reserved:
             with self._busy:
                 self._pf_bytes -= job.reserved

@@ -9,23 +9,53 @@ import concurrent.futures
 import contextlib
 import functools
 import os
+import threading
 import time
+from typing import Callable
 
 from .._errors import ArtfsError, CorruptData, NotFound, StoreUnavailable
 from .._fetchpool import MAX_REQUEST, _DEMAND, _PREFETCH, _Dropped, _fresh, _Job
-from .._partial import _Entry, _pread_full
+from .._partial import _Entry, _pread_full, _Stream
 
 from .fetch import _Fetching
 
 
-class BlobHandle:
-    """One open file's view of a blob. ``read`` is blocking and thread-safe."""
+_fallback_lock = threading.Lock()  # a handle's switch from its own descriptor to the entry (rare)
 
-    def __init__(self, lb: "_Reads", entry: _Entry) -> None:
+
+class BlobHandle:
+    """One open file's view of a blob: the one handle of an open file, with one descriptor of it.
+
+    ``read`` is blocking and thread-safe; :meth:`readinto_nowait` never blocks. Two kinds, one face:
+
+    * **a complete, verified blob** (:meth:`LazyBlobs.open_complete`, or :meth:`LazyBlobs.open`
+      finding it complete): the handle holds its own descriptor from
+      :meth:`artfs._cache.Cache.open_verified` (with its shared ``flock``) and no entry, so
+      nothing of the reader is locked to open, read or close it (the mount does all three on its
+      event loop);
+    * **any other blob**: the shared entry of the blob (:class:`artfs._partial._Entry`, one
+      descriptor for every handle of it), its chunks fetched on demand; once the entry is
+      complete, its descriptor is the blob's.
+
+    :attr:`fd` is the complete blob's descriptor (-1 while it is not complete): what the mount
+    hands the kernel for passthrough. If a read of its own descriptor fails or comes back short,
+    the handle switches to the entry, which checks the blob again (hashes, drops, fetches) and
+    reports what is wrong; the old descriptor stays open until :meth:`close`, since a read in
+    another thread may still be using it.
+    """
+
+    uncached = False  # read through the cache (an unpinned reference's reader says True)
+
+    def __init__(self, lb: "_Reads", project: str, digest: str, size: int, *, entry: _Entry | None = None,
+                 fd: int = -1) -> None:
         self._lb = lb
         self._e: _Entry | None = entry
-        self._gen = entry.gen
-        self.project, self.digest, self.size = entry.project, entry.digest, entry.size
+        self._fd = fd  # our own descriptor of the complete blob (no entry), else -1
+        self._old = -1  # our descriptor replaced by the entry after a failed read: closed at close()
+        self._held = fd >= 0  # counted in LazyBlobs.open_digests while open
+        self._closed = False
+        self._gen = entry.gen if entry is not None else 0
+        self.project, self.digest, self.size = project, digest, size
         # read-ahead state (guarded by the entry's lock)
         self._last_end = -1  # end of the furthest sequential read, -1 before the first read
         self._last_c0 = -1
@@ -41,8 +71,37 @@ class BlobHandle:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def fd(self) -> int:
+        """The descriptor of the complete, verified blob, or -1 while it is not complete."""
+        if self._fd >= 0:
+            return self._fd
+        e = self._e
+        if e is not None and e.complete and e.gen == self._gen and e.stream is None:
+            return e.fd
+        return -1
+
+    @property
+    def blocking_close(self) -> bool:
+        """Whether :meth:`close` may wait (for the reader's locks): False for a handle of its own
+        descriptor, which the mount closes on its event loop."""
+        return self._e is not None
+
     def read(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes at ``offset``; fewer only at the end of the blob."""
+        fd = self._fd
+        if fd >= 0 and offset >= 0:  # our own descriptor of a verified blob
+            n = min(length, self.size - offset)
+            if n <= 0:
+                return b""
+            try:
+                b = os.pread(fd, n, offset)
+            except OSError:
+                b = b""
+            if len(b) == n:
+                self._hint(self.size, fd, offset, offset + n)
+                return b
+            self._fall_back()  # changed under us or failing: the entry checks it and says what is wrong
         e = self._e
         if e is not None and e.complete and self._gen == e.gen and offset >= 0:  # a verified blob
             n = min(length, e.size - offset)
@@ -53,11 +112,32 @@ class BlobHandle:
             except OSError:
                 b = b""  # the slow path reports it as an artfs error
             if len(b) == n:
-                self._hint(e, e.fd, offset, offset + n)
+                self._hint(e.size, e.fd, offset, offset + n)
                 return b
         return self._read_slow(offset, length)
 
-    def _hint(self, e: _Entry, fd: int, offset: int, end: int) -> None:
+    def _fall_back(self) -> _Entry:
+        """Switch from our own descriptor to the blob's entry (opened, and so checked, now)."""
+        with _fallback_lock:
+            e = self._e
+            if e is None:
+                if self._closed:
+                    raise ArtfsError(f"{self.digest}: read from a closed handle")
+                e = self._lb._acquire(self.project, self.digest, self.size)
+                self._e, self._gen = e, e.gen
+                self._old, self._fd = self._fd, -1
+            return e
+
+    def will_need(self) -> None:
+        """Have the kernel start reading a complete blob into the page cache (a small file, read
+        whole right after it is opened: its read then finds the bytes there)."""
+        fd = self.fd
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, 0, self.size, os.POSIX_FADV_WILLNEED)
+            self._h_to = self.size
+
+    def _hint(self, size: int, fd: int, offset: int, end: int) -> None:
         """Have the kernel read the cache file ahead of a sequential reader (``WILLNEED``).
 
         Bytes already in the cache file but not in the page cache (a complete blob read again
@@ -76,7 +156,7 @@ class BlobHandle:
             return
         if self._h_to - end >= ahead // 2:
             return
-        start, stop = max(self._h_to, end), min(e.size, end + ahead)
+        start, stop = max(self._h_to, end), min(size, end + ahead)
         self._h_to = stop
         if stop > start:
             with contextlib.suppress(OSError):
@@ -93,6 +173,16 @@ class BlobHandle:
         ``len(buf)`` only at the end of the blob; None means "call :meth:`read` (in a worker
         thread)", which also reports any error.
         """
+        fd = self._fd
+        if fd >= 0:  # our own descriptor of a verified blob
+            end = min(self.size, offset + len(buf))
+            if offset < 0 or offset >= end:
+                return None
+            try:
+                n = os.preadv(fd, [buf[: end - offset]], offset, os.RWF_NOWAIT)
+            except OSError:  # EAGAIN: not (all) in the page cache; anything else: read() reports it
+                return None
+            return n if n == end - offset else None
         e = self._e
         if e is None or offset < 0 or self._gen != e.gen or not hasattr(os, "RWF_NOWAIT") or e.stream is not None:
             return None  # a streamed entry's chunks may be punched out: read() pins them
@@ -130,11 +220,11 @@ class BlobHandle:
         return n
 
     def _read_slow(self, offset: int, length: int) -> bytes:
-        e = self._e
-        if e is None:
+        if self._closed:
             raise ArtfsError(f"{self.digest}: read from a closed handle")
         if offset < 0 or length < 0:
             raise ArtfsError(f"invalid read of {self.digest}: offset {offset}, length {length}")
+        e = self._e if self._e is not None else self._fall_back()
         end = min(e.size, offset + length)
         if offset >= end:
             self._check_gen(e)
@@ -154,7 +244,7 @@ class BlobHandle:
             self._check_gen(e)
         if len(b) != end - offset:
             raise CorruptData(f"the cached copy of {self.digest} is shorter than its size {e.size}")
-        self._hint(e, fd, offset, end)
+        self._hint(e.size, fd, offset, end)
         return b
 
     def _check_gen(self, e: _Entry) -> None:
@@ -198,13 +288,49 @@ class BlobHandle:
         return p0, p1
 
     def close(self) -> None:
+        self._closed = True
         e, self._e = self._e, None
+        for fd in (self._fd, self._old):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._old = -1
+        if self._held:
+            self._held = False
+            self._lb._hold(self.digest, -1)
         if e is not None:
             self._lb._release(e)
 
 
 class _Reads(_Fetching):
     """What a handle's reads ask of the entry: its chunks present, read-ahead planned, exact reads."""
+
+    def _acquire(self, project: str, digest: str, size: int, *,
+                 fetch: Callable[[int, int], bytes] | None = None, verify: bool = True) -> _Entry:
+        """The entry of ``digest`` (opened if none is), with one more reference for a handle."""
+        start_verify = None
+        with self._lock:
+            e = self._entries.get(digest)
+            if e is None:
+                e = _Entry(project, digest, size, self.store.cache)
+                e.fetch, e.verify = fetch, verify
+                if self.stream_over is not None and size > self.stream_over:
+                    e.stream = _Stream(self.stream_window)
+                try:
+                    e.open_any(self.chunk_size)
+                except OSError as ex:
+                    e.close_fds()
+                    raise ArtfsError(f"opening the cache entry of {digest}: {ex}") from None
+                self._entries[digest] = e
+                if not e.complete and e.npresent == e.nchunks and e.verify and e.stream is None:
+                    e.finalizing = True  # every chunk arrived earlier, verification never ran
+                    start_verify = e
+            elif e.size != size:
+                raise CorruptData(f"{digest} opened with size {size}, but already open with size {e.size}")
+            with e.lock:
+                e.refs += 1
+        if start_verify is not None:
+            self._start_finalize(start_verify)
+        return e
 
     def _ensure(self, h: BlobHandle, e: _Entry, offset: int, end: int) -> tuple[int, int, bool]:
         """Wait until the chunks of ``[offset, end)`` are present; (fd, gen, pinned) to read them.
@@ -214,6 +340,7 @@ class _Reads(_Fetching):
         """
         deadline = time.monotonic() + self.timeout
         mine: set[_Job] = set()
+        joined: set[_Job] = set()  # fetches of others (a read-ahead, another reader) this read waits for
         retried: set[_Job] = set()
         first = True
         while True:
@@ -238,11 +365,14 @@ class _Reads(_Fetching):
                         e.refresh(c0, c1)  # another process may have fetched them
                     i = e.present.find(0, c0, c1)
                     while 0 <= i < c1:
-                        job = e.inflight.get(i)
+                        job = self._flights.get(e.digest, e.gen, i)
                         if job is None:
                             job = self._new_job(e, i, i + 1, _DEMAND, 0)
                             mine.add(job)
                             submit.append(job)
+                        elif job not in mine and job not in joined:
+                            joined.add(job)
+                            self._count("joined_fetches")
                         if not waits or waits[-1] is not job:
                             waits.append(job)
                         i = e.present.find(0, i + 1, c1)
@@ -297,13 +427,14 @@ class _Reads(_Fetching):
         if e.present.find(0, p0, p1) >= 0:
             e.refresh(p0, p1)
         jobs: list[_Job] = []
+        digest, gen, inflight = e.digest, e.gen, self._flights.get
         i = p0
         while i < p1:
-            if e.present[i] or i in e.inflight:
+            if e.present[i] or inflight(digest, gen, i) is not None:
                 i += 1
                 continue
             j = i + 1
-            while j < p1 and j - i < per_job and not e.present[j] and j not in e.inflight:
+            while j < p1 and j - i < per_job and not e.present[j] and inflight(digest, gen, j) is None:
                 j += 1
             if j - i < per_job and j == p1 < e.nchunks and (i - c1) * cs >= h._window // 2:
                 break  # a short tail: schedule it with the next part of the window
@@ -338,7 +469,8 @@ class _Reads(_Fetching):
         if e.present.find(0, c0, c1) >= 0:
             e.refresh(c0, c1)  # another process may have fetched them
         touched = e.touched
-        if e.present.find(1, c0, c1) >= 0 or any(i in e.inflight or touched.get(i, 0) >= cs for i in range(c0, c1)):
+        if e.present.find(1, c0, c1) >= 0 or any(
+                self._flights.get(e.digest, e.gen, i) is not None or touched.get(i, 0) >= cs for i in range(c0, c1)):
             return False  # (partly) there or coming, or read a chunk's worth already: cache it
         for i in range(c0, c1):
             touched[i] = touched.get(i, 0) + min(end, (i + 1) * cs) - max(offset, i * cs)
@@ -380,7 +512,6 @@ class _Reads(_Fetching):
         if len(data) != n:
             raise CorruptData(f"the store returned {len(data)} bytes of {e.digest} at offset {offset}, expected {n}"
                               " (the blob is shorter than its manifest says)")
-        with self._stats_lock:
-            self.stats["fetched_bytes"] += n
-            self.stats["direct_reads"] += 1
+        self._count("fetched_bytes", n)
+        self._count("direct_reads")
         return bytes(data)

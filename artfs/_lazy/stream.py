@@ -10,7 +10,7 @@ import os
 import logging
 
 from .._digest import finish
-from .._partial import _HDR, _Entry, _pread_full, _punch, _Stream
+from .._partial import _HDR, _Entry, _pread_full, _punch
 
 from .core import _Core
 
@@ -58,15 +58,7 @@ class _Streaming(_Core):
                 bad = got
                 log.warning("blob %s streamed from the store does not match its digest (got %s); dropping what "
                             "was fetched", e.digest, got)
-                old = (e.fd, e.map_fd)
-                e.inflight.clear()
-                e.fd = e.map_fd = -1
-                try:
-                    e.open_private(self.chunk_size)
-                finally:
-                    e.old_fds.extend(old)
-                    e.gen += 1
-                e.stream = _Stream(st.window)
+                e.restart(self.chunk_size)  # a new private pair and window, a new generation
                 return bad
         self._stream_evict(e)
         return bad

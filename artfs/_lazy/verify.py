@@ -1,6 +1,6 @@
 """Verification: a blob whose chunks have all arrived is hashed and becomes a complete cache blob,
-or is dropped ("Nothing reaches ``blobs/`` unverified" in :mod:`artfs._lazy`); and the
-re-verification of a complete blob whose record is stale, before it is opened.
+or is dropped ("Nothing reaches ``blobs/`` unverified" in :mod:`artfs._lazy`). (Whether a blob
+already in ``blobs/`` may be served is :meth:`artfs._cache.Cache.open_verified`'s answer.)
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import threading
 
 import logging
 
-from .._cache import check_blob, stamp, stamp_ok
-from .._partial import _Entry, _hash_file, _open_locked, _same, _unlink_if_same
+from .._partial import _Entry, _hash_file, _same, _unlink_if_same
+from .._verified import stamp
 
 from .core import _Core
 
@@ -21,23 +21,7 @@ log = logging.getLogger("artfs.lazy")
 
 
 class _Verifying(_Core):
-    """Verification of fully fetched entries (in a background thread) and of stale complete blobs."""
-
-    def _precheck(self, path: str, digest: str, size: int) -> None:
-        """Re-verify a cached blob whose verification record is stale, before taking any lock.
-
-        ``_Entry.open_complete`` checks the record again (cheaply) under the global lock; doing
-        the rare hashing here keeps other opens from waiting behind it.
-        """
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            if os.fstat(fd).st_size == size and not stamp_ok(fd, digest):
-                check_blob(fd, path, digest, size)
-        finally:
-            os.close(fd)
+    """Verification of fully fetched entries (in a background thread)."""
 
     def _start_finalize(self, e: _Entry) -> None:
         with e.lock:
@@ -87,14 +71,7 @@ class _Verifying(_Core):
                 fcntl.flock(map_fd, fcntl.LOCK_UN)
             with e.lock:
                 if e.gen == gen:
-                    old = (e.fd, e.map_fd)
-                    e.inflight.clear()
-                    e.fd = e.map_fd = -1
-                    try:
-                        e.open_any(self.chunk_size)
-                    finally:
-                        e.old_fds.extend(old)
-                        e.gen += 1
+                    e.restart(self.chunk_size)
         except Exception:
             log.exception("verifying %s failed; it stays a partial cache entry", e.digest)
         finally:
@@ -111,11 +88,8 @@ class _Verifying(_Core):
                 if e.gen == gen:
                     e.complete = True
             return True
-        nfd = _open_locked(e.blob_path, os.O_RDONLY)
+        nfd = self.store.cache.open_verified(e.digest, e.size, rehash=True)
         if nfd < 0:
-            return False
-        if os.fstat(nfd).st_size != e.size or not check_blob(nfd, e.blob_path, e.digest, e.size):
-            os.close(nfd)
             return False
         fcntl.flock(map_fd, fcntl.LOCK_EX)
         try:  # our partial copy is redundant now

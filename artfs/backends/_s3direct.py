@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import http.client
 import logging
+import os
 import re
 import threading
 import time
@@ -398,3 +399,179 @@ def _read_answer(sock: Any, local: threading.local, read_t: float | None,
             return -1, None, False  # cut short
         n += k
     return status, bytes(view[start:total]), keep
+
+
+# -- the write side: lineage's small PUTs without boto3 ------------------------------------------------
+#: settings only botocore can read right (a profile's endpoint, addressing, FIPS/dual-stack, a CA
+#: bundle): where the AWS configuration file names one, the direct PUT stands aside
+_CONFIG_WORDS = ("endpoint_url", "addressing_style", "use_dualstack", "use_fips", "ca_bundle", "services",
+                 "s3 =", "s3=")
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+_DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _env_credentials() -> tuple[str, str, str | None] | None:
+    """(access key, secret key, session token) from the environment (the first source of boto3's
+    chain, ahead of every file and role), or None."""
+    access, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not access or not secret:
+        return None
+    return access, secret, os.environ.get("AWS_SESSION_TOKEN") or os.environ.get("AWS_SECURITY_TOKEN") or None
+
+
+def _config_text() -> str | None:
+    """The AWS configuration file's text ('' when there is none), None when it cannot be read."""
+    path = os.environ.get("AWS_CONFIG_FILE") or os.path.join(os.path.expanduser("~"), ".aws", "config")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+    except OSError:
+        return None
+
+
+def direct_put_for(*, bucket: str, endpoint_url: str | None, unsigned: bool,
+                   attempt_timeout: float) -> "_DirectPut | None":
+    """The direct PUT of a store, from the environment alone (no boto3 imported), where that says
+    exactly what botocore would do: the endpoint (``endpoint_url``, ``AWS_ENDPOINT_URL_S3``,
+    ``AWS_ENDPOINT_URL``; else AWS S3 in ``AWS_DEFAULT_REGION``), its addressing style (as
+    :func:`artfs.backends._s3client.make_client` sets it) and the credentials of the environment.
+    None (then botocore's path) when anything else could decide it: no credentials in the
+    environment, a proxy, a configuration file naming an endpoint, an addressing style, a CA
+    bundle, or the region where the environment does not (``AWS_CA_BUNDLE`` is honoured)."""
+    from urllib.parse import urlsplit
+
+    creds = None if unsigned else _env_credentials()
+    config = _config_text()
+    if (not unsigned and creds is None) or config is None or any(w in config for w in _CONFIG_WORDS):
+        return None
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return None
+    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() in ("1", "true"):
+        return None
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_DEFAULT_REGION")
+    if region is None and config:
+        return None  # the profile's region (botocore reads it): not guessed here
+    style = os.environ.get("ARTFS_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
+    if endpoint:
+        u = urlsplit(endpoint)
+        if u.scheme not in ("http", "https") or not u.netloc or u.query or u.path.strip("/"):
+            return None
+        scheme, host = u.scheme, u.netloc
+        region = region or "us-east-1"
+        virtual = style == "virtual"
+    else:
+        if region is None or not re.fullmatch(r"[a-z]{2}-[a-z]+-\d", region) or region.startswith(("cn-", "us-gov-")):
+            return None
+        scheme, host = "https", f"s3.{region}.amazonaws.com"
+        virtual = style != "path" and _DNS_BUCKET.match(bucket) is not None
+    if style not in ("path", "virtual", "auto"):
+        return None
+    if virtual:
+        return _DirectPut(scheme, f"{bucket}.{host}", "/", creds, region, attempt_timeout)
+    return _DirectPut(scheme, host, f"/{bucket}/", creds, region, attempt_timeout)
+
+
+class _DirectPut:
+    """One signed ``PUT`` of a small object with ``http.client`` alone: for lineage's edges and run
+    records, which every worker process of a job writes once (its first open of a version). Its
+    reason is the worker's start, not the transfer: boto3's import and client cost about 0.3-0.8 s
+    of CPU per process, more than a short epoch's reads (docs/fsspec.md).
+
+    The signature is SigV4 for S3 over the body's SHA-256, the headers ``tests/test_s3_faults.py``
+    checks against botocore's ``S3SigV4Auth``. Each wait (connect, send, the answer) is bounded by
+    the store's per-attempt timeout and the caller's deadline. One attempt: :meth:`put` returns
+    the status, -1 for no answer (the object may have been written: the caller reads an exclusive
+    create back); the caller takes botocore's path (its retries, its errors) for anything but a
+    200. A kept-alive connection that the server closed meanwhile is opened again once for a plain
+    PUT (no byte of an answer was read).
+    """
+
+    def __init__(self, scheme: str, host: str, path: str, creds: tuple[str, str, str | None] | None,
+                 region: str, attempt_timeout: float) -> None:
+        self.scheme, self.host, self.path = scheme, host, path  # path: "/bucket/" or "/"
+        self.creds, self.region, self.attempt_timeout = creds, region, attempt_timeout
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    def headers(self, method: str, path: str, body: bytes, now: float | None = None) -> dict[str, str]:
+        """The signed headers of ``method path`` with ``body`` (SigV4, service ``s3``)."""
+        payload = hashlib.sha256(body).hexdigest()
+        amzdate = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+        h = {"host": self.host, "x-amz-content-sha256": payload, "x-amz-date": amzdate}
+        if self.creds is None:
+            return {"x-amz-content-sha256": payload}
+        access, secret, token = self.creds
+        if token:
+            h["x-amz-security-token"] = token
+        day = amzdate[:8]
+        k = hmac.digest(("AWS4" + secret).encode(), day.encode(), "sha256")
+        for part in (self.region, "s3", "aws4_request"):
+            k = hmac.digest(k, part.encode(), "sha256")
+        names = sorted(h)
+        signed = ";".join(names)
+        canonical = "\n".join([method, path, "", *(f"{n}:{h[n]}" for n in names), "", signed, payload])
+        scope = f"{day}/{self.region}/s3/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", amzdate, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+        del h["host"]
+        h["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={access}/{scope}, SignedHeaders={signed}, "
+                              f"Signature={hmac.digest(k, to_sign.encode(), 'sha256').hex()}")
+        return h
+
+    def put(self, key: str, body: bytes, *, exclusive: bool = False, deadline: float | None = None) -> int:
+        """``PUT`` ``body`` at ``key`` (the full key, prefix included; with ``If-None-Match: *`` when
+        ``exclusive``): the answer's status, -1 when there was none (refused, reset, timed out)."""
+        from urllib.parse import quote
+
+        path = self.path + quote(key, safe="/~")
+        headers = self.headers("PUT", path, body)
+        headers["Content-Length"] = str(len(body))
+        if exclusive:
+            headers["If-None-Match"] = "*"
+        with self._lock:
+            for fresh in (False, True):
+                conn, reused = self._conn, self._conn is not None
+                try:
+                    if conn is None:
+                        conn = self._connect(deadline)
+                    assert conn.sock is not None
+                    conn.sock.settimeout(_bounded(self.attempt_timeout, deadline))
+                    conn.request("PUT", path, body=body, headers=headers)
+                    r = conn.getresponse()
+                    r.read()  # the body (empty on success, an XML error otherwise): the connection is reusable
+                    self._conn = None if r.will_close else conn
+                    if r.will_close:
+                        conn.close()
+                    return r.status
+                except Exception as e:  # refused, reset, timed out, malformed: botocore's path decides
+                    if conn is not None:
+                        conn.close()
+                    self._conn = None
+                    if reused and not fresh and not exclusive and isinstance(
+                            e, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
+                        continue  # a kept-alive connection the server had closed: once more on a new one
+                    log.debug("direct PUT %s: %s", key, e)
+                    return -1
+        return -1
+
+    def _connect(self, deadline: float | None) -> http.client.HTTPConnection:
+        timeout = _bounded(self.attempt_timeout, deadline)
+        if self.scheme == "https":
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)  # as botocore's verify
+            return _connected(http.client.HTTPSConnection(self.host, timeout=timeout, context=ctx))
+        return _connected(http.client.HTTPConnection(self.host, timeout=timeout))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _connected(conn: http.client.HTTPConnection) -> http.client.HTTPConnection:
+    conn.connect()
+    return conn

@@ -63,6 +63,12 @@ class Backend(abc.ABC):
     def put(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         """Store ``data``; with ``exclusive`` fail with AlreadyExists if the key exists."""
 
+    def put_small(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        """:meth:`put` of a small object that many processes write at their start (lineage's edges
+        and run records): a backend may take a path that is cheaper to set up (S3: a plain signed
+        PUT, no boto3). The same semantics and time budget as :meth:`put`, which is the default."""
+        self.put(key, data, exclusive=exclusive)
+
     @abc.abstractmethod
     def put_file(self, key: str, path: str, *, exclusive: bool = False) -> None:
         """Upload a local file (multipart for large files where the store supports it)."""

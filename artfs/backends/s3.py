@@ -31,6 +31,9 @@ standard boto3 chain (env vars, ``~/.aws``, instance roles); the endpoint from `
   their digest) first makes one plain GET without botocore's request path
   (see :class:`artfs.backends._s3direct._DirectGet`), and falls back to :meth:`S3Backend.get`
   for anything but a complete 200 answer, within the same budget.
+* :meth:`S3Backend.put_small` (lineage's edges and run records) first makes one plain signed PUT
+  with ``http.client`` alone (:class:`artfs.backends._s3direct._DirectPut`: no boto3 imported),
+  and falls back to :meth:`S3Backend.put` for anything but a 200, within the same budget.
 * ``ARTFS_NO_SIGN_REQUEST=1`` (the CLI's ``--no-sign-request``, the mount's ``-o no_sign_request``)
   or ``unsigned=True`` sends unsigned requests, as anonymous users may for a public project (see
   :mod:`artfs._access`); no credentials are looked up then.
@@ -54,13 +57,13 @@ import os
 import random
 import threading
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Literal, TypeVar
 from urllib.parse import urlparse
 
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
 from . import _s3bucket
 from ._s3client import make_client, no_sign_request_from_env, retry_settings
-from ._s3direct import _EMPTY_SHA256, _DirectGet
+from ._s3direct import _EMPTY_SHA256, _DirectGet, _DirectPut, direct_put_for
 from ._s3errors import _DENIED, _EXISTS, _NOT_FOUND, _is_botocore, _NoSuchBucket, artfs_error
 from ._s3retry import (DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, _attempt_timeout, _aws_retry_config, _BodyBroke,
                        _bound_retries, _read_body, _timeout_from_env)
@@ -122,6 +125,7 @@ class S3Backend(Backend):
         self._session: Any = None  # the boto3 session of the client (its credentials)
         self._direct_obj: _DirectGet | None = None
         self._direct_tried = False
+        self._writer: _DirectPut | Literal[False] | None = None  # the direct PUT (False: none), made on first use
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -478,6 +482,30 @@ class S3Backend(Backend):
                 raise err from None
         self._count("put")
 
+    def put_small(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        """:meth:`put`, by one plain signed PUT first (:class:`_DirectPut`: no boto3 imported, where
+        the environment says how to sign and where to send it), botocore's :meth:`put` for anything
+        but a 200, within what is left of the same budget. An exclusive create whose direct attempt
+        got no answer is read back if botocore then finds the key taken (the attempt may have made it)."""
+        deadline = time.monotonic() + self.timeout
+        if self._writer is None:
+            self._writer = direct_put_for(bucket=self.bucket, endpoint_url=self.endpoint_url, unsigned=self.unsigned,
+                                          attempt_timeout=self._socket_timeout) or False
+        status = self._writer.put(self._key(key), data, exclusive=exclusive, deadline=deadline) if self._writer else 0
+        if status == 200:
+            self._count("put")
+            return
+        if 300 <= status < 500 and status not in (404, 409, 412, 429):  # this request's shape is wrong here
+            self._writer = False  # (a redirect, a refused signature): botocore's path from now on
+        self._deadline.at = deadline  # botocore's retries share the deadline (see _start_budget)
+        try:
+            self.put(key, data, exclusive=exclusive)
+        except AlreadyExists:
+            if not (exclusive and status < 0 and self.get(key, deadline=deadline) == data):
+                raise
+        finally:
+            self._deadline.at = None
+
     def _own_retried_write(self, e: BaseException, key: str, data: bytes) -> bool:
         """After a 412 on a *retried* exclusive PUT: is the object there the one we sent?
 
@@ -558,6 +586,9 @@ class S3Backend(Backend):
             clients = (self._client_obj,)
             self._client_obj = None
             self._direct_obj, self._direct_tried = None, False  # it sends through the client's pool
+            writer, self._writer = self._writer, None
+        if writer:
+            writer.close()
         for c in clients:
             if c is not None:
                 try:

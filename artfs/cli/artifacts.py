@@ -80,13 +80,14 @@ def cmd_put(ctx: Context) -> None:
     art = Artifact(s.artifact, type=a.type or "unspecified", description=a.description, metadata=md)
     added = fill(art, a)  # before the store is opened (or created): bad input leaves nothing
     # the bar's total: a stat per file, paid only where a bar is drawn
-    total = sum(os.path.getsize(art._files[p]) for p in added) if sys.stderr.isatty() else 0
+    files = art.draft_files() if sys.stderr.isatty() else {}
+    total = sum(os.path.getsize(files[p]) for p in added) if files else 0
     store = ctx.store
     if a.type is None and s.artifact not in store.artifacts(s.project):
         art.type = "dataset"  # W&B's CLI default for a new artifact; an existing one keeps its type
     with ctx.progress(total, "upload") as cb:
         # Store.log_artifact without the progress callback it does not take
-        logged = art._log(store, s.project, aliases, progress=cb)
+        logged = art.log_to(store, s.project, aliases, progress=cb)
     r = logged.commit_result
     assert r is not None
     name = f"{r.project}/{r.artifact}:v{r.version}"
@@ -276,7 +277,7 @@ def _show_text(doc: dict[str, Any]) -> str:
 def cmd_show(ctx: Context) -> None:
     s = spec(ctx.args.spec)  # a malformed spec is a usage error (2) even where no store is
     art = resolve_any(ctx.store, s)
-    doc = version_doc(ctx.store, *art._coords(), files=True)
+    doc = version_doc(ctx.store, *art.source_coords(), files=True)
     if not ctx.args.files:
         del doc["entries"]
     if art.is_link:

@@ -18,15 +18,15 @@ import uuid
 from typing import Any
 
 from .. import _xattrs
-from .._distributed import PartResult
-from .._draft import Draft, DraftBusy, DraftStatus, Drafts, default_staging_root, list_drafts
+from .._draft import Draft, DraftBusy, DraftStatus, Drafts, commit_draft, default_staging_root, list_drafts
 from .._errors import ArtfsError, NotFound
 from .._mounts import FSTYPE, find_mount
 from .._names import check_alias, parse_spec
 from .._store import Store
 from . import groups
 from .context import Context, json_option, metadata
-from .output import MATCHED, commit_text, uploaded
+from .._umount import DraftCommit
+from .output import commit_text
 
 _SHOW_PATHS = 10
 
@@ -134,33 +134,35 @@ def commit_through_mount(ctx: Context, mountpoint: str, project: str, artifact: 
     # of draft/); we poll user.artfs.last_commit until it carries our id and a result.
     request["wait"] = False
     failed: OSError | None = None
-    doc: dict[str, Any] | None = None
+    doc: DraftCommit | None = None
     try:
         os.setxattr(draft, _xattrs.full(_xattrs.COMMIT), json.dumps(request).encode())
     except OSError as e:
         failed = e
     while True:
         try:
-            doc = json.loads(os.getxattr(draft, _xattrs.full(_xattrs.LAST_COMMIT)))
+            doc = DraftCommit.from_dict(json.loads(os.getxattr(draft, _xattrs.full(_xattrs.LAST_COMMIT))))
+            if doc is None:
+                raise ValueError("not a commit result")
         except (OSError, ValueError) as e:
             if failed is None:
                 failed = e if isinstance(e, OSError) else OSError(0, str(e))
             doc = None
-        if doc is not None and doc.get("id") != request["id"]:
+        if doc is not None and doc.id != request["id"]:
             doc = None  # someone else's commit (or a daemon that does not know "wait")
-        if failed is not None or doc is None or doc.get("ok") is not None:
+        if failed is not None or doc is None or doc.ok is not None:
             break
         time.sleep(0.1)
-    if doc is not None and doc.get("ok") is False and failed is None:
-        failed = OSError(0, str(doc.get("error")))
+    if doc is not None and doc.ok is False and failed is None:
+        failed = OSError(0, str(doc.error))
     name = f"{project}/{artifact}"
     if failed is not None:
-        why = doc.get("error") if doc and doc.get("error") else (failed.strerror or str(failed))
+        why = doc.error if doc and doc.error else (failed.strerror or str(failed))
         raise ArtfsError(f"{name}: the mount at {mountpoint} could not commit the draft: {why} "
                          f"(its log has details)")
     if doc is None:
         raise ArtfsError(f"{name}: the mount at {mountpoint} committed, but did not say what (is its daemon older?)")
-    ctx.emit(doc, commit_text(doc))
+    ctx.emit(doc.to_dict(), commit_text(doc))
     return 0
 
 
@@ -244,28 +246,14 @@ def cmd_commit(ctx: Context) -> int:
             store = Store(draft.store_url, cache=ctx.cache)
         name = f"{draft.project}/{draft.artifact}"
         total = sum(e.size for e in draft.entries())
+        base = draft.base_version
         with ctx.progress(total, "upload") as cb:
-            r = draft.commit(store, description=a.description, metadata=md, type=a.type,
+            r = commit_draft(draft, store, description=a.description, metadata=md, type=a.type,
                              aliases=aliases, progress=cb)
-        if r is None:
-            base = draft.base_version
-            what = f"its base v{base}" if base is not None else "an empty new artifact"
-            ctx.emit({"name": name, "created": False, "version": base, "committed": False},
-                     f"nothing to commit: the draft of {name} equals {what}")
-            return 0
-        if isinstance(r, PartResult):  # a draft of a group (artfs mount --group): recorded as a part
-            doc = {"name": name, "committed": True, **vars(r)}
-            ctx.emit(doc, commit_text(doc))
-            return 0
-        vname = f"{r.project}/{r.artifact}:v{r.version}"
-        doc = {"name": vname, "committed": True, **vars(r)}
-        if r.created:
-            text = f"{vname} created ({uploaded(r.files, r.uploaded_blobs, r.uploaded_bytes)})"
-        else:
-            text = f"{vname} matched: {MATCHED}"
-        if r.aliases:
-            text += f"; aliases: {', '.join(r.aliases)}"
-        ctx.emit(doc, text)
+        doc: dict[str, Any] = {"name": name, "created": False, "version": base, "committed": False}
+        if r.result is not None:  # the library's result, as `artfs commit --json` always printed it
+            doc = {"name": name if r.group else f"{name}:v{r.version}", "committed": True, **vars(r.result)}
+        ctx.emit(doc, commit_text(r))
     return 0
 
 

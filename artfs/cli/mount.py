@@ -40,7 +40,7 @@ from typing import Any, Sequence
 from .. import _xattrs
 from .._cache import default_cache_dir
 from .._errors import ArtfsError, NotFound
-from .._umount import COMMITTING, UnmountReport
+from .._umount import COMMITTING, Failure, UnmountReport
 from .._mounts import (
     DAEMON_BOOT, FSTYPE, is_generic, MountUsageError, add_mount_arguments, apply_mount_options,
     daemon_argv, find_mount, parse_seconds, results_path, unmount,
@@ -147,13 +147,13 @@ def report_unmount(ctx: Context, mountpoint: str, pid: int | None, report: str |
         names = list(doc.drafts) if doc is not None else []
         store = doc.store if doc is not None else None
         opt = f" --store {shlex.quote(store)}" if store else ""
-        failed = [{"name": n, "error": f"{n}: not committed: the mount daemon died while committing the drafts; "
-                                      f"the draft is kept; commit it with `artfs commit{opt} {n}`"} for n in names]
+        failed = [Failure(n, f"{n}: not committed: the mount daemon died while committing the drafts; "
+                             f"the draft is kept; commit it with `artfs commit{opt} {n}`") for n in names]
         if ctx.json:
-            ctx.emit({"mountpoint": mountpoint, "commits": [], "unchanged": [], "failed": failed,
-                      "daemon_died": True}, None)
+            ctx.emit({"mountpoint": mountpoint, "commits": [], "unchanged": [],
+                      "failed": [f.to_dict() for f in failed], "daemon_died": True}, None)
         for fail in failed:
-            ctx.note(f"artfs: error: {fail['error']}")
+            ctx.note(f"artfs: error: {fail.error}")
         if not names:
             ctx.note("artfs: error: the mount daemon exited without reporting its commits, so drafts may not be "
                      "committed; they are kept: `artfs status` lists them and `artfs commit PROJECT/ARTIFACT` "
@@ -162,7 +162,7 @@ def report_unmount(ctx: Context, mountpoint: str, pid: int | None, report: str |
     lines = [commit_text(c) for c in doc.commits]
     ctx.emit(doc.to_dict(), "\n".join(lines) if lines else None)
     for f in doc.failed:
-        ctx.note(f"artfs: error: {f.get('error') or f.get('name')}")
+        ctx.note(f"artfs: error: {f.error or f.name}")
     if doc.failed:
         ctx.note("the drafts above are kept; `artfs status` lists them, and `artfs commit PROJECT/ARTIFACT` "
                  "commits one once the store can be reached (or mount and unmount again)")

@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from .._units import human_size as human_size  # the one formatter, shared with the library
+from .._umount import DraftCommit
 
 def plural(n: int, word: str) -> str:
     """``1 file``, ``2 files``."""
@@ -91,22 +92,18 @@ def uploaded(files: int, blobs: int, nbytes: int) -> str:
 MATCHED = "already in the store (identical content, or an interrupted commit made it)"
 
 
-def commit_text(doc: dict[str, Any]) -> str:
-    """One line about a commit of a draft (``artfs commit``, also through a mount, ``artfs umount``).
-
-    ``doc`` is the commit's JSON document: a daemon's report entry or ``artfs commit``'s own.
-    """
-    name, version = doc["name"], doc.get("version")
-    sent = uploaded(doc.get("files", 0), doc.get("uploaded_blobs", 0), doc.get("uploaded_bytes", 0))
-    if doc.get("group"):  # artfs mount --group: the draft became a part of a pending group
-        return (f"{name}: recorded as a part of group {doc['group']} ({sent}); "
-                f"`artfs finish {name} --group {doc['group']}` makes the version")
-    if not doc.get("committed"):
-        what = f"its base v{version}" if version is not None else "an empty new artifact"
-        return f"nothing to commit: the draft of {name} equals {what}"
-    if not doc.get("created"):
-        return f"{name}:v{version} matched: {MATCHED}"
-    text = f"{name}:v{version} created ({sent})"
-    if doc.get("aliases"):
-        text += f"; aliases: {', '.join(doc['aliases'])}"
+def commit_text(c: DraftCommit) -> str:
+    """One line about a commit of a draft (``artfs commit``, also through a mount, ``artfs umount``)."""
+    sent = uploaded(c.files, c.uploaded_blobs, c.uploaded_bytes)
+    if c.group:  # artfs mount --group: the draft became a part of a pending group
+        return (f"{c.name}: recorded as a part of group {c.group} ({sent}); "
+                f"`artfs finish {c.name} --group {c.group}` makes the version")
+    if not c.committed:
+        what = f"its base v{c.version}" if c.version is not None else "an empty new artifact"
+        return f"nothing to commit: the draft of {c.name} equals {what}"
+    if not c.created:
+        return f"{c.name}:v{c.version} matched: {MATCHED}"
+    text = f"{c.name}:v{c.version} created ({sent})"
+    if c.aliases:
+        text += f"; aliases: {', '.join(c.aliases)}"
     return text

@@ -45,7 +45,7 @@ def ls_collection(ctx: Context, project: str, collection: str) -> None:
 def cmd_link(ctx: Context) -> None:
     a = ctx.args
     s = spec(a.spec)
-    art = Artifact._logged(ctx.store, *ctx.store.resolve(s))
+    art = Artifact.of_version(ctx.store, *ctx.store.resolve(s))
     aliases = [check_alias(x) for x in a.alias or []]
     linked = link_to(art, a.target, aliases)
     text = f"{linked.qualified_name} links {art.qualified_name}" + (

@@ -29,7 +29,7 @@ from artfs._draft import ROOT as DROOT, Drafts  # noqa: E402
 def resolve(d, path: str) -> int:
     ino = DROOT
     for part in path.split("/"):
-        ino = d.lookup(ino, part).ino
+        ino = d.namespace.lookup(ino, part).ino
     return ino
 
 
@@ -75,7 +75,7 @@ def main() -> None:
             d = drafts.open("bench", "many")
             t_open = time.perf_counter() - t
             try:
-                d.pwrite(resolve(d, path), f"changed {run}\n".encode(), 0)
+                d.staging.pwrite(resolve(d, path), f"changed {run}\n".encode(), 0)
                 prof = cProfile.Profile() if a.profile and run == a.runs else None
                 t = time.perf_counter()
                 if prof:

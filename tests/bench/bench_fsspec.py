@@ -123,9 +123,16 @@ def s3fs_python(venv: str) -> str:
 
 def run_readers(py: str, kind: str, mode: str, args: dict[str, Any], shares: list[list[str]],
                 env: dict[str, str]) -> tuple[float, int]:
-    """Start one reader per share, wait for all; (wall seconds from the first start to the last end, bytes)."""
-    procs = [subprocess.Popen([py, "-c", READER, kind, mode, json.dumps(args)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for _ in shares]
+    """Start one reader per share, wait for all; (wall seconds from the first start to the last end, bytes).
+
+    The readers of one call are one process group of their own (the first one leads it), as the
+    workers of one job are: one automatic run per call, so that no call finds the lineage of an
+    earlier one already written."""
+    procs: list[subprocess.Popen[bytes]] = []
+    for _ in shares:
+        group = {"process_group": procs[0].pid if procs else 0}
+        procs.append(subprocess.Popen([py, "-c", READER, kind, mode, json.dumps(args)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **group))
     outs = []
     for p, share in zip(procs, shares):
         assert p.stdin is not None

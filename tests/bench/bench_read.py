@@ -27,7 +27,9 @@ Sections (``--only``):
            itself; s3fs and rclone keep the kernel's 128 (rclone reads ten times slower with
            1024: the kernel's parallel read-ahead requests arrive out of order and it re-opens
            its stream). Each is mounted afresh for every run (a cold kernel page cache) and
-           unmounted after.
+           unmounted after. Every run notes the CPU (user + system, all threads) that the
+           reader spent during the read (the artfs daemon, also up to its blob's verification;
+           the s3fs or rclone process; boto3's own process) and that s3rver spent serving it.
 ``ttfb``   Time to the first byte of a 10 GiB file (``--big-gb``), cold: a fresh mount and an
            empty cache, then ``open`` + ``read(4096)`` at offset 0 (and at the middle), vs the
            same on the store file with its pages dropped. The 10 GiB blob is a sparse file of
@@ -208,6 +210,13 @@ def log_big_file(store: Store, src_dir: str) -> tuple[str, str]:
     art.add_dir(src_dir)
     logged = store.log_artifact(art, project=PROJECT)
     return os.path.join(ARTIFACT, "v0", FILE), logged.get_path(FILE).digest
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def daemon_counters(m: MountProcess) -> str:
@@ -468,12 +477,20 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
         mnt = os.path.join(base, "mnt")
         counters = ""
         rep = [0]
+        # (s, daemon CPU s, s3rver CPU s, daemon CPU s until the blob was verified)
+        cpu: dict[str, list[tuple[float, float, float, float]]] = {"": [], a.compare or "": []}
+        peer_cpu: dict[str, list[tuple[float, float, float]]] = {}  # kind: (s, client CPU s, s3rver CPU s)
 
         def boto() -> float:
             os.sync()
+            assert server.proc is not None
+            c0 = os.times(), cpu_seconds(server.proc.pid)
             t0 = time.perf_counter()
             client.download_file(bucket, key, out)  # TransferConfig(): 8 MiB parts, 10 threads
             t = time.perf_counter() - t0
+            c1 = os.times()  # this process's own CPU: boto3 runs in it
+            peer_cpu.setdefault("boto3", []).append(
+                (t, c1.user + c1.system - c0[0].user - c0[0].system, cpu_seconds(server.proc.pid) - c0[1]))
             assert os.path.getsize(out) == size
             os.unlink(out)
             return t
@@ -495,12 +512,17 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
                     os.chdir(cwd)
                 path = m.path(PROJECT, rel)
                 os.stat(path)
+                assert m.proc is not None and server.proc is not None
+                cpu0 = cpu_seconds(m.proc.pid), cpu_seconds(server.proc.pid)
                 t, n = read_all(path)
                 assert n == size, n
+                run_cpu = (t, cpu_seconds(m.proc.pid) - cpu0[0], cpu_seconds(server.proc.pid) - cpu0[1])
                 if code is None:
                     counters = daemon_counters(m)
                 blob = Cache(cache_dir).path(digest)
                 wait_for(lambda: os.path.exists(blob), 60, "the fetched file to be verified")
+                # the daemon's CPU up to the verified blob too (its hashing pass may end after the read)
+                cpu[code or ""].append((*run_cpu, cpu_seconds(m.proc.pid) - cpu0[0]))
             shutil.rmtree(cache_dir)
             return t
 
@@ -519,9 +541,13 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
                         path = os.path.join(pm.mnt, root_key)
                         wait_for(lambda: os.path.exists(path), 30, f"{root_key} to show up in the {kind} mount")
                         os.sync()
+                        assert pm.proc is not None and server.proc is not None
+                        c0 = cpu_seconds(pm.proc.pid), cpu_seconds(server.proc.pid)
                         t, n = read_all(path)
                         if n != size:
                             raise RuntimeError(f"read {n} bytes of {size}")
+                        peer_cpu.setdefault(kind, []).append(
+                            (t, cpu_seconds(pm.proc.pid) - c0[0], cpu_seconds(server.proc.pid) - c0[1]))
                         return t
                 except Exception as e:
                     failed[kind] = f"{type(e).__name__}: {e}"
@@ -532,6 +558,14 @@ def bench_s3(a: argparse.Namespace, base: str, table: Table) -> None:
         table.add("cold read from S3 (s3rver): artfs mount vs boto3", size / best["artfs"] / GB, ref, aim="1.0",
                   ref_name="boto3 download_file")
         table.note(f"artfs from s3rver: {counters} per run")
+        for code, runs in cpu.items():
+            if runs:  # where the time of a cold read goes: the daemon's CPU, the server's
+                table.note(f"artfs{' running ' + code if code else ''} per run (s, daemon CPU s, s3rver CPU s; "
+                           "daemon CPU s until verified): "
+                           + ", ".join(f"{t:.2f} / {d:.2f} / {v:.2f}; {dv:.2f}" for t, d, v, dv in runs))
+        for kind, runs in peer_cpu.items():  # the same for boto3 (this process) and each peer mount
+            table.note(f"{kind} per run (s, {'client' if kind == 'boto3' else kind} CPU s, s3rver CPU s): "
+                       + ", ".join(f"{t:.2f} / {d:.2f} / {v:.2f}" for t, d, v in runs))
         if a.compare:
             table.add(f"cold read from S3 (s3rver): artfs mount running {a.compare} vs boto3",
                       size / best["artfs@compare"] / GB, ref, ref_name="boto3 download_file")

@@ -1,4 +1,5 @@
-"""The levels above the version trees: the mount root, projects, artifacts, versions, aliases.
+"""The listings above the version trees (:class:`Listings`): the mount root, projects, artifacts,
+versions, aliases, kept fresh from the store.
 
 What lives here changes while mounted (another process or machine logs a version or moves an
 alias), so each listing directory remembers when it was last listed and is listed again in a
@@ -21,7 +22,7 @@ longer than the refresh interval. An alias keeps its inode when it moves, and th
 cache its target (``FUSE_CACHE_SYMLINKS``, :mod:`artfsd.kernel`) and attributes: a move also
 invalidates the link's inode (page and attributes, ``invalidate_inode``), in a worker thread,
 and the refresh that saw the move completes (and a lookup waiting for it answers) only after
-the kernel dropped them. So alias nodes get long kernel timeouts (:attr:`Namespace.keep_fresh`),
+the kernel dropped them. So alias nodes get long kernel timeouts (:attr:`Listings.keep_fresh`),
 as long as the background refresh keeps their artifact listed: handing an alias's attributes
 to the kernel counts as a use of its artifact (``used_at``), and the refresh loop lists every
 artifact used within ``keep_fresh``, so no alias the kernel may still trust goes unwatched.
@@ -68,7 +69,7 @@ from .errors import Timeout, errno_for
 from .nodes import AliasLink, CollectionDir, Inodes, ListingDir, Node, ProjectDir, RootDir, VersionDir, now
 from .nodes import ArtifactDir as ArtifactDir
 from .nodes import DraftRoot as DraftRoot
-from .tree import VersionTree
+from .tree import LazyTree, VersionTree, tree_for
 
 log = logging.getLogger("artfsd")
 
@@ -90,8 +91,8 @@ def _ns(created: str, default: int) -> int:
         return default
 
 
-# -- the namespace -------------------------------------------------------------------------------
-class Namespace:
+# -- the listings --------------------------------------------------------------------------------
+class Listings:
     """Everything above the version trees, kept fresh from the store."""
 
     def __init__(
@@ -269,8 +270,8 @@ class Namespace:
             elif isinstance(d, ProjectDir):
                 self._apply_names(d, subdirs(os.path.join(base, d.name)), ArtifactDir)
             elif isinstance(d, ArtifactDir):
-                versions = sorted(int(e.name[:-5]) for e in os.scandir(os.path.join(base, d.project, d.name))
-                                  if e.name.endswith(".json") and e.name[:-5].isdigit())
+                versions = sorted({int(e.name.split(".")[0]) for e in os.scandir(os.path.join(base, d.project, d.name))
+                                   if e.name.split(".")[0].isdigit() and e.name.split(".", 1)[1] in ("json", "head.json")})
                 self._apply_artifact(d, versions, {"latest": versions[-1]} if versions else {})
         except FileNotFoundError:
             if not self._is_local(d):
@@ -459,7 +460,7 @@ class Namespace:
                         await self._refresh(node, ev)
 
     # -- versions ------------------------------------------------------------------------------
-    async def load(self, v: VersionDir) -> VersionTree:
+    async def load(self, v: VersionDir) -> VersionTree | LazyTree:
         """The index of ``v``, building it from the (locally cached) manifest if needed."""
         tree = v.tree
         if tree is not None:
@@ -468,36 +469,36 @@ class Namespace:
                 self._idle_trees[v] = None
             return tree
         async with v.loading:
-            if v.tree is None:
-                p, a, n = v.key
-                # parsing a manifest of millions of entries takes a while: CPU, not the store
-                m, tree = await self.run_sync(self._build, p, a, n, what=f"load {v.spec}",
-                                              limit=max(300.0, 4 * self.timeout))
-                v.created = m.created
-                v.created_ns = _ns(m.created, self.started_ns)
-                v.type = m.type
-                v.digest = m.digest
-                if v.info_at == -math.inf:
-                    v.description, v.metadata = m.description, dict(m.metadata)
-                if v.base == 0:
-                    v.base = self.inodes.reserve(v, tree.size)
-                elif tree.size > self._range(v):  # cannot happen: manifests never change
-                    raise RuntimeError(f"{v.spec}: manifest changed size")
-                v.tree = tree
-                self._loaded_entries += tree.nfiles
-                self.stats["trees_loaded"] += 1
-                self._idle_trees[v] = None
-                self._trim()
-            return v.tree
+            if v.tree is not None:  # loaded by another request while this one waited
+                return v.tree
+            built: VersionTree | LazyTree
+            p, a, n = v.key
+            # parsing a manifest of millions of entries takes a while: CPU, not the store
+            m, built = await self.run_sync(self._build, p, a, n, what=f"load {v.spec}",
+                                           limit=max(300.0, 4 * self.timeout))
+            v.created = m.created
+            v.created_ns = _ns(m.created, self.started_ns)
+            v.type = m.type
+            v.digest = m.digest
+            if v.info_at == -math.inf:
+                v.description, v.metadata = m.description, dict(m.metadata)
+            if v.base == 0:
+                v.base = self.inodes.reserve(v, built.size)
+            elif built.size > self._range(v):  # cannot happen: manifests never change
+                raise RuntimeError(f"{v.spec}: manifest changed size")
+            v.tree = built
+            self._loaded_entries += built.nfiles
+            self.stats["trees_loaded"] += 1
+            self._idle_trees[v] = None
+            self._trim()  # may unload it at once (over the budget, unreferenced): answer with it
+            return built
 
     def _range(self, v: VersionDir) -> int:
-        i = self.inodes._owners.index(v)
-        nxt = self.inodes._starts[i + 1] if i + 1 < len(self.inodes._starts) else self.inodes.next
-        return nxt - v.base
+        return self.inodes.range_end(v) - v.base
 
-    def _build(self, project: str, artifact: str, n: int) -> tuple[Any, VersionTree]:
+    def _build(self, project: str, artifact: str, n: int) -> tuple[Any, VersionTree | LazyTree]:
         m = self.store.manifest(project, artifact, n)
-        return m, VersionTree(m)
+        return m, tree_for(m)  # a sharded version: read piece by piece (artfsd/tree.py)
 
     def referenced(self, v: VersionDir, delta: int) -> None:
         """The kernel took (``delta`` > 0) or dropped references to inodes of ``v``'s tree."""
