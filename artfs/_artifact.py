@@ -8,7 +8,6 @@ logged with ``Store.log_artifact``, or a *logged version* returned by ``Store.ar
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import operator
 import os
@@ -17,22 +16,23 @@ import stat
 import tempfile
 import uuid
 import weakref
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from ._artifact_extras import ArtifactExtras, check_tags
 from ._digest import digest_file
 from ._errors import ArtfsError, CorruptData, InvalidName, InvalidPath, SizeMismatch
-from ._hashes import HashRecord, Stager, Stamp, hash_files, hash_path
+from ._hashes import HashRecord, RecordView, hash_path
 from ._place import place_blob, safe_target
 from ._layout import blob_key
 from ._manifest import Entry, Manifest
 from ._names import check_alias, check_name, check_path, check_paths
 from ._parallel import pmap
+from ._puttree import EXEC, Sources, hash_files
 from ._refs import RefReader, is_pinned, resolve_reference
 
 if TYPE_CHECKING:
     from ._diff import ArtifactDiff
-    from .backends.base import Backend
+    from .backends.base import Staging
     from ._run import Run
     from ._results import CommitResult
     from ._store import Store
@@ -223,54 +223,65 @@ class Artifact(ArtifactExtras):
         for p in gone_refs:
             del self._refs[p]
 
-    def _entries(self, record: HashRecord | None = None, *, stage_in: "Backend | None" = None, project: str = ""
-                 ) -> tuple[list[Entry], dict[str, str | Callable[[str], None]], list[str]]:
+    def _entries(self, record: HashRecord | None = None, *, staging: "Staging | None" = None, project: str = ""
+                 ) -> tuple[list[Entry], Sources, Callable[[], None]]:
         """This draft's entries (its files hashed, in parallel; references as they are), the
-        source of each blob (references have nothing to upload), and the temp files staged.
+        source of each blob (references have nothing to upload), and a function removing the
+        staged copies the commit did not place (call it whatever the commit did).
 
         ``record``: the local record of what was hashed (:mod:`artfs._hashes`): a file unchanged
         since it was recorded is not read again. ``new_file()``'s files are hashed without it
         (they are removed once logged). ``hashed_files`` counts the files read.
-        ``stage_in``: a store that stages (the local one, :meth:`~artfs.backends.base.Backend.stager`):
-        each file read is copied into a temp file on the store's disk as it is hashed, and that
-        file is its blob's source (the caller removes those the commit did not place: the list
-        returned). One read per file instead of one to hash and one to upload, and the bytes
-        stored are the bytes hashed even if the file changes meanwhile.
+        ``staging``: the store's (the local one, :meth:`~artfs.backends.base.Backend.staging`):
+        each file read is copied beside its blob as it is hashed, and that copy is its blob's
+        source (:mod:`artfs._puttree`). One read per file instead of one to hash and one to
+        upload, and the bytes stored are the bytes hashed even if the file changes meanwhile.
         """
-        stage: Stager | None = None
-        if stage_in is not None and stage_in.stages:
-            make = stage_in.stager(f"{project}/blobs")
-
-            def stage(digest: str | None) -> tuple[str, int]:  # beside its blob when the digest is known
-                return make(blob_key(project, digest) if digest else None)
-        items = sorted(self._files.items())
         tmp = self._tmpdir + os.sep if self._tmpdir else None
-        ours = list(dict.fromkeys(local for _, local in items if not (tmp and local.startswith(tmp))))
-        theirs = list(dict.fromkeys(local for _, local in items if tmp and local.startswith(tmp)))
-        got = dict(zip(ours, hash_files(record, ours, under=self._roots, workers=_WORKERS, stage=stage)))
+        index: dict[str, int] = {}  # local file -> its place in ours + theirs (one hash per file)
+        for local in self._files.values():
+            if not (tmp and local.startswith(tmp)):
+                index.setdefault(local, len(index))
+        n_ours = len(index)
+        if tmp:
+            for local in self._files.values():
+                if local.startswith(tmp):
+                    index.setdefault(local, len(index))
+        paths = list(index)
+        ours = hash_files(record, paths[:n_ours], whole=self._roots, workers=_WORKERS, staging=staging,
+                          project=project)
+        parts = [(ours, paths[:n_ours])]
         try:
-            got.update(zip(theirs, hash_files(None, theirs, workers=_WORKERS, stage=stage)))
+            if n_ours < len(paths):
+                parts.append((hash_files(None, paths[n_ours:], workers=_WORKERS, staging=staging, project=project),
+                              paths[n_ours:]))
         except BaseException:
-            _unlink_all(h.staged for h in got.values())
+            if staging is not None:
+                ours.discard(staging, project)
             raise
-        self.hashed_files = sum(h.read for h in got.values())
-        entries = [Entry(path, h.digest, h.size, bool(h.mode & stat.S_IXUSR))
-                   for path, local in items for h in (got[local],)]
-        sources: dict[str, str | Callable[[str], None]] = {}
-        for local, h in got.items():
-            if h.staged is not None and stage_in is not None:
-                if not callable(sources.get(h.digest)):  # one staged copy per blob
-                    sources[h.digest] = functools.partial(_place_staged, stage_in, h.staged)
-            else:
-                sources.setdefault(h.digest, local)
-        return entries + list(self._refs.values()), sources, [h.staged for h in got.values() if h.staged]
+        self.hashed_files = sum(got.read() for got, _ in parts)
+        entries = []
+        for path, local in self._files.items():
+            i = index[local]
+            got = ours if i < n_ours else parts[1][0]
+            j = i if i < n_ours else i - n_ours
+            entries.append(Entry(path, got.digest(j), got.sizes[j], bool(got.flags[j] & EXEC)))
+        del index
+        entries.sort(key=_PATH)
+
+        def leftover() -> None:
+            if staging is not None:
+                for got, _ in parts:
+                    got.discard(staging, project)
+
+        return entries + list(self._refs.values()), Sources(parts, staging, project), leftover
 
     def draft_entries(self, record: HashRecord | None = None) -> tuple[list[Entry], dict[str, str | Callable[[str], None]]]:
         """The entries of this draft, its files hashed now (through ``record``), and where each blob's
         bytes are: what a distributed writer's part holds (``artfs._groups_parts``)."""
         self._need_draft()
         entries, sources, _ = self._entries(record)
-        return entries, sources
+        return entries, dict(sources)
 
     def draft_files(self) -> dict[str, str]:
         """The local files added to this draft: entry path -> local path (read at log time)."""
@@ -285,18 +296,19 @@ class Artifact(ArtifactExtras):
         check_name(project, "project")
         aliases = [check_alias(a) for a in list(self.aliases) + aliases]
 
-        entries, sources, staged = self._entries(store.cache.hash_record(), stage_in=store.backend, project=project)
-        copied, copy_sources = self._copied(store, project)  # entries of other artifacts (add_reference)
-        entries += copied
-        copy_sources.update(sources)
+        staging = store.backend.staging(project) if store.backend.stages else None
+        entries, sources, leftover = self._entries(store.cache.hash_record(), staging=staging, project=project)
         try:
-            if staged:  # their bytes durable before a blob is named by one (the store syncs the names)
-                store.backend.sync_staged(staged)
-            result = store.commit(project, self._name, type=self.type, entries=entries, sources=copy_sources,
+            copied, copy_sources = self._copied(store, project)  # entries of other artifacts (add_reference)
+            entries += copied
+            if staging is not None:  # their bytes durable before a blob is named by one (the store syncs the names)
+                staging.sync()
+            sources.extra = copy_sources
+            result = store.commit(project, self._name, type=self.type, entries=entries, sources=sources,
                                   description=self.description, metadata=self.metadata, aliases=aliases,
                                   progress=progress, run=run)
         finally:
-            _unlink_all(staged)  # those not placed: blobs the store had, or a failed commit's
+            leftover()  # the copies not placed: blobs the store had, or a failed commit's
         if self._tmp_cleanup is not None:
             self._tmp_cleanup()  # removes the directory of new_file()'s files
             self._tmpdir = self._tmp_cleanup = None
@@ -424,8 +436,7 @@ class Artifact(ArtifactExtras):
         fetched = False
         project = self.source_coords()[0]  # a link's blobs are its source's
         record = store.cache.hash_record()  # files already there: read only if changed since recorded
-        known = record.rows(under=[root])
-        fresh: list[tuple[str, Stamp, str]] = []
+        view = RecordView(record) if not new_root else None
 
         def one(e: Entry) -> None:
             nonlocal fetched
@@ -441,7 +452,7 @@ class Artifact(ArtifactExtras):
             except FileNotFoundError:
                 st = None
             if st is not None and stat.S_ISREG(st.st_mode) and st.st_size == e.size:
-                if hash_path(target, known, fresh).digest == e.digest:  # unchanged since recorded: not read
+                if hash_path(target, view).digest == e.digest:  # unchanged since recorded: not read
                     if (st.st_mode & 0o111 != 0) != e.executable:
                         os.chmod(target, mode)
                     if progress:
@@ -484,7 +495,8 @@ class Artifact(ArtifactExtras):
         finally:
             if reader is not None:
                 reader.close()
-            record.update(fresh)
+            if view is not None:
+                view.save()
             record.close()
         if fetched:  # only a download that grew the cache can have pushed it over its bound
             store.cache.cleanup()
@@ -626,11 +638,6 @@ class Artifact(ArtifactExtras):
         store.delete_version(self.project or "", self._name, self._version or 0, delete_aliases=delete_aliases)
 
 
-def _place_staged(backend: "Backend", tmp: str, key: str) -> None:
-    """A staged copy becomes the blob ``key`` (a blob source of :meth:`Store.commit`)."""
-    backend.place_staged(tmp, key)
-
-
 def _unlink_all(paths: "Iterable[str | None]") -> None:
     for p in paths:
         if p is not None:
@@ -639,6 +646,7 @@ def _unlink_all(paths: "Iterable[str | None]") -> None:
 
 
 _NAME = operator.attrgetter("name")
+_PATH = operator.attrgetter("path")
 
 
 def _walk_files(root: str) -> Iterator[tuple[str, str]]:

@@ -292,19 +292,22 @@ class Store:
             if progress:
                 progress(sizes.get(d, 0))
 
-        def upload(d: str) -> None:
-            fn = sources[d]
-            assert not isinstance(fn, str)
-            fn(blob_key(project, d))
-            done(d)
-
-        unknown = [d for d in missing if d not in sources]
+        got = [sources.get(d) for d in missing]  # one question per blob (a source may be built on demand)
+        unknown = [d for d, src in zip(missing, got) if src is None]
         if unknown:
             raise ArtfsError(f"no local source for blob {unknown[0]}")
-        files = [d for d in missing if isinstance(sources[d], str)]
-        self.backend.put_files([(blob_key(project, d), str(sources[d])) for d in files], workers,
-                               done=lambda i: done(files[i]))
-        pmap(upload, [d for d in missing if not isinstance(sources[d], str)], workers)
+        files = [(d, src) for d, src in zip(missing, got) if isinstance(src, str)]
+        calls = [(d, src) for d, src in zip(missing, got) if src is not None and not isinstance(src, str)]
+        del got
+
+        def upload(item: tuple[str, Callable[[str], None]]) -> None:
+            item[1](blob_key(project, item[0]))
+            done(item[0])
+
+        self.backend.put_files([(blob_key(project, d), src) for d, src in files], workers,
+                               done=lambda i: done(files[i][0]))
+        pmap(upload, calls, workers)
+        del calls
         # durable before a manifest or a part names them (the local store syncs here, not per file)
         self.backend.flush([blob_key(project, d) for d in missing])
         return sum(sizes.get(d, 0) for d in missing)

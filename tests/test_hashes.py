@@ -193,12 +193,18 @@ def test_a_record_of_another_schema_or_with_bad_rows_is_not_trusted(store: artfs
     put(store, src)
     db = str(Path(store.cache.root) / "hashes.db")
     con = sqlite3.connect(db)
-    con.execute("UPDATE files SET digest = x'00'")  # a row whose digest is not 16 bytes
+    con.execute("UPDATE dirs SET stamps = x'00'")  # a directory's row that does not decode
     con.commit()
     con.close()
     v = put(store, src)
     assert v.commit_result is not None and v.commit_result.hashed_files == 2
     assert contents(store, v) == on_disk(src)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE dirs SET names = 'text, not a blob'")
+    con.commit()
+    con.close()
+    r = put(store, src).commit_result
+    assert r is not None and r.hashed_files == 2
     con = sqlite3.connect(db)
     con.execute("PRAGMA user_version = 99")
     con.commit()
@@ -213,7 +219,7 @@ def test_a_record_locked_by_a_writer_is_read_and_a_put_goes_on(store: artfs.Stor
     put(store, src)
     holder = sqlite3.connect(str(Path(store.cache.root) / "hashes.db"), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process in a long write
-    holder.execute("DELETE FROM files WHERE 0")
+    holder.execute("DELETE FROM dirs WHERE 0")
     try:
         (src / "d0" / "f00.txt").write_bytes(b"changed\n")
         age(src)
@@ -341,3 +347,65 @@ def test_gc_removes_copies_a_crashed_put_staged_beside_their_blobs(store: artfs.
     assert not stale.exists() and young.exists()  # a young one may be a put running now
     assert r["blobs_removed"] == 0 and contents(store, v) == on_disk(src)
     v.verify(v.download(str(tmp_path / "out")))
+
+
+def test_large_small_duplicate_and_executable_files_are_stored_as_they_are(store: artfs.Store, tmp_path: Path) -> None:
+    """Files larger than one read go through a temp file and become staged copies once hashed;
+    two files of the same bytes make one blob; the executable bit is kept; nothing is left over."""
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    big = os.urandom(300_000)
+    (src / "a" / "big.bin").write_bytes(big)
+    (src / "a" / "big-again.bin").write_bytes(big)
+    (src / "a" / "empty").write_bytes(b"")
+    (src / "run.sh").write_bytes(b"#!/bin/sh\necho hi\n")
+    (src / "run.sh").chmod(0o755)
+    v = put(store, src)
+    assert v.commit_result is not None and v.commit_result.uploaded_blobs == 3
+    got = {e.path: (e.digest, e.size, e.entry.executable) for e in v.files()}
+    assert got == {"a/big.bin": (digest_bytes(big), len(big), False), "a/big-again.bin": (digest_bytes(big), len(big), False),
+                   "a/empty": (digest_bytes(b""), 0, False), "run.sh": (digest_bytes(b"#!/bin/sh\necho hi\n"), 18, True)}
+    root = Path(store.backend.root)  # type: ignore[attr-defined]
+    assert [p for p in root.rglob("*") if p.is_file() and (".tmp" in p.parts or p.name.startswith(STAGE))] == []
+    out = Path(v.download(str(tmp_path / "out")))
+    assert (out / "a" / "big.bin").read_bytes() == big and os.access(out / "run.sh", os.X_OK)
+    v.verify(str(out))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 4 MiB tmpfs (needs root), unmounted afterwards whatever happens."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_a_put_onto_a_full_disk_fails_and_leaves_nothing_half_written(small_disk: Path, tmp_path: Path) -> None:
+    store = artfs.Store(str(small_disk / "store"), cache=artfs.Cache(str(tmp_path / "cache")))
+    small = make(tmp_path / "small", 5)
+    v0 = put(store, small)
+    src = tmp_path / "src"
+    for i in range(12):  # 12 x 500 KiB into 4 MiB: the disk fills during the put
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"f{i}.bin").write_bytes(os.urandom(500_000))
+    for i in range(200):
+        (src / "d0" / f"s{i}.txt").write_bytes(b"small %d\n" % i)
+    art = artfs.Artifact("data", type="dataset")
+    art.add_dir(str(src))
+    with pytest.raises((artfs.ArtfsError, OSError)) as e:
+        store.log_artifact(art, project="p")
+    assert "No space" in str(e.value) or getattr(e.value, "errno", None) == 28, e.value
+    root = small_disk / "store"
+    assert [p for p in root.rglob("*") if p.is_file() and (".tmp" in p.parts or p.name.startswith(STAGE))] == []
+    assert store.versions("p", "data") == [0]  # no version made, the one before intact
+    v = store.artifact("p/data:v0")
+    v.verify(v.download(str(tmp_path / "out")))
+    assert v.digest == v0.digest

@@ -125,25 +125,14 @@ class Backend(abc.ABC):
         directory, so callers may ``stat`` it instead of sending a request; None for other stores."""
         return None
 
-    #: whether :meth:`stager` gives temp files on the store's own disk (the local store)
+    #: whether :meth:`staging` gives copies on the store's own disk (the local store)
     stages: bool = False
 
-    def stager(self, key: str) -> Callable[[str | None], tuple[str, int]]:
-        """A function making new temp files, open for writing, on the store's own disk, for bytes
-        that will become keys of the same project as ``key``: each call returns (path, fd); given
-        the key the bytes will become (when the caller knows it already), the file is made beside
-        it. A writer fills one while it hashes the bytes (one read of a source file, and the bytes
-        stored are the bytes hashed), then :meth:`place_staged` moves it under its key or the
-        caller unlinks it. Only where :attr:`stages`; ``NotImplementedError`` elsewhere."""
-        raise NotImplementedError(f"{self.url}: no staging")
-
-    def sync_staged(self, tmps: builtins.list[str]) -> None:
-        """Make the bytes of files from :meth:`stager` durable, before any is placed: a crash
-        after :meth:`place_staged` must not leave a key naming a file whose bytes were lost."""
-        raise NotImplementedError(f"{self.url}: no staging")
-
-    def place_staged(self, tmp: str, key: str) -> None:
-        """Move a file from :meth:`stager` (complete, closed, synced) under ``key``, replacing it."""
+    def staging(self, project: str) -> "Staging":
+        """A new :class:`Staging` for one put's blobs of ``project``: files written on the store's
+        own disk while they are hashed (one read of a source file, and the bytes stored are the
+        bytes hashed), placed under their keys at the commit. Only where :attr:`stages`;
+        ``NotImplementedError`` elsewhere."""
         raise NotImplementedError(f"{self.url}: no staging")
 
     def flush(self, keys: builtins.list[str]) -> None:
@@ -160,6 +149,51 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         pass
+
+
+class Staging(abc.ABC):
+    """Staged copies of one put's blobs (:meth:`Backend.staging`), each beside the key it will
+    become and named so that no listing, lookup or ``gc`` of keys takes it for one.
+
+    The order a put follows: :meth:`put_small` / :meth:`open_tmp` + :meth:`adopt` while hashing;
+    :meth:`sync` (the bytes of every copy durable) before the commit's first :meth:`place`;
+    :meth:`discard` for each copy the commit did not place (:meth:`left` says whether any is left).
+    A key never names a file whose bytes a crash could lose.
+    """
+
+    @abc.abstractmethod
+    def put_small(self, key: str, data: bytes) -> bool:
+        """Stage ``data``, the whole of the blob ``key``; False (nothing written) when the store
+        has ``key`` already or this staging holds a copy of it."""
+
+    @abc.abstractmethod
+    def open_tmp(self) -> tuple[str, int]:
+        """(path, fd open for writing) of a new temp file for bytes whose key is not known yet."""
+
+    @abc.abstractmethod
+    def adopt(self, tmp: str, key: str) -> bool:
+        """The complete, closed temp file ``tmp`` holds the blob ``key``: keep it as that key's
+        staged copy (True), or remove it (False) when the store or this staging has one already."""
+
+    @abc.abstractmethod
+    def has(self, key: str) -> bool:
+        """Whether a staged copy of ``key`` is waiting to be placed."""
+
+    @abc.abstractmethod
+    def place(self, key: str) -> None:
+        """Move the staged copy of ``key`` under ``key`` (after :meth:`sync`)."""
+
+    @abc.abstractmethod
+    def discard(self, key: str) -> None:
+        """Remove the staged copy of ``key`` if it is still there."""
+
+    @abc.abstractmethod
+    def left(self) -> int:
+        """How many staged copies are neither placed nor discarded."""
+
+    @abc.abstractmethod
+    def sync(self) -> None:
+        """Make the bytes of every staged copy durable."""
 
 
 def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:

@@ -24,11 +24,12 @@ import uuid
 from typing import Callable, Iterator
 
 from .._errors import AlreadyExists, ArtfsError, NotFound, PermissionDenied, StoreUnavailable
-from .base import Backend, ObjectInfo, pwrite_all
+from ._localstage import STAGE, SYNCFS_MIN, LocalStaging
+from .base import Backend, ObjectInfo, Staging, pwrite_all
+
+__all__ = ["LocalBackend", "STAGE", "TMP"]
 
 TMP = ".tmp"
-#: the name of a copy staged beside the key it will become (a put's small files): never a key's
-STAGE = ".artfs-stage-"
 
 
 def _oserror(e: OSError, key: str) -> ArtfsError:
@@ -102,7 +103,7 @@ def _fsync_dir(path: str) -> None:
 #: more keys than this to look for: list their directories instead of a stat each
 _LIST_MIN = 2048
 #: more keys than this to flush: one ``syncfs`` of the store's file system instead of an fsync each
-_SYNCFS_MIN = 64
+_SYNCFS_MIN = SYNCFS_MIN
 
 
 def _syncfs(fd: int) -> None:
@@ -126,6 +127,7 @@ class LocalBackend(Backend):
         self.root = os.path.abspath(os.path.expanduser(root))
         self.url = "file://" + self.root
         self.counter: dict[str, int] = {"put": 0, "get": 0, "range": 0, "download": 0}
+        self._unsynced: set[str] = set()  # keys a lone put_file wrote: their bytes are flush()'s to sync
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *key.split("/"))
@@ -305,18 +307,32 @@ class LocalBackend(Backend):
             _fsync_dir(os.path.dirname(dst))
         self.counter["put"] += 1
 
-    def stager(self, key: str) -> Callable[[str | None], tuple[str, int]]:
-        level = self._level(key)  # once for the whole put, not once per file
+    def staging(self, project: str) -> Staging:
+        """Copies of one put's blobs beside their keys (:mod:`artfs.backends._localstage`)."""
+        return LocalStaging(self, project, f"{os.getpid()}-{_TMP_ID}-{next(_tmp_seq)}")
 
-        def stage(final: str | None = None) -> tuple[str, int]:
-            try:
-                return self._create_tmp(key, level, final)
-            except OSError as e:
-                raise _oserror(e, final or key) from None
+    # -- what the staging uses (artfs.backends._localstage) ------------------------------------------
+    def level_of(self, key: str) -> tuple[int, int] | None:
+        """(mode, gid) of the project of ``key`` when artfs set its access level, else None."""
+        return self._level(key)
 
-        return stage
+    def make_dirs(self, path: str, key: str) -> None:
+        """``os.makedirs(path)`` with the project's mode for the directories made (``key``: of that project)."""
+        self._makedirs(path, key)
 
-    def sync_staged(self, tmps: builtins.list[str]) -> None:
+    def new_tmp(self) -> tuple[str, int]:
+        """(path, fd) of a new file in ``.tmp/``, open for writing (its project's mode set by the caller)."""
+        return self._create_tmp("", None)
+
+    def error(self, e: OSError, key: str) -> ArtfsError:
+        """The artfs error for an ``OSError`` about ``key`` (NotFound, PermissionDenied, StoreUnavailable)."""
+        return _oserror(e, key)
+
+    def sync_all(self) -> None:
+        """Everything written to the store's file system durable: one ``syncfs``."""
+        self._syncfs()
+
+    def _sync_files(self, tmps: builtins.list[str]) -> None:
         """fsync each, or for many one ``syncfs`` of the store's file system."""
         try:
             if len(tmps) > _SYNCFS_MIN:
@@ -338,27 +354,32 @@ class LocalBackend(Backend):
         finally:
             os.close(fd)
 
-    def place_staged(self, tmp: str, key: str) -> None:
-        try:
-            self._place(tmp, key, False)
-        except OSError as e:
-            raise _oserror(e, key) from None
-
     def flush(self, keys: builtins.list[str]) -> None:
-        """fsync each key and then each of their directories; for many keys one ``syncfs``."""
+        """Make ``keys`` durable: the bytes of those a lone :meth:`put_file` wrote (fsync'd each, or
+        for many one ``syncfs``; every other write here synced its bytes before naming them), then
+        the names: an fsync of each directory they are in, and of its parents up to the store's
+        root (directories made for them). Not a ``syncfs`` for a put of many files, which would
+        also wait for every other process's writes to the same disk."""
         if not keys:
             return
         try:
-            if len(keys) > _SYNCFS_MIN:
+            unsynced = [k for k in keys if k in self._unsynced] if self._unsynced else []
+            if len(unsynced) > _SYNCFS_MIN:
                 self._syncfs()
-                return
-            for k in keys:
-                fd = os.open(self._path(k), os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            for d in sorted({os.path.dirname(self._path(k)) for k in keys}):
+            else:
+                for k in unsynced:
+                    fd = os.open(self._path(k), os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            self._unsynced.difference_update(unsynced)
+            dirs = {self._path(d) for d in {k.rpartition("/")[0] for k in keys}}
+            for d in list(dirs):
+                while d.startswith(self.root + os.sep):
+                    d = os.path.dirname(d)
+                    dirs.add(d)
+            for d in sorted(dirs, reverse=True):  # the deepest first: a name before its parent's
                 _fsync_dir(d)
         except OSError as e:
             raise _oserror(e, keys[0]) from None
@@ -382,10 +403,12 @@ class LocalBackend(Backend):
             self._place(tmp, key, exclusive)
         except OSError as e:
             raise _oserror(e, key) from None
+        if not sync and not exclusive:
+            self._unsynced.add(key)  # its bytes are flush()'s to sync
 
     def put_files(self, items: builtins.list[tuple[str, str]], workers: int,
                   done: Callable[[int], None] | None = None) -> None:
-        """Copy every file into ``.tmp/``, sync them all (:meth:`sync_staged`), then rename each
+        """Copy every file into ``.tmp/``, sync them all (one ``syncfs`` for many), then rename each
         into place: no key ever names a file whose bytes a crash could lose, for one sync of
         the batch rather than an fsync per file. A failure removes the copies not yet placed."""
         from .._parallel import pmap
@@ -405,14 +428,17 @@ class LocalBackend(Backend):
         def place(i: int) -> None:
             tmp = tmps[i]
             assert tmp is not None
-            self.place_staged(tmp, items[i][0])
+            try:
+                self._place(tmp, items[i][0], False)
+            except OSError as e:
+                raise _oserror(e, items[i][0]) from None
             tmps[i] = None
             if done is not None:
                 done(i)
 
         try:
             pmap(copy, range(len(items)), workers)
-            self.sync_staged([t for t in tmps if t is not None])
+            self._sync_files([t for t in tmps if t is not None])
             pmap(place, range(len(items)), workers)
         finally:
             for t in tmps:

@@ -11,11 +11,11 @@ Not part of the test run. ``.venv/bin/python tests/bench/bench_put_get.py [--sca
 * the digest's throughput (XXH3-128) beside MD5's (what W&B hashes with) and SHA-256's.
 
 ``--many N`` instead times the case of issue 27: N files of a few bytes in ``--dirs`` (300)
-directories, through the CLI only: ``cp -r``, ``put`` into a new store, ``put`` again after one
-file changed (the record of what was hashed makes it read one file), ``get`` into a new
-directory, and ``get`` again over that directory (nothing to place; the files are read once, and
-recorded, so the next one reads none). Peak memory of each CLI step is printed too (from
-``wait4``'s rusage: the largest resident set of the step's process).
+directories, through the CLI only: ``cp -r`` and ``rsync -a`` of the tree, ``put`` into a new
+store, ``put`` again after one file changed (the record of what was hashed makes it read one
+file), ``get`` into a new directory; the median of ``--reps`` rounds, and the median of the
+ratios to ``cp -r`` and ``rsync -a`` of the same round. Peak memory of each CLI step is printed
+too (from ``wait4``'s rusage: the largest resident set of the step's process).
 
 Each figure is the best of ``--reps`` rounds (the machine may be shared); the rounds interleave
 the cases so that a slow moment hurts them alike. The page cache is warm for everyone (the source
@@ -32,6 +32,7 @@ import os
 import platform
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -186,37 +187,53 @@ def timed_rss(args: list[str], env: dict[str, str] | None = None) -> tuple[float
 
 
 def bench_many(n: int, dirs: int, work: str, reps: int) -> None:
+    """Each round, in turn: ``cp -r`` and ``rsync -a`` of the tree, ``put`` into a new store, ``put``
+    again after one file changed, ``get`` into a new directory. Nothing is deleted until the
+    end (a deletion just before a step would slow that step's file creations: the file system
+    skips inodes freed in the last minute), and ``sync`` runs before each step."""
     src = os.path.join(work, "src")
     make_many(src, n, dirs)
     time.sleep(0.2)  # older than the record's granularity: the first put records every file
     times: dict[str, list[tuple[float, float]]] = {}
     artfs_cli = [sys.executable, "-m", "artfs.cli"]
+    rsync = shutil.which("rsync")
+    ratios: dict[str, list[float]] = {}
     for r in range(reps):
         d = os.path.join(work, f"round{r}")
         os.makedirs(d)
         env = dict(os.environ, ARTFS_STORE=os.path.join(d, "store"), ARTFS_CACHE_DIR=os.path.join(d, "cache"))
-        times.setdefault("cp -r", []).append(timed_rss(["cp", "-r", src, os.path.join(d, "cp")]))
-        times.setdefault("put", []).append(timed_rss([*artfs_cli, "put", "-n", "bench/many", src], env))
+        row: dict[str, float] = {}
+
+        def step(name: str, args: list[str], e: dict[str, str] | None = None) -> None:
+            t = timed_rss(args, e)
+            times.setdefault(name, []).append(t)
+            row[name] = t[0]
+
+        step("cp -r", ["cp", "-r", src, os.path.join(d, "cp")])
+        if rsync:
+            step("rsync -a", [rsync, "-a", src + "/", os.path.join(d, "rsync")])
+        step("artfs put", [*artfs_cli, "put", "-n", "bench/many", src], env)
         one = os.path.join(src, "d0000", "f0000000.txt")
         with open(one, "ab") as f:
             f.write(b"%d" % r)
-        times.setdefault("put again, one file changed", []).append(
-            timed_rss([*artfs_cli, "put", "-n", "bench/many", src], env))
+        step("artfs put again, one file changed", [*artfs_cli, "put", "-n", "bench/many", src], env)
         out = os.path.join(d, "get")
-        times.setdefault("get", []).append(timed_rss([*artfs_cli, "get", "bench/many", "--root", out], env))
-        if tree_summary(out) != tree_summary(src):
+        step("artfs get", [*artfs_cli, "get", "bench/many", "--root", out], env)
+        if r == 0 and tree_summary(out) != tree_summary(src):
             raise SystemExit(f"get placed {tree_summary(out)} (files, bytes), expected {tree_summary(src)}")
-        times.setdefault("get again over it (reads, records)", []).append(
-            timed_rss([*artfs_cli, "get", "bench/many", "--root", out], env))
-        times.setdefault("get again over it (recorded)", []).append(
-            timed_rss([*artfs_cli, "get", "bench/many", "--root", out], env))
-        shutil.rmtree(d)
-    t_cp = min(t for t, _ in times["cp -r"])
-    print(f"{n} files of a few bytes in {dirs} directories, local store, the CLI; best of {reps}")
-    print(f"{'step':40} {'seconds':>8} {'x cp -r':>8} {'peak MiB':>9}")
+        for name in ("artfs put", "artfs get"):
+            ratios.setdefault(f"{name} / cp -r", []).append(row[name] / row["cp -r"])
+            if rsync:
+                ratios.setdefault(f"{name} / rsync -a", []).append(row[name] / row["rsync -a"])
+        print(f"# round {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items()), flush=True)
+    print(f"{n} files of a few bytes in {dirs} directories, local store, the CLI; median of {reps}")
+    print(f"{'step':40} {'seconds':>8} {'peak MiB':>9}")
     for name, ts in times.items():
-        t, rss = min(ts)
-        print(f"{name:40} {t:8.2f} {t / t_cp:8.2f} {rss:9.0f}")
+        t = statistics.median(x for x, _ in ts)
+        rss = max(m for _, m in ts)
+        print(f"{name:40} {t:8.2f} {rss:9.0f}")
+    for name, rs in ratios.items():
+        print(f"{name:40} {statistics.median(rs):8.2f}  ({min(rs):.2f}-{max(rs):.2f}, pairwise in each round)")
 
 
 def main() -> None:
