@@ -98,9 +98,9 @@ class PieceReader:
 
 def put_pieces(store: "Store", project: str, items: list[tuple[str, bytes]]) -> None:
     """Write pieces ((digest, bytes) each), durable as a batch: where the store stages (the local
-    store) each is written to a temp file without an fsync, all are synced at once
-    (:meth:`Backend.sync_staged`: one ``syncfs`` for many), only then placed under their keys, and
-    their names synced (:meth:`Backend.flush`). A crash point of the sharded commit
+    store) each is staged beside its key without an fsync (:meth:`Backend.staging`), all are
+    synced at once (:meth:`Staging.sync`: one ``syncfs`` for many), only then placed under their
+    keys, and their names synced (:meth:`Backend.flush`). A crash point of the sharded commit
     (tests/crashpoints.py), after which no head exists yet."""
     from ._parallel import STORE_WORKERS, pmap
 
@@ -110,22 +110,20 @@ def put_pieces(store: "Store", project: str, items: list[tuple[str, bytes]]) -> 
         pmap(lambda i: backend.put(keys[i], items[i][1]), range(len(items)), STORE_WORKERS)
         backend.flush(keys)
         return
-    stage = backend.stager(keys[0])
-    tmps: list[str] = []
+    staging = backend.staging(project)
+    staged: list[str] = []
+    placed = 0
     try:
-        for _, data in items:
-            tmp, fd = stage(None)
-            tmps.append(tmp)
-            with open(fd, "wb") as f:
-                f.write(data)
-        backend.sync_staged(tmps)
-        while tmps:
-            backend.place_staged(tmps[-1], keys[len(tmps) - 1])
-            tmps.pop()
+        for key, (_, data) in zip(keys, items):
+            if staging.put_small(key, data):  # False: the store has it (or this batch staged it)
+                staged.append(key)
+        staging.sync()
+        for key in staged:
+            staging.place(key)
+            placed += 1
     finally:
-        for t in tmps:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(t)
+        for key in staged[placed:]:
+            staging.discard(key)
     backend.flush(keys)
 
 
