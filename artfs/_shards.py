@@ -18,8 +18,10 @@ names that exist: :func:`artfs._gc.live_sets`); a one-file change to 10M entries
 of a few KB per directory level, not one of every digest. If the base's manifest is gone after
 the intent (deleted meanwhile), nothing is known: the intent is written again with every blob,
 deletions are waited for again, and every piece and blob is checked. Pieces the store lacks are
-written after the blobs, children before parents, made durable, and only then is the head created
-(exclusively), so no head ever names a piece that is not there.
+written after the blobs, all at once and durable as a batch (:func:`put_pieces`: on the
+local store one sync of their bytes before any is renamed under its key, then one of their names,
+not an fsync per piece), and only then is the head created (exclusively), so no head ever names
+a piece that is not there.
 """
 
 from __future__ import annotations
@@ -94,9 +96,35 @@ class PieceReader:
                 self._weight -= old.weight()
 
 
-def put_piece(store: "Store", project: str, digest: str, data: bytes) -> None:
-    """Write one piece (a crash point of the sharded commit: tests/crashpoints.py)."""
-    store.backend.put(L.tree_key(project, digest), data)
+def put_pieces(store: "Store", project: str, items: list[tuple[str, bytes]]) -> None:
+    """Write pieces ((digest, bytes) each), durable as a batch: where the store stages (the local
+    store) each is staged beside its key without an fsync (:meth:`Backend.staging`), all are
+    synced at once (:meth:`Staging.sync`: one ``syncfs`` for many), only then placed under their
+    keys, and their names synced (:meth:`Backend.flush`). A crash point of the sharded commit
+    (tests/crashpoints.py), after which no head exists yet."""
+    from ._parallel import STORE_WORKERS, pmap
+
+    backend = store.backend
+    keys = [L.tree_key(project, d) for d, _ in items]
+    if not backend.stages or len(items) <= 1:
+        pmap(lambda i: backend.put(keys[i], items[i][1]), range(len(items)), STORE_WORKERS)
+        backend.flush(keys)
+        return
+    staging = backend.staging(project)
+    staged: list[str] = []
+    placed = 0
+    try:
+        for key, (_, data) in zip(keys, items):
+            if staging.put_small(key, data):  # False: the store has it (or this batch staged it)
+                staged.append(key)
+        staging.sync()
+        for key in staged:
+            staging.place(key)
+            placed += 1
+    finally:
+        for key in staged[placed:]:
+            staging.discard(key)
+    backend.flush(keys)
 
 
 class ShardedCommit:
@@ -171,12 +199,9 @@ class ShardedCommit:
         keys = {L.tree_key(project, t): t for t in todo}
         missing = store.backend.missing(list(keys))
         order = sorted((todo[keys[k]] for k in missing), key=lambda d: -d.depth)
-        written = []
-        for d in order:
-            data = self.plan.bytes_of(d)
-            put_piece(store, project, d.sub.tree, data)
-            written.append(L.tree_key(project, d.sub.tree))
+        items = [(d.sub.tree, self.plan.bytes_of(d)) for d in order]
+        put_pieces(store, project, items)
+        for t, data in items:
             with contextlib.suppress(OSError):
-                store.cache.write_small(store.cache.tree_path(store.id, project, d.sub.tree), data)
-        store.backend.flush(written)
-        return len(written)
+                store.cache.write_small(store.cache.tree_path(store.id, project, t), data)
+        return len(items)

@@ -47,8 +47,8 @@ STEPS = {
     "upsert-after-upload": Step("artfs._groups_parts", "_part_bytes", "after"),
     "finish-after-claim": Step("artfs._groups_finish", "_Heartbeat.__init__", "after"),
     "finish-after-commit": Step("artfs._groups_finish", "_contributors", "after"),
-    # a sharded commit (artfs/_shards.py) that has written one piece of its version, not the head
-    "shard-after-piece": Step("artfs._shards", "put_piece", "after"),
+    # a sharded commit (artfs/_shards.py) that has written its version's pieces, not the head
+    "shard-after-piece": Step("artfs._shards", "put_pieces", "after"),
 }
 
 

@@ -87,12 +87,12 @@ def test_stats_say_what_the_kernel_does(setup):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="raising a mount's read-ahead needs root")
 def test_cold_sequential_reads_arrive_in_1_MiB_requests(setup):
-    """The daemon raises its mount's read-ahead to 1 MiB, so a sequential reader's cold reads
+    """The daemon raises its mount's read-ahead to 2 MiB, so a sequential reader's cold reads
     reach it as 1 MiB requests (eight times fewer than the kernel's 128 KiB default). It must do
     so after the kernel processed its INIT answer, which lowers the read-ahead again: the two
     race when the daemon sets it early (one mount in three read in 128 KiB requests under load),
     so the file system is mounted a few times. Where spliced reads need requests below 1 MiB
-    (``max_read``, artfsd/kernel.py), the read-ahead is one such request."""
+    (``max_read``, artfsd/kernel.py), the read-ahead is two such requests."""
     from artfs.lowlevel import find_mount
 
     store_url, _, payload, tmp = setup
@@ -103,7 +103,7 @@ def test_cold_sequential_reads_arrive_in_1_MiB_requests(setup):
             max_read = m.stats()["max_read"]
             assert max_read == 0 or 512 << 10 <= max_read < MiB
             with open(f"/sys/class/bdi/{info.device}/read_ahead_kb") as f:
-                assert f.read().strip() == str(max_read // 1024 or 1024)
+                assert f.read().strip() == str(2 * (max_read // 1024) or 2048)
             with open(m.path("p", "data", "v0", "big.bin"), "rb", buffering=0) as f:
                 assert f.read() == payload
             assert m.stats()["reads"] <= 12  # 7 MiB in 1 MiB (or 1008 KiB) requests (in 128 KiB ones: 49)
@@ -631,6 +631,44 @@ def test_random_reads_of_a_big_file_fetch_about_what_they_read(tmp_path: Path):
         fetched = after["fetched_bytes"] - before["fetched_bytes"]
         assert 0 < fetched <= 2 * read, (fetched, read)
         assert after["backend"]["range"] - before["backend"]["range"] == 15
+
+
+def test_1mib_random_reads_of_a_big_file_fetch_at_most_twice_what_they_read(tmp_path: Path):
+    """1 MiB reads at random offsets of a big file, cold (each spans two cache chunks, and the
+    kernel's own read-ahead follows it with requests that look sequential): the right bytes, and
+    the daemon fetches no more than twice the bytes read, every request one ranged GET of its own
+    bytes (no chunks fetched whole, no read-ahead started)."""
+    import random
+
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 256 * MiB
+    with open(src / "table.h5", "wb") as fh:
+        for _ in range(size // (8 * MiB)):
+            fh.write(os.urandom(8 * MiB))
+    store = Store(str(tmp_path / "store"))
+    art = Artifact("tables", type="dataset")
+    art.add_dir(str(src))
+    store.log_artifact(art, project="p")
+    rng = random.Random(7)
+    with _mount(store.url, tmp_path) as m, open(src / "table.h5", "rb") as want:
+        path = m.path("p", "tables", "v0", "table.h5")
+        os.stat(path)  # the manifest: not part of the reads
+        before = m.stats()
+        fd = os.open(path, os.O_RDONLY)
+        read = 0
+        try:
+            for c in rng.sample(range(8, 256, 8), 20):  # reads 8 MiB apart or more: random to the reader
+                off = c * MiB + rng.randrange(1, MiB)
+                assert os.pread(fd, MiB, off) == os.pread(want.fileno(), MiB, off), off
+                read += MiB
+        finally:
+            os.close(fd)
+        _released(m)
+        after = m.stats()
+        fetched = after["fetched_bytes"] - before["fetched_bytes"]
+        assert 0 < fetched <= 2 * read, (fetched, read)
+        assert after["direct_reads"] - before["direct_reads"] == after["backend"]["range"] - before["backend"]["range"]
 
 
 def test_a_cold_sequential_read_of_a_big_file_fetches_each_byte_once(tmp_path: Path):

@@ -273,6 +273,43 @@ def test_a_crash_mid_sharded_commit_leaves_nothing_visible(backend_url, tmp_path
     assert read_tree(fresh.artifact("proj/ds:v1").download(str(tmp_path / "dl1"))) == read_tree(src)
 
 
+def test_a_first_commit_of_many_directories_syncs_its_pieces_as_a_batch(tmp_path, monkeypatch):
+    """300 new pieces on the local store: their bytes made durable by one syncfs and their names
+    by one fsync per directory, not an fsync each, and every piece there (and read back whole) once the head exists."""
+    from artfs.backends import local
+
+    store = make_store(tmp_path / "store", tmp_path)
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"b\n")
+    from artfs._digest import digest_bytes
+
+    d = digest_bytes(b"b\n")
+    entries = [Entry(f"d{k:03d}/f{k}.bin", d, 2) for k in range(300)]  # 300 distinct pieces
+    syncs = {"fsync": 0, "syncfs": 0}
+    real_fsync, real_syncfs = os.fsync, local._syncfs
+
+    def fsync(fd):
+        syncs["fsync"] += 1
+        real_fsync(fd)
+
+    def syncfs(fd):
+        syncs["syncfs"] += 1
+        real_syncfs(fd)
+
+    monkeypatch.setattr(local.os, "fsync", fsync)
+    monkeypatch.setattr(local, "_syncfs", syncfs)
+    store.commit("proj", "ds", type="dataset", entries=entries, sources={d: str(blob)})
+    assert len(pieces(store)) == 301  # a piece per directory and the root's
+    # the bytes: one syncfs for all; the names: one fsync per directory holding pieces (at most
+    # 256 of them, <2>/ under trees/xxh128/), the fixed directories above them and the blob's, the
+    # intent's and the head's: none per piece
+    dirs = {os.path.dirname(p) for p in pieces(store)}
+    assert syncs["syncfs"] == 1, syncs
+    assert syncs["fsync"] <= len(dirs) + 32 < 301, (syncs, len(dirs))  # + the fixed ones above them
+    fresh = make_store(tmp_path / "store", tmp_path, "fresh")
+    assert [e.path for e in fresh.manifest("proj", "ds", 0).entries] == [e.path for e in entries]
+
+
 # -- tampered pieces -----------------------------------------------------------------------------
 
 def _plant(store, files, dirs):

@@ -133,6 +133,14 @@ not verified when served (nothing is, until a blob is complete); they never reac
 a blob read only at random never becomes complete. ``stats`` counts the bytes fetched from the
 store (``fetched_bytes``) and these reads (``direct_reads``).
 
+The kernel splits a large random read into requests and may read a little beyond it, in
+parallel and out of order; to the sequential detector those look like a sequential reader. A read
+that adjoins the run of reads since the last random one (within its own length, either side),
+while that run is shorter than ``run_min`` (2 MiB, at least two chunks), is taken as the rest of
+that random read (:meth:`BlobHandle._continues`): served direct as above (or by its chunks if
+they cost less than twice its bytes) and starting no read-ahead. A reader going on past
+``run_min``, or reading from offset 0, is sequential.
+
 Bytes already in the cache but not in the page cache (a complete blob whose pages were dropped)
 are read ahead by the kernel at a sequential reader's request: each read hints the next
 ``readahead_max`` bytes of the cache file (``POSIX_FADV_WILLNEED``) once the reader is half-way

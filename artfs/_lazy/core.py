@@ -36,6 +36,10 @@ class _Core:
         self.readahead_max = int(readahead_max)
         # random reads up to this size are fetched exactly, not by chunks ("Random reads" above)
         self.direct_max = self.chunk_size if direct_max is None else int(direct_max)
+        # a run of adjoining reads after a random one is the rest of that read up to this length,
+        # a sequential reader beyond it (BlobHandle._continues; what the kernel asks for a 1 MiB
+        # random read is shorter)
+        self.run_min = max(2 * self.chunk_size, 2 << 20)
         # blobs up to this size are fetched whole in one GET when opened, never chunk by chunk
         self.small_max = int(small_max)
         # joined_fetches: reads (and opens) that waited for a fetch already in flight, not their own

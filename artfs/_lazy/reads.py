@@ -60,6 +60,7 @@ class BlobHandle:
         self._last_end = -1  # end of the furthest sequential read, -1 before the first read
         self._last_c0 = -1
         self._window = 0  # read-ahead bytes beyond the read, 0 = random access
+        self._run_start = 0  # start of the run of adjoining reads since the last random read (_continues)
         self._pf_next = 0  # first chunk not yet considered for read-ahead
         # page-cache read-ahead of bytes already in the cache file (no lock: a race costs a hint)
         self._h_end = 0  # end of the furthest sequential read
@@ -257,6 +258,19 @@ class BlobHandle:
                 "dropped; data read before may be wrong (read again to fetch them anew)"
             )
 
+    def _continues(self, offset: int, end: int) -> bool:
+        """Whether a read adjoins the run of reads since the last random one (within its own length,
+        either side) and the run is still shorter than ``run_min``: the rest of that random read
+        (the kernel splits a large read and reads a little beyond it, its requests in parallel and
+        out of order), not a sequential reader yet. Such a read starts no read-ahead. A read at
+        offset 0 never continues a run (the start of a file: a sequential reader, maybe).
+
+        Called with the entry's lock held.
+        """
+        le, n = self._last_end, end - offset
+        return (le >= 0 and self._window == 0 and offset > 0 and self._run_start - n <= end
+                and offset <= le + n and max(le, end) - min(self._run_start, offset) < self._lb.run_min)
+
     def _readahead(self, e: _Entry, offset: int, end: int, c0: int, c1: int) -> tuple[int, int]:
         """Update the sequential-read detector; the chunk range ``[p0, p1)`` to read ahead.
 
@@ -269,6 +283,9 @@ class BlobHandle:
         else:
             tol = max(2 * cs, 4 << 20)
             seq = le - tol <= offset <= le + tol + self._window
+        if seq and self._continues(offset, end):
+            self._run_start, self._last_end, self._last_c0 = min(self._run_start, offset), max(le, end), c0
+            return 0, 0
         if seq:
             if self._window == 0:
                 self._window = cs
@@ -280,6 +297,7 @@ class BlobHandle:
             self._window = 0
             self._pf_next = 0
             self._last_end = end
+            self._run_start = offset
         self._last_c0 = c0
         if not self._window or self._lb.readahead_max <= 0:
             return 0, 0
@@ -463,8 +481,10 @@ class _Reads(_Fetching):
         # small read, nearer than the detector's tolerance (a few MiB, for the kernel's parallel
         # read-ahead requests arriving out of order, which are that many requests of their own
         # size), so that a random read landing a few MiB from the last starts no read-ahead.
+        # The rest of a random read (BlobHandle._continues) is direct too.
         tol = min(max(2 * cs, 4 << 20), max(16 * n, 256 << 10))
-        if le >= 0 and le - tol <= offset <= le + tol + h._window:
+        run = h._continues(offset, end)
+        if offset == 0 or (not run and le >= 0 and le - tol <= offset <= le + tol + h._window):
             return False
         if e.present.find(0, c0, c1) >= 0:
             e.refresh(c0, c1)  # another process may have fetched them
@@ -474,7 +494,10 @@ class _Reads(_Fetching):
             return False  # (partly) there or coming, or read a chunk's worth already: cache it
         for i in range(c0, c1):
             touched[i] = touched.get(i, 0) + min(end, (i + 1) * cs) - max(offset, i * cs)
-        h._window, h._pf_next, h._last_end, h._last_c0 = 0, 0, end, c0  # a random read (as _readahead)
+        if run:
+            h._run_start, h._last_end, h._last_c0 = min(h._run_start, offset), max(le, end), c0
+        else:  # a random read (as _readahead)
+            h._window, h._pf_next, h._last_end, h._last_c0, h._run_start = 0, 0, end, c0, offset
         return True
 
     def _read_direct(self, h: BlobHandle, e: _Entry, offset: int, end: int) -> bytes | None:
