@@ -342,7 +342,13 @@ class LazyTree:
     def locate(self, node: int) -> _Dir | None:
         """The loaded directory holding ``node`` as a direct child (loading pieces on the way), or
         None for the root or a node outside the tree."""
-        if node <= 0 or node >= self.size:
+        return self._walk(node, load=True) if node < self.size else None
+
+    def _walk(self, node: int, *, load: bool) -> _Dir | None:
+        """From the root down to the directory holding ``node``: each directory's ids are sorted
+        and a subdirectory's range starts at its own id, so the holder is under the last id at or
+        below ``node``. A directory not loaded yet is read when ``load``, else the walk gives None."""
+        if node <= 0:
             return None
         d = self._dirs[0]
         while True:
@@ -352,10 +358,10 @@ class LazyTree:
             child = d.ids[k]
             if child == node:
                 return d
-            if child not in d.subs:
-                return None
             nxt = self._dirs.get(child)
             if nxt is None:
+                if not load or child not in d.subs:
+                    return None
                 nxt = self._load_child(d, child)
             d = nxt
 
@@ -369,20 +375,7 @@ class LazyTree:
 
     def holder(self, node: int) -> _Dir | None:
         """The loaded directory holding ``node``, without reading (None if it is not loaded)."""
-        if node <= 0:
-            return None
-        d = self._dirs[0]
-        while True:
-            k = bisect.bisect_right(d.ids, node) - 1
-            if k < 0:
-                return None
-            child = d.ids[k]
-            if child == node:
-                return d
-            nxt = self._dirs.get(child)
-            if nxt is None:
-                return None
-            d = nxt
+        return self._walk(node, load=False)
 
     # -- the VersionTree interface ------------------------------------------------------------------
     def is_dir(self, node: int) -> bool:
